@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import save_tiny_model  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Returns a function: architecture name -> directory of a tiny random HF checkpoint (cached)."""
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(arch))
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def default_llm():
+    """The embedded default model (SmolLM2-135M-Instruct GGUF), loaded once for the session."""
+    from tokenmill import LLM
+
+    return LLM(device="cpu", max_num_seqs=32)

@@ -1,0 +1,53 @@
+"""Incremental detokenization with stop strings.
+
+Text grows token by token without ever splitting a UTF-8 character. A stop string ends the sequence and
+is cut from the text; text that might be the start of a stop string is held back from streaming until
+the next tokens decide it.
+"""
+
+from __future__ import annotations
+
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.tokenizer import Tokenizer
+
+
+class SequenceText:
+    def __init__(self, tokenizer: Tokenizer, params: SamplingParams) -> None:
+        self._decoder = tokenizer.incremental_decoder(params.skip_special_tokens)
+        self._stops = params.stop_strings
+        self._longest_stop = max((len(s) for s in self._stops), default=0)
+        self.text = ""
+        self.num_sent_chars = 0
+        self.num_sent_tokens = 0
+
+    def append(self, token_id: int, check_stops: bool) -> str | None:
+        """Add a token's text; returns the stop string if one now appears (the text is cut before it)."""
+        piece = self._decoder.step(token_id)
+        if not piece:
+            return None
+        search_from = max(0, len(self.text) - self._longest_stop + 1)
+        self.text += piece
+        if not (check_stops and self._stops):
+            return None
+        hits = [(index, stop) for stop in self._stops if (index := self.text.find(stop, search_from)) >= 0]
+        if not hits:
+            return None
+        index, stop = min(hits)
+        self.text = self.text[:index]
+        return stop
+
+    def releasable_chars(self, finished: bool) -> int:
+        """How much of the text is safe to show: all of it once finished, else all but a possible stop prefix."""
+        if finished or not self._stops:
+            return len(self.text)
+        for keep in range(min(self._longest_stop - 1, len(self.text)), 0, -1):
+            tail = self.text[-keep:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                return len(self.text) - keep
+        return len(self.text)
+
+    def take_delta(self, finished: bool) -> str:
+        end = max(self.releasable_chars(finished), self.num_sent_chars)
+        delta = self.text[self.num_sent_chars : end]
+        self.num_sent_chars = end
+        return delta

