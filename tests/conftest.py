@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import save_tiny_model  # noqa: E402
+from tiny_models import save_tiny_model
 
 torch.set_num_threads(2)
 

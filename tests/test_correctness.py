@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
+from tiny_models import ARCHITECTURES
 from transformers import AutoModelForCausalLM
 
-from tiny_models import ARCHITECTURES
 from tokenmill import LLM, SamplingParams
 
 MAX_TOKENS = 24
@@ -20,7 +20,7 @@ def mixed_prompts(seed: int = 1) -> list[list[int]]:
     lengths = [1, 2, 7, 16, 17, 31, 64, 100, 130]
     prompts = [[rng.randrange(3, 256) for _ in range(n)] for n in lengths]
     shared = prompts[7][:40]
-    prompts += [shared + [5, 6, 7], [*shared, 9], prompts[8][:33] + [11] * 20]
+    prompts += [[*shared, 5, 6, 7], [*shared, 9], prompts[8][:33] + [11] * 20]
     return prompts
 
 
@@ -31,7 +31,11 @@ def hf_greedy(model_dir, prompts: list[list[int]]) -> list[list[int]]:
         for prompt in prompts:
             ids = torch.tensor([prompt])
             out = model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_TOKENS, do_sample=False, pad_token_id=0
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=MAX_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
             )
             outputs.append(out[0, len(prompt) :].tolist())
     return outputs
@@ -88,6 +92,8 @@ def test_bf16_runs_close_to_fp32(tiny_model_dir) -> None:
     prompts = mixed_prompts()
     params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
     fp32 = LLM(str(tiny_model_dir("llama")), device="cpu").generate(prompts, params, use_tqdm=False)
-    bf16 = LLM(str(tiny_model_dir("llama")), device="cpu", dtype="bfloat16").generate(prompts, params, use_tqdm=False)
+    bf16 = LLM(str(tiny_model_dir("llama")), device="cpu", dtype="bfloat16").generate(
+        prompts, params, use_tqdm=False
+    )
     agree = sum(a.outputs[0].token_ids[0] == b.outputs[0].token_ids[0] for a, b in zip(fp32, bf16))
     assert agree >= len(prompts) - 2

@@ -17,6 +17,7 @@ class CompletionOutput:
     stop_reason: str | int | None = None  # the stop string or stop token that ended it
     delta_text: str = ""
     delta_token_ids: list[int] = field(default_factory=list)
+    logprobs: list[dict[int, float]] | None = None  # per output token: itself and the top alternatives
 
     @property
     def finished(self) -> bool:

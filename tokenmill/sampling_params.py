@@ -29,6 +29,7 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    logprobs: int | None = None  # also return this many most likely alternatives per token
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -89,6 +90,12 @@ class SamplingParams:
             all(is_int(t) and t >= 0 for t in self.stop_token_ids),
             "stop_token_ids",
             "a list of non-negative integers",
+        )
+
+        check(
+            self.logprobs is None or (is_int(self.logprobs) and 0 <= self.logprobs <= 20),
+            "logprobs",
+            "an integer in [0, 20] or None",
         )
 
     @property

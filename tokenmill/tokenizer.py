@@ -42,7 +42,9 @@ class Tokenizer:
     def from_gguf(cls, path: str | Path) -> Tokenizer:
         """The tokenizer and chat template stored in a GGUF file's metadata."""
         path = Path(path)
-        return cls(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True))
+        return cls(
+            AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        )
 
     @classmethod
     def byte_level(cls) -> Tokenizer:

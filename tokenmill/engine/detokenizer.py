@@ -37,7 +37,7 @@ class SequenceText:
         return stop
 
     def releasable_chars(self, finished: bool) -> int:
-        """How much of the text is safe to show: all of it once finished, else all but a possible stop prefix."""
+        """How much text is safe to show: all once finished, else all but a possible start of a stop."""
         if finished or not self._stops:
             return len(self.text)
         for keep in range(min(self._longest_stop - 1, len(self.text)), 0, -1):

@@ -43,10 +43,15 @@ class LLM:
         if len(params) != len(prompts):
             raise ValueError(f"got {len(params)} sampling_params for {len(prompts)} prompts")
         order: dict[str, int] = {}
-        for prompt, param in zip(prompts, params):
-            request_id = str(next(self._ids))
-            self.engine.add_request(request_id, prompt, param)
-            order[request_id] = len(order)
+        try:
+            for prompt, param in zip(prompts, params):
+                request_id = str(next(self._ids))
+                self.engine.add_request(request_id, prompt, param)
+                order[request_id] = len(order)
+        except ValueError as exc:
+            for request_id in order:
+                self.engine.abort_request(request_id)
+            raise ValueError(f"prompt {len(order)}: {exc}") from exc
         return self._run(order, use_tqdm)
 
     def chat(

@@ -66,7 +66,9 @@ class LLMEngine:
         num_blocks = config.num_kv_blocks or self._kv_blocks_from_memory(loaded.model, model_len, dtype)
         self.max_model_len = min(model_len, num_blocks * config.block_size)
         if self.max_model_len < model_len:
-            logger.warning("max_model_len lowered to %d tokens: the KV cache holds no more", self.max_model_len)
+            logger.warning(
+                "max_model_len lowered to %d tokens: the KV cache holds no more", self.max_model_len
+            )
         sampler = Sampler(device, config.seed, self.eos_token_ids)
         self.runner = ModelRunner(loaded.model, config.block_size, num_blocks, sampler)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
@@ -113,7 +115,9 @@ class LLMEngine:
         if any(not 0 <= t < vocab for t in token_ids):
             raise ValueError(f"prompt token ids must lie in [0, {vocab})")
         seqs = [Sequence(request_id, i, token_ids, params, self.device) for i in range(params.n)]
-        request = _Request(request_id, text, token_ids, seqs, [SequenceText(self.tokenizer, params) for _ in seqs])
+        request = _Request(
+            request_id, text, token_ids, seqs, [SequenceText(self.tokenizer, params) for _ in seqs]
+        )
         self._requests[request_id] = request
         for seq in seqs:
             self._seq_owner[seq.seq_id] = request
@@ -160,7 +164,10 @@ class LLMEngine:
             request = self._seq_owner[seq.seq_id]
             self._append_token(request, seq, token)
             touched[request.request_id] = request
-        return [self._finalize(request) if request.finished else self._output(request) for request in touched.values()]
+        return [
+            self._finalize(request) if request.finished else self._output(request)
+            for request in touched.values()
+        ]
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
         seq.token_ids.append(token)
@@ -173,9 +180,9 @@ class LLMEngine:
             self.scheduler.finish(seq, "stop")
         elif may_stop and token in params.stop_token_ids:
             self.scheduler.finish(seq, "stop", token)
-        elif params.max_tokens is not None and seq.num_output_tokens >= params.max_tokens:
-            self.scheduler.finish(seq, "length")
-        elif seq.num_tokens >= self.max_model_len:
+        elif seq.num_output_tokens >= (params.max_tokens or self.max_model_len) or (
+            seq.num_tokens >= self.max_model_len
+        ):
             self.scheduler.finish(seq, "length")
 
     def _finalize(self, request: _Request) -> RequestOutput:
@@ -200,6 +207,7 @@ class LLMEngine:
                     stop_reason=seq.stop_reason,
                     delta_text=delta_text,
                     delta_token_ids=delta_tokens,
+                    logprobs=seq.logprobs,
                 )
             )
         return RequestOutput(

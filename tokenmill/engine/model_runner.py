@@ -39,13 +39,19 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> dict[int, int]:
-        """Run one step; returns the sampled token of each sequence whose known tokens are now all computed."""
+        """Run one step; returns the sampled token of each sequence whose known tokens are now all computed.
+
+        Sequences that asked for logprobs get them appended (log-softmax of the raw logits)."""
         input_ids, positions, meta, logit_rows, sampling_seqs = self._prepare(batch)
         hidden = self.model(input_ids, positions, meta)
         if not sampling_seqs:
             return {}
         logits = self.model.compute_logits(hidden[logit_rows])
-        tokens = self.sampler(logits, sampling_seqs).tolist()
+        sampled = self.sampler(logits, sampling_seqs)
+        tokens = sampled.tolist()
+        wanting = [row for row, seq in enumerate(sampling_seqs) if seq.logprobs is not None]
+        if wanting:
+            _record_logprobs(logits, sampled, wanting, sampling_seqs)
         return {seq.seq_id: token for seq, token in zip(sampling_seqs, tokens)}
 
     def _prepare(
@@ -96,6 +102,25 @@ class ModelRunner:
             to_device(logit_rows, torch.long),
             sampling_seqs,
         )
+
+
+def _record_logprobs(
+    logits: torch.Tensor, sampled: torch.Tensor, rows: list[int], seqs: list[Sequence]
+) -> None:
+    index = torch.tensor(rows, device=logits.device)
+    logprobs = logits[index].log_softmax(dim=-1)
+    chosen = logprobs.gather(-1, sampled[index][:, None])[:, 0].tolist()
+    top_n = max(seqs[row].params.logprobs or 0 for row in rows)
+    top_values, top_ids = logprobs.topk(top_n, dim=-1) if top_n else (logprobs[:, :0], logprobs[:, :0])
+    top_values, top_ids = top_values.tolist(), top_ids.long().tolist()
+    sampled_ids = sampled[index].tolist()
+    for i, row in enumerate(rows):
+        seq = seqs[row]
+        n = seq.params.logprobs or 0
+        entry = dict(zip(top_ids[i][:n], top_values[i][:n]))
+        entry[sampled_ids[i]] = chosen[i]
+        assert seq.logprobs is not None
+        seq.logprobs.append(entry)
 
 
 def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:

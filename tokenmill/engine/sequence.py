@@ -20,7 +20,12 @@ class SequenceStatus(enum.Enum):
 
 class Sequence:
     def __init__(
-        self, request_id: str, index: int, prompt_token_ids: list[int], params: SamplingParams, device: torch.device
+        self,
+        request_id: str,
+        index: int,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        device: torch.device,
     ) -> None:
         self.seq_id = next(_ids)
         self.request_id = request_id
@@ -35,6 +40,7 @@ class Sequence:
         self.block_hashes: list[int] = []  # hashes of the leading full blocks, a chain
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
+        self.logprobs: list[dict[int, float]] | None = [] if params.logprobs is not None else None
         self.generator: torch.Generator | None = None
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)

@@ -20,7 +20,9 @@ def model_class(config: ModelConfig) -> type[LlamaForCausalLM]:
         return MODEL_REGISTRY[config.architecture]
     except KeyError:
         supported = ", ".join(sorted(MODEL_REGISTRY))
-        raise ValueError(f"architecture {config.architecture!r} is not supported (supported: {supported})") from None
+        raise ValueError(
+            f"architecture {config.architecture!r} is not supported (supported: {supported})"
+        ) from None
 
 
 __all__ = ["MODEL_REGISTRY", "ModelConfig", "model_class"]

@@ -44,7 +44,9 @@ class GGUFCheckpoint:
         self.reader = GGUFReader(self.path)
         self.arch = str(self.metadata("general.architecture"))
         if self.arch not in _ARCHITECTURES:
-            raise ValueError(f"GGUF architecture {self.arch!r} is not supported (supported: {sorted(_ARCHITECTURES)})")
+            raise ValueError(
+                f"GGUF architecture {self.arch!r} is not supported (supported: {sorted(_ARCHITECTURES)})"
+            )
 
     def metadata(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)

@@ -53,7 +53,9 @@ class LlamaForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)
         for layer in self.layers:
             hidden = layer(positions, hidden, meta)
@@ -84,7 +86,9 @@ class LlamaForCausalLM(nn.Module):
             rows = self._shard_rows(target, shard) if shard is not None else slice(None)
             destination = params[target].data[rows]
             if destination.shape != tensor.shape:
-                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(destination.shape)}")
+                raise ValueError(
+                    f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(destination.shape)}"
+                )
             destination.copy_(tensor)
             unset.discard(target if shard is None else f"{target}#{shard}")
         if unset:

@@ -94,7 +94,9 @@ def _safetensors_weights(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, handle.get_tensor(name)
 
 
-def _build(config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None) -> LlamaForCausalLM:
+def _build(
+    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None
+) -> LlamaForCausalLM:
     cls = model_class(config)
     config = cls.adapt_config(config)
     max_positions = max(max_model_len or 0, config.max_position_embeddings)

@@ -1,4 +1,4 @@
-"""Real model shapes with random weights (`random:<name>`), for benchmarks: speed does not depend on values."""
+"""Real model shapes with random weights (`random:<name>`) for benchmarks: speed does not depend on values."""
 
 from __future__ import annotations
 

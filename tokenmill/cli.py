@@ -1,0 +1,101 @@
+"""Command line: `python -m tokenmill <command>` (also the `tokenmill` console script)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Any, get_args
+
+from tokenmill.config import EngineConfig
+from tokenmill.sampling_params import SamplingParams
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per EngineConfig field, so the CLI can never drift from the config object."""
+    group = parser.add_argument_group("engine")
+    for name, field in EngineConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        choices = get_args(field.annotation) if "Literal" in str(field.annotation) else None
+        if field.annotation is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=field.description
+            )
+        else:
+            group.add_argument(
+                flag,
+                default=None,
+                choices=choices,
+                type=_field_type(field.annotation),
+                help=field.description,
+            )
+
+
+def _field_type(annotation: Any) -> Any:
+    text = str(annotation)
+    if "float" in text:
+        return float
+    if "int" in text:
+        return int
+    return str
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    given = {
+        name: getattr(args, name)
+        for name in EngineConfig.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return EngineConfig(**given)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tokenmill.engine.llm import LLM
+
+    config = engine_config_from_args(args)
+    llm = LLM(**config.model_dump())
+    params = SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.sampling_seed
+    )
+    started = time.perf_counter()
+    if args.raw or not llm.tokenizer.has_chat_template:
+        outputs = llm.generate(args.prompt, params, use_tqdm=False)
+    else:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompt], params, use_tqdm=False)
+    elapsed = time.perf_counter() - started
+    for output in outputs:
+        print(output.outputs[0].text)
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    print(f"[{tokens} tokens in {elapsed:.2f}s, {tokens / elapsed:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenmill", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="answer prompts with the engine and print the answers")
+    generate.add_argument("prompt", nargs="+", help="one or more prompts")
+    generate.add_argument("--raw", action="store_true", help="do not wrap prompts in the chat template")
+    generate.add_argument("--max-tokens", type=int, default=256)
+    generate.add_argument("--temperature", type=float, default=0.0)
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--sampling-seed", type=int, default=None)
+    add_engine_arguments(generate)
+    generate.set_defaults(handler=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tokenmill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

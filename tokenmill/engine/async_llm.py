@@ -1,0 +1,153 @@
+"""The asyncio client of the engine, for servers.
+
+The engine runs its step loop on its own thread. Requests and aborts reach it through a queue that it
+drains between steps; each step's outputs go back to the event loop in one callback. So the HTTP side
+never waits on a model step and the step loop never waits on the HTTP side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tokenmill.config import EngineConfig
+from tokenmill.engine.llm_engine import LLMEngine, Prompt
+from tokenmill.outputs import RequestOutput
+from tokenmill.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine thread stopped on an error; no request can be served any more."""
+
+
+@dataclass
+class _Add:
+    request_id: str
+    prompt: Prompt
+    params: SamplingParams
+
+
+@dataclass
+class _Abort:
+    request_id: str
+
+
+_STOP = object()
+
+
+class AsyncLLM:
+    def __init__(self, config: EngineConfig) -> None:
+        self.engine = LLMEngine(config)
+        self.tokenizer = self.engine.tokenizer
+        self.error: BaseException | None = None
+        self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
+        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_alive(self) -> bool:
+        return self.error is None and self._thread.is_alive()
+
+    @property
+    def num_active_requests(self) -> int:
+        return len(self._streams)
+
+    async def generate(
+        self, prompt: Prompt, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
+        """Yield the request's outputs as they grow; the last has `finished=True`.
+
+        Leaving the loop early (or being cancelled, e.g. on a client disconnect) aborts the request."""
+        if not self.is_alive:
+            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
+        if request_id in self._streams:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self._streams[request_id] = (asyncio.get_running_loop(), outputs)
+        self._inbox.put(_Add(request_id, prompt, params))
+        finished = False
+        try:
+            while not finished:
+                item = await outputs.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:
+                self._inbox.put(_Abort(request_id))
+            self._streams.pop(request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a request; its stream ends with finish_reason 'abort'."""
+        self._inbox.put(_Abort(request_id))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._inbox.put(_STOP)
+        self._thread.join(timeout)
+
+    # ---- engine thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._drain_inbox(block=not self.engine.has_unfinished_requests())
+                if self.engine.has_unfinished_requests():
+                    self._deliver(self.engine.step())
+        except BaseException as exc:
+            logger.exception("engine step loop failed")
+            self.error = exc
+            dead = EngineDeadError(f"the engine has stopped: {exc!r}")
+            for request_id in list(self._streams):
+                self._send(request_id, dead)
+
+    def _drain_inbox(self, block: bool) -> None:
+        item = self._inbox.get() if block else self._next_nowait()
+        while item is not None:
+            if item is _STOP:
+                return
+            if isinstance(item, _Add):
+                try:
+                    self.engine.add_request(item.request_id, item.prompt, item.params)
+                except ValueError as exc:
+                    self._send(item.request_id, exc)
+            elif isinstance(item, _Abort):
+                output = self.engine.abort_request(item.request_id)
+                if output is not None:
+                    self._deliver([output])
+            item = self._next_nowait()
+
+    def _next_nowait(self) -> _Add | _Abort | object | None:
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
+        for output in outputs:
+            stream = self._streams.get(output.request_id)
+            if stream is not None:
+                by_loop.setdefault(stream[0], []).append((stream[1], output))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_put_all, items)
+
+    def _send(self, request_id: str, item: BaseException) -> None:
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream[0].call_soon_threadsafe(stream[1].put_nowait, item)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    for target, output in items:
+        target.put_nowait(output)
