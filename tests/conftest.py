@@ -32,3 +32,22 @@ def default_llm():
     from tokenmill import LLM
 
     return LLM(device="cpu", max_num_seqs=32)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir):
+    """One real server on the tiny Qwen3 checkpoint, shared by the HTTP tests that do not stop it."""
+    from server_process import ServerProcess
+
+    process = ServerProcess(
+        "--model",
+        str(tiny_model_dir("qwen3")),
+        "--max-input-tokens",
+        "400",
+        "--max-dec-len",
+        "256",
+        "--max-queued-requests",
+        "1000",
+    ).wait_ready()
+    yield process
+    process.stop()

@@ -46,3 +46,16 @@ def test_bad_arguments_fail_clearly(tmp_path) -> None:
     assert result.returncode == 2 and "neither a directory" in result.stderr
     result = run("generate", "--dtype", "int3", "x")
     assert result.returncode == 2 and "--dtype" in result.stderr
+
+
+def test_readme_documents_every_server_setting() -> None:
+    from pathlib import Path
+
+    from tokenmill.config import EngineConfig, ServerConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in ServerConfig.model_fields:
+        documented = f"`--{name.replace('_', '-')}`" in readme or f"`{name}`" in readme
+        assert documented, f"README does not document the setting {name}"
+    for name in EngineConfig.model_fields:
+        assert f"`{name}`" in readme, name

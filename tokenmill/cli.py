@@ -8,53 +8,52 @@ import sys
 import time
 from typing import Any, get_args
 
-from tokenmill.config import EngineConfig
+from pydantic import BaseModel
+
+from tokenmill.config import EngineConfig, ServerConfig
 from tokenmill.sampling_params import SamplingParams
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per EngineConfig field, so the CLI can never drift from the config object."""
-    group = parser.add_argument_group("engine")
-    for name, field in EngineConfig.model_fields.items():
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[BaseModel], title: str) -> None:
+    """One --flag per config field, so the CLI can never drift from the config object."""
+    group = parser.add_argument_group(title)
+    for name, field in config_class.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        choices = get_args(field.annotation) if "Literal" in str(field.annotation) else None
+        annotation = str(field.annotation)
         if field.annotation is bool:
             group.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=field.description
             )
+        elif "list" in annotation:
+            group.add_argument(flag, action="append", default=None, help=f"{field.description} (repeatable)")
         else:
+            choices = get_args(field.annotation) if "Literal" in annotation else None
             group.add_argument(
-                flag,
-                default=None,
-                choices=choices,
-                type=_field_type(field.annotation),
-                help=field.description,
+                flag, default=None, choices=choices, type=_field_type(annotation), help=field.description
             )
 
 
-def _field_type(annotation: Any) -> Any:
-    text = str(annotation)
-    if "float" in text:
+def _field_type(annotation: str) -> type:
+    if "float" in annotation:
         return float
-    if "int" in text:
+    if "int" in annotation:
         return int
     return str
 
 
-def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
-    given = {
+def given_arguments(args: argparse.Namespace, config_class: type[BaseModel]) -> dict[str, Any]:
+    """The flags the user actually set (others stay unset, so environment variables can apply)."""
+    return {
         name: getattr(args, name)
-        for name in EngineConfig.model_fields
+        for name in config_class.model_fields
         if getattr(args, name, None) is not None
     }
-    return EngineConfig(**given)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from tokenmill.engine.llm import LLM
 
-    config = engine_config_from_args(args)
-    llm = LLM(**config.model_dump())
+    llm = LLM(**EngineConfig(**given_arguments(args, EngineConfig)).model_dump())
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.sampling_seed
     )
@@ -71,6 +70,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from tokenmill.server.launcher import serve
+
+    config = ServerConfig(**given_arguments(args, ServerConfig))
+    logging.getLogger().setLevel(config.log_level.upper())
+    return serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenmill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,8 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.0)
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--sampling-seed", type=int, default=None)
-    add_engine_arguments(generate)
+    add_config_arguments(generate, EngineConfig, "engine")
     generate.set_defaults(handler=_generate)
+
+    serve = commands.add_parser(
+        "serve", help="serve the model over HTTP (judge contract, OpenAI API, FastDeploy, metrics, web chat)"
+    )
+    add_config_arguments(
+        serve, ServerConfig, "server and engine (each also TOKENMILL_<NAME> in the environment)"
+    )
+    serve.set_defaults(handler=_serve)
     return parser
 
 

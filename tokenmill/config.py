@@ -1,11 +1,14 @@
-"""The engine's settings: one validated object shared by the offline API, the CLI and the server."""
+"""Settings: the engine's knobs, and the server's on top of them, validated in one place."""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -13,7 +16,7 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 class EngineConfig(BaseModel):
     """Knobs of the inference engine (names follow vLLM's `LLM` arguments)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     model: str | None = Field(
         default=None, description="HF directory, .gguf file or random:<preset>; None = embedded default"
@@ -46,3 +49,104 @@ class EngineConfig(BaseModel):
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+# Environment variable names of the seed projects (FastDeploy, the judge templates) -> field names.
+SEED_ENV_ALIASES: dict[str, str] = {
+    "MODEL_DIR": "model",
+    "LOCAL_MODEL_PATH": "model",
+    "MODEL_NAME": "served_model_name",
+    "BATCH_SIZE": "max_num_seqs",
+    "MAX_NEW_TOKENS": "default_max_tokens",
+    "MAX_INPUT_LENGTH": "max_input_tokens",
+    "MAX_SEQ_LEN": "max_input_tokens",
+    "MAX_DEC_LEN": "max_dec_len",
+    "MAX_CACHED_TASK_NUM": "max_queued_requests",
+    "GPU_MEMORY_UTILIZATION": "gpu_memory_utilization",
+    "BATCH_MODE": "batch_mode",
+    "PUSH_MODE_HTTP_PORT": "port",
+}
+
+
+class _SeedAliasSource(PydanticBaseSettingsSource):
+    """Reads the seeds' variable names; TOKENMILL_* variables and explicit arguments win over them."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for env_name, target in SEED_ENV_ALIASES.items():
+            if target == field_name and env_name in os.environ:
+                return os.environ[env_name], env_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class ServerConfig(BaseSettings, EngineConfig):
+    """Everything a server process needs: the engine's knobs plus the HTTP side's.
+
+    Each field can be set by a CLI flag (`--max-num-seqs`), by `TOKENMILL_<FIELD>` in the environment,
+    or by the seeds' names listed in `SEED_ENV_ALIASES` (e.g. BATCH_SIZE, MAX_SEQ_LEN)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENMILL_", extra="forbid", validate_assignment=True, protected_namespaces=()
+    )
+
+    host: str = Field(default="0.0.0.0", description="address to listen on")
+    port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
+    served_model_name: str | None = Field(
+        default=None, description="model name in the API (default: its file name)"
+    )
+    batch_mode: bool = Field(default=True, description='judge contract: GET / answers {"status":"batch"}')
+    health_waits_for_ready: bool = Field(
+        default=True, description="GET / waits until the model is warm instead of answering 503 at once"
+    )
+    system_prompt: str | None = Field(
+        default=None, description="system message /predict puts before each prompt"
+    )
+    default_max_tokens: int = Field(default=256, ge=1, description="max new tokens of /predict answers")
+    predict_temperature: float = Field(default=0.0, ge=0, description="sampling temperature of /predict")
+    predict_stop: list[str] = Field(default_factory=list, description="stop strings of /predict answers")
+    enable_thinking: bool = Field(default=False, description="Qwen3 chat template: let the model think first")
+    strip_thinking: bool = Field(default=True, description="remove <think>...</think> from /predict answers")
+    max_input_tokens: int | None = Field(default=None, ge=1, description="longest prompt accepted, in tokens")
+    max_dec_len: int | None = Field(
+        default=None, ge=1, description="largest max_tokens a request may ask for"
+    )
+    max_queued_requests: int = Field(
+        default=512, ge=1, description="requests waiting for a first token before 429"
+    )
+    request_timeout: float | None = Field(
+        default=None, gt=0, description="seconds before a request is aborted"
+    )
+    max_body_bytes: int = Field(default=8 << 20, ge=1024, description="larger request bodies get 413")
+    api_key: str | None = Field(default=None, description="Bearer token required on /v1/*")
+    api_key_everywhere: bool = Field(
+        default=False, description="also require the key on health, metrics, judge"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS ('*' for any)")
+    shutdown_timeout: float = Field(
+        default=30.0, ge=0, description="seconds in-flight requests get on SIGTERM"
+    )
+    warmup: bool = Field(default=True, description="run a warm-up batch before reporting ready")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="log verbosity"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _SeedAliasSource(settings_cls)
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})

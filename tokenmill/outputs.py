@@ -25,6 +25,15 @@ class CompletionOutput:
 
 
 @dataclass
+class RequestTimes:
+    """Monotonic timestamps (time.monotonic) of a request's life, for latency metrics."""
+
+    arrival: float
+    first_scheduled: float | None = None
+    first_token: float | None = None
+
+
+@dataclass
 class RequestOutput:
     request_id: str
     prompt: str | None
@@ -32,3 +41,4 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool
     num_cached_tokens: int = 0
+    times: RequestTimes | None = None

@@ -31,6 +31,7 @@ class _Add:
     request_id: str
     prompt: Prompt
     params: SamplingParams
+    final_only: bool
 
 
 @dataclass
@@ -48,6 +49,7 @@ class AsyncLLM:
         self.error: BaseException | None = None
         self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._final_only: dict[str, bool] = {}  # request -> first output sent; wants no others but the last
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
         self._thread.start()
@@ -61,18 +63,18 @@ class AsyncLLM:
         return len(self._streams)
 
     async def generate(
-        self, prompt: Prompt, params: SamplingParams, request_id: str
+        self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
     ) -> AsyncIterator[RequestOutput]:
-        """Yield the request's outputs as they grow; the last has `finished=True`.
-
-        Leaving the loop early (or being cancelled, e.g. on a client disconnect) aborts the request."""
+        """Yield the request's outputs as they grow (with `final_only`, just the first, which says that
+        generation has started, and the last); the last has `finished=True`. Leaving the loop early
+        (or being cancelled, e.g. on a client disconnect) aborts the request."""
         if not self.is_alive:
             raise EngineDeadError(f"the engine has stopped: {self.error!r}")
         if request_id in self._streams:
             raise ValueError(f"request_id {request_id!r} is already in use")
         outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), outputs)
-        self._inbox.put(_Add(request_id, prompt, params))
+        self._inbox.put(_Add(request_id, prompt, params, final_only))
         finished = False
         try:
             while not finished:
@@ -121,6 +123,9 @@ class AsyncLLM:
                     self.engine.add_request(item.request_id, item.prompt, item.params)
                 except ValueError as exc:
                     self._send(item.request_id, exc)
+                else:
+                    if item.final_only:
+                        self._final_only[item.request_id] = False
             elif isinstance(item, _Abort):
                 output = self.engine.abort_request(item.request_id)
                 if output is not None:
@@ -136,6 +141,12 @@ class AsyncLLM:
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         for output in outputs:
+            if output.finished:
+                self._final_only.pop(output.request_id, None)
+            elif self._final_only.get(output.request_id) is True:
+                continue
+            elif output.request_id in self._final_only:
+                self._final_only[output.request_id] = True
             stream = self._streams.get(output.request_id)
             if stream is not None:
                 by_loop.setdefault(stream[0], []).append((stream[1], output))

@@ -26,7 +26,7 @@ from tokenmill.engine.scheduler import Scheduler
 from tokenmill.engine.sequence import Sequence
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
-from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
 
@@ -171,6 +171,8 @@ class LLMEngine:
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
         seq.token_ids.append(token)
+        if seq.first_token_time is None:
+            seq.first_token_time = time.monotonic()
         params = seq.params
         may_stop = seq.num_output_tokens >= params.min_tokens
         stop_string = request.texts[seq.index].append(token, check_stops=may_stop)
@@ -210,13 +212,15 @@ class LLMEngine:
                     logprobs=seq.logprobs,
                 )
             )
+        first = request.seqs[0]
         return RequestOutput(
             request_id=request.request_id,
             prompt=request.prompt,
             prompt_token_ids=request.prompt_token_ids,
             outputs=outputs,
             finished=request.finished,
-            num_cached_tokens=request.seqs[0].num_cached_tokens,
+            num_cached_tokens=first.num_cached_tokens,
+            times=RequestTimes(first.arrival_time, first.first_scheduled_time, first.first_token_time),
         )
 
 

@@ -9,6 +9,7 @@ it is recomputed later, mostly from the prefix cache.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -85,7 +86,8 @@ class Scheduler:
                 self.block_manager.free(seq)
                 break
             self.waiting.popleft()
-            if seq.num_output_tokens == 0 and seq.num_cached_tokens == 0:
+            if seq.first_scheduled_time is None:
+                seq.first_scheduled_time = time.monotonic()
                 seq.num_cached_tokens = seq.num_computed_tokens
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

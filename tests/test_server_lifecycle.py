@@ -1,0 +1,220 @@
+"""Limits and lifecycle over HTTP: queue overflow, disconnects, API keys, SIGTERM drain, engine faults."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+from server_process import ServerProcess
+
+LONG = {
+    "messages": [{"role": "user", "content": "go"}],
+    "max_tokens": 250,
+    "min_tokens": 250,
+    "stream": True,
+    "n": 8,
+}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_queue_overflow_is_429_then_recovers(tiny_model_dir) -> None:
+    process = ServerProcess(
+        "--model", str(tiny_model_dir("qwen3")), "--max-num-seqs", "1", "--max-queued-requests", "2"
+    ).wait_ready()
+    try:
+
+        def call(_: int) -> int:
+            body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 200, "min_tokens": 200}
+            return requests.post(process.url + "/v1/chat/completions", json=body, timeout=120).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(call, range(12)))
+        assert statuses.count(429) >= 1 and statuses.count(200) >= 3, statuses
+        assert set(statuses) <= {200, 429}
+        rejected = requests.post(process.url + "/predict", json={"prompt": "x"}, timeout=60)
+        assert rejected.status_code == 200  # nothing waits any more: admitted again
+        overflow = [s for s in statuses if s == 429]
+        assert overflow
+    finally:
+        process.stop()
+
+
+def test_429_body_names_the_limit(tiny_model_dir) -> None:
+    process = ServerProcess(
+        "--model", str(tiny_model_dir("qwen3")), "--max-num-seqs", "1", "--max-queued-requests", "1"
+    ).wait_ready()
+    try:
+        with requests.post(process.url + "/v1/chat/completions", json=LONG, stream=True, timeout=60):
+            assert wait_for(lambda: process.metric("tokenmill:num_requests_running") == 1)
+            time.sleep(0.5)  # its first token is out: it no longer counts as waiting
+            waiting = requests.post(process.url + "/v1/chat/completions", json=LONG, stream=True, timeout=60)
+            assert waiting.status_code == 200
+            third = requests.post(process.url + "/v1/chat/completions", json=LONG, timeout=60)
+            waiting.close()
+        assert third.status_code == 429
+        assert "MAX_CACHED_TASK_NUM" in third.json()["error"]["message"]
+    finally:
+        process.stop()
+
+
+def test_stream_disconnect_frees_blocks(server: ServerProcess) -> None:
+    aborted = _abort_count(server)
+    with requests.post(server.url + "/v1/chat/completions", json=LONG, stream=True, timeout=60) as response:
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert server.metric("tokenmill:kv_cache_usage_perc") > 0
+    assert wait_for(lambda: server.metric("tokenmill:num_requests_running") == 0)
+    assert wait_for(lambda: server.metric("tokenmill:kv_cache_usage_perc") == 0)
+    assert wait_for(lambda: _abort_count(server) >= aborted + 8)
+
+
+def test_non_streaming_disconnect_aborts(server: ServerProcess) -> None:
+    aborted = _abort_count(server)
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 250, "min_tokens": 250, "n": 8}
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert wait_for(lambda: server.metric("tokenmill:num_requests_running") > 0, 10)
+    assert wait_for(lambda: _abort_count(server) >= aborted + 8)
+    assert wait_for(lambda: server.metric("tokenmill:kv_cache_usage_perc") == 0)
+
+
+def _abort_count(server: ServerProcess) -> float:
+    try:
+        return server.metric('tokenmill:request_success_total{finished_reason="abort"}')
+    except KeyError:
+        return 0.0
+
+
+def test_metrics_count_requests_and_tokens(server: ServerProcess) -> None:
+    before = server.metric("tokenmill:generation_tokens_total")
+    requests.post(
+        server.url + "/v1/completions", json={"prompt": "m", "max_tokens": 5, "ignore_eos": True}, timeout=30
+    )
+    assert server.metric("tokenmill:generation_tokens_total") == before + 5
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    for name in (
+        "time_to_first_token_seconds",
+        "inter_token_latency_seconds",
+        "e2e_request_latency_seconds",
+        "request_queue_time_seconds",
+        "prompt_tokens_total",
+        "num_requests_waiting",
+    ):
+        assert f"tokenmill:{name}" in text
+
+
+def test_api_key_guards_v1_only(tiny_model_dir) -> None:
+    process = ServerProcess(
+        "--model", str(tiny_model_dir("llama")), env={"TOKENMILL_API_KEY": "s3cret"}
+    ).wait_ready()
+    try:
+        url = process.url
+        assert requests.get(url + "/v1/models", timeout=10).status_code == 401
+        wrong = requests.get(url + "/v1/models", headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "AuthenticationError"
+        assert requests.get(url + "/v1/models", headers={"Authorization": "Bearer s3cret"}, timeout=10).ok
+        assert requests.get(url + "/", timeout=10).ok
+        assert requests.post(url + "/predict", json={"prompt": "x", "max_new_tokens": 2}, timeout=30).ok
+        assert requests.get(url + "/metrics", timeout=10).ok
+    finally:
+        process.stop()
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
+    process = ServerProcess(
+        "--max-num-seqs", "4", "--shutdown-timeout", "60"
+    ).wait_ready()  # the real default model
+    body = {
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+        "max_tokens": 40,
+        "min_tokens": 40,
+        "stream": True,
+    }
+    with requests.post(process.url + "/v1/chat/completions", json=body, stream=True, timeout=120) as response:
+        lines = response.iter_lines()
+        next(lines)
+        process.process.send_signal(signal.SIGTERM)
+        assert wait_for(
+            lambda: requests.get(process.url + "/v2/health/ready", timeout=5).status_code == 503, 10
+        )
+        refused = requests.post(process.url + "/predict", json={"prompt": "x"}, timeout=10)
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]["message"]
+        rest = [line for line in lines if line]
+    assert rest[-1] == b"data: [DONE]"
+    finish = [json.loads(line[6:]) for line in rest[:-1]][-1]["choices"][0]["finish_reason"]
+    assert finish == "length"
+    assert process.process.wait(60) == 0
+
+
+FAULT = (
+    "import sys, tokenmill.engine.model_runner as m\n"
+    "original = m.ModelRunner.execute\n"
+    "calls = [0]\n"
+    "def execute(self, batch):\n"
+    "    calls[0] += 1\n"
+    "    if calls[0] > 40:\n"
+    "        raise RuntimeError('injected device fault')\n"
+    "    return original(self, batch)\n"
+    "m.ModelRunner.execute = execute\n"
+    "from tokenmill.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_engine_fault_reports_503_and_exits_nonzero(tiny_model_dir) -> None:
+    process = ServerProcess("--model", str(tiny_model_dir("qwen3")), wrapper=FAULT).wait_ready()
+    response = requests.post(process.url + "/v1/chat/completions", json={**LONG, "stream": False}, timeout=60)
+    assert response.status_code == 503 and "injected device fault" in response.json()["error"]["message"]
+    try:
+        live = requests.get(process.url + "/v2/health/live", timeout=5).status_code
+    except requests.ConnectionError:
+        live = None  # already gone
+    assert live in (503, None)
+    assert process.process.wait(30) == 1
+    process.stop()
+
+
+@pytest.mark.parametrize("immediate", [True, False])
+def test_health_during_load(tiny_model_dir, immediate: bool) -> None:
+    """While loading, GET / waits (the judge polls with a long timeout) or answers 503 at once."""
+    flag = "--no-health-waits-for-ready" if immediate else "--health-waits-for-ready"
+    process = ServerProcess("--model", str(tiny_model_dir("qwen3")), flag)
+    try:
+        status = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                status = requests.get(process.url + "/", timeout=60)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.02)
+        assert status is not None
+        if immediate:
+            assert status.status_code in (200, 503)
+            if status.status_code == 503:
+                assert status.json() == {"status": "loading"}
+        else:
+            assert status.status_code == 200 and status.json() == {"status": "batch"}
+    finally:
+        process.stop()

@@ -1,0 +1,128 @@
+"""No input can break the server: each malformed request is a 4xx whose error names the problem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from server_process import ServerProcess
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+USER = [{"role": "user", "content": "hi"}]
+
+
+def chat(**fields) -> dict:
+    return {"messages": USER, **fields}
+
+
+def completion(**fields) -> dict:
+    return {"prompt": "hi", **fields}
+
+
+# (path, body: dict | bytes, expected status, text the error must contain)
+CASES = [
+    (CHAT, b'{"messages": [', 400, "JSON"),
+    (CHAT, b"\xff\xfe\x00{", 400, "JSON"),
+    (CHAT, b"[1, 2]", 400, "body"),
+    (CHAT, b'"hello"', 400, "body"),
+    (CHAT, b"", 400, "body"),
+    (CHAT, {}, 400, "messages"),
+    (CHAT, {"messages": []}, 400, "messages"),
+    (CHAT, {"messages": "hi"}, 400, "messages"),
+    (CHAT, {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+    (CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
+    (CHAT, {"messages": [{"content": "x"}]}, 400, "messages[0].role"),
+    (CHAT, chat(temperature="hot"), 400, "temperature"),
+    (CHAT, chat(temperature=-1), 400, "temperature"),
+    (CHAT, chat(temperature=1000), 400, "temperature"),
+    (CHAT, chat(top_p=0), 400, "top_p"),
+    (CHAT, chat(top_p=1.5), 400, "top_p"),
+    (CHAT, chat(max_tokens=0), 400, "max_tokens"),
+    (CHAT, chat(max_tokens=-5), 400, "max_tokens"),
+    (CHAT, chat(max_tokens=1.5), 400, "max_tokens"),
+    (CHAT, chat(max_tokens="10"), 400, "max_tokens"),
+    (CHAT, chat(max_tokens=100000), 400, "max_tokens"),
+    (CHAT, chat(max_completion_tokens=100000), 400, "max_completion_tokens"),
+    (CHAT, chat(n=0), 400, "n"),
+    (CHAT, chat(n=100), 400, "n"),
+    (CHAT, chat(stop=5), 400, "stop"),
+    (CHAT, chat(stop=["x"] * 20), 400, "stop"),
+    (CHAT, chat(stop=[""]), 400, "stop"),
+    (CHAT, chat(presence_penalty=3), 400, "presence_penalty"),
+    (CHAT, chat(frequency_penalty=-3), 400, "frequency_penalty"),
+    (CHAT, chat(seed="x"), 400, "seed"),
+    (CHAT, chat(stream="yes"), 400, "stream"),
+    (CHAT, chat(stream_options={"include_usage": "x"}), 400, "stream_options.include_usage"),
+    (CHAT, chat(logprobs=5), 400, "logprobs"),
+    (CHAT, chat(logprobs=True, top_logprobs=30), 400, "top_logprobs"),
+    (CHAT, chat(top_logprobs=2), 400, "top_logprobs"),
+    (CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+    (CHAT, chat(response_format={"type": "json_object"}), 400, "response_format.type"),
+    (CHAT, chat(min_p=2), 400, "min_p"),
+    (CHAT, chat(top_k=-5), 400, "top_k"),
+    (CHAT, chat(repetition_penalty=0), 400, "repetition_penalty"),
+    (CHAT, chat(min_tokens=50, max_tokens=10), 400, "min_tokens"),
+    (CHAT, chat(model=123), 400, "model"),
+    (CHAT, chat(model="other-model"), 404, "other-model"),
+    (CHAT, {"messages": [{"role": "user", "content": "并行" * 500}]}, 400, "messages"),
+    (COMPLETIONS, {}, 400, "prompt"),
+    (COMPLETIONS, completion(prompt=[]), 400, "prompt"),
+    (COMPLETIONS, completion(prompt=[[]]), 400, "prompt"),
+    (COMPLETIONS, completion(prompt=[-1]), 400, "prompt[0]"),
+    (COMPLETIONS, completion(prompt=[10**9]), 400, "vocabulary"),
+    (COMPLETIONS, completion(prompt=[1, "a"]), 400, "prompt["),  # mixed list: either item is at fault
+    (COMPLETIONS, completion(echo=True), 400, "echo"),
+    (COMPLETIONS, completion(suffix="x"), 400, "suffix"),
+    (COMPLETIONS, completion(best_of=3), 400, "best_of"),
+    (COMPLETIONS, completion(logprobs=50), 400, "logprobs"),
+    (COMPLETIONS, completion(stop_token_ids=[-1]), 400, "stop_token_ids[0]"),
+    (COMPLETIONS, completion(ignore_eos="no"), 400, "ignore_eos"),
+    ("/tokenize", {"prompt": "a", "messages": USER}, 400, "prompt"),
+    ("/tokenize", {}, 400, "prompt"),
+    ("/detokenize", {"tokens": [-1]}, 400, "tokens[0]"),
+    ("/detokenize", {"tokens": [10**9]}, 400, "tokens"),
+    ("/detokenize", {"tokens": "abc"}, 400, "tokens"),
+    ("/predict", {"prompt": {"a": 1}}, 400, "prompt"),
+    ("/v1/nothing-here", {}, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,needle", CASES, ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES)])
+def test_malformed_request(
+    server: ServerProcess, path: str, body: dict | bytes, status: int, needle: str
+) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = requests.post(
+        server.url + path, data=data, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert needle in error["message"] or needle == error["param"], error
+    assert error["code"] == status and error["type"]
+
+
+def test_wrong_method_is_405(server: ServerProcess) -> None:
+    response = requests.get(server.url + CHAT, timeout=10)
+    assert response.status_code == 405 and response.json()["error"]["code"] == 405
+
+
+def test_oversized_bodies_are_413(server: ServerProcess) -> None:
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * (9 << 20)}]}).encode()
+    response = requests.post(
+        server.url + CHAT, data=big, headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]["message"]
+
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(10):
+            yield b"y" * (1 << 20)
+        yield b'"}'
+
+    chunked = requests.post(
+        server.url + "/predict", data=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+    )
+    assert chunked.status_code == 413
+    assert requests.get(server.url + "/v2/health/ready", timeout=10).status_code == 200

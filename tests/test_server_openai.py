@@ -1,0 +1,155 @@
+"""The OpenAI-compatible API through the official `openai` client (sync, async, streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+import requests
+from server_process import ServerProcess
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "共享内存是什么？"}]
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+
+
+@pytest.fixture(scope="module")
+def model(client: openai.OpenAI) -> str:
+    models = client.models.list().data
+    assert len(models) == 1
+    return models[0].id
+
+
+def prompt_tokens(server: ServerProcess, **body) -> int:
+    return requests.post(server.url + "/tokenize", json=body, timeout=10).json()["count"]
+
+
+def test_chat_usage_and_finish_reason(client: openai.OpenAI, model: str, server: ServerProcess) -> None:
+    response = client.chat.completions.create(
+        model=model, messages=MESSAGES, max_tokens=7, temperature=0, extra_body={"ignore_eos": True}
+    )
+    choice = response.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason == "length"
+    assert response.usage.completion_tokens == 7
+    assert response.usage.prompt_tokens == prompt_tokens(server, messages=MESSAGES)
+    assert response.usage.total_tokens == response.usage.prompt_tokens + 7
+
+
+def test_chat_stream_equals_non_stream(client: openai.OpenAI, model: str) -> None:
+    kwargs = dict(
+        model=model, messages=MESSAGES, max_tokens=16, temperature=0, extra_body={"ignore_eos": True}
+    )
+    whole = client.chat.completions.create(**kwargs).choices[0].message.content
+    stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == whole
+    assert finish == "length" and usage.completion_tokens == 16
+
+
+def test_completions_with_text_and_token_prompts(
+    client: openai.OpenAI, model: str, server: ServerProcess
+) -> None:
+    response = client.completions.create(
+        model=model, prompt=["hello", "world"], max_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert [c.index for c in response.choices] == [0, 1]
+    assert response.usage.completion_tokens == 10
+    ids = requests.post(server.url + "/tokenize", json={"prompt": "hello"}, timeout=10).json()["tokens"]
+    by_ids = client.completions.create(
+        model=model, prompt=ids, max_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert by_ids.choices[0].text == response.choices[0].text
+
+
+def test_completion_stream_with_usage(client: openai.OpenAI, model: str) -> None:
+    chunks = list(
+        client.completions.create(
+            model=model,
+            prompt="abc",
+            max_tokens=6,
+            stream=True,
+            temperature=0,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].choices == []
+    assert chunks[-2].choices[0].finish_reason == "length"
+
+
+def test_async_client_concurrent(server: ServerProcess, model: str) -> None:
+    async def run() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")
+        calls = [
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"q{i}"}], max_tokens=8, temperature=0
+            )
+            for i in range(16)
+        ]
+        results = await asyncio.gather(*calls)
+        await client.close()
+        return [r.choices[0].finish_reason for r in results]
+
+    assert all(reason in ("stop", "length") for reason in asyncio.run(run()))
+
+
+def test_n_seed_stop_and_logprobs(client: openai.OpenAI, model: str) -> None:
+    response = client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        max_tokens=8,
+        n=2,
+        seed=3,
+        temperature=1.0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    assert [c.index for c in response.choices] == [0, 1]
+    content = response.choices[0].logprobs.content
+    assert len(content) == response.usage.completion_tokens // 2 or len(content) > 0
+    assert all(entry.logprob <= 0 and len(entry.top_logprobs) >= 2 for entry in content)
+    again = client.chat.completions.create(
+        model=model, messages=MESSAGES, max_tokens=8, n=2, seed=3, temperature=1.0
+    )
+    assert [c.message.content for c in again.choices] == [c.message.content for c in response.choices]
+    greedy = (
+        client.completions.create(
+            model=model, prompt="abcdef", max_tokens=20, temperature=0, extra_body={"ignore_eos": True}
+        )
+        .choices[0]
+        .text
+    )
+    if len(greedy) > 4:
+        stop = greedy[2:4]
+        cut = client.completions.create(
+            model=model,
+            prompt="abcdef",
+            max_tokens=20,
+            temperature=0,
+            stop=[stop],
+            extra_body={"ignore_eos": True},
+        ).choices[0]
+        assert cut.finish_reason == "stop" and cut.text == greedy[: greedy.index(stop)]
+
+
+def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="nope", messages=MESSAGES)
+    assert "nope" in str(info.value)
+
+
+def test_tokenize_detokenize_version(server: ServerProcess) -> None:
+    tokens = requests.post(server.url + "/tokenize", json={"prompt": "并行计算"}, timeout=10).json()["tokens"]
+    text = requests.post(server.url + "/detokenize", json={"tokens": tokens}, timeout=10).json()["prompt"]
+    assert text == "并行计算"
+    assert requests.get(server.url + "/version", timeout=10).json()["version"]

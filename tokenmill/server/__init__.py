@@ -1,0 +1,1 @@
+"""HTTP serving: the judge contract, the OpenAI API, FastDeploy requests, health and metrics."""

@@ -1,0 +1,89 @@
+"""The ASGI application. `create_app(config)` for code; `uvicorn tokenmill.server.app:app` reads the
+configuration from the environment (TOKENMILL_* and the seeds' names)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+import tokenmill
+from tokenmill.config import ServerConfig
+from tokenmill.server import health, judge, openai_api
+from tokenmill.server.errors import APIError, BodySizeLimit, install_error_handlers
+from tokenmill.server.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+ENGINE_FAILURE_EXIT_CODE = 1
+
+
+def _api_key_guard(config: ServerConfig) -> Callable[[Request], Awaitable[None]]:
+    expected = (config.api_key or "").encode()
+
+    async def check(request: Request) -> None:
+        if not expected:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise APIError(401, "a valid API key is required: send 'Authorization: Bearer <key>'")
+
+    return check
+
+
+async def _watch_engine(state: ServerState) -> None:
+    """Exit the process when the engine dies, so Docker or Kubernetes restarts it; health shows 503 first."""
+    while state.alive:
+        await asyncio.sleep(0.2)
+    logger.critical("engine failure (%r): exiting with code %d", state.load_error or state.engine.error, 1)
+    await asyncio.sleep(1.0)
+    logging.shutdown()
+    os._exit(ENGINE_FAILURE_EXIT_CODE)
+
+
+def create_app(config: ServerConfig | None = None) -> FastAPI:
+    config = config or ServerConfig()
+    state = ServerState(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(state.start())
+        watchdog = asyncio.create_task(_watch_engine(state))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            watchdog.cancel()
+            state.shutdown()
+
+    app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan)
+    app.state.tm = state
+    app.state.fastdeploy_live_ids = set()
+    install_error_handlers(app)
+    guard = [Depends(_api_key_guard(config))]
+    open_routes = guard if config.api_key_everywhere else []
+    app.include_router(openai_api.router, dependencies=guard)
+    app.include_router(judge.router, dependencies=open_routes)
+    app.include_router(health.router, dependencies=open_routes)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`app` is built on first access, so importing this module has no side effects."""
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(name)

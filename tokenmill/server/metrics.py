@@ -1,0 +1,107 @@
+"""Prometheus metrics under `tokenmill:`, named like vLLM's so existing dashboards carry over."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tokenmill.engine.llm_engine import LLMEngine
+from tokenmill.outputs import RequestOutput
+
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+_TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+
+
+class _EngineGauges(Collector):
+    """Read at scrape time from the engine, so they are never stale."""
+
+    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self._engine()
+        running = len(engine.scheduler.running) if engine else 0
+        waiting = len(engine.scheduler.waiting) if engine else 0
+        usage = engine.block_manager.usage if engine else 0.0
+        yield GaugeMetricFamily(
+            "tokenmill:num_requests_running", "Sequences in the running batch", value=running
+        )
+        yield GaugeMetricFamily(
+            "tokenmill:num_requests_waiting", "Sequences waiting to be scheduled", value=waiting
+        )
+        yield GaugeMetricFamily(
+            "tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", value=usage
+        )
+
+
+class Metrics:
+    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_EngineGauges(engine))
+        self.prompt_tokens = Counter(
+            "tokenmill:prompt_tokens", "Prompt tokens processed", registry=self.registry
+        )
+        self.generation_tokens = Counter(
+            "tokenmill:generation_tokens", "Tokens generated", registry=self.registry
+        )
+        self.request_success = Counter(
+            "tokenmill:request_success",
+            "Finished requests by finish reason",
+            ["finished_reason"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "tokenmill:time_to_first_token_seconds",
+            "Arrival to first token",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token_latency = Histogram(
+            "tokenmill:inter_token_latency_seconds",
+            "Time between output tokens",
+            buckets=_TOKEN_GAP_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e_latency = Histogram(
+            "tokenmill:e2e_request_latency_seconds",
+            "Arrival to finish",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_time = Histogram(
+            "tokenmill:request_queue_time_seconds",
+            "Arrival to first scheduling",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def observe_finished(metrics: Metrics, output: RequestOutput) -> None:
+    """Record a finished request from the engine's own timestamps (exact whether or not it streamed)."""
+    now = time.monotonic()
+    generated = sum(len(c.token_ids) for c in output.outputs)
+    metrics.prompt_tokens.inc(len(output.prompt_token_ids))
+    metrics.generation_tokens.inc(generated)
+    for completion in output.outputs:
+        metrics.request_success.labels(completion.finish_reason or "abort").inc()
+    times = output.times
+    if times is None:
+        return
+    metrics.e2e_latency.observe(now - times.arrival)
+    if times.first_scheduled is not None:
+        metrics.queue_time.observe(times.first_scheduled - times.arrival)
+    if times.first_token is not None:
+        metrics.time_to_first_token.observe(times.first_token - times.arrival)
+        if generated > len(output.outputs):
+            gap = (now - times.first_token) / (generated - len(output.outputs))
+            for _ in range(min(generated - len(output.outputs), 4096)):
+                metrics.inter_token_latency.observe(gap)

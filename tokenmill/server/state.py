@@ -1,0 +1,287 @@
+"""The server's side of the engine: lifecycle, admission, request limits, timeouts, disconnects, metrics.
+
+Every endpoint goes through `ServerState.generate`, so limits and metrics hold the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from tokenmill.config import ServerConfig
+from tokenmill.engine.async_llm import AsyncLLM, EngineDeadError
+from tokenmill.outputs import RequestOutput
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.server.errors import APIError, bad_request_from_value_error
+from tokenmill.server.metrics import Metrics, observe_finished
+from tokenmill.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client went away; the request was aborted and its blocks freed."""
+
+
+class Ticket:
+    """A request's place in the admission queue, given back once its first token exists."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state: ServerState | None = state
+        self._waiting = True
+        state.num_waiting_requests += 1
+        state.num_in_flight += 1
+
+    def started(self) -> None:
+        if self._waiting and self._state is not None:
+            self._waiting = False
+            self._state.num_waiting_requests -= 1
+
+    def close(self) -> None:
+        if self._state is not None:
+            self.started()
+            self._state.num_in_flight -= 1
+            self._state = None
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class ServerState:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.engine: AsyncLLM | None = None
+        self.load_error: BaseException | None = None
+        self.ready = asyncio.Event()
+        self.loaded = asyncio.Event()
+        self.draining = False
+        self.num_waiting_requests = 0
+        self.num_in_flight = 0
+        self.started_at = time.time()
+        self.metrics = Metrics(lambda: self.engine.engine if self.engine else None)
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model off the event loop (health endpoints keep answering), then warm it up."""
+        try:
+            self.engine = await asyncio.to_thread(AsyncLLM, self.config.engine_config())
+            self.loaded.set()
+            if self.config.warmup:
+                await self._warmup()
+        except BaseException as exc:
+            self.load_error = exc
+            self.loaded.set()
+            raise
+        self.ready.set()
+        logger.info("ready: serving %s on %s:%d", self.model_name, self.config.host, self.config.port)
+
+    async def _warmup(self) -> None:
+        started = time.perf_counter()
+        count = min(self.config.max_num_seqs, 8)
+        params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+        prompts = [[(7 * i + j) % 200 + 1 for j in range(32)] for i in range(count)]
+        await asyncio.gather(
+            *(self._drain(self.generate(p, params, "warmup", stream=False)) for p in prompts)
+        )
+        logger.info("warm-up of %d requests took %.2fs", count, time.perf_counter() - started)
+
+    @staticmethod
+    async def _drain(stream: AsyncIterator[RequestOutput]) -> None:
+        async for _ in stream:
+            pass
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+
+    @property
+    def alive(self) -> bool:
+        return self.load_error is None and (self.engine is None or self.engine.is_alive)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready.is_set() and self.alive and not self.draining
+
+    @property
+    def model_name(self) -> str:
+        if self.config.served_model_name:
+            return self.config.served_model_name
+        return self.engine.engine.model_name if self.engine else (self.config.model or "default")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._engine().engine.model_config.vocab_size
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._engine().tokenizer
+
+    def _engine(self) -> AsyncLLM:
+        if self.draining:
+            raise APIError(503, "the server is shutting down")
+        if not self.alive:
+            raise APIError(503, "the engine has stopped; the server is restarting")
+        if self.engine is None or not self.ready.is_set():
+            raise APIError(503, "the model is still loading")
+        return self.engine
+
+    # ---- limits -----------------------------------------------------------------------------------
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model != self.model_name:
+            raise APIError(
+                404, f"model {model!r} does not exist; this server serves {self.model_name!r}", "model"
+            )
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        limit = self._engine().engine.max_model_len - 1
+        return min(limit, self.config.max_input_tokens) if self.config.max_input_tokens else limit
+
+    def check_prompt_length(self, token_ids: list[int], param: str = "prompt") -> None:
+        if len(token_ids) > self.max_prompt_tokens:
+            raise APIError(
+                400,
+                f"{param} is {len(token_ids)} tokens; at most {self.max_prompt_tokens} are accepted",
+                param,
+            )
+
+    def check_max_tokens(self, max_tokens: int | None, param: str = "max_tokens") -> None:
+        limit = self.config.max_dec_len
+        if max_tokens is not None and limit is not None and max_tokens > limit:
+            raise APIError(400, f"{param} is {max_tokens}; at most {limit} (MAX_DEC_LEN) is allowed", param)
+
+    def room_for_output(self, prompt_len: int) -> int:
+        return self._engine().engine.max_model_len - prompt_len
+
+    def admit(self) -> Ticket:
+        self._engine()
+        if self.num_waiting_requests >= self.config.max_queued_requests:
+            raise APIError(
+                429,
+                f"{self.num_waiting_requests} requests are already waiting "
+                f"(limit {self.config.max_queued_requests}, MAX_CACHED_TASK_NUM); retry later",
+            )
+        return Ticket(self)
+
+    @staticmethod
+    def sampling_params(**fields: Any) -> SamplingParams:
+        try:
+            return SamplingParams(**{k: v for k, v in fields.items() if v is not None})
+        except ValueError as exc:
+            raise bad_request_from_value_error(exc) from exc
+
+    # ---- prompts ----------------------------------------------------------------------------------
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def encode_chat(
+        self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None
+    ) -> list[int]:
+        kwargs = {"enable_thinking": self.config.enable_thinking, **(template_kwargs or {})}
+        try:
+            return self.tokenizer.encode_chat(messages, **kwargs)
+        except ValueError as exc:
+            raise APIError(400, str(exc), "messages") from exc
+        except Exception as exc:  # a template may raise anything on a conversation it refuses
+            raise APIError(400, f"the chat template rejected these messages: {exc}", "messages") from exc
+
+    # ---- generation -------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        prefix: str,
+        ticket: Ticket | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        stream: bool = True,
+    ) -> AsyncIterator[RequestOutput]:
+        """One request's outputs (every update if `stream`, else only the last), with metrics, the
+        timeout and abort-on-exit."""
+        engine = self.engine if prefix == "warmup" else self._engine()
+        assert engine is not None
+        request_id = request_id or f"{prefix}-{uuid.uuid4().hex}"
+        timeout = timeout or self.config.request_timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        outputs = engine.generate(prompt, params, request_id, final_only=not stream)
+        finished = False
+        try:
+            while True:
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    output = await asyncio.wait_for(anext(outputs), remaining)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise APIError(
+                        408, f"request timed out after {timeout:g}s and was aborted", "timeout"
+                    ) from None
+                except EngineDeadError as exc:
+                    raise APIError(503, str(exc)) from exc
+                except ValueError as exc:
+                    raise bad_request_from_value_error(exc) from exc
+                if ticket is not None:
+                    ticket.started()
+                if output.finished:
+                    finished = True
+                    observe_finished(self.metrics, output)
+                yield output
+                if output.finished:
+                    return
+        finally:
+            await outputs.aclose()
+            if not finished:  # the client left, timed out or failed: the engine aborted it
+                self.metrics.request_success.labels("abort").inc(params.n)
+
+    async def final_output(self, stream: AsyncIterator[RequestOutput]) -> RequestOutput:
+        last = None
+        async for output in stream:
+            last = output
+        assert last is not None
+        return last
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so aborting its requests) if the client hangs up first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
