@@ -85,14 +85,8 @@ def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], Sa
         raise APIError(
             400, f"the input is {len(prompt)} tokens, over MAX_SEQ_LEN ({state.max_prompt_tokens})", "text"
         )
-    state.check_max_tokens(body.max_dec_len, "max_dec_len")
     state.check_max_tokens(body.min_dec_len, "min_dec_len")
-    room = state.room_for_output(len(prompt))
-    max_dec_len = body.max_dec_len or min(room, state.config.max_dec_len or room)
-    if max_dec_len > room:
-        raise APIError(
-            400, f"max_dec_len {max_dec_len} + input {len(prompt)} exceeds the model's length", "max_dec_len"
-        )
+    max_dec_len = state.resolve_max_tokens(body.max_dec_len, len(prompt), "max_dec_len")
     if body.min_dec_len > max_dec_len:
         raise APIError(
             400, f"min_dec_len {body.min_dec_len} exceeds max_dec_len {max_dec_len}", "min_dec_len"

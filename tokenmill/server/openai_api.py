@@ -102,21 +102,6 @@ def _sampling(
     )
 
 
-def _max_tokens(state: ServerState, requested: int | None, prompt_len: int, param: str) -> int:
-    state.check_max_tokens(requested, param)
-    room = state.room_for_output(prompt_len)
-    if requested is None:
-        return min(room, state.config.max_dec_len or room)
-    if requested > room:
-        raise APIError(
-            400,
-            f"{param} is {requested} but the prompt ({prompt_len} tokens) leaves room for {room} "
-            f"in this model's {prompt_len + room}-token context",
-            param,
-        )
-    return requested
-
-
 def _usage(outputs: list[RequestOutput]) -> dict[str, int]:
     prompt = sum(len(o.prompt_token_ids) for o in outputs)
     completion = sum(len(c.token_ids) for o in outputs for c in o.outputs)
@@ -183,7 +168,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
     prompts = _completion_prompts(state, body.prompt)
-    max_tokens = min(_max_tokens(state, body.max_tokens, len(p), "max_tokens") for p in prompts)
+    max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
     params = _sampling(state, body, max_tokens, body.logprobs)
     request_id, created = new_id("cmpl"), int(time.time())
     ticket = state.admit()
@@ -324,7 +309,7 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
     state.check_prompt_length(prompt, "messages")
     requested = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    max_tokens = _max_tokens(state, requested, len(prompt), param)
+    max_tokens = state.resolve_max_tokens(requested, len(prompt), param)
     params = _sampling(state, body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None)
     request_id, created = new_id("chatcmpl"), int(time.time())
     ticket = state.admit()

@@ -164,8 +164,21 @@ class ServerState:
         if max_tokens is not None and limit is not None and max_tokens > limit:
             raise APIError(400, f"{param} is {max_tokens}; at most {limit} (MAX_DEC_LEN) is allowed", param)
 
-    def room_for_output(self, prompt_len: int) -> int:
-        return self._engine().engine.max_model_len - prompt_len
+    def resolve_max_tokens(self, requested: int | None, prompt_len: int, param: str) -> int:
+        """The request's output limit: what it asked for if that fits, else a 400 naming `param`;
+        by default whatever room the context leaves, capped by MAX_DEC_LEN."""
+        self.check_max_tokens(requested, param)
+        room = self._engine().engine.max_model_len - prompt_len
+        if requested is None:
+            return min(room, self.config.max_dec_len or room)
+        if requested > room:
+            raise APIError(
+                400,
+                f"{param} is {requested} but the prompt ({prompt_len} tokens) leaves room for {room} "
+                f"in this model's {prompt_len + room}-token context",
+                param,
+            )
+        return requested
 
     def admit(self) -> Ticket:
         self._engine()
