@@ -25,35 +25,21 @@ class ServerProcess:
         *args: str,
         env: dict[str, str] | None = None,
         wrapper: str | None = None,
-        log: Path | None = None,
+        command: list[str] | None = None,
     ) -> None:
+        """`args` go to `tokenmill serve`; `wrapper` is Python run in its place with the same arguments
+        (e.g. to inject a fault first); `command` replaces the whole command line and must listen on
+        `self.port`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable,
-            "-m",
-            "tokenmill",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        if wrapper is not None:  # python code run before the CLI, e.g. to inject a fault
-            command = [
-                sys.executable,
-                "-c",
-                wrapper,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ]
-        self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"tokenmill-server-{self.port}.log"
+        launcher = ["-c", wrapper] if wrapper is not None else ["-m", "tokenmill"]
+        serve = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if command is not None:
+            command = [part.replace("{port}", str(self.port)) for part in command]
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tokenmill-server-{self.port}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [*command, "--device", "cpu", *args],
+            command or [*serve, "--device", "cpu", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},

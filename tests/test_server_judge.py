@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,39 @@ def test_strip_thinking() -> None:
     assert strip_thinking("<think>\nhmm\n</think>\n\n答案") == "答案"
     assert strip_thinking("<think>never closed") == ""
     assert strip_thinking("plain") == "plain"
+
+
+def test_runs_under_plain_uvicorn_with_environment_config(tiny_model_dir) -> None:
+    """The seeds' Dockerfiles start `uvicorn module:app`; settings then come from the environment."""
+    env = {
+        "MODEL_DIR": str(tiny_model_dir("llama")),
+        "TOKENMILL_DEVICE": "cpu",
+        "TOKENMILL_CORS_ORIGINS": '["http://judge.example"]',
+    }
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "tokenmill.server.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
+    process = ServerProcess(env=env, command=uvicorn)
+    try:
+        process.wait_ready()
+        assert requests.get(process.url + "/", timeout=30).json() == {"status": "batch"}
+        answer = requests.post(
+            process.url + "/predict",
+            json={"prompt": ["a", "b"], "max_new_tokens": 2},
+            headers={"Origin": "http://judge.example"},
+            timeout=30,
+        )
+        assert len(answer.json()["response"]) == 2
+        assert answer.headers["access-control-allow-origin"] == "http://judge.example"
+        other = requests.get(process.url + "/", headers={"Origin": "http://elsewhere.example"}, timeout=10)
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        process.stop()  # plain uvicorn re-raises SIGTERM after a graceful shutdown
+    assert "Application shutdown complete" in process.log_path.read_text()
