@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 import torch
@@ -32,11 +33,29 @@ class EngineConfig(BaseModel):
     cpu_kv_cache_gib: float = Field(default=2.0, gt=0, description="KV cache budget on CPU")
     enable_prefix_caching: bool = True
     seed: int = 0
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        default="auto", description="KV-cache precision: the model dtype, or fp8 (e4m3, CUDA sm_89+)"
+    )
+    kernels: Literal["auto", "triton", "torch"] = Field(
+        default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"
+    )
+    enforce_eager: bool = Field(default=False, description="no CUDA graphs for decode steps")
+    max_gpu_memory: str | None = Field(
+        default=None,
+        description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
+    )
 
     @field_validator("model")
     @classmethod
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("max_gpu_memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bytes(value)
+        return value
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -45,10 +64,24 @@ class EngineConfig(BaseModel):
             raise ValueError("device='cuda' was asked for but no CUDA device is available")
         return torch.device(self.device)
 
+    def max_gpu_memory_bytes(self) -> int | None:
+        return None if self.max_gpu_memory is None else parse_bytes(self.max_gpu_memory)
+
     def resolved_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
         return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'32GiB' -> 34359738368; also GB, MiB, MB, plain bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        raise ValueError(f"max_gpu_memory must look like 32GiB or 24GB, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 # Environment variable names of the seed projects (FastDeploy, the judge templates) -> field names.

@@ -24,6 +24,7 @@ from tokenmill.engine.model_runner import (
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import Scheduler
 from tokenmill.engine.sequence import Sequence
+from tokenmill.kernels import triton_usable
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
 from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
@@ -54,7 +55,9 @@ class LLMEngine:
         device = config.resolved_device()
         dtype = config.resolved_dtype(device)
         started = time.perf_counter()
-        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed)
+        use_triton = _use_triton(config, device)
+        cache_dtype = _kv_cache_dtype(config, device, dtype)
+        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed, use_triton)
         self.model_name = loaded.name
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
@@ -63,24 +66,37 @@ class LLMEngine:
         self.max_num_batched_tokens = config.max_num_batched_tokens or max(
             8192 if device.type == "cuda" else 2048, config.max_num_seqs
         )
-        num_blocks = config.num_kv_blocks or self._kv_blocks_from_memory(loaded.model, model_len, dtype)
+        num_blocks = config.num_kv_blocks or self._kv_blocks_from_memory(loaded.model, model_len, cache_dtype)
         self.max_model_len = min(model_len, num_blocks * config.block_size)
         if self.max_model_len < model_len:
             logger.warning(
                 "max_model_len lowered to %d tokens: the KV cache holds no more", self.max_model_len
             )
         sampler = Sampler(device, config.seed, self.eos_token_ids)
-        self.runner = ModelRunner(loaded.model, config.block_size, num_blocks, sampler)
+        self.runner = ModelRunner(
+            loaded.model,
+            config.block_size,
+            num_blocks,
+            sampler,
+            use_triton,
+            cache_dtype,
+            config.max_num_seqs,
+            self.max_model_len,
+            cuda_graphs=use_triton and not config.enforce_eager,
+        )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, self.max_num_batched_tokens)
         self.device = device
         self._requests: dict[str, _Request] = {}
         self._seq_owner: dict[int, _Request] = {}
         logger.info(
-            "loaded %s on %s (%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
+            "loaded %s on %s (%s, %s kernels, KV %s%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
             self.model_name,
             device,
             dtype,
+            "Triton" if use_triton else "PyTorch",
+            cache_dtype,
+            ", CUDA graphs" if self.runner.graphs else "",
             time.perf_counter() - started,
             num_blocks,
             config.block_size,
@@ -91,7 +107,9 @@ class LLMEngine:
         per_block = kv_bytes_per_block(model, self.config.block_size, dtype)
         if next(model.parameters()).device.type == "cuda":
             reserve = activation_reserve_bytes(model, self.max_num_batched_tokens, self.config.max_num_seqs)
-            budget = cuda_kv_budget_bytes(model, self.config.gpu_memory_utilization, reserve)
+            budget = cuda_kv_budget_bytes(
+                model, self.config.gpu_memory_utilization, reserve, self.config.max_gpu_memory_bytes()
+            )
         else:
             budget = int(self.config.cpu_kv_cache_gib * GiB)
         useful = self.config.max_num_seqs * -(-model_len // self.config.block_size) + 1
@@ -222,6 +240,24 @@ class LLMEngine:
             num_cached_tokens=first.num_cached_tokens,
             times=RequestTimes(first.arrival_time, first.first_scheduled_time, first.first_token_time),
         )
+
+
+def _use_triton(config: EngineConfig, device: torch.device) -> bool:
+    if config.kernels == "torch":
+        return False
+    if config.kernels == "triton" and not triton_usable(device):
+        raise ValueError("kernels='triton' needs a CUDA device and the triton package")
+    return triton_usable(device)
+
+
+def _kv_cache_dtype(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    if config.kv_cache_dtype == "auto":
+        return dtype
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        raise ValueError(
+            "kv_cache_dtype='fp8' needs a GPU with fp8 support (sm_89 or newer: Ada, Hopper, Blackwell)"
+        )
+    return torch.float8_e4m3fn
 
 
 def _tokenizer_eos(tokenizer: Tokenizer) -> tuple[int, ...]:

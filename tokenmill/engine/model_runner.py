@@ -9,50 +9,90 @@ import torch
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels.attention import AttentionMetadata
+from tokenmill.kernels.attention import AttentionMetadata, decode_splits
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
 GiB = 1 << 30
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
 
 
 class ModelRunner:
+    """Runs one scheduled batch per call. Pure decode batches replay a CUDA graph captured for the
+    next larger batch size; everything else runs eagerly. The cache has one extra "null" block that
+    padded graph rows read and write, so padding never touches a live sequence."""
+
     def __init__(
         self,
         model: LlamaForCausalLM,
         block_size: int,
         num_blocks: int,
         sampler: Sampler,
+        use_triton: bool,
+        kv_cache_dtype: torch.dtype | None = None,
+        max_num_seqs: int = 256,
+        max_model_len: int = 4096,
+        cuda_graphs: bool = False,
     ) -> None:
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.sampler = sampler
+        self.use_triton = use_triton
         params = next(model.parameters())
         self.device, self.dtype = params.device, params.dtype
         cfg = model.config
-        shape = (2, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        self.kv_caches = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in model.layers]
+        self.null_block = num_blocks
+        cache_dtype = kv_cache_dtype or self.dtype
+        shape = (2, num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        self.kv_caches = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in model.layers]
         for attention, cache in zip(model.attention_layers(), self.kv_caches):
             attention.kv_cache = cache
+        fp8 = cache_dtype == torch.float8_e4m3fn
+        self.kv_scales = torch.ones(2, dtype=torch.float32, device=self.device) if fp8 else None
+        self.num_sms = (
+            torch.cuda.get_device_properties(self.device).multi_processor_count
+            if self.device.type == "cuda"
+            else 1
+        )
+        self.max_model_len = max_model_len
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        if cuda_graphs:
+            self._capture_decode_graphs(max_num_seqs)
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> dict[int, int]:
         """Run one step; returns the sampled token of each sequence whose known tokens are now all computed.
 
         Sequences that asked for logprobs get them appended (log-softmax of the raw logits)."""
-        input_ids, positions, meta, logit_rows, sampling_seqs = self._prepare(batch)
-        hidden = self.model(input_ids, positions, meta)
-        if not sampling_seqs:
-            return {}
-        logits = self.model.compute_logits(hidden[logit_rows])
+        if self.graphs and batch.num_decodes == len(batch) and len(batch) <= max(self.graphs):
+            hidden = self._replay_decode_graph(batch)
+            logits = self.model.compute_logits(hidden)
+            sampling_seqs = batch.seqs
+        else:
+            input_ids, positions, meta, logit_rows, sampling_seqs = self._prepare(batch)
+            hidden = self.model(input_ids, positions, meta)
+            if not sampling_seqs:
+                return {}
+            logits = self.model.compute_logits(hidden[logit_rows])
         sampled = self.sampler(logits, sampling_seqs)
         tokens = sampled.tolist()
         wanting = [row for row, seq in enumerate(sampling_seqs) if seq.logprobs is not None]
         if wanting:
             _record_logprobs(logits, sampled, wanting, sampling_seqs)
         return {seq.seq_id: token for seq, token in zip(sampling_seqs, tokens)}
+
+    def _to_device(self, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+        tensor = torch.tensor(values, dtype=dtype)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _decode_splits(self, num_seqs: int, max_len: int) -> int:
+        if not self.use_triton:
+            return 1
+        return decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
 
     def _prepare(
         self, batch: ScheduledBatch
@@ -77,31 +117,102 @@ class ModelRunner:
                 logit_rows.append(query_starts[-1] - 1)
                 sampling_seqs.append(seq)
         width = max(len(seq.block_ids) for seq in batch.seqs)
-        tables = [seq.block_ids + [0] * (width - len(seq.block_ids)) for seq in batch.seqs]
-
-        def to_device(values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
-            tensor = torch.tensor(values, dtype=dtype)
-            if self.device.type == "cuda":
-                return tensor.pin_memory().to(self.device, non_blocking=True)
-            return tensor
-
+        tables = [seq.block_ids + [self.null_block] * (width - len(seq.block_ids)) for seq in batch.seqs]
+        nd = batch.num_decodes
         meta = AttentionMetadata(
-            slot_mapping=to_device(slots, torch.long),
-            block_tables=to_device(tables, torch.int32),
-            seq_lens=to_device(seq_lens, torch.int32),
-            query_start_loc=to_device(query_starts, torch.int32),
-            num_decodes=batch.num_decodes,
+            slot_mapping=self._to_device(slots, torch.long),
+            block_tables=self._to_device(tables, torch.int32),
+            seq_lens=self._to_device(seq_lens, torch.int32),
+            query_start_loc=self._to_device(query_starts, torch.int32),
+            num_decodes=nd,
             seq_lens_cpu=seq_lens,
             query_lens_cpu=batch.num_new_tokens,
             block_size=bs,
+            max_query_len=max(batch.num_new_tokens),
+            triton=self.use_triton,
+            decode_splits=self._decode_splits(nd, max(seq_lens[:nd], default=1)),
+            kv_scales=self.kv_scales,
         )
         return (
-            to_device(input_ids, torch.long),
-            to_device(positions, torch.long),
+            self._to_device(input_ids, torch.long),
+            self._to_device(positions, torch.long),
             meta,
-            to_device(logit_rows, torch.long),
+            self._to_device(logit_rows, torch.long),
             sampling_seqs,
         )
+
+    # ---- CUDA graphs for decode -------------------------------------------------------------------
+
+    def _capture_decode_graphs(self, max_num_seqs: int) -> None:
+        sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
+        largest = sizes[-1]
+        width = -(-self.max_model_len // self.block_size)
+        device = self.device
+        self._graph_inputs = {
+            "input_ids": torch.zeros(largest, dtype=torch.long, device=device),
+            "positions": torch.zeros(largest, dtype=torch.long, device=device),
+            "slot_mapping": torch.full(
+                (largest,), self.null_block * self.block_size, dtype=torch.long, device=device
+            ),
+            "block_tables": torch.full((largest, width), self.null_block, dtype=torch.int32, device=device),
+            "seq_lens": torch.ones(largest, dtype=torch.int32, device=device),
+            "query_start_loc": torch.arange(largest + 1, dtype=torch.int32, device=device),
+        }
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for size in reversed(sizes):
+                meta = self._graph_metadata(size)
+                inputs = self._graph_inputs
+                self.model(inputs["input_ids"][:size], inputs["positions"][:size], meta)  # compile, warm up
+                torch.cuda.synchronize(device)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    hidden = self.model(inputs["input_ids"][:size], inputs["positions"][:size], meta)
+                self.graphs[size] = (graph, hidden)
+        torch.cuda.synchronize(device)
+
+    def _graph_metadata(self, size: int) -> AttentionMetadata:
+        inputs = self._graph_inputs
+        return AttentionMetadata(
+            slot_mapping=inputs["slot_mapping"][:size],
+            block_tables=inputs["block_tables"][:size],
+            seq_lens=inputs["seq_lens"][:size],
+            query_start_loc=inputs["query_start_loc"][: size + 1],
+            num_decodes=size,
+            seq_lens_cpu=[],
+            query_lens_cpu=[],
+            block_size=self.block_size,
+            triton=True,
+            decode_splits=self._decode_splits(size, self.max_model_len),
+            kv_scales=self.kv_scales,
+        )
+
+    def _replay_decode_graph(self, batch: ScheduledBatch) -> torch.Tensor:
+        num = len(batch)
+        size = min(s for s in self.graphs if s >= num)
+        bs = self.block_size
+        ids, positions, slots, lens = [], [], [], []
+        for seq in batch.seqs:
+            position = seq.num_computed_tokens
+            ids.append(seq.token_ids[position])
+            positions.append(position)
+            slots.append(seq.block_ids[position // bs] * bs + position % bs)
+            lens.append(position + 1)
+        width = max(len(seq.block_ids) for seq in batch.seqs)
+        tables = [seq.block_ids + [self.null_block] * (width - len(seq.block_ids)) for seq in batch.seqs]
+        inputs = self._graph_inputs
+        inputs["input_ids"][:num].copy_(self._to_device(ids, torch.long))
+        inputs["positions"][:num].copy_(self._to_device(positions, torch.long))
+        inputs["slot_mapping"][:num].copy_(self._to_device(slots, torch.long))
+        inputs["seq_lens"][:num].copy_(self._to_device(lens, torch.int32))
+        inputs["block_tables"][:num, :width].copy_(self._to_device(tables, torch.int32))
+        if size > num:  # padding rows: one token in the null block
+            inputs["slot_mapping"][num:size].fill_(self.null_block * bs)
+            inputs["seq_lens"][num:size].fill_(1)
+            inputs["block_tables"][num:size, 0].fill_(self.null_block)
+        graph, hidden = self.graphs[size]
+        graph.replay()
+        return hidden[:num]
 
 
 def _record_logprobs(
@@ -135,14 +246,20 @@ def activation_reserve_bytes(model: LlamaForCausalLM, max_batched_tokens: int, m
     element = next(model.parameters()).element_size()
     per_token = (6 * cfg.hidden_size + 3 * cfg.intermediate_size) * element
     per_token += 3 * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim * element
-    return max_batched_tokens * per_token + 4 * max_num_seqs * cfg.vocab_size * 4
+    graphs_and_workspace = GiB // 2
+    return max_batched_tokens * per_token + 4 * max_num_seqs * cfg.vocab_size * 4 + graphs_and_workspace
 
 
-def cuda_kv_budget_bytes(model: LlamaForCausalLM, memory_utilization: float, reserve: int) -> int:
-    """What the KV cache may take so this process stays within `memory_utilization` of the device."""
+def cuda_kv_budget_bytes(
+    model: LlamaForCausalLM, memory_utilization: float, reserve: int, cap: int | None = None
+) -> int:
+    """What the KV cache may take so the device stays within `memory_utilization`, and this process
+    within `cap` bytes (e.g. to emulate a 32 GB card on a larger one)."""
     device = next(model.parameters()).device
     free, total = torch.cuda.mem_get_info(device)
     budget = int(total * memory_utilization) - (total - free) - reserve
+    if cap is not None:
+        budget = min(budget, cap - torch.cuda.memory_reserved(device) - reserve)
     if budget <= 0:
         raise RuntimeError(
             f"no GPU memory left for the KV cache: {free / GiB:.1f} GiB free of {total / GiB:.1f} GiB, "

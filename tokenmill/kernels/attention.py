@@ -11,6 +11,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tokenmill.kernels import TRITON_AVAILABLE
+
+if TRITON_AVAILABLE:
+    from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+
 
 @dataclass
 class AttentionMetadata:
@@ -22,26 +27,49 @@ class AttentionMetadata:
     seq_lens_cpu: list[int]
     query_lens_cpu: list[int]
     block_size: int
+    max_query_len: int = 1
+    triton: bool = False  # use the Triton kernels (CUDA); else the PyTorch reference below
+    decode_splits: int = 1  # Triton decode: programs per sequence and KV head
+    kv_scales: torch.Tensor | None = None  # [k_scale, v_scale] of an fp8 cache, else None
 
 
-def write_kv_cache(
-    k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor
-) -> None:
-    """Store the new tokens' keys and values ([tokens, kv_heads, head_dim]) at their cache slots."""
-    num_kv_heads, head_dim = k.shape[1], k.shape[2]
-    kv_cache[0].view(-1, num_kv_heads, head_dim)[slot_mapping] = k.to(kv_cache.dtype)
-    kv_cache[1].view(-1, num_kv_heads, head_dim)[slot_mapping] = v.to(kv_cache.dtype)
+def decode_splits(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
+    """How many programs share one sequence's decode: enough to fill the GPU twice over, with no split
+    shorter than 256 tokens, a power of two up to 32."""
+    want = max(1, (2 * num_sms) // max(num_seqs * num_kv_heads, 1))
+    cap = max(1, min(32, max_len // 256))
+    splits = 1
+    while splits * 2 <= min(want, cap):
+        splits *= 2
+    return splits
 
 
 def paged_attention(
     q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    """Causal attention of the new tokens `q` ([tokens, heads, head_dim]) over each sequence's cache.
-
-    Reference implementation: decodes are batched with a length mask; each prefill chunk is attended
-    on its own. Correct on any device; the Triton kernels are tested against it.
-    """
+    """Causal attention of the new tokens `q` ([tokens, heads, head_dim]) over each sequence's cache."""
     out = torch.empty_like(q)
+    nd = meta.num_decodes
+    if meta.triton:
+        if nd:
+            decode_attention(
+                q[:nd], kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale, meta.decode_splits,
+                meta.kv_scales, out=out[:nd],
+            )  # fmt: skip
+        if nd < meta.block_tables.shape[0]:
+            prefill_attention(
+                q, kv_cache, meta.block_tables[nd:], meta.seq_lens[nd:], meta.query_start_loc[nd:],
+                meta.max_query_len, scale, meta.kv_scales, out=out,
+            )  # fmt: skip
+        return out
+    return paged_attention_reference(q, kv_cache, meta, scale, out)
+
+
+def paged_attention_reference(
+    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float, out: torch.Tensor
+) -> torch.Tensor:
+    """Decodes are batched with a length mask; each prefill chunk is attended on its own. Correct on
+    any device; the Triton kernels are tested against it."""
     nd = meta.num_decodes
     if nd:
         out[:nd] = _decode_attention(q[:nd], kv_cache, meta, scale)
@@ -49,7 +77,9 @@ def paged_attention(
     for i in range(nd, len(meta.seq_lens_cpu)):
         seq_len, query_len = meta.seq_lens_cpu[i], meta.query_lens_cpu[i]
         begin = starts[i]
-        keys, values = _gather_sequence(kv_cache, meta.block_tables[i], seq_len, meta.block_size)
+        keys, values = _gather_sequence(
+            kv_cache, meta.block_tables[i], seq_len, meta.block_size, meta.kv_scales
+        )
         query_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
         mask = torch.arange(seq_len, device=q.device)[None, :] <= query_pos[:, None]
         chunk = q[begin : begin + query_len]
@@ -64,17 +94,26 @@ def _decode_attention(
     max_len = max(meta.seq_lens_cpu[:nd])
     max_blocks = -(-max_len // meta.block_size)
     blocks = meta.block_tables[:nd, :max_blocks].long()
-    keys = kv_cache[0][blocks].flatten(1, 2)[:, :max_len]  # [nd, max_len, kv_heads, head_dim]
-    values = kv_cache[1][blocks].flatten(1, 2)[:, :max_len]
+    keys = _dequantize(kv_cache[0][blocks].flatten(1, 2)[:, :max_len], meta.kv_scales, 0)  # [nd, len, kvh, d]
+    values = _dequantize(kv_cache[1][blocks].flatten(1, 2)[:, :max_len], meta.kv_scales, 1)
     mask = torch.arange(max_len, device=q.device)[None, :] < meta.seq_lens[:nd, None]
     return _sdpa(q[:, None], keys, values, mask[:, None, :], scale)[:, 0]
 
 
 def _gather_sequence(
-    kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, block_size: int
+    kv_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_len: int,
+    block_size: int,
+    scales: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     blocks = block_table[: -(-seq_len // block_size)].long()
-    return kv_cache[0][blocks].flatten(0, 1)[:seq_len], kv_cache[1][blocks].flatten(0, 1)[:seq_len]
+    keys = _dequantize(kv_cache[0][blocks].flatten(0, 1)[:seq_len], scales, 0)
+    return keys, _dequantize(kv_cache[1][blocks].flatten(0, 1)[:seq_len], scales, 1)
+
+
+def _dequantize(cached: torch.Tensor, scales: torch.Tensor | None, which: int) -> torch.Tensor:
+    return cached if scales is None else cached.float() * scales[which]
 
 
 def _sdpa(

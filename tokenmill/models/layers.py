@@ -1,7 +1,8 @@
-"""Building blocks shared by the decoder families: norm, rotary embedding, attention, MLP.
+"""Building blocks shared by the decoder families: norm, rotary tables, attention, MLP.
 
 Projections are fused (q|k|v into one matrix, gate|up into one) so a step issues fewer, larger GEMMs;
-the loaders split checkpoint tensors into the fused shards.
+the loaders split checkpoint tensors into the fused shards. Each block runs either the Triton kernels
+(`use_triton`, on CUDA) or their PyTorch references, which reproduce Hugging Face numerics exactly.
 """
 
 from __future__ import annotations
@@ -10,26 +11,34 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.kernels.attention import AttentionMetadata, paged_attention, write_kv_cache
+from tokenmill.kernels import TRITON_AVAILABLE
+from tokenmill.kernels.activation import silu_and_mul_reference
+from tokenmill.kernels.attention import AttentionMetadata, paged_attention
+from tokenmill.kernels.norm import rms_norm_reference
+from tokenmill.kernels.rope import norm_rope_and_cache_reference
 from tokenmill.models.config import ModelConfig
+
+if TRITON_AVAILABLE:
+    from tokenmill.kernels.activation import silu_and_mul
+    from tokenmill.kernels.norm import rms_norm
+    from tokenmill.kernels.rope import norm_rope_and_cache
 
 
 class RMSNorm(nn.Module):
-    """RMS normalisation computed in float32, as the reference implementations do."""
+    """RMS normalisation in float32; with `residual`, adds it first and returns the sum as well."""
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, use_triton: bool = False) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self._norm = rms_norm if use_triton else rms_norm_reference
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._norm(x, self.weight, self.eps, residual)
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -53,8 +62,8 @@ def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any
     raise ValueError(f"rope scaling type {kind!r} is not supported (supported: linear, llama3)")
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotates q and k by position (half-split layout) from a cos/sin table built once."""
+class RotaryTables(nn.Module):
+    """cos/sin of every position's rotary angles ([positions, head_dim / 2], float32), built once."""
 
     def __init__(self, config: ModelConfig, max_positions: int) -> None:
         super().__init__()
@@ -63,23 +72,11 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(
-        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-
 
 class Attention(nn.Module):
     """Self-attention over the paged KV cache. `kv_cache` is attached by the model runner."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryTables, use_triton: bool = False) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -94,29 +91,32 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.rotary = rotary
+        self._norm_rope_and_cache = norm_rope_and_cache if use_triton else norm_rope_and_cache_reference
         self.kv_cache: torch.Tensor | None = None  # [2, num_blocks, block_size, kv_heads, head_dim]
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        q = q.unflatten(-1, (self.num_heads, self.head_dim))
+        k = k.unflatten(-1, (self.num_kv_heads, self.head_dim))
+        v = v.unflatten(-1, (self.num_kv_heads, self.head_dim))
+        qk_norm = None
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(positions, q, k)
+            qk_norm = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
         assert self.kv_cache is not None, "the model runner attaches the KV cache before the first step"
-        write_kv_cache(k, v, self.kv_cache, meta.slot_mapping)
+        q = self._norm_rope_and_cache(
+            q, k, v, positions, self.rotary.cos, self.rotary.sin, self.kv_cache, meta.slot_mapping, qk_norm,
+            meta.kv_scales,
+        )  # fmt: skip
         out = paged_attention(q, self.kv_cache, meta, self.scale)
-        return self.o_proj(out.reshape(-1, self.q_size))
+        return self.o_proj(out.flatten(1))
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, use_triton: bool = False) -> None:
         super().__init__()
-        self.intermediate_size = config.intermediate_size
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self._activation = silu_and_mul if use_triton else silu_and_mul_reference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(self._activation(self.gate_up_proj(x)))

@@ -45,7 +45,12 @@ def default_model_path() -> Path:
 
 
 def load_model(
-    reference: str | None, device: torch.device, dtype: torch.dtype, max_model_len: int | None, seed: int = 0
+    reference: str | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_model_len: int | None,
+    seed: int = 0,
+    use_triton: bool = False,
 ) -> LoadedModel:
     """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default)."""
     if reference is None:
@@ -54,19 +59,19 @@ def load_model(
         config = ModelConfig.from_hf(preset_config(reference.removeprefix("random:")))
         tokenizer = Tokenizer.byte_level()
         config = replace(config, eos_token_ids=(tokenizer.eos_token_id,))
-        model = _build(config, device, dtype, max_model_len)
+        model = _build(config, device, dtype, max_model_len, use_triton)
         _randomize(model, seed)
         return LoadedModel(model, model.config, tokenizer, reference)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         checkpoint = GGUFCheckpoint(path)
         config = checkpoint.model_config()
-        model = _build(config, device, dtype, max_model_len)
+        model = _build(config, device, dtype, max_model_len, use_triton)
         model.load_weights(checkpoint.weights(model.config))
         return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
     if path.is_dir():
         config = _read_hf_config(path)
-        model = _build(config, device, dtype, max_model_len)
+        model = _build(config, device, dtype, max_model_len, use_triton)
         model.load_weights(_safetensors_weights(path))
         return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
     raise FileNotFoundError(
@@ -95,13 +100,13 @@ def _safetensors_weights(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _build(
-    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None
+    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None, use_triton: bool
 ) -> LlamaForCausalLM:
     cls = model_class(config)
     config = cls.adapt_config(config)
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
     with torch.device(device), _default_dtype(dtype):
-        model = cls(config, max_positions)
+        model = cls(config, max_positions, use_triton)
     return model.eval().requires_grad_(False)
 
 

@@ -1,0 +1,144 @@
+"""Every Triton kernel equals its PyTorch reference (run through Triton's interpreter on the CPU)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tokenmill.kernels.activation import silu_and_mul, silu_and_mul_reference
+from tokenmill.kernels.attention import AttentionMetadata, paged_attention, paged_attention_reference
+from tokenmill.kernels.norm import rms_norm, rms_norm_reference
+from tokenmill.kernels.rope import norm_rope_and_cache, norm_rope_and_cache_reference
+from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+
+DTYPES = [torch.float32, torch.float16]  # the interpreter's bf16 matmul is broken; bf16 is checked on GPU
+
+
+def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(a.float(), b.float(), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rms_norm(dtype: torch.dtype, with_residual: bool) -> None:
+    x, residual = torch.randn(7, 96, dtype=dtype), torch.randn(7, 96, dtype=dtype)
+    weight = torch.rand(96, dtype=dtype) + 0.5
+    expected, expected_residual = rms_norm_reference(x, weight, 1e-6, residual.clone() if with_residual else None)
+    got, got_residual = rms_norm(x.clone(), weight, 1e-6, residual.clone() if with_residual else None)
+    close(got, expected, dtype)
+    if with_residual:
+        close(got_residual, expected_residual, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_and_mul(dtype: torch.dtype) -> None:
+    gate_up = torch.randn(5, 2 * 1500, dtype=dtype)
+    close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), dtype)
+
+
+def _cache(blocks: int, page: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(2, blocks, page, kv_heads, head_dim).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,qk_norm", [(4, 2, True), (9, 3, False), (8, 8, True)])
+def test_norm_rope_and_cache(dtype: torch.dtype, heads: int, kv_heads: int, qk_norm: bool) -> None:
+    tokens, head_dim, page = 6, 32, 4
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, dtype=dtype)
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q, k, v = (t.unflatten(-1, (-1, head_dim)) for t in (q, k, v))
+    positions = torch.tensor([0, 5, 17, 3, 99, 100])
+    angles = torch.arange(128.0)[:, None] * (1.0 / 10000 ** (torch.arange(0, head_dim, 2) / head_dim))[None]
+    slots = torch.tensor([3, 9, 10, 0, 21, 14])
+    norm = (torch.rand(head_dim, dtype=dtype) + 0.5, torch.rand(head_dim, dtype=dtype) + 0.5, 1e-6) if qk_norm else None
+    expected_cache, got_cache = _cache(6, page, kv_heads, head_dim, dtype), None
+    got_cache = expected_cache.clone()
+    expected_q = norm_rope_and_cache_reference(
+        q.clone(), k.clone(), v.clone(), positions, angles.cos(), angles.sin(), expected_cache, slots, norm
+    )
+    got_q = norm_rope_and_cache(q.clone(), k, v, positions, angles.cos(), angles.sin(), got_cache, slots, norm)
+    close(got_q, expected_q, dtype)
+    close(got_cache, expected_cache, dtype)
+
+
+def _paged_setup(seq_lens: list[int], query_lens: list[int], page: int, kv_heads: int, group: int, dtype):
+    """A cache holding every sequence's context in shuffled blocks, and queries for the new tokens."""
+    head_dim = 32
+    blocks_per_seq = [-(-n // page) for n in seq_lens]
+    order = list(range(1, sum(blocks_per_seq) + 1))
+    random.Random(0).shuffle(order)
+    tables, at = [], 0
+    for count in blocks_per_seq:
+        tables.append(order[at : at + count] + [0] * (max(blocks_per_seq) - count))
+        at += count
+    cache = _cache(sum(blocks_per_seq) + 1, page, kv_heads, head_dim, dtype)
+    q = torch.randn(sum(query_lens), kv_heads * group, head_dim, dtype=dtype)
+    starts = [0]
+    for n in query_lens:
+        starts.append(starts[-1] + n)
+    num_decodes = sum(1 for n in query_lens if n == 1)
+    meta = AttentionMetadata(
+        slot_mapping=torch.zeros(sum(query_lens), dtype=torch.long),
+        block_tables=torch.tensor(tables, dtype=torch.int32),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
+        query_start_loc=torch.tensor(starts, dtype=torch.int32),
+        num_decodes=num_decodes,
+        seq_lens_cpu=seq_lens,
+        query_lens_cpu=query_lens,
+        block_size=page,
+        max_query_len=max(query_lens),
+    )
+    return q, cache, meta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group,splits", [(1, 1), (2, 1), (3, 4), (4, 2)])
+def test_decode_attention(dtype: torch.dtype, group: int, splits: int) -> None:
+    seq_lens = [1, 7, 33, 130, 64]
+    q, cache, meta = _paged_setup(seq_lens, [1] * len(seq_lens), page=8, kv_heads=2, group=group, dtype=dtype)
+    expected = paged_attention_reference(q, cache, meta, 0.3, torch.empty_like(q))
+    got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, splits)
+    close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_attention_with_cached_prefixes(dtype: torch.dtype) -> None:
+    seq_lens, query_lens = [20, 70, 5, 90], [20, 30, 5, 1]  # no prefix, 40 cached, whole, decode-like
+    q, cache, meta = _paged_setup(seq_lens, query_lens, page=16, kv_heads=2, group=2, dtype=dtype)
+    meta.num_decodes = 0
+    expected = paged_attention_reference(q, cache, meta, 0.2, torch.empty_like(q))
+    got = prefill_attention(q, cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, 30, 0.2)
+    close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_mixed_batch_dispatch(fp8: bool) -> None:
+    """Decodes first, then prefill chunks: the Triton path of `paged_attention` equals the reference."""
+    seq_lens, query_lens = [9, 40, 3, 50, 17], [1, 1, 1, 20, 17]
+    q, cache, meta = _paged_setup(seq_lens, query_lens, page=4, kv_heads=2, group=2, dtype=torch.float16)
+    if fp8:
+        cache = cache.to(torch.float8_e4m3fn)
+        meta.kv_scales = torch.tensor([0.5, 2.0])
+    expected = paged_attention_reference(q, cache, meta, 0.25, torch.empty_like(q))
+    meta.triton, meta.decode_splits = True, 2
+    close(paged_attention(q, cache, meta, 0.25), expected, torch.float16)
+
+
+def test_fp8_cache_write_roundtrip() -> None:
+    tokens, kv_heads, head_dim = 4, 2, 16
+    q = torch.randn(tokens, 4, head_dim, dtype=torch.float16)
+    k, v = torch.randn(tokens, kv_heads, head_dim, dtype=torch.float16), torch.randn(tokens, kv_heads, head_dim, dtype=torch.float16)
+    angles = torch.arange(16.0)[:, None] * torch.ones(head_dim // 2)[None]
+    scales = torch.tensor([0.5, 0.25])
+    positions, slots = torch.arange(tokens), torch.tensor([1, 2, 5, 7])
+    expected = torch.zeros(2, 2, 4, kv_heads, head_dim).to(torch.float8_e4m3fn)
+    got = expected.clone()
+    norm_rope_and_cache_reference(q.clone(), k, v, positions, angles.cos(), angles.sin(), expected, slots, None, scales)
+    norm_rope_and_cache(q.clone(), k, v, positions, angles.cos(), angles.sin(), got, slots, None, scales)
+    # the kernel rotates in float32, the reference in float16: at most one fp8 step (1/8 relative) apart
+    torch.testing.assert_close(got.float(), expected.float(), atol=0.01, rtol=0.13)
+    stored_v = got[1].flatten(0, 1)[slots].float() * scales[1]
+    torch.testing.assert_close(stored_v, v.float(), atol=0.1, rtol=0.1)

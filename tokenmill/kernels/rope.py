@@ -1,0 +1,147 @@
+"""Per-head q/k RMSNorm (Qwen3), rotary embedding and the KV-cache write, fused into one pass.
+
+The reference composes the three steps with Hugging Face numerics; the Triton kernel reads each token's
+q, k and v once, rotates q in place and stores the rotated k and v at the token's cache slot
+(quantized to fp8 with a per-tensor scale when the cache is fp8).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels.norm import rms_norm_reference
+
+
+def write_kv_cache(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    kv_scales: torch.Tensor | None = None,
+) -> None:
+    """Store the new tokens' keys and values ([tokens, kv_heads, head_dim]) at their cache slots."""
+    num_kv_heads, head_dim = k.shape[1], k.shape[2]
+    if kv_scales is not None:
+        k, v = k.float() / kv_scales[0], v.float() / kv_scales[1]
+    kv_cache[0].view(-1, num_kv_heads, head_dim)[slot_mapping] = k.to(kv_cache.dtype)
+    kv_cache[1].view(-1, num_kv_heads, head_dim)[slot_mapping] = v.to(kv_cache.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Half-split rotary embedding; cos/sin: [tokens, head_dim / 2], cast to x's dtype as HF does."""
+    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def norm_rope_and_cache_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+    kv_scales: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Returns the rotated q ([tokens, heads, head_dim]); writes rotated k and v to the cache."""
+    if qk_norm is not None:
+        q_weight, k_weight, eps = qk_norm
+        q, k = rms_norm_reference(q, q_weight, eps)[0], rms_norm_reference(k, k_weight, eps)[0]
+    cos, sin = cos_table[positions], sin_table[positions]
+    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    write_kv_cache(k, v, kv_cache, slot_mapping, kv_scales)
+    return q
+
+
+@triton.jit
+def _rotate_heads(
+    base, stride_h, heads, mask, cos, sin, norm_weight, eps, HALF: tl.constexpr, QK_NORM: tl.constexpr
+):
+    """Load [heads, 2 * HALF] at `base`, optionally RMS-normalise each head, rotate; returns both halves."""
+    j = tl.arange(0, HALF)
+    ptrs = base + heads[:, None] * stride_h + j[None, :]
+    x1 = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    if QK_NORM:
+        inv = tl.rsqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)
+        x1 = x1 * inv[:, None] * tl.load(norm_weight + j).to(tl.float32)[None, :]
+        x2 = x2 * inv[:, None] * tl.load(norm_weight + HALF + j).to(tl.float32)[None, :]
+    return x1 * cos[None, :] - x2 * sin[None, :], x2 * cos[None, :] + x1 * sin[None, :]
+
+
+@triton.jit
+def _norm_rope_cache_kernel(
+    q_ptr, k_ptr, v_ptr, positions_ptr, slots_ptr, cos_ptr, sin_ptr, q_norm_ptr, k_norm_ptr,
+    k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, eps,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_cs, stride_ch,
+    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr,
+    HALF: tl.constexpr, QK_NORM: tl.constexpr, FP8: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0)
+    position = tl.load(positions_ptr + token)
+    j = tl.arange(0, HALF)
+    cos = tl.load(cos_ptr + position * HALF + j)
+    sin = tl.load(sin_ptr + position * HALF + j)
+
+    q_heads = tl.arange(0, BLOCK_H)
+    q_mask = (q_heads < NUM_HEADS)[:, None]
+    q_base = q_ptr + token * stride_qt
+    q1, q2 = _rotate_heads(q_base, stride_qh, q_heads, q_mask, cos, sin, q_norm_ptr, eps, HALF, QK_NORM)
+    q_ptrs = q_base + q_heads[:, None] * stride_qh + j[None, :]
+    tl.store(q_ptrs, q1.to(q_ptr.dtype.element_ty), mask=q_mask)
+    tl.store(q_ptrs + HALF, q2.to(q_ptr.dtype.element_ty), mask=q_mask)
+
+    kv_heads = tl.arange(0, BLOCK_KV)
+    kv_mask = (kv_heads < NUM_KV_HEADS)[:, None]
+    k_base = k_ptr + token * stride_kt
+    k1, k2 = _rotate_heads(k_base, stride_kh, kv_heads, kv_mask, cos, sin, k_norm_ptr, eps, HALF, QK_NORM)
+    v_ptrs = v_ptr + token * stride_vt + kv_heads[:, None] * stride_vh + j[None, :]
+    v1 = tl.load(v_ptrs, mask=kv_mask, other=0.0).to(tl.float32)
+    v2 = tl.load(v_ptrs + HALF, mask=kv_mask, other=0.0).to(tl.float32)
+    if FP8:
+        k_inv = 1.0 / tl.load(k_scale_ptr)
+        v_inv = 1.0 / tl.load(v_scale_ptr)
+        k1, k2, v1, v2 = k1 * k_inv, k2 * k_inv, v1 * v_inv, v2 * v_inv
+    slot = tl.load(slots_ptr + token).to(tl.int64)
+    cache = slot * stride_cs + kv_heads[:, None] * stride_ch + j[None, :]
+    dtype = k_cache_ptr.dtype.element_ty
+    tl.store(k_cache_ptr + cache, k1.to(dtype), mask=kv_mask)
+    tl.store(k_cache_ptr + cache + HALF, k2.to(dtype), mask=kv_mask)
+    tl.store(v_cache_ptr + cache, v1.to(dtype), mask=kv_mask)
+    tl.store(v_cache_ptr + cache + HALF, v2.to(dtype), mask=kv_mask)
+
+
+def norm_rope_and_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos_table: torch.Tensor,
+    sin_table: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+    kv_scales: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Same contract as the reference; q is rotated in place. head_dim must be a power of two."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    k_cache = kv_cache[0].flatten(0, 1)  # [slots, kv_heads, head_dim]
+    v_cache = kv_cache[1].flatten(0, 1)
+    q_weight, k_weight, eps = qk_norm if qk_norm is not None else (cos_table, cos_table, 0.0)
+    scales = kv_scales if kv_scales is not None else cos_table
+    _norm_rope_cache_kernel[(num_tokens,)](
+        q, k, v, positions, slot_mapping, cos_table, sin_table, q_weight, k_weight,
+        k_cache, v_cache, scales, scales[1:], eps,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1),
+        NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_H=triton.next_power_of_2(num_heads),
+        BLOCK_KV=triton.next_power_of_2(num_kv_heads), HALF=head_dim // 2,
+        QK_NORM=qk_norm is not None, FP8=kv_scales is not None, num_warps=4,
+    )  # fmt: skip
+    return q
