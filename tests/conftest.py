@@ -5,11 +5,11 @@ import os
 # Triton kernels run on the CPU through Triton's interpreter, so CI tests them against their references.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import sys  # noqa: E402
+import sys
 from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 

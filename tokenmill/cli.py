@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel
@@ -78,6 +79,34 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from tokenmill.bench.offline import WORKLOADS, Workload, benchmark
+
+    config = EngineConfig(**given_arguments(args, EngineConfig))
+    workload = (
+        WORKLOADS[args.workload]
+        if args.workload != "custom"
+        else Workload(
+            "custom", args.num_prompts, _length_range(args.input_len), _length_range(args.output_len)
+        )
+    )
+    command = "python -m tokenmill " + " ".join(
+        sys.argv[1:] if args.command_line is None else args.command_line
+    )
+    result = benchmark(
+        config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir)
+    )
+    width = max(len(k) for k in vars(result))
+    for key, value in vars(result).items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _length_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition(":")
+    return int(low), int(high or low)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenmill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
         serve, ServerConfig, "server and engine (each also TOKENMILL_<NAME> in the environment)"
     )
     serve.set_defaults(handler=_serve)
+
+    bench = commands.add_parser(
+        "bench", help="offline throughput on a named workload, against the bytes floor"
+    )
+    bench.add_argument("--workload", choices=["qa-358", "nano-256", "single", "custom"], default="qa-358")
+    bench.add_argument("--num-prompts", type=int, default=100, help="custom workload: number of prompts")
+    bench.add_argument("--input-len", default="128", help="custom workload: LEN or MIN:MAX prompt tokens")
+    bench.add_argument("--output-len", default="128", help="custom workload: LEN or MIN:MAX output tokens")
+    bench.add_argument(
+        "--peer",
+        action="append",
+        choices=["hf", "hf-cb"],
+        help="also time transformers: static batching (hf), continuous batching (hf-cb)",
+    )
+    bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
+    bench.add_argument("--no-save", action="store_true", help="print only")
+    bench.add_argument("--command-line", nargs="*", default=None, help=argparse.SUPPRESS)
+    add_config_arguments(bench, EngineConfig, "engine")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -49,7 +49,6 @@ class AsyncLLM:
         self.error: BaseException | None = None
         self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        self._final_only: dict[str, bool] = {}  # request -> first output sent; wants no others but the last
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
         self._thread.start()
@@ -120,12 +119,11 @@ class AsyncLLM:
                 return
             if isinstance(item, _Add):
                 try:
-                    self.engine.add_request(item.request_id, item.prompt, item.params)
+                    self.engine.add_request(
+                        item.request_id, item.prompt, item.params, stream=not item.final_only
+                    )
                 except ValueError as exc:
                     self._send(item.request_id, exc)
-                else:
-                    if item.final_only:
-                        self._final_only[item.request_id] = False
             elif isinstance(item, _Abort):
                 output = self.engine.abort_request(item.request_id)
                 if output is not None:
@@ -141,12 +139,6 @@ class AsyncLLM:
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         for output in outputs:
-            if output.finished:
-                self._final_only.pop(output.request_id, None)
-            elif self._final_only.get(output.request_id) is True:
-                continue
-            elif output.request_id in self._final_only:
-                self._final_only[output.request_id] = True
             stream = self._streams.get(output.request_id)
             if stream is not None:
                 by_loop.setdefault(stream[0], []).append((stream[1], output))

@@ -46,7 +46,7 @@ class LLM:
         try:
             for prompt, param in zip(prompts, params):
                 request_id = str(next(self._ids))
-                self.engine.add_request(request_id, prompt, param)
+                self.engine.add_request(request_id, prompt, param, stream=False)
                 order[request_id] = len(order)
         except ValueError as exc:
             for request_id in order:

@@ -37,12 +37,23 @@ Prompt = str | list[int]
 
 
 @dataclass
+class StepStats:
+    """Counters for benchmarks: how many steps ran, and how long the pure-decode ones took."""
+
+    steps: int = 0
+    decode_steps: int = 0
+    decode_seconds: float = 0.0
+
+
+@dataclass
 class _Request:
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]
     seqs: list[Sequence]
     texts: list[SequenceText]
+    stream: bool  # an output every step; else only at the first token and at the end
+    started: bool = False
 
     @property
     def finished(self) -> bool:
@@ -89,6 +100,7 @@ class LLMEngine:
         self.device = device
         self._requests: dict[str, _Request] = {}
         self._seq_owner: dict[int, _Request] = {}
+        self.stats = StepStats()
         logger.info(
             "loaded %s on %s (%s, %s kernels, KV %s%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
             self.model_name,
@@ -117,8 +129,12 @@ class LLMEngine:
 
     # ---- requests ---------------------------------------------------------------------------------
 
-    def add_request(self, request_id: str, prompt: Prompt, params: SamplingParams) -> None:
-        """Queue a request; raises ValueError (naming the field) if it can never be served."""
+    def add_request(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, stream: bool = True
+    ) -> None:
+        """Queue a request; raises ValueError (naming the field) if it can never be served.
+
+        A non-`stream` request reports only its first token (so callers know it started) and its end."""
         if request_id in self._requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         text, token_ids = self._tokenize(prompt)
@@ -133,9 +149,8 @@ class LLMEngine:
         if any(not 0 <= t < vocab for t in token_ids):
             raise ValueError(f"prompt token ids must lie in [0, {vocab})")
         seqs = [Sequence(request_id, i, token_ids, params, self.device) for i in range(params.n)]
-        request = _Request(
-            request_id, text, token_ids, seqs, [SequenceText(self.tokenizer, params) for _ in seqs]
-        )
+        texts = [SequenceText(self.tokenizer, params, incremental=stream) for _ in seqs]
+        request = _Request(request_id, text, token_ids, seqs, texts, stream)
         self._requests[request_id] = request
         for seq in seqs:
             self._seq_owner[seq.seq_id] = request
@@ -169,6 +184,7 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         """Schedule, run the model once, and return an output for every request that advanced."""
+        started = time.perf_counter()
         batch = self.scheduler.schedule()
         if not batch.seqs:
             return []
@@ -182,10 +198,18 @@ class LLMEngine:
             request = self._seq_owner[seq.seq_id]
             self._append_token(request, seq, token)
             touched[request.request_id] = request
-        return [
-            self._finalize(request) if request.finished else self._output(request)
-            for request in touched.values()
-        ]
+        outputs = []
+        for request in touched.values():
+            if request.finished:
+                outputs.append(self._finalize(request))
+            elif request.stream or not request.started:
+                request.started = True
+                outputs.append(self._output(request))
+        self.stats.steps += 1
+        if batch.num_decodes == len(batch):
+            self.stats.decode_steps += 1
+            self.stats.decode_seconds += time.perf_counter() - started
+        return outputs
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
         seq.token_ids.append(token)
@@ -207,8 +231,9 @@ class LLMEngine:
 
     def _finalize(self, request: _Request) -> RequestOutput:
         del self._requests[request.request_id]
-        for seq in request.seqs:
+        for seq, text in zip(request.seqs, request.texts):
             self._seq_owner.pop(seq.seq_id, None)
+            text.finish(seq.output_token_ids)
         return self._output(request)
 
     def _output(self, request: _Request) -> RequestOutput:

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
+from tokenmill.kernels import TRITON_AVAILABLE
 from tokenmill.kernels.attention import AttentionMetadata, decode_splits
+
+if TRITON_AVAILABLE:
+    from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
 GiB = 1 << 30
+_NUMPY_TYPES = {torch.long: np.int64, torch.int32: np.int32}
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
 
 
@@ -58,8 +64,28 @@ class ModelRunner:
         )
         self.max_model_len = max_model_len
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pinned: dict[str, torch.Tensor] = {}
+        if use_triton:
+            self._compile_attention_variants()
         if cuda_graphs:
             self._capture_decode_graphs(max_num_seqs)
+
+    def _compile_attention_variants(self) -> None:
+        """Run every specialisation of the attention kernels once, so none compiles mid-serving."""
+        cfg = self.model.config
+        cache = self.kv_caches[0]
+        tables = torch.full((1, 4), self.null_block, dtype=torch.int32, device=self.device)
+        lens = torch.ones(1, dtype=torch.int32, device=self.device)
+        q = torch.zeros(64, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
+        splits = 1
+        while splits <= 32:
+            decode_attention(q[:1], cache, tables, lens, 1.0, splits, self.kv_scales)
+            splits *= 2
+        for query_len in (1, 64):
+            starts = torch.tensor([0, query_len], dtype=torch.int32, device=self.device)
+            prefill_attention(
+                q[:query_len], cache, tables, lens * query_len, starts, query_len, 1.0, self.kv_scales
+            )
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> dict[int, int]:
@@ -83,11 +109,19 @@ class ModelRunner:
             _record_logprobs(logits, sampled, wanting, sampling_seqs)
         return {seq.seq_id: token for seq, token in zip(sampling_seqs, tokens)}
 
-    def _to_device(self, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
-        tensor = torch.tensor(values, dtype=dtype)
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
+    def _upload(self, name: str, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
+        """Host values on the device. On CUDA they go through a pinned buffer kept per `name` (one per
+        array of a step, so no copy in flight is overwritten), which spares a pinned allocation each time."""
+        if self.device.type != "cuda":
+            return torch.tensor(values, dtype=dtype)
+        array = np.asarray(values, dtype=_NUMPY_TYPES[dtype])
+        buffer = self._pinned.get(name)
+        if buffer is None or buffer.numel() < array.size:
+            buffer = torch.empty(max(2 * array.size, 4096), dtype=dtype, pin_memory=True)
+            self._pinned[name] = buffer
+        staged = buffer[: array.size]
+        staged.numpy()[:] = array.ravel()
+        return staged.view(array.shape).to(self.device, non_blocking=True)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
         if not self.use_triton:
@@ -120,10 +154,10 @@ class ModelRunner:
         tables = [seq.block_ids + [self.null_block] * (width - len(seq.block_ids)) for seq in batch.seqs]
         nd = batch.num_decodes
         meta = AttentionMetadata(
-            slot_mapping=self._to_device(slots, torch.long),
-            block_tables=self._to_device(tables, torch.int32),
-            seq_lens=self._to_device(seq_lens, torch.int32),
-            query_start_loc=self._to_device(query_starts, torch.int32),
+            slot_mapping=self._upload("slots", slots, torch.long),
+            block_tables=self._upload("tables", tables, torch.int32),
+            seq_lens=self._upload("seq_lens", seq_lens, torch.int32),
+            query_start_loc=self._upload("query_starts", query_starts, torch.int32),
             num_decodes=nd,
             seq_lens_cpu=seq_lens,
             query_lens_cpu=batch.num_new_tokens,
@@ -134,10 +168,10 @@ class ModelRunner:
             kv_scales=self.kv_scales,
         )
         return (
-            self._to_device(input_ids, torch.long),
-            self._to_device(positions, torch.long),
+            self._upload("input_ids", input_ids, torch.long),
+            self._upload("positions", positions, torch.long),
             meta,
-            self._to_device(logit_rows, torch.long),
+            self._upload("logit_rows", logit_rows, torch.long),
             sampling_seqs,
         )
 
@@ -201,11 +235,12 @@ class ModelRunner:
         width = max(len(seq.block_ids) for seq in batch.seqs)
         tables = [seq.block_ids + [self.null_block] * (width - len(seq.block_ids)) for seq in batch.seqs]
         inputs = self._graph_inputs
-        inputs["input_ids"][:num].copy_(self._to_device(ids, torch.long))
-        inputs["positions"][:num].copy_(self._to_device(positions, torch.long))
-        inputs["slot_mapping"][:num].copy_(self._to_device(slots, torch.long))
-        inputs["seq_lens"][:num].copy_(self._to_device(lens, torch.int32))
-        inputs["block_tables"][:num, :width].copy_(self._to_device(tables, torch.int32))
+        step = self._upload("decode", [ids, positions, slots, lens], torch.long)
+        inputs["input_ids"][:num].copy_(step[0])
+        inputs["positions"][:num].copy_(step[1])
+        inputs["slot_mapping"][:num].copy_(step[2])
+        inputs["seq_lens"][:num].copy_(step[3])
+        inputs["block_tables"][:num, :width].copy_(self._upload("tables", tables, torch.int32))
         if size > num:  # padding rows: one token in the null block
             inputs["slot_mapping"][num:size].fill_(self.null_block * bs)
             inputs["seq_lens"][num:size].fill_(1)
@@ -219,7 +254,7 @@ def _record_logprobs(
     logits: torch.Tensor, sampled: torch.Tensor, rows: list[int], seqs: list[Sequence]
 ) -> None:
     index = torch.tensor(rows, device=logits.device)
-    logprobs = logits[index].log_softmax(dim=-1)
+    logprobs = logits[index].float().log_softmax(dim=-1)
     chosen = logprobs.gather(-1, sampled[index][:, None])[:, 0].tolist()
     top_n = max(seqs[row].params.logprobs or 0 for row in rows)
     top_values, top_ids = logprobs.topk(top_n, dim=-1) if top_n else (logprobs[:, :0], logprobs[:, :0])

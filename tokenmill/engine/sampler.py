@@ -19,12 +19,13 @@ class Sampler:
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """logits: [len(seqs), vocab] float32 -> next token id per sequence."""
+        """logits: [len(seqs), vocab] -> next token id per sequence."""
         logits = self._ban_early_stops(logits, seqs)
         if any(s.params.uses_penalties for s in seqs):
-            logits = apply_penalties(logits, seqs)
+            logits = apply_penalties(logits.float(), seqs)
         if all(s.params.greedy for s in seqs):
             return logits.argmax(dim=-1)
+        logits = logits.float()
         greedy = logits.argmax(dim=-1)
         probs = self._filtered_probs(logits, seqs)
         sampled = (probs / self._exponential_noise(probs, seqs)).argmax(dim=-1)

@@ -53,14 +53,21 @@ class Scheduler:
         chosen: list[tuple[Sequence, int]] = []
         scheduled: set[int] = set()
         preempted = False
-        candidates = sorted(self.running, key=lambda s: s.num_uncomputed_tokens > 1)
+        block_size = self.block_manager.block_size
+        decoding = [s for s in self.running if s.num_uncomputed_tokens == 1]
+        candidates = (
+            decoding
+            if len(decoding) == len(self.running)
+            else decoding + [s for s in self.running if s.num_uncomputed_tokens > 1]
+        )
         for seq in candidates:
             if budget == 0:
                 break
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # preempted as a victim earlier in this loop
             num_new = min(seq.num_uncomputed_tokens, budget)
-            while not self.block_manager.allocate(seq, num_new):
+            fits = seq.num_computed_tokens + num_new <= len(seq.block_ids) * block_size
+            while not (fits or self.block_manager.allocate(seq, num_new)):
                 victim = self._newest_unscheduled(scheduled)
                 self._preempt(victim)
                 preempted = True
@@ -110,9 +117,11 @@ class Scheduler:
 
     def commit(self, batch: ScheduledBatch) -> None:
         """Record that the batch's tokens are now in the cache, and share newly full blocks."""
+        block_size = self.block_manager.block_size
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += num_new
-            self.block_manager.cache_full_blocks(seq)
+            if seq.num_computed_tokens // block_size > len(seq.block_hashes):
+                self.block_manager.cache_full_blocks(seq)
 
     def finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
         if seq.status is SequenceStatus.RUNNING:

@@ -58,8 +58,8 @@ def paged_attention(
             )  # fmt: skip
         if nd < meta.block_tables.shape[0]:
             prefill_attention(
-                q, kv_cache, meta.block_tables[nd:], meta.seq_lens[nd:], meta.query_start_loc[nd:],
-                meta.max_query_len, scale, meta.kv_scales, out=out,
+                q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
+                scale, meta.kv_scales, out=out, first_seq=nd,
             )  # fmt: skip
         return out
     return paged_attention_reference(q, kv_cache, meta, scale, out)

@@ -20,7 +20,7 @@ def _decode_kernel(
     k_scale_ptr, v_scale_ptr, scale,
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, FP8: tl.constexpr,
+    PAGE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, FP8: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -57,13 +57,13 @@ def _decode_kernel(
         if FP8:
             k = (k.to(tl.float32) * k_scale).to(q.dtype)
             v = (v.to(tl.float32) * v_scale).to(q.dtype)
-        scores = tl.dot(q, tl.trans(k)) * scale
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
         scores = tl.where(n_mask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, 1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         total = total * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
         m = m_new
     empty = total == 0.0
     out = acc / tl.where(empty, 1.0, total)[:, None]
@@ -96,15 +96,15 @@ def _merge_splits_kernel(
     tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out, mask=d < HEAD_DIM)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seq_offset"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_ptr, out_ptr,
-    k_scale_ptr, v_scale_ptr, scale,
+    k_scale_ptr, v_scale_ptr, scale, seq_offset,
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    seq = tl.program_id(0)
+    seq = tl.program_id(0) + seq_offset
     head = tl.program_id(1)
     tile = tl.program_id(2)
     q_start = tl.load(query_start_ptr + seq)
@@ -142,14 +142,14 @@ def _prefill_kernel(
         if FP8:
             k = (k.to(tl.float32) * k_scale).to(q.dtype)
             v = (v.to(tl.float32) * v_scale).to(q.dtype)
-        scores = tl.dot(q, tl.trans(k)) * scale
+        scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
         visible = (n[None, :] <= positions[:, None]) & n_mask[None, :]
         scores = tl.where(visible, scores, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, 1))
         p = tl.exp(scores - m_new[:, None])
         alpha = tl.exp(m - m_new)
         total = total * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
         m = m_new
     out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
     tl.store(
@@ -157,6 +157,11 @@ def _prefill_kernel(
         out,
         mask=row_mask[:, None] & d_mask[None, :],
     )
+
+
+def _dot_precision(q: torch.Tensor) -> str:
+    """float32 models get exact float32 products (Triton would use TF32); 16-bit inputs ignore this."""
+    return "ieee" if q.dtype == torch.float32 else "tf32"
 
 
 def decode_attention(
@@ -189,7 +194,7 @@ def decode_attention(
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), PAGE=page, BLOCK_N=max(16, min(64, page * 4)),
-        NUM_SPLITS=num_splits, FP8=kv_scales is not None, num_warps=4,
+        NUM_SPLITS=num_splits, FP8=kv_scales is not None, DOT=_dot_precision(q), num_warps=4,
     )  # fmt: skip
     if num_splits > 1:
         _merge_splits_kernel[(num_seqs, num_heads)](
@@ -209,10 +214,12 @@ def prefill_attention(
     scale: float,
     kv_scales: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    first_seq: int = 0,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens (rows query_start_loc[i]:[i+1] of q) over its
-    cached context plus themselves."""
-    num_seqs = seq_lens.shape[0]
+    cached context plus themselves, for sequences `first_seq` onwards. Passing the offset rather than
+    sliced tensors keeps pointer alignment, and so the compiled kernel, the same for every batch."""
+    num_seqs = seq_lens.shape[0] - first_seq
     _, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q) if out is None else out
@@ -222,9 +229,10 @@ def prefill_attention(
     grid = (num_seqs, num_heads, triton.cdiv(max_query_len, block_m))
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scales, scales[1:], scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        first_seq, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
-        PAGE=page, BLOCK_M=block_m, BLOCK_N=64, FP8=kv_scales is not None, num_warps=4, num_stages=2,
+        PAGE=page, BLOCK_M=block_m, BLOCK_N=64, FP8=kv_scales is not None, DOT=_dot_precision(q),
+        num_warps=4, num_stages=2,
     )  # fmt: skip
     return out

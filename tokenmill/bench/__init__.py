@@ -1,0 +1,1 @@
+"""Benchmarks: offline engine throughput against a bytes floor and peers; online serving."""

@@ -1,0 +1,247 @@
+"""`python -m tokenmill bench`: offline throughput on named workloads, with the memory-bandwidth floor
+of the same workload on the same device, measured in the same run, and optional transformers peers.
+
+Prompts are random token ids from a fixed seed, EOS is ignored and decoding is greedy, so every engine
+does exactly the same work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenmill.config import EngineConfig
+from tokenmill.engine.llm import LLM
+from tokenmill.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    num_prompts: int
+    input_len: tuple[int, int]  # inclusive range
+    output_len: tuple[int, int]
+
+
+WORKLOADS = {
+    "qa-358": Workload("qa-358", 358, (48, 160), (200, 200)),
+    "nano-256": Workload("nano-256", 256, (100, 1024), (100, 1024)),
+    "single": Workload("single", 1, (128, 128), (256, 256)),
+}
+
+
+def make_requests(workload: Workload, vocab_size: int, seed: int = 0) -> list[tuple[list[int], int]]:
+    """(prompt token ids, output length) per request; the same for every engine given the same seed."""
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(workload.num_prompts):
+        length = rng.randint(*workload.input_len)
+        prompt = [rng.randrange(vocab_size) for _ in range(length)]
+        requests.append((prompt, rng.randint(*workload.output_len)))
+    return requests
+
+
+@dataclass
+class BenchResult:
+    workload: str
+    model: str
+    engine: str
+    device: str
+    date: str
+    kv_cache_dtype: str
+    num_prompts: int
+    prompt_tokens: int
+    output_tokens: int
+    wall_s: float
+    output_tokens_per_s: float
+    total_tokens_per_s: float
+    time_per_decode_step_ms: float | None
+    peak_gpu_memory_gib: float | None
+    copy_bandwidth_gb_s: float | None
+    floor_tokens_per_s: float | None
+    ratio_to_floor: float | None
+    startup_s: float
+    peers: dict[str, float | str | None] = field(default_factory=dict)
+    command: str = ""
+
+
+def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    n = int(gib * (1 << 30)) // 2
+    src = torch.empty(n, dtype=torch.bfloat16, device=device).uniform_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end) / 1000)
+    del src, dst
+    return 2 * n * 2 / sorted(times)[len(times) // 2]
+
+
+def bytes_floor_seconds(
+    requests: list[tuple[list[int], int]], weight_bytes: int, kv_bytes_per_token: int, bandwidth: float
+) -> float:
+    """Least time to move the bytes every decode step must touch (all weights once, each running
+    sequence's whole KV context once), with every request decoding from the first step."""
+    total = 0
+    steps = max(out for _, out in requests)
+    for step in range(steps):
+        context = sum(len(prompt) + step for prompt, out in requests if out > step)
+        total += weight_bytes + context * kv_bytes_per_token
+    total += weight_bytes + sum(len(p) for p, _ in requests) * kv_bytes_per_token  # prefill writes
+    return total / bandwidth
+
+
+def run_tokenmill(llm: LLM, requests: list[tuple[list[int], int]]) -> float:
+    """Seconds for the requests after a short warm-up; checks that every token was produced."""
+    warm = [SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)] * min(8, len(requests))
+    llm.generate([p for p, _ in requests[: len(warm)]], warm, use_tqdm=False)
+    params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+    llm.engine.stats.__init__()  # count the timed run only
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    outputs = llm.generate([p for p, _ in requests], params, use_tqdm=False)
+    wall = time.perf_counter() - started
+    produced = sum(len(o.outputs[0].token_ids) for o in outputs)
+    expected = sum(out for _, out in requests)
+    if produced != expected:
+        raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
+    return wall
+
+
+def run_hf(
+    model_ref: str, requests: list[tuple[list[int], int]], device: torch.device, continuous: bool
+) -> float:
+    """Seconds transformers takes for the same requests: static batching with `generate` (one batch,
+    left-padded, run to the longest output), or continuous batching with `generate_batch`."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_config(_hf_config(model_ref), dtype=torch.bfloat16)
+    model = model.to(device).eval()
+    longest = max(out for _, out in requests)
+    with torch.no_grad():  # not inference_mode: transformers' continuous batching updates tensors in place
+        if continuous:
+            model.set_attn_implementation("paged|sdpa")
+            config = GenerationConfig(
+                max_new_tokens=longest, do_sample=False, eos_token_id=-1, pad_token_id=0
+            )
+            started = time.perf_counter()
+            results = model.generate_batch(inputs=[p for p, _ in requests], generation_config=config)
+            produced = sum(len(r.generated_tokens) for r in results.values())
+            if len(results) != len(requests) or produced < sum(out for _, out in requests):
+                raise RuntimeError(f"generate_batch returned {len(results)} results, {produced} tokens")
+        else:
+            width = max(len(p) for p, _ in requests)
+            ids = torch.tensor([[0] * (width - len(p)) + p for p, _ in requests], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p, _ in requests], device=device)
+            started = time.perf_counter()
+            model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=longest,
+                min_new_tokens=longest,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return elapsed
+
+
+def _hf_config(model_ref: str) -> Any:
+    from transformers import AutoConfig
+
+    from tokenmill.models.presets import preset_config
+
+    if model_ref.startswith("random:"):
+        raw = dict(preset_config(model_ref.removeprefix("random:")))
+        architecture = raw.pop("architectures")[0]
+        model_type = {"Qwen3ForCausalLM": "qwen3", "Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
+        return AutoConfig.for_model(model_type[architecture], **raw)
+    return AutoConfig.from_pretrained(model_ref)
+
+
+def benchmark(
+    config: EngineConfig, workload: Workload, peers: list[str], command: str, out_dir: Path | None
+) -> BenchResult:
+    device = config.resolved_device()
+    started = time.perf_counter()
+    llm = LLM(**config.model_dump())
+    startup = time.perf_counter() - started
+    engine = llm.engine
+    requests = make_requests(workload, vocab_size=engine.model_config.vocab_size)
+    wall = run_tokenmill(llm, requests)
+    prompt_tokens = sum(len(p) for p, _ in requests)
+    output_tokens = sum(out for _, out in requests)
+    stats = engine.stats
+    step_ms = 1000 * stats.decode_seconds / stats.decode_steps if stats.decode_steps else None
+    peak = bandwidth = floor = None
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_reserved(device) / (1 << 30)
+        weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+        kv_per_token = sum(c[:, 0, 0].numel() * c.element_size() for c in engine.runner.kv_caches)
+        bandwidth = measure_copy_bandwidth(device)
+        floor = output_tokens / bytes_floor_seconds(requests, weights, kv_per_token, bandwidth)
+    del llm, engine
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    peer_results: dict[str, float | str | None] = {}
+    for peer in peers:
+        key = {"hf": "hf_static_tokens_per_s", "hf-cb": "hf_cb_tokens_per_s"}[peer]
+        try:
+            peer_results[key] = round(
+                output_tokens / run_hf(config.model or "", requests, device, peer == "hf-cb"), 1
+            )
+        except Exception as exc:  # a peer that cannot run is reported, not fatal
+            peer_results[key] = f"failed: {type(exc).__name__}: {exc}"[:300]
+    result = BenchResult(
+        workload=workload.name,
+        model=config.model or "default",
+        engine="tokenmill",
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        date=dt.date.today().isoformat(),
+        kv_cache_dtype=config.kv_cache_dtype if config.kv_cache_dtype != "auto" else "bf16",
+        num_prompts=workload.num_prompts,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        wall_s=round(wall, 3),
+        output_tokens_per_s=round(output_tokens / wall, 1),
+        total_tokens_per_s=round((prompt_tokens + output_tokens) / wall, 1),
+        time_per_decode_step_ms=None if step_ms is None else round(step_ms, 3),
+        peak_gpu_memory_gib=None if peak is None else round(peak, 2),
+        copy_bandwidth_gb_s=None if bandwidth is None else round(bandwidth / 1e9, 1),
+        floor_tokens_per_s=None if floor is None else round(floor, 1),
+        ratio_to_floor=None if floor is None else round(output_tokens / wall / floor, 3),
+        startup_s=round(startup, 2),
+        peers=peer_results,
+        command=command,
+    )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
+        device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
+        path = out_dir / f"{workload.name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
