@@ -82,17 +82,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from tokenmill.bench.offline import WORKLOADS, Workload, benchmark
 
-    config = EngineConfig(**given_arguments(args, EngineConfig))
-    workload = (
-        WORKLOADS[args.workload]
-        if args.workload != "custom"
-        else Workload(
+    if args.workload == "custom":
+        workload = Workload(
             "custom", args.num_prompts, _length_range(args.input_len), _length_range(args.output_len)
         )
-    )
-    command = "python -m tokenmill " + " ".join(
-        sys.argv[1:] if args.command_line is None else args.command_line
-    )
+    else:
+        workload = WORKLOADS[args.workload]
+    given = given_arguments(args, EngineConfig)
+    given.setdefault("max_num_seqs", max(workload.num_prompts, 1))  # the whole workload in one batch
+    config = EngineConfig(**given)
+    command = "python -m tokenmill " + " ".join(sys.argv[1:])
     result = benchmark(
         config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir)
     )
@@ -144,7 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
     bench.add_argument("--no-save", action="store_true", help="print only")
-    bench.add_argument("--command-line", nargs="*", default=None, help=argparse.SUPPRESS)
     add_config_arguments(bench, EngineConfig, "engine")
     bench.set_defaults(handler=_bench)
     return parser

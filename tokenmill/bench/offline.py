@@ -65,6 +65,8 @@ class BenchResult:
     output_tokens_per_s: float
     total_tokens_per_s: float
     time_per_decode_step_ms: float | None
+    decode_steps_s: float
+    prefill_steps_s: float
     peak_gpu_memory_gib: float | None
     copy_bandwidth_gb_s: float | None
     floor_tokens_per_s: float | None
@@ -230,6 +232,8 @@ def benchmark(
         output_tokens_per_s=round(output_tokens / wall, 1),
         total_tokens_per_s=round((prompt_tokens + output_tokens) / wall, 1),
         time_per_decode_step_ms=None if step_ms is None else round(step_ms, 3),
+        decode_steps_s=round(stats.decode_seconds, 3),
+        prefill_steps_s=round(stats.other_seconds, 3),
         peak_gpu_memory_gib=None if peak is None else round(peak, 2),
         copy_bandwidth_gb_s=None if bandwidth is None else round(bandwidth / 1e9, 1),
         floor_tokens_per_s=None if floor is None else round(floor, 1),

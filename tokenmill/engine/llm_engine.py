@@ -38,11 +38,12 @@ Prompt = str | list[int]
 
 @dataclass
 class StepStats:
-    """Counters for benchmarks: how many steps ran, and how long the pure-decode ones took."""
+    """Counters for benchmarks: steps run, and the time of pure-decode steps and of the others."""
 
     steps: int = 0
     decode_steps: int = 0
     decode_seconds: float = 0.0
+    other_seconds: float = 0.0  # steps with prompt tokens (prefill, or prefill mixed with decodes)
 
 
 @dataclass
@@ -209,6 +210,8 @@ class LLMEngine:
         if batch.num_decodes == len(batch):
             self.stats.decode_steps += 1
             self.stats.decode_seconds += time.perf_counter() - started
+        else:
+            self.stats.other_seconds += time.perf_counter() - started
         return outputs
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
