@@ -107,6 +107,7 @@ class BlockManager:
                     self._free.move_to_end(block_id, last=False)
         seq.block_ids.clear()
         seq.block_hashes.clear()
+        seq.block_generation += 1
         seq.num_computed_tokens = 0
 
     def _acquire(self, block_id: int) -> None:

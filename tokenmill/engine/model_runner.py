@@ -192,6 +192,8 @@ class ModelRunner:
             "seq_lens": torch.ones(largest, dtype=torch.int32, device=device),
             "query_start_loc": torch.arange(largest + 1, dtype=torch.int32, device=device),
         }
+        self._table_host = torch.empty(largest, width, dtype=torch.int32, pin_memory=True)
+        self._table_rows: list[tuple[int, int, int] | None] = [None] * largest
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
@@ -204,6 +206,17 @@ class ModelRunner:
                     hidden = self.model(inputs["input_ids"][:size], inputs["positions"][:size], meta)
                 self.graphs[size] = (graph, hidden)
         torch.cuda.synchronize(device)
+
+    def _host_block_tables(self, seqs: list[Sequence], width: int) -> torch.Tensor:
+        """The batch's block tables in a pinned buffer kept across steps: in steady decoding the batch
+        order rarely changes, so only rows whose sequence or block count changed are rewritten."""
+        host, rows = self._table_host, self._table_rows
+        for row, seq in enumerate(seqs):
+            key = (seq.seq_id, seq.block_generation, len(seq.block_ids))
+            if rows[row] != key:
+                host.numpy()[row, : key[2]] = seq.block_ids
+                rows[row] = key
+        return host[: len(seqs), :width]
 
     def _graph_metadata(self, size: int) -> AttentionMetadata:
         inputs = self._graph_inputs
@@ -225,22 +238,19 @@ class ModelRunner:
         num = len(batch)
         size = min(s for s in self.graphs if s >= num)
         bs = self.block_size
-        ids, positions, slots, lens = [], [], [], []
-        for seq in batch.seqs:
-            position = seq.num_computed_tokens
-            ids.append(seq.token_ids[position])
-            positions.append(position)
-            slots.append(seq.block_ids[position // bs] * bs + position % bs)
-            lens.append(position + 1)
-        width = max(len(seq.block_ids) for seq in batch.seqs)
-        tables = [seq.block_ids + [self.null_block] * (width - len(seq.block_ids)) for seq in batch.seqs]
+        seqs = batch.seqs
+        positions = [seq.num_computed_tokens for seq in seqs]
+        ids = [seq.token_ids[p] for seq, p in zip(seqs, positions)]
+        slots = [seq.block_ids[p // bs] * bs + p % bs for seq, p in zip(seqs, positions)]
+        lens = [p + 1 for p in positions]
         inputs = self._graph_inputs
         step = self._upload("decode", [ids, positions, slots, lens], torch.long)
         inputs["input_ids"][:num].copy_(step[0])
         inputs["positions"][:num].copy_(step[1])
         inputs["slot_mapping"][:num].copy_(step[2])
         inputs["seq_lens"][:num].copy_(step[3])
-        inputs["block_tables"][:num, :width].copy_(self._upload("tables", tables, torch.int32))
+        width = max(len(seq.block_ids) for seq in seqs)
+        inputs["block_tables"][:num, :width].copy_(self._host_block_tables(seqs, width), non_blocking=True)
         if size > num:  # padding rows: one token in the null block
             inputs["slot_mapping"][num:size].fill_(self.null_block * bs)
             inputs["seq_lens"][num:size].fill_(1)

@@ -38,6 +38,7 @@ class Sequence:
         self.num_computed_tokens = 0  # tokens whose K/V are in the cache
         self.num_cached_tokens = 0  # prompt tokens served from the prefix cache at first admission
         self.block_ids: list[int] = []
+        self.block_generation = 0  # bumped when the blocks are freed, so cached copies of the table expire
         self.block_hashes: list[int] = []  # hashes of the leading full blocks, a chain
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
