@@ -94,10 +94,10 @@ def test_errors_reach_the_caller_and_the_engine_lives_on(engine: AsyncLLM) -> No
 def test_a_failing_step_kills_the_engine_and_fails_every_waiter(tiny_model_dir) -> None:
     client = AsyncLLM(EngineConfig(model=str(tiny_model_dir("qwen2")), device="cpu"))
 
-    def broken_step(batch):
+    def broken_step(batch, token_source=None):
         raise RuntimeError("injected device fault")
 
-    client.engine.runner.execute = broken_step
+    client.engine.runner.launch = broken_step
 
     async def run():
         with pytest.raises(RuntimeError, match="injected device fault"):

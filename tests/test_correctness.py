@@ -97,3 +97,34 @@ def test_bf16_runs_close_to_fp32(tiny_model_dir) -> None:
     )
     agree = sum(a.outputs[0].token_ids[0] == b.outputs[0].token_ids[0] for a, b in zip(fp32, bf16))
     assert agree >= len(prompts) - 2
+
+
+def test_async_scheduling_changes_nothing_but_overlap(default_llm) -> None:
+    """Steps launched ahead on the device's own tokens give exactly the synchronous results, with EOS,
+    stop strings, different lengths and a request whose min_tokens holds speculation off."""
+    engine = default_llm.engine
+    questions = ["What is the capital of France?", "Name three colors.", "Count from one to ten.", "Say hi."]
+    conversations = [[{"role": "user", "content": q}] for q in questions]
+    params = [
+        SamplingParams(temperature=0, max_tokens=40),
+        SamplingParams(temperature=0, max_tokens=7),
+        SamplingParams(temperature=0, max_tokens=60, stop=["five", "5"]),
+        SamplingParams(temperature=0, max_tokens=30, min_tokens=12),
+    ]
+    before = engine.stats.continued_steps
+    asynchronous = default_llm.chat(conversations, params, use_tqdm=False)
+    assert engine.stats.continued_steps > before
+    engine.config.async_scheduling = False
+    try:
+        synchronous = default_llm.chat(conversations, params, use_tqdm=False)
+    finally:
+        engine.config.async_scheduling = True
+    for a, s in zip(asynchronous, synchronous):
+        assert (a.outputs[0].text, a.outputs[0].token_ids, a.outputs[0].finish_reason) == (
+            s.outputs[0].text,
+            s.outputs[0].token_ids,
+            s.outputs[0].finish_reason,
+        )
+    assert asynchronous[2].outputs[0].finish_reason == "stop"
+    assert len(asynchronous[3].outputs[0].token_ids) >= 12
+    assert engine.block_manager.usage == 0.0

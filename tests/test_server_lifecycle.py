@@ -169,14 +169,14 @@ def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
 
 FAULT = (
     "import sys, tokenmill.engine.model_runner as m\n"
-    "original = m.ModelRunner.execute\n"
+    "original = m.ModelRunner.launch\n"
     "calls = [0]\n"
-    "def execute(self, batch):\n"
+    "def launch(self, batch, token_source=None):\n"
     "    calls[0] += 1\n"
     "    if calls[0] > 40:\n"
     "        raise RuntimeError('injected device fault')\n"
-    "    return original(self, batch)\n"
-    "m.ModelRunner.execute = execute\n"
+    "    return original(self, batch, token_source)\n"
+    "m.ModelRunner.launch = launch\n"
     "from tokenmill.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

@@ -40,6 +40,9 @@ class EngineConfig(BaseModel):
         default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"
     )
     enforce_eager: bool = Field(default=False, description="no CUDA graphs for decode steps")
+    async_scheduling: bool = Field(
+        default=True, description="launch the next decode step before the current one's tokens are back"
+    )
     max_gpu_memory: str | None = Field(
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",

@@ -84,11 +84,13 @@ class BlockManager:
         return True
 
     def cache_full_blocks(self, seq: Sequence) -> None:
-        """Register the sequence's newly full, computed blocks for sharing."""
+        """Register the sequence's newly full, computed blocks for sharing (only blocks whose tokens are
+        all known: a continuation step computes a token the host learns later)."""
         if not self.enable_prefix_caching:
             return
         parent = seq.block_hashes[-1] if seq.block_hashes else None
-        for index in range(len(seq.block_hashes), seq.num_computed_tokens // self.block_size):
+        full = min(seq.num_computed_tokens, seq.num_tokens) // self.block_size
+        for index in range(len(seq.block_hashes), full):
             block_hash, tokens = self._hash_block(seq, index, parent)
             block = self.blocks[seq.block_ids[index]]
             block.hash, block.token_ids = block_hash, tokens

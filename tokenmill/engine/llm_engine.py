@@ -16,13 +16,14 @@ from tokenmill.engine.block_manager import BlockManager
 from tokenmill.engine.detokenizer import SequenceText
 from tokenmill.engine.model_runner import (
     GiB,
+    Launch,
     ModelRunner,
     activation_reserve_bytes,
     cuda_kv_budget_bytes,
     kv_bytes_per_block,
 )
 from tokenmill.engine.sampler import Sampler
-from tokenmill.engine.scheduler import Scheduler
+from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
 from tokenmill.kernels import triton_usable
 from tokenmill.models.llama import LlamaForCausalLM
@@ -44,6 +45,7 @@ class StepStats:
     decode_steps: int = 0
     decode_seconds: float = 0.0
     other_seconds: float = 0.0  # steps with prompt tokens (prefill, or prefill mixed with decodes)
+    continued_steps: int = 0  # decode steps launched before the previous step's tokens were known
 
 
 @dataclass
@@ -102,6 +104,7 @@ class LLMEngine:
         self._requests: dict[str, _Request] = {}
         self._seq_owner: dict[int, _Request] = {}
         self.stats = StepStats()
+        self._in_flight: tuple[ScheduledBatch, Launch] | None = None
         logger.info(
             "loaded %s on %s (%s, %s kernels, KV %s%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
             self.model_name,
@@ -174,9 +177,6 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort")
         return self._finalize(request)
 
-    def has_unfinished_requests(self) -> bool:
-        return bool(self._requests)
-
     @property
     def num_requests(self) -> int:
         return len(self._requests)
@@ -184,17 +184,29 @@ class LLMEngine:
     # ---- the step loop ----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, and return an output for every request that advanced."""
+        """Run the model once and return an output for every request that advanced.
+
+        With async scheduling, while a pure-decode step runs on the device the next one is already
+        queued behind it (fed by its sampled tokens on the device), and the host processes the
+        finished step's tokens meanwhile; a sequence that ends discards its one speculative token."""
         started = time.perf_counter()
-        batch = self.scheduler.schedule()
-        if not batch.seqs:
-            return []
-        sampled = self.runner.execute(batch)
-        self.scheduler.commit(batch)
+        current, self._in_flight = self._in_flight, None
+        if current is None:
+            batch = self.scheduler.schedule()
+            if not batch.seqs:
+                return []
+            current = self._launch(batch)
+        batch, launch = current
+        if self.config.async_scheduling and self._may_continue(batch):
+            follow = self.scheduler.continue_decoding(batch)
+            if follow is not None:
+                self._in_flight = self._launch(follow, launch.sampled)
+                self.stats.continued_steps += 1
+        sampled = self.runner.collect(launch)
         touched: dict[str, _Request] = {}
         for seq in batch.seqs:
             token = sampled.get(seq.seq_id)
-            if token is None:
+            if token is None or seq.is_finished:
                 continue
             request = self._seq_owner[seq.seq_id]
             self._append_token(request, seq, token)
@@ -213,6 +225,33 @@ class LLMEngine:
         else:
             self.stats.other_seconds += time.perf_counter() - started
         return outputs
+
+    def _launch(
+        self, batch: ScheduledBatch, token_source: torch.Tensor | None = None
+    ) -> tuple[ScheduledBatch, Launch]:
+        launch = self.runner.launch(batch, token_source)
+        self.scheduler.commit(batch)
+        return batch, launch
+
+    def _may_continue(self, batch: ScheduledBatch) -> bool:
+        """A step may be launched before this batch's tokens are known only if no sampling decision
+        of the next step depends on them: no penalties, no logprobs, no min_tokens still pending."""
+        if batch.num_decodes != len(batch):
+            return False
+        for seq in batch.seqs:
+            params = seq.params
+            if (
+                params.uses_penalties
+                or params.logprobs is not None
+                or seq.num_output_tokens < params.min_tokens
+            ):
+                return False
+            if seq.num_computed_tokens >= self.max_model_len:
+                return False
+        return True
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
         seq.token_ids.append(token)

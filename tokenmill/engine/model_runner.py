@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +21,20 @@ from tokenmill.models.llama import LlamaForCausalLM
 logger = logging.getLogger(__name__)
 
 GiB = 1 << 30
+
+
+@dataclass
+class Launch:
+    """A step queued on the device: the sequences that sample, their tokens on the device and on their
+    way to the host, the event that marks them ready, and the logits (for logprobs)."""
+
+    seqs: list[Sequence]
+    sampled: torch.Tensor | None
+    host: torch.Tensor | None
+    done: torch.cuda.Event | None
+    logits: torch.Tensor | None
+
+
 _NUMPY_TYPES = {torch.long: np.int64, torch.int32: np.int32}
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
 
@@ -65,6 +80,7 @@ class ModelRunner:
         self.max_model_len = max_model_len
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pinned: dict[str, torch.Tensor] = {}
+        self._parity = 0  # alternates per launch; selects the set of host buffers a launch may write
         if use_triton:
             self._compile_attention_variants()
         if cuda_graphs:
@@ -88,38 +104,63 @@ class ModelRunner:
             )
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> dict[int, int]:
-        """Run one step; returns the sampled token of each sequence whose known tokens are now all computed.
+    def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
+        """Queue one step on the device without waiting for it. The tokens of sequences whose known tokens
+        will all be computed are sampled and copied back asynchronously; `collect` waits for them.
 
-        Sequences that asked for logprobs get them appended (log-softmax of the raw logits)."""
+        `token_source` (a previous launch's sampled tokens, still on the device) gives the input tokens
+        of a continuation batch, whose tokens the host does not know yet."""
+        self._parity ^= 1
         if self.graphs and batch.num_decodes == len(batch) and len(batch) <= max(self.graphs):
-            hidden = self._replay_decode_graph(batch)
+            hidden = self._replay_decode_graph(batch, token_source)
             logits = self.model.compute_logits(hidden)
             sampling_seqs = batch.seqs
         else:
-            input_ids, positions, meta, logit_rows, sampling_seqs = self._prepare(batch)
+            input_ids, positions, meta, logit_rows, sampling_seqs = self._prepare(batch, token_source)
             hidden = self.model(input_ids, positions, meta)
             if not sampling_seqs:
-                return {}
+                return Launch([], None, None, None, None)
             logits = self.model.compute_logits(hidden[logit_rows])
         sampled = self.sampler(logits, sampling_seqs)
-        tokens = sampled.tolist()
-        wanting = [row for row, seq in enumerate(sampling_seqs) if seq.logprobs is not None]
+        if self.device.type != "cuda":
+            return Launch(sampling_seqs, sampled, sampled, None, logits)
+        host = self._pinned_buffer(f"sampled{self._parity}", sampled.numel(), torch.long)
+        host.copy_(sampled, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Launch(sampling_seqs, sampled, host, done, logits)
+
+    @torch.inference_mode()
+    def collect(self, launch: Launch) -> dict[int, int]:
+        """Wait for a launched step; returns the sampled token of each sequence that sampled one.
+        Sequences that asked for logprobs get them appended (log-softmax of the raw logits)."""
+        if launch.sampled is None:
+            return {}
+        if launch.done is not None:
+            launch.done.synchronize()
+        tokens = launch.host.tolist()
+        wanting = [
+            row for row, seq in enumerate(launch.seqs) if seq.logprobs is not None and not seq.is_finished
+        ]
         if wanting:
-            _record_logprobs(logits, sampled, wanting, sampling_seqs)
-        return {seq.seq_id: token for seq, token in zip(sampling_seqs, tokens)}
+            _record_logprobs(launch.logits, launch.sampled, wanting, launch.seqs)
+        return {seq.seq_id: token for seq, token in zip(launch.seqs, tokens)}
+
+    def _pinned_buffer(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
+        buffer = self._pinned.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(max(2 * size, 4096), dtype=dtype, pin_memory=True)
+            self._pinned[name] = buffer
+        return buffer[:size]
 
     def _upload(self, name: str, values: list[int] | list[list[int]], dtype: torch.dtype) -> torch.Tensor:
-        """Host values on the device. On CUDA they go through a pinned buffer kept per `name` (one per
-        array of a step, so no copy in flight is overwritten), which spares a pinned allocation each time."""
+        """Host values on the device. On CUDA they go through pinned buffers kept per array and per launch
+        parity: the copy of the step still in flight is never overwritten, and no pinned memory is
+        allocated per step."""
         if self.device.type != "cuda":
             return torch.tensor(values, dtype=dtype)
         array = np.asarray(values, dtype=_NUMPY_TYPES[dtype])
-        buffer = self._pinned.get(name)
-        if buffer is None or buffer.numel() < array.size:
-            buffer = torch.empty(max(2 * array.size, 4096), dtype=dtype, pin_memory=True)
-            self._pinned[name] = buffer
-        staged = buffer[: array.size]
+        staged = self._pinned_buffer(f"{name}{self._parity}", array.size, dtype)
         staged.numpy()[:] = array.ravel()
         return staged.view(array.shape).to(self.device, non_blocking=True)
 
@@ -129,7 +170,7 @@ class ModelRunner:
         return decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
 
     def _prepare(
-        self, batch: ScheduledBatch
+        self, batch: ScheduledBatch, token_source: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, list[Sequence]]:
         bs = self.block_size
         input_ids: list[int] = []
@@ -141,13 +182,14 @@ class ModelRunner:
         sampling_seqs: list[Sequence] = []
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + num_new
-            input_ids += seq.token_ids[start:end]
+            if token_source is None:
+                input_ids += seq.token_ids[start:end]
             positions += range(start, end)
             table = seq.block_ids
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
             seq_lens.append(end)
             query_starts.append(query_starts[-1] + num_new)
-            if end == seq.num_tokens:
+            if end >= seq.num_tokens:  # beyond: a continuation, whose newest token is still on the device
                 logit_rows.append(query_starts[-1] - 1)
                 sampling_seqs.append(seq)
         width = max(len(seq.block_ids) for seq in batch.seqs)
@@ -168,7 +210,7 @@ class ModelRunner:
             kv_scales=self.kv_scales,
         )
         return (
-            self._upload("input_ids", input_ids, torch.long),
+            token_source if token_source is not None else self._upload("input_ids", input_ids, torch.long),
             self._upload("positions", positions, torch.long),
             meta,
             self._upload("logit_rows", logit_rows, torch.long),
@@ -192,8 +234,8 @@ class ModelRunner:
             "seq_lens": torch.ones(largest, dtype=torch.int32, device=device),
             "query_start_loc": torch.arange(largest + 1, dtype=torch.int32, device=device),
         }
-        self._table_host = torch.empty(largest, width, dtype=torch.int32, pin_memory=True)
-        self._table_rows: list[tuple[int, int, int] | None] = [None] * largest
+        self._table_host = [torch.empty(largest, width, dtype=torch.int32, pin_memory=True) for _ in range(2)]
+        self._table_rows: list[list[tuple[int, int, int] | None]] = [[None] * largest for _ in range(2)]
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
@@ -210,7 +252,7 @@ class ModelRunner:
     def _host_block_tables(self, seqs: list[Sequence], width: int) -> torch.Tensor:
         """The batch's block tables in a pinned buffer kept across steps: in steady decoding the batch
         order rarely changes, so only rows whose sequence or block count changed are rewritten."""
-        host, rows = self._table_host, self._table_rows
+        host, rows = self._table_host[self._parity], self._table_rows[self._parity]
         for row, seq in enumerate(seqs):
             key = (seq.seq_id, seq.block_generation, len(seq.block_ids))
             if rows[row] != key:
@@ -234,18 +276,18 @@ class ModelRunner:
             kv_scales=self.kv_scales,
         )
 
-    def _replay_decode_graph(self, batch: ScheduledBatch) -> torch.Tensor:
+    def _replay_decode_graph(self, batch: ScheduledBatch, token_source: torch.Tensor | None) -> torch.Tensor:
         num = len(batch)
         size = min(s for s in self.graphs if s >= num)
         bs = self.block_size
         seqs = batch.seqs
         positions = [seq.num_computed_tokens for seq in seqs]
-        ids = [seq.token_ids[p] for seq, p in zip(seqs, positions)]
+        ids = [0] * num if token_source is not None else [seq.token_ids[p] for seq, p in zip(seqs, positions)]
         slots = [seq.block_ids[p // bs] * bs + p % bs for seq, p in zip(seqs, positions)]
         lens = [p + 1 for p in positions]
         inputs = self._graph_inputs
         step = self._upload("decode", [ids, positions, slots, lens], torch.long)
-        inputs["input_ids"][:num].copy_(step[0])
+        inputs["input_ids"][:num].copy_(step[0] if token_source is None else token_source)
         inputs["positions"][:num].copy_(step[1])
         inputs["slot_mapping"][:num].copy_(step[2])
         inputs["seq_lens"][:num].copy_(step[3])

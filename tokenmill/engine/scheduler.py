@@ -84,6 +84,21 @@ class Scheduler:
         batch.num_decodes = sum(1 for n in batch.num_new_tokens if n == 1)
         return batch
 
+    def continue_decoding(self, previous: ScheduledBatch) -> ScheduledBatch | None:
+        """The same decoding sequences, one more token each, for a step launched before the previous
+        step's tokens are known (its inputs come straight from the device). None when the next step
+        needs real scheduling: something waits for admission, or a block cannot be had."""
+        if self.waiting or previous.num_decodes != len(previous) or len(previous) != len(self.running):
+            return None
+        block_size = self.block_manager.block_size
+        for seq in previous.seqs:
+            if seq.status is not SequenceStatus.RUNNING:
+                return None
+            fits = seq.num_computed_tokens + 1 <= len(seq.block_ids) * block_size
+            if not (fits or self.block_manager.allocate(seq, 1)):
+                return None
+        return ScheduledBatch(list(previous.seqs), [1] * len(previous), len(previous))
+
     def _admit_waiting(self, budget: int, chosen: list[tuple[Sequence, int]]) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
