@@ -72,9 +72,11 @@ class Sampler:
 
 
 def _apply_top_k(logits: torch.Tensor, top_k: list[int]) -> torch.Tensor:
+    """Mask all but each row's k largest logits; the widest k comes from the host list, so no sync."""
     vocab = logits.shape[-1]
-    ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_k], device=logits.device)
-    ordered = logits.topk(int(ks.max()), dim=-1).values
+    widths = [k if 0 < k < vocab else vocab for k in top_k]
+    ks = torch.tensor(widths).to(logits.device, non_blocking=True)
+    ordered = logits.topk(max(widths), dim=-1).values
     threshold = ordered.gather(-1, (ks - 1)[:, None])
     return logits.masked_fill(logits < threshold, float("-inf"))
 
