@@ -80,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.mode == "serve":
+        return _bench_serve(args)
     from tokenmill.bench.offline import WORKLOADS, Workload, benchmark
 
     if args.workload == "custom":
@@ -99,6 +101,90 @@ def _bench(args: argparse.Namespace) -> int:
     for key, value in vars(result).items():
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from tokenmill.bench.serve import random_prompts, run, write_outputs
+    from tokenmill.eval.datasets import load_items
+
+    if args.data:
+        prompts, chat = [item.question for item in load_items(args.data)][: args.num_prompts], True
+    else:
+        prompts, chat = random_prompts(args.num_prompts, _length_range(args.input_len)[0]), False
+    output_len = _length_range(args.output_len)[0]
+    report = asyncio.run(
+        run(args.url, prompts, chat, output_len, args.request_rate, args.max_concurrency, args.max_duration,
+            args.slo_ttft_ms, args.slo_tpot_ms, api_key=args.api_key)
+    )  # fmt: skip
+    paths = [] if args.no_save else write_outputs(report, Path(args.out_dir))
+    print(json.dumps(vars(report), indent=2))
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if report.completed else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    if args.action == "score":
+        from tokenmill.eval.judge import score_files
+
+        if not (args.refs and args.preds):
+            raise ValueError("eval score needs --refs and --preds")
+        result = score_files(Path(args.refs), Path(args.preds))
+        print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return 0
+    from dataclasses import asdict
+
+    from tokenmill.eval.datasets import load_items
+    from tokenmill.eval.judge import evaluate, write_outputs
+
+    if not args.data:
+        raise ValueError("eval needs --data (a question file, .docx or .jsonl)")
+    items = load_items(args.data)[: args.limit]
+    report, per_item = evaluate(
+        args.url, items, args.data, args.repeat, args.concurrency, args.threshold, args.health_timeout,
+        args.predict_timeout,
+    )  # fmt: skip
+    paths = write_outputs(report, per_item, Path(args.out_dir))
+    print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import json
+
+    from tokenmill.eval.datasets import load_items
+    from tokenmill.eval.tune import tune
+
+    items = load_items(args.data)[: args.limit]
+    space: dict[str, list[Any]] = {"max_new_tokens": [int(v) for v in args.max_new_tokens.split(",")]}
+    if args.batch_sizes:
+        space["max_num_seqs"] = [int(v) for v in args.batch_sizes.split(",")]
+    if args.kv_cache_dtypes:
+        space["kv_cache_dtype"] = args.kv_cache_dtypes.split(",")
+    if args.system_prompts:
+        text = Path(args.system_prompts).read_text(encoding="utf-8")
+        prompts = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [line for line in text.splitlines() if line]
+        )
+        space["system_prompt"] = [None, *prompts]
+    if args.stop_sets:
+        space["stop"] = [[], *json.loads(args.stop_sets)]
+    best, _ = tune(
+        items, space, args.model, args.device, args.port, Path(args.out_dir), args.threshold, args.margin,
+        args.trials, args.time_budget,
+    )  # fmt: skip
+    print((Path(args.out_dir) / "trials.md").read_text())
+    print((Path(args.out_dir) / "best.env").read_text())
+    return 0 if best is not None and best.feasible else 1
 
 
 def _length_range(text: str) -> tuple[int, int]:
@@ -129,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     bench = commands.add_parser(
-        "bench", help="offline throughput on a named workload, against the bytes floor"
+        "bench", help="offline throughput on a named workload (default), or `bench serve` against a server"
     )
+    bench.add_argument("mode", nargs="?", choices=["offline", "serve"], default="offline")
     bench.add_argument("--workload", choices=["qa-358", "nano-256", "single", "custom"], default="qa-358")
     bench.add_argument("--num-prompts", type=int, default=100, help="custom workload: number of prompts")
     bench.add_argument("--input-len", default="128", help="custom workload: LEN or MIN:MAX prompt tokens")
@@ -143,8 +230,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
     bench.add_argument("--no-save", action="store_true", help="print only")
+    online = bench.add_argument_group("bench serve")
+    online.add_argument("--url", default="http://127.0.0.1:8000", help="the server (ours or vLLM)")
+    online.add_argument("--data", default=None, help="questions from a QA file; else random prompts")
+    online.add_argument("--request-rate", type=float, default=None, help="Poisson arrivals per second")
+    online.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most")
+    online.add_argument("--max-duration", type=float, default=600.0, help="seconds before giving up")
+    online.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput: time-to-first-token bound")
+    online.add_argument(
+        "--slo-tpot-ms", type=float, default=None, help="goodput: time-per-output-token bound"
+    )
+    online.add_argument("--api-key", default=None)
     add_config_arguments(bench, EngineConfig, "engine")
     bench.set_defaults(handler=_bench)
+
+    evaluate = commands.add_parser("eval", help="act as the judge against a running server (or `eval score`)")
+    evaluate.add_argument("action", nargs="?", choices=["run", "score"], default="run")
+    evaluate.add_argument("--url", default="http://127.0.0.1:8000")
+    evaluate.add_argument(
+        "--data", help="question file, .docx QA file, or .jsonl (chat rows or id/prompt/reference)"
+    )
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N items")
+    evaluate.add_argument("--repeat", type=int, default=1, help="run the judge's procedure N times")
+    evaluate.add_argument("--concurrency", type=int, default=1, help="single mode: requests in flight")
+    evaluate.add_argument("--threshold", type=float, default=0.35, help="the accuracy pass mark")
+    evaluate.add_argument("--health-timeout", type=float, default=420.0)
+    evaluate.add_argument("--predict-timeout", type=float, default=360.0)
+    evaluate.add_argument("--out-dir", default="eval-out", help="report.json, items.jsonl, plots")
+    evaluate.add_argument("--refs", help="score: JSONL of {id, prompt, reference}")
+    evaluate.add_argument("--preds", help="score: JSONL of {id, response}")
+    evaluate.add_argument("--json", action="store_true", help="score: print one JSON object")
+    evaluate.set_defaults(handler=_eval)
+
+    tuner = commands.add_parser("tune", help="search serving knobs for judge speed under the accuracy floor")
+    tuner.add_argument("--data", required=True, help="local QA set (any format eval reads)")
+    tuner.add_argument("--limit", type=int, default=None)
+    tuner.add_argument("--model", default=None)
+    tuner.add_argument("--device", default="auto")
+    tuner.add_argument("--port", type=int, default=8765)
+    tuner.add_argument(
+        "--max-new-tokens", default="256,128,512", help="values to try, the first is the start"
+    )
+    tuner.add_argument("--batch-sizes", default=None, help="e.g. 256,512")
+    tuner.add_argument("--kv-cache-dtypes", default=None, help="e.g. auto,fp8")
+    tuner.add_argument("--system-prompts", default=None, help="file: one prompt a line, or a JSON list")
+    tuner.add_argument("--stop-sets", default=None, help="JSON list of stop-string lists")
+    tuner.add_argument("--threshold", type=float, default=0.35)
+    tuner.add_argument("--margin", type=float, default=0.02, help="safety margin above the threshold")
+    tuner.add_argument("--trials", type=int, default=12)
+    tuner.add_argument("--time-budget", type=float, default=1800.0, help="seconds")
+    tuner.add_argument("--out-dir", default="tune-out", help="trials.md, trials.json, best.env")
+    tuner.set_defaults(handler=_tune)
     return parser
 
 
@@ -153,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2
 
