@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -12,14 +13,15 @@ from tokenmill.server.app import create_app
 from tokenmill.server.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) + [ROOT / "deploy" / "docker-compose.yml"]
+MANIFESTS = [*sorted((ROOT / "deploy" / "k8s").glob("*.yaml")), ROOT / "deploy" / "docker-compose.yml"]
 
 
 def documents() -> list[dict]:
     return [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def walk(node: object):  # noqa: ANN201 - yields every mapping in a YAML tree
+def walk(node: object) -> Iterator[dict]:
+    """Every mapping in a YAML tree."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
