@@ -187,6 +187,25 @@ def _tune(args: argparse.Namespace) -> int:
     return 0 if best is not None and best.feasible else 1
 
 
+def _download(args: argparse.Namespace) -> int:
+    from tokenmill.models.download import download
+
+    path = download(args.model_id, args.source, args.revision, args.dir, args.endpoint)
+    print(f"{args.model_id}@{args.revision} is in {path} and loads")
+    return 0
+
+
+def _check_model(args: argparse.Namespace) -> int:
+    from tokenmill.models.loader import check_model_directory
+
+    problems = check_model_directory(args.directory)
+    for problem in problems:
+        print(f"tokenmill: {args.directory}: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.directory} loads")
+    return 1 if problems else 0
+
+
 def _length_range(text: str) -> tuple[int, int]:
     low, _, high = text.partition(":")
     return int(low), int(high or low)
@@ -281,6 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     tuner.add_argument("--time-budget", type=float, default=1800.0, help="seconds")
     tuner.add_argument("--out-dir", default="tune-out", help="trials.md, trials.json, best.env")
     tuner.set_defaults(handler=_tune)
+
+    fetch = commands.add_parser("download", help="fetch a model at build time, pinned, and verify it loads")
+    fetch.add_argument("model_id", help="e.g. Qwen/Qwen3-0.6B")
+    fetch.add_argument("--source", choices=["modelscope", "huggingface"], default="modelscope")
+    fetch.add_argument("--revision", default="master", help="branch, tag or commit to pin")
+    fetch.add_argument("--dir", required=True, help="where the model goes (re-running resumes)")
+    fetch.add_argument("--endpoint", default=None, help="the hub's address (a mirror); default: the source's")
+    fetch.set_defaults(handler=_download)
+
+    check = commands.add_parser(
+        "check-model", help="verify that a model directory will load, without loading it"
+    )
+    check.add_argument("directory")
+    check.set_defaults(handler=_check_model)
     return parser
 
 

@@ -131,3 +131,41 @@ def _randomize(model: LlamaForCausalLM, seed: int) -> None:
             param.zero_()
         else:
             param.normal_(0.0, 0.02, generator=generator)
+
+
+def check_model_directory(path: str | Path) -> list[str]:
+    """Everything that would stop `path` from loading, without reading the weights: config.json, the
+    architecture, every safetensors tensor's name and shape (from the file headers, against a model
+    built on the meta device), and the tokenizer. An empty list means it will load."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path} is not a directory"]
+    try:
+        config = _read_hf_config(path)
+        cls = model_class(config)
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        return [f"config.json: {exc}"]
+    problems = []
+    try:
+        with torch.device("meta"):
+            model = cls(cls.adapt_config(config), 16)
+        model.load_weights(_weight_shapes(path))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        problems.append(f"weights: {exc}")
+    try:
+        if not Tokenizer.from_directory(path).has_chat_template:
+            logger.warning("%s has no chat template: /predict and chat requests will be refused", path)
+    except (OSError, ValueError, TypeError) as exc:
+        problems.append(f"tokenizer: {exc}")
+    return problems
+
+
+def _weight_shapes(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Meta tensors with each checkpoint tensor's name and shape, read from the safetensors headers."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} has no *.safetensors weights (pickled checkpoints are never loaded)")
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, torch.empty(handle.get_slice(name).get_shape(), device="meta")
