@@ -206,6 +206,27 @@ def _check_model(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _judge_sim(args: argparse.Namespace) -> int:
+    import json
+
+    from tokenmill.eval.datasets import load_items
+    from tokenmill.eval.judge_sim import as_dict, simulate
+
+    items = load_items(args.data)[: args.limit]
+    overrides = {"TOKENMILL_MODEL": args.model} if args.model else {}
+    if args.device:
+        overrides["TOKENMILL_DEVICE"] = args.device
+    settings = Path(args.env_file) if args.env_file else None
+    log = Path(args.log) if args.log else None
+    report = simulate(
+        items, Path(args.dockerfile), settings, overrides, args.gpu_memory, args.threshold, args.health_limit,
+        args.predict_limit, log,
+    )  # fmt: skip
+    print(json.dumps(as_dict(report), ensure_ascii=False, indent=2))
+    print("PASS" if report.passed else f"FAIL: {report.failure}", file=sys.stderr)
+    return 0 if report.passed else 1
+
+
 def _length_range(text: str) -> tuple[int, int]:
     low, _, high = text.partition(":")
     return int(low), int(high or low)
@@ -308,6 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dir", required=True, help="where the model goes (re-running resumes)")
     fetch.add_argument("--endpoint", default=None, help="the hub's address (a mirror); default: the source's")
     fetch.set_defaults(handler=_download)
+
+    sim = commands.add_parser(
+        "judge-sim", help="rehearse the judge's run: serve as the image would, then judge it"
+    )
+    sim.add_argument("--data", default="official_test.txt", help="the question file the judge would send")
+    sim.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    sim.add_argument("--dockerfile", default="Dockerfile", help="whose ENV the server starts with")
+    sim.add_argument("--env-file", default=None, help="settings on top (e.g. tune's best.env)")
+    sim.add_argument("--model", default=None, help="a local model in place of the image's /app/model")
+    sim.add_argument("--device", default=None)
+    sim.add_argument("--gpu-memory", default=None, help="cap GPU memory, e.g. 32GiB to emulate an RTX 5090")
+    sim.add_argument("--threshold", type=float, default=0.35)
+    sim.add_argument("--health-limit", type=float, default=420.0, help="seconds the judge waits for GET /")
+    sim.add_argument(
+        "--predict-limit", type=float, default=360.0, help="seconds the judge waits for /predict"
+    )
+    sim.add_argument("--log", default=None, help="write the server's output here")
+    sim.set_defaults(handler=_judge_sim)
 
     check = commands.add_parser(
         "check-model", help="verify that a model directory will load, without loading it"

@@ -169,6 +169,12 @@ class ServerConfig(BaseSettings, EngineConfig):
         default=30.0, ge=0, description="seconds in-flight requests get on SIGTERM"
     )
     warmup: bool = Field(default=True, description="run a warm-up batch before reporting ready")
+    warmup_file: str | None = Field(
+        default=None, description="questions (any eval format) whose batch shape the warm-up runs"
+    )
+    warmup_prompts: int | None = Field(
+        default=None, ge=1, description="warm-up batch size (default: max_num_seqs)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log verbosity"
     )

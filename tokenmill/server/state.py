@@ -17,6 +17,7 @@ from fastapi import Request
 
 from tokenmill.config import ServerConfig
 from tokenmill.engine.async_llm import AsyncLLM, EngineDeadError
+from tokenmill.eval.datasets import load_items
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.errors import APIError, bad_request_from_value_error
@@ -89,14 +90,34 @@ class ServerState:
         logger.info("ready: serving %s on %s:%d", self.model_name, self.config.host, self.config.port)
 
     async def _warmup(self) -> None:
+        """Run the batch shape the judge will send before reporting ready: with `warmup_file`, its
+        questions through the chat template, as many at once as `max_num_seqs` allows."""
         started = time.perf_counter()
-        count = min(self.config.max_num_seqs, 8)
-        params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
-        prompts = [[(7 * i + j) % 200 + 1 for j in range(32)] for i in range(count)]
+        params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+        if self.config.warmup_file:
+            questions = [item.question for item in load_items(self.config.warmup_file)]
+            count = min(self.config.max_num_seqs, self.config.warmup_prompts or self.config.max_num_seqs)
+            prompts = [self._warmup_prompt(questions[i % len(questions)]) for i in range(count)]
+        else:
+            count = min(self.config.max_num_seqs, self.config.warmup_prompts or 8)
+            prompts = [[(7 * i + j) % 200 + 1 for j in range(32)] for i in range(count)]
         await asyncio.gather(
             *(self._drain(self.generate(p, params, "warmup", stream=False)) for p in prompts)
         )
         logger.info("warm-up of %d requests took %.2fs", count, time.perf_counter() - started)
+
+    def _warmup_prompt(self, question: str) -> list[int]:
+        assert self.engine is not None
+        tokenizer = self.engine.tokenizer
+        messages = (
+            [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        )
+        messages.append({"role": "user", "content": question})
+        if tokenizer.has_chat_template:
+            ids = tokenizer.encode_chat(messages, enable_thinking=self.config.enable_thinking)
+        else:
+            ids = tokenizer.encode(question)
+        return ids[-(self.engine.engine.max_model_len - 1) :]
 
     @staticmethod
     async def _drain(stream: AsyncIterator[RequestOutput]) -> None:

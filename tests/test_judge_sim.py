@@ -1,0 +1,72 @@
+"""`tokenmill judge-sim` on a CPU with a tiny model and a short question file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tokenmill.eval.judge_sim import dockerfile_env
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "official_test.txt"
+
+
+def judge_sim(*args: str) -> tuple[int, dict, str]:
+    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--data", str(DATA), *args],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def test_dockerfile_env_is_read_like_docker() -> None:
+    env = dockerfile_env(ROOT / "Dockerfile")
+    assert (
+        env["TOKENMILL_MODEL"] == "/app/model"
+        and env["HF_HUB_OFFLINE"] == "1"
+        and env["BATCH_MODE"] == "true"
+    )
+
+
+def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path) -> None:
+    settings = tmp_path / "best.env"
+    settings.write_text("# from tune\nTOKENMILL_DEFAULT_MAX_TOKENS=8\nTOKENMILL_MAX_NUM_SEQS=64\n")
+    code, report, stderr = judge_sim("--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--limit", "12",
+                                     "--env-file", str(settings), "--threshold", "0", "--log", str(tmp_path / "log"))  # fmt: skip
+    assert code == 0, stderr
+    assert report["passed"] and report["healthy_within_limit"] and report["answered_within_limit"]
+    assert report["items"] == 12 and report["missing"] == 0 and report["speed"] > 0
+    assert report["peak_host_memory_gib"] > 0
+    env = report["environment"]
+    assert (
+        env["HF_HUB_OFFLINE"] == "1"
+        and env["TOKENMILL_DEFAULT_MAX_TOKENS"] == "8"
+        and env["BATCH_MODE"] == "true"
+    )
+    assert "ready: serving" in (tmp_path / "log").read_text()
+
+
+def test_judge_sim_fails_on_accuracy_and_on_a_missing_model(tmp_path: Path, tiny_model_dir) -> None:
+    code, report, stderr = judge_sim("--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--limit", "4",
+                                     "--threshold", "0.99")  # fmt: skip
+    assert (
+        code == 1 and report["answered_within_limit"] and not report["accurate_enough"] and "FAIL" in stderr
+    )
+    code, report, _ = judge_sim(
+        "--device", "cpu", "--limit", "2", "--health-limit", "20"
+    )  # /app/model does not exist here
+    assert code == 1 and not report["passed"] and report["failure"]
+
+
+def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
+    from server_process import ServerProcess
+
+    process = ServerProcess("--model", str(tiny_model_dir("qwen3")), "--warmup-file", str(DATA),
+                            "--warmup-prompts", "24", "--max-num-seqs", "32").wait_ready()  # fmt: skip
+    try:
+        assert "warm-up of 24 requests" in process.log()
+        assert (
+            process.metric("tokenmill:prompt_tokens_total") > 24 * 20
+        )  # real questions in the chat template
+    finally:
+        process.stop()

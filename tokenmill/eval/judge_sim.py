@@ -1,0 +1,189 @@
+"""`python -m tokenmill judge-sim`: a dress rehearsal of the judge's run.
+
+The server starts exactly as the image's CMD would: `python -m tokenmill serve` with the Dockerfile's
+ENV, then the env file's settings, with the hubs forced offline. Then the judge: health within its
+limit, every question in one POST /predict within its limit, speed and accuracy the judge's way, and the
+server's peak memory. Pass means all three limits held and accuracy reached the threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tokenmill.eval.datasets import QAItem
+from tokenmill.eval.judge import evaluate
+
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MODELSCOPE_OFFLINE": "1",
+}
+
+
+@dataclass
+class SimReport:
+    passed: bool
+    healthy_within_limit: bool
+    answered_within_limit: bool
+    accurate_enough: bool
+    health_wait_s: float
+    post_seconds: float
+    speed: float
+    accuracy: float
+    cjk_accuracy: float
+    items: int
+    missing: int
+    peak_host_memory_gib: float | None
+    peak_gpu_memory_gib: float | None
+    environment: dict[str, str]
+    failure: str = ""
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """The KEY=VALUE pairs of the Dockerfile's ENV instructions (line continuations joined)."""
+    text = re.sub(r"\\\s*\n", " ", path.read_text())
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", line))
+    return env
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """Docker's --env-file format: KEY=VALUE lines, # comments."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value
+    return env
+
+
+class _PeakMemory:
+    """Samples the server's resident memory (and its GPU memory where nvidia-smi answers)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.host = 0
+        self.gpu = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+                self.host = max(self.host, int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024)
+            except (OSError, AttributeError):
+                pass
+            self.gpu = max(self.gpu, _gpu_memory(self.pid))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def _gpu_memory(pid: int) -> int:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(
+        int(mib) << 20
+        for p, mib in (row.split(", ") for row in out.splitlines() if ", " in row)
+        if int(p) == pid
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def simulate(
+    items: list[QAItem],
+    dockerfile: Path,
+    settings_file: Path | None = None,
+    overrides: dict[str, str] | None = None,
+    gpu_memory: str | None = None,
+    threshold: float = 0.35,
+    health_limit: float = 420.0,
+    predict_limit: float = 360.0,
+    log: Path | None = None,
+) -> SimReport:
+    port = _free_port()
+    environment = {**dockerfile_env(dockerfile), **(env_file(settings_file) if settings_file else {})}
+    environment.update(overrides or {})
+    if gpu_memory:
+        environment["TOKENMILL_MAX_GPU_MEMORY"] = gpu_memory
+    environment.update(OFFLINE)
+    environment.update(TOKENMILL_HOST="127.0.0.1", TOKENMILL_PORT=str(port))
+    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    server = subprocess.Popen([sys.executable, "-m", "tokenmill", "serve"], env={**os.environ, **environment},
+                              stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+    memory = _PeakMemory(server.pid)
+    failure = ""
+    report = None
+    try:
+        report, _ = evaluate(f"http://127.0.0.1:{port}", items, "judge-sim", threshold=threshold,
+                             health_timeout=health_limit, predict_timeout=predict_limit)  # fmt: skip
+    except (TimeoutError, OSError, ValueError, httpx.HTTPError) as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        memory.stop()
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if log:
+            output.close()
+    if report is None:
+        return SimReport(False, False, False, False, 0, 0, 0, 0, 0, len(items), len(items), _gib(memory.host),
+                         _gib(memory.gpu), environment, failure or "the server never answered")  # fmt: skip
+    post = report.runs[-1]["post_seconds"]
+    checks = (report.health_wait_s <= health_limit, post <= predict_limit and report.missing == 0,
+              report.accuracy >= threshold)  # fmt: skip
+    return SimReport(
+        passed=all(checks),
+        healthy_within_limit=checks[0],
+        answered_within_limit=checks[1],
+        accurate_enough=checks[2],
+        health_wait_s=round(report.health_wait_s, 2),
+        post_seconds=post,
+        speed=report.speed,
+        accuracy=report.accuracy,
+        cjk_accuracy=report.cjk_accuracy,
+        items=report.items,
+        missing=report.missing,
+        peak_host_memory_gib=_gib(memory.host),
+        peak_gpu_memory_gib=_gib(memory.gpu),
+        environment=environment,
+        failure="" if all(checks) else "limits or accuracy not met",
+    )
+
+
+def _gib(value: int) -> float | None:
+    return round(value / (1 << 30), 3) if value else None
+
+
+def as_dict(report: SimReport) -> dict[str, Any]:
+    return asdict(report)
