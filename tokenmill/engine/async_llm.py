@@ -57,10 +57,6 @@ class AsyncLLM:
     def is_alive(self) -> bool:
         return self.error is None and self._thread.is_alive()
 
-    @property
-    def num_active_requests(self) -> int:
-        return len(self._streams)
-
     async def generate(
         self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
     ) -> AsyncIterator[RequestOutput]:

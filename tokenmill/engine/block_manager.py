@@ -33,10 +33,6 @@ class BlockManager:
         self._cached: dict[int, int] = {}  # block hash -> block id
 
     @property
-    def num_free_blocks(self) -> int:
-        return len(self._free)
-
-    @property
     def usage(self) -> float:
         """Fraction of blocks held by live sequences."""
         return 1.0 - len(self._free) / self.num_blocks

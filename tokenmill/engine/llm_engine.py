@@ -177,10 +177,6 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort")
         return self._finalize(request)
 
-    @property
-    def num_requests(self) -> int:
-        return len(self._requests)
-
     # ---- the step loop ----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:

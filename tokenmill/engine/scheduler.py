@@ -45,9 +45,6 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
-    def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
-
     def schedule(self) -> ScheduledBatch:
         budget = self.max_num_batched_tokens
         chosen: list[tuple[Sequence, int]] = []

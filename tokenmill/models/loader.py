@@ -89,14 +89,19 @@ def _read_hf_config(path: Path) -> ModelConfig:
     return ModelConfig.from_hf(json.loads(config_file.read_text()), generation)
 
 
-def _safetensors_weights(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of the directory's safetensors files; with `headers_only`, meta tensors of the right
+    shape, read from the file headers without touching the data."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights (pickled checkpoints are never loaded)")
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
             for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, handle.get_tensor(name)
+                if headers_only:
+                    yield name, torch.empty(handle.get_slice(name).get_shape(), device="meta")
+                else:
+                    yield name, handle.get_tensor(name)
 
 
 def _build(
@@ -149,7 +154,7 @@ def check_model_directory(path: str | Path) -> list[str]:
     try:
         with torch.device("meta"):
             model = cls(cls.adapt_config(config), 16)
-        model.load_weights(_weight_shapes(path))
+        model.load_weights(_safetensors_weights(path, headers_only=True))
     except (FileNotFoundError, ValueError, OSError) as exc:
         problems.append(f"weights: {exc}")
     try:
@@ -158,14 +163,3 @@ def check_model_directory(path: str | Path) -> list[str]:
     except (OSError, ValueError, TypeError) as exc:
         problems.append(f"tokenizer: {exc}")
     return problems
-
-
-def _weight_shapes(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Meta tensors with each checkpoint tensor's name and shape, read from the safetensors headers."""
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path} has no *.safetensors weights (pickled checkpoints are never loaded)")
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, torch.empty(handle.get_slice(name).get_shape(), device="meta")
