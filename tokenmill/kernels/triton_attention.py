@@ -15,6 +15,36 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_kv_tile(
+    k_cache_ptr, v_cache_ptr, block_table_ptr, k_scale_ptr, v_scale_ptr, n, n_mask, d, d_mask, kv_head,
+    stride_cb, stride_cs, stride_ch, dtype: tl.constexpr, PAGE: tl.constexpr, FP8: tl.constexpr,
+):  # fmt: skip
+    """Keys and values of tokens `n` of one sequence and KV head, found through its block table."""
+    page = tl.load(block_table_ptr + n // PAGE, mask=n_mask, other=0)
+    offsets = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs + kv_head * stride_ch
+    mask = n_mask[:, None] & d_mask[None, :]
+    k = tl.load(k_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
+    v = tl.load(v_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
+    if FP8:
+        k = (k.to(tl.float32) * tl.load(k_scale_ptr)).to(dtype)
+        v = (v.to(tl.float32) * tl.load(v_scale_ptr)).to(dtype)
+    return k, v
+
+
+@triton.jit
+def _attend_tile(q, k, v, visible, scale, m, total, acc, DOT: tl.constexpr):
+    """One online-softmax step: fold a tile of keys/values into the running max, sum and output."""
+    scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
+    scores = tl.where(visible, scores, float("-inf"))
+    m_new = tl.maximum(m, tl.max(scores, 1))
+    p = tl.exp(scores - m_new[:, None])
+    alpha = tl.exp(m - m_new)
+    total = total * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
+    return m_new, total, acc
+
+
+@triton.jit
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr, part_out_ptr, part_lse_ptr,
     k_scale_ptr, v_scale_ptr, scale,
@@ -40,31 +70,17 @@ def _decode_kernel(
         mask=g_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
-    if FP8:
-        k_scale = tl.load(k_scale_ptr)
-        v_scale = tl.load(v_scale_ptr)
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
     for n0 in range(start, end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
-        page = tl.load(block_tables_ptr + seq * stride_bt + n // PAGE, mask=n_mask, other=0)
-        offsets = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs + kv_head * stride_ch
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_cache_ptr + offsets[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_cache_ptr + offsets[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if FP8:
-            k = (k.to(tl.float32) * k_scale).to(q.dtype)
-            v = (v.to(tl.float32) * v_scale).to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
-        scores = tl.where(n_mask[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m, tl.max(scores, 1))
-        p = tl.exp(scores - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        total = total * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
-        m = m_new
+        k, v = _load_kv_tile(
+            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
+            d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, FP8,
+        )  # fmt: skip
+        m, total, acc = _attend_tile(q, k, v, n_mask[None, :], scale, m, total, acc, DOT)
     empty = total == 0.0
     out = acc / tl.where(empty, 1.0, total)[:, None]
     mask = g_mask[:, None] & d_mask[None, :]
@@ -124,9 +140,6 @@ def _prefill_kernel(
     )
     positions = cached + rows
     kv_head = head // GROUP
-    if FP8:
-        k_scale = tl.load(k_scale_ptr)
-        v_scale = tl.load(v_scale_ptr)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -134,23 +147,12 @@ def _prefill_kernel(
     for n0 in range(0, end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
-        page = tl.load(block_tables_ptr + seq * stride_bt + n // PAGE, mask=n_mask, other=0)
-        offsets = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs + kv_head * stride_ch
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_cache_ptr + offsets[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_cache_ptr + offsets[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        if FP8:
-            k = (k.to(tl.float32) * k_scale).to(q.dtype)
-            v = (v.to(tl.float32) * v_scale).to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
+        k, v = _load_kv_tile(
+            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
+            d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, FP8,
+        )  # fmt: skip
         visible = (n[None, :] <= positions[:, None]) & n_mask[None, :]
-        scores = tl.where(visible, scores, float("-inf"))
-        m_new = tl.maximum(m, tl.max(scores, 1))
-        p = tl.exp(scores - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        total = total * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
-        m = m_new
+        m, total, acc = _attend_tile(q, k, v, visible, scale, m, total, acc, DOT)
     out = acc / tl.where(total == 0.0, 1.0, total)[:, None]
     tl.store(
         out_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + d[None, :],
