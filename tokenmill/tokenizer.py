@@ -83,6 +83,12 @@ class Tokenizer:
     def encode_chat(self, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
         return self.encode(self.apply_chat_template(messages, **template_kwargs), add_special_tokens=False)
 
+    def encode_prompt(self, messages: list[dict[str, str]], **template_kwargs: Any) -> list[int]:
+        """The conversation through the chat template; a model without one gets the last message as text."""
+        if not self.has_chat_template:
+            return self.encode(messages[-1]["content"])
+        return self.encode_chat(messages, **template_kwargs)
+
 
 def build_byte_level_tokenizer() -> PreTrainedTokenizerFast:
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())

@@ -79,8 +79,7 @@ def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], Sa
         ]
     else:
         messages = [{"role": "user", "content": body.text or ""}]
-    has_template = state.tokenizer.has_chat_template
-    prompt = state.encode_chat(messages) if has_template else state.encode(messages[-1]["content"])
+    prompt = state.encode_prompt(messages)
     if len(prompt) > state.max_prompt_tokens:
         raise APIError(
             400, f"the input is {len(prompt)} tokens, over MAX_SEQ_LEN ({state.max_prompt_tokens})", "text"

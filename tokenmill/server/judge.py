@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.errors import APIError
 from tokenmill.server.protocol import PredictRequest
-from tokenmill.server.state import ServerState, Ticket, unless_disconnected
+from tokenmill.server.state import ServerState, Ticket, question_messages, unless_disconnected
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +94,7 @@ def _prompt_ids(state: ServerState, question: str, system: str | None, index: in
     """Chat-templated prompt; an over-long question loses its beginning, the template stays whole."""
 
     def render(text: str) -> list[int]:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": text}
-        ]
-        return state.encode_chat(messages) if state.tokenizer.has_chat_template else state.encode(text)
+        return state.encode_prompt(question_messages(text, system))
 
     ids = render(question)
     limit = state.max_prompt_tokens

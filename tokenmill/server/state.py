@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -97,32 +97,19 @@ class ServerState:
         if self.config.warmup_file:
             questions = [item.question for item in load_items(self.config.warmup_file)]
             count = min(self.config.max_num_seqs, self.config.warmup_prompts or self.config.max_num_seqs)
-            prompts = [self._warmup_prompt(questions[i % len(questions)]) for i in range(count)]
+            limit = self._loaded_engine().engine.max_model_len - 1
+            system = self.config.system_prompt
+            prompts = [
+                self.encode_prompt(question_messages(questions[i % len(questions)], system))[-limit:]
+                for i in range(count)
+            ]
         else:
             count = min(self.config.max_num_seqs, self.config.warmup_prompts or 8)
             prompts = [[(7 * i + j) % 200 + 1 for j in range(32)] for i in range(count)]
         await asyncio.gather(
-            *(self._drain(self.generate(p, params, "warmup", stream=False)) for p in prompts)
+            *(self.final_output(self.generate(p, params, "warmup", stream=False)) for p in prompts)
         )
         logger.info("warm-up of %d requests took %.2fs", count, time.perf_counter() - started)
-
-    def _warmup_prompt(self, question: str) -> list[int]:
-        assert self.engine is not None
-        tokenizer = self.engine.tokenizer
-        messages = (
-            [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
-        )
-        messages.append({"role": "user", "content": question})
-        if tokenizer.has_chat_template:
-            ids = tokenizer.encode_chat(messages, enable_thinking=self.config.enable_thinking)
-        else:
-            ids = tokenizer.encode(question)
-        return ids[-(self.engine.engine.max_model_len - 1) :]
-
-    @staticmethod
-    async def _drain(stream: AsyncIterator[RequestOutput]) -> None:
-        async for _ in stream:
-            pass
 
     def shutdown(self) -> None:
         if self.engine is not None:
@@ -150,14 +137,22 @@ class ServerState:
     def tokenizer(self) -> Tokenizer:
         return self._engine().tokenizer
 
-    def _engine(self) -> AsyncLLM:
+    def _loaded_engine(self) -> AsyncLLM:
+        """The engine once loaded (warm or not), unless the server drains or the engine died."""
         if self.draining:
             raise APIError(503, "the server is shutting down")
         if not self.alive:
             raise APIError(503, "the engine has stopped; the server is restarting")
-        if self.engine is None or not self.ready.is_set():
+        if self.engine is None:
             raise APIError(503, "the model is still loading")
         return self.engine
+
+    def _engine(self) -> AsyncLLM:
+        """The engine, for requests: loaded and warmed up."""
+        engine = self._loaded_engine()
+        if not self.ready.is_set():
+            raise APIError(503, "the model is still loading")
+        return engine
 
     # ---- limits -----------------------------------------------------------------------------------
 
@@ -226,9 +221,23 @@ class ServerState:
     def encode_chat(
         self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None
     ) -> list[int]:
+        """Through the chat template, which the model must have (the OpenAI chat API's rule)."""
+        return self._render(self.tokenizer.encode_chat, messages, template_kwargs)
+
+    def encode_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Through the chat template, or the last message as plain text for a model without one (the
+        judge contract and FastDeploy). Usable during warm-up."""
+        return self._render(self._loaded_engine().tokenizer.encode_prompt, messages, None)
+
+    def _render(
+        self,
+        encode: Callable[..., list[int]],
+        messages: list[dict[str, str]],
+        template_kwargs: dict[str, Any] | None,
+    ) -> list[int]:
         kwargs = {"enable_thinking": self.config.enable_thinking, **(template_kwargs or {})}
         try:
-            return self.tokenizer.encode_chat(messages, **kwargs)
+            return encode(messages, **kwargs)
         except ValueError as exc:
             raise APIError(400, str(exc), "messages") from exc
         except Exception as exc:  # a template may raise anything on a conversation it refuses
@@ -247,9 +256,8 @@ class ServerState:
         stream: bool = True,
     ) -> AsyncIterator[RequestOutput]:
         """One request's outputs (every update if `stream`, else only the last), with metrics, the
-        timeout and abort-on-exit."""
-        engine = self.engine if prefix == "warmup" else self._engine()
-        assert engine is not None
+        timeout and abort-on-exit. Requests pass the readiness gate in `admit`; the warm-up runs before it."""
+        engine = self._loaded_engine()
         request_id = request_id or f"{prefix}-{uuid.uuid4().hex}"
         timeout = timeout or self.config.request_timeout
         loop = asyncio.get_running_loop()
@@ -290,6 +298,13 @@ class ServerState:
             last = output
         assert last is not None
         return last
+
+
+def question_messages(question: str, system: str | None) -> list[dict[str, str]]:
+    """The conversation a judge question becomes: the configured system prompt, then the question."""
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
 
 
 def new_id(prefix: str) -> str:
