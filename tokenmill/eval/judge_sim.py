@@ -8,12 +8,8 @@ server's peak memory. Pass means all three limits held and accuracy reached the 
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +19,7 @@ import httpx
 
 from tokenmill.eval.datasets import QAItem
 from tokenmill.eval.judge import evaluate
+from tokenmill.eval.local_server import LocalServer
 
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
@@ -111,12 +108,6 @@ def _gpu_memory(pid: int) -> int:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def simulate(
     items: list[QAItem],
     dockerfile: Path,
@@ -128,34 +119,24 @@ def simulate(
     predict_limit: float = 360.0,
     log: Path | None = None,
 ) -> SimReport:
-    port = _free_port()
     environment = {**dockerfile_env(dockerfile), **(env_file(settings_file) if settings_file else {})}
     environment.update(overrides or {})
     if gpu_memory:
         environment["TOKENMILL_MAX_GPU_MEMORY"] = gpu_memory
     environment.update(OFFLINE)
-    environment.update(TOKENMILL_HOST="127.0.0.1", TOKENMILL_PORT=str(port))
-    output = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    server = subprocess.Popen([sys.executable, "-m", "tokenmill", "serve"], env={**os.environ, **environment},
-                              stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
-    memory = _PeakMemory(server.pid)
+    server = LocalServer(environment, log=log, append=False)
+    environment = server.env
+    memory = _PeakMemory(server.process.pid)
     failure = ""
     report = None
     try:
-        report, _ = evaluate(f"http://127.0.0.1:{port}", items, "judge-sim", threshold=threshold,
+        report, _ = evaluate(server.url, items, "judge-sim", threshold=threshold,
                              health_timeout=health_limit, predict_timeout=predict_limit)  # fmt: skip
     except (TimeoutError, OSError, ValueError, httpx.HTTPError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
         memory.stop()
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        if log:
-            output.close()
+        server.stop()
     if report is None:
         return SimReport(False, False, False, False, 0, 0, 0, 0, 0, len(items), len(items), _gib(memory.host),
                          _gib(memory.gpu), environment, failure or "the server never answered")  # fmt: skip

@@ -10,10 +10,6 @@ dtype) restart it; the others are sent as /predict overrides. Bounded by a trial
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +17,7 @@ from typing import Any
 
 from tokenmill.eval.datasets import QAItem
 from tokenmill.eval.judge import evaluate
+from tokenmill.eval.local_server import LocalServer
 
 # knob -> (environment variable of the server, whether changing it needs a restart)
 KNOBS: dict[str, tuple[str, bool]] = {
@@ -45,36 +42,14 @@ def _env_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
 
 
-class _Server:
-    """A `tokenmill serve` process with the given restart-level settings."""
-
-    def __init__(
-        self, model: str | None, device: str, port: int, settings: dict[str, Any], log: Path
-    ) -> None:
-        env = {
-            **os.environ,
-            "TOKENMILL_PORT": str(port),
-            "TOKENMILL_HOST": "127.0.0.1",
-            "TOKENMILL_DEVICE": device,
-        }
-        if model:
-            env["TOKENMILL_MODEL"] = model
-        for knob, value in settings.items():
-            name, restart = KNOBS[knob]
-            if restart and value is not None:
-                env[name] = _env_value(value)
-        self._log = open(log, "a")  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "tokenmill", "serve"]
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._log.close()
+def _server_env(model: str | None, device: str, settings: dict[str, Any]) -> dict[str, str]:
+    """The environment of a server with the given restart-level settings."""
+    env = {"TOKENMILL_DEVICE": device, **({"TOKENMILL_MODEL": model} if model else {})}
+    for knob, value in settings.items():
+        name, restart = KNOBS[knob]
+        if restart and value is not None:
+            env[name] = _env_value(value)
+    return env
 
 
 def tune(
@@ -94,7 +69,7 @@ def tune(
     current = {knob: values[0] for knob, values in space.items()}
     trials: list[Trial] = []
     best: Trial | None = None
-    server: _Server | None = None
+    server: LocalServer | None = None
     server_settings: dict[str, Any] | None = None
     candidates = [dict(current)] + [
         {**current, knob: value} for knob, values in space.items() for value in values[1:]
@@ -106,10 +81,10 @@ def tune(
             if server is None or restart_part != server_settings:
                 if server is not None:
                     server.stop()
-                server = _Server(model, device, port, restart_part, out_dir / "server.log")
+                server = LocalServer(_server_env(model, device, restart_part), port, out_dir / "server.log")
                 server_settings = restart_part
             trial_started = time.monotonic()
-            report, _ = evaluate(f"http://127.0.0.1:{port}", items, "tune", threshold=threshold,
+            report, _ = evaluate(server.url, items, "tune", threshold=threshold,
                                  overrides=_overrides(settings))  # fmt: skip
             trial = Trial(settings, report.speed, report.accuracy, report.accuracy >= threshold + margin,
                           round(time.monotonic() - trial_started, 2))  # fmt: skip
