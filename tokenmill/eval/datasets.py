@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 _QUESTION = re.compile(r"^（(\d+)\.\s*问题：(.*)$")
@@ -102,16 +104,21 @@ def _close(
     items.append(QAItem(str(len(items) + 1), question, "\n".join(answer).strip()))
 
 
-def read_jsonl(path: str | Path) -> list[QAItem]:
-    """Chat rows `{"messages": [..., user, assistant]}` or `{"id", "prompt", "reference"}` rows."""
-    items: list[QAItem] = []
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a line that is not JSON fails, named."""
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+
+
+def read_jsonl(path: str | Path) -> list[QAItem]:
+    """Chat rows `{"messages": [..., user, assistant]}` or `{"id", "prompt", "reference"}` rows."""
+    items: list[QAItem] = []
+    for number, row in jsonl_rows(path):
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object")
         if "messages" in row:

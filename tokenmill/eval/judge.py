@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from tokenmill.eval.datasets import QAItem
+from tokenmill.eval.datasets import QAItem, jsonl_rows, read_jsonl
 from tokenmill.eval.scoring import judge_speed, score_all
 
 
@@ -184,17 +184,9 @@ def write_outputs(report: EvalReport, per_item: list[dict[str, Any]], out_dir: P
 def score_files(refs: Path, preds: Path) -> dict[str, Any]:
     """Score predictions offline: refs `{"id","prompt","reference"}`, preds `{"id","response"}`;
     a reference without a prediction counts as ""."""
-    from tokenmill.eval.datasets import read_jsonl
-
     references = read_jsonl(refs)
     answers: dict[str, str] = {}
-    for number, line in enumerate(preds.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{preds}:{number}: not JSON ({exc.msg})") from exc
+    for number, row in jsonl_rows(preds):
         if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("response"), str):
             raise ValueError(f"{preds}:{number}: expected {{'id': ..., 'response': str}}")
         answers[str(row["id"])] = row["response"]
