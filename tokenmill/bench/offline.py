@@ -21,6 +21,7 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
+from tokenmill.engine.llm_engine import StepStats
 from tokenmill.sampling_params import SamplingParams
 
 
@@ -115,7 +116,7 @@ def run_tokenmill(llm: LLM, requests: list[tuple[list[int], int]]) -> float:
     warm = [SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)] * min(8, len(requests))
     llm.generate([p for p, _ in requests[: len(warm)]], warm, use_tqdm=False)
     params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
-    llm.engine.stats.__init__()  # count the timed run only
+    llm.engine.stats = StepStats()  # count the timed run only
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
