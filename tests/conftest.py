@@ -5,15 +5,12 @@ import os
 # Triton kernels run on the CPU through Triton's interpreter, so CI tests them against their references.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_models import save_tiny_model
+from tests.helpers.tiny_models import save_tiny_model
 
 torch.set_num_threads(2)
 
@@ -42,7 +39,7 @@ def default_llm():
 @pytest.fixture(scope="session")
 def server(tiny_model_dir):
     """One real server on the tiny Qwen3 checkpoint, shared by the HTTP tests that do not stop it."""
-    from server_process import ServerProcess
+    from tests.helpers.server_process import ServerProcess
 
     process = ServerProcess(
         "--model",

@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES
 from transformers import AutoModelForCausalLM
 
+from tests.helpers.tiny_models import ARCHITECTURES
 from tokenmill import LLM, SamplingParams
 
 MAX_TOKENS = 24

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess
 
+from tests.helpers.server_process import ServerProcess
 from tokenmill.eval.datasets import load_items, read_question_file
 from tokenmill.eval.scoring import cjk_score, judge_score, judge_speed, score_all
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def tokenmill(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

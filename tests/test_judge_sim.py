@@ -10,7 +10,7 @@ from pathlib import Path
 from tokenmill.eval.judge_sim import dockerfile_env
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "official_test.txt"
+DATA = ROOT / "data" / "official_test.txt"
 
 
 def judge_sim(*args: str) -> tuple[int, dict, str]:
@@ -59,7 +59,7 @@ def test_judge_sim_fails_on_accuracy_and_on_a_missing_model(tmp_path: Path, tiny
 
 
 def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
-    from server_process import ServerProcess
+    from tests.helpers.server_process import ServerProcess
 
     process = ServerProcess("--model", str(tiny_model_dir("qwen3")), "--warmup-file", str(DATA),
                             "--warmup-prompts", "24", "--max-num-seqs", "32").wait_ready()  # fmt: skip

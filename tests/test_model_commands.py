@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_hub import serve_repository
 from safetensors.torch import load_file, save_file
+
+from tests.helpers.fake_hub import serve_repository
 
 
 def tokenmill(*args: str) -> subprocess.CompletedProcess:

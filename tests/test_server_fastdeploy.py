@@ -6,7 +6,8 @@ import json
 import threading
 
 import requests
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 
 def test_streamed_lines(server: ServerProcess) -> None:

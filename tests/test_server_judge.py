@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from server_process import ServerProcess
 
+from tests.helpers.server_process import ServerProcess
 from tokenmill.eval.datasets import read_question_file
 from tokenmill.server.judge import strip_thinking
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 QUESTIONS = [item.question for item in read_question_file(DATA / "official_test.txt")]
 
 

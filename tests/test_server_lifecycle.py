@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 LONG = {
     "messages": [{"role": "user", "content": "go"}],

@@ -6,7 +6,8 @@ import asyncio
 import json
 
 import httpx
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 CONCURRENCY = 500
 

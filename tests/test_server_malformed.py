@@ -6,7 +6,8 @@ import json
 
 import pytest
 import requests
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

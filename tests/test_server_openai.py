@@ -7,7 +7,8 @@ import asyncio
 import openai
 import pytest
 import requests
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "共享内存是什么？"}]
 

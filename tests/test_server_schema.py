@@ -6,7 +6,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from server_process import ServerProcess
+
+from tests.helpers.server_process import ServerProcess
 
 SERVER: ServerProcess | None = None
 
