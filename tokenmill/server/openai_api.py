@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -22,7 +20,7 @@ from tokenmill.server.protocol import (
     template_messages,
 )
 from tokenmill.server.responses import ChatCompletionResponse, CompletionResponse, FastDeployMessage
-from tokenmill.server.state import ServerState, new_id
+from tokenmill.server.state import ServerState
 from tokenmill.server.streaming import respond
 
 router = APIRouter(tags=["openai"])
@@ -95,8 +93,19 @@ def _sampling(
     )
 
 
-def _include_usage(body: CompletionRequest | ChatCompletionRequest) -> bool:
-    return bool(body.stream_options and body.stream_options.include_usage)
+async def _answer(
+    request: Request,
+    state: ServerState,
+    dialect: CompletionDialect | ChatDialect,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    stream: bool,
+) -> Response:
+    """Admit the request, then generate every prompt at once; the engine's request ids carry the
+    dialect's prefix (cmpl-, chatcmpl-) as vLLM's do."""
+    ticket = state.admit()
+    streams = [state.generate(p, params, dialect.id_prefix, ticket, stream=stream) for p in prompts]
+    return await respond(request, state, dialect, streams, ticket, stream)
 
 
 # ---- /v1/completions ------------------------------------------------------------------------------
@@ -114,18 +123,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     prompts = _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
     params = _sampling(state, body, max_tokens, body.logprobs)
-    dialect = CompletionDialect(
-        state.tokenizer,
-        new_id("cmpl"),
-        int(time.time()),
-        state.model_name,
-        body.n,
-        logprobs=body.logprobs is not None,
-        include_usage=_include_usage(body),
-    )
-    ticket = state.admit()
-    streams = [state.generate(p, params, "cmpl", ticket, stream=body.stream) for p in prompts]
-    return await respond(request, state, dialect, streams, ticket, body.stream)
+    dialect = CompletionDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs is not None)
+    return await _answer(request, state, dialect, prompts, params, body.stream)
 
 
 def _completion_prompts(
@@ -178,15 +177,5 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = state.resolve_max_tokens(requested, len(prompt), param)
     params = _sampling(state, body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None)
-    dialect = ChatDialect(
-        state.tokenizer,
-        new_id("chatcmpl"),
-        int(time.time()),
-        state.model_name,
-        body.n,
-        logprobs=body.logprobs,
-        include_usage=_include_usage(body),
-    )
-    ticket = state.admit()
-    streams = [state.generate(prompt, params, "chatcmpl", ticket, stream=body.stream)]
-    return await respond(request, state, dialect, streams, ticket, body.stream)
+    dialect = ChatDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs)
+    return await _answer(request, state, dialect, [prompt], params, body.stream)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from abc import abstractmethod
 from collections.abc import Iterable
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest
 from tokenmill.server.responses import (
     AssistantMessage,
     ChatChoice,
@@ -21,6 +24,7 @@ from tokenmill.server.responses import (
     TopLogprob,
     UsageInfo,
 )
+from tokenmill.server.state import new_id
 from tokenmill.server.streaming import Dialect
 from tokenmill.tokenizer import Tokenizer
 
@@ -29,34 +33,41 @@ class _OpenAIDialect(Dialect):
     """What both OpenAI dialects share: the response head, `usage` on request, logprob rendering."""
 
     chunk_type: type[CompletionChunk] | type[ChatCompletionChunk]
+    id_prefix: str
 
     def __init__(
         self,
         tokenizer: Tokenizer,
-        request_id: str,
-        created: int,
         model: str,
-        n: int,
+        body: CompletionRequest | ChatCompletionRequest,
         logprobs: bool,
-        include_usage: bool,
     ) -> None:
-        super().__init__(n)
+        super().__init__(body.n)
         self.tokenizer = tokenizer
-        self.head = {"id": request_id, "created": created, "model": model}
+        self.head = {"id": new_id(self.id_prefix), "created": int(time.time()), "model": model}
         self.logprobs = logprobs
         # with include_usage, every chunk carries "usage": null until the last one (OpenAI's rule)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
         self.chunk_usage = {"usage": None} if include_usage else {}
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
 
-    def new_entries(
+    def logprobs_of(
         self, completion: CompletionOutput, streamed: bool
-    ) -> tuple[list[int], list[dict[int, float]]]:
-        """The tokens and logprob entries to report: all of them, or in a stream those of this update."""
+    ) -> CompletionLogprobs | ChatLogprobs | None:
+        """Logprobs of all the sequence's tokens, or in a stream of those this update added."""
+        if not (self.logprobs and completion.logprobs is not None):
+            return None
         start = len(completion.token_ids) - len(completion.delta_token_ids) if streamed else 0
-        entries = (completion.logprobs or [])[start:]
-        return completion.token_ids[start : start + len(entries)], entries
+        entries = completion.logprobs[start:]
+        return self.spell_logprobs(completion.token_ids[start : start + len(entries)], entries)
+
+    @abstractmethod
+    def spell_logprobs(
+        self, tokens: list[int], entries: list[dict[int, float]]
+    ) -> CompletionLogprobs | ChatLogprobs:
+        """Each token's logprob and its top alternatives (`entries[i]` holds `tokens[i]` too)."""
 
     def chunk(self, **fields: object) -> CompletionChunk | ChatCompletionChunk:
         return self.chunk_type(**{**self.head, **self.chunk_usage, **fields})
@@ -68,11 +79,9 @@ class _OpenAIDialect(Dialect):
 
 class CompletionDialect(_OpenAIDialect):
     chunk_type = CompletionChunk
+    id_prefix = "cmpl"
 
-    def logprobs_of(self, completion: CompletionOutput, streamed: bool) -> CompletionLogprobs | None:
-        if not (self.logprobs and completion.logprobs is not None):
-            return None
-        tokens, entries = self.new_entries(completion, streamed)
+    def spell_logprobs(self, tokens: list[int], entries: list[dict[int, float]]) -> CompletionLogprobs:
         return CompletionLogprobs(
             tokens=[self.token_text(t) for t in tokens],
             token_logprobs=[entry[t] for t, entry in zip(tokens, entries)],
@@ -105,11 +114,9 @@ class CompletionDialect(_OpenAIDialect):
 
 class ChatDialect(_OpenAIDialect):
     chunk_type = ChatCompletionChunk
+    id_prefix = "chatcmpl"
 
-    def logprobs_of(self, completion: CompletionOutput, streamed: bool) -> ChatLogprobs | None:
-        if not (self.logprobs and completion.logprobs is not None):
-            return None
-        tokens, entries = self.new_entries(completion, streamed)
+    def spell_logprobs(self, tokens: list[int], entries: list[dict[int, float]]) -> ChatLogprobs:
         return ChatLogprobs(
             content=[
                 TokenLogprob(
