@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 import tokenmill
 from tokenmill.sampling_params import SamplingParams
@@ -19,7 +19,16 @@ from tokenmill.server.protocol import (
     TokenizeRequest,
     template_messages,
 )
-from tokenmill.server.responses import ChatCompletionResponse, CompletionResponse, FastDeployMessage
+from tokenmill.server.responses import (
+    ChatCompletionResponse,
+    CompletionResponse,
+    DetokenizeResponse,
+    FastDeployMessage,
+    ModelCard,
+    ModelList,
+    TokenizeResponse,
+    VersionResponse,
+)
 from tokenmill.server.state import ServerState
 from tokenmill.server.streaming import respond
 
@@ -27,24 +36,18 @@ router = APIRouter(tags=["openai"])
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> JSONResponse:
+async def list_models(request: Request) -> ModelList:
     state: ServerState = request.app.state.tm
-    card = {
-        "id": state.model_name,
-        "object": "model",
-        "created": int(state.started_at),
-        "owned_by": "tokenmill",
-    }
-    return JSONResponse({"object": "list", "data": [card]})
+    return ModelList(data=[ModelCard(id=state.model_name, created=int(state.started_at))])
 
 
 @router.get("/version")
-async def version() -> JSONResponse:
-    return JSONResponse({"version": tokenmill.__version__})
+async def version() -> VersionResponse:
+    return VersionResponse(version=tokenmill.__version__)
 
 
 @router.post("/tokenize")
-async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
+async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     state: ServerState = request.app.state.tm
     state.check_model(body.model)
     if (body.prompt is None) == (body.messages is None):
@@ -53,18 +56,16 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
         tokens = state.encode_chat(template_messages(body.messages))
     else:
         tokens = state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
-    return JSONResponse(
-        {"count": len(tokens), "max_model_len": state.max_prompt_tokens + 1, "tokens": tokens}
-    )
+    return TokenizeResponse(count=len(tokens), max_model_len=state.max_prompt_tokens + 1, tokens=tokens)
 
 
 @router.post("/detokenize")
-async def detokenize(body: DetokenizeRequest, request: Request) -> JSONResponse:
+async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
     state: ServerState = request.app.state.tm
     state.check_model(body.model)
     if any(t >= state.vocab_size for t in body.tokens):
         raise APIError(400, f"tokens must lie in [0, {state.vocab_size})", "tokens")
-    return JSONResponse({"prompt": state.tokenizer.decode(body.tokens)})
+    return DetokenizeResponse(prompt=state.tokenizer.decode(body.tokens))
 
 
 # ---- shared by completions and chat ---------------------------------------------------------------

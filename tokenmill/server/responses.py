@@ -49,6 +49,35 @@ class _Head(_Response):
     model: str
 
 
+# ---- /v1/models, /tokenize, /detokenize, /version ----------------------------------------------------
+
+
+class ModelCard(_Response):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tokenmill"
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class TokenizeResponse(_Response):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+
+
+class DetokenizeResponse(_Response):
+    prompt: str
+
+
+class VersionResponse(_Response):
+    version: str
+
+
 # ---- /v1/completions ------------------------------------------------------------------------------
 
 
