@@ -13,16 +13,16 @@ import random
 import pytest
 import torch
 
+from tokenmill import LLM, SamplingParams
 from tokenmill.kernels import reference
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import TORCH_OPS, select_ops, triton_ops
 from tokenmill.kernels.triton.attention import decode_attention, prefill_attention
 
-TRITON = triton_ops()
-
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+TRITON = triton_ops(DEVICE)
 
 
 @pytest.fixture(autouse=True)
@@ -173,13 +173,16 @@ def test_fp8_cache_write_matches_reference() -> None:
     torch.testing.assert_close(got.float(), expected.float(), atol=0.02, rtol=0.13)
 
 
-def test_select_ops_picks_the_backend_once() -> None:
+def test_select_ops_picks_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert select_ops("torch", cuda) is TORCH_OPS
     assert select_ops("auto", cpu) is TORCH_OPS
-    assert select_ops("auto", cuda).name == "triton"  # selecting needs no device, only the package
+    assert select_ops("auto", cuda).name == "triton"  # choosing needs the package, not the device
     assert select_ops("triton", cuda).supports_cuda_graphs
-    with pytest.raises(ValueError, match="kernels='triton' needs a CUDA device"):
+    interpreted = select_ops("triton", cpu)  # TRITON_INTERPRET=1 (conftest): Triton runs on the CPU
+    assert interpreted.name == "triton" and not interpreted.supports_cuda_graphs
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="kernels='triton' needs a CUDA device, not cpu"):
         select_ops("triton", cpu)
 
 
@@ -190,3 +193,19 @@ def test_warm_up_runs_every_attention_variant_without_touching_the_cache() -> No
     for ops in (TORCH_OPS, TRITON):
         ops.warm_up(cache, 4, torch.float32, 4, None)
     assert torch.equal(cache, before)
+
+
+@pytest.mark.slow
+def test_engine_on_triton_kernels_generates_what_it_does_on_the_references(tiny_model_dir) -> None:
+    """The whole Triton backend as the engine wires it (warm-up, split decodes, mixed batches, chunked
+    prefill) gives the reference backend's greedy tokens; on the CPU through the interpreter."""
+    prompts = [[5, 6, 7], list(range(20, 60)), [9] * 17]
+    params = SamplingParams(temperature=0, max_tokens=8)
+    tokens = {}
+    for kernels in ("torch", "triton"):
+        llm = LLM(str(tiny_model_dir("qwen3")), device=DEVICE.type, kernels=kernels, block_size=4,
+                  max_num_batched_tokens=32)  # fmt: skip
+        assert llm.engine.runner.ops.name == kernels
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        tokens[kernels] = [output.outputs[0].token_ids for output in outputs]
+    assert tokens["triton"] == tokens["torch"]

@@ -8,6 +8,7 @@ torch, macOS).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -106,13 +107,13 @@ TORCH_OPS = Ops(
 )
 
 
-def triton_ops() -> Ops:
+def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
     from tokenmill.kernels.triton import activation, attention, norm, rope
 
     return Ops(
         name="triton",
-        supports_cuda_graphs=True,
+        supports_cuda_graphs=device.type == "cuda",
         rms_norm=norm.rms_norm,
         silu_and_mul=activation.silu_and_mul,
         norm_rope_and_cache=rope.norm_rope_and_cache,
@@ -124,11 +125,12 @@ def triton_ops() -> Ops:
 
 def select_ops(kernels: KernelChoice, device: torch.device) -> Ops:
     """`torch`: the references. `triton`: the Triton kernels, which need the triton package and a CUDA
-    device. `auto`: Triton on CUDA when it imports, else the references."""
+    device (or, for tests, Triton's CPU interpreter: TRITON_INTERPRET=1). `auto`: Triton on CUDA when it
+    imports, else the references."""
     if kernels == "torch" or (kernels == "auto" and device.type != "cuda"):
         return TORCH_OPS
     try:
-        ops = triton_ops()
+        ops = triton_ops(device)
     except ImportError as exc:
         if kernels == "triton":
             raise ValueError(
@@ -137,6 +139,6 @@ def select_ops(kernels: KernelChoice, device: torch.device) -> Ops:
             ) from exc
         logger.warning("triton cannot be imported (%s): using the PyTorch reference kernels", exc)
         return TORCH_OPS
-    if device.type != "cuda":
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(f"kernels='triton' needs a CUDA device, not {device.type}; use kernels='torch'")
     return ops
