@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 
@@ -21,78 +21,47 @@ from tokenmill.kernels.metadata import AttentionMetadata
 logger = logging.getLogger(__name__)
 
 KernelChoice = Literal["auto", "triton", "torch"]
+Tensor = torch.Tensor
+QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-head norms
 
-
-class RMSNormOp(Protocol):
-    def __call__(
-        self, x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """RMSNorm of x ([rows, dim]); with `residual`, of x + residual, returned as the second value."""
-
-
-class NormRopeAndCacheOp(Protocol):
-    def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        positions: torch.Tensor,
-        cos_table: torch.Tensor,
-        sin_table: torch.Tensor,
-        kv_cache: torch.Tensor,
-        slot_mapping: torch.Tensor,
-        qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-        kv_scales: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Optional per-head q/k RMSNorm, rotary embedding, and the k/v cache write; returns rotated q."""
-
-
-class PagedAttentionOp(Protocol):
-    def __call__(
-        self, q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
-    ) -> torch.Tensor:
-        """Causal attention of a step's new tokens ([tokens, heads, head_dim]) over the paged cache."""
-
-
-class WarmUpOp(Protocol):
-    def __call__(
-        self,
-        kv_cache: torch.Tensor,
-        num_heads: int,
-        dtype: torch.dtype,
-        null_block: int,
-        kv_scales: torch.Tensor | None,
-    ) -> None:
-        """Prepare everything that would otherwise happen during the first steps (kernel compilation)."""
+# (x, weight, eps, residual) -> (RMSNorm of x + residual, x + residual); without residual, of x alone
+RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None], tuple[Tensor, Tensor | None]]
+# (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
+# optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
+NormRopeAndCacheOp = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, QKNorm | None, Tensor | None], Tensor
+]
+# (q, kv_cache, meta, scale) -> causal attention of a step's new tokens over the paged cache
+PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float], Tensor]
+# (num_seqs, num_kv_heads, max_len, num_sms) -> AttentionMetadata.decode_splits
+DecodeSplitsOp = Callable[[int, int, int, int], int]
+# (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
+WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
 
 
 @dataclass(frozen=True)
 class Ops:
-    """One backend's kernels. `decode_splits(num_seqs, num_kv_heads, max_len, num_sms)` is the value
-    for `AttentionMetadata.decode_splits`."""
+    """One backend's kernels, with the same contract (and within rounding, the same results) in each."""
 
     name: Literal["torch", "triton"]
     supports_cuda_graphs: bool  # its kernels can be captured (the reference reads host-side lists)
     rms_norm: RMSNormOp
-    silu_and_mul: Callable[[torch.Tensor], torch.Tensor]
+    silu_and_mul: Callable[[Tensor], Tensor]  # [rows, 2 * width] gate|up -> [rows, width]
     norm_rope_and_cache: NormRopeAndCacheOp
     paged_attention: PagedAttentionOp
-    decode_splits: Callable[[int, int, int, int], int]
+    decode_splits: DecodeSplitsOp
     warm_up: WarmUpOp
 
 
 def _one_split(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
+    """The reference attends each decode in one pass."""
     return 1
 
 
 def _nothing_to_warm_up(
-    kv_cache: torch.Tensor,
-    num_heads: int,
-    dtype: torch.dtype,
-    null_block: int,
-    kv_scales: torch.Tensor | None,
+    kv_cache: Tensor, num_heads: int, dtype: torch.dtype, null_block: int, kv_scales: Tensor | None
 ) -> None:
-    return None
+    """The reference compiles nothing."""
 
 
 TORCH_OPS = Ops(
