@@ -25,7 +25,7 @@ from tokenmill.engine.model_runner import (
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels import triton_usable
+from tokenmill.kernels.ops import select_ops
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
 from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
@@ -69,9 +69,9 @@ class LLMEngine:
         device = config.resolved_device()
         dtype = config.resolved_dtype(device)
         started = time.perf_counter()
-        use_triton = _use_triton(config, device)
+        ops = select_ops(config.kernels, device)
         cache_dtype = _kv_cache_dtype(config, device, dtype)
-        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed, use_triton)
+        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed, ops)
         self.model_name = loaded.name
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
@@ -92,11 +92,11 @@ class LLMEngine:
             config.block_size,
             num_blocks,
             sampler,
-            use_triton,
+            ops,
             cache_dtype,
             config.max_num_seqs,
             self.max_model_len,
-            cuda_graphs=use_triton and not config.enforce_eager,
+            cuda_graphs=ops.supports_cuda_graphs and not config.enforce_eager,
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, self.max_num_batched_tokens)
@@ -110,7 +110,7 @@ class LLMEngine:
             self.model_name,
             device,
             dtype,
-            "Triton" if use_triton else "PyTorch",
+            ops.name,
             cache_dtype,
             ", CUDA graphs" if self.runner.graphs else "",
             time.perf_counter() - started,
@@ -303,14 +303,6 @@ class LLMEngine:
             num_cached_tokens=first.num_cached_tokens,
             times=RequestTimes(first.arrival_time, first.first_scheduled_time, first.first_token_time),
         )
-
-
-def _use_triton(config: EngineConfig, device: torch.device) -> bool:
-    if config.kernels == "torch":
-        return False
-    if config.kernels == "triton" and not triton_usable(device):
-        raise ValueError("kernels='triton' needs a CUDA device and the triton package")
-    return triton_usable(device)
 
 
 def _kv_cache_dtype(config: EngineConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype:

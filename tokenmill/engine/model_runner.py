@@ -11,11 +11,8 @@ import torch
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels import TRITON_AVAILABLE
-from tokenmill.kernels.attention import AttentionMetadata, decode_splits
-
-if TRITON_AVAILABLE:
-    from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.kernels.ops import Ops
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -50,7 +47,7 @@ class ModelRunner:
         block_size: int,
         num_blocks: int,
         sampler: Sampler,
-        use_triton: bool,
+        ops: Ops,
         kv_cache_dtype: torch.dtype | None = None,
         max_num_seqs: int = 256,
         max_model_len: int = 4096,
@@ -60,7 +57,7 @@ class ModelRunner:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.sampler = sampler
-        self.use_triton = use_triton
+        self.ops = ops
         params = next(model.parameters())
         self.device, self.dtype = params.device, params.dtype
         cfg = model.config
@@ -81,27 +78,9 @@ class ModelRunner:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pinned: dict[str, torch.Tensor] = {}
         self._parity = 0  # alternates per launch; selects the set of host buffers a launch may write
-        if use_triton:
-            self._compile_attention_variants()
+        ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, self.kv_scales)
         if cuda_graphs:
             self._capture_decode_graphs(max_num_seqs)
-
-    def _compile_attention_variants(self) -> None:
-        """Run every specialisation of the attention kernels once, so none compiles mid-serving."""
-        cfg = self.model.config
-        cache = self.kv_caches[0]
-        tables = torch.full((1, 4), self.null_block, dtype=torch.int32, device=self.device)
-        lens = torch.ones(1, dtype=torch.int32, device=self.device)
-        q = torch.zeros(64, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
-        splits = 1
-        while splits <= 32:
-            decode_attention(q[:1], cache, tables, lens, 1.0, splits, self.kv_scales)
-            splits *= 2
-        for query_len in (1, 64):
-            starts = torch.tensor([0, query_len], dtype=torch.int32, device=self.device)
-            prefill_attention(
-                q[:query_len], cache, tables, lens * query_len, starts, query_len, 1.0, self.kv_scales
-            )
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -165,9 +144,7 @@ class ModelRunner:
         return staged.view(array.shape).to(self.device, non_blocking=True)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
-        if not self.use_triton:
-            return 1
-        return decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
+        return self.ops.decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
 
     def _prepare(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None
@@ -205,7 +182,6 @@ class ModelRunner:
             query_lens_cpu=batch.num_new_tokens,
             block_size=bs,
             max_query_len=max(batch.num_new_tokens),
-            triton=self.use_triton,
             decode_splits=self._decode_splits(nd, max(seq_lens[:nd], default=1)),
             kv_scales=self.kv_scales,
         )
@@ -271,7 +247,6 @@ class ModelRunner:
             seq_lens_cpu=[],
             query_lens_cpu=[],
             block_size=self.block_size,
-            triton=True,
             decode_splits=self._decode_splits(size, self.max_model_len),
             kv_scales=self.kv_scales,
         )

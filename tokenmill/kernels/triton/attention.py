@@ -1,4 +1,4 @@
-"""Triton attention over the paged KV cache, behind the interface of `kernels.attention`.
+"""Triton attention over the paged KV cache (reference: `reference.paged_attention`).
 
 Decode: one program per (sequence, KV head, split) computes all query heads of the GQA group at once,
 so each K/V tile is read once per group; long contexts are split across programs and merged with a
@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from tokenmill.kernels.metadata import AttentionMetadata
 
 
 @triton.jit
@@ -238,3 +240,58 @@ def prefill_attention(
         num_warps=4, num_stages=2,
     )  # fmt: skip
     return out
+
+
+def paged_attention(
+    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+) -> torch.Tensor:
+    """A step's mixed batch: its decodes through the decode kernel, then its prefill chunks."""
+    out = torch.empty_like(q)
+    nd = meta.num_decodes
+    if nd:
+        decode_attention(
+            q[:nd], kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale, meta.decode_splits,
+            meta.kv_scales, out=out[:nd],
+        )  # fmt: skip
+    if nd < meta.block_tables.shape[0]:
+        prefill_attention(
+            q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
+            scale, meta.kv_scales, out=out, first_seq=nd,
+        )  # fmt: skip
+    return out
+
+
+def decode_splits(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
+    """How many programs share one sequence's decode: enough to fill the GPU twice over, with no split
+    shorter than 256 tokens, a power of two up to 32."""
+    want = max(1, (2 * num_sms) // max(num_seqs * num_kv_heads, 1))
+    cap = max(1, min(32, max_len // 256))
+    splits = 1
+    while splits * 2 <= min(want, cap):
+        splits *= 2
+    return splits
+
+
+def compile_variants(
+    kv_cache: torch.Tensor,
+    num_heads: int,
+    dtype: torch.dtype,
+    null_block: int,
+    kv_scales: torch.Tensor | None,
+) -> None:
+    """Run every specialisation of the attention kernels once (on the cache's null block), so none
+    compiles mid-serving."""
+    device = kv_cache.device
+    blocks = max(4, -(-64 // kv_cache.shape[2]))  # room for the 64-token prefill below
+    tables = torch.full((1, blocks), null_block, dtype=torch.int32, device=device)
+    lens = torch.ones(1, dtype=torch.int32, device=device)
+    q = torch.zeros(64, num_heads, kv_cache.shape[-1], dtype=dtype, device=device)
+    splits = 1
+    while splits <= 32:
+        decode_attention(q[:1], kv_cache, tables, lens, 1.0, splits, kv_scales)
+        splits *= 2
+    for query_len in (1, 64):
+        starts = torch.tensor([0, query_len], dtype=torch.int32, device=device)
+        prefill_attention(
+            q[:query_len], kv_cache, tables, lens * query_len, starts, query_len, 1.0, kv_scales
+        )
