@@ -132,6 +132,27 @@ def test_a_failing_step_fails_its_requests_and_the_engine_serves_on(engine: Asyn
     assert engine.engine.block_manager.usage == 0.0
 
 
+def test_an_unexpected_admission_error_fails_only_that_request(engine: AsyncLLM, monkeypatch) -> None:
+    process = engine.engine.input_processor.process
+
+    def faulty(request_id, prompt, params):
+        if prompt == POISON:
+            raise KeyError("injected admission fault")
+        return process(request_id, prompt, params)
+
+    monkeypatch.setattr(engine.engine.input_processor, "process", faulty)
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+
+    async def run():
+        with pytest.raises(RequestFailedError, match="injected admission fault"):
+            await collect(engine, POISON, params, "bad-admission")
+        return await collect(engine, [5, 6, 7], params, "fine")
+
+    _, last = asyncio.run(run())
+    assert last.finished and len(last.outputs[0].token_ids) == 3
+    assert engine.is_alive and not engine.engine.has_unfinished_requests()
+
+
 def test_running_out_of_memory_again_and_again_stops_the_engine(tiny_model_dir) -> None:
     client = AsyncLLM(EngineConfig(model=str(tiny_model_dir("qwen2")), device="cpu"))
     fault = torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
