@@ -1,7 +1,8 @@
-"""Token ids a request carries are checked against the vocabulary at admission, over real HTTP.
+"""One request cannot take the server down, over real HTTP against a real server process.
 
-One out-of-vocabulary stop token id used to fail the sampler inside the engine thread, answer 503 and
-take the whole server process down. Now it is a 400 naming the field, and the server serves on.
+An out-of-vocabulary stop token id used to fail the sampler inside the engine thread, answer 503 and
+take the whole process down. Token ids are now checked at admission (a 400 naming the field), and a
+step that fails anyway fails only its own requests (a 500), while the server serves on.
 """
 
 from __future__ import annotations
@@ -72,3 +73,32 @@ def test_out_of_vocabulary_prompt_token_id_is_a_400(random_server: ServerProcess
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] in ("prompt", "tokens")
     still_serves(random_server)
+
+
+POISON = [99, 98, 97]
+STEP_FAULT = (
+    "import sys, tokenmill.engine.model_runner as m\n"
+    "original = m.ModelRunner.launch\n"
+    "def launch(self, batch, token_source=None):\n"
+    f"    if any(seq.prompt_token_ids[:3] == {POISON} for seq in batch.seqs):\n"
+    "        raise IndexError('injected step fault')\n"
+    "    return original(self, batch, token_source)\n"
+    "m.ModelRunner.launch = launch\n"
+    "from tokenmill.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.slow
+def test_a_step_that_fails_fails_its_request_and_the_server_serves_on() -> None:
+    process = ServerProcess("--model", "random:qwen3-tiny", wrapper=STEP_FAULT).wait_ready()
+    try:
+        for _ in range(4):  # however often it happens
+            body = {"prompt": [*POISON, 5], "max_tokens": 4}
+            response = requests.post(process.url + "/v1/completions", json=body, timeout=60)
+            assert response.status_code == 500, response.text
+            assert "injected step fault" in response.json()["error"]["message"]
+        assert requests.get(process.url + "/v2/health/live", timeout=5).status_code == 200
+        still_serves(process)
+    finally:
+        process.stop()
