@@ -17,8 +17,6 @@ from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
 
-GiB = 1 << 30
-
 
 @dataclass
 class Launch:
@@ -294,37 +292,3 @@ def _record_logprobs(
         entry[sampled_ids[i]] = chosen[i]
         assert seq.logprobs is not None
         seq.logprobs.append(entry)
-
-
-def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
-    cfg = model.config
-    element = torch.empty((), dtype=dtype).element_size()
-    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * element
-
-
-def activation_reserve_bytes(model: LlamaForCausalLM, max_batched_tokens: int, max_num_seqs: int) -> int:
-    """Generous upper bound of one step's transient memory: per-token activations plus fp32 logits."""
-    cfg = model.config
-    element = next(model.parameters()).element_size()
-    per_token = (6 * cfg.hidden_size + 3 * cfg.intermediate_size) * element
-    per_token += 3 * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim * element
-    graphs_and_workspace = GiB // 2
-    return max_batched_tokens * per_token + 4 * max_num_seqs * cfg.vocab_size * 4 + graphs_and_workspace
-
-
-def cuda_kv_budget_bytes(
-    model: LlamaForCausalLM, memory_utilization: float, reserve: int, cap: int | None = None
-) -> int:
-    """What the KV cache may take so the device stays within `memory_utilization`, and this process
-    within `cap` bytes (e.g. to emulate a 32 GB card on a larger one)."""
-    device = next(model.parameters()).device
-    free, total = torch.cuda.mem_get_info(device)
-    budget = int(total * memory_utilization) - (total - free) - reserve
-    if cap is not None:
-        budget = min(budget, cap - torch.cuda.memory_reserved(device) - reserve)
-    if budget <= 0:
-        raise RuntimeError(
-            f"no GPU memory left for the KV cache: {free / GiB:.1f} GiB free of {total / GiB:.1f} GiB, "
-            f"gpu_memory_utilization={memory_utilization}; raise it or load a smaller model"
-        )
-    return budget

@@ -50,6 +50,11 @@ class Sequence:
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)
 
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+        if self.first_token_time is None:
+            self.first_token_time = time.monotonic()
+
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from tokenmill.config import ServerConfig
-from tokenmill.engine.async_llm import AsyncLLM, EngineDeadError
+from tokenmill.engine.async_llm import AsyncLLM, EngineDeadError, RequestFailedError
 from tokenmill.eval.datasets import load_items
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
@@ -277,6 +277,8 @@ class ServerState:
                     ) from None
                 except EngineDeadError as exc:
                     raise APIError(503, str(exc)) from exc
+                except RequestFailedError as exc:
+                    raise APIError(500, str(exc)) from exc
                 except ValueError as exc:
                     raise bad_request_from_value_error(exc) from exc
                 if ticket is not None:
