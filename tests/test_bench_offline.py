@@ -31,7 +31,9 @@ def test_judge_workload_is_the_sample_file_through_the_chat_template() -> None:
 @pytest.mark.slow
 def test_bench_judge_cold_start_repeats(tiny_model_dir, tmp_path: Path) -> None:
     questions = tmp_path / "questions.txt"
-    questions.write_text("（1. 问题：什么是warp？\n答案：32个线程。\n（2. 问题：SM是什么？\n答案：流式多处理器\n")
+    questions.write_text(
+        "（1. 问题：什么是warp？\n答案：32个线程。\n（2. 问题：SM是什么？\n答案：流式多处理器\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "tokenmill", "bench", "--workload", "judge-358", "--data", str(questions),
          "--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--repeat", "3", "--cold-start",
@@ -51,6 +53,9 @@ def test_bench_judge_cold_start_repeats(tiny_model_dir, tmp_path: Path) -> None:
 
 def test_bench_rejects_a_zero_repeat() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tokenmill", "bench", "--repeat", "0"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tokenmill", "bench", "--repeat", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "--repeat: must be at least 1" in result.stderr
