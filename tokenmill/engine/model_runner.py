@@ -12,10 +12,10 @@ from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
 from tokenmill.kernels import TRITON_AVAILABLE
-from tokenmill.kernels.attention import AttentionMetadata, decode_splits
+from tokenmill.kernels.attention import DECODE_SPLIT_CHOICES, AttentionMetadata, decode_splits
 
 if TRITON_AVAILABLE:
-    from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+    from tokenmill.kernels.triton_attention import compile_attention_variants
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -81,27 +81,13 @@ class ModelRunner:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pinned: dict[str, torch.Tensor] = {}
         self._parity = 0  # alternates per launch; selects the set of host buffers a launch may write
-        if use_triton:
-            self._compile_attention_variants()
+        if use_triton:  # every variant a batch can select, so that none compiles while serving
+            compile_attention_variants(
+                self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, DECODE_SPLIT_CHOICES,
+                self.kv_scales,
+            )  # fmt: skip
         if cuda_graphs:
             self._capture_decode_graphs(max_num_seqs)
-
-    def _compile_attention_variants(self) -> None:
-        """Run every specialisation of the attention kernels once, so none compiles mid-serving."""
-        cfg = self.model.config
-        cache = self.kv_caches[0]
-        tables = torch.full((1, 4), self.null_block, dtype=torch.int32, device=self.device)
-        lens = torch.ones(1, dtype=torch.int32, device=self.device)
-        q = torch.zeros(64, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
-        splits = 1
-        while splits <= 32:
-            decode_attention(q[:1], cache, tables, lens, 1.0, splits, self.kv_scales)
-            splits *= 2
-        for query_len in (1, 64):
-            starts = torch.tensor([0, query_len], dtype=torch.int32, device=self.device)
-            prefill_attention(
-                q[:query_len], cache, tables, lens * query_len, starts, query_len, 1.0, self.kv_scales
-            )
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:

@@ -33,15 +33,15 @@ class AttentionMetadata:
     kv_scales: torch.Tensor | None = None  # [k_scale, v_scale] of an fp8 cache, else None
 
 
+DECODE_SPLIT_CHOICES = (1, 2, 4, 8, 16, 32)  # each is a compiled variant of the decode kernel
+
+
 def decode_splits(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
     """How many programs share one sequence's decode: enough to fill the GPU twice over, with no split
-    shorter than 256 tokens, a power of two up to 32."""
+    shorter than 256 tokens, the largest of `DECODE_SPLIT_CHOICES` within both."""
     want = max(1, (2 * num_sms) // max(num_seqs * num_kv_heads, 1))
-    cap = max(1, min(32, max_len // 256))
-    splits = 1
-    while splits * 2 <= min(want, cap):
-        splits *= 2
-    return splits
+    cap = max(1, max_len // 256)
+    return max(s for s in DECODE_SPLIT_CHOICES if s <= min(want, cap))
 
 
 def paged_attention(
