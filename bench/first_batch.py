@@ -45,7 +45,8 @@ def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, l
     with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache:
         cache_dir = Path(cache)
         port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(tree), "TRITON_CACHE_DIR": cache, "TOKENMILL_MODEL": model,
+        path = os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])  # the tree's tokenmill first
+        env = {**os.environ, "PYTHONPATH": path, "TRITON_CACHE_DIR": cache, "TOKENMILL_MODEL": model,
                "TOKENMILL_HOST": "127.0.0.1", "TOKENMILL_PORT": str(port)}  # fmt: skip
         started = time.perf_counter()
         with open(log, "a") as sink:
