@@ -25,7 +25,6 @@ from tokenmill.engine.model_runner import (
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
-from tokenmill.engine.warmup import warm_up_step_shapes
 from tokenmill.kernels import triton_usable
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
@@ -99,8 +98,6 @@ class LLMEngine:
             self.max_model_len,
             cuda_graphs=use_triton and not config.enforce_eager,
         )
-        if device.type == "cuda":
-            warm_up_step_shapes(self.runner, self.max_num_batched_tokens, config.max_num_seqs)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, self.max_num_batched_tokens)
         self.device = device
