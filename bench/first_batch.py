@@ -58,11 +58,12 @@ def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, l
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
                 ready_s = _wait_ready(client, server, started)
                 variants = [cached_kernels(cache_dir)]
-                seconds, chars = [], []
+                seconds, chars, spans = [], [], []
                 for _ in range(batches):
-                    begun = time.perf_counter()
+                    begun, wall_clock = time.perf_counter(), time.time()
                     response = client.post("/predict", json={"prompt": questions})
                     seconds.append(round(time.perf_counter() - begun, 3))
+                    spans.append((round(wall_clock, 3), round(time.time(), 3)))
                     response.raise_for_status()
                     chars.append(sum(len(answer) for answer in response.json()["response"]))
                     variants.append(cached_kernels(cache_dir))
@@ -74,6 +75,7 @@ def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, l
         "batch_s": seconds,
         "first_to_second_speed": round(seconds[1] / seconds[0], 3) if len(seconds) > 1 else None,
         "answer_chars": chars,
+        "batch_unix_times": spans,  # to line up with the server's log
         "variants_after_start": dict(variants[0]),
         "variants_added_by_batch": [dict(after - before) for before, after in itertools.pairwise(variants)],
     }
