@@ -78,7 +78,7 @@ TORCH_OPS = Ops(
 
 def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
-    from tokenmill.kernels.triton import activation, attention, norm, rope
+    from tokenmill.kernels.triton import activation, norm, paged, rope
 
     return Ops(
         name="triton",
@@ -86,9 +86,9 @@ def triton_ops(device: torch.device) -> Ops:
         rms_norm=norm.rms_norm,
         silu_and_mul=activation.silu_and_mul,
         norm_rope_and_cache=rope.norm_rope_and_cache,
-        paged_attention=attention.paged_attention,
-        decode_splits=attention.decode_splits,
-        warm_up=attention.compile_variants,
+        paged_attention=paged.paged_attention,
+        decode_splits=paged.decode_splits,
+        warm_up=paged.compile_variants,
     )
 
 

@@ -13,8 +13,6 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.metadata import AttentionMetadata
-
 
 @triton.jit
 def _load_kv_tile(
@@ -46,7 +44,9 @@ def _attend_tile(q, k, v, visible, scale, m, total, acc, DOT: tl.constexpr):
     return m_new, total, acc
 
 
-@triton.jit
+# Block-table rows are as wide as the batch's longest context, so their stride changes from step to step:
+# specialising on it (== 1, % 16 == 0) would compile new variants mid-serving for no gain.
+@triton.jit(do_not_specialize=["stride_bt"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr, part_out_ptr, part_lse_ptr,
     k_scale_ptr, v_scale_ptr, scale,
@@ -114,7 +114,7 @@ def _merge_splits_kernel(
     tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out, mask=d < HEAD_DIM)
 
 
-@triton.jit(do_not_specialize=["seq_offset"])
+@triton.jit(do_not_specialize=["seq_offset", "stride_bt"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_ptr, out_ptr,
     k_scale_ptr, v_scale_ptr, scale, seq_offset,
@@ -163,6 +163,18 @@ def _prefill_kernel(
     )
 
 
+PREFILL_BLOCK_M = (16, 64)  # query rows per program: short chunks (decode-like), long prompts
+
+
+def _scale_pointers(
+    kv_scales: torch.Tensor | None, placeholder: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp8 cache's k and v scales; without fp8 the kernels never read them, so any aligned tensor
+    will do. Not a slice of a batch tensor: a one-sequence batch would make it empty (pointer 0, which
+    Triton counts as aligned) and so select a different compiled variant than larger batches."""
+    return (kv_scales, kv_scales[1:]) if kv_scales is not None else (placeholder, placeholder)
+
+
 def _dot_precision(q: torch.Tensor) -> str:
     """float32 models get exact float32 products (Triton would use TF32); 16-bit inputs ignore this."""
     return "ieee" if q.dtype == torch.float32 else "tf32"
@@ -191,9 +203,9 @@ def decode_attention(
         part_lse = torch.empty(num_seqs * num_heads * num_splits, dtype=torch.float32, device=q.device)
     else:
         part_out = part_lse = out
-    scales = kv_scales if kv_scales is not None else seq_lens
+    k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, scales, scales[1:], scale,
+        q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, k_scale, v_scale, scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
@@ -228,11 +240,11 @@ def prefill_attention(
     _, _, page, num_kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
-    block_m = 64 if max_query_len > 32 else 16
-    scales = kv_scales if kv_scales is not None else seq_lens
+    block_m = PREFILL_BLOCK_M[0] if max_query_len <= 32 else PREFILL_BLOCK_M[1]
+    k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     grid = (num_seqs, num_heads, triton.cdiv(max_query_len, block_m))
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scales, scales[1:], scale,
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, k_scale, v_scale, scale,
         first_seq, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
@@ -240,58 +252,3 @@ def prefill_attention(
         num_warps=4, num_stages=2,
     )  # fmt: skip
     return out
-
-
-def paged_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
-) -> torch.Tensor:
-    """A step's mixed batch: its decodes through the decode kernel, then its prefill chunks."""
-    out = torch.empty_like(q)
-    nd = meta.num_decodes
-    if nd:
-        decode_attention(
-            q[:nd], kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale, meta.decode_splits,
-            meta.kv_scales, out=out[:nd],
-        )  # fmt: skip
-    if nd < meta.block_tables.shape[0]:
-        prefill_attention(
-            q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
-            scale, meta.kv_scales, out=out, first_seq=nd,
-        )  # fmt: skip
-    return out
-
-
-def decode_splits(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
-    """How many programs share one sequence's decode: enough to fill the GPU twice over, with no split
-    shorter than 256 tokens, a power of two up to 32."""
-    want = max(1, (2 * num_sms) // max(num_seqs * num_kv_heads, 1))
-    cap = max(1, min(32, max_len // 256))
-    splits = 1
-    while splits * 2 <= min(want, cap):
-        splits *= 2
-    return splits
-
-
-def compile_variants(
-    kv_cache: torch.Tensor,
-    num_heads: int,
-    dtype: torch.dtype,
-    null_block: int,
-    kv_scales: torch.Tensor | None,
-) -> None:
-    """Run every specialisation of the attention kernels once (on the cache's null block), so none
-    compiles mid-serving."""
-    device = kv_cache.device
-    blocks = max(4, -(-64 // kv_cache.shape[2]))  # room for the 64-token prefill below
-    tables = torch.full((1, blocks), null_block, dtype=torch.int32, device=device)
-    lens = torch.ones(1, dtype=torch.int32, device=device)
-    q = torch.zeros(64, num_heads, kv_cache.shape[-1], dtype=dtype, device=device)
-    splits = 1
-    while splits <= 32:
-        decode_attention(q[:1], kv_cache, tables, lens, 1.0, splits, kv_scales)
-        splits *= 2
-    for query_len in (1, 64):
-        starts = torch.tensor([0, query_len], dtype=torch.int32, device=device)
-        prefill_attention(
-            q[:query_len], kv_cache, tables, lens * query_len, starts, query_len, 1.0, kv_scales
-        )
