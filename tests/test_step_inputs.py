@@ -137,32 +137,28 @@ def test_rows_change_only_when_their_sequence_or_its_blocks_do() -> None:
     table = inputs.block_table
     first, second = make_seq(6, [1, 2], computed=5), make_seq(4, [3], computed=3)
     build(inputs, [first, second], [1, 1])
-    table.host_table[1, 0] = 33  # scribble on this host copy; an unchanged row is not written again
-    build(inputs, [first, second], [1, 1])  # the other host copy
-    step = build(inputs, [first, second], [1, 1])  # this copy again
+    table.host_table[1, 0] = 33  # a scribble survives as long as its row is not written again
+    step = build(inputs, [first, second], [1, 1])
     assert step.block_tables.tolist() == [[1, 2], [33, NULL]]
-    first.block_ids.append(9)  # a block appended: only the new entry is written
+    first.block_ids.append(9)
     table.host_table[0, 0] = 44
-    step = build(inputs, [first, second], [1, 1])
-    assert step.block_tables.tolist() == [[1, 2, 9], [3, NULL, NULL]]
-    step = build(inputs, [first, second], [1, 1])
+    step = build(inputs, [first, second], [1, 1])  # only the appended entry is written
     assert step.block_tables.tolist() == [[44, 2, 9], [33, NULL, NULL]]
 
 
 def test_a_row_taken_by_another_sequence_or_reallocated_is_rewritten() -> None:
     inputs = builder()
+    table = inputs.block_table
     long, short = make_seq(12, [1, 2, 3], computed=11), make_seq(4, [4], computed=3)
     build(inputs, [long], [1])
-    build(inputs, [long], [1])
     step = build(inputs, [short], [1])  # row 0 now holds a shorter sequence: its old tail is cleared
-    assert inputs.block_table.host_table[0].tolist() == [4] + [NULL] * 5
+    assert table.host_table[0].tolist() == [4] + [NULL] * 5
     assert step.block_tables.tolist() == [[4]]
-    step = build(inputs, [short], [1])
-    assert inputs.block_table.host_table[0].tolist() == [4] + [NULL] * 5
     short.block_ids, short.block_generation = [8], short.block_generation + 1  # freed and recomputed
-    build(inputs, [short], [1])
     step = build(inputs, [short], [1])
     assert step.block_tables.tolist() == [[8]] and step.slot_mapping.tolist() == [8 * 4 + 3]
+    step = build(inputs, [long, short], [1, 1], num_rows=4)
+    assert table.host_table[:4].tolist() == [[1, 2, 3] + [NULL] * 3, [8] + [NULL] * 5] + [[NULL] * 6] * 2
 
 
 def test_a_step_never_overwrites_the_previous_steps_host_arrays() -> None:

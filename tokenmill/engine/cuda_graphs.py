@@ -2,8 +2,8 @@
 
 One graph per size in GRAPH_BATCH_SIZES up to `max_num_seqs` (at most 512), captured largest first into
 one shared memory pool. A decode batch replays the graph of the next size up, its inputs padded to that
-size by the input builder. Every graph reads the same static buffers; the block tables are the
-`BlockTable`'s device buffer itself, which never moves, so replaying is a few copies and one launch.
+size by the input builder. Every graph reads the same static buffers, so replaying is a few copies
+into them and one launch.
 """
 
 from __future__ import annotations
@@ -50,12 +50,16 @@ class DecodeGraphs:
         context length 1), so warm-up and capture touch only the null block."""
         sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
         largest = sizes[-1]
-        device = block_table.device_table.device
+        device = block_table.device
+        null_block = block_table.null_block
         self._static = {
             "input_ids": torch.zeros(largest, dtype=torch.long, device=device),
             "positions": torch.zeros(largest, dtype=torch.long, device=device),
             "slot_mapping": torch.full(
-                (largest,), block_table.null_block * block_table.block_size, dtype=torch.long, device=device
+                (largest,), null_block * block_table.block_size, dtype=torch.long, device=device
+            ),
+            "block_tables": torch.full(
+                (largest, block_table.max_blocks_per_seq), null_block, dtype=torch.int32, device=device
             ),
             "seq_lens": torch.ones(largest, dtype=torch.int32, device=device),
             "query_start_loc": torch.arange(largest + 1, dtype=torch.int32, device=device),
@@ -66,7 +70,7 @@ class DecodeGraphs:
             for size in reversed(sizes):
                 meta = AttentionMetadata(
                     slot_mapping=static["slot_mapping"][:size],
-                    block_tables=block_table.device_table[:size],
+                    block_tables=static["block_tables"][:size],
                     seq_lens=static["seq_lens"][:size],
                     query_start_loc=static["query_start_loc"][: size + 1],
                     num_decodes=size,
@@ -88,8 +92,7 @@ class DecodeGraphs:
         self._sizes = sizes
 
     def replay(self, inputs: StepInputs) -> torch.Tensor:
-        """Run the forward pass of padded decode inputs; returns the hidden states of the real rows.
-        Their block tables are already queued into the BlockTable's device buffer."""
+        """Run the forward pass of padded decode inputs; returns the hidden states of the real rows."""
         size, num_seqs = inputs.num_rows, inputs.num_seqs
         static = self._static
         if inputs.token_source is not None:
@@ -99,6 +102,7 @@ class DecodeGraphs:
             static["input_ids"][:size].copy_(inputs.input_ids, non_blocking=True)
         for name in _COPIED:
             static[name][:size].copy_(getattr(inputs, name), non_blocking=True)
+        static["block_tables"][:size, : inputs.block_tables.shape[1]].copy_(inputs.block_tables)
         graph, hidden = self._graphs[size]
         graph.replay()
         return hidden[:num_seqs]

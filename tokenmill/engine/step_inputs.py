@@ -18,34 +18,9 @@ import numpy as np
 import torch
 
 from tokenmill.engine.block_table import BlockTable
+from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-
-
-class HostStaging:
-    """Host arrays reused across steps, pinned on CUDA so their uploads are asynchronous. There are two
-    sets, used by alternate steps: a step never overwrites what a queued upload is about to read."""
-
-    def __init__(self, pin: bool) -> None:
-        self._pin = pin
-        self._sets: list[dict[str, torch.Tensor]] = [{}, {}]
-        self._current = 0
-
-    def flip(self) -> None:
-        self._current ^= 1
-
-    def tensor(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
-        buffers = self._sets[self._current]
-        buffer = buffers.get(name)
-        if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(max(2 * size, 4096), dtype=dtype, pin_memory=self._pin)
-            buffers[name] = buffer
-        return buffer[:size]
-
-    def fill(self, name: str, values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        staged = self.tensor(name, len(values), dtype)
-        staged.numpy()[:] = values
-        return staged
 
 
 @dataclass
@@ -79,7 +54,7 @@ class StepInputs:
 class InputBuilder:
     def __init__(self, block_table: BlockTable, device: torch.device) -> None:
         self.block_table = block_table
-        self.staging = HostStaging(pin=device.type == "cuda")
+        self.staging = HostStaging(device)
 
     def build_inputs(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, num_rows: int | None = None
@@ -90,7 +65,7 @@ class InputBuilder:
         num_seqs = len(seqs)
         num_rows = num_rows or num_seqs
         assert num_rows == num_seqs or batch.num_decodes == num_seqs, "only decode batches are padded"
-        self.staging.flip()
+        self.staging.next_step()
         padding = num_rows - num_seqs
         query_lens = np.array(batch.num_new_tokens + [1] * padding, dtype=np.int64)
         computed = np.array([seq.num_computed_tokens for seq in seqs] + [0] * padding, dtype=np.int64)
@@ -103,16 +78,16 @@ class InputBuilder:
         self.block_table.update(seqs, num_rows)
         slots = self.block_table.compute_slot_mapping(rows, positions)
         samples = seq_lens[:num_seqs] >= np.array([seq.num_tokens for seq in seqs])
+        stage = self.staging.fill
         input_ids = None
         if token_source is None:
             known = chain.from_iterable(
                 seq.token_ids[start:end]
                 for seq, start, end in zip(seqs, computed.tolist(), seq_lens.tolist())
             )
-            input_ids = self.staging.tensor("input_ids", num_tokens, torch.long)
-            input_ids.numpy()[:] = 0
-            input_ids.numpy()[: num_tokens - padding] = np.fromiter(known, np.int64, num_tokens - padding)
-        stage = self.staging.fill
+            ids = np.zeros(num_tokens, dtype=np.int64)  # padding rows read token 0
+            ids[: num_tokens - padding] = np.fromiter(known, np.int64, num_tokens - padding)
+            input_ids = stage("input_ids", ids, torch.long)
         return StepInputs(
             input_ids=input_ids,
             token_source=token_source,
@@ -121,7 +96,7 @@ class InputBuilder:
             seq_lens=stage("seq_lens", seq_lens, torch.int32),
             query_start_loc=stage("query_start_loc", np.concatenate(([0], ends)), torch.int32),
             logits_indices=stage("logits_indices", ends[:num_seqs][samples] - 1, torch.long),
-            block_tables=self.block_table.commit(),
+            block_tables=self.block_table.commit(self.staging),
             num_seqs=num_seqs,
             num_decodes=batch.num_decodes + padding,
             query_lens=query_lens.tolist(),
