@@ -25,7 +25,7 @@ def make_seq(num_tokens: int, blocks: list[int], computed: int) -> Sequence:
 
 
 def builder(max_num_seqs: int = 8) -> InputBuilder:
-    table = BlockTable(BLOCK_SIZE, max_num_seqs, 6, NULL, torch.device("cpu"))
+    table = BlockTable(BLOCK_SIZE, max_num_seqs, 6, NULL)
     return InputBuilder(table, torch.device("cpu"))
 
 

@@ -2,10 +2,9 @@
 becomes a KV-cache slot.
 
 Row i lists the KV blocks of the step's i-th sequence; entries past a sequence's blocks name the null
-block. The host table persists across steps and a row is rewritten only when its sequence or that
-sequence's block list changed, which in steady decoding happens once every `block_size` steps. Each
-step's rows, as wide as its longest block list, go through the step's pinned staging into a persistent
-device buffer in one asynchronous copy.
+block. The table persists across steps and a row is rewritten only when its sequence or that sequence's
+block list changed, which in steady decoding happens once every `block_size` steps; so a step costs a
+comparison per sequence, not a conversion of every block list.
 
 Rows added to pad a batch up to a captured graph size are sequences without blocks: they read and write
 only the null block, which no live sequence uses.
@@ -14,9 +13,7 @@ only the null block, which no live sequence uses.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.sequence import Sequence
 
 _RowKey = tuple[int, int, int]  # (seq_id, block_generation, number of blocks) of the sequence in a row
@@ -30,19 +27,16 @@ class BlockTable:
         max_num_seqs: int,
         max_blocks_per_seq: int,
         null_block: int,
-        device: torch.device,
     ) -> None:
         self.block_size = block_size
         self.max_blocks_per_seq = max_blocks_per_seq
         self.null_block = null_block
-        self.device = device
         self.host_table = np.full((max_num_seqs, max_blocks_per_seq), null_block, dtype=np.int32)
         self._row_keys: list[_RowKey] = [_PADDING] * max_num_seqs
-        self._on_device = torch.empty(max_num_seqs * max_blocks_per_seq, dtype=torch.int32, device=device)
-        self._num_rows, self._width = 0, 1
 
-    def update(self, seqs: list[Sequence], num_rows: int) -> None:
-        """Make the first `num_rows` rows those of `seqs`, then padding rows."""
+    def update(self, seqs: list[Sequence], num_rows: int) -> np.ndarray:
+        """Make the first `num_rows` rows those of `seqs`, then padding rows; returns them, as wide as
+        the longest block list (a view of the table)."""
         table, keys = self.host_table, self._row_keys
         for row in range(num_rows):
             seq = seqs[row] if row < len(seqs) else None
@@ -55,20 +49,11 @@ class BlockTable:
                 table[row, first : key[2]] = seq.block_ids[first:]
             table[row, key[2] : old[2]] = self.null_block
             keys[row] = key
-        self._num_rows = num_rows
-        self._width = max(1, max((len(seq.block_ids) for seq in seqs), default=0))
+        width = max(1, max((len(seq.block_ids) for seq in seqs), default=0))
+        return table[:num_rows, :width]
 
     def compute_slot_mapping(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The cache slot of each token: the sequence in row `rows[i]` at position `positions[i]`.
         Padding rows hold only the null block, so their tokens land in its slots."""
         blocks = self.host_table[rows, positions // self.block_size].astype(np.int64)
         return blocks * self.block_size + positions % self.block_size
-
-    def commit(self, staging: HostStaging) -> torch.Tensor:
-        """Queue the upload of the rows set by `update`; returns them on the device, contiguous and as
-        wide as the longest block list."""
-        rows, width = self._num_rows, self._width
-        staged = staging.fill("block_tables", self.host_table[:rows, :width], torch.int32).view(rows, width)
-        on_device = self._on_device[: rows * width].view(rows, width)
-        on_device.copy_(staged, non_blocking=True)
-        return on_device

@@ -42,6 +42,7 @@ class DecodeGraphs:
         self,
         model: LlamaForCausalLM,
         block_table: BlockTable,
+        device: torch.device,
         max_num_seqs: int,
         decode_splits: Callable[[int], int],
         kv_scales: torch.Tensor | None,
@@ -50,7 +51,6 @@ class DecodeGraphs:
         context length 1), so warm-up and capture touch only the null block."""
         sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
         largest = sizes[-1]
-        device = block_table.device
         null_block = block_table.null_block
         self._static = {
             "input_ids": torch.zeros(largest, dtype=torch.long, device=device),
@@ -102,7 +102,9 @@ class DecodeGraphs:
             static["input_ids"][:size].copy_(inputs.input_ids, non_blocking=True)
         for name in _COPIED:
             static[name][:size].copy_(getattr(inputs, name), non_blocking=True)
-        static["block_tables"][:size, : inputs.block_tables.shape[1]].copy_(inputs.block_tables)
+        static["block_tables"][:size, : inputs.block_tables.shape[1]].copy_(
+            inputs.block_tables, non_blocking=True
+        )
         graph, hidden = self._graphs[size]
         graph.replay()
         return hidden[:num_seqs]

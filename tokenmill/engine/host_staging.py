@@ -37,6 +37,7 @@ class HostStaging:
         return buffer[:size]
 
     def fill(self, name: str, values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        staged = self.tensor(name, values.size, dtype)
-        staged.numpy()[:] = values.ravel()
+        """A copy of `values` (any shape) in the current set's array `name`."""
+        staged = self.tensor(name, values.size, dtype).view(values.shape)
+        staged.numpy()[...] = values
         return staged

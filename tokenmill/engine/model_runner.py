@@ -77,7 +77,7 @@ class ModelRunner:
         )
         self.max_model_len = max_model_len
         max_blocks_per_seq = -(-max_model_len // block_size)
-        block_table = BlockTable(block_size, max_num_seqs, max_blocks_per_seq, self.null_block, self.device)
+        block_table = BlockTable(block_size, max_num_seqs, max_blocks_per_seq, self.null_block)
         self.inputs = InputBuilder(block_table, self.device)
         self.graphs = DecodeGraphs()
         if use_triton:
@@ -86,6 +86,7 @@ class ModelRunner:
             self.graphs.capture(
                 model,
                 block_table,
+                self.device,
                 max_num_seqs,
                 lambda size: self._decode_splits(size, max_model_len),
                 self.kv_scales,
@@ -154,7 +155,7 @@ class ModelRunner:
         decodes = inputs.num_decodes
         meta = AttentionMetadata(
             slot_mapping=upload(inputs.slot_mapping),
-            block_tables=inputs.block_tables,
+            block_tables=upload(inputs.block_tables),
             seq_lens=upload(inputs.seq_lens),
             query_start_loc=upload(inputs.query_start_loc),
             num_decodes=decodes,

@@ -25,8 +25,8 @@ from tokenmill.engine.sequence import Sequence
 
 @dataclass
 class StepInputs:
-    """Host tensors (pinned on CUDA), except `block_tables`, already queued for the device. Arrays over
-    rows or tokens include the padding rows; `num_seqs` counts the real sequences."""
+    """Host tensors (pinned on CUDA) and lists. Arrays over rows or tokens include the padding rows;
+    `num_seqs` counts the real sequences."""
 
     input_ids: torch.Tensor | None  # [num_tokens] int64; None when `token_source` holds them
     token_source: torch.Tensor | None  # a previous step's sampled tokens, still on the device
@@ -35,7 +35,7 @@ class StepInputs:
     seq_lens: torch.Tensor  # [num_rows] int32: context length after this step
     query_start_loc: torch.Tensor  # [num_rows + 1] int32: where each row's tokens start in the batch
     logits_indices: torch.Tensor  # [len(sampling_seqs)] int64: the last token of each sampling sequence
-    block_tables: torch.Tensor  # [num_rows, widest block list] int32, on the device
+    block_tables: torch.Tensor  # [num_rows, widest block list] int32, null-padded
     num_seqs: int
     num_decodes: int  # the first rows that contribute one token each (padding rows included)
     query_lens: list[int]  # per row
@@ -75,7 +75,7 @@ class InputBuilder:
         rows = np.repeat(np.arange(num_rows), query_lens)
         positions = np.arange(num_tokens) + np.repeat(seq_lens - ends, query_lens)
 
-        self.block_table.update(seqs, num_rows)
+        table_rows = self.block_table.update(seqs, num_rows)
         slots = self.block_table.compute_slot_mapping(rows, positions)
         samples = seq_lens[:num_seqs] >= np.array([seq.num_tokens for seq in seqs])
         stage = self.staging.fill
@@ -96,7 +96,7 @@ class InputBuilder:
             seq_lens=stage("seq_lens", seq_lens, torch.int32),
             query_start_loc=stage("query_start_loc", np.concatenate(([0], ends)), torch.int32),
             logits_indices=stage("logits_indices", ends[:num_seqs][samples] - 1, torch.long),
-            block_tables=self.block_table.commit(self.staging),
+            block_tables=stage("block_tables", table_rows, torch.int32),
             num_seqs=num_seqs,
             num_decodes=batch.num_decodes + padding,
             query_lens=query_lens.tolist(),
