@@ -3,7 +3,7 @@
 On CUDA they are pinned, so uploads from them are asynchronous and no pinned memory is allocated per
 step. There are two sets, used by alternate steps: with async scheduling a step is prepared while the
 previous one may not have started on the device. Before a set is reused, the host waits until the
-device has run everything queued up to the step after the one that last used it.
+device has finished the step that last used it (in steady serving, long done).
 """
 
 from __future__ import annotations

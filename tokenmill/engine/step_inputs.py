@@ -65,6 +65,7 @@ class InputBuilder:
         num_seqs = len(seqs)
         num_rows = num_rows or num_seqs
         assert num_rows == num_seqs or batch.num_decodes == num_seqs, "only decode batches are padded"
+        assert token_source is None or len(token_source) == batch.num_tokens, "one device token per new token"
         self.staging.next_step()
         padding = num_rows - num_seqs
         query_lens = np.array(batch.num_new_tokens + [1] * padding, dtype=np.int64)
