@@ -1,11 +1,12 @@
 """The input builder, with fake sequences and no model: exact positions, slots, block-table rows and
-CUDA-graph padding for every kind of step."""
+CUDA-graph padding for every kind of step, and the copy of graph inputs into their static buffers."""
 
 from __future__ import annotations
 
 import torch
 
 from tokenmill.engine.block_table import BlockTable
+from tokenmill.engine.cuda_graphs import StaticInputs
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
 from tokenmill.engine.step_inputs import InputBuilder, StepInputs
@@ -171,3 +172,21 @@ def test_a_step_never_overwrites_the_previous_steps_host_arrays() -> None:
     assert first.positions.tolist() == list(range(10))
     assert first.slot_mapping.tolist() == slots((7, range(4)), (2, range(4)), (5, range(2)))
     assert first.input_ids.tolist() == list(range(100, 110))
+
+
+def test_graph_steps_overwrite_the_static_rows_they_use() -> None:
+    inputs = builder()
+    static = StaticInputs(8, inputs.block_table, torch.device("cpu"))
+    static.load(build(inputs, [make_seq(13, [4, 5, 6, 7], computed=12)], [1], num_rows=4))
+    first, second = make_seq(6, [1, 2], computed=5), make_seq(3, [3], computed=2)
+    static.load(build(inputs, [first, second], [1, 1], num_rows=2))
+    assert static.input_ids.tolist() == [105, 102] + [0] * 6
+    assert static.positions.tolist() == [5, 2] + [0] * 6
+    assert static.slot_mapping.tolist() == [2 * 4 + 1, 3 * 4 + 2] + [NULL_SLOT] * 6
+    assert static.seq_lens.tolist() == [6, 3] + [1] * 6
+    assert static.query_start_loc.tolist() == list(range(9))
+    # columns past this step's widest row keep an older step's blocks; context lengths keep them unread
+    assert static.block_tables.tolist() == [[1, 2, 6, 7, NULL, NULL], [3] + [NULL] * 5] + [[NULL] * 6] * 6
+    continuation = ScheduledBatch([first, second], [1, 1], 2)
+    static.load(inputs.build_inputs(continuation, token_source=torch.tensor([77, 88]), num_rows=2))
+    assert static.input_ids.tolist() == [77, 88] + [0] * 6
