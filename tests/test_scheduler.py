@@ -161,6 +161,17 @@ def test_no_running_ahead_in_a_step_with_prefill() -> None:
     assert sched.continue_decoding(batch) is None
 
 
+def test_no_running_ahead_when_a_one_token_step_is_a_prompt_chunk() -> None:
+    sched, _ = decoding()
+    sched.max_num_batched_tokens = 3
+    c = make_seq(12, "c")
+    sched.add(c)
+    batch = sched.schedule()  # two decodes and one token of c's prompt: all single-token, c samples nothing
+    sched.commit(batch)
+    assert batch.num_decodes == len(batch) == 3 and c.num_computed_tokens < c.num_tokens
+    assert sched.continue_decoding(batch) is None
+
+
 def test_no_running_ahead_while_a_request_waits_for_admission() -> None:
     sched, _ = decoding()
     sched.max_num_seqs = 2

@@ -32,7 +32,8 @@ class AsyncScheduler(Scheduler):
     def _may_continue(self, batch: ScheduledBatch) -> bool:
         """A step may run ahead only if it is pure decode and no sampling decision in it depends on the
         tokens not yet known: no penalties, no logprobs, no min_tokens still pending, and there is room
-        for one more position."""
+        for one more position. A one-token step of a prompt that is not yet all computed counts as a
+        decode but samples nothing, so there would be no token to feed the next step."""
         if batch.num_decodes != len(batch):
             return False
         for seq in batch.seqs:
@@ -42,6 +43,7 @@ class AsyncScheduler(Scheduler):
                 or params.logprobs is not None
                 or seq.num_output_tokens < params.min_tokens
                 or seq.num_computed_tokens >= self.max_model_len
+                or seq.num_computed_tokens < seq.num_tokens
             ):
                 return False
         return True

@@ -32,6 +32,27 @@ class Sampler:
         is_greedy = torch.tensor([s.params.greedy for s in seqs], device=logits.device)
         return torch.where(is_greedy, greedy, sampled)
 
+    def record_logprobs(self, logits: torch.Tensor, sampled: torch.Tensor, seqs: list[Sequence]) -> None:
+        """Append to each live sequence that asked for logprobs the log-softmax of the raw logits at its
+        sampled token and at its `params.logprobs` most likely tokens (rows of `logits` follow `seqs`)."""
+        rows = [row for row, seq in enumerate(seqs) if seq.logprobs is not None and not seq.is_finished]
+        if not rows:
+            return
+        index = torch.tensor(rows, device=logits.device)
+        logprobs = logits[index].float().log_softmax(dim=-1)
+        chosen_ids = sampled[index]
+        chosen = logprobs.gather(-1, chosen_ids[:, None])[:, 0].tolist()
+        top_n = max(seqs[row].params.logprobs or 0 for row in rows)
+        top_values, top_ids = logprobs.topk(top_n, dim=-1) if top_n else (logprobs[:, :0], logprobs[:, :0])
+        top_values, top_ids = top_values.tolist(), top_ids.long().tolist()
+        for i, (row, token) in enumerate(zip(rows, chosen_ids.tolist())):
+            seq = seqs[row]
+            n = seq.params.logprobs or 0
+            entry = dict(zip(top_ids[i][:n], top_values[i][:n]))
+            entry[token] = chosen[i]
+            assert seq.logprobs is not None
+            seq.logprobs.append(entry)
+
     def _ban_early_stops(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """Until min_tokens are out, EOS and stop tokens cannot be drawn."""
         rows, cols = [], []

@@ -1,0 +1,117 @@
+"""CUDA graphs of the model's forward pass over pure-decode batches.
+
+One graph per size in GRAPH_BATCH_SIZES up to `max_num_seqs` (at most 512), captured largest first into
+one shared memory pool. A decode batch replays the graph of the next size up, its inputs padded to that
+size by the input builder. Every graph reads the same static buffers, so replaying is a few copies
+into them and one launch; the copies are tested on CPU.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+
+import torch
+
+from tokenmill.engine.block_table import BlockTable
+from tokenmill.engine.scheduler import ScheduledBatch
+from tokenmill.engine.step_inputs import StepInputs
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.models.llama import LlamaForCausalLM
+
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
+
+
+class StaticInputs:
+    """The input buffers every decode graph reads. They start as padding rows (token 0 at position 0,
+    the null block's first slot, context length 1), so warm-up and capture touch only the null block."""
+
+    def __init__(self, largest: int, block_table: BlockTable, device: torch.device) -> None:
+        null_block, block_size = block_table.null_block, block_table.block_size
+        self.input_ids = torch.zeros(largest, dtype=torch.long, device=device)
+        self.positions = torch.zeros(largest, dtype=torch.long, device=device)
+        self.slot_mapping = torch.full((largest,), null_block * block_size, dtype=torch.long, device=device)
+        self.seq_lens = torch.ones(largest, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(largest + 1, dtype=torch.int32, device=device)  # one token a row
+        shape = (largest, block_table.max_blocks_per_seq)
+        self.block_tables = torch.full(shape, null_block, dtype=torch.int32, device=device)
+        self.block_size = block_size
+
+    def load(self, inputs: StepInputs) -> None:
+        """Copy a step's decode inputs, padded to a graph size, into the buffers."""
+        size = inputs.num_rows
+        if inputs.token_source is not None:
+            self.input_ids[: inputs.num_seqs].copy_(inputs.token_source)
+        else:
+            assert inputs.input_ids is not None
+            self.input_ids[:size].copy_(inputs.input_ids, non_blocking=True)
+        self.positions[:size].copy_(inputs.positions, non_blocking=True)
+        self.slot_mapping[:size].copy_(inputs.slot_mapping, non_blocking=True)
+        self.seq_lens[:size].copy_(inputs.seq_lens, non_blocking=True)
+        width = inputs.block_tables.shape[1]
+        self.block_tables[:size, :width].copy_(inputs.block_tables, non_blocking=True)
+
+    def metadata(self, size: int, decode_splits: int, kv_scales: torch.Tensor | None) -> AttentionMetadata:
+        """Attention metadata over the first `size` rows, for capture (so it holds no host lists)."""
+        return AttentionMetadata(
+            slot_mapping=self.slot_mapping[:size],
+            block_tables=self.block_tables[:size],
+            seq_lens=self.seq_lens[:size],
+            query_start_loc=self.query_start_loc[: size + 1],
+            num_decodes=size,
+            seq_lens_cpu=[],
+            query_lens_cpu=[],
+            block_size=self.block_size,
+            decode_splits=decode_splits,
+            kv_scales=kv_scales,
+        )
+
+
+class DecodeGraphs:
+    def __init__(self) -> None:
+        self._sizes: list[int] = []
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._static: StaticInputs | None = None
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def padded_size(self, batch: ScheduledBatch) -> int | None:
+        """The graph size that runs `batch`, or None if it runs eagerly."""
+        if not self._sizes or batch.num_decodes != len(batch) or len(batch) > self._sizes[-1]:
+            return None
+        return self._sizes[bisect_left(self._sizes, len(batch))]
+
+    def capture(
+        self,
+        model: LlamaForCausalLM,
+        block_table: BlockTable,
+        device: torch.device,
+        max_num_seqs: int,
+        decode_splits: Callable[[int], int],
+        kv_scales: torch.Tensor | None,
+    ) -> None:
+        """Capture every size, largest first (later, smaller graphs reuse the pool's memory)."""
+        sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
+        static = self._static = StaticInputs(sizes[-1], block_table, device)
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for size in reversed(sizes):
+                meta = static.metadata(size, decode_splits(size), kv_scales)
+                input_ids, positions = static.input_ids[:size], static.positions[:size]
+                model(input_ids, positions, meta)  # compiles and warms up outside the capture
+                torch.cuda.synchronize(device)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    hidden = model(input_ids, positions, meta)
+                self._graphs[size] = (graph, hidden)
+        torch.cuda.synchronize(device)
+        self._sizes = sizes
+
+    def replay(self, inputs: StepInputs) -> torch.Tensor:
+        """Run the forward pass of padded decode inputs; returns the hidden states of the real rows."""
+        assert self._static is not None, "graphs are captured before the first step"
+        self._static.load(inputs)
+        graph, hidden = self._graphs[inputs.num_rows]
+        graph.replay()
+        return hidden[: inputs.num_seqs]
