@@ -7,54 +7,20 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, get_args
-
-from pydantic import BaseModel
+from typing import Any
 
 from tokenmill.config import EngineConfig, ServerConfig
+from tokenmill.config_flags import add_config_arguments, config_from_arguments, given_arguments
+from tokenmill.eval.local_server import ServerDied
 from tokenmill.sampling_params import SamplingParams
 
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[BaseModel], title: str) -> None:
-    """One --flag per config field, so the CLI can never drift from the config object."""
-    group = parser.add_argument_group(title)
-    for name, field in config_class.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        annotation = str(field.annotation)
-        if field.annotation is bool:
-            group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=field.description
-            )
-        elif "list" in annotation:
-            group.add_argument(flag, action="append", default=None, help=f"{field.description} (repeatable)")
-        else:
-            choices = get_args(field.annotation) if "Literal" in annotation else None
-            group.add_argument(
-                flag, default=None, choices=choices, type=_field_type(annotation), help=field.description
-            )
-
-
-def _field_type(annotation: str) -> type:
-    if "float" in annotation:
-        return float
-    if "int" in annotation:
-        return int
-    return str
-
-
-def given_arguments(args: argparse.Namespace, config_class: type[BaseModel]) -> dict[str, Any]:
-    """The flags the user actually set (others stay unset, so environment variables can apply)."""
-    return {
-        name: getattr(args, name)
-        for name in config_class.model_fields
-        if getattr(args, name, None) is not None
-    }
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _generate(args: argparse.Namespace) -> int:
     from tokenmill.engine.llm import LLM
 
-    llm = LLM(**EngineConfig(**given_arguments(args, EngineConfig)).model_dump())
+    llm = LLM(**config_from_arguments(args, EngineConfig).model_dump())
     params = SamplingParams(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.sampling_seed
     )
@@ -74,7 +40,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from tokenmill.server.launcher import serve
 
-    config = ServerConfig(**given_arguments(args, ServerConfig))
+    config = config_from_arguments(args, ServerConfig)
     logging.getLogger().setLevel(config.log_level.upper())
     return serve(config)
 
@@ -107,18 +73,25 @@ def _bench_serve(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from tokenmill.bench.serve import random_prompts, run, write_outputs
+    from tokenmill.bench.serve import LoadSettings, random_prompts, run, write_outputs
     from tokenmill.eval.datasets import load_items
 
     if args.data:
         prompts, chat = [item.question for item in load_items(args.data)][: args.num_prompts], True
     else:
         prompts, chat = random_prompts(args.num_prompts, _length_range(args.input_len)[0]), False
-    output_len = _length_range(args.output_len)[0]
-    report = asyncio.run(
-        run(args.url, prompts, chat, output_len, args.request_rate, args.max_concurrency, args.max_duration,
-            args.slo_ttft_ms, args.slo_tpot_ms, api_key=args.api_key)
-    )  # fmt: skip
+    load = LoadSettings(
+        url=args.url,
+        chat=chat,
+        max_tokens=_length_range(args.output_len)[0],
+        request_rate=args.request_rate,
+        max_concurrency=args.max_concurrency,
+        max_duration=args.max_duration,
+        slo_ttft_ms=args.slo_ttft_ms,
+        slo_tpot_ms=args.slo_tpot_ms,
+        api_key=args.api_key,
+    )
+    report = asyncio.run(run(prompts, load))
     paths = [] if args.no_save else write_outputs(report, Path(args.out_dir))
     print(json.dumps(vars(report), indent=2))
     for path in paths:
@@ -140,15 +113,19 @@ def _eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tokenmill.eval.datasets import load_items
-    from tokenmill.eval.judge import evaluate, write_outputs
+    from tokenmill.eval.judge import JudgeOptions, evaluate, write_outputs
 
     if not args.data:
         raise ValueError("eval needs --data (a question file, .docx or .jsonl)")
     items = load_items(args.data)[: args.limit]
-    report, per_item = evaluate(
-        args.url, items, args.data, args.repeat, args.concurrency, args.threshold, args.health_timeout,
-        args.predict_timeout,
-    )  # fmt: skip
+    options = JudgeOptions(
+        repeat=args.repeat,
+        concurrency=args.concurrency,
+        threshold=args.threshold,
+        health_timeout=args.health_timeout,
+        predict_timeout=args.predict_timeout,
+    )
+    report, per_item = evaluate(args.url, items, args.data, options)
     paths = write_outputs(report, per_item, Path(args.out_dir))
     print(json.dumps(asdict(report), ensure_ascii=False, indent=2))
     for path in paths:
@@ -160,7 +137,7 @@ def _tune(args: argparse.Namespace) -> int:
     import json
 
     from tokenmill.eval.datasets import load_items
-    from tokenmill.eval.tune import tune
+    from tokenmill.eval.tune import TuneOptions, tune
 
     items = load_items(args.data)[: args.limit]
     space: dict[str, list[Any]] = {"max_new_tokens": [int(v) for v in args.max_new_tokens.split(",")]}
@@ -178,10 +155,17 @@ def _tune(args: argparse.Namespace) -> int:
         space["system_prompt"] = [None, *prompts]
     if args.stop_sets:
         space["stop"] = [[], *json.loads(args.stop_sets)]
-    best, _ = tune(
-        items, space, args.model, args.device, args.port, Path(args.out_dir), args.threshold, args.margin,
-        args.trials, args.time_budget,
-    )  # fmt: skip
+    options = TuneOptions(
+        out_dir=Path(args.out_dir),
+        model=args.model,
+        device=args.device,
+        port=args.port,
+        threshold=args.threshold,
+        margin=args.margin,
+        max_trials=args.trials,
+        time_budget=args.time_budget,
+    )
+    best, _ = tune(items, space, options)
     print((Path(args.out_dir) / "trials.md").read_text())
     print((Path(args.out_dir) / "best.env").read_text())
     return 0 if best is not None and best.feasible else 1
@@ -210,21 +194,37 @@ def _judge_sim(args: argparse.Namespace) -> int:
     import json
 
     from tokenmill.eval.datasets import load_items
-    from tokenmill.eval.judge_sim import as_dict, simulate
+    from tokenmill.eval.judge_sim import SimOptions, as_dict, simulate
 
-    items = load_items(args.data)[: args.limit]
+    items = load_items(args.data or _sample_question_file())[: args.limit]
     overrides = {"TOKENMILL_MODEL": args.model} if args.model else {}
     if args.device:
         overrides["TOKENMILL_DEVICE"] = args.device
-    settings = Path(args.env_file) if args.env_file else None
-    log = Path(args.log) if args.log else None
-    report = simulate(
-        items, Path(args.dockerfile), settings, overrides, args.gpu_memory, args.threshold, args.health_limit,
-        args.predict_limit, log,
-    )  # fmt: skip
+    options = SimOptions(
+        dockerfile=Path(args.dockerfile),
+        settings_file=Path(args.env_file) if args.env_file else None,
+        overrides=overrides,
+        gpu_memory=args.gpu_memory,
+        threshold=args.threshold,
+        health_limit=args.health_limit,
+        predict_limit=args.predict_limit,
+        log=Path(args.log) if args.log else None,
+    )
+    report = simulate(items, options)
     print(json.dumps(as_dict(report), ensure_ascii=False, indent=2))
     print("PASS" if report.passed else f"FAIL: {report.failure}", file=sys.stderr)
     return 0 if report.passed else 1
+
+
+def _sample_question_file() -> Path:
+    """The judge's public questions, shipped in the repository's data/ folder (not in the package)."""
+    path = REPOSITORY_ROOT / "data" / "official_test.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no --data given and the sample question file {path} is not here: it ships in the git "
+            "repository's data/ folder, not in the installed package; pass --data with a question file"
+        )
+    return path
 
 
 def _length_range(text: str) -> tuple[int, int]:
@@ -333,11 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser(
         "judge-sim", help="rehearse the judge's run: serve as the image would, then judge it"
     )
-    sim.add_argument("--data", default="official_test.txt", help="the question file the judge would send")
+    sim.add_argument(
+        "--data",
+        default=None,
+        help="the question file the judge would send (default: data/official_test.txt)",
+    )
     sim.add_argument("--limit", type=int, default=None, help="only the first N questions")
     sim.add_argument("--dockerfile", default="Dockerfile", help="whose ENV the server starts with")
     sim.add_argument("--env-file", default=None, help="settings on top (e.g. tune's best.env)")
-    sim.add_argument("--model", default=None, help="a local model in place of the image's /app/model")
+    sim.add_argument(
+        "--model",
+        default=None,
+        help="a local model in place of the image's /app/model (needed outside the image)",
+    )
     sim.add_argument("--device", default=None)
     sim.add_argument("--gpu-memory", default=None, help="cap GPU memory, e.g. 32GiB to emulate an RTX 5090")
     sim.add_argument("--threshold", type=float, default=0.35)
@@ -361,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+    except (ValueError, FileNotFoundError, TimeoutError, ServerDied) as exc:
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2
 
