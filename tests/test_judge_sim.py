@@ -59,11 +59,10 @@ def test_judge_sim_fails_on_accuracy(tiny_model_dir) -> None:
 
 @pytest.mark.slow
 def test_judge_sim_outside_the_image_asks_for_a_model_at_once(tmp_path: Path) -> None:
-    """No --model: the Dockerfile's /app/model does not exist here. Also no --data, run from elsewhere:
-    the shipped question file is found relative to the repository, not the working directory."""
+    """No --model: the Dockerfile's /app/model does not exist here. Also no --data nor --dockerfile, run
+    from elsewhere: the shipped files are found relative to the repository, not the working directory."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--limit", "2",
-                             "--dockerfile", str(ROOT / "Dockerfile")],
+    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--limit", "2"],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
