@@ -194,8 +194,8 @@ def _missing_model(environment: dict[str, str]) -> str:
     if not model or model.startswith("random:") or Path(model).expanduser().exists():
         return ""
     return (
-        f"the model path {model} (from the Dockerfile or the settings) does not exist on this machine; "
-        "it exists inside the image only. Pass --model with a local model directory or .gguf file "
+        f"the model path {model} does not exist on this machine (the Dockerfile's model path exists only "
+        "inside the image): pass --model with a local model directory or .gguf file "
         "(or --model random:qwen3-tiny to rehearse the mechanics only)"
     )
 
