@@ -161,3 +161,17 @@ def test_wrong_flag_values_are_refused_by_argparse(capsys) -> None:
         with pytest.raises(SystemExit):
             build_parser().parse_args(["serve", *argv])
         assert argv[0] in capsys.readouterr().err
+
+
+def test_a_field_type_without_a_command_line_form_fails_when_the_parser_is_built() -> None:
+    import argparse
+
+    from pydantic import BaseModel
+
+    from tokenmill.config_flags import add_config_arguments
+
+    class Odd(BaseModel):
+        weights: dict[str, int] = {}
+
+    with pytest.raises(TypeError, match="'weights'"):
+        add_config_arguments(argparse.ArgumentParser(), Odd, "odd")
