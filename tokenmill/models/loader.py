@@ -87,8 +87,9 @@ def _read_hf_config(path: Path) -> ModelConfig:
         raise FileNotFoundError(f"{path} has no config.json")
     generation_file = path / "generation_config.json"
     generation = _read_json(generation_file) if generation_file.is_file() else None
+    content = _read_json(config_file)
     try:
-        return ModelConfig.from_hf(_read_json(config_file), generation)
+        return ModelConfig.from_hf(content, generation)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{config_file}: missing or malformed field {exc}") from exc
     except ValueError as exc:
