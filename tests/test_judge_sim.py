@@ -16,10 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "official_test.txt"
 
 
+def tokenmill(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tokenmill", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
 def judge_sim(*args: str) -> tuple[int, dict, str]:
-    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--data", str(DATA), *args],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    result = tokenmill("judge-sim", "--data", str(DATA), *args)
     return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def broken_model(folder: Path) -> Path:
+    """A model directory whose config.json is not JSON: the server exits at once when loading it."""
+    (folder / "broken-model").mkdir()
+    (folder / "broken-model" / "config.json").write_text("{not json")
+    return folder / "broken-model"
 
 
 def test_dockerfile_env_is_read_like_docker() -> None:
@@ -62,8 +74,7 @@ def test_judge_sim_outside_the_image_asks_for_a_model_at_once(tmp_path: Path) ->
     """No --model: the Dockerfile's /app/model does not exist here. Also no --data nor --dockerfile, run
     from elsewhere: the shipped files are found relative to the repository, not the working directory."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--limit", "2"],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    result = tokenmill("judge-sim", "--limit", "2", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["items"] == 2 and not report["passed"]
@@ -74,9 +85,7 @@ def test_judge_sim_outside_the_image_asks_for_a_model_at_once(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_judge_sim_fails_at_once_with_the_log_when_the_server_dies(tmp_path: Path) -> None:
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    broken = broken_model(tmp_path)
     started = time.monotonic()
     code, report, _ = judge_sim("--model", str(broken), "--device", "cpu", "--limit", "2")
     assert time.monotonic() - started < 90  # the health limit is 420 s
@@ -101,13 +110,10 @@ def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
 
 @pytest.mark.slow
 def test_tune_fails_at_once_with_the_log_when_the_server_dies(tmp_path: Path) -> None:
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    broken = broken_model(tmp_path)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "tokenmill", "tune", "--data", str(DATA), "--limit", "2",
-                             "--model", str(broken), "--device", "cpu", "--out-dir", str(tmp_path / "tune")],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    result = tokenmill("tune", "--data", str(DATA), "--limit", "2", "--model", str(broken), "--device", "cpu",
+                       "--out-dir", str(tmp_path / "tune"))  # fmt: skip
     assert time.monotonic() - started < 90
     assert result.returncode == 2
     assert "the server exited with status" in result.stderr
