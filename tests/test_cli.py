@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import types
+from typing import Literal, Union, get_args, get_origin
+
+import pytest
+
+from tokenmill.cli import build_parser
+from tokenmill.config import SEED_ENV_ALIASES, EngineConfig, ServerConfig
+from tokenmill.config_flags import config_from_arguments
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -59,3 +68,110 @@ def test_readme_documents_every_server_setting() -> None:
         assert documented, f"README does not document the setting {name}"
     for name in EngineConfig.model_fields:
         assert f"`{name}`" in readme, name
+
+
+# A non-default value for the fields whose valid values cannot be read off their type.
+SPECIAL_SAMPLES = {
+    "model": "random:qwen3-tiny",
+    "max_gpu_memory": "32GiB",
+    "host": "127.0.0.1",
+    "warmup_file": "data/official_test.txt",
+}
+
+
+def _without_none(annotation):
+    members = [m for m in get_args(annotation) if m is not type(None)]
+    return members[0] if get_origin(annotation) in (Union, types.UnionType) else annotation
+
+
+def _sample(config_class, name: str):
+    """A valid value for field `name` that differs from its default."""
+    field = config_class.model_fields[name]
+    if name in SPECIAL_SAMPLES:
+        return SPECIAL_SAMPLES[name]
+    annotation = _without_none(field.annotation)
+    default = field.get_default(call_default_factory=True)
+    if annotation is bool:
+        return not default
+    if get_origin(annotation) is Literal:
+        return next(choice for choice in get_args(annotation) if choice != default)
+    candidates = {
+        int: [7, 3, 2048, 65536, 9001],
+        float: [0.5, 0.25, 12.5],
+        str: ["some text, with spaces"],
+    }.get(annotation) or {list: [["one", "two words"]]}[get_origin(annotation)]
+    probe = config_class()
+    for candidate in candidates:
+        try:
+            setattr(probe, name, candidate)  # validate_assignment: the field's own bounds
+        except ValueError:
+            continue
+        if candidate != default:
+            return candidate
+    raise AssertionError(f"no sample value for {name}")
+
+
+def _flags(name: str, value) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    if isinstance(value, list):
+        return [part for item in value for part in (flag, str(item))]
+    return [flag, str(value)]
+
+
+def _parsed(command: str, *argv: str):
+    args = build_parser().parse_args([command, *argv, *(["x"] if command == "generate" else [])])
+    return config_from_arguments(args, ServerConfig if command == "serve" else EngineConfig)
+
+
+@pytest.mark.parametrize("name", list(ServerConfig.model_fields))
+def test_every_server_flag_round_trips(name: str, monkeypatch) -> None:
+    for variable in list(os.environ):
+        if variable.startswith("TOKENMILL_") or variable in SEED_ENV_ALIASES:
+            monkeypatch.delenv(variable)
+    value = _sample(ServerConfig, name)
+    config = _parsed("serve", *_flags(name, value))
+    assert getattr(config, name) == value
+    assert type(getattr(config, name)) is type(value)
+    untouched = ServerConfig()
+    assert {k: v for k, v in config if k != name} == {k: v for k, v in untouched if k != name}
+
+
+@pytest.mark.parametrize("command", ["generate", "bench"])
+@pytest.mark.parametrize("name", list(EngineConfig.model_fields))
+def test_every_engine_flag_round_trips(command: str, name: str) -> None:
+    value = _sample(EngineConfig, name)
+    assert getattr(_parsed(command, *_flags(name, value)), name) == value
+
+
+@pytest.mark.parametrize("command", ["generate", "bench", "serve"])
+def test_dtype_float32_is_accepted(command: str) -> None:
+    assert _parsed(command, "--dtype", "float32").dtype == "float32"
+
+
+def test_unset_flags_leave_the_environment_in_charge(monkeypatch) -> None:
+    monkeypatch.setenv("TOKENMILL_MAX_NUM_SEQS", "5")
+    assert _parsed("serve").max_num_seqs == 5
+    assert _parsed("serve", "--max-num-seqs", "9").max_num_seqs == 9
+
+
+def test_wrong_flag_values_are_refused_by_argparse(capsys) -> None:
+    for argv in (["--dtype", "float64"], ["--max-num-seqs", "many"], ["--gpu-memory-utilization", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", *argv])
+        assert argv[0] in capsys.readouterr().err
+
+
+def test_a_field_type_without_a_command_line_form_fails_when_the_parser_is_built() -> None:
+    import argparse
+
+    from pydantic import BaseModel
+
+    from tokenmill.config_flags import add_config_arguments
+
+    class Odd(BaseModel):
+        weights: dict[str, int] = {}
+
+    with pytest.raises(TypeError, match="'weights'"):
+        add_config_arguments(argparse.ArgumentParser(), Odd, "odd")

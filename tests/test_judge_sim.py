@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tokenmill.eval.judge_sim import dockerfile_env
 
@@ -13,10 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "official_test.txt"
 
 
+def tokenmill(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tokenmill", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
 def judge_sim(*args: str) -> tuple[int, dict, str]:
-    result = subprocess.run([sys.executable, "-m", "tokenmill", "judge-sim", "--data", str(DATA), *args],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    result = tokenmill("judge-sim", "--data", str(DATA), *args)
     return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def broken_model(folder: Path) -> Path:
+    """A model directory whose config.json is not JSON: the server exits at once when loading it."""
+    (folder / "broken-model").mkdir()
+    (folder / "broken-model" / "config.json").write_text("{not json")
+    return folder / "broken-model"
 
 
 def test_dockerfile_env_is_read_like_docker() -> None:
@@ -46,16 +61,37 @@ def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path
     assert "ready: serving" in (tmp_path / "log").read_text()
 
 
-def test_judge_sim_fails_on_accuracy_and_on_a_missing_model(tmp_path: Path, tiny_model_dir) -> None:
+def test_judge_sim_fails_on_accuracy(tiny_model_dir) -> None:
     code, report, stderr = judge_sim("--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--limit", "4",
                                      "--threshold", "0.99")  # fmt: skip
     assert (
         code == 1 and report["answered_within_limit"] and not report["accurate_enough"] and "FAIL" in stderr
     )
-    code, report, _ = judge_sim(
-        "--device", "cpu", "--limit", "2", "--health-limit", "20"
-    )  # /app/model does not exist here
-    assert code == 1 and not report["passed"] and report["failure"]
+
+
+@pytest.mark.slow
+def test_judge_sim_outside_the_image_asks_for_a_model_at_once(tmp_path: Path) -> None:
+    """No --model: the Dockerfile's /app/model does not exist here. Also no --data nor --dockerfile, run
+    from elsewhere: the shipped files are found relative to the repository, not the working directory."""
+    started = time.monotonic()
+    result = tokenmill("judge-sim", "--limit", "2", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["items"] == 2 and not report["passed"]
+    assert "/app/model" in report["failure"] and "does not exist on this machine" in report["failure"]
+    assert "--model" in report["failure"]
+    assert time.monotonic() - started < 60  # not the 420 s health limit
+
+
+@pytest.mark.slow
+def test_judge_sim_fails_at_once_with_the_log_when_the_server_dies(tmp_path: Path) -> None:
+    broken = broken_model(tmp_path)
+    started = time.monotonic()
+    code, report, _ = judge_sim("--model", str(broken), "--device", "cpu", "--limit", "2")
+    assert time.monotonic() - started < 90  # the health limit is 420 s
+    assert code == 1 and not report["passed"]
+    assert "the server exited with status" in report["failure"]
+    assert f"{broken / 'config.json'}: not valid JSON" in report["failure"]  # from the server's log tail
 
 
 def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
@@ -70,3 +106,15 @@ def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
         )  # real questions in the chat template
     finally:
         process.stop()
+
+
+@pytest.mark.slow
+def test_tune_fails_at_once_with_the_log_when_the_server_dies(tmp_path: Path) -> None:
+    broken = broken_model(tmp_path)
+    started = time.monotonic()
+    result = tokenmill("tune", "--data", str(DATA), "--limit", "2", "--model", str(broken), "--device", "cpu",
+                       "--out-dir", str(tmp_path / "tune"))  # fmt: skip
+    assert time.monotonic() - started < 90
+    assert result.returncode == 2
+    assert "the server exited with status" in result.stderr
+    assert f"{broken / 'config.json'}: not valid JSON" in result.stderr

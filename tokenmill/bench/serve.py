@@ -108,40 +108,45 @@ async def _one(
     return record
 
 
-async def run(
-    url: str,
-    prompts: list[str],
-    chat: bool,
-    max_tokens: int,
-    request_rate: float | None,
-    max_concurrency: int | None,
-    max_duration: float,
-    slo_ttft_ms: float | None,
-    slo_tpot_ms: float | None,
-    seed: int = 0,
-    api_key: str | None = None,
-) -> ServeReport:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=(max_concurrency or len(prompts)) + 8)
+@dataclass
+class LoadSettings:
+    """How `run` loads the server: chat or completion requests of `max_tokens`, arriving as a Poisson
+    process at `request_rate` (all at once when None), at most `max_concurrency` in flight."""
+
+    url: str
+    chat: bool
+    max_tokens: int
+    request_rate: float | None = None
+    max_concurrency: int | None = None
+    max_duration: float = 600.0
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    seed: int = 0
+    api_key: str | None = None
+
+
+async def run(prompts: list[str], load: LoadSettings) -> ServeReport:
+    headers = {"Authorization": f"Bearer {load.api_key}"} if load.api_key else {}
+    limits = httpx.Limits(max_connections=(load.max_concurrency or len(prompts)) + 8)
     async with httpx.AsyncClient(
-        base_url=url, timeout=max_duration, limits=limits, headers=headers
+        base_url=load.url, timeout=load.max_duration, limits=limits, headers=headers
     ) as client:
         model = (await client.get("/v1/models")).json()["data"][0]["id"]
-        gate = asyncio.Semaphore(max_concurrency or len(prompts))
-        rng = random.Random(seed)
+        gate = asyncio.Semaphore(load.max_concurrency or len(prompts))
+        rng = random.Random(load.seed)
 
         async def limited(prompt: str) -> RequestRecord:
             async with gate:
-                return await _one(client, model, prompt, max_tokens, chat)
+                return await _one(client, model, prompt, load.max_tokens, load.chat)
 
         started = time.perf_counter()
         tasks = []
         for prompt in prompts:
             tasks.append(asyncio.ensure_future(limited(prompt)))
-            if request_rate:
-                await asyncio.sleep(rng.expovariate(request_rate))
+            if load.request_rate:
+                await asyncio.sleep(rng.expovariate(load.request_rate))
         done, pending = await asyncio.wait(
-            tasks, timeout=max(max_duration - (time.perf_counter() - started), 1)
+            tasks, timeout=max(load.max_duration - (time.perf_counter() - started), 1)
         )
         for task in pending:
             task.cancel()
@@ -150,10 +155,10 @@ async def run(
     finished = [r for r in records if r.ok]
     tpots = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in finished if r.output_tokens > 1]
     good = None
-    if slo_ttft_ms is not None or slo_tpot_ms is not None:
-        good = sum(1 for r in finished if _meets_slo(r, slo_ttft_ms, slo_tpot_ms)) / duration
+    if load.slo_ttft_ms is not None or load.slo_tpot_ms is not None:
+        good = sum(1 for r in finished if _meets_slo(r, load.slo_ttft_ms, load.slo_tpot_ms)) / duration
     return ServeReport(
-        url=url,
+        url=load.url,
         model=model,
         requests=len(prompts),
         completed=len(finished),
@@ -167,8 +172,8 @@ async def run(
         itl_ms=percentiles([g for r in finished for g in r.gaps]),
         e2e_ms=percentiles([r.e2e for r in finished]),
         errors=sorted({r.error for r in records if r.error})[:10] + (["timed out"] if pending else []),
-        settings={"max_tokens": max_tokens, "request_rate": request_rate, "max_concurrency": max_concurrency,
-                  "max_duration": max_duration, "slo_ttft_ms": slo_ttft_ms, "slo_tpot_ms": slo_tpot_ms},
+        settings={key: getattr(load, key) for key in ("max_tokens", "request_rate", "max_concurrency",
+                                                      "max_duration", "slo_ttft_ms", "slo_tpot_ms")},
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,29 @@ class EvalReport:
     output_tokens_per_s: float | None = None
 
 
-def wait_healthy(client: httpx.Client, timeout: float) -> tuple[str, float]:
-    """Poll `GET /` like the judge until it answers 200; returns its status and the seconds waited."""
+@dataclass
+class JudgeOptions:
+    """How the judge's procedure runs: `repeat` times, `concurrency` requests in flight in single mode,
+    within its health and /predict limits. `overrides` (tokenmill's optional /predict fields) go into batch
+    requests, for the tuner; the judge sends none."""
+
+    repeat: int = 1
+    concurrency: int = 1
+    threshold: float = 0.35
+    health_timeout: float = 420.0
+    predict_timeout: float = 360.0
+    overrides: dict[str, Any] | None = None
+
+
+def wait_healthy(
+    client: httpx.Client, timeout: float, check_server: Callable[[], None] | None = None
+) -> tuple[str, float]:
+    """Poll `GET /` like the judge until it answers 200; returns its status and the seconds waited.
+    `check_server` is called between polls and raises when a server we started has died."""
     started = time.monotonic()
     while True:
+        if check_server is not None:
+            check_server()
         try:
             response = client.get("/", timeout=max(timeout - (time.monotonic() - started), 1.0))
             if response.status_code == 200:
@@ -101,25 +121,22 @@ def evaluate(
     url: str,
     items: list[QAItem],
     data_name: str,
-    repeat: int = 1,
-    concurrency: int = 1,
-    threshold: float = 0.35,
-    health_timeout: float = 420.0,
-    predict_timeout: float = 360.0,
-    overrides: dict[str, Any] | None = None,
+    options: JudgeOptions | None = None,
+    check_server: Callable[[], None] | None = None,
 ) -> tuple[EvalReport, list[dict[str, Any]]]:
-    """Run the judge's procedure `repeat` times; score the last run's answers. `overrides` (tokenmill's
-    optional /predict fields) go into batch requests, for the tuner; the judge sends none."""
+    """Run the judge's procedure `options.repeat` times; score the last run's answers."""
+    options = options or JudgeOptions()
+    repeat, predict_timeout, threshold = options.repeat, options.predict_timeout, options.threshold
     questions = [item.question for item in items]
     with httpx.Client(base_url=url, timeout=predict_timeout) as client:
-        status, waited = wait_healthy(client, health_timeout)
+        status, waited = wait_healthy(client, options.health_timeout, check_server)
         report = EvalReport(url, data_name, len(items), "batch" if status == "batch" else "single", waited)
         answers: list[str | None] = []
         for _ in tqdm(range(repeat), desc="eval", disable=repeat == 1):
             if report.mode == "batch":
-                answers, seconds = predict_batch(client, questions, predict_timeout, overrides)
+                answers, seconds = predict_batch(client, questions, predict_timeout, options.overrides)
             else:
-                answers, seconds = predict_single(client, questions, predict_timeout, concurrency)
+                answers, seconds = predict_single(client, questions, predict_timeout, options.concurrency)
             chars = sum(len(a or "") for a in answers)
             report.runs.append(
                 {

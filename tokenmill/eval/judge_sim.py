@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tokenmill.eval.datasets import QAItem
-from tokenmill.eval.judge import evaluate
-from tokenmill.eval.local_server import LocalServer
+from tokenmill.eval.judge import JudgeOptions, evaluate
+from tokenmill.eval.local_server import LocalServer, ServerDied
 
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
@@ -108,41 +108,54 @@ def _gpu_memory(pid: int) -> int:
     )
 
 
-def simulate(
-    items: list[QAItem],
-    dockerfile: Path,
-    settings_file: Path | None = None,
-    overrides: dict[str, str] | None = None,
-    gpu_memory: str | None = None,
-    threshold: float = 0.35,
-    health_limit: float = 420.0,
-    predict_limit: float = 360.0,
-    log: Path | None = None,
-) -> SimReport:
-    environment = {**dockerfile_env(dockerfile), **(env_file(settings_file) if settings_file else {})}
-    environment.update(overrides or {})
-    if gpu_memory:
-        environment["TOKENMILL_MAX_GPU_MEMORY"] = gpu_memory
-    environment.update(OFFLINE)
-    server = LocalServer(environment, log=log, append=False)
+@dataclass
+class SimOptions:
+    """What the rehearsal runs: the image's Dockerfile ENV, then `settings_file` (KEY=VALUE lines, e.g.
+    tune's best.env), then `overrides`; and the judge's limits."""
+
+    dockerfile: Path
+    settings_file: Path | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    gpu_memory: str | None = None
+    threshold: float = 0.35
+    health_limit: float = 420.0
+    predict_limit: float = 360.0
+    log: Path | None = None
+
+
+def simulate(items: list[QAItem], options: SimOptions) -> SimReport:
+    environment = server_environment(options)
+    failure = _missing_model(environment)
+    if failure:
+        return _failed(items, environment, failure, None)
+    server = LocalServer(environment, log=options.log, append=False)
     environment = server.env
     memory = _PeakMemory(server.process.pid)
-    failure = ""
     report = None
+    judge = JudgeOptions(
+        threshold=options.threshold,
+        health_timeout=options.health_limit,
+        predict_timeout=options.predict_limit,
+    )
     try:
-        report, _ = evaluate(server.url, items, "judge-sim", threshold=threshold,
-                             health_timeout=health_limit, predict_timeout=predict_limit)  # fmt: skip
+        report, _ = evaluate(server.url, items, "judge-sim", judge, check_server=server.check_alive)
+    except ServerDied as exc:
+        failure = str(exc)
     except (TimeoutError, OSError, ValueError, httpx.HTTPError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
+        if server.process.poll() is not None:
+            failure += f"\nthe server exited; its last log lines:\n{server.log_tail()}"
     finally:
         memory.stop()
         server.stop()
     if report is None:
-        return SimReport(False, False, False, False, 0, 0, 0, 0, 0, len(items), len(items), _gib(memory.host),
-                         _gib(memory.gpu), environment, failure or "the server never answered")  # fmt: skip
+        return _failed(items, environment, failure or "the server never answered", memory)
     post = report.runs[-1]["post_seconds"]
-    checks = (report.health_wait_s <= health_limit, post <= predict_limit and report.missing == 0,
-              report.accuracy >= threshold)  # fmt: skip
+    checks = (
+        report.health_wait_s <= options.health_limit,
+        post <= options.predict_limit and report.missing == 0,
+        report.accuracy >= options.threshold,
+    )
     return SimReport(
         passed=all(checks),
         healthy_within_limit=checks[0],
@@ -160,6 +173,39 @@ def simulate(
         environment=environment,
         failure="" if all(checks) else "limits or accuracy not met",
     )
+
+
+def server_environment(options: SimOptions) -> dict[str, str]:
+    """The server's environment, in the order the image's run would set it, with the hubs offline."""
+    environment = dockerfile_env(options.dockerfile)
+    if options.settings_file:
+        environment.update(env_file(options.settings_file))
+    environment.update(options.overrides)
+    if options.gpu_memory:
+        environment["TOKENMILL_MAX_GPU_MEMORY"] = options.gpu_memory
+    environment.update(OFFLINE)
+    return environment
+
+
+def _missing_model(environment: dict[str, str]) -> str:
+    """Why the image's model cannot be served on this machine ('' when it can be tried): its path
+    (/app/model in the Dockerfile) exists only inside the image."""
+    model = environment.get("TOKENMILL_MODEL", "")
+    if not model or model.startswith("random:") or Path(model).expanduser().exists():
+        return ""
+    return (
+        f"the model path {model} does not exist on this machine (the Dockerfile's model path exists only "
+        "inside the image): pass --model with a local model directory or .gguf file "
+        "(or --model random:qwen3-tiny to rehearse the mechanics only)"
+    )
+
+
+def _failed(
+    items: list[QAItem], environment: dict[str, str], failure: str, memory: _PeakMemory | None
+) -> SimReport:
+    host, gpu = (memory.host, memory.gpu) if memory else (0, 0)
+    return SimReport(False, False, False, False, 0, 0, 0, 0, 0, len(items), len(items), _gib(host), _gib(gpu),
+                     environment, failure)  # fmt: skip
 
 
 def _gib(value: int) -> float | None:

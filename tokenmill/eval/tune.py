@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenmill.eval.datasets import QAItem
-from tokenmill.eval.judge import evaluate
+from tokenmill.eval.judge import JudgeOptions, evaluate
 from tokenmill.eval.local_server import LocalServer
 
 # knob -> (environment variable of the server, whether changing it needs a restart)
@@ -52,18 +52,24 @@ def _server_env(model: str | None, device: str, settings: dict[str, Any]) -> dic
     return env
 
 
+@dataclass
+class TuneOptions:
+    """Where the tuner's servers run (`model` None = the embedded default) and when the search stops."""
+
+    out_dir: Path
+    model: str | None = None
+    device: str = "auto"
+    port: int | None = None
+    threshold: float = 0.35
+    margin: float = 0.02
+    max_trials: int = 12
+    time_budget: float = 1800.0
+
+
 def tune(
-    items: list[QAItem],
-    space: dict[str, list[Any]],
-    model: str | None,
-    device: str,
-    port: int,
-    out_dir: Path,
-    threshold: float = 0.35,
-    margin: float = 0.02,
-    max_trials: int = 12,
-    time_budget: float = 1800.0,
+    items: list[QAItem], space: dict[str, list[Any]], options: TuneOptions
 ) -> tuple[Trial | None, list[Trial]]:
+    out_dir, model, threshold = options.out_dir, options.model, options.threshold
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     current = {knob: values[0] for knob, values in space.items()}
@@ -75,19 +81,25 @@ def tune(
         {**current, knob: value} for knob, values in space.items() for value in values[1:]
     ]
     try:
-        while candidates and len(trials) < max_trials and time.monotonic() - started < time_budget:
+        while (
+            candidates
+            and len(trials) < options.max_trials
+            and time.monotonic() - started < options.time_budget
+        ):
             settings = _rebase(candidates.pop(0), best, space)
             restart_part = {k: v for k, v in settings.items() if KNOBS[k][1]}
             if server is None or restart_part != server_settings:
                 if server is not None:
                     server.stop()
-                server = LocalServer(_server_env(model, device, restart_part), port, out_dir / "server.log")
+                env = _server_env(model, options.device, restart_part)
+                server = LocalServer(env, options.port, out_dir / "server.log")
                 server_settings = restart_part
             trial_started = time.monotonic()
-            report, _ = evaluate(server.url, items, "tune", threshold=threshold,
-                                 overrides=_overrides(settings))  # fmt: skip
-            trial = Trial(settings, report.speed, report.accuracy, report.accuracy >= threshold + margin,
-                          round(time.monotonic() - trial_started, 2))  # fmt: skip
+            judge = JudgeOptions(threshold=threshold, overrides=_overrides(settings))
+            report, _ = evaluate(server.url, items, "tune", judge, check_server=server.check_alive)
+            feasible = report.accuracy >= threshold + options.margin
+            seconds = round(time.monotonic() - trial_started, 2)
+            trial = Trial(settings, report.speed, report.accuracy, feasible, seconds)
             trials.append(trial)
             if _better(trial, best):
                 best = trial

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gguf import GGUFReader, GGUFValueType
-from gguf.quants import dequantize
 
 from tokenmill.models.config import ModelConfig
+from tokenmill.models.gguf_dequant import dequantize
+from tokenmill.models.gguf_reader import GGUFError, GGUFFile
 
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
@@ -41,36 +40,34 @@ _TENSOR_NAMES = {
 class GGUFCheckpoint:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.reader = GGUFReader(self.path)
-        self.arch = str(self.metadata("general.architecture"))
+        self.file = GGUFFile(self.path)
+        self.arch = str(self.required("general.architecture"))
         if self.arch not in _ARCHITECTURES:
             raise ValueError(
                 f"GGUF architecture {self.arch!r} is not supported (supported: {sorted(_ARCHITECTURES)})"
             )
 
     def metadata(self, key: str, default: Any = None) -> Any:
-        field = self.reader.fields.get(key)
-        if field is None:
-            return default
-        if field.types and field.types[0] == GGUFValueType.ARRAY:
-            return field.contents()
-        value = field.parts[field.data[0]]
-        if field.types[0] == GGUFValueType.STRING:
-            return bytes(value).decode("utf-8")
-        return value.item()
+        return self.file.metadata.get(key, default)
+
+    def required(self, key: str) -> Any:
+        value = self.file.metadata.get(key)
+        if value is None:
+            raise GGUFError(f"{self.path}: the metadata has no {key!r}")
+        return value
 
     def model_config(self) -> ModelConfig:
         arch = self.arch
-        heads = self.metadata(f"{arch}.attention.head_count")
-        hidden = self.metadata(f"{arch}.embedding_length")
-        tensor_names = {t.name for t in self.reader.tensors}
+        heads = self.required(f"{arch}.attention.head_count")
+        hidden = self.required(f"{arch}.embedding_length")
+        tensor_names = {t.name for t in self.file.tensors}
         eos = self.metadata("tokenizer.ggml.eos_token_id")
         return ModelConfig(
             architecture=_ARCHITECTURES[arch],
-            vocab_size=self.metadata(f"{arch}.vocab_size") or len(self.metadata("tokenizer.ggml.tokens")),
+            vocab_size=self.metadata(f"{arch}.vocab_size") or len(self.required("tokenizer.ggml.tokens")),
             hidden_size=hidden,
-            intermediate_size=self.metadata(f"{arch}.feed_forward_length"),
-            num_hidden_layers=self.metadata(f"{arch}.block_count"),
+            intermediate_size=self.required(f"{arch}.feed_forward_length"),
+            num_hidden_layers=self.required(f"{arch}.block_count"),
             num_attention_heads=heads,
             num_key_value_heads=self.metadata(f"{arch}.attention.head_count_kv", heads),
             head_dim=self.metadata(f"{arch}.attention.key_length", hidden // heads),
@@ -84,11 +81,9 @@ class GGUFCheckpoint:
 
     def weights(self, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
         """Dequantized tensors under Hugging Face names, with llama.cpp's q/k row permutation undone."""
-        for tensor in self.reader.tensors:
+        for tensor in self.file.tensors:
             name = _hf_name(tensor.name)
-            array = dequantize(tensor.data, tensor.tensor_type)
-            array = np.array(array, dtype=np.float32).reshape(tuple(reversed(tensor.shape.tolist())))
-            weight = torch.from_numpy(array)
+            weight = dequantize(self.file.tensor_bytes(tensor), tensor.ggml_type, tensor.shape)
             if self.arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
                 heads = config.num_attention_heads if "q_proj" in name else config.num_key_value_heads
                 weight = _unpermute_rotary_rows(weight, heads)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from torch.overrides import TorchFunctionMode
 
 from tokenmill.kernels.ops import TORCH_OPS, Ops
 from tokenmill.models import model_class
@@ -86,8 +87,24 @@ def _read_hf_config(path: Path) -> ModelConfig:
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} has no config.json")
     generation_file = path / "generation_config.json"
-    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else None
-    return ModelConfig.from_hf(json.loads(config_file.read_text()), generation)
+    generation = _read_json(generation_file) if generation_file.is_file() else None
+    content = _read_json(config_file)
+    try:
+        return ModelConfig.from_hf(content, generation)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{config_file}: missing or malformed field {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{config_file}: {exc}") from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(content).__name__}")
+    return content
 
 
 def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
@@ -111,9 +128,23 @@ def _build(
     cls = model_class(config)
     config = cls.adapt_config(config)
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
-    with torch.device(device), _default_dtype(dtype):
+    with torch.device(device), _default_dtype(dtype), _SkipRandomInit():
         model = cls(config, max_positions, ops)
     return model.eval().requires_grad_(False)
+
+
+class _SkipRandomInit(TorchFunctionMode):
+    """Leaves freshly built parameters uninitialised: every one is then loaded from a checkpoint or drawn
+    by `_randomize` (and `load_weights` checks that none is left), so torch's default random init would
+    only cost time (seconds for a 135M model on a small CPU)."""
+
+    _RANDOM_FILLS = frozenset({torch.nn.init.kaiming_uniform_, torch.nn.init.uniform_, torch.nn.init.normal_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._RANDOM_FILLS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -149,7 +180,7 @@ def check_model_directory(path: str | Path) -> list[str]:
     try:
         config = _read_hf_config(path)
         cls = model_class(config)
-    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         return [f"config.json: {exc}"]
     problems = []
     try:
