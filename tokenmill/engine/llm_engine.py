@@ -251,8 +251,9 @@ class LLMEngine:
 
     def _append_token(self, request: _Request, seq: Sequence, token: int) -> None:
         seq.token_ids.append(token)
+        seq.token_times.append(time.monotonic())
         if seq.first_token_time is None:
-            seq.first_token_time = time.monotonic()
+            seq.first_token_time = seq.token_times[0]
         params = seq.params
         may_stop = seq.num_output_tokens >= params.min_tokens
         stop_string = request.texts[seq.index].append(token, check_stops=may_stop)
@@ -291,6 +292,7 @@ class LLMEngine:
                     delta_text=delta_text,
                     delta_token_ids=delta_tokens,
                     logprobs=seq.logprobs,
+                    token_times=seq.token_times,
                 )
             )
         first = request.seqs[0]
