@@ -2,7 +2,8 @@
 
 Streamed answers are JSON lines `{"req_id", "token", "is_end", "send_idx", "error_code", "error_msg"}`;
 a non-streamed answer carries the whole text in `tokens_all`. Errors have a non-zero `error_code`
-(the HTTP status) and a readable `error_msg`. A `req_id` may not be used twice at the same time.
+(the HTTP status) and a readable `error_msg`. A `req_id` may not be used twice at the same time (the
+engine client refuses a request id in use).
 """
 
 from __future__ import annotations
@@ -34,29 +35,23 @@ def _usage(output: RequestOutput) -> dict[str, int]:
 
 async def handle(body: FastDeployRequest, request: Request, state: ServerState) -> Response:
     req_id = body.req_id or str(uuid.uuid4())
-    live: set[str] = request.app.state.fastdeploy_live_ids
     try:
-        if req_id in live:
-            raise APIError(400, f"req_id {req_id!r} is already being served", "req_id")
-        prompt, params = _prepare(body, state)
+        prompt, params = await _prepare(body, state)
         ticket = state.admit()
     except APIError as exc:
         return _error(req_id, exc)
-    live.add(req_id)
     stream = state.generate(
         prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{req_id}", stream=body.stream
     )
     if body.stream:
         return StreamingResponse(
-            _lines(req_id, stream, ticket, live, body.return_usage), media_type="application/json"
+            _lines(req_id, stream, ticket, body.return_usage), media_type="application/json"
         )
     try:
         with ticket:
             output = await unless_disconnected(request, state.final_output(stream))
     except APIError as exc:
         return _error(req_id, exc)
-    finally:
-        live.discard(req_id)
     answer: dict[str, Any] = {
         "req_id": req_id,
         "tokens_all": output.outputs[0].text,
@@ -69,7 +64,7 @@ async def handle(body: FastDeployRequest, request: Request, state: ServerState) 
     return JSONResponse(answer)
 
 
-def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
+async def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
     if body.messages is None and body.text is None:
         raise APIError(400, "give text or messages", "text")
     if body.messages is not None:
@@ -79,7 +74,7 @@ def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], Sa
         ]
     else:
         messages = [{"role": "user", "content": body.text or ""}]
-    prompt = state.encode_prompt(messages)
+    prompt = await state.encode_prompt(messages)
     if len(prompt) > state.max_prompt_tokens:
         raise APIError(
             400, f"the input is {len(prompt)} tokens, over MAX_SEQ_LEN ({state.max_prompt_tokens})", "text"
@@ -104,7 +99,7 @@ def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], Sa
 
 
 async def _lines(
-    req_id: str, stream: AsyncIterator[RequestOutput], ticket: Ticket, live: set[str], return_usage: bool
+    req_id: str, stream: AsyncIterator[RequestOutput], ticket: Ticket, return_usage: bool
 ) -> AsyncIterator[str]:
     send_idx = 0
     try:
@@ -137,4 +132,3 @@ async def _lines(
         yield json.dumps(error, ensure_ascii=False) + "\n"
     finally:
         ticket.close()
-        live.discard(req_id)

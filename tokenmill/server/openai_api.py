@@ -59,9 +59,11 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "give exactly one of prompt or messages", "prompt")
     if body.messages is not None:
-        tokens = state.encode_chat([{"role": _role(m.role), "content": m.text()} for m in body.messages])
+        tokens = await state.encode_chat(
+            [{"role": _role(m.role), "content": m.text()} for m in body.messages]
+        )
     else:
-        tokens = state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+        tokens = await state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
     return JSONResponse(
         {"count": len(tokens), "max_model_len": state.max_prompt_tokens + 1, "tokens": tokens}
     )
@@ -167,7 +169,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             raise APIError(400, f"{name} is not supported", name)
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
-    prompts = _completion_prompts(state, body.prompt)
+    prompts = await _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
     params = _sampling(state, body, max_tokens, body.logprobs)
     request_id, created = new_id("cmpl"), int(time.time())
@@ -199,16 +201,18 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     )
 
 
-def _completion_prompts(
+async def _completion_prompts(
     state: ServerState, prompt: str | list[str] | list[int] | list[list[int]]
 ) -> list[list[int]]:
     if isinstance(prompt, str):
-        batch: list[list[int]] = [state.encode(prompt)]
+        batch: list[list[int]] = [await state.encode(prompt)]
     elif isinstance(prompt[0], str):
-        batch = [state.encode(p) for p in prompt]  # type: ignore[arg-type]
+        state.admission.check_prompt_count(len(prompt))
+        batch = await state.encode_many(prompt)  # type: ignore[arg-type]
     elif isinstance(prompt[0], int):
         batch = [prompt]  # type: ignore[list-item]
     else:
+        state.admission.check_prompt_count(len(prompt))
         batch = list(prompt)  # type: ignore[arg-type]
     for index, ids in enumerate(batch):
         param = "prompt" if len(batch) == 1 else f"prompt[{index}]"
@@ -305,7 +309,7 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
     messages = [{"role": _role(m.role), "content": m.text()} for m in body.messages]
-    prompt = state.encode_chat(messages, body.chat_template_kwargs)
+    prompt = await state.encode_chat(messages, body.chat_template_kwargs)
     state.check_prompt_length(prompt, "messages")
     requested = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
