@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 
@@ -67,7 +69,7 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(config: ServerConfig) -> int:
+def serve(config: ServerConfig) -> NoReturn:
     app = create_app(config)
     uvicorn_config = uvicorn.Config(
         app,
@@ -78,9 +80,10 @@ def serve(config: ServerConfig) -> int:
         timeout_keep_alive=config.keep_alive_timeout,
         timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,
     )
-    server = DrainingServer(uvicorn_config, app.state.tm, config.shutdown_timeout)
-    server.run()
-    if server.force_exit:  # skip joining worker threads that may still be busy
-        logging.shutdown()
-        os._exit(0)
-    return 0
+    DrainingServer(uvicorn_config, app.state.tm, config.shutdown_timeout).run()
+    # A prompt worker may still be busy (a long tokenization, or an allowed request template that never
+    # ends); the interpreter would join it at exit, so leave without waiting for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
