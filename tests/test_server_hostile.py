@@ -97,6 +97,12 @@ def test_huge_predict_prompt_is_cut_without_freezing(hostile_server: ServerProce
     assert response.status_code == 200 and isinstance(response.json()["response"], str)
 
 
+def test_huge_predict_system_prompt_is_refused(hostile_server: ServerProcess) -> None:
+    body = {"prompt": "hi", "system_prompt": "s" * 7_000_000, "max_new_tokens": 2}
+    response = _post(hostile_server, "/predict", body)
+    assert response.status_code == 400 and _error_param(response) == "system_prompt"
+
+
 def test_huge_tokenize_text_is_refused_before_tokenizing(hostile_server: ServerProcess) -> None:
     response = _post(hostile_server, "/tokenize", {"prompt": "a" * 7_000_000})
     assert response.status_code == 400 and _error_param(response) == "prompt"

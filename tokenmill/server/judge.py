@@ -73,6 +73,7 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
     questions = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     state.admission.check_prompt_count(len(questions))
     system = body.system_prompt if body.system_prompt is not None else config.system_prompt
+    state.prompts.check_text_length(len(system or ""), "system_prompt")
     with state.admission.admit() as ticket:
         answers = await unless_disconnected(request, _answers(state, questions, system, params, ticket))
     if config.strip_thinking:
