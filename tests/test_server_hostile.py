@@ -196,6 +196,18 @@ def test_timeout_and_invalid_requests_are_not_counted_as_aborts(hostile_server: 
     assert count(timeouts) == before_timeouts + 1
     assert count(aborts) == before_aborts
 
+    invalid = 'tokenmill:request_failure_total{reason="invalid"}'
+    before_invalid = count(invalid)
+    first = {"text": "x", "req_id": "clash", "max_dec_len": 2000, "min_dec_len": 2000, "stream": True}
+    url = hostile_server.url + "/v1/chat/completions"
+    with requests.post(url, json=first, stream=True, timeout=30) as running:
+        lines = running.iter_lines()  # kept: a dropped iterator closes the connection
+        next(lines)
+        clash = requests.post(url, json={"text": "x", "req_id": "clash"}, timeout=30)
+        assert clash.status_code == 400 and "clash" in clash.json()["error_msg"]
+        assert count(invalid) == before_invalid + 1
+        assert count(aborts) == before_aborts
+
 
 def test_allowed_endless_template_keeps_liveness_and_exit_prompt() -> None:
     process = ServerProcess(

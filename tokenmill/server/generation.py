@@ -63,6 +63,7 @@ class Generation:
         outputs = engine.generate(prompt, params, request_id, final_only=not stream)
         failure: str | None = None
         finished = False
+        registered = request_id not in self._live  # a clashing id is refused below; keep the first's
         self._live.add(request_id)
         try:
             while True:
@@ -94,7 +95,8 @@ class Generation:
                 if output.finished:
                     return
         finally:
-            self._live.discard(request_id)
+            if registered:
+                self._live.discard(request_id)
             await outputs.aclose()
             if failure is not None:
                 self.metrics.request_failure.labels(failure).inc()
