@@ -10,6 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from tests.helpers.tiny_models import ARCHITECTURES
 from tokenmill import LLM, SamplingParams
+from tokenmill.engine.async_scheduler import AsyncScheduler
+from tokenmill.engine.scheduler import Scheduler
 
 MAX_TOKENS = 24
 
@@ -99,7 +101,7 @@ def test_bf16_runs_close_to_fp32(tiny_model_dir) -> None:
     assert agree >= len(prompts) - 2
 
 
-def test_async_scheduling_changes_nothing_but_overlap(default_llm) -> None:
+def test_async_scheduling_changes_nothing_but_overlap(default_llm, monkeypatch) -> None:
     """Steps launched ahead on the device's own tokens give exactly the synchronous results, with EOS,
     stop strings, different lengths and a request whose min_tokens holds speculation off."""
     engine = default_llm.engine
@@ -111,14 +113,18 @@ def test_async_scheduling_changes_nothing_but_overlap(default_llm) -> None:
         SamplingParams(temperature=0, max_tokens=60, stop=["five", "5"]),
         SamplingParams(temperature=0, max_tokens=30, min_tokens=12),
     ]
+    assert isinstance(engine.scheduler, AsyncScheduler)
     before = engine.stats.continued_steps
     asynchronous = default_llm.chat(conversations, params, use_tqdm=False)
-    assert engine.stats.continued_steps > before
-    engine.config.async_scheduling = False
-    try:
-        synchronous = default_llm.chat(conversations, params, use_tqdm=False)
-    finally:
-        engine.config.async_scheduling = True
+    after = engine.stats.continued_steps
+    assert after > before
+    policy = engine.scheduler  # idle between calls: swap in the synchronous policy with the same limits
+    synchronous_policy = Scheduler(
+        engine.block_manager, policy.max_num_seqs, policy.max_num_batched_tokens, policy.max_model_len
+    )
+    monkeypatch.setattr(engine, "scheduler", synchronous_policy)
+    synchronous = default_llm.chat(conversations, params, use_tqdm=False)
+    assert engine.stats.continued_steps == after
     for a, s in zip(asynchronous, synchronous):
         assert (a.outputs[0].text, a.outputs[0].token_ids, a.outputs[0].finish_reason) == (
             s.outputs[0].text,

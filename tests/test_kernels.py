@@ -1,4 +1,4 @@
-"""Every Triton kernel equals its PyTorch reference.
+"""Every Triton kernel equals its PyTorch reference, and `select_ops` picks the backend asked for.
 
 On CI the kernels run through Triton's interpreter on the CPU (float32, float16; the interpreter's bf16
 matmul and float->fp8 rounding are broken). On a GPU (`TRITON_INTERPRET=0 pytest tests/test_kernels.py`)
@@ -13,15 +13,16 @@ import random
 import pytest
 import torch
 
-from tokenmill.kernels.activation import silu_and_mul, silu_and_mul_reference
-from tokenmill.kernels.attention import AttentionMetadata, paged_attention, paged_attention_reference
-from tokenmill.kernels.norm import rms_norm, rms_norm_reference
-from tokenmill.kernels.rope import norm_rope_and_cache, norm_rope_and_cache_reference
-from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+from tokenmill import LLM, SamplingParams
+from tokenmill.kernels import reference
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.kernels.ops import TORCH_OPS, select_ops, triton_ops
+from tokenmill.kernels.triton.attention import decode_attention, prefill_attention
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+TRITON = triton_ops(DEVICE)
 
 
 @pytest.fixture(autouse=True)
@@ -42,10 +43,10 @@ def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
 def test_rms_norm(dtype: torch.dtype, with_residual: bool) -> None:
     x, residual = torch.randn(7, 96, dtype=dtype), torch.randn(7, 96, dtype=dtype)
     weight = torch.rand(96, dtype=dtype) + 0.5
-    expected, expected_residual = rms_norm_reference(
+    expected, expected_residual = reference.rms_norm(
         x, weight, 1e-6, residual.clone() if with_residual else None
     )
-    got, got_residual = rms_norm(x.clone(), weight, 1e-6, residual.clone() if with_residual else None)
+    got, got_residual = TRITON.rms_norm(x.clone(), weight, 1e-6, residual.clone() if with_residual else None)
     close(got, expected, dtype)
     if with_residual:
         close(got_residual, expected_residual, dtype)
@@ -54,7 +55,7 @@ def test_rms_norm(dtype: torch.dtype, with_residual: bool) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_and_mul(dtype: torch.dtype) -> None:
     gate_up = torch.randn(5, 2 * 1500, dtype=dtype)
-    close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), dtype)
+    close(TRITON.silu_and_mul(gate_up), reference.silu_and_mul(gate_up), dtype)
 
 
 def _cache(blocks: int, page: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> torch.Tensor:
@@ -78,10 +79,10 @@ def test_norm_rope_and_cache(dtype: torch.dtype, heads: int, kv_heads: int, qk_n
     )
     expected_cache, got_cache = _cache(6, page, kv_heads, head_dim, dtype), None
     got_cache = expected_cache.clone()
-    expected_q = norm_rope_and_cache_reference(
+    expected_q = reference.norm_rope_and_cache(
         q.clone(), k.clone(), v.clone(), positions, angles.cos(), angles.sin(), expected_cache, slots, norm
     )
-    got_q = norm_rope_and_cache(
+    got_q = TRITON.norm_rope_and_cache(
         q.clone(), k, v, positions, angles.cos(), angles.sin(), got_cache, slots, norm
     )
     close(got_q, expected_q, dtype)
@@ -123,7 +124,7 @@ def _paged_setup(seq_lens: list[int], query_lens: list[int], page: int, kv_heads
 def test_decode_attention(dtype: torch.dtype, group: int, splits: int) -> None:
     seq_lens = [1, 7, 33, 130, 64]
     q, cache, meta = _paged_setup(seq_lens, [1] * len(seq_lens), page=8, kv_heads=2, group=group, dtype=dtype)
-    expected = paged_attention_reference(q, cache, meta, 0.3, torch.empty_like(q))
+    expected = reference.paged_attention(q, cache, meta, 0.3)
     got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, splits)
     close(got, expected, dtype)
 
@@ -133,22 +134,22 @@ def test_prefill_attention_with_cached_prefixes(dtype: torch.dtype) -> None:
     seq_lens, query_lens = [20, 70, 5, 90], [20, 30, 5, 1]  # no prefix, 40 cached, whole, decode-like
     q, cache, meta = _paged_setup(seq_lens, query_lens, page=16, kv_heads=2, group=2, dtype=dtype)
     meta.num_decodes = 0
-    expected = paged_attention_reference(q, cache, meta, 0.2, torch.empty_like(q))
+    expected = reference.paged_attention(q, cache, meta, 0.2)
     got = prefill_attention(q, cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, 30, 0.2)
     close(got, expected, dtype)
 
 
 @pytest.mark.parametrize("fp8", [False, True])
 def test_mixed_batch_dispatch(fp8: bool) -> None:
-    """Decodes first, then prefill chunks: the Triton path of `paged_attention` equals the reference."""
+    """Decodes first, then prefill chunks: the Triton backend's `paged_attention` equals the reference."""
     seq_lens, query_lens = [9, 40, 3, 50, 17], [1, 1, 1, 20, 17]
     q, cache, meta = _paged_setup(seq_lens, query_lens, page=4, kv_heads=2, group=2, dtype=torch.float16)
     if fp8:
         cache = cache.to(torch.float8_e4m3fn)
         meta.kv_scales = torch.tensor([0.5, 2.0])
-    expected = paged_attention_reference(q, cache, meta, 0.25, torch.empty_like(q))
-    meta.triton, meta.decode_splits = True, 2
-    close(paged_attention(q, cache, meta, 0.25), expected, torch.float16)
+    expected = reference.paged_attention(q, cache, meta, 0.25)
+    meta.decode_splits = 2
+    close(TRITON.paged_attention(q, cache, meta, 0.25), expected, torch.float16)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="the Triton interpreter rounds float->fp8 wrongly; checked on a GPU")
@@ -162,9 +163,49 @@ def test_fp8_cache_write_matches_reference() -> None:
     positions, slots = torch.randperm(128)[:tokens], torch.randperm(4 * 32)[:tokens]
     expected = torch.zeros(2, 32, 4, kv_heads, head_dim).to(torch.float8_e4m3fn)
     got = expected.clone()
-    norm_rope_and_cache_reference(
+    reference.norm_rope_and_cache(
         q.clone(), k, v, positions, angles.cos(), angles.sin(), expected, slots, None, scales
     )
-    norm_rope_and_cache(q.clone(), k, v, positions, angles.cos(), angles.sin(), got, slots, None, scales)
+    TRITON.norm_rope_and_cache(
+        q.clone(), k, v, positions, angles.cos(), angles.sin(), got, slots, None, scales
+    )
     # the kernel rotates in float32, the reference in bfloat16: at most one fp8 step (1/8) apart
     torch.testing.assert_close(got.float(), expected.float(), atol=0.02, rtol=0.13)
+
+
+def test_select_ops_picks_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert select_ops("torch", cuda) is TORCH_OPS
+    assert select_ops("auto", cpu) is TORCH_OPS
+    assert select_ops("auto", cuda).name == "triton"  # choosing needs the package, not the device
+    assert select_ops("triton", cuda).supports_cuda_graphs
+    interpreted = select_ops("triton", cpu)  # TRITON_INTERPRET=1 (conftest): Triton runs on the CPU
+    assert interpreted.name == "triton" and not interpreted.supports_cuda_graphs
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="kernels='triton' needs a CUDA device, not cpu"):
+        select_ops("triton", cpu)
+
+
+def test_warm_up_runs_every_attention_variant_without_touching_the_cache() -> None:
+    """The runner's warm-up call (its argument order included) reaches every kernel variant."""
+    cache = _cache(5, 4, 2, 32, torch.float32)
+    before = cache.clone()
+    for ops in (TORCH_OPS, TRITON):
+        ops.warm_up(cache, 4, torch.float32, 4, None)
+    assert torch.equal(cache, before)
+
+
+@pytest.mark.slow
+def test_engine_on_triton_kernels_generates_what_it_does_on_the_references(tiny_model_dir) -> None:
+    """The whole Triton backend as the engine wires it (warm-up, split decodes, mixed batches, chunked
+    prefill) gives the reference backend's greedy tokens; on the CPU through the interpreter."""
+    prompts = [[5, 6, 7], list(range(20, 60)), [9] * 17]
+    params = SamplingParams(temperature=0, max_tokens=8)
+    tokens = {}
+    for kernels in ("torch", "triton"):
+        llm = LLM(str(tiny_model_dir("qwen3")), device=DEVICE.type, kernels=kernels, block_size=4,
+                  max_num_batched_tokens=32)  # fmt: skip
+        assert llm.engine.runner.ops.name == kernels
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        tokens[kernels] = [output.outputs[0].token_ids for output in outputs]
+    assert tokens["triton"] == tokens["torch"]

@@ -98,3 +98,15 @@ def test_request_timeout_aborts(server: ServerProcess) -> None:
     response = requests.post(server.url + "/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 408
     assert response.json()["error_code"] == 408 and "timed out" in response.json()["error_msg"]
+
+
+def test_fields_appear_only_where_fastdeploy_sends_them(server: ServerProcess) -> None:
+    body = {"text": "hi", "max_dec_len": 3, "min_dec_len": 3}
+    answer = requests.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert set(answer) == {"req_id", "tokens_all", "is_end", "error_code", "error_msg"}
+    stream = {**body, "stream": True}
+    with requests.post(server.url + "/v1/chat/completions", json=stream, stream=True, timeout=60) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    line_fields = {"req_id", "token", "is_end", "send_idx", "error_code", "error_msg"}
+    assert all(set(line) == line_fields for line in lines[:-1])
+    assert set(lines[-1]) == line_fields | {"tokens_all"}

@@ -256,7 +256,7 @@ FAULT = (
     "def launch(self, batch, token_source=None):\n"
     "    calls[0] += 1\n"
     "    if calls[0] > 40:\n"
-    "        raise RuntimeError('injected device fault')\n"
+    "        raise RuntimeError('CUDA error: injected device fault')\n"
     "    return original(self, batch, token_source)\n"
     "m.ModelRunner.launch = launch\n"
     "from tokenmill.cli import main\n"

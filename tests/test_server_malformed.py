@@ -104,6 +104,110 @@ def test_malformed_request(
     assert error["code"] == status and error["type"]
 
 
+BAD_TEXT = "a\ud800"  # a lone surrogate: valid JSON (as an escape), not valid Unicode text
+HUGE = 10**30
+
+# (path, body, the field the 400 must name as its `param`): invalid text and integers out of range on
+# every route are refused with the field's name, before any tokenizer or tensor sees them
+FIELD_CASES = [
+    ("/tokenize", {"prompt": BAD_TEXT}, "prompt"),
+    ("/tokenize", {"messages": [{"role": "user", "content": BAD_TEXT}]}, "messages[0].content"),
+    ("/tokenize", {"prompt": "a", "model": BAD_TEXT}, "model"),
+    ("/detokenize", {"tokens": [HUGE]}, "tokens[0]"),
+    (COMPLETIONS, completion(prompt=BAD_TEXT), "prompt"),
+    (COMPLETIONS, completion(prompt=["ok", BAD_TEXT]), "prompt"),
+    (COMPLETIONS, completion(stop=[BAD_TEXT]), "stop"),
+    (COMPLETIONS, completion(suffix=BAD_TEXT), "suffix"),
+    (COMPLETIONS, completion(prompt=[HUGE]), "prompt[0]"),
+    (COMPLETIONS, completion(seed=HUGE), "seed"),
+    (COMPLETIONS, completion(seed=2**63), "seed"),
+    (COMPLETIONS, completion(seed=-(2**63) - 1), "seed"),
+    (COMPLETIONS, completion(max_tokens=HUGE), "max_tokens"),
+    (COMPLETIONS, completion(n=HUGE), "n"),
+    (COMPLETIONS, completion(best_of=HUGE), "best_of"),
+    (COMPLETIONS, completion(top_k=HUGE), "top_k"),
+    (COMPLETIONS, completion(logprobs=HUGE), "logprobs"),
+    (COMPLETIONS, completion(min_tokens=HUGE), "min_tokens"),
+    (COMPLETIONS, completion(stop_token_ids=[1, HUGE]), "stop_token_ids[1]"),
+    (CHAT, {"messages": [{"role": "user", "content": BAD_TEXT}]}, "messages[0].content"),
+    (
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": BAD_TEXT}]}]},
+        "messages[0].content[0].text",
+    ),
+    (CHAT, {"messages": [{"role": "user", "content": "hi", "name": BAD_TEXT}]}, "messages[0].name"),
+    (CHAT, chat(stop=BAD_TEXT), "stop"),
+    (CHAT, chat(user=BAD_TEXT), "user"),
+    (CHAT, chat(model=BAD_TEXT), "model"),
+    (CHAT, chat(seed=HUGE), "seed"),
+    (CHAT, chat(max_completion_tokens=HUGE), "max_completion_tokens"),
+    (CHAT, chat(logprobs=True, top_logprobs=HUGE), "top_logprobs"),
+    (CHAT, chat(top_k=HUGE), "top_k"),
+    ("/predict", {"prompt": BAD_TEXT}, "prompt"),
+    ("/predict", {"prompt": "hi", "system_prompt": BAD_TEXT}, "system_prompt"),
+    ("/predict", {"prompt": "hi", "stop": [BAD_TEXT]}, "stop"),
+    ("/predict", {"prompt": "hi", "max_new_tokens": HUGE}, "max_new_tokens"),
+    ("/predict", {"prompt": "hi", "top_k": HUGE}, "top_k"),
+]
+
+
+@pytest.mark.parametrize(
+    "path,body,param", FIELD_CASES, ids=[f"{i}-{c[0]}-{c[2]}" for i, c in enumerate(FIELD_CASES)]
+)
+def test_invalid_text_and_integer_overflow_name_the_field(
+    server: ServerProcess, path: str, body: dict, param: str
+) -> None:
+    response = requests.post(server.url + path, json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"].startswith(f"{param}: "), error
+    reason = "not valid Unicode" if BAD_TEXT in json.dumps(body, ensure_ascii=False) else "than or equal to"
+    assert reason in error["message"], error
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"text": BAD_TEXT}, "text"),
+        ({"text": "hi", "req_id": BAD_TEXT}, "req_id"),
+        ({"messages": [{"role": "user", "content": BAD_TEXT}]}, "messages[0].content"),
+        ({"text": "hi", "seed": HUGE}, "seed"),
+        ({"text": "hi", "max_dec_len": HUGE}, "max_dec_len"),
+        ({"text": "hi", "min_dec_len": HUGE}, "min_dec_len"),
+    ],
+)
+def test_fastdeploy_invalid_text_and_overflow_name_the_field(
+    server: ServerProcess, body: dict, field: str
+) -> None:
+    response = requests.post(
+        server.url + CHAT, json={**body, "max_dec_len": body.get("max_dec_len", 2)}, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["error_code"] == 400 and answer["error_msg"].startswith(f"{field}: "), answer
+
+
+def test_seeds_at_the_edges_of_int64_are_accepted(server: ServerProcess) -> None:
+    for seed in (2**63 - 1, -(2**63)):  # with n=2 the second sequence's seed is seed + 1
+        body = completion(seed=seed, n=2, max_tokens=2, temperature=1.0)
+        response = requests.post(server.url + COMPLETIONS, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["choices"]) == 2
+
+
+def test_predict_batch_answers_around_an_item_that_is_not_unicode(server: ServerProcess) -> None:
+    def answers(prompts: list[str]) -> list[str]:
+        body = {"prompt": prompts, "max_new_tokens": 4, "temperature": 0}
+        response = requests.post(server.url + "/predict", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["response"]
+
+    with_bad_item = answers(["hi", BAD_TEXT, "there"])
+    assert with_bad_item[1] == ""
+    assert with_bad_item == answers(["hi", "", "there"])
+    assert "prompt[1] is not valid Unicode text" in server.log()
+
+
 def test_wrong_method_is_405(server: ServerProcess) -> None:
     response = requests.get(server.url + CHAT, timeout=10)
     assert response.status_code == 405 and response.json()["error"]["code"] == 405

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import openai
 import pytest
@@ -154,3 +155,45 @@ def test_tokenize_detokenize_version(server: ServerProcess) -> None:
     text = requests.post(server.url + "/detokenize", json={"tokens": tokens}, timeout=10).json()["prompt"]
     assert text == "并行计算"
     assert requests.get(server.url + "/version", timeout=10).json()["version"]
+
+
+def sse_events(server: ServerProcess, path: str, body: dict) -> list[dict]:
+    with requests.post(server.url + path, json=body, stream=True, timeout=60) as response:
+        assert response.status_code == 200, response.text
+        lines = [line.decode() for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+
+
+def test_wire_shapes_send_null_or_leave_out_as_openai_does(server: ServerProcess) -> None:
+    """Fields OpenAI sends as null stay null; `usage` in chunks and `role` in deltas appear only when due."""
+    greedy = {"max_tokens": 3, "temperature": 0, "ignore_eos": True}
+    whole = requests.post(server.url + "/v1/completions", json={"prompt": "hi", **greedy}, timeout=60).json()
+    assert set(whole) == {"id", "object", "created", "model", "choices", "usage"}
+    assert whole["object"] == "text_completion" and whole["usage"]["total_tokens"] > 3
+    assert whole["choices"][0]["logprobs"] is None and whole["choices"][0]["stop_reason"] is None
+
+    chat = {"messages": MESSAGES, **greedy}
+    answer = requests.post(server.url + "/v1/chat/completions", json=chat, timeout=60).json()
+    assert answer["object"] == "chat.completion"
+    assert set(answer["choices"][0]) == {"index", "message", "logprobs", "finish_reason", "stop_reason"}
+    assert set(answer["choices"][0]["message"]) == {"role", "content"}
+
+    chunks = sse_events(server, "/v1/chat/completions", {**chat, "stream": True})
+    assert all("usage" not in c and c["object"] == "chat.completion.chunk" for c in chunks)
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0] == {"role": "assistant", "content": ""} and deltas[-1] == {}
+    assert all(set(d) == {"content"} for d in deltas[1:-1])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(set(c["choices"][0]) == {"index", "delta", "logprobs", "finish_reason"} for c in chunks)
+
+    with_usage = {**chat, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = sse_events(server, "/v1/chat/completions", with_usage)
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+
+    pieces = sse_events(server, "/v1/completions", {"prompt": "hi", **greedy, "stream": True})
+    assert all("usage" not in c and c["object"] == "text_completion" for c in pieces)
+    assert all(
+        set(c["choices"][0]) == {"index", "text", "logprobs", "finish_reason", "stop_reason"} for c in pieces
+    )

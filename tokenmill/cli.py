@@ -82,12 +82,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.mode == "serve":
         return _bench_serve(args)
+    from tokenmill.bench.judge_workload import JudgeWorkload
     from tokenmill.bench.offline import WORKLOADS, Workload, benchmark
 
     if args.workload == "custom":
         workload = Workload(
             "custom", args.num_prompts, _length_range(args.input_len), _length_range(args.output_len)
         )
+    elif args.workload == "judge-358" and args.data:
+        workload = JudgeWorkload("judge-358", args.data)
     else:
         workload = WORKLOADS[args.workload]
     given = given_arguments(args, EngineConfig)
@@ -95,8 +98,9 @@ def _bench(args: argparse.Namespace) -> int:
     config = EngineConfig(**given)
     command = "python -m tokenmill " + " ".join(sys.argv[1:])
     result = benchmark(
-        config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir)
-    )
+        config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir),
+        args.repeat, args.cold_start,
+    )  # fmt: skip
     width = max(len(k) for k in vars(result))
     for key, value in vars(result).items():
         print(f"{key:<{width}}  {value}")
@@ -232,6 +236,13 @@ def _length_range(text: str) -> tuple[int, int]:
     return int(low), int(high or low)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenmill", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -258,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="offline throughput on a named workload (default), or `bench serve` against a server"
     )
     bench.add_argument("mode", nargs="?", choices=["offline", "serve"], default="offline")
-    bench.add_argument("--workload", choices=["qa-358", "nano-256", "single", "custom"], default="qa-358")
+    bench.add_argument(
+        "--workload", choices=["qa-358", "judge-358", "nano-256", "single", "custom"], default="qa-358"
+    )
     bench.add_argument("--num-prompts", type=int, default=100, help="custom workload: number of prompts")
     bench.add_argument("--input-len", default="128", help="custom workload: LEN or MIN:MAX prompt tokens")
     bench.add_argument("--output-len", default="128", help="custom workload: LEN or MIN:MAX output tokens")
@@ -268,11 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["hf", "hf-cb"],
         help="also time transformers: static batching (hf), continuous batching (hf-cb)",
     )
+    bench.add_argument("--repeat", type=_positive_int, default=1, help="timed runs; reports their median")
+    bench.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="no untimed pass first: the first timed run is the engine's first batch (shows compiles)",
+    )
+    bench.add_argument(
+        "--data", default=None, help="questions of judge-358 (default data/official_test.txt) or bench serve"
+    )
     bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
     bench.add_argument("--no-save", action="store_true", help="print only")
     online = bench.add_argument_group("bench serve")
     online.add_argument("--url", default="http://127.0.0.1:8000", help="the server (ours or vLLM)")
-    online.add_argument("--data", default=None, help="questions from a QA file; else random prompts")
     online.add_argument("--request-rate", type=float, default=None, help="Poisson arrivals per second")
     online.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most")
     online.add_argument("--max-duration", type=float, default=600.0, help="seconds before giving up")

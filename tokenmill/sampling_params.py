@@ -72,7 +72,11 @@ class SamplingParams:
             "frequency_penalty",
             "in [-2, 2]",
         )
-        check(self.seed is None or is_int(self.seed), "seed", "an integer or None")
+        check(
+            self.seed is None or (is_int(self.seed) and -(2**63) <= self.seed < 2**63),
+            "seed",
+            "an integer in [-2**63, 2**63) or None",
+        )
         check(
             self.max_tokens is None or (is_int(self.max_tokens) and self.max_tokens >= 1),
             "max_tokens",

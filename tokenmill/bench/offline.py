@@ -1,8 +1,10 @@
 """`python -m tokenmill bench`: offline throughput on named workloads, with the memory-bandwidth floor
 of the same workload on the same device, measured in the same run, and optional transformers peers.
 
-Prompts are random token ids from a fixed seed, EOS is ignored and decoding is greedy, so every engine
-does exactly the same work.
+Prompts are random token ids from a fixed seed (or, for judge-358, the judge's questions through the chat
+template), EOS is ignored and decoding is greedy, so every engine does exactly the same work. Timed runs
+come after an untimed pass of the same requests, so no compile or graph capture is timed; `cold_start`
+times the first batch after the engine starts instead, to show what a fresh server's first batch pays.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import gc
 import json
 import random
 import re
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,10 +22,13 @@ from typing import Any
 
 import torch
 
+from tokenmill.bench.compile_log import CompileLog
+from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
 from tokenmill.engine.llm_engine import StepStats
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,14 @@ class Workload:
     input_len: tuple[int, int]  # inclusive range
     output_len: tuple[int, int]
 
+    def requests(self, tokenizer: Tokenizer, vocab_size: int) -> list[tuple[list[int], int]]:
+        """Random prompts: the tokenizer plays no part."""
+        return make_requests(self, vocab_size)
 
-WORKLOADS = {
+
+WORKLOADS: dict[str, Workload | JudgeWorkload] = {
     "qa-358": Workload("qa-358", 358, (48, 160), (200, 200)),
+    "judge-358": JudgeWorkload("judge-358", JUDGE_QUESTIONS),
     "nano-256": Workload("nano-256", 256, (100, 1024), (100, 1024)),
     "single": Workload("single", 1, (128, 128), (256, 256)),
 }
@@ -75,6 +86,11 @@ class BenchResult:
     startup_s: float
     peers: dict[str, float | str | None] = field(default_factory=dict)
     command: str = ""
+    runs_s: list[float] = field(default_factory=list)  # every timed run; wall_s is their median
+    spread_s: float = 0.0  # slowest minus fastest timed run
+    cold_start: bool = False  # the first timed run is the first batch after the engine started
+    startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
+    compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -111,23 +127,37 @@ def bytes_floor_seconds(
     return total / bandwidth
 
 
-def run_tokenmill(llm: LLM, requests: list[tuple[list[int], int]]) -> float:
-    """Seconds for the requests after a short warm-up; checks that every token was produced."""
-    warm = [SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)] * min(8, len(requests))
-    llm.generate([p for p, _ in requests[: len(warm)]], warm, use_tqdm=False)
+@dataclass
+class TimedRuns:
+    seconds: list[float]
+    compiled: list[list[str]]  # per run: the Triton variants it had to compile or load
+
+
+def run_tokenmill(
+    llm: LLM, requests: list[tuple[list[int], int]], repeat: int = 1, cold_start: bool = False
+) -> TimedRuns:
+    """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
+    after an untimed run of the same requests unless `cold_start`; checks every token was produced."""
+    prompts = [p for p, _ in requests]
     params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
-    llm.engine.stats = StepStats()  # count the timed run only
+    if not cold_start:
+        llm.generate(prompts, params, use_tqdm=False)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    outputs = llm.generate([p for p, _ in requests], params, use_tqdm=False)
-    wall = time.perf_counter() - started
-    produced = sum(len(o.outputs[0].token_ids) for o in outputs)
-    expected = sum(out for _, out in requests)
-    if produced != expected:
-        raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
-    return wall
+    runs = TimedRuns([], [])
+    for _ in range(repeat):
+        llm.engine.stats = StepStats()  # the step counters describe the last timed run
+        with CompileLog() as compiles:
+            started = time.perf_counter()
+            outputs = llm.generate(prompts, params, use_tqdm=False)
+            runs.seconds.append(time.perf_counter() - started)
+        runs.compiled.append([variant.describe() for variant in compiles.variants])
+        produced = sum(len(o.outputs[0].token_ids) for o in outputs)
+        expected = sum(out for _, out in requests)
+        if produced != expected:
+            raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
+    return runs
 
 
 def run_hf(
@@ -186,15 +216,23 @@ def _hf_config(model_ref: str) -> Any:
 
 
 def benchmark(
-    config: EngineConfig, workload: Workload, peers: list[str], command: str, out_dir: Path | None
+    config: EngineConfig,
+    workload: Workload | JudgeWorkload,
+    peers: list[str],
+    command: str,
+    out_dir: Path | None,
+    repeat: int = 1,
+    cold_start: bool = False,
 ) -> BenchResult:
     device = config.resolved_device()
-    started = time.perf_counter()
-    llm = LLM(**config.model_dump())
-    startup = time.perf_counter() - started
+    with CompileLog() as startup_compiles:
+        started = time.perf_counter()
+        llm = LLM(**config.model_dump())
+        startup = time.perf_counter() - started
     engine = llm.engine
-    requests = make_requests(workload, vocab_size=engine.model_config.vocab_size)
-    wall = run_tokenmill(llm, requests)
+    requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
+    runs = run_tokenmill(llm, requests, repeat, cold_start)
+    wall = statistics.median(runs.seconds)
     prompt_tokens = sum(len(p) for p, _ in requests)
     output_tokens = sum(out for _, out in requests)
     stats = engine.stats
@@ -242,6 +280,11 @@ def benchmark(
         startup_s=round(startup, 2),
         peers=peer_results,
         command=command,
+        runs_s=[round(t, 3) for t in runs.seconds],
+        spread_s=round(max(runs.seconds) - min(runs.seconds), 3),
+        cold_start=cold_start,
+        startup_compiles=[variant.describe() for variant in startup_compiles.variants],
+        compiles_in_timed_runs=runs.compiled,
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

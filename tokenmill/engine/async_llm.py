@@ -3,6 +3,16 @@
 The engine runs its step loop on its own thread. Requests and aborts reach it through a queue that it
 drains between steps; each step's outputs go back to the event loop in one callback. So the HTTP side
 never waits on a model step and the step loop never waits on the HTTP side.
+
+Failures are kept to the requests they belong to. Requests are validated at admission (input
+processor), so request data cannot make a step fail in any known way; a request whose admission fails
+unexpectedly gets the error alone. If a step raises anyway, the requests of that step (the batch, and
+the step launched behind it) fail with `RequestFailedError` and the engine serves on: the cause is most
+likely among their data, and aborting them leaves the scheduler and KV cache as if they had finished.
+Counting such failures towards a shutdown would let a few crafted requests stop the server. The
+engine stops (`EngineDeadError` for everyone) only when serving on cannot help: a device error (the
+CUDA context is unusable after one), an error while recovering, or running out of memory in
+`MAX_CONSECUTIVE_OOM_STEPS` steps in a row (aborting the batch did not give the memory back).
 """
 
 from __future__ import annotations
@@ -14,16 +24,26 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import torch
+
 from tokenmill.config import EngineConfig
-from tokenmill.engine.llm_engine import LLMEngine, Prompt
+from tokenmill.engine.input_processor import Prompt
+from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
 
+MAX_CONSECUTIVE_OOM_STEPS = 3
+
+
 class EngineDeadError(RuntimeError):
     """The engine thread stopped on an error; no request can be served any more."""
+
+
+class RequestFailedError(RuntimeError):
+    """The engine failed on this request (its admission or a step it was in); the engine serves on."""
 
 
 @dataclass
@@ -51,6 +71,7 @@ class AsyncLLM:
         self._on_failure = on_failure
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
+        self._oom_steps = 0  # consecutive
         self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._stopping = False
@@ -104,7 +125,7 @@ class AsyncLLM:
             while not self._stopping:
                 self._drain_inbox(block=not self.engine.has_unfinished_requests())
                 if self.engine.has_unfinished_requests():
-                    self._deliver(self.engine.step())
+                    self._step()
         except BaseException as exc:
             logger.exception("engine step loop failed")
             self.error = exc
@@ -113,6 +134,21 @@ class AsyncLLM:
                 self._send(request_id, dead)
             if self._on_failure is not None:
                 self._on_failure(exc)
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as exc:
+            out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
+            self._oom_steps = self._oom_steps + 1 if out_of_memory else 0
+            if _breaks_the_device(exc) or self._oom_steps >= MAX_CONSECUTIVE_OOM_STEPS:
+                raise
+            logger.exception("a step failed; failing its requests and serving on")
+            for request_id in self.engine.abort_failed_step():
+                self._send(request_id, RequestFailedError(f"the engine failed on this request: {exc!r}"))
+            return
+        self._oom_steps = 0
+        self._deliver(outputs)
 
     def _drain_inbox(self, block: bool) -> None:
         item = self._inbox.get() if block else self._next_nowait()
@@ -126,6 +162,9 @@ class AsyncLLM:
                     )
                 except ValueError as exc:
                     self._send(item.request_id, exc)
+                except Exception as exc:
+                    logger.exception("admitting request %s failed", item.request_id)
+                    self._send(item.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
             elif isinstance(item, _Abort):
                 output = self.engine.abort_request(item.request_id)
                 if output is not None:
@@ -151,6 +190,12 @@ class AsyncLLM:
         stream = self._streams.get(request_id)
         if stream is not None:
             stream[0].call_soon_threadsafe(stream[1].put_nowait, item)
+
+
+def _breaks_the_device(exc: Exception) -> bool:
+    """A CUDA error (illegal address, device-side assert, ...) leaves the context unusable. torch >= 2.8
+    raises them as `torch.AcceleratorError`; older versions as a RuntimeError saying "CUDA error"."""
+    return isinstance(exc, getattr(torch, "AcceleratorError", ())) or "CUDA error" in str(exc)
 
 
 def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 from tqdm import tqdm
 
 from tokenmill.config import EngineConfig
-from tokenmill.engine.llm_engine import LLMEngine, Prompt
+from tokenmill.engine.input_processor import Prompt
+from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer

@@ -11,16 +11,11 @@ import torch
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels import TRITON_AVAILABLE
-from tokenmill.kernels.attention import AttentionMetadata, decode_splits
-
-if TRITON_AVAILABLE:
-    from tokenmill.kernels.triton_attention import decode_attention, prefill_attention
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.kernels.ops import Ops
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
-
-GiB = 1 << 30
 
 
 @dataclass
@@ -50,7 +45,7 @@ class ModelRunner:
         block_size: int,
         num_blocks: int,
         sampler: Sampler,
-        use_triton: bool,
+        ops: Ops,
         kv_cache_dtype: torch.dtype | None = None,
         max_num_seqs: int = 256,
         max_model_len: int = 4096,
@@ -60,7 +55,7 @@ class ModelRunner:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.sampler = sampler
-        self.use_triton = use_triton
+        self.ops = ops
         params = next(model.parameters())
         self.device, self.dtype = params.device, params.dtype
         cfg = model.config
@@ -81,27 +76,9 @@ class ModelRunner:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._pinned: dict[str, torch.Tensor] = {}
         self._parity = 0  # alternates per launch; selects the set of host buffers a launch may write
-        if use_triton:
-            self._compile_attention_variants()
+        ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, self.kv_scales)
         if cuda_graphs:
             self._capture_decode_graphs(max_num_seqs)
-
-    def _compile_attention_variants(self) -> None:
-        """Run every specialisation of the attention kernels once, so none compiles mid-serving."""
-        cfg = self.model.config
-        cache = self.kv_caches[0]
-        tables = torch.full((1, 4), self.null_block, dtype=torch.int32, device=self.device)
-        lens = torch.ones(1, dtype=torch.int32, device=self.device)
-        q = torch.zeros(64, cfg.num_attention_heads, cfg.head_dim, dtype=self.dtype, device=self.device)
-        splits = 1
-        while splits <= 32:
-            decode_attention(q[:1], cache, tables, lens, 1.0, splits, self.kv_scales)
-            splits *= 2
-        for query_len in (1, 64):
-            starts = torch.tensor([0, query_len], dtype=torch.int32, device=self.device)
-            prefill_attention(
-                q[:query_len], cache, tables, lens * query_len, starts, query_len, 1.0, self.kv_scales
-            )
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -165,9 +142,7 @@ class ModelRunner:
         return staged.view(array.shape).to(self.device, non_blocking=True)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
-        if not self.use_triton:
-            return 1
-        return decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
+        return self.ops.decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
 
     def _prepare(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None
@@ -205,7 +180,6 @@ class ModelRunner:
             query_lens_cpu=batch.num_new_tokens,
             block_size=bs,
             max_query_len=max(batch.num_new_tokens),
-            triton=self.use_triton,
             decode_splits=self._decode_splits(nd, max(seq_lens[:nd], default=1)),
             kv_scales=self.kv_scales,
         )
@@ -271,7 +245,6 @@ class ModelRunner:
             seq_lens_cpu=[],
             query_lens_cpu=[],
             block_size=self.block_size,
-            triton=True,
             decode_splits=self._decode_splits(size, self.max_model_len),
             kv_scales=self.kv_scales,
         )
@@ -319,37 +292,3 @@ def _record_logprobs(
         entry[sampled_ids[i]] = chosen[i]
         assert seq.logprobs is not None
         seq.logprobs.append(entry)
-
-
-def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
-    cfg = model.config
-    element = torch.empty((), dtype=dtype).element_size()
-    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * element
-
-
-def activation_reserve_bytes(model: LlamaForCausalLM, max_batched_tokens: int, max_num_seqs: int) -> int:
-    """Generous upper bound of one step's transient memory: per-token activations plus fp32 logits."""
-    cfg = model.config
-    element = next(model.parameters()).element_size()
-    per_token = (6 * cfg.hidden_size + 3 * cfg.intermediate_size) * element
-    per_token += 3 * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * cfg.head_dim * element
-    graphs_and_workspace = GiB // 2
-    return max_batched_tokens * per_token + 4 * max_num_seqs * cfg.vocab_size * 4 + graphs_and_workspace
-
-
-def cuda_kv_budget_bytes(
-    model: LlamaForCausalLM, memory_utilization: float, reserve: int, cap: int | None = None
-) -> int:
-    """What the KV cache may take so the device stays within `memory_utilization`, and this process
-    within `cap` bytes (e.g. to emulate a 32 GB card on a larger one)."""
-    device = next(model.parameters()).device
-    free, total = torch.cuda.mem_get_info(device)
-    budget = int(total * memory_utilization) - (total - free) - reserve
-    if cap is not None:
-        budget = min(budget, cap - torch.cuda.memory_reserved(device) - reserve)
-    if budget <= 0:
-        raise RuntimeError(
-            f"no GPU memory left for the KV cache: {free / GiB:.1f} GiB free of {total / GiB:.1f} GiB, "
-            f"gpu_memory_utilization={memory_utilization}; raise it or load a smaller model"
-        )
-    return budget

@@ -34,10 +34,13 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+    ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -82,19 +85,9 @@ class Scheduler:
         return batch
 
     def continue_decoding(self, previous: ScheduledBatch) -> ScheduledBatch | None:
-        """The same decoding sequences, one more token each, for a step launched before the previous
-        step's tokens are known (its inputs come straight from the device). None when the next step
-        needs real scheduling: something waits for admission, or a block cannot be had."""
-        if self.waiting or previous.num_decodes != len(previous) or len(previous) != len(self.running):
-            return None
-        block_size = self.block_manager.block_size
-        for seq in previous.seqs:
-            if seq.status is not SequenceStatus.RUNNING:
-                return None
-            fits = seq.num_computed_tokens + 1 <= len(seq.block_ids) * block_size
-            if not (fits or self.block_manager.allocate(seq, 1)):
-                return None
-        return ScheduledBatch(list(previous.seqs), [1] * len(previous), len(previous))
+        """A step to launch before `previous`'s sampled tokens reach the host, or None. This scheduler
+        never launches ahead: every step is scheduled from known tokens (see AsyncScheduler)."""
+        return None
 
     def _admit_waiting(self, budget: int, chosen: list[tuple[Sequence, int]]) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:

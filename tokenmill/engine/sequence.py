@@ -51,6 +51,12 @@ class Sequence:
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)
 
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+        self.token_times.append(time.monotonic())
+        if self.first_token_time is None:
+            self.first_token_time = self.token_times[0]
+
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)

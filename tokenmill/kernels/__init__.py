@@ -1,14 +1,3 @@
-"""Compute kernels. Each Triton kernel has a pure-PyTorch reference beside it; tests hold them equal."""
-
-from __future__ import annotations
-
-import importlib.util
-
-import torch
-
-TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
-
-
-def triton_usable(device: torch.device) -> bool:
-    """Triton kernels run on CUDA devices (and on CPU only under TRITON_INTERPRET=1, for tests)."""
-    return TRITON_AVAILABLE and device.type == "cuda"
+"""Compute kernels, in two backends behind one interface (`ops.Ops`, chosen once by `ops.select_ops`):
+PyTorch references (`reference`) that run anywhere, and Triton kernels (`triton/`, imported only when
+chosen) that each equal their reference in tests."""

@@ -1,8 +1,8 @@
 """Building blocks shared by the decoder families: norm, rotary tables, attention, MLP.
 
 Projections are fused (q|k|v into one matrix, gate|up into one) so a step issues fewer, larger GEMMs;
-the loaders split checkpoint tensors into the fused shards. Each block runs either the Triton kernels
-(`use_triton`, on CUDA) or their PyTorch references, which reproduce Hugging Face numerics exactly.
+the loaders split checkpoint tensors into the fused shards. Each block calls its kernels through the
+`Ops` backend it was built with (Triton kernels, or PyTorch references with Hugging Face numerics).
 """
 
 from __future__ import annotations
@@ -13,32 +13,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokenmill.kernels import TRITON_AVAILABLE
-from tokenmill.kernels.activation import silu_and_mul_reference
-from tokenmill.kernels.attention import AttentionMetadata, paged_attention
-from tokenmill.kernels.norm import rms_norm_reference
-from tokenmill.kernels.rope import norm_rope_and_cache_reference
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
-
-if TRITON_AVAILABLE:
-    from tokenmill.kernels.activation import silu_and_mul
-    from tokenmill.kernels.norm import rms_norm
-    from tokenmill.kernels.rope import norm_rope_and_cache
 
 
 class RMSNorm(nn.Module):
     """RMS normalisation in float32; with `residual`, adds it first and returns the sum as well."""
 
-    def __init__(self, dim: int, eps: float, use_triton: bool = False) -> None:
+    def __init__(self, dim: int, eps: float, ops: Ops) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
-        self._norm = rms_norm if use_triton else rms_norm_reference
+        self.ops = ops
 
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self._norm(x, self.weight, self.eps, residual)
+        return self.ops.rms_norm(x, self.weight, self.eps, residual)
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -76,7 +68,7 @@ class RotaryTables(nn.Module):
 class Attention(nn.Module):
     """Self-attention over the paged KV cache. `kv_cache` is attached by the model runner."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryTables, use_triton: bool = False) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -88,10 +80,10 @@ class Attention(nn.Module):
             config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias
         )
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
-        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
         self.rotary = rotary
-        self._norm_rope_and_cache = norm_rope_and_cache if use_triton else norm_rope_and_cache_reference
+        self.ops = ops
         self.kv_cache: torch.Tensor | None = None  # [2, num_blocks, block_size, kv_heads, head_dim]
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -103,20 +95,20 @@ class Attention(nn.Module):
         if self.q_norm is not None and self.k_norm is not None:
             qk_norm = (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
         assert self.kv_cache is not None, "the model runner attaches the KV cache before the first step"
-        q = self._norm_rope_and_cache(
+        q = self.ops.norm_rope_and_cache(
             q, k, v, positions, self.rotary.cos, self.rotary.sin, self.kv_cache, meta.slot_mapping, qk_norm,
             meta.kv_scales,
         )  # fmt: skip
-        out = paged_attention(q, self.kv_cache, meta, self.scale)
+        out = self.ops.paged_attention(q, self.kv_cache, meta, self.scale)
         return self.o_proj(out.flatten(1))
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, use_triton: bool = False) -> None:
+    def __init__(self, config: ModelConfig, ops: Ops) -> None:
         super().__init__()
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-        self._activation = silu_and_mul if use_triton else silu_and_mul_reference
+        self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self._activation(self.gate_up_proj(x)))
+        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))

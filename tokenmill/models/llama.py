@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from tokenmill.kernels.attention import AttentionMetadata
+from tokenmill.kernels.metadata import AttentionMetadata
+from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
 from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables
 
@@ -24,12 +25,12 @@ _FUSED_SHARDS = {
 class DecoderLayer(nn.Module):
     """Pre-norm block. The residual stream is carried separately so each norm can fuse the add."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryTables, use_triton: bool) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, use_triton)
-        self.self_attn = Attention(config, rotary, use_triton)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, use_triton)
-        self.mlp = MLP(config, use_triton)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
+        self.self_attn = Attention(config, rotary, ops)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
+        self.mlp = MLP(config, ops)
 
     def forward(
         self,
@@ -56,15 +57,15 @@ class LlamaForCausalLM(nn.Module):
         """Family-specific options a generic config reader cannot know; Llama needs none."""
         return config
 
-    def __init__(self, config: ModelConfig, max_positions: int, use_triton: bool = False) -> None:
+    def __init__(self, config: ModelConfig, max_positions: int, ops: Ops) -> None:
         super().__init__()
         self.config = config
         rotary = RotaryTables(config, max_positions)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, rotary, use_triton) for _ in range(config.num_hidden_layers)
+            DecoderLayer(config, rotary, ops) for _ in range(config.num_hidden_layers)
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, use_triton)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

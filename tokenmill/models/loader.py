@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from tokenmill.kernels.ops import TORCH_OPS, Ops
 from tokenmill.models import model_class
 from tokenmill.models.config import ModelConfig
 from tokenmill.models.gguf_file import GGUFCheckpoint
@@ -50,7 +51,7 @@ def load_model(
     dtype: torch.dtype,
     max_model_len: int | None,
     seed: int = 0,
-    use_triton: bool = False,
+    ops: Ops = TORCH_OPS,
 ) -> LoadedModel:
     """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default)."""
     if reference is None:
@@ -59,19 +60,19 @@ def load_model(
         config = ModelConfig.from_hf(preset_config(reference.removeprefix("random:")))
         tokenizer = Tokenizer.byte_level()
         config = replace(config, eos_token_ids=(tokenizer.eos_token_id,))
-        model = _build(config, device, dtype, max_model_len, use_triton)
+        model = _build(config, device, dtype, max_model_len, ops)
         _randomize(model, seed)
         return LoadedModel(model, model.config, tokenizer, reference)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         checkpoint = GGUFCheckpoint(path)
         config = checkpoint.model_config()
-        model = _build(config, device, dtype, max_model_len, use_triton)
+        model = _build(config, device, dtype, max_model_len, ops)
         model.load_weights(checkpoint.weights(model.config))
         return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
     if path.is_dir():
         config = _read_hf_config(path)
-        model = _build(config, device, dtype, max_model_len, use_triton)
+        model = _build(config, device, dtype, max_model_len, ops)
         model.load_weights(_safetensors_weights(path))
         return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
     raise FileNotFoundError(
@@ -105,13 +106,13 @@ def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tup
 
 
 def _build(
-    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None, use_triton: bool
+    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None, ops: Ops
 ) -> LlamaForCausalLM:
     cls = model_class(config)
     config = cls.adapt_config(config)
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
     with torch.device(device), _default_dtype(dtype):
-        model = cls(config, max_positions, use_triton)
+        model = cls(config, max_positions, ops)
     return model.eval().requires_grad_(False)
 
 
@@ -153,7 +154,7 @@ def check_model_directory(path: str | Path) -> list[str]:
     problems = []
     try:
         with torch.device("meta"):
-            model = cls(cls.adapt_config(config), 16)
+            model = cls(cls.adapt_config(config), 16, TORCH_OPS)
         model.load_weights(_safetensors_weights(path, headers_only=True))
     except (FileNotFoundError, ValueError, OSError) as exc:
         problems.append(f"weights: {exc}")

@@ -2,76 +2,93 @@
 
 Streamed answers are JSON lines `{"req_id", "token", "is_end", "send_idx", "error_code", "error_msg"}`;
 a non-streamed answer carries the whole text in `tokens_all`. Errors have a non-zero `error_code`
-(the HTTP status) and a readable `error_msg`. A `req_id` may not be used twice at the same time (the
-engine client refuses a request id in use).
+(the HTTP status) and a readable `error_msg`. A `req_id` may not be used twice at the same time.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Iterable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 
-from tokenmill.outputs import RequestOutput
+from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.errors import APIError
-from tokenmill.server.protocol import FastDeployRequest
-from tokenmill.server.state import ServerState, Ticket, unless_disconnected
+from tokenmill.server.protocol import FastDeployRequest, template_messages
+from tokenmill.server.responses import FastDeployMessage, UsageInfo
+from tokenmill.server.state import ServerState
+from tokenmill.server.streaming import Dialect, json_response, respond
 
 
-def _error(req_id: str | None, exc: APIError) -> JSONResponse:
-    body = {"req_id": req_id, "error_code": exc.status, "error_msg": exc.message, "is_end": 1}
-    return JSONResponse(body, status_code=exc.status)
+class FastDeployDialect(Dialect):
+    """One sequence per request; each update is a line numbered by `send_idx`, the last one whole."""
 
+    media_type = "application/json"
 
-def _usage(output: RequestOutput) -> dict[str, int]:
-    prompt, completion = len(output.prompt_token_ids), len(output.outputs[0].token_ids)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    def __init__(self, req_id: str, return_usage: bool) -> None:
+        super().__init__()
+        self.req_id = req_id
+        self.return_usage = return_usage
+        self.send_idx = 0
+
+    def update(
+        self, index: int, output: RequestOutput, completion: CompletionOutput
+    ) -> Iterable[FastDeployMessage]:
+        line = FastDeployMessage(
+            req_id=self.req_id,
+            token=completion.delta_text,
+            is_end=int(completion.finished),
+            send_idx=self.send_idx,
+            **(self.last_fields(output) if completion.finished else {}),
+        )
+        self.send_idx += 1
+        yield line
+
+    def whole(self, outputs: list[RequestOutput]) -> FastDeployMessage:
+        return FastDeployMessage(req_id=self.req_id, is_end=1, **self.last_fields(outputs[0]))
+
+    def last_fields(self, output: RequestOutput) -> dict[str, object]:
+        fields: dict[str, object] = {"tokens_all": output.outputs[0].text}
+        if self.return_usage:
+            fields["usage"] = UsageInfo.of([output])
+        return fields
+
+    def frame(self, event: BaseModel) -> str:
+        return event.model_dump_json() + "\n"
+
+    def end(self) -> list[str]:
+        return []
+
+    def failure(self, exc: APIError) -> list[str]:
+        return [self.frame(self.error(exc, send_idx=self.send_idx))]
+
+    def error(self, exc: APIError, **fields: object) -> FastDeployMessage:
+        return FastDeployMessage(
+            req_id=self.req_id, is_end=1, error_code=exc.status, error_msg=exc.message, **fields
+        )
 
 
 async def handle(body: FastDeployRequest, request: Request, state: ServerState) -> Response:
-    req_id = body.req_id or str(uuid.uuid4())
+    dialect = FastDeployDialect(body.req_id or str(uuid.uuid4()), body.return_usage)
     try:
         prompt, params = await _prepare(body, state)
         ticket = state.admit()
-    except APIError as exc:
-        return _error(req_id, exc)
-    stream = state.generate(
-        prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{req_id}", stream=body.stream
-    )
-    if body.stream:
-        return StreamingResponse(
-            _lines(req_id, stream, ticket, body.return_usage), media_type="application/json"
+        stream = state.generate(
+            prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{dialect.req_id}", stream=body.stream
         )
-    try:
-        with ticket:
-            output = await unless_disconnected(request, state.final_output(stream))
+        return await respond(request, state, dialect, [stream], ticket, body.stream)
     except APIError as exc:
-        return _error(req_id, exc)
-    answer: dict[str, Any] = {
-        "req_id": req_id,
-        "tokens_all": output.outputs[0].text,
-        "is_end": 1,
-        "error_code": 0,
-        "error_msg": "",
-    }
-    if body.return_usage:
-        answer["usage"] = _usage(output)
-    return JSONResponse(answer)
+        return json_response(dialect.error(exc), exc.status)
 
 
 async def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
     if body.messages is None and body.text is None:
         raise APIError(400, "give text or messages", "text")
     if body.messages is not None:
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in body.messages
-        ]
+        messages = template_messages(body.messages)
     else:
         messages = [{"role": "user", "content": body.text or ""}]
     prompt = await state.encode_prompt(messages)
@@ -96,39 +113,3 @@ async def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[in
         seed=body.seed,
     )
     return prompt, params
-
-
-async def _lines(
-    req_id: str, stream: AsyncIterator[RequestOutput], ticket: Ticket, return_usage: bool
-) -> AsyncIterator[str]:
-    send_idx = 0
-    try:
-        async for output in stream:
-            completion = output.outputs[0]
-            if not (completion.delta_text or output.finished):
-                continue
-            line: dict[str, Any] = {
-                "req_id": req_id,
-                "token": completion.delta_text,
-                "is_end": int(output.finished),
-                "send_idx": send_idx,
-                "error_code": 0,
-                "error_msg": "",
-            }
-            if output.finished:
-                line["tokens_all"] = completion.text
-                if return_usage:
-                    line["usage"] = _usage(output)
-            send_idx += 1
-            yield json.dumps(line, ensure_ascii=False) + "\n"
-    except APIError as exc:
-        error = {
-            "req_id": req_id,
-            "is_end": 1,
-            "send_idx": send_idx,
-            "error_code": exc.status,
-            "error_msg": exc.message,
-        }
-        yield json.dumps(error, ensure_ascii=False) + "\n"
-    finally:
-        ticket.close()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from tokenmill.config import ServerConfig
-from tokenmill.engine.async_llm import EngineDeadError
+from tokenmill.engine.async_llm import EngineDeadError, RequestFailedError
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.admission import Ticket
@@ -78,8 +78,11 @@ class Generation:
                         408, f"request timed out after {timeout:g}s and was aborted", "timeout"
                     ) from None
                 except EngineDeadError as exc:
-                    failure = "engine_error"
+                    failure = "engine_dead"
                     raise APIError(503, str(exc)) from exc
+                except RequestFailedError as exc:
+                    failure = "engine_error"
+                    raise APIError(500, str(exc)) from exc
                 except ValueError as exc:
                     failure = "invalid"
                     raise bad_request_from_value_error(exc) from exc

@@ -34,7 +34,8 @@ def strip_thinking(text: str) -> str:
     return _THINKING.sub("", text).strip()
 
 
-@router.api_route("/", methods=["GET", "HEAD"], summary="judge health check")
+@router.get("/", summary="judge health check")
+@router.head("/", include_in_schema=False)  # load balancers probe with HEAD
 async def health(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.tm
     lifecycle = state.lifecycle

@@ -85,7 +85,7 @@ class Metrics:
         )
         self.request_failure = Counter(
             "tokenmill:request_failure",
-            "Requests that ended without an answer: invalid, timeout, engine_error, shutdown",
+            "Requests that ended without an answer: invalid, timeout, engine_error, engine_dead, shutdown",
             ["reason"],
             registry=self.registry,
         )

@@ -1,17 +1,68 @@
-"""Request bodies of every endpoint, strict so that a wrong type is a 400 and never a silent conversion."""
+"""Request bodies of every endpoint, strict so that a wrong type is a 400 and never a silent conversion.
+
+Every string a request carries must be valid Unicode (JSON lets a body hold lone surrogates, which no
+tokenizer can encode) and every integer must fit the engine's integer types, so that such input is a
+400 naming the field rather than a failure deep in the tokenizer or in torch.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
+logger = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not valid Unicode (a lone surrogate, which UTF-8 cannot encode), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
+    return None
+
+
+def _require_unicode(value: Any) -> Any:
+    """Rejects a string, or a list of strings, holding text no tokenizer can encode."""
+    texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    for index, text in enumerate(texts):
+        problem = unicode_problem(text) if isinstance(text, str) else None
+        if problem:
+            where = "" if isinstance(value, str) else f"item {index} "
+            raise PydanticCustomError(
+                "invalid_unicode",
+                "{where}is not valid Unicode text: {problem}",
+                {"where": where, "problem": problem},
+            )
+    return value
+
+
+UnicodeChecked = BeforeValidator(_require_unicode)
+Text = Annotated[StrictStr, UnicodeChecked]
 Temperature = Annotated[float, Field(ge=0, le=100, strict=True)]
 Probability = Annotated[float, Field(ge=0, le=1, strict=True)]
 Penalty = Annotated[float, Field(ge=-2, le=2, strict=True)]
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
-TokenId = Annotated[StrictInt, Field(ge=0)]
-StopStrings = StrictStr | Annotated[list[StrictStr], Field(max_length=16)]
+PositiveInt = Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
+TokenId = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
+TopK = Annotated[StrictInt, Field(ge=-1, le=INT32_MAX)]
+Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]  # torch.Generator's range
+StopStrings = Annotated[StrictStr | Annotated[list[StrictStr], Field(max_length=16)], UnicodeChecked]
 
 
 class _Body(BaseModel):
@@ -21,10 +72,10 @@ class _Body(BaseModel):
 class _VllmSampling(_Body):
     """Sampling fields vLLM accepts beyond the OpenAI ones."""
 
-    top_k: StrictInt | None = Field(default=None, ge=-1)
+    top_k: TopK | None = None
     min_p: Probability | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10, strict=True)] | None = None
-    min_tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    min_tokens: Annotated[StrictInt, Field(ge=0, le=INT32_MAX)] = 0
     ignore_eos: StrictBool = False
     stop_token_ids: list[TokenId] | None = None
     skip_special_tokens: StrictBool = True
@@ -35,47 +86,53 @@ class StreamOptions(_Body):
 
 
 class _OpenAISampling(_VllmSampling):
-    model: StrictStr | None = None
+    model: Text | None = None
     n: Annotated[StrictInt, Field(ge=1, le=16)] = 1
     temperature: Temperature | None = None
     top_p: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
     stop: StopStrings | None = None
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
-    seed: StrictInt | None = None
+    seed: Seed | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    user: StrictStr | None = None
+    user: Text | None = None
 
 
 class CompletionRequest(_OpenAISampling):
-    prompt: (
+    prompt: Annotated[
         StrictStr
         | Annotated[list[StrictStr], Field(min_length=1)]
         | Annotated[list[TokenId], Field(min_length=1)]
-        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
-    )
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)],
+        UnicodeChecked,
+    ]
     max_tokens: PositiveInt | None = 16
     logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     echo: StrictBool = False
-    suffix: StrictStr | None = None
+    suffix: Text | None = None
     best_of: PositiveInt | None = None
 
 
 class TextPart(_Body):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
 
 
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[TextPart] | None = None
-    name: StrictStr | None = None
+    content: Annotated[StrictStr | list[TextPart], UnicodeChecked] | None = None
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """The conversation as chat templates take it; `developer` is OpenAI's newer name for `system`."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
 
 
 class ResponseFormat(_Body):
@@ -96,9 +153,9 @@ class ChatCompletionRequest(_OpenAISampling):
 class FastDeployRequest(_Body):
     """FastDeploy's request (seed 003): `text` or `messages`, with its own names for the sampling knobs."""
 
-    text: StrictStr | None = None
+    text: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
-    req_id: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+    req_id: Text | None = Field(default=None, min_length=1, max_length=256)
     max_dec_len: PositiveInt | None = None
     min_dec_len: PositiveInt = 1
     topp: Annotated[float, Field(gt=0, le=1, strict=True)] = 0.7
@@ -109,7 +166,7 @@ class FastDeployRequest(_Body):
     stream: StrictBool = False
     timeout: Annotated[float, Field(gt=0, le=3600, strict=True)] | None = None
     return_usage: StrictBool = False
-    seed: StrictInt | None = None
+    seed: Seed | None = None
 
 
 FASTDEPLOY_ONLY_FIELDS = frozenset(
@@ -141,25 +198,43 @@ ChatBody = Annotated[
 
 
 class PredictRequest(_Body):
-    """The judge's request: one prompt or a batch, plus optional overrides of the server's defaults."""
+    """The judge's request: one prompt or a batch, plus optional overrides of the server's defaults.
+
+    A single prompt that is not valid Unicode is a 400; in a batch such an item becomes "" (answered
+    with "", like any empty question) so that the other items are still answered."""
 
     prompt: StrictStr | Annotated[list[StrictStr], Field(max_length=100_000)]
     max_new_tokens: PositiveInt | None = None
     temperature: Temperature | None = None
     top_p: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
-    top_k: StrictInt | None = Field(default=None, ge=-1)
+    top_k: TopK | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=10, strict=True)] | None = None
     stop: StopStrings | None = None
-    system_prompt: StrictStr | None = None
+    system_prompt: Text | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _blank_invalid_batch_items(cls, prompt: str | list[str]) -> str | list[str]:
+        if isinstance(prompt, str):
+            return _require_unicode(prompt)
+        checked = []
+        for index, question in enumerate(prompt):
+            problem = unicode_problem(question)
+            if problem:
+                logger.warning(
+                    "prompt[%d] is not valid Unicode text (%s); its answer is empty", index, problem
+                )
+            checked.append("" if problem else question)
+        return checked
 
 
 class TokenizeRequest(_Body):
-    model: StrictStr | None = None
-    prompt: StrictStr | None = None
+    model: Text | None = None
+    prompt: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     add_special_tokens: StrictBool = True
 
 
 class DetokenizeRequest(_Body):
-    model: StrictStr | None = None
+    model: Text | None = None
     tokens: list[TokenId]

@@ -1,4 +1,4 @@
-"""Triton attention over the paged KV cache, behind the interface of `kernels.attention`.
+"""Triton attention over the paged KV cache (reference: `reference.paged_attention`).
 
 Decode: one program per (sequence, KV head, split) computes all query heads of the GQA group at once,
 so each K/V tile is read once per group; long contexts are split across programs and merged with a
@@ -44,7 +44,9 @@ def _attend_tile(q, k, v, visible, scale, m, total, acc, DOT: tl.constexpr):
     return m_new, total, acc
 
 
-@triton.jit
+# Block-table rows are as wide as the batch's longest context, so their stride changes from step to step:
+# specialising on it (== 1, % 16 == 0) would compile new variants mid-serving for no gain.
+@triton.jit(do_not_specialize=["stride_bt"])
 def _decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr, part_out_ptr, part_lse_ptr,
     k_scale_ptr, v_scale_ptr, scale,
@@ -112,7 +114,7 @@ def _merge_splits_kernel(
     tl.store(out_ptr + seq * stride_ot + head * stride_oh + d, out, mask=d < HEAD_DIM)
 
 
-@triton.jit(do_not_specialize=["seq_offset"])
+@triton.jit(do_not_specialize=["seq_offset", "stride_bt"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_ptr, out_ptr,
     k_scale_ptr, v_scale_ptr, scale, seq_offset,
@@ -161,6 +163,18 @@ def _prefill_kernel(
     )
 
 
+PREFILL_BLOCK_M = (16, 64)  # query rows per program: short chunks (decode-like), long prompts
+
+
+def _scale_pointers(
+    kv_scales: torch.Tensor | None, placeholder: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp8 cache's k and v scales; without fp8 the kernels never read them, so any aligned tensor
+    will do. Not a slice of a batch tensor: a one-sequence batch would make it empty (pointer 0, which
+    Triton counts as aligned) and so select a different compiled variant than larger batches."""
+    return (kv_scales, kv_scales[1:]) if kv_scales is not None else (placeholder, placeholder)
+
+
 def _dot_precision(q: torch.Tensor) -> str:
     """float32 models get exact float32 products (Triton would use TF32); 16-bit inputs ignore this."""
     return "ieee" if q.dtype == torch.float32 else "tf32"
@@ -189,9 +203,9 @@ def decode_attention(
         part_lse = torch.empty(num_seqs * num_heads * num_splits, dtype=torch.float32, device=q.device)
     else:
         part_out = part_lse = out
-    scales = kv_scales if kv_scales is not None else seq_lens
+    k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, scales, scales[1:], scale,
+        q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, k_scale, v_scale, scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
@@ -226,11 +240,11 @@ def prefill_attention(
     _, _, page, num_kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
-    block_m = 64 if max_query_len > 32 else 16
-    scales = kv_scales if kv_scales is not None else seq_lens
+    block_m = PREFILL_BLOCK_M[0] if max_query_len <= 32 else PREFILL_BLOCK_M[1]
+    k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     grid = (num_seqs, num_heads, triton.cdiv(max_query_len, block_m))
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, scales, scales[1:], scale,
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, k_scale, v_scale, scale,
         first_seq, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),

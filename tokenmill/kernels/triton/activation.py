@@ -1,16 +1,11 @@
-"""SiLU(gate) * up in one pass over the fused gate|up projection output."""
+"""SiLU(gate) * up in one pass over the fused gate|up projection output
+(reference: `reference.silu_and_mul`)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
-
-
-def silu_and_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:
-    gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
 
 
 @triton.jit

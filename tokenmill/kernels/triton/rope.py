@@ -1,8 +1,8 @@
 """Per-head q/k RMSNorm (Qwen3), rotary embedding and the KV-cache write, fused into one pass.
 
-The reference composes the three steps with Hugging Face numerics; the Triton kernel reads each token's
-q, k and v once, rotates q in place and stores the rotated k and v at the token's cache slot
-(quantized to fp8 with a per-tensor scale when the cache is fp8).
+`reference.norm_rope_and_cache` composes the three steps with Hugging Face numerics; this kernel reads
+each token's q, k and v once, rotates q in place and stores the rotated k and v at the token's cache
+slot (quantized to fp8 with a per-tensor scale when the cache is fp8).
 """
 
 from __future__ import annotations
@@ -10,52 +10,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-from tokenmill.kernels.norm import rms_norm_reference
-
-
-def write_kv_cache(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    kv_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    kv_scales: torch.Tensor | None = None,
-) -> None:
-    """Store the new tokens' keys and values ([tokens, kv_heads, head_dim]) at their cache slots."""
-    num_kv_heads, head_dim = k.shape[1], k.shape[2]
-    if kv_scales is not None:
-        k, v = k.float() / kv_scales[0], v.float() / kv_scales[1]
-    kv_cache[0].view(-1, num_kv_heads, head_dim)[slot_mapping] = k.to(kv_cache.dtype)
-    kv_cache[1].view(-1, num_kv_heads, head_dim)[slot_mapping] = v.to(kv_cache.dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Half-split rotary embedding; cos/sin: [tokens, head_dim / 2], cast to x's dtype as HF does."""
-    cos, sin = cos[:, None, :].to(x.dtype), sin[:, None, :].to(x.dtype)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-
-
-def norm_rope_and_cache_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    positions: torch.Tensor,
-    cos_table: torch.Tensor,
-    sin_table: torch.Tensor,
-    kv_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    qk_norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-    kv_scales: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Returns the rotated q ([tokens, heads, head_dim]); writes rotated k and v to the cache."""
-    if qk_norm is not None:
-        q_weight, k_weight, eps = qk_norm
-        q, k = rms_norm_reference(q, q_weight, eps)[0], rms_norm_reference(k, k_weight, eps)[0]
-    cos, sin = cos_table[positions], sin_table[positions]
-    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-    write_kv_cache(k, v, kv_cache, slot_mapping, kv_scales)
-    return q
 
 
 @triton.jit

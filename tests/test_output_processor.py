@@ -1,0 +1,74 @@
+"""Output processor, no model: which updates a request gets, what they carry, and stops decided on text."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.fake_sequences import make_seq
+from tokenmill.engine.input_processor import EngineRequest
+from tokenmill.engine.output_processor import OutputProcessor
+from tokenmill.engine.sequence import Sequence, SequenceStatus
+from tokenmill.tokenizer import Tokenizer
+
+PROMPT = [1, 2]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.byte_level()
+
+
+def added(processor: OutputProcessor, stream: bool, **params) -> Sequence:
+    seq = make_seq(PROMPT, "req", max_tokens=10, **params)
+    processor.add(EngineRequest("req", "hi", PROMPT, seq.params), [seq], stream)
+    return seq
+
+
+def feed(processor: OutputProcessor, seq: Sequence, text: str):
+    """Sample `text` token by token; returns each step's outputs (finishing the sequence on a stop)."""
+    steps = []
+    for token in processor.tokenizer.encode(text, add_special_tokens=False):
+        seq.append_token(token)
+        stop = processor.process_token(seq, token)
+        if stop is not None:
+            seq.status, (seq.finish_reason, seq.stop_reason) = SequenceStatus.FINISHED, stop
+        steps.append(processor.outputs([seq]))
+        if stop is not None:
+            break
+    return steps
+
+
+def test_a_stream_gets_an_update_per_token_with_deltas(tokenizer) -> None:
+    processor = OutputProcessor(tokenizer, eos_token_ids=(0,), max_model_len=64)
+    seq = added(processor, stream=True)
+    steps = feed(processor, seq, "abc")
+    assert [[o.outputs[0].delta_text for o in step] for step in steps] == [["a"], ["b"], ["c"]]
+    abc = tokenizer.encode("abc", add_special_tokens=False)
+    assert [step[0].outputs[0].delta_token_ids for step in steps] == [[t] for t in abc]
+    assert not steps[-1][0].finished and "req" in processor
+
+
+def test_a_non_stream_request_gets_its_first_update_and_its_last_only(tokenizer) -> None:
+    processor = OutputProcessor(tokenizer, eos_token_ids=(0,), max_model_len=64)
+    seq = added(processor, stream=False, stop=["cd"])
+    steps = feed(processor, seq, "abcde")
+    assert [len(step) for step in steps] == [1, 0, 0, 1]  # "cd" ends it at the fourth token
+    last = steps[-1][0]
+    assert last.finished and last.prompt == "hi" and last.prompt_token_ids == PROMPT
+    assert (last.outputs[0].text, last.outputs[0].finish_reason, last.outputs[0].stop_reason) == (
+        "ab",
+        "stop",
+        "cd",
+    )
+    assert last.outputs[0].token_ids == tokenizer.encode("abcd", add_special_tokens=False)
+    assert "req" not in processor and len(processor) == 0
+
+
+def test_finalize_reports_what_was_generated_so_far(tokenizer) -> None:
+    processor = OutputProcessor(tokenizer, eos_token_ids=(0,), max_model_len=64)
+    seq = added(processor, stream=False)
+    feed(processor, seq, "xy")
+    seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
+    final = processor.finalize("req")
+    assert final.finished and final.outputs[0].text == "xy" and final.outputs[0].finish_reason == "abort"
+    assert processor.seqs_of("req") is None

@@ -1,0 +1,141 @@
+"""From sampled tokens to what callers see: per-request text, stop decisions and `RequestOutput`s.
+
+The engine core appends each sampled token to its sequence and asks here whether the sequence ends;
+this module owns the detokenizer state of every live request, so stop strings (which need the text)
+and stop tokens are decided in one place, by the pure `check_stop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from tokenmill.engine.detokenizer import SequenceText
+from tokenmill.engine.input_processor import EngineRequest
+from tokenmill.engine.sequence import Sequence
+from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
+from tokenmill.tokenizer import Tokenizer
+
+StopDecision = tuple[str, str | int | None]  # (finish_reason, stop_reason)
+
+
+def check_stop(
+    seq: Sequence,
+    token: int,
+    stop_string: str | None,
+    eos_token_ids: Iterable[int],
+    max_model_len: int,
+) -> StopDecision | None:
+    """Why `seq` ends now that `token` is its newest token, or None if it goes on.
+
+    Stops (a stop string found in the text, EOS unless `ignore_eos`, a stop token id) count only once
+    `min_tokens` are out; the length limits (`max_tokens`, else the context) always apply."""
+    params = seq.params
+    if seq.num_output_tokens >= params.min_tokens:
+        if stop_string is not None:
+            return "stop", stop_string
+        if not params.ignore_eos and token in eos_token_ids:
+            return "stop", None
+        if token in (params.stop_token_ids or ()):
+            return "stop", token
+    if seq.num_output_tokens >= (params.max_tokens or max_model_len) or seq.num_tokens >= max_model_len:
+        return "length", None
+    return None
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    seqs: list[Sequence]
+    texts: list[SequenceText]
+    stream: bool  # an output every step; else only at the first token and at the end
+    started: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return all(seq.is_finished for seq in self.seqs)
+
+
+class OutputProcessor:
+    def __init__(self, tokenizer: Tokenizer, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.max_model_len = max_model_len
+        self._requests: dict[str, RequestState] = {}
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._requests
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(self, request: EngineRequest, seqs: list[Sequence], stream: bool) -> None:
+        texts = [SequenceText(self.tokenizer, request.params, incremental=stream) for _ in seqs]
+        self._requests[request.request_id] = RequestState(
+            request.request_id, request.prompt, request.prompt_token_ids, seqs, texts, stream
+        )
+
+    def request_ids(self) -> list[str]:
+        return list(self._requests)
+
+    def seqs_of(self, request_id: str) -> list[Sequence] | None:
+        state = self._requests.get(request_id)
+        return None if state is None else state.seqs
+
+    def process_token(self, seq: Sequence, token: int) -> StopDecision | None:
+        """Extend the sequence's text by its newest token and decide whether the sequence stops."""
+        may_stop = seq.num_output_tokens >= seq.params.min_tokens
+        text = self._requests[seq.request_id].texts[seq.index]
+        stop_string = text.append(token, check_stops=may_stop)
+        return check_stop(seq, token, stop_string, self.eos_token_ids, self.max_model_len)
+
+    def outputs(self, advanced: Iterable[Sequence]) -> list[RequestOutput]:
+        """One output per request that advanced: every step if it streams, else its first and last."""
+        outputs = []
+        for request_id in dict.fromkeys(seq.request_id for seq in advanced):
+            state = self._requests[request_id]
+            if state.finished:
+                outputs.append(self.finalize(request_id))
+            elif state.stream or not state.started:
+                state.started = True
+                outputs.append(self._output(state))
+        return outputs
+
+    def finalize(self, request_id: str) -> RequestOutput:
+        """The last output of a request whose sequences have all finished; forgets the request."""
+        state = self._requests.pop(request_id)
+        for seq, text in zip(state.seqs, state.texts):
+            text.finish(seq.output_token_ids)
+        return self._output(state)
+
+    def _output(self, state: RequestState) -> RequestOutput:
+        completions = []
+        for seq, text in zip(state.seqs, state.texts):
+            delta_text = text.take_delta(seq.is_finished)
+            delta_tokens = seq.output_token_ids[text.num_sent_tokens :]
+            text.num_sent_tokens = seq.num_output_tokens
+            completions.append(
+                CompletionOutput(
+                    index=seq.index,
+                    text=text.text[: text.num_sent_chars],
+                    token_ids=seq.output_token_ids,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                    delta_text=delta_text,
+                    delta_token_ids=delta_tokens,
+                    logprobs=seq.logprobs,
+                    token_times=seq.token_times,
+                )
+            )
+        first = state.seqs[0]
+        return RequestOutput(
+            request_id=state.request_id,
+            prompt=state.prompt,
+            prompt_token_ids=state.prompt_token_ids,
+            outputs=completions,
+            finished=state.finished,
+            num_cached_tokens=first.num_cached_tokens,
+            times=RequestTimes(first.arrival_time, first.first_scheduled_time, first.first_token_time),
+        )

@@ -1,0 +1,113 @@
+"""The kernel backend as one object: the models and the runner call `ops.<kernel>(...)`, and which
+implementation runs is decided once, at load, by `select_ops`.
+
+The Triton package is imported here lazily, so `import tokenmill` works where Triton is missing (CPU-only
+torch, macOS).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from tokenmill.kernels import reference
+from tokenmill.kernels.metadata import AttentionMetadata
+
+logger = logging.getLogger(__name__)
+
+KernelChoice = Literal["auto", "triton", "torch"]
+Tensor = torch.Tensor
+QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-head norms
+
+# (x, weight, eps, residual) -> (RMSNorm of x + residual, x + residual); without residual, of x alone
+RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None], tuple[Tensor, Tensor | None]]
+# (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
+# optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
+NormRopeAndCacheOp = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, QKNorm | None, Tensor | None], Tensor
+]
+# (q, kv_cache, meta, scale) -> causal attention of a step's new tokens over the paged cache
+PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float], Tensor]
+# (num_seqs, num_kv_heads, max_len, num_sms) -> AttentionMetadata.decode_splits
+DecodeSplitsOp = Callable[[int, int, int, int], int]
+# (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
+WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
+
+
+@dataclass(frozen=True)
+class Ops:
+    """One backend's kernels, with the same contract (and within rounding, the same results) in each."""
+
+    name: Literal["torch", "triton"]
+    supports_cuda_graphs: bool  # its kernels can be captured (the reference reads host-side lists)
+    rms_norm: RMSNormOp
+    silu_and_mul: Callable[[Tensor], Tensor]  # [rows, 2 * width] gate|up -> [rows, width]
+    norm_rope_and_cache: NormRopeAndCacheOp
+    paged_attention: PagedAttentionOp
+    decode_splits: DecodeSplitsOp
+    warm_up: WarmUpOp
+
+
+def _one_split(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
+    """The reference attends each decode in one pass."""
+    return 1
+
+
+def _nothing_to_warm_up(
+    kv_cache: Tensor, num_heads: int, dtype: torch.dtype, null_block: int, kv_scales: Tensor | None
+) -> None:
+    """The reference compiles nothing."""
+
+
+TORCH_OPS = Ops(
+    name="torch",
+    supports_cuda_graphs=False,
+    rms_norm=reference.rms_norm,
+    silu_and_mul=reference.silu_and_mul,
+    norm_rope_and_cache=reference.norm_rope_and_cache,
+    paged_attention=reference.paged_attention,
+    decode_splits=_one_split,
+    warm_up=_nothing_to_warm_up,
+)
+
+
+def triton_ops(device: torch.device) -> Ops:
+    """The Triton backend; raises ImportError when the triton package cannot be imported."""
+    from tokenmill.kernels.triton import activation, norm, paged, rope
+
+    return Ops(
+        name="triton",
+        supports_cuda_graphs=device.type == "cuda",
+        rms_norm=norm.rms_norm,
+        silu_and_mul=activation.silu_and_mul,
+        norm_rope_and_cache=rope.norm_rope_and_cache,
+        paged_attention=paged.paged_attention,
+        decode_splits=paged.decode_splits,
+        warm_up=paged.compile_variants,
+    )
+
+
+def select_ops(kernels: KernelChoice, device: torch.device) -> Ops:
+    """`torch`: the references. `triton`: the Triton kernels, which need the triton package and a CUDA
+    device (or, for tests, Triton's CPU interpreter: TRITON_INTERPRET=1). `auto`: Triton on CUDA when it
+    imports, else the references."""
+    if kernels == "torch" or (kernels == "auto" and device.type != "cuda"):
+        return TORCH_OPS
+    try:
+        ops = triton_ops(device)
+    except ImportError as exc:
+        if kernels == "triton":
+            raise ValueError(
+                f"kernels='triton' needs the triton package, which cannot be imported ({exc}); "
+                "install triton or use kernels='torch'"
+            ) from exc
+        logger.warning("triton cannot be imported (%s): using the PyTorch reference kernels", exc)
+        return TORCH_OPS
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"kernels='triton' needs a CUDA device, not {device.type}; use kernels='torch'")
+    return ops
