@@ -10,6 +10,7 @@ import yaml
 
 from tokenmill.config import SEED_ENV_ALIASES, ServerConfig
 from tokenmill.server.app import create_app
+from tokenmill.server.launcher import ABANDON_GRACE_SECONDS, CLOSE_GRACE_SECONDS
 from tokenmill.server.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ def test_grace_period_covers_pre_stop_and_drain() -> None:
     container = pod["containers"][0]
     drain = int(next(e["value"] for e in container["env"] if e["name"] == "TOKENMILL_SHUTDOWN_TIMEOUT"))
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert pod["terminationGracePeriodSeconds"] >= drain + pause
+    tail = ABANDON_GRACE_SECONDS + CLOSE_GRACE_SECONDS  # 503s to what is left, then the exit
+    assert pod["terminationGracePeriodSeconds"] >= drain + pause + tail
 
 
 def test_autoscaler_metric_is_exported() -> None:

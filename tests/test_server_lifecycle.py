@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -67,7 +68,7 @@ def test_429_body_names_the_limit(tiny_model_dir) -> None:
             assert waiting.status_code == 200
             third = requests.post(process.url + "/v1/chat/completions", json=LONG, timeout=60)
             waiting.close()
-        assert third.status_code == 429
+        assert third.status_code == 429 and third.headers["Retry-After"] == "1"
         assert "MAX_CACHED_TASK_NUM" in third.json()["error"]["message"]
     finally:
         process.stop()
@@ -139,6 +140,8 @@ def test_api_key_guards_v1_only(tiny_model_dir) -> None:
         assert requests.get(url + "/", timeout=10).ok
         assert requests.post(url + "/predict", json={"prompt": "x", "max_new_tokens": 2}, timeout=30).ok
         assert requests.get(url + "/metrics", timeout=10).ok
+        for closed in ("/docs", "/redoc", "/openapi.json"):  # they describe every route
+            assert requests.get(url + closed, timeout=10).status_code == 404
     finally:
         process.stop()
 
@@ -167,6 +170,83 @@ def test_sigterm_drains_in_flight_requests_then_exits_0() -> None:
     finish = [json.loads(line[6:]) for line in rest[:-1]][-1]["choices"][0]["finish_reason"]
     assert finish == "length"
     assert process.process.wait(60) == 0
+
+
+ENDLESS = {
+    "messages": [{"role": "user", "content": "go"}],
+    "max_tokens": 30000,
+    "min_tokens": 30000,
+}
+
+
+def _stream_lines(url: str, body: dict, into: list[bytes], started: threading.Event) -> None:
+    """Collect a stream's lines; a connection cut short ends the list with b"<cut>"."""
+    try:
+        with requests.post(
+            url + "/v1/chat/completions", json={**body, "stream": True}, stream=True, timeout=60
+        ) as r:
+            for line in r.iter_lines():
+                if line:
+                    into.append(line)
+                    started.set()
+    except requests.RequestException:
+        into.append(b"<cut>")
+
+
+@pytest.mark.slow
+def test_drain_past_timeout_ends_requests_with_error_bodies_and_exits_in_time() -> None:
+    """A stream and a waiting /predict outlive --shutdown-timeout: both get a 503 error (a final SSE
+    error event, a JSON body), and the process exits within the timeout plus a few seconds."""
+    process = ServerProcess(
+        "--model", "random:qwen3-tiny", "--max-num-seqs", "1", "--shutdown-timeout", "3"
+    ).wait_ready()
+    try:
+        lines: list[bytes] = []
+        started = threading.Event()
+        streamer = threading.Thread(target=_stream_lines, args=(process.url, ENDLESS, lines, started))
+        streamer.start()
+        assert started.wait(30)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                requests.post, process.url + "/predict", json={"prompt": "x", "max_new_tokens": 5}, timeout=60
+            )  # the only sequence slot is taken: it waits in the engine's queue
+            assert wait_for(lambda: process.metric("tokenmill:num_requests_waiting") == 1, 10)
+            signalled = time.monotonic()
+            process.process.send_signal(signal.SIGTERM)
+            predict = waiting.result()
+        streamer.join(30)
+        assert process.process.wait(30) == 0
+        assert time.monotonic() - signalled < 3 + 6
+    finally:
+        process.stop()
+    assert predict.status_code == 503
+    assert "shut down" in predict.json()["error"]["message"]
+    events = [line.removeprefix(b"data: ") for line in lines]
+    assert events[-1] == b"[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == 503
+
+
+@pytest.mark.slow
+def test_second_signal_exits_at_once() -> None:
+    process = ServerProcess("--model", "random:qwen3-tiny", "--shutdown-timeout", "60").wait_ready()
+    try:
+        lines: list[bytes] = []
+        started = threading.Event()
+        streamer = threading.Thread(
+            target=_stream_lines, args=(process.url, ENDLESS, lines, started), daemon=True
+        )
+        streamer.start()
+        assert started.wait(30)
+        process.process.send_signal(signal.SIGTERM)
+        assert wait_for(
+            lambda: requests.get(process.url + "/v2/health/ready", timeout=5).status_code == 503, 10
+        )
+        signalled = time.monotonic()
+        process.process.send_signal(signal.SIGTERM)
+        process.process.wait(15)
+        assert time.monotonic() - signalled < 5
+    finally:
+        process.stop()
 
 
 FAULT = (
@@ -220,3 +300,21 @@ def test_health_during_load(tiny_model_dir, immediate: bool) -> None:
             assert status.status_code == 200 and status.json() == {"status": "batch"}
     finally:
         process.stop()
+
+
+def test_inter_token_latency_records_each_real_gap() -> None:
+    """Three gaps of 1 ms, 1 ms and 1 s are three observations in their own buckets, not the mean."""
+    from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
+    from tokenmill.server.metrics import Metrics, observe_finished
+
+    metrics = Metrics(lambda: None)
+    completion = CompletionOutput(
+        0, "abcd", [1, 2, 3, 4], "length", token_times=[10.0, 10.001, 10.002, 11.002]
+    )
+    output = RequestOutput("r", None, [5], [completion], True, times=RequestTimes(9.0, 9.5, 10.0))
+    observe_finished(metrics, output)
+    text = metrics.render().decode()
+    bucket = 'tokenmill:inter_token_latency_seconds_bucket{le="%s"} %s'
+    assert bucket % ("0.001", "2.0") in text or bucket % ("0.0025", "2.0") in text
+    assert bucket % ("0.64", "2.0") in text and bucket % ("1.28", "3.0") in text
+    assert "tokenmill:inter_token_latency_seconds_count 3.0" in text

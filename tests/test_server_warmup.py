@@ -16,7 +16,7 @@ def test_warm_up_collects_and_freezes_what_start_up_allocated(tiny_model_dir) ->
     state = ServerState(ServerConfig(model=str(tiny_model_dir("qwen3")), device="cpu", max_num_seqs=4))
     try:
         asyncio.run(state.start())
-        assert state.is_ready
+        assert state.lifecycle.is_ready
         assert gc.get_freeze_count() > 10_000
         assert gc.get_count()[2] == 0  # no objects wait in the oldest generation for a full collection
     finally:

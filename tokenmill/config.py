@@ -145,6 +145,9 @@ class ServerConfig(BaseSettings, EngineConfig):
         default=None, description="system message /predict puts before each prompt"
     )
     default_max_tokens: int = Field(default=256, ge=1, description="max new tokens of /predict answers")
+    predict_max_new_tokens: int = Field(
+        default=4096, ge=1, description="largest max_new_tokens a /predict request may ask for"
+    )
     predict_temperature: float = Field(default=0.0, ge=0, description="sampling temperature of /predict")
     predict_stop: list[str] = Field(default_factory=list, description="stop strings of /predict answers")
     enable_thinking: bool = Field(default=False, description="Qwen3 chat template: let the model think first")
@@ -160,6 +163,20 @@ class ServerConfig(BaseSettings, EngineConfig):
         default=None, gt=0, description="seconds before a request is aborted"
     )
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="larger request bodies get 413")
+    max_prompts_per_request: int = Field(
+        default=16384, ge=1, description="most prompts one /predict or /v1/completions request may carry"
+    )
+    allow_request_chat_template: bool = Field(
+        default=False,
+        description="let requests supply chat_template_kwargs.chat_template (trusted callers only: "
+        "a template is code and can loop for as long as it likes)",
+    )
+    keep_alive_timeout: int = Field(
+        default=5, ge=1, description="seconds an idle keep-alive connection lives"
+    )
+    header_read_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a connection may take to send a request's headers"
+    )
     api_key: str | None = Field(default=None, description="Bearer token required on /v1/*")
     api_key_everywhere: bool = Field(
         default=False, description="also require the key on health, metrics, judge"

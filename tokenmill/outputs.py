@@ -18,6 +18,7 @@ class CompletionOutput:
     delta_text: str = ""
     delta_token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, float]] | None = None  # per output token: itself and the top alternatives
+    token_times: list[float] = field(default_factory=list)  # monotonic time each token was generated
 
     @property
     def finished(self) -> bool:

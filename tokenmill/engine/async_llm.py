@@ -21,7 +21,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,8 +63,12 @@ _STOP = object()
 
 
 class AsyncLLM:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(
+        self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """`on_failure` is called from the engine thread once, if the step loop dies."""
         self.engine = LLMEngine(config)
+        self._on_failure = on_failure
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
@@ -128,6 +132,8 @@ class AsyncLLM:
             dead = EngineDeadError(f"the engine has stopped: {exc!r}")
             for request_id in list(self._streams):
                 self._send(request_id, dead)
+            if self._on_failure is not None:
+                self._on_failure(exc)
 
     def _step(self) -> None:
         try:

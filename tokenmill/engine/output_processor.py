@@ -126,6 +126,7 @@ class OutputProcessor:
                     delta_text=delta_text,
                     delta_token_ids=delta_tokens,
                     logprobs=seq.logprobs,
+                    token_times=seq.token_times,
                 )
             )
         first = state.seqs[0]

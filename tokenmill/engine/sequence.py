@@ -47,13 +47,15 @@ class Sequence:
         self.arrival_time = time.monotonic()
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
+        self.token_times: list[float] = []  # when each output token was appended, for latency metrics
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
+        self.token_times.append(time.monotonic())
         if self.first_token_time is None:
-            self.first_token_time = time.monotonic()
+            self.first_token_time = self.token_times[0]
 
     @property
     def num_tokens(self) -> int:

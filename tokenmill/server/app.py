@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import tokenmill
 from tokenmill.config import ServerConfig
 from tokenmill.server import health, judge, openai_api
+from tokenmill.server.disconnect import ClientDisconnected, log_disconnect
 from tokenmill.server.errors import APIError, BodySizeLimit, install_error_handlers
 from tokenmill.server.state import ServerState
 
@@ -38,11 +39,12 @@ def _api_key_guard(config: ServerConfig) -> Callable[[Request], Awaitable[None]]
     return check
 
 
-async def _watch_engine(state: ServerState) -> None:
+async def _exit_on_engine_failure(state: ServerState) -> None:
     """Exit the process when the engine dies, so Docker or Kubernetes restarts it; health shows 503 first."""
-    while state.alive:
-        await asyncio.sleep(0.2)
-    logger.critical("engine failure (%r): exiting with code %d", state.load_error or state.engine.error, 1)
+    await state.lifecycle.failed.wait()
+    logger.critical(
+        "engine failure (%r): exiting with code %d", state.lifecycle.error, ENGINE_FAILURE_EXIT_CODE
+    )
     await asyncio.sleep(1.0)
     logging.shutdown()
     os._exit(ENGINE_FAILURE_EXIT_CODE)
@@ -55,7 +57,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(state.start())
-        watchdog = asyncio.create_task(_watch_engine(state))
+        watchdog = asyncio.create_task(_exit_on_engine_failure(state))
         try:
             yield
         finally:
@@ -63,10 +65,13 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             watchdog.cancel()
             state.shutdown()
 
-    app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan)
+    # With an API key the interactive docs and the schema close too: they describe every route and
+    # are no one else's business. Without one they stay open, like the rest of the API.
+    docs = {} if config.api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan, **docs)
     app.state.tm = state
-    app.state.fastdeploy_live_ids = set()
     install_error_handlers(app)
+    app.add_exception_handler(ClientDisconnected, log_disconnect)
     guard = [Depends(_api_key_guard(config))]
     open_routes = guard if config.api_key_everywhere else []
     app.include_router(openai_api.router, dependencies=guard)

@@ -35,9 +35,12 @@ def error_body(status: int, message: str, param: str | None = None) -> dict[str,
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
+RETRY_AFTER_SECONDS = 1  # a full queue drains in about a decode step or two
+
+
 def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
+    headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": str(RETRY_AFTER_SECONDS)}}
+    return JSONResponse(error_body(status, message, param), status_code=status, headers=headers.get(status))
 
 
 def bad_request_from_value_error(exc: ValueError) -> APIError:

@@ -73,31 +73,25 @@ class FastDeployDialect(Dialect):
 
 async def handle(body: FastDeployRequest, request: Request, state: ServerState) -> Response:
     dialect = FastDeployDialect(body.req_id or str(uuid.uuid4()), body.return_usage)
-    live: set[str] = request.app.state.fastdeploy_live_ids
     try:
-        if dialect.req_id in live:
-            raise APIError(400, f"req_id {dialect.req_id!r} is already being served", "req_id")
-        prompt, params = _prepare(body, state)
+        prompt, params = await _prepare(body, state)
         ticket = state.admit()
-        live.add(dialect.req_id)
         stream = state.generate(
             prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{dialect.req_id}", stream=body.stream
         )
-        return await respond(
-            request, state, dialect, [stream], ticket, body.stream, lambda: live.discard(dialect.req_id)
-        )
+        return await respond(request, state, dialect, [stream], ticket, body.stream)
     except APIError as exc:
         return json_response(dialect.error(exc), exc.status)
 
 
-def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
+async def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
     if body.messages is None and body.text is None:
         raise APIError(400, "give text or messages", "text")
     if body.messages is not None:
         messages = template_messages(body.messages)
     else:
         messages = [{"role": "user", "content": body.text or ""}]
-    prompt = state.encode_prompt(messages)
+    prompt = await state.encode_prompt(messages)
     if len(prompt) > state.max_prompt_tokens:
         raise APIError(
             400, f"the input is {len(prompt)} tokens, over MAX_SEQ_LEN ({state.max_prompt_tokens})", "text"

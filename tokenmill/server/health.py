@@ -19,22 +19,22 @@ def _state(request: Request) -> ServerState:
 
 @router.get("/health", summary="vLLM-style health: 200 once the engine runs")
 async def health(request: Request) -> Response:
-    state = _state(request)
-    ok = state.alive and state.loaded.is_set() and state.engine is not None
+    lifecycle = _state(request).lifecycle
+    ok = lifecycle.alive and lifecycle.loaded.is_set() and lifecycle.engine is not None
     return Response(status_code=200 if ok else 503)
 
 
 @router.get("/v2/health/live", summary="the process is up and its engine has not failed")
 async def live(request: Request) -> JSONResponse:
-    state = _state(request)
-    return JSONResponse({"live": state.alive}, status_code=200 if state.alive else 503)
+    alive = _state(request).lifecycle.alive
+    return JSONResponse({"live": alive}, status_code=200 if alive else 503)
 
 
 @router.get("/v2/health/ready", summary="the model is loaded and warm, and the server is not draining")
 async def ready(request: Request) -> JSONResponse:
-    state = _state(request)
-    body = {"ready": state.is_ready, "loaded": state.loaded.is_set(), "draining": state.draining}
-    return JSONResponse(body, status_code=200 if state.is_ready else 503)
+    lifecycle = _state(request).lifecycle
+    body = {"ready": lifecycle.is_ready, "loaded": lifecycle.loaded.is_set(), "draining": lifecycle.draining}
+    return JSONResponse(body, status_code=200 if lifecycle.is_ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

@@ -1,7 +1,8 @@
 """The judge's contract (seeds 000-002): `GET /` health and `POST /predict`, single or batch.
 
 A batch never fails as a whole because of one item: an over-long prompt is cut from the left to fit,
-an empty one gets an empty answer. All prompts reach the engine at once.
+an empty one gets an empty answer. All prompts reach the engine at once. `max_new_tokens` is capped
+by `--predict-max-new-tokens` (and `--max-dec-len`), so no single answer runs to the full context.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.server.admission import Ticket
+from tokenmill.server.disconnect import unless_disconnected
 from tokenmill.server.errors import APIError
+from tokenmill.server.prompts import PromptEncoder, question_messages
 from tokenmill.server.protocol import PredictRequest
-from tokenmill.server.state import ServerState, Ticket, question_messages, unless_disconnected
+from tokenmill.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +35,18 @@ def strip_thinking(text: str) -> str:
 
 
 @router.get("/", summary="judge health check")
+@router.head("/", include_in_schema=False)  # load balancers probe with HEAD
 async def health(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.tm
-    if state.config.health_waits_for_ready and not state.ready.is_set():
-        waiter = asyncio.ensure_future(state.ready.wait())
-        failed = asyncio.ensure_future(_load_failed(state))
-        await asyncio.wait({waiter, failed}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        failed.cancel()
-    if not state.alive:
+    lifecycle = state.lifecycle
+    if state.config.health_waits_for_ready and not lifecycle.ready.is_set():
+        await lifecycle.wait_ready_or_failed()
+    if not lifecycle.alive:
         return JSONResponse({"status": "error", "message": "the engine has stopped"}, status_code=503)
-    if not state.is_ready:
-        status = "draining" if state.draining else "loading"
+    if not lifecycle.is_ready:
+        status = "draining" if lifecycle.draining else "loading"
         return JSONResponse({"status": status}, status_code=503)
     return JSONResponse({"status": "batch" if state.config.batch_mode else "ok"})
-
-
-async def _load_failed(state: ServerState) -> None:
-    while state.alive:
-        await asyncio.sleep(0.2)
 
 
 @router.post("/predict", summary="answer one question or a batch (judge contract)")
@@ -57,9 +54,16 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
     state: ServerState = request.app.state.tm
     config = state.config
     max_tokens = body.max_new_tokens or config.default_max_tokens
-    state.check_max_tokens(max_tokens, "max_new_tokens")
+    if body.max_new_tokens is not None and body.max_new_tokens > config.predict_max_new_tokens:
+        raise APIError(
+            400,
+            f"max_new_tokens is {body.max_new_tokens}; at most {config.predict_max_new_tokens} "
+            "(--predict-max-new-tokens) is allowed",
+            "max_new_tokens",
+        )
+    state.admission.check_max_tokens(max_tokens, "max_new_tokens")
     stop = list(config.predict_stop) + ([body.stop] if isinstance(body.stop, str) else list(body.stop or []))
-    params = state.sampling_params(
+    params = state.admission.sampling_params(
         temperature=config.predict_temperature if body.temperature is None else body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,
@@ -68,17 +72,21 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
         stop=stop or None,
     )
     questions = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    state.admission.check_prompt_count(len(questions))
     system = body.system_prompt if body.system_prompt is not None else config.system_prompt
-    prompts = [
-        _prompt_ids(state, q, system, index) if q.strip() else None for index, q in enumerate(questions)
-    ]
-    with state.admit() as ticket:
-        answers = await unless_disconnected(
-            request, asyncio.gather(*(_answer(state, p, params, ticket) for p in prompts))
-        )
+    state.prompts.check_text_length(len(system or ""), "system_prompt")
+    with state.admission.admit() as ticket:
+        answers = await unless_disconnected(request, _answers(state, questions, system, params, ticket))
     if config.strip_thinking:
         answers = [strip_thinking(a) for a in answers]
     return JSONResponse({"response": answers[0] if isinstance(body.prompt, str) else answers})
+
+
+async def _answers(
+    state: ServerState, questions: list[str], system: str | None, params: SamplingParams, ticket: Ticket
+) -> list[str]:
+    prompts = await state.prompts.run(_prompt_batch, state.prompts, questions, system)
+    return await asyncio.gather(*(_answer(state, p, params, ticket) for p in prompts))
 
 
 async def _answer(
@@ -86,24 +94,36 @@ async def _answer(
 ) -> str:
     if prompt is None:
         return ""
-    output = await state.final_output(state.generate(prompt, params, "predict", ticket, stream=False))
+    generation = state.generation
+    output = await generation.final_output(
+        generation.generate(prompt, params, "predict", ticket, stream=False)
+    )
     return output.outputs[0].text
 
 
-def _prompt_ids(state: ServerState, question: str, system: str | None, index: int) -> list[int]:
-    """Chat-templated prompt; an over-long question loses its beginning, the template stays whole."""
+def _prompt_batch(prompts: PromptEncoder, questions: list[str], system: str | None) -> list[list[int] | None]:
+    """On a worker thread: every question's prompt ids, None for an empty question."""
+    return [
+        _prompt_ids(prompts, q, system, index) if q.strip() else None for index, q in enumerate(questions)
+    ]
+
+
+def _prompt_ids(prompts: PromptEncoder, question: str, system: str | None, index: int) -> list[int]:
+    """Chat-templated prompt; an over-long question loses its beginning, the template stays whole.
+    Text beyond what the token limit could ever hold is dropped before tokenizing."""
 
     def render(text: str) -> list[int]:
-        return state.encode_prompt(question_messages(text, system))
+        return prompts.conversation_now(question_messages(text, system))
 
+    question = question[-prompts.max_prompt_chars :]
     ids = render(question)
-    limit = state.max_prompt_tokens
+    limit = prompts.admission.max_prompt_tokens
     if len(ids) <= limit:
         return ids
-    content = state.encode(question, add_special_tokens=False)
+    content = prompts.encode_now(question, add_special_tokens=False)
     overflow = len(ids) - limit
     while overflow < len(content):
-        kept = state.tokenizer.decode(content[overflow:])
+        kept = prompts.tokenizer.decode(content[overflow:])
         ids = render(kept)
         if len(ids) <= limit:
             logger.warning("prompt %d cut from the left by %d tokens to fit %d", index, overflow, limit)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.outputs import RequestOutput
@@ -40,6 +43,30 @@ class _EngineGauges(Collector):
         )
 
 
+class _TokenGapHistogram(Collector):
+    """A histogram fed a request's token gaps in one call (thousands at once for a long answer), so
+    recording them costs a bisect each rather than a locked `observe`."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = list(buckets)
+        self._counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        for value in values:
+            self._counts[bisect.bisect_left(self._bounds, value)] += 1
+            self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = list(itertools.accumulate(self._counts))
+        buckets = [(floatToGoString(b), c) for b, c in zip(self._bounds, cumulative)] + [
+            ("+Inf", cumulative[-1])
+        ]
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=self._sum)
+
+
 class Metrics:
     def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
         self.registry = CollectorRegistry()
@@ -56,18 +83,22 @@ class Metrics:
             ["finished_reason"],
             registry=self.registry,
         )
+        self.request_failure = Counter(
+            "tokenmill:request_failure",
+            "Requests that ended without an answer: invalid, timeout, engine_error, engine_dead, shutdown",
+            ["reason"],
+            registry=self.registry,
+        )
         self.time_to_first_token = Histogram(
             "tokenmill:time_to_first_token_seconds",
             "Arrival to first token",
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.inter_token_latency = Histogram(
-            "tokenmill:inter_token_latency_seconds",
-            "Time between output tokens",
-            buckets=_TOKEN_GAP_BUCKETS,
-            registry=self.registry,
+        self.inter_token_latency = _TokenGapHistogram(
+            "tokenmill:inter_token_latency_seconds", "Time between output tokens", _TOKEN_GAP_BUCKETS
         )
+        self.registry.register(self.inter_token_latency)
         self.e2e_latency = Histogram(
             "tokenmill:e2e_request_latency_seconds",
             "Arrival to finish",
@@ -86,7 +117,8 @@ class Metrics:
 
 
 def observe_finished(metrics: Metrics, output: RequestOutput) -> None:
-    """Record a finished request from the engine's own timestamps (exact whether or not it streamed)."""
+    """Record a finished request from the engine's own timestamps (exact whether or not it streamed):
+    one inter-token observation per gap between consecutive tokens of each sequence."""
     now = time.monotonic()
     generated = sum(len(c.token_ids) for c in output.outputs)
     metrics.prompt_tokens.inc(len(output.prompt_token_ids))
@@ -101,7 +133,6 @@ def observe_finished(metrics: Metrics, output: RequestOutput) -> None:
         metrics.queue_time.observe(times.first_scheduled - times.arrival)
     if times.first_token is not None:
         metrics.time_to_first_token.observe(times.first_token - times.arrival)
-        if generated > len(output.outputs):
-            gap = (now - times.first_token) / (generated - len(output.outputs))
-            for _ in range(min(generated - len(output.outputs), 4096)):
-                metrics.inter_token_latency.observe(gap)
+    for completion in output.outputs:
+        stamps = completion.token_times
+        metrics.inter_token_latency.observe_many(b - a for a, b in itertools.pairwise(stamps))

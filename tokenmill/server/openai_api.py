@@ -53,9 +53,9 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "give exactly one of prompt or messages", "prompt")
     if body.messages is not None:
-        tokens = state.encode_chat(template_messages(body.messages))
+        tokens = await state.encode_chat(template_messages(body.messages))
     else:
-        tokens = state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+        tokens = await state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
     return TokenizeResponse(count=len(tokens), max_model_len=state.max_prompt_tokens + 1, tokens=tokens)
 
 
@@ -121,23 +121,25 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             raise APIError(400, f"{name} is not supported", name)
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
-    prompts = _completion_prompts(state, body.prompt)
+    prompts = await _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
     params = _sampling(state, body, max_tokens, body.logprobs)
     dialect = CompletionDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs is not None)
     return await _answer(request, state, dialect, prompts, params, body.stream)
 
 
-def _completion_prompts(
+async def _completion_prompts(
     state: ServerState, prompt: str | list[str] | list[int] | list[list[int]]
 ) -> list[list[int]]:
     if isinstance(prompt, str):
-        batch: list[list[int]] = [state.encode(prompt)]
+        batch: list[list[int]] = [await state.encode(prompt)]
     elif isinstance(prompt[0], str):
-        batch = [state.encode(p) for p in prompt]  # type: ignore[arg-type]
+        state.admission.check_prompt_count(len(prompt))
+        batch = await state.encode_many(prompt)  # type: ignore[arg-type]
     elif isinstance(prompt[0], int):
         batch = [prompt]  # type: ignore[list-item]
     else:
+        state.admission.check_prompt_count(len(prompt))
         batch = list(prompt)  # type: ignore[arg-type]
     for index, ids in enumerate(batch):
         param = "prompt" if len(batch) == 1 else f"prompt[{index}]"
@@ -172,7 +174,7 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
         raise APIError(400, "tools are not supported", "tools")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
-    prompt = state.encode_chat(template_messages(body.messages), body.chat_template_kwargs)
+    prompt = await state.encode_chat(template_messages(body.messages), body.chat_template_kwargs)
     state.check_prompt_length(prompt, "messages")
     requested = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"

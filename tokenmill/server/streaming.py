@@ -68,14 +68,10 @@ async def respond(
     streams: list[AsyncIterator[RequestOutput]],
     ticket: Ticket,
     stream: bool,
-    release: Callable[[], None] = lambda: None,
 ) -> Response:
     """Streams the dialect's events, or answers whole once every prompt finished. The ticket is given
-    back, and `release` called, when the answer is complete or abandoned."""
-
-    def done() -> None:
-        ticket.close()
-        release()
+    back when the answer is complete or abandoned."""
+    done = ticket.close
 
     if stream:
         return StreamingResponse(_framed(dialect, streams, done), media_type=dialect.media_type)

@@ -1,0 +1,115 @@
+"""One request's generation as every endpoint runs it: timeout, abort on exit, errors, outcome metrics.
+
+Request ids are unique where the streams are routed (`AsyncLLM.generate` refuses an id in use), so a
+caller-chosen id (FastDeploy's `req_id`) that clashes is answered 400 like any other invalid request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+from tokenmill.config import ServerConfig
+from tokenmill.engine.async_llm import EngineDeadError, RequestFailedError
+from tokenmill.outputs import RequestOutput
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.server.admission import Ticket
+from tokenmill.server.errors import APIError, bad_request_from_value_error
+from tokenmill.server.lifecycle import EngineLifecycle
+from tokenmill.server.metrics import Metrics, observe_finished
+
+SHUTDOWN_MESSAGE = "the server shut down before this request finished (shutdown timeout passed)"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class Generation:
+    def __init__(self, config: ServerConfig, lifecycle: EngineLifecycle, metrics: Metrics) -> None:
+        self.config = config
+        self.lifecycle = lifecycle
+        self.metrics = metrics
+        self.abandoned = False  # the drain timed out: whatever still runs is ended with a 503
+        self._live: set[str] = set()
+
+    async def abandon(self) -> None:
+        """End every request still generating (each answers 503), and refuse any that would start."""
+        self.abandoned = True
+        if self.lifecycle.engine is not None:
+            for request_id in list(self._live):
+                await self.lifecycle.engine.abort(request_id)
+
+    async def generate(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        prefix: str,
+        ticket: Ticket | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        stream: bool = True,
+    ) -> AsyncIterator[RequestOutput]:
+        """One request's outputs (every update if `stream`, else only the last), with metrics, the
+        timeout and abort-on-exit. Requests pass the readiness gate in `admit`; the warm-up runs before it."""
+        if self.abandoned:
+            raise APIError(503, SHUTDOWN_MESSAGE)
+        engine = self.lifecycle.running_engine()
+        request_id = request_id or new_id(prefix)
+        timeout = timeout or self.config.request_timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        outputs = engine.generate(prompt, params, request_id, final_only=not stream)
+        failure: str | None = None
+        finished = False
+        registered = request_id not in self._live  # a clashing id is refused below; keep the first's
+        self._live.add(request_id)
+        try:
+            while True:
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    output = await asyncio.wait_for(anext(outputs), remaining)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    failure = "timeout"
+                    raise APIError(
+                        408, f"request timed out after {timeout:g}s and was aborted", "timeout"
+                    ) from None
+                except EngineDeadError as exc:
+                    failure = "engine_dead"
+                    raise APIError(503, str(exc)) from exc
+                except RequestFailedError as exc:
+                    failure = "engine_error"
+                    raise APIError(500, str(exc)) from exc
+                except ValueError as exc:
+                    failure = "invalid"
+                    raise bad_request_from_value_error(exc) from exc
+                if ticket is not None:
+                    ticket.started()
+                if output.finished:
+                    if self.abandoned and all(c.finish_reason == "abort" for c in output.outputs):
+                        failure = "shutdown"
+                        raise APIError(503, SHUTDOWN_MESSAGE)
+                    finished = True
+                    observe_finished(self.metrics, output)
+                yield output
+                if output.finished:
+                    return
+        finally:
+            if registered:
+                self._live.discard(request_id)
+            await outputs.aclose()
+            if failure is not None:
+                self.metrics.request_failure.labels(failure).inc()
+            elif not finished:  # the client went away: the engine aborted it
+                self.metrics.request_success.labels("abort").inc(params.n)
+
+    @staticmethod
+    async def final_output(stream: AsyncIterator[RequestOutput]) -> RequestOutput:
+        last = None
+        async for output in stream:
+            last = output
+        assert last is not None
+        return last
