@@ -190,7 +190,7 @@ class ServerConfig(BaseSettings, EngineConfig):
         default=None, description="questions (any eval format) whose batch shape the warm-up runs"
     )
     warmup_prompts: int | None = Field(
-        default=None, ge=1, description="warm-up batch size (default: max_num_seqs)"
+        default=None, ge=1, description="warm-up batch size (default: max_num_seqs; 8 on CPU without a file)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log verbosity"

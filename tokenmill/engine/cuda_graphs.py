@@ -105,6 +105,8 @@ class DecodeGraphs:
                 with torch.cuda.graph(graph, pool=pool):
                     hidden = model(input_ids, positions, meta)
                 self._graphs[size] = (graph, hidden)
+            for graph, _ in self._graphs.values():  # a graph's first replay also uploads it: not in a request
+                graph.replay()
         torch.cuda.synchronize(device)
         self._sizes = sizes
 

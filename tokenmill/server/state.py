@@ -69,16 +69,20 @@ class ServerState:
 
     async def _warm_up(self) -> None:
         """Run the batch shape the judge will send before reporting ready: with `warmup_file`, its
-        questions through the chat template, as many at once as `max_num_seqs` allows (else a few
-        made-up questions, still through the template, so its first rendering is not a request's)."""
+        questions through the chat template, as many at once as `max_num_seqs` allows; else made-up
+        questions, still through the template, so its first rendering is not a request's. On a GPU the
+        made-up batch is also `max_num_seqs` wide, so the first real batch meets no step shape (prefill
+        chunk, sampler width, first replay of the widest graph) for the first time; on a CPU a few do."""
         started = time.perf_counter()
         params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
         if self.config.warmup_file:
             questions = [item.question for item in load_items(self.config.warmup_file)]
             count = min(self.config.max_num_seqs, self.config.warmup_prompts or self.config.max_num_seqs)
         else:
-            questions = [f"Warm-up question {i}: what does a GPU kernel launch cost?" for i in range(8)]
-            count = min(self.config.max_num_seqs, self.config.warmup_prompts or 8)
+            on_gpu = self.lifecycle.engine is not None and self.lifecycle.engine.engine.device.type == "cuda"
+            default = self.config.max_num_seqs if on_gpu else 8
+            questions = [f"Warm-up question {i}: what does a GPU kernel launch cost?" for i in range(default)]
+            count = min(self.config.max_num_seqs, self.config.warmup_prompts or default)
         system = self.config.system_prompt
         conversations = [question_messages(questions[i % len(questions)], system) for i in range(count)]
         limit = self.admission.max_prompt_tokens
