@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM
 from tests.helpers.tiny_models import ARCHITECTURES
 from tokenmill import LLM, SamplingParams
 
+pytestmark = pytest.mark.slow  # transformers references and engines on every architecture
+
 MAX_TOKENS = 24
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tokenmill.eval.judge_sim import dockerfile_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,7 @@ def test_dockerfile_env_is_read_like_docker() -> None:
     )
 
 
+@pytest.mark.slow
 def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path) -> None:
     settings = tmp_path / "best.env"
     settings.write_text("# from tune\nTOKENMILL_DEFAULT_MAX_TOKENS=8\nTOKENMILL_MAX_NUM_SEQS=64\n")
@@ -46,6 +49,7 @@ def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path
     assert "ready: serving" in (tmp_path / "log").read_text()
 
 
+@pytest.mark.slow
 def test_judge_sim_fails_on_accuracy_and_on_a_missing_model(tmp_path: Path, tiny_model_dir) -> None:
     code, report, stderr = judge_sim("--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--limit", "4",
                                      "--threshold", "0.99")  # fmt: skip
@@ -58,6 +62,7 @@ def test_judge_sim_fails_on_accuracy_and_on_a_missing_model(tmp_path: Path, tiny
     assert code == 1 and not report["passed"] and report["failure"]
 
 
+@pytest.mark.slow
 def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
     from tests.helpers.server_process import ServerProcess
 
