@@ -2,7 +2,8 @@
 # Rewrites requirements/test-constraints.txt from a fresh resolve of tokenmill[test] (which includes [eval])
 # in a throwaway venv, so README's test command installs the same versions on every machine until the next
 # regeneration. torch and its platform-specific companions (triton, nvidia-*, cuda-*) stay unpinned: the
-# user chooses torch's build (CPU or CUDA), and that build decides its exact triton and CUDA wheels.
+# user chooses torch's build (CPU or CUDA), and the CUDA build requires its own exact triton and CUDA
+# wheels (torch 2.13.0: triton 3.7.1), which a pin taken from this CPU resolve would contradict.
 # After regenerating, run the whole suite with the new file before committing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
