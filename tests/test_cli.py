@@ -22,6 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_generate_prints_an_answer_from_the_default_model() -> None:
     result = run("generate", "--device", "cpu", "--max-tokens", "24", "What is the capital of France?")
     assert result.returncode == 0, result.stderr
@@ -29,6 +30,7 @@ def test_generate_prints_an_answer_from_the_default_model() -> None:
     assert "tok/s" in result.stderr
 
 
+@pytest.mark.slow
 def test_generate_on_a_directory_with_engine_flags(tiny_model_dir) -> None:
     result = run(
         "generate",
@@ -48,6 +50,7 @@ def test_generate_on_a_directory_with_engine_flags(tiny_model_dir) -> None:
     assert re.search(r"\[[1-5] tokens in", result.stderr)
 
 
+@pytest.mark.slow
 def test_bad_arguments_fail_clearly(tmp_path) -> None:
     result = run("generate", "--max-num-seqs", "0", "x")
     assert result.returncode == 2 and "max_num_seqs" in result.stderr

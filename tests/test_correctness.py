@@ -13,6 +13,8 @@ from tokenmill import LLM, SamplingParams
 from tokenmill.engine.async_scheduler import AsyncScheduler
 from tokenmill.engine.scheduler import Scheduler
 
+pytestmark = pytest.mark.slow  # transformers references and engines on every architecture
+
 MAX_TOKENS = 24
 
 

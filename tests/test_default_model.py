@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from tokenmill import SamplingParams
 from tokenmill.models.loader import default_model_path
+
+pytestmark = pytest.mark.slow  # the real default model's weights
 
 
 def test_answers_an_obvious_question(default_llm) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tokenmill.engine.detokenizer import SequenceText
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
@@ -23,6 +25,7 @@ def stream(
     return pieces, state, stop
 
 
+@pytest.mark.slow
 def test_chinese_streams_whole_characters_with_the_default_tokenizer(default_llm) -> None:
     tokenizer = default_llm.tokenizer
     ids = tokenizer.encode(CHINESE, add_special_tokens=False)

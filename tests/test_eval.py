@@ -72,6 +72,7 @@ def test_judge_scoring_hand_checked() -> None:
     assert judge_speed(["ab", None, "中文"], 2.0) == 2.0
 
 
+@pytest.mark.slow
 def test_eval_score_command(tmp_path: Path) -> None:
     refs = tmp_path / "refs.jsonl"
     preds = tmp_path / "preds.jsonl"
@@ -88,6 +89,7 @@ def test_eval_score_command(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "expected {'id'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_eval_batch_mode_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = tokenmill("eval", "--url", server.url, "--data", str(DATA / "official_test.txt"), "--limit", "40",
@@ -105,6 +107,7 @@ def test_eval_batch_mode_end_to_end(server: ServerProcess, tmp_path: Path) -> No
     assert (out / "scores.png").stat().st_size > 5000 and (out / "length.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_eval_single_mode_end_to_end(tiny_model_dir, tmp_path: Path) -> None:
     process = ServerProcess("--model", str(tiny_model_dir("qwen2")), "--no-batch-mode",
                             "--default-max-tokens", "8").wait_ready()  # fmt: skip
@@ -118,6 +121,7 @@ def test_eval_single_mode_end_to_end(tiny_model_dir, tmp_path: Path) -> None:
         process.stop()
 
 
+@pytest.mark.slow
 def test_bench_serve_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
     result = tokenmill("bench", "serve", "--url", server.url, "--num-prompts", "24", "--input-len", "20",
                        "--output-len", "12", "--max-concurrency", "8", "--out-dir", str(tmp_path),
@@ -133,6 +137,7 @@ def test_bench_serve_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
     assert poisson.returncode == 0 and json.loads(poisson.stdout)["completed"] == 10
 
 
+@pytest.mark.slow
 def test_tune_two_trials(tiny_model_dir, tmp_path: Path) -> None:
     questions = tmp_path / "qa.jsonl"
     questions.write_text("".join(json.dumps({"id": i, "prompt": f"question {i}", "reference": "some answer"}) + "\n"

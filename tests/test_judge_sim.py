@@ -43,6 +43,7 @@ def test_dockerfile_env_is_read_like_docker() -> None:
     )
 
 
+@pytest.mark.slow
 def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path) -> None:
     settings = tmp_path / "best.env"
     settings.write_text("# from tune\nTOKENMILL_DEFAULT_MAX_TOKENS=8\nTOKENMILL_MAX_NUM_SEQS=64\n")
@@ -61,6 +62,7 @@ def test_judge_sim_passes_with_the_image_settings(tiny_model_dir, tmp_path: Path
     assert "ready: serving" in (tmp_path / "log").read_text()
 
 
+@pytest.mark.slow
 def test_judge_sim_fails_on_accuracy(tiny_model_dir) -> None:
     code, report, stderr = judge_sim("--model", str(tiny_model_dir("qwen3")), "--device", "cpu", "--limit", "4",
                                      "--threshold", "0.99")  # fmt: skip
@@ -94,6 +96,7 @@ def test_judge_sim_fails_at_once_with_the_log_when_the_server_dies(tmp_path: Pat
     assert f"{broken / 'config.json'}: not valid JSON" in report["failure"]  # from the server's log tail
 
 
+@pytest.mark.slow
 def test_warmup_runs_the_judges_batch_shape_from_a_file(tiny_model_dir) -> None:
     from tests.helpers.server_process import ServerProcess
 

@@ -14,6 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from tests.helpers.fake_hub import serve_repository
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
+
 
 def tokenmill(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -96,6 +96,7 @@ def test_max_tokens_and_stop_token_ids(llm: LLM) -> None:
     assert length[0].outputs[0].finish_reason == "length" and len(length[0].outputs[0].token_ids) == 3
 
 
+@pytest.mark.slow
 def test_eos_stops_unless_ignored_and_min_tokens_holds_it_off(default_llm) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     short = default_llm.chat(messages, SamplingParams(temperature=0, max_tokens=40), use_tqdm=False)[
@@ -112,6 +113,7 @@ def test_eos_stops_unless_ignored_and_min_tokens_holds_it_off(default_llm) -> No
     assert ignored[0].outputs[0].finish_reason == "length" and len(ignored[0].outputs[0].token_ids) == 30
 
 
+@pytest.mark.slow
 def test_stop_strings_are_trimmed(default_llm) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     full = (

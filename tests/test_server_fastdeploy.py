@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 import requests
 
 from tests.helpers.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow  # real server process
 
 
 def test_streamed_lines(server: ServerProcess) -> None:

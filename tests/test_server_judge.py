@@ -16,17 +16,20 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 QUESTIONS = [item.question for item in read_question_file(DATA / "official_test.txt")]
 
 
+@pytest.mark.slow
 def test_health_reports_batch_mode(server: ServerProcess) -> None:
     response = requests.get(server.url + "/", timeout=10)
     assert response.status_code == 200 and response.json() == {"status": "batch"}
 
 
+@pytest.mark.slow
 def test_single_prompt_gets_a_single_answer(server: ServerProcess) -> None:
     response = requests.post(server.url + "/predict", json={"prompt": "什么是共享内存？"}, timeout=60)
     assert response.status_code == 200
     assert isinstance(response.json()["response"], str)
 
 
+@pytest.mark.slow
 def test_batch_of_358_keeps_length_and_order(server: ServerProcess) -> None:
     body = {"prompt": QUESTIONS, "max_new_tokens": 12}
     response = requests.post(server.url + "/predict", json=body, timeout=300)
@@ -44,6 +47,7 @@ def test_batch_of_358_keeps_length_and_order(server: ServerProcess) -> None:
     assert len(distinct) > 10
 
 
+@pytest.mark.slow
 def test_empty_and_overlong_items_do_not_fail_the_batch(server: ServerProcess) -> None:
     long_question = "并行" * 400  # far over --max-input-tokens 400
     body = {"prompt": ["", "   ", long_question, "hello"], "max_new_tokens": 4}
@@ -54,6 +58,7 @@ def test_empty_and_overlong_items_do_not_fail_the_batch(server: ServerProcess) -
     assert "cut from the left" in server.log()
 
 
+@pytest.mark.slow
 def test_overrides_are_applied(server: ServerProcess) -> None:
     body = {"prompt": "hello", "max_new_tokens": 1, "temperature": 0.0}
     one = requests.post(server.url + "/predict", json=body, timeout=60).json()["response"]
@@ -62,6 +67,7 @@ def test_overrides_are_applied(server: ServerProcess) -> None:
     assert len(one.encode()) <= 4 and longer.startswith(one)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "body,param",
     [
@@ -82,6 +88,7 @@ def test_bad_predict_requests_are_400_naming_the_field(server: ServerProcess, bo
     assert error["param"] == param and param.split("[")[0] in error["message"]
 
 
+@pytest.mark.slow
 def test_ok_status_without_batch_mode_and_immediate_health(tiny_model_dir) -> None:
     process = ServerProcess(
         "--model",
@@ -97,6 +104,7 @@ def test_ok_status_without_batch_mode_and_immediate_health(tiny_model_dir) -> No
         assert process.stop() == 0
 
 
+@pytest.mark.slow
 def test_seed_environment_names_configure_the_server(tiny_model_dir) -> None:
     env = {
         "MODEL_DIR": str(tiny_model_dir("qwen2")),
@@ -125,6 +133,7 @@ def test_strip_thinking() -> None:
     assert strip_thinking("plain") == "plain"
 
 
+@pytest.mark.slow
 def test_runs_under_plain_uvicorn_with_environment_config(tiny_model_dir) -> None:
     """The seeds' Dockerfiles start `uvicorn module:app`; settings then come from the environment."""
     env = {

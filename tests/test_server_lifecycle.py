@@ -15,6 +15,8 @@ import requests
 
 from tests.helpers.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # real server processes, some started per test
+
 LONG = {
     "messages": [{"role": "user", "content": "go"}],
     "max_tokens": 250,

@@ -6,8 +6,11 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from tests.helpers.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow  # real server process under load
 
 CONCURRENCY = 500
 

@@ -9,6 +9,8 @@ import requests
 
 from tests.helpers.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # real server process
+
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 USER = [{"role": "user", "content": "hi"}]

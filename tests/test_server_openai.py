@@ -11,6 +11,8 @@ import requests
 
 from tests.helpers.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # real server process
+
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "共享内存是什么？"}]
 
 

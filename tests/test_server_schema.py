@@ -9,6 +9,8 @@ from schemathesis.checks import not_a_server_error
 
 from tests.helpers.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # schemathesis against a real server process
+
 SERVER: ServerProcess | None = None
 
 
