@@ -179,7 +179,8 @@ def test_select_ops_picks_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch)
     assert select_ops("auto", cpu) is TORCH_OPS
     assert select_ops("auto", cuda).name == "triton"  # choosing needs the package, not the device
     assert select_ops("triton", cuda).supports_cuda_graphs
-    interpreted = select_ops("triton", cpu)  # TRITON_INTERPRET=1 (conftest): Triton runs on the CPU
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # Triton's interpreter runs the kernels on the CPU
+    interpreted = select_ops("triton", cpu)
     assert interpreted.name == "triton" and not interpreted.supports_cuda_graphs
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(ValueError, match="kernels='triton' needs a CUDA device, not cpu"):
@@ -198,13 +199,14 @@ def test_warm_up_runs_every_attention_variant_without_touching_the_cache() -> No
 @pytest.mark.slow
 def test_engine_on_triton_kernels_generates_what_it_does_on_the_references(tiny_model_dir) -> None:
     """The whole Triton backend as the engine wires it (warm-up, split decodes, mixed batches, chunked
-    prefill) gives the reference backend's greedy tokens; on the CPU through the interpreter."""
+    prefill) gives the reference backend's greedy tokens in float32 (bf16 near-ties could flip a token);
+    on the CPU through the interpreter, compiled on a GPU."""
     prompts = [[5, 6, 7], list(range(20, 60)), [9] * 17]
     params = SamplingParams(temperature=0, max_tokens=8)
     tokens = {}
     for kernels in ("torch", "triton"):
-        llm = LLM(str(tiny_model_dir("qwen3")), device=DEVICE.type, kernels=kernels, block_size=4,
-                  max_num_batched_tokens=32)  # fmt: skip
+        llm = LLM(str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="float32", kernels=kernels,
+                  block_size=4, max_num_batched_tokens=32)  # fmt: skip
         assert llm.engine.runner.ops.name == kernels
         outputs = llm.generate(prompts, params, use_tqdm=False)
         tokens[kernels] = [output.outputs[0].token_ids for output in outputs]
