@@ -52,7 +52,9 @@ class LLMEngine:
         dtype = config.resolved_dtype(device)
         started = time.perf_counter()
         ops = select_ops(config.kernels, device)
-        loaded = load_model(config.model, device, dtype, config.max_model_len, config.seed, ops)
+        loaded = load_model(
+            config.model, device, dtype, config.max_model_len, config.seed, ops, config.quantization
+        )
         self.model_name = loaded.name
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer

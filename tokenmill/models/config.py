@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenmill.quantization.config import QuantizationConfig
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -25,6 +27,7 @@ class ModelConfig:
     rope_scaling: dict[str, Any] | None = None
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
     torch_dtype: str | None = None
+    quantization: QuantizationConfig | None = None  # set by the loader
 
     @classmethod
     def from_hf(cls, config: dict[str, Any], generation_config: dict[str, Any] | None = None) -> ModelConfig:

@@ -3,6 +3,8 @@
 Projections are fused (q|k|v into one matrix, gate|up into one) so a step issues fewer, larger GEMMs;
 the loaders split checkpoint tensors into the fused shards. Each block calls its kernels through the
 `Ops` backend it was built with (Triton kernels, or PyTorch references with Hugging Face numerics).
+Each projection is a `QuantLinear` whose storage and matmul belong to the model's quantization method,
+chosen by its checkpoint module names (`prefix`), so `modules_to_not_convert` can name any of them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from torch import nn
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
+from tokenmill.quantization import QuantLinear, UnquantizedMethod
+
+
+def projection(
+    config: ModelConfig, in_features: int, shards: dict[str, int], bias: bool, prefix: str
+) -> QuantLinear:
+    """A linear fusing the checkpoint modules `prefix.<name>` for each name of `shards` (name -> rows)."""
+    quant = config.quantization
+    names = [f"{prefix}.{name}" for name in shards]
+    method = UnquantizedMethod() if quant is None else quant.method_for(names)
+    return QuantLinear(in_features, list(shards.values()), bias, method)
 
 
 class RMSNorm(nn.Module):
@@ -68,7 +81,7 @@ class RotaryTables(nn.Module):
 class Attention(nn.Module):
     """Self-attention over the paged KV cache. `kv_cache` is attached by the model runner."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops, prefix: str) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -76,10 +89,9 @@ class Attention(nn.Module):
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.qkv_proj = nn.Linear(
-            config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.attention_bias
-        )
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
+        qkv = {"q_proj": self.q_size, "k_proj": self.kv_size, "v_proj": self.kv_size}
+        self.qkv_proj = projection(config, config.hidden_size, qkv, config.attention_bias, prefix)
+        self.o_proj = projection(config, self.q_size, {"o_proj": config.hidden_size}, False, prefix)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
         self.rotary = rotary
@@ -104,10 +116,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, ops: Ops) -> None:
+    def __init__(self, config: ModelConfig, ops: Ops, prefix: str) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        size = config.intermediate_size
+        gate_up = {"gate_proj": size, "up_proj": size}
+        self.gate_up_proj = projection(config, config.hidden_size, gate_up, False, prefix)
+        self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix)
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

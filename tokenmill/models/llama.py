@@ -11,6 +11,8 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
 from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables
+from tokenmill.quantization import QuantLinear
+from tokenmill.quantization.base import copy_checked
 
 # checkpoint name fragment -> (fused parameter fragment, shard index)
 _FUSED_SHARDS = {
@@ -25,12 +27,12 @@ _FUSED_SHARDS = {
 class DecoderLayer(nn.Module):
     """Pre-norm block. The residual stream is carried separately so each norm can fuse the add."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops, prefix: str) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
-        self.self_attn = Attention(config, rotary, ops)
+        self.self_attn = Attention(config, rotary, ops, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
-        self.mlp = MLP(config, ops)
+        self.mlp = MLP(config, ops, f"{prefix}.mlp")
 
     def forward(
         self,
@@ -63,7 +65,7 @@ class LlamaForCausalLM(nn.Module):
         rotary = RotaryTables(config, max_positions)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, rotary, ops) for _ in range(config.num_hidden_layers)
+            DecoderLayer(config, rotary, ops, f"model.layers.{i}") for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -87,9 +89,14 @@ class LlamaForCausalLM(nn.Module):
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Copy checkpoint tensors (Hugging Face names) into the fused parameters; every one must be set."""
+        """Copy checkpoint tensors (Hugging Face names) into the model; every one must be set. Tensors of
+        a projection go to its `QuantLinear`, which stores them however its quantization method says."""
         params = dict(self.named_parameters())
-        unset = {key for name in params for key in self._load_keys(name)}
+        linears = {name: m for name, m in self.named_modules() if isinstance(m, QuantLinear)}
+        unset = {key for name, linear in linears.items() for key in _linear_keys(name, linear)}
+        unset |= {
+            key for name in params if name.rpartition(".")[0] not in linears for key in self._load_keys(name)
+        }
         for name, tensor in weights:
             name = name.removeprefix("model.")
             if "rotary_emb" in name or (name == "lm_head.weight" and self.config.tie_word_embeddings):
@@ -99,34 +106,32 @@ class LlamaForCausalLM(nn.Module):
                 if f".{fragment}." in name:
                     target, shard = name.replace(fragment, fused), index
                     break
-            if target not in params:
+            module, _, tensor_name = target.rpartition(".")
+            if module in linears and tensor_name in linears[module].tensor_names():
+                try:
+                    linears[module].load(tensor_name, tensor, shard)
+                except ValueError as exc:
+                    raise ValueError(f"checkpoint tensor {name!r}: {exc}") from exc
+            elif target in params and module not in linears:
+                copy_checked(params[target].data, tensor, name)
+            else:
                 raise ValueError(f"checkpoint tensor {name!r} has no place in {type(self).__name__}")
-            rows = self._shard_rows(target, shard) if shard is not None else slice(None)
-            destination = params[target].data[rows]
-            if destination.shape != tensor.shape:
-                raise ValueError(
-                    f"{name}: checkpoint shape {tuple(tensor.shape)} != {tuple(destination.shape)}"
-                )
-            destination.copy_(tensor)
             unset.discard(target if shard is None else f"{target}#{shard}")
         if unset:
             raise ValueError(f"checkpoint is missing {len(unset)} tensors, e.g. {sorted(unset)[:3]}")
 
     def _load_keys(self, name: str) -> list[str]:
-        """What must be loaded for parameter `name`: the name itself, or one key per fused shard."""
+        """What must be loaded for parameter `name` outside the projections: nothing for a tied head."""
         if name == "lm_head.weight" and self.config.tie_word_embeddings:
             return []
-        if "qkv_proj" in name:
-            return [f"{name}#{i}" for i in range(3)]
-        if "gate_up_proj" in name:
-            return [f"{name}#{i}" for i in range(2)]
         return [name]
 
-    def _shard_rows(self, fused_name: str, shard: int) -> slice:
-        cfg = self.config
-        if "qkv_proj" in fused_name:
-            q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-            bounds = [0, q, q + kv, q + 2 * kv]
-        else:
-            bounds = [0, cfg.intermediate_size, 2 * cfg.intermediate_size]
-        return slice(bounds[shard], bounds[shard + 1])
+
+def _linear_keys(name: str, linear: QuantLinear) -> list[str]:
+    """One key per checkpoint tensor of each fused shard, e.g. `...qkv_proj.weight#2`."""
+    shards = len(linear.out_shards)
+    return [
+        f"{name}.{tensor}" if shards == 1 else f"{name}.{tensor}#{i}"
+        for tensor in linear.tensor_names()
+        for i in range(shards)
+    ]

@@ -20,6 +20,7 @@ from tokenmill.models.config import ModelConfig
 from tokenmill.models.gguf_file import GGUFCheckpoint
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.presets import preset_config
+from tokenmill.quantization import QuantLinear, resolve_quantization
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -53,26 +54,30 @@ def load_model(
     max_model_len: int | None,
     seed: int = 0,
     ops: Ops = TORCH_OPS,
+    quantization: str | None = None,
 ) -> LoadedModel:
-    """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default)."""
+    """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default).
+    `quantization` (the --quantization flag) quantizes float weights while they load."""
     if reference is None:
         reference = str(default_model_path())
     if reference.startswith("random:"):
         config = ModelConfig.from_hf(preset_config(reference.removeprefix("random:")))
         tokenizer = Tokenizer.byte_level()
-        config = replace(config, eos_token_ids=(tokenizer.eos_token_id,))
+        quant = resolve_quantization(quantization, None, reference)
+        config = replace(config, eos_token_ids=(tokenizer.eos_token_id,), quantization=quant)
         model = _build(config, device, dtype, max_model_len, ops)
         _randomize(model, seed)
         return LoadedModel(model, model.config, tokenizer, reference)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         checkpoint = GGUFCheckpoint(path)
-        config = checkpoint.model_config()
+        quant = resolve_quantization(quantization, None, str(path))
+        config = replace(checkpoint.model_config(), quantization=quant)
         model = _build(config, device, dtype, max_model_len, ops)
         model.load_weights(checkpoint.weights(model.config))
         return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
     if path.is_dir():
-        config = _read_hf_config(path)
+        config = _read_hf_config(path, quantization)
         model = _build(config, device, dtype, max_model_len, ops)
         model.load_weights(_safetensors_weights(path))
         return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
@@ -82,15 +87,16 @@ def load_model(
     )
 
 
-def _read_hf_config(path: Path) -> ModelConfig:
+def _read_hf_config(path: Path, quantization: str | None = None) -> ModelConfig:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} has no config.json")
     generation_file = path / "generation_config.json"
     generation = _read_json(generation_file) if generation_file.is_file() else None
     content = _read_json(config_file)
+    quant = resolve_quantization(quantization, content.get("quantization_config"), str(config_file))
     try:
-        return ModelConfig.from_hf(content, generation)
+        return replace(ModelConfig.from_hf(content, generation), quantization=quant)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{config_file}: missing or malformed field {exc}") from exc
     except ValueError as exc:
@@ -161,8 +167,17 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 def _randomize(model: LlamaForCausalLM, seed: int) -> None:
     """Weights drawn like a freshly initialised transformers model (normal, std 0.02; norms at 1)."""
     generator = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
+    dtype = model.embed_tokens.weight.dtype
+    linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
     for name, param in model.named_parameters():
-        if name.endswith("norm.weight"):
+        if name in linears:  # drawn in the model dtype, then stored as its quantization method says
+            weight = torch.empty(param.shape, dtype=dtype, device=param.device).normal_(
+                0.0, 0.02, generator=generator
+            )
+            linears[name].load("weight", weight, None)
+        elif name.rpartition(".")[0] + ".weight" in linears and not name.endswith(".bias"):
+            continue  # a scale, set by the load above
+        elif name.endswith("norm.weight"):
             param.fill_(1.0)
         elif name.endswith(".bias"):
             param.zero_()

@@ -1,0 +1,101 @@
+"""The seam between a linear layer and how its weight is stored: one `QuantMethod` per format.
+
+A method creates the layer's weight tensors (`create_weights`), fills them from checkpoint tensors one
+fused shard at a time (`load`), and multiplies by them (`apply`). A new format is one new subclass; the
+model code only ever sees `QuantLinear`. The methods here are PyTorch references; a Triton kernel for a
+format replaces its `apply` and is tested against it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuantMethod(ABC):
+    """How one linear layer's weight is stored, loaded and multiplied."""
+
+    #: checkpoint tensors of each shard, beside `bias` (e.g. ("weight", "weight_scale_inv"))
+    checkpoint_tensors: tuple[str, ...] = ("weight",)
+
+    @abstractmethod
+    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        """Register the layer's parameters (uninitialised) for `layer.in_features`/`layer.out_shards`."""
+
+    @abstractmethod
+    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        """Store checkpoint tensor `name` of output shard `shard` (None: the whole layer). A float
+        `weight` is always accepted and quantized here, so bf16 checkpoints and random weights load too."""
+
+    @abstractmethod
+    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [tokens, in] -> [tokens, out] in x's dtype."""
+
+
+def copy_checked(destination: torch.Tensor, tensor: torch.Tensor, what: str) -> None:
+    """Copy with a shape check whose message names the checkpoint tensor."""
+    if destination.shape != tensor.shape:
+        raise ValueError(f"{what}: checkpoint shape {tuple(tensor.shape)} != {tuple(destination.shape)}")
+    destination.copy_(tensor)
+
+
+class UnquantizedMethod(QuantMethod):
+    """The weight in the model dtype, multiplied with `F.linear`."""
+
+    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        layer.weight = nn.Parameter(torch.empty(layer.out_features, layer.in_features, dtype=dtype))
+
+    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        if name != "weight" or tensor.dtype == torch.float8_e4m3fn:
+            raise ValueError(
+                f"{layer.describe(name, shard)} is a quantized tensor but the model is not quantized "
+                "(is config.json's quantization_config missing?)"
+            )
+        copy_checked(layer.weight.data[layer.shard_rows(shard)], tensor, layer.describe(name, shard))
+
+    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, layer.weight, bias)
+
+
+class QuantLinear(nn.Module):
+    """y = x W^T (+ b) where W is one or more fused output shards (q|k|v, gate|up) stored by `method`."""
+
+    def __init__(self, in_features: int, out_shards: Sequence[int], bias: bool, method: QuantMethod) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_shards = tuple(out_shards)
+        self.out_features = sum(self.out_shards)
+        self.method = method
+        dtype = torch.get_default_dtype()
+        method.create_weights(self, dtype)
+        self.bias = nn.Parameter(torch.empty(self.out_features, dtype=dtype)) if bias else None
+
+    def shard_rows(self, shard: int | None) -> slice:
+        """Output rows of shard `shard` of the fused weight (None: all of them)."""
+        if shard is None:
+            return slice(None)
+        start = sum(self.out_shards[:shard])
+        return slice(start, start + self.out_shards[shard])
+
+    def tensor_names(self) -> tuple[str, ...]:
+        """Checkpoint tensors each shard must provide."""
+        return self.method.checkpoint_tensors + (("bias",) if self.bias is not None else ())
+
+    def describe(self, name: str, shard: int | None) -> str:
+        return f"tensor {name!r}" + ("" if shard is None else f" of shard {shard}")
+
+    def load(self, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        if name == "bias" and self.bias is not None:
+            copy_checked(self.bias.data[self.shard_rows(shard)], tensor, self.describe(name, shard))
+        else:
+            self.method.load(self, name, tensor, shard)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.apply(self, x, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_shards}, method={type(self.method).__name__}"

@@ -1,0 +1,95 @@
+"""Which quantization a model loads with: from config.json's `quantization_config` and/or the
+`--quantization` flag, checked here once so that an unsupported checkpoint fails before any weight is read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tokenmill.quantization.base import QuantMethod, UnquantizedMethod
+from tokenmill.quantization.fp8 import Fp8BlockMethod
+from tokenmill.quantization.int8 import Int8WeightOnlyMethod
+
+QUANTIZATION_CHOICES = ("fp8", "int8")
+DEFAULT_FP8_BLOCK = (128, 128)
+_READ_FROM_CHECKPOINTS = ("fp8",)
+_PLANNED = ("awq", "gptq", "compressed-tensors")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    method: str  # one of QUANTIZATION_CHOICES
+    checkpoint_quantized: bool  # False: float weights quantized while loading
+    weight_block_size: tuple[int, int] | None = None
+    modules_to_not_convert: tuple[str, ...] = ()
+
+    def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
+        """The method of a linear made of `checkpoint_modules` (its fused shards' Hugging Face names)."""
+        skipped = [self._not_converted(name) for name in checkpoint_modules]
+        if all(skipped):
+            return UnquantizedMethod()
+        if any(skipped):
+            raise ValueError(
+                "quantization_config.modules_to_not_convert lists only some of the fused "
+                f"{list(checkpoint_modules)}"
+            )
+        if self.method == "int8":
+            return Int8WeightOnlyMethod()
+        assert self.weight_block_size is not None
+        return Fp8BlockMethod(self.weight_block_size, self.checkpoint_quantized)
+
+    def _not_converted(self, module: str) -> bool:
+        return any(f".{entry}." in f".{module}." for entry in self.modules_to_not_convert)
+
+
+def resolve_quantization(
+    requested: str | None, checkpoint: dict[str, Any] | None, source: str
+) -> QuantizationConfig | None:
+    """`requested` is the --quantization flag, `checkpoint` config.json's `quantization_config` (read from
+    `source`, named in every error). A quantized checkpoint must be read as what it is."""
+    if checkpoint is None:
+        if requested is None:
+            return None
+        if requested not in QUANTIZATION_CHOICES:
+            raise ValueError(
+                f"quantization {requested!r} is not supported (supported: {QUANTIZATION_CHOICES})"
+            )
+        block = DEFAULT_FP8_BLOCK if requested == "fp8" else None
+        return QuantizationConfig(requested, checkpoint_quantized=False, weight_block_size=block)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{source}: quantization_config must be an object")
+    kind = checkpoint.get("quant_method")
+    if kind in _PLANNED:
+        raise ValueError(
+            f"{source}: quantization_config.quant_method {kind!r} is not supported yet (issue 12)"
+        )
+    if kind not in _READ_FROM_CHECKPOINTS:
+        raise ValueError(
+            f"{source}: quantization_config.quant_method {kind!r} is not supported "
+            f"(supported: {', '.join(_READ_FROM_CHECKPOINTS)})"
+        )
+    if requested not in (None, kind):
+        raise ValueError(f"{source} holds a {kind} checkpoint: --quantization {requested} cannot apply to it")
+    return _fp8_checkpoint(checkpoint, source)
+
+
+def _fp8_checkpoint(checkpoint: dict[str, Any], source: str) -> QuantizationConfig:
+    field = f"{source}: quantization_config"
+    if checkpoint.get("fmt", "e4m3") != "e4m3":
+        raise ValueError(f"{field}.fmt {checkpoint['fmt']!r} is not supported (only e4m3)")
+    if checkpoint.get("activation_scheme", "dynamic") != "dynamic":
+        raise ValueError(
+            f"{field}.activation_scheme {checkpoint['activation_scheme']!r}: only dynamic is supported"
+        )
+    block = checkpoint.get("weight_block_size")
+    if block is None:
+        raise ValueError(
+            f"{field}.weight_block_size is missing: per-tensor FP8 checkpoints are not supported yet"
+        )
+    if not (isinstance(block, list) and len(block) == 2 and all(type(b) is int and b > 0 for b in block)):
+        raise ValueError(f"{field}.weight_block_size must be two positive integers, got {block!r}")
+    skip = checkpoint.get("modules_to_not_convert") or []
+    if not (isinstance(skip, list) and all(isinstance(name, str) for name in skip)):
+        raise ValueError(f"{field}.modules_to_not_convert must be a list of module names, got {skip!r}")
+    return QuantizationConfig("fp8", True, (block[0], block[1]), tuple(skip))
