@@ -1,0 +1,48 @@
+"""Quantized copies of the tiny checkpoints, written in the exact on-disk layout of each format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from tokenmill.quantization.fp8 import quantize_fp8_blocks
+
+# The projections a quantized checkpoint stores quantized (embeddings, norms and lm_head stay float).
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def save_fp8_checkpoint(
+    source: Path, directory: Path, block: tuple[int, int], not_convert: Sequence[str] = ()
+) -> Path:
+    """`source` (a float HF checkpoint) as an FP8 block-wise checkpoint: each projection's `weight` in
+    float8_e4m3fn plus `weight_scale_inv`, and config.json's `quantization_config` saying so."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.suffix != ".safetensors":
+            shutil.copy(file, directory / file.name)
+    for file in source.glob("*.safetensors"):
+        tensors = {}
+        for name, tensor in load_file(file).items():
+            module = name.removesuffix(".weight")
+            quantize = module.rsplit(".", 1)[-1] in PROJECTIONS and not any(
+                f".{entry}." in f".{module}." for entry in not_convert
+            )
+            if quantize and name.endswith(".weight"):
+                tensors[name], tensors[f"{module}.weight_scale_inv"] = quantize_fp8_blocks(tensor, block)
+            else:
+                tensors[name] = tensor
+        save_file(tensors, directory / file.name)
+    config = json.loads((source / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "fp8",
+        "fmt": "e4m3",
+        "activation_scheme": "dynamic",
+        "weight_block_size": list(block),
+        "modules_to_not_convert": list(not_convert),
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return directory
