@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, resolve_quantization
+from tokenmill.quantization.awq import AwqMethod, pack_awq, quantize_awq, unpack_awq
 from tokenmill.quantization.fp8 import Fp8BlockMethod, quantize_fp8_blocks
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
 
@@ -44,8 +45,61 @@ def test_int8_per_channel_matches_a_row_by_row_formula() -> None:
     assert ((quantized.float() * scale[:, None] - weight).abs() <= scale[:, None] / 2 + 1e-7).all()
 
 
+AWQ_NIBBLE_COLUMNS = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's pack order: nibble i <- column order[i]
+
+
+def awq_unpacked(packed: torch.Tensor) -> torch.Tensor:
+    """int32 [rows, cols/8] -> [rows, cols], nibble by nibble, written from AutoAWQ's packing loop."""
+    rows, words = packed.shape
+    out = torch.empty(rows, words * 8, dtype=torch.int64)
+    for i, column in enumerate(AWQ_NIBBLE_COLUMNS):
+        out[:, column::8] = (packed.to(torch.int64) >> (4 * i)) & 0xF
+    return out
+
+
+def awq_weight(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """[out, in] float weight of AWQ tensors: (q - zero) * scale per group of input rows."""
+    group = qweight.shape[0] // scales.shape[0]
+    zeros = awq_unpacked(qzeros).repeat_interleave(group, 0)
+    return ((awq_unpacked(qweight) - zeros) * scales.float().repeat_interleave(group, 0)).T
+
+
+def test_awq_packing_matches_autoawq_order() -> None:
+    values = torch.randint(0, 16, (5, 24), generator=torch.Generator().manual_seed(5))
+    packed = pack_awq(values)
+    assert packed.dtype == torch.int32 and packed.shape == (5, 3)
+    for row in range(5):
+        for word in range(3):
+            expected = sum(
+                int(values[row, 8 * word + c]) << (4 * i) for i, c in enumerate(AWQ_NIBBLE_COLUMNS)
+            )
+            assert int(packed[row, word]) & 0xFFFFFFFF == expected
+    assert torch.equal(awq_unpacked(packed), values) and torch.equal(
+        unpack_awq(packed), values.to(torch.int32)
+    )
+
+
+def test_awq_quantization_matches_the_group_formula() -> None:
+    weight = torch.randn(16, 64, generator=torch.Generator().manual_seed(6))  # [out, in]
+    qweight, qzeros, scales = quantize_awq(weight, 32)
+    assert qweight.shape == (64, 2) and qzeros.shape == (2, 2) and scales.shape == (2, 16)
+    assert scales.dtype == torch.float16
+    group = weight[3, 32:64]  # output column 3, second group of inputs
+    scale = (group.max().clamp(min=0) - group.min().clamp(max=0)) / 15
+    assert scales[1, 3] == scale.half()
+    zero = torch.round(-group.min() / scale)
+    assert awq_unpacked(qzeros)[1, 3] == zero
+    assert torch.equal(
+        awq_unpacked(qweight)[32:64, 3], (torch.round(group / scale) + zero).clamp(0, 15).long()
+    )
+    step = scales.float().repeat_interleave(32, 0).T
+    assert ((awq_weight(qweight, qzeros, scales) - weight).abs() <= step * (0.5 + 16 * 2**-10)).all()
+
+
 def _dequantized(layer: QuantLinear) -> torch.Tensor:
     """The float weight a quantized layer stands for, by the formats' own definitions."""
+    if isinstance(layer.method, AwqMethod):
+        return awq_weight(layer.qweight, layer.qzeros, layer.scales)
     if isinstance(layer.method, Int8WeightOnlyMethod):
         return layer.weight.float() * layer.weight_scale[:, None]
     if isinstance(layer.method, Fp8BlockMethod):
@@ -59,6 +113,7 @@ METHODS = {
     "none": UnquantizedMethod,
     "int8": Int8WeightOnlyMethod,
     "fp8": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
+    "awq": lambda: AwqMethod(16, checkpoint_is_awq=False),
 }
 
 
@@ -79,7 +134,7 @@ def test_fused_shards_load_like_the_whole_matrix_and_apply_equals_the_reference(
     reference = x @ _dequantized(whole).T + bias
     torch.testing.assert_close(whole(x), reference, rtol=1e-5, atol=1e-5)
     error = (whole(x) - F.linear(x, weight, bias)).abs().max().item()
-    assert error < {"none": 1e-6, "int8": 0.01, "fp8": 0.05}[kind]
+    assert error < {"none": 1e-6, "int8": 0.01, "fp8": 0.05, "awq": 0.25}[kind]
 
 
 def test_int8_runs_in_bfloat16_activations() -> None:
@@ -103,6 +158,7 @@ def test_float8_tensors_are_refused_by_an_unquantized_layer() -> None:
         layer.load("weight", torch.zeros(16, 16, dtype=torch.float8_e4m3fn), None)
 
 
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "GEMM"}
 FP8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
 
 
@@ -115,6 +171,15 @@ def test_fp8_checkpoint_config_is_read() -> None:
         resolve_quantization(None, {**FP8, "modules_to_not_convert": ["q_proj"]}, "c").method_for(
             ["layers.0.q_proj", "layers.0.k_proj"]
         )
+
+
+def test_awq_checkpoint_config_is_read() -> None:
+    config = resolve_quantization("awq", AWQ, "c")
+    assert config is not None and config.group_size == 128 and config.checkpoint_quantized
+    method = config.method_for(["layers.0.q_proj"])
+    assert isinstance(method, AwqMethod) and method.checkpoint_tensors == ("qweight", "qzeros", "scales")
+    with pytest.raises(ValueError, match=r"group_size 128: input size 64 must be a multiple"):
+        QuantLinear(64, [64], False, method)
 
 
 def test_flags_without_a_quantized_checkpoint() -> None:
@@ -131,9 +196,9 @@ def test_flags_without_a_quantized_checkpoint() -> None:
         (
             {"quant_method": "bitsandbytes"},
             None,
-            r"quant_method 'bitsandbytes' is not supported \(supported: fp8",
+            r"quant_method 'bitsandbytes' is not supported \(supported: fp8, awq",
         ),
-        ({"quant_method": "awq", "bits": 4}, None, "quant_method 'awq' is not supported yet"),
+        ({"quant_method": "gptq", "bits": 4}, None, "quant_method 'gptq' is not supported yet"),
         ({}, None, "quant_method None is not supported"),
         ({**FP8, "weight_block_size": [128]}, None, "weight_block_size must be two positive integers"),
         ({**FP8, "weight_block_size": [0, 128]}, None, "weight_block_size must be two positive integers"),
@@ -144,9 +209,23 @@ def test_flags_without_a_quantized_checkpoint() -> None:
         ({**FP8, "modules_to_not_convert": "lm_head"}, None, "modules_to_not_convert must be a list"),
         (FP8, "int8", "holds a fp8 checkpoint: --quantization int8 cannot apply"),
         ([1], None, "quantization_config must be an object"),
+        ({**AWQ, "bits": 8}, None, "bits 8 is not supported"),
+        ({**AWQ, "version": "gemv"}, None, "version 'gemv' is not supported"),
+        ({**AWQ, "zero_point": False}, None, "zero_point False is not supported"),
+        ({**AWQ, "group_size": -1}, None, "group_size must be a positive integer"),
     ],
 )
 def test_unreadable_configs_name_the_file_and_the_field(checkpoint, requested, message) -> None:
     with pytest.raises(ValueError, match=message) as error:
         resolve_quantization(requested, checkpoint, "/models/x/config.json")
     assert "/models/x/config.json" in str(error.value)
+
+
+def test_the_flag_offers_exactly_the_methods_that_quantize_at_load() -> None:
+    from typing import get_args
+
+    from tokenmill.config import EngineConfig
+    from tokenmill.quantization import QUANTIZATION_CHOICES
+
+    flag = get_args(EngineConfig.model_fields["quantization"].annotation)[0]
+    assert set(get_args(flag)) == set(QUANTIZATION_CHOICES)

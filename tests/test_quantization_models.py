@@ -13,8 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers.quantized_models import save_fp8_checkpoint
+from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint
 from tests.test_correctness import hf_greedy
+from tests.test_quantization import awq_unpacked, awq_weight
 from tokenmill import LLM, SamplingParams
 from tokenmill.models.loader import check_model_directory, load_model
 from tokenmill.quantization import UnquantizedMethod
@@ -22,6 +23,7 @@ from tokenmill.quantization.fp8 import Fp8BlockMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
 
 BLOCK = (32, 32)  # the tiny models' fused shards are multiples of 32, not of 128
+GROUP = 32  # AWQ group of input rows (the tiny models' input sizes are 64 and 128)
 PROMPTS = [[random.Random(n).randrange(3, 256) for _ in range(n)] for n in (3, 17, 40, 64)]
 
 
@@ -47,15 +49,24 @@ def test_fp8_checkpoint_layout(tiny_model_dir, fp8_dir) -> None:
     assert config["quant_method"] == "fp8" and config["weight_block_size"] == [32, 32]
 
 
-def _dequantized_twin(fp8_dir: Path, directory: Path) -> Path:
-    """A float checkpoint holding exactly the weights the FP8 one stands for (transformers can read it)."""
-    shutil.copytree(fp8_dir, directory)
-    tensors = load_file(fp8_dir / "model.safetensors")
+@pytest.fixture(scope="module")
+def awq_dir(tiny_model_dir, tmp_path_factory):
+    return save_awq_checkpoint(tiny_model_dir("qwen3"), tmp_path_factory.mktemp("qwen3-awq"), GROUP)
+
+
+def _dequantized_twin(quantized_dir: Path, directory: Path) -> Path:
+    """A float checkpoint holding exactly the weights the quantized one stands for (transformers reads it)."""
+    shutil.copytree(quantized_dir, directory)
+    tensors = load_file(quantized_dir / "model.safetensors")
     for name in [n for n in tensors if n.endswith(".weight_scale_inv")]:
         weight_name = name.removesuffix("_scale_inv")
         scales = tensors.pop(name).repeat_interleave(BLOCK[0], 0).repeat_interleave(BLOCK[1], 1)
         weight = tensors[weight_name]
         tensors[weight_name] = weight.float() * scales[: weight.shape[0], : weight.shape[1]]
+    for name in [n for n in tensors if n.endswith(".qweight")]:
+        module = name.removesuffix(".qweight")
+        parts = [tensors.pop(f"{module}.{part}") for part in ("qweight", "qzeros", "scales")]
+        tensors[f"{module}.weight"] = awq_weight(*parts).contiguous()
     save_file(tensors, directory / "model.safetensors")
     config = json.loads((directory / "config.json").read_text())
     del config["quantization_config"]
@@ -73,6 +84,25 @@ def _greedy(model: str | Path, logprobs: bool = False, **engine_args):
 def test_fp8_checkpoint_decodes_token_exact_with_its_dequantized_twin(fp8_dir, tmp_path) -> None:
     expected = hf_greedy(_dequantized_twin(fp8_dir, tmp_path / "twin"), PROMPTS)
     assert [list(output.token_ids) for output in _greedy(fp8_dir)] == expected
+
+
+def test_awq_checkpoint_layout(tiny_model_dir, awq_dir) -> None:
+    written = load_file(awq_dir / "model.safetensors")
+    prefix = "model.layers.0.mlp.gate_proj"
+    assert f"{prefix}.weight" not in written
+    qweight, qzeros, scales = (written[f"{prefix}.{part}"] for part in ("qweight", "qzeros", "scales"))
+    assert (qweight.dtype, qweight.shape) == (torch.int32, (64, 16))  # [in, out/8]
+    assert (qzeros.dtype, qzeros.shape) == (torch.int32, (2, 16))  # [in/G, out/8]
+    assert (scales.dtype, scales.shape) == (torch.float16, (2, 128))  # [in/G, out]
+    original = load_file(tiny_model_dir("qwen3") / "model.safetensors")[f"{prefix}.weight"]
+    assert (awq_weight(qweight, qzeros, scales) - original).abs().max() <= scales.max() * 0.52
+    assert awq_unpacked(qweight).max() <= 15
+
+
+@pytest.mark.slow
+def test_awq_checkpoint_decodes_token_exact_with_its_dequantized_twin(awq_dir, tmp_path) -> None:
+    expected = hf_greedy(_dequantized_twin(awq_dir, tmp_path / "twin"), PROMPTS)
+    assert [list(output.token_ids) for output in _greedy(awq_dir)] == expected
 
 
 @pytest.mark.slow
@@ -100,18 +130,28 @@ def _distance(reference, quantized) -> tuple[float, float]:
     return same / sum(len(ref.token_ids) for ref in reference), sum(errors) / len(errors)
 
 
+# Measured on the tiny qwen3 (random weights of std 0.2, so top-1 margins are small and greedy paths part
+# early): share of greedy tokens before the first divergence, mean |logprob difference| over them.
+MEASURED = {"fp8": (0.60, 0.100), "int8": (0.92, 0.026), "awq": (0.61, 0.286)}
+
+
 @pytest.mark.slow
-def test_quantized_models_stay_close_to_their_float_model(tiny_model_dir, fp8_dir) -> None:
-    """Measured on the tiny qwen3 (random weights, std 0.2: small top-1 margins, so greedy paths part
-    early): fp8 22/96 tokens before divergence, mean |dlogprob| 0.11; int8 57/96, 0.026."""
+def test_quantized_models_stay_close_to_their_float_model(tiny_model_dir, fp8_dir, awq_dir) -> None:
     reference = _greedy(tiny_model_dir("qwen3"), logprobs=True)
-    fp8_agreement, fp8_error = _distance(reference, _greedy(fp8_dir, logprobs=True))
-    int8_agreement, int8_error = _distance(
-        reference, _greedy(tiny_model_dir("qwen3"), True, quantization="int8")
-    )
-    assert fp8_error < 0.2 and int8_error < 0.05
-    assert fp8_agreement > 0.15 and int8_agreement > 0.45
-    assert all(r.token_ids[0] == q.token_ids[0] for r, q in zip(reference, _greedy(fp8_dir)))
+    quantized = {
+        "fp8": _greedy(fp8_dir, logprobs=True),
+        "int8": _greedy(tiny_model_dir("qwen3"), True, quantization="int8"),
+        "awq": _greedy(awq_dir, logprobs=True),
+    }
+    for kind, outputs in quantized.items():
+        agreement, error = _distance(reference, outputs)
+        measured_agreement, measured_error = MEASURED[kind]
+        assert agreement >= measured_agreement - 0.2 and error <= 1.5 * measured_error, (
+            kind,
+            agreement,
+            error,
+        )
+        assert all(r.token_ids[0] == q.token_ids[0] for r, q in zip(reference, outputs)), kind
 
 
 def test_random_presets_quantize_at_load() -> None:

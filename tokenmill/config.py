@@ -36,10 +36,10 @@ class EngineConfig(BaseModel):
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
         default="auto", description="KV-cache precision: the model dtype, or fp8 (e4m3, CUDA sm_89+)"
     )
-    quantization: Literal["fp8", "int8"] | None = Field(
+    quantization: Literal["fp8", "int8", "awq"] | None = Field(
         default=None,
-        description="quantize float weights at load: fp8 (128x128 blocks) or int8 (weight-only, per "
-        "channel); quantized checkpoints are detected from config.json",
+        description="quantize float weights at load: fp8 (128x128 blocks), int8 (weight-only, per "
+        "channel) or awq (int4, groups of 128); quantized checkpoints are detected from config.json",
     )
     kernels: Literal["auto", "triton", "torch"] = Field(
         default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"

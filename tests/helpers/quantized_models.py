@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
+from tokenmill.quantization.awq import quantize_awq
 from tokenmill.quantization.fp8 import quantize_fp8_blocks
 
 # The projections a quantized checkpoint stores quantized (embeddings, norms and lm_head stay float).
@@ -20,6 +22,43 @@ def save_fp8_checkpoint(
 ) -> Path:
     """`source` (a float HF checkpoint) as an FP8 block-wise checkpoint: each projection's `weight` in
     float8_e4m3fn plus `weight_scale_inv`, and config.json's `quantization_config` saying so."""
+    config = {
+        "quant_method": "fp8",
+        "fmt": "e4m3",
+        "activation_scheme": "dynamic",
+        "weight_block_size": list(block),
+    }
+
+    def fp8(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        quantized, scale_inv = quantize_fp8_blocks(weight, block)
+        return {"weight": quantized, "weight_scale_inv": scale_inv}
+
+    return _save_quantized(source, directory, config, fp8, not_convert)
+
+
+def save_awq_checkpoint(source: Path, directory: Path, group_size: int) -> Path:
+    """`source` as an AutoAWQ GEMM checkpoint: `qweight`, `qzeros`, `scales` for each projection."""
+    config = {
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": group_size,
+        "zero_point": True,
+        "version": "gemm",
+    }
+
+    def awq(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(("qweight", "qzeros", "scales"), quantize_awq(weight, group_size)))
+
+    return _save_quantized(source, directory, config, awq, ())
+
+
+def _save_quantized(
+    source: Path,
+    directory: Path,
+    quantization_config: dict,
+    quantize: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    not_convert: Sequence[str],
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for file in source.iterdir():
         if file.suffix != ".safetensors":
@@ -28,21 +67,13 @@ def save_fp8_checkpoint(
         tensors = {}
         for name, tensor in load_file(file).items():
             module = name.removesuffix(".weight")
-            quantize = module.rsplit(".", 1)[-1] in PROJECTIONS and not any(
-                f".{entry}." in f".{module}." for entry in not_convert
-            )
-            if quantize and name.endswith(".weight"):
-                tensors[name], tensors[f"{module}.weight_scale_inv"] = quantize_fp8_blocks(tensor, block)
+            skipped = any(f".{entry}." in f".{module}." for entry in not_convert)
+            if name.endswith(".weight") and module.rsplit(".", 1)[-1] in PROJECTIONS and not skipped:
+                tensors.update({f"{module}.{part}": value for part, value in quantize(tensor).items()})
             else:
                 tensors[name] = tensor
         save_file(tensors, directory / file.name)
     config = json.loads((source / "config.json").read_text())
-    config["quantization_config"] = {
-        "quant_method": "fp8",
-        "fmt": "e4m3",
-        "activation_scheme": "dynamic",
-        "weight_block_size": list(block),
-        "modules_to_not_convert": list(not_convert),
-    }
+    config["quantization_config"] = {**quantization_config, "modules_to_not_convert": list(not_convert)}
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     return directory

@@ -168,15 +168,18 @@ def _randomize(model: LlamaForCausalLM, seed: int) -> None:
     """Weights drawn like a freshly initialised transformers model (normal, std 0.02; norms at 1)."""
     generator = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
     dtype = model.embed_tokens.weight.dtype
-    linears = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    drawn: set[str] = set()
     for name, param in model.named_parameters():
-        if name in linears:  # drawn in the model dtype, then stored as its quantization method says
-            weight = torch.empty(param.shape, dtype=dtype, device=param.device).normal_(
-                0.0, 0.02, generator=generator
-            )
-            linears[name].load("weight", weight, None)
-        elif name.rpartition(".")[0] + ".weight" in linears and not name.endswith(".bias"):
-            continue  # a scale, set by the load above
+        module = name.rpartition(".")[0]
+        if module in linears and not name.endswith(".bias"):
+            if module not in drawn:  # drawn in the model dtype, stored as its quantization method says
+                linear = linears[module]
+                weight = torch.empty(
+                    linear.out_features, linear.in_features, dtype=dtype, device=param.device
+                )
+                linear.load("weight", weight.normal_(0.0, 0.02, generator=generator), None)
+                drawn.add(module)
         elif name.endswith("norm.weight"):
             param.fill_(1.0)
         elif name.endswith(".bias"):

@@ -4,24 +4,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantMethod, UnquantizedMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
-QUANTIZATION_CHOICES = ("fp8", "int8")
+QUANTIZATION_CHOICES = ("fp8", "int8", "awq")
 DEFAULT_FP8_BLOCK = (128, 128)
-_READ_FROM_CHECKPOINTS = ("fp8",)
-_PLANNED = ("awq", "gptq", "compressed-tensors")
+DEFAULT_GROUP_SIZE = 128
+_READ_FROM_CHECKPOINTS = ("fp8", "awq")
+_PLANNED = ("gptq", "compressed-tensors")
 
 
 @dataclass(frozen=True)
 class QuantizationConfig:
     method: str  # one of QUANTIZATION_CHOICES
     checkpoint_quantized: bool  # False: float weights quantized while loading
-    weight_block_size: tuple[int, int] | None = None
+    weight_block_size: tuple[int, int] | None = None  # fp8
+    group_size: int | None = None  # awq
     modules_to_not_convert: tuple[str, ...] = ()
 
     def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
@@ -36,6 +39,9 @@ class QuantizationConfig:
             )
         if self.method == "int8":
             return Int8WeightOnlyMethod()
+        if self.method == "awq":
+            assert self.group_size is not None
+            return AwqMethod(self.group_size, self.checkpoint_quantized)
         assert self.weight_block_size is not None
         return Fp8BlockMethod(self.weight_block_size, self.checkpoint_quantized)
 
@@ -56,26 +62,28 @@ def resolve_quantization(
                 f"quantization {requested!r} is not supported (supported: {QUANTIZATION_CHOICES})"
             )
         block = DEFAULT_FP8_BLOCK if requested == "fp8" else None
-        return QuantizationConfig(requested, checkpoint_quantized=False, weight_block_size=block)
+        group = DEFAULT_GROUP_SIZE if requested == "awq" else None
+        return QuantizationConfig(requested, False, weight_block_size=block, group_size=group)
+    field = f"{source}: quantization_config"
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{source}: quantization_config must be an object")
+        raise ValueError(f"{field} must be an object")
     kind = checkpoint.get("quant_method")
     if kind in _PLANNED:
-        raise ValueError(
-            f"{source}: quantization_config.quant_method {kind!r} is not supported yet (issue 12)"
-        )
+        raise ValueError(f"{field}.quant_method {kind!r} is not supported yet (issue 12)")
     if kind not in _READ_FROM_CHECKPOINTS:
         raise ValueError(
-            f"{source}: quantization_config.quant_method {kind!r} is not supported "
-            f"(supported: {', '.join(_READ_FROM_CHECKPOINTS)})"
+            f"{field}.quant_method {kind!r} is not supported (supported: {', '.join(_READ_FROM_CHECKPOINTS)})"
         )
     if requested not in (None, kind):
         raise ValueError(f"{source} holds a {kind} checkpoint: --quantization {requested} cannot apply to it")
-    return _fp8_checkpoint(checkpoint, source)
+    skip = checkpoint.get("modules_to_not_convert") or []
+    if not (isinstance(skip, list) and all(isinstance(name, str) for name in skip)):
+        raise ValueError(f"{field}.modules_to_not_convert must be a list of module names, got {skip!r}")
+    read = _fp8_checkpoint if kind == "fp8" else _awq_checkpoint
+    return replace(read(checkpoint, field), modules_to_not_convert=tuple(skip))
 
 
-def _fp8_checkpoint(checkpoint: dict[str, Any], source: str) -> QuantizationConfig:
-    field = f"{source}: quantization_config"
+def _fp8_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConfig:
     if checkpoint.get("fmt", "e4m3") != "e4m3":
         raise ValueError(f"{field}.fmt {checkpoint['fmt']!r} is not supported (only e4m3)")
     if checkpoint.get("activation_scheme", "dynamic") != "dynamic":
@@ -89,7 +97,17 @@ def _fp8_checkpoint(checkpoint: dict[str, Any], source: str) -> QuantizationConf
         )
     if not (isinstance(block, list) and len(block) == 2 and all(type(b) is int and b > 0 for b in block)):
         raise ValueError(f"{field}.weight_block_size must be two positive integers, got {block!r}")
-    skip = checkpoint.get("modules_to_not_convert") or []
-    if not (isinstance(skip, list) and all(isinstance(name, str) for name in skip)):
-        raise ValueError(f"{field}.modules_to_not_convert must be a list of module names, got {skip!r}")
-    return QuantizationConfig("fp8", True, (block[0], block[1]), tuple(skip))
+    return QuantizationConfig("fp8", True, weight_block_size=(block[0], block[1]))
+
+
+def _awq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConfig:
+    """AutoAWQ's GEMM layout, 4-bit with zero points (what Qwen's *-AWQ checkpoints ship)."""
+    expected = {"bits": 4, "zero_point": True, "version": "gemm"}
+    for key, value in expected.items():
+        found = checkpoint.get(key, "gemm" if key == "version" else None)
+        if (found.lower() if isinstance(found, str) else found) != value:
+            raise ValueError(f"{field}.{key} {found!r} is not supported (only {value!r})")
+    group = checkpoint.get("group_size")
+    if type(group) is not int or group <= 0:
+        raise ValueError(f"{field}.group_size must be a positive integer, got {group!r}")
+    return QuantizationConfig("awq", True, group_size=group)
