@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, resolve_quantization
 from tokenmill.quantization.awq import AwqMethod, pack_awq, quantize_awq, unpack_awq
 from tokenmill.quantization.fp8 import Fp8BlockMethod, quantize_fp8_blocks
+from tokenmill.quantization.gptq import GptqMethod, pack_sequential, quantize_gptq
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
 
 E4M3_MAX = 448.0
@@ -96,8 +97,60 @@ def test_awq_quantization_matches_the_group_formula() -> None:
     assert ((awq_weight(qweight, qzeros, scales) - weight).abs() <= step * (0.5 + 16 * 2**-10)).all()
 
 
+def gptq_unpacked(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
+    """Words -> values, 32/bits consecutive entries along `dim` per word with the first in the low bits."""
+    per_word, mask = 32 // bits, 2**bits - 1
+    moved = packed.to(torch.int64).movedim(dim, 0)
+    out = torch.empty(moved.shape[0] * per_word, *moved.shape[1:], dtype=torch.int64)
+    for i in range(per_word):
+        out[i::per_word] = (moved >> (bits * i)) & mask
+    return out.movedim(0, dim)
+
+
+def gptq_weight(tensors: dict[str, torch.Tensor], bits: int) -> torch.Tensor:
+    """[out, in] float weight of GPTQ v1 tensors: (q - (stored zero + 1)) * scale of the row's g_idx group."""
+    group = tensors["g_idx"].long()
+    values = gptq_unpacked(tensors["qweight"], bits, 0)
+    zeros = gptq_unpacked(tensors["qzeros"], bits, 1) + 1
+    return ((values - zeros[group]) * tensors["scales"].float()[group]).T
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_gptq_packing_and_groups_match_the_formula(bits: int) -> None:
+    weight = torch.randn(16, 64, generator=torch.Generator().manual_seed(7))  # [out, in]
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(8))
+    tensors = quantize_gptq(weight, bits, 16, order)
+    per_word = 32 // bits
+    assert tensors["qweight"].shape == (64 // per_word, 16) and tensors["qzeros"].shape == (4, 16 // per_word)
+    assert tensors["scales"].shape == (4, 16) and tensors["g_idx"].dtype == torch.int32
+    assert torch.equal(tensors["g_idx"][order], torch.arange(64, dtype=torch.int32) // 16)  # act-order groups
+    rows = order[16:32]  # group 1
+    scale = 2 * weight[5, rows].abs().max() / (2**bits - 1)
+    assert tensors["scales"][1, 5] == scale.half()
+    midpoint = 2 ** (bits - 1)
+    values = gptq_unpacked(tensors["qweight"], bits, 0)
+    expected = (torch.round(weight[5, rows] / scale) + midpoint).clamp(0, 2**bits - 1).long()
+    assert torch.equal(values[rows, 5], expected)
+    assert (gptq_unpacked(tensors["qzeros"], bits, 1) == midpoint - 1).all()  # v1 stores zero - 1
+    values = torch.randint(0, 2**bits, (2 * per_word, 3), generator=torch.Generator().manual_seed(9))
+    word = sum(int(values[i, 2]) << (bits * i) for i in range(per_word))
+    assert int(pack_sequential(values, bits, 0)[0, 2]) & 0xFFFFFFFF == word
+    step = tensors["scales"].float()[tensors["g_idx"].long()].T
+    assert ((gptq_weight(tensors, bits) - weight).abs() <= step * (0.5 + 2**bits * 2**-10)).all()
+
+
+def test_fused_gptq_shards_must_share_their_act_order() -> None:
+    layer = QuantLinear(32, [16, 16], False, GptqMethod(4, 16, checkpoint_is_gptq=True))
+    layer.load("g_idx", torch.arange(32, dtype=torch.int32) // 16, 1)
+    with pytest.raises(ValueError, match="fused shards need the same g_idx"):
+        layer.load("g_idx", torch.arange(32, dtype=torch.int32).flip(0) // 16, 0)
+
+
 def _dequantized(layer: QuantLinear) -> torch.Tensor:
     """The float weight a quantized layer stands for, by the formats' own definitions."""
+    if isinstance(layer.method, GptqMethod):
+        parts = ("qweight", "qzeros", "scales", "g_idx")
+        return gptq_weight({name: getattr(layer, name) for name in parts}, layer.method.bits)
     if isinstance(layer.method, AwqMethod):
         return awq_weight(layer.qweight, layer.qzeros, layer.scales)
     if isinstance(layer.method, Int8WeightOnlyMethod):
@@ -114,6 +167,8 @@ METHODS = {
     "int8": Int8WeightOnlyMethod,
     "fp8": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
     "awq": lambda: AwqMethod(16, checkpoint_is_awq=False),
+    "gptq4": lambda: GptqMethod(4, 16, checkpoint_is_gptq=False),
+    "gptq8": lambda: GptqMethod(8, -1, checkpoint_is_gptq=False),
 }
 
 
@@ -134,7 +189,7 @@ def test_fused_shards_load_like_the_whole_matrix_and_apply_equals_the_reference(
     reference = x @ _dequantized(whole).T + bias
     torch.testing.assert_close(whole(x), reference, rtol=1e-5, atol=1e-5)
     error = (whole(x) - F.linear(x, weight, bias)).abs().max().item()
-    assert error < {"none": 1e-6, "int8": 0.01, "fp8": 0.05, "awq": 0.25}[kind]
+    assert error < {"none": 1e-6, "int8": 0.01, "fp8": 0.05, "awq": 0.25, "gptq4": 0.25, "gptq8": 0.02}[kind]
 
 
 def test_int8_runs_in_bfloat16_activations() -> None:
@@ -158,6 +213,7 @@ def test_float8_tensors_are_refused_by_an_unquantized_layer() -> None:
         layer.load("weight", torch.zeros(16, 16, dtype=torch.float8_e4m3fn), None)
 
 
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": True, "sym": True}
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "GEMM"}
 FP8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
 
@@ -198,7 +254,11 @@ def test_flags_without_a_quantized_checkpoint() -> None:
             None,
             r"quant_method 'bitsandbytes' is not supported \(supported: fp8, awq",
         ),
-        ({"quant_method": "gptq", "bits": 4}, None, "quant_method 'gptq' is not supported yet"),
+        (
+            {"quant_method": "compressed-tensors"},
+            None,
+            "quant_method 'compressed-tensors' is not supported yet",
+        ),
         ({}, None, "quant_method None is not supported"),
         ({**FP8, "weight_block_size": [128]}, None, "weight_block_size must be two positive integers"),
         ({**FP8, "weight_block_size": [0, 128]}, None, "weight_block_size must be two positive integers"),
@@ -210,6 +270,10 @@ def test_flags_without_a_quantized_checkpoint() -> None:
         (FP8, "int8", "holds a fp8 checkpoint: --quantization int8 cannot apply"),
         ([1], None, "quantization_config must be an object"),
         ({**AWQ, "bits": 8}, None, "bits 8 is not supported"),
+        ({**GPTQ, "bits": 3}, None, r"bits 3 is not supported \(only 4 or 8\)"),
+        ({**GPTQ, "group_size": 0}, None, "group_size must be a positive integer or -1"),
+        ({**GPTQ, "checkpoint_format": "gptq_v2"}, None, "checkpoint_format 'gptq_v2' is not supported"),
+        ({**GPTQ, "desc_act": "yes"}, None, "desc_act must be true or false"),
         ({**AWQ, "version": "gemv"}, None, "version 'gemv' is not supported"),
         ({**AWQ, "zero_point": False}, None, "zero_point False is not supported"),
         ({**AWQ, "group_size": -1}, None, "group_size must be a positive integer"),

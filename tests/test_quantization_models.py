@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint
+from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
 from tests.test_correctness import hf_greedy
-from tests.test_quantization import awq_unpacked, awq_weight
+from tests.test_quantization import awq_unpacked, awq_weight, gptq_weight
 from tokenmill import LLM, SamplingParams
 from tokenmill.models.loader import check_model_directory, load_model
 from tokenmill.quantization import UnquantizedMethod
@@ -54,7 +54,7 @@ def awq_dir(tiny_model_dir, tmp_path_factory):
     return save_awq_checkpoint(tiny_model_dir("qwen3"), tmp_path_factory.mktemp("qwen3-awq"), GROUP)
 
 
-def _dequantized_twin(quantized_dir: Path, directory: Path) -> Path:
+def _dequantized_twin(quantized_dir: Path, directory: Path, gptq_bits: int = 4) -> Path:
     """A float checkpoint holding exactly the weights the quantized one stands for (transformers reads it)."""
     shutil.copytree(quantized_dir, directory)
     tensors = load_file(quantized_dir / "model.safetensors")
@@ -63,6 +63,10 @@ def _dequantized_twin(quantized_dir: Path, directory: Path) -> Path:
         scales = tensors.pop(name).repeat_interleave(BLOCK[0], 0).repeat_interleave(BLOCK[1], 1)
         weight = tensors[weight_name]
         tensors[weight_name] = weight.float() * scales[: weight.shape[0], : weight.shape[1]]
+    for name in [n for n in tensors if n.endswith(".g_idx")]:
+        module = name.removesuffix(".g_idx")
+        parts = {part: tensors.pop(f"{module}.{part}") for part in ("qweight", "qzeros", "scales", "g_idx")}
+        tensors[f"{module}.weight"] = gptq_weight(parts, gptq_bits).contiguous()
     for name in [n for n in tensors if n.endswith(".qweight")]:
         module = name.removesuffix(".qweight")
         parts = [tensors.pop(f"{module}.{part}") for part in ("qweight", "qzeros", "scales")]
@@ -103,6 +107,18 @@ def test_awq_checkpoint_layout(tiny_model_dir, awq_dir) -> None:
 def test_awq_checkpoint_decodes_token_exact_with_its_dequantized_twin(awq_dir, tmp_path) -> None:
     expected = hf_greedy(_dequantized_twin(awq_dir, tmp_path / "twin"), PROMPTS)
     assert [list(output.token_ids) for output in _greedy(awq_dir)] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("bits", "group_size", "act_order"), [(4, 32, True), (8, -1, False)])
+def test_gptq_checkpoint_decodes_token_exact_with_its_dequantized_twin(
+    tiny_model_dir, tmp_path, bits: int, group_size: int, act_order: bool
+) -> None:
+    directory = save_gptq_checkpoint(tiny_model_dir("qwen2"), tmp_path / "m", bits, group_size, act_order)
+    config = json.loads((directory / "config.json").read_text())["quantization_config"]
+    assert config["desc_act"] == act_order and config["bits"] == bits
+    expected = hf_greedy(_dequantized_twin(directory, tmp_path / "twin", bits), PROMPTS)
+    assert [list(output.token_ids) for output in _greedy(directory)] == expected
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from tokenmill.quantization.awq import quantize_awq
 from tokenmill.quantization.fp8 import quantize_fp8_blocks
+from tokenmill.quantization.gptq import quantize_gptq
 
 # The projections a quantized checkpoint stores quantized (embeddings, norms and lm_head stay float).
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -50,6 +51,27 @@ def save_awq_checkpoint(source: Path, directory: Path, group_size: int) -> Path:
         return dict(zip(("qweight", "qzeros", "scales"), quantize_awq(weight, group_size)))
 
     return _save_quantized(source, directory, config, awq, ())
+
+
+def save_gptq_checkpoint(source: Path, directory: Path, bits: int, group_size: int, act_order: bool) -> Path:
+    """`source` as a GPTQ v1 checkpoint: `qweight`, `qzeros`, `scales`, `g_idx` for each projection; with
+    `act_order`, groups follow a permutation of the input rows fixed by the input size (as real act-order
+    is fixed by the layer input, which q/k/v and gate/up share)."""
+    config = {
+        "quant_method": "gptq",
+        "bits": bits,
+        "group_size": group_size,
+        "desc_act": act_order,
+        "sym": True,
+        "checkpoint_format": "gptq",
+    }
+
+    def gptq(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = weight.shape[1]
+        order = torch.randperm(rows, generator=torch.Generator().manual_seed(rows)) if act_order else None
+        return quantize_gptq(weight, bits, group_size, order)
+
+    return _save_quantized(source, directory, config, gptq, ())
 
 
 def _save_quantized(

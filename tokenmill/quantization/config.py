@@ -10,13 +10,14 @@ from typing import Any
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantMethod, UnquantizedMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod
+from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
 QUANTIZATION_CHOICES = ("fp8", "int8", "awq")
 DEFAULT_FP8_BLOCK = (128, 128)
 DEFAULT_GROUP_SIZE = 128
-_READ_FROM_CHECKPOINTS = ("fp8", "awq")
-_PLANNED = ("gptq", "compressed-tensors")
+_READ_FROM_CHECKPOINTS = ("fp8", "awq", "gptq")
+_PLANNED = ("compressed-tensors", "awq_marlin", "gptq_marlin")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class QuantizationConfig:
     method: str  # one of QUANTIZATION_CHOICES
     checkpoint_quantized: bool  # False: float weights quantized while loading
     weight_block_size: tuple[int, int] | None = None  # fp8
-    group_size: int | None = None  # awq
+    group_size: int | None = None  # awq, gptq (-1: one group)
+    bits: int = 4  # gptq
     modules_to_not_convert: tuple[str, ...] = ()
 
     def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
@@ -39,11 +41,13 @@ class QuantizationConfig:
             )
         if self.method == "int8":
             return Int8WeightOnlyMethod()
-        if self.method == "awq":
-            assert self.group_size is not None
+        if self.method == "fp8" and self.weight_block_size is not None:
+            return Fp8BlockMethod(self.weight_block_size, self.checkpoint_quantized)
+        if self.method == "awq" and self.group_size is not None:
             return AwqMethod(self.group_size, self.checkpoint_quantized)
-        assert self.weight_block_size is not None
-        return Fp8BlockMethod(self.weight_block_size, self.checkpoint_quantized)
+        if self.method == "gptq" and self.group_size is not None:
+            return GptqMethod(self.bits, self.group_size, self.checkpoint_quantized)
+        raise AssertionError(f"incomplete quantization config {self}")
 
     def _not_converted(self, module: str) -> bool:
         return any(f".{entry}." in f".{module}." for entry in self.modules_to_not_convert)
@@ -79,7 +83,7 @@ def resolve_quantization(
     skip = checkpoint.get("modules_to_not_convert") or []
     if not (isinstance(skip, list) and all(isinstance(name, str) for name in skip)):
         raise ValueError(f"{field}.modules_to_not_convert must be a list of module names, got {skip!r}")
-    read = _fp8_checkpoint if kind == "fp8" else _awq_checkpoint
+    read = {"fp8": _fp8_checkpoint, "awq": _awq_checkpoint, "gptq": _gptq_checkpoint}[kind]
     return replace(read(checkpoint, field), modules_to_not_convert=tuple(skip))
 
 
@@ -111,3 +115,18 @@ def _awq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConfi
     if type(group) is not int or group <= 0:
         raise ValueError(f"{field}.group_size must be a positive integer, got {group!r}")
     return QuantizationConfig("awq", True, group_size=group)
+
+
+def _gptq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConfig:
+    """GPTQ v1 tensors (AutoGPTQ / GPTQModel, what Qwen's *-GPTQ-Int4/Int8 ship), act-order or not."""
+    bits, group = checkpoint.get("bits"), checkpoint.get("group_size")
+    if bits not in (4, 8):
+        raise ValueError(f"{field}.bits {bits!r} is not supported (only 4 or 8)")
+    if type(group) is not int or not (group > 0 or group == -1):
+        raise ValueError(f"{field}.group_size must be a positive integer or -1, got {group!r}")
+    layout = checkpoint.get("checkpoint_format", "gptq")
+    if layout != "gptq":
+        raise ValueError(f"{field}.checkpoint_format {layout!r} is not supported (only 'gptq')")
+    if not isinstance(checkpoint.get("desc_act", False), bool):
+        raise ValueError(f"{field}.desc_act must be true or false")
+    return QuantizationConfig("gptq", True, group_size=group, bits=bits)

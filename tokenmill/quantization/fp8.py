@@ -52,7 +52,7 @@ class Fp8BlockMethod(QuantMethod):
         for size in layer.out_shards[:-1]:
             if size % bo:
                 raise ValueError(
-                    f"quantization_config.weight_block_size {list(self.block)}: fused output shards "
+                    f"FP8 weight_block_size {list(self.block)}: fused output shards "
                     f"{list(layer.out_shards)} must be multiples of {bo} so each tile belongs to one shard"
                 )
         out, inp = layer.out_features, layer.in_features
