@@ -221,6 +221,16 @@ def test_check_model_reads_fp8_checkpoints_and_names_what_is_wrong(fp8_dir, tmp_
         load_model(str(missing), torch.device("cpu"), torch.float32, None)
 
 
+def test_check_model_command_names_the_file_and_field(fp8_dir, tmp_path, capsys) -> None:
+    from tokenmill.cli import main
+
+    assert main(["check-model", str(fp8_dir)]) == 0
+    broken = _edit(shutil.copytree(fp8_dir, tmp_path / "m"), {"weight_block_size": [128, 128, 128]})
+    assert main(["check-model", str(broken)]) == 1
+    error = capsys.readouterr().err
+    assert str(broken / "config.json") in error and "quantization_config.weight_block_size must be" in error
+
+
 def test_a_float8_checkpoint_without_its_config_is_refused(fp8_dir, tmp_path) -> None:
     directory = shutil.copytree(fp8_dir, tmp_path / "m")
     config = json.loads((directory / "config.json").read_text())
