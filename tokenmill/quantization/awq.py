@@ -16,8 +16,6 @@ from torch import nn
 from tokenmill.quantization.base import QuantLinear, QuantMethod, copy_checked
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds output column AWQ_ORDER[i]
-_COLUMN_NIBBLE = tuple(AWQ_ORDER.index(column) for column in range(8))  # (0, 4, 1, 5, 2, 6, 3, 7)
-_SHIFTS = torch.arange(0, 32, 4)
 INT4_MAX = 15
 AWQ_TENSORS = ("qweight", "qzeros", "scales")
 
@@ -25,14 +23,17 @@ AWQ_TENSORS = ("qweight", "qzeros", "scales")
 def pack_awq(values: torch.Tensor) -> torch.Tensor:
     """[rows, cols] integers in 0..15 -> int32 [rows, cols/8] in AWQ's nibble order."""
     nibbles = values.to(torch.int64).unflatten(-1, (-1, 8))[..., list(AWQ_ORDER)]
-    words = (nibbles << _SHIFTS.to(values.device)).sum(dim=-1)
+    words = (nibbles << torch.arange(0, 32, 4, device=values.device)).sum(dim=-1)
     return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
 def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
-    """int32 [rows, cols/8] -> int32 [rows, cols] values in 0..15 (the inverse of `pack_awq`)."""
-    nibbles = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device).to(torch.int32)) & INT4_MAX
-    return nibbles[..., list(_COLUMN_NIBBLE)].flatten(-2)
+    """int32 [rows, cols/8] -> int32 [rows, cols] values in 0..15 (the inverse of `pack_awq`). Column j
+    sits in nibble j // 2 + 4 * (j % 2); the shifts are built on the device so that no host copy happens
+    while a CUDA graph is captured."""
+    column = torch.arange(8, device=packed.device, dtype=torch.int32)
+    shifts = 4 * ((column >> 1) + 4 * (column & 1))
+    return ((packed.unsqueeze(-1) >> shifts) & INT4_MAX).flatten(-2)
 
 
 def quantize_awq(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -38,8 +38,9 @@ def dequantize_fp8_blocks(
 ) -> torch.Tensor:
     """The float32 weight that `weight` (e4m3) and its tile scales stand for."""
     rows, cols = weight.shape
-    scales = scale_inv.repeat_interleave(block[0], dim=0)[:rows].repeat_interleave(block[1], dim=1)[:, :cols]
-    return weight.float() * scales
+    grid_rows, grid_cols = scale_inv.shape
+    tiles = scale_inv[:, None, :, None].expand(grid_rows, block[0], grid_cols, block[1])
+    return weight.float() * tiles.reshape(grid_rows * block[0], grid_cols * block[1])[:rows, :cols]
 
 
 class Fp8BlockMethod(QuantMethod):
