@@ -221,6 +221,17 @@ def test_check_model_reads_fp8_checkpoints_and_names_what_is_wrong(fp8_dir, tmp_
         load_model(str(missing), torch.device("cpu"), torch.float32, None)
 
 
+def test_check_model_accepts_packed_int4_checkpoints(awq_dir, tiny_model_dir, tmp_path) -> None:
+    assert check_model_directory(awq_dir) == []
+    gptq = save_gptq_checkpoint(tiny_model_dir("qwen2"), tmp_path / "gptq", 4, 32, act_order=True)
+    assert check_model_directory(gptq) == []
+    wrong = _edit(
+        shutil.copytree(gptq, tmp_path / "w"), {"quant_method": "awq", "zero_point": True, "version": "gemm"}
+    )
+    [problem] = check_model_directory(wrong)
+    assert "g_idx" in problem and "has no place" in problem
+
+
 def test_check_model_command_names_the_file_and_field(fp8_dir, tmp_path, capsys) -> None:
     from tokenmill.cli import main
 

@@ -113,6 +113,19 @@ def _read_json(path: Path) -> dict:
     return content
 
 
+# safetensors header dtype names -> torch dtypes (quantized layers tell packed ints and fp8 from floats)
+_SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+}
+
+
 def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor of the directory's safetensors files; with `headers_only`, meta tensors of the right
     shape, read from the file headers without touching the data."""
@@ -123,7 +136,9 @@ def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tup
         with safe_open(str(file), framework="pt") as handle:
             for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                 if headers_only:
-                    yield name, torch.empty(handle.get_slice(name).get_shape(), device="meta")
+                    header = handle.get_slice(name)
+                    dtype = _SAFETENSORS_DTYPES.get(header.get_dtype(), torch.float32)
+                    yield name, torch.empty(header.get_shape(), dtype=dtype, device="meta")
                 else:
                     yield name, handle.get_tensor(name)
 

@@ -100,9 +100,8 @@ class GptqMethod(QuantMethod):
             ).items():
                 self.load(layer, part, value, shard)
         elif name == "g_idx":
-            if layer.g_idx_loaded and not torch.equal(
-                layer.g_idx.data, tensor.to(layer.g_idx.device, torch.int32)
-            ):
+            known = layer.g_idx_loaded and not tensor.is_meta  # check-model loads shapes only
+            if known and not torch.equal(layer.g_idx.data, tensor.to(layer.g_idx.device, torch.int32)):
                 raise ValueError(f"{what}: fused shards need the same g_idx (act-order) to share one matrix")
             copy_checked(layer.g_idx.data, tensor, what)
             layer.g_idx_loaded = True
