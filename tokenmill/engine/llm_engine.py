@@ -167,12 +167,14 @@ class LLMEngine:
         """Append each sampled token, end the sequences that stop, and report the requests that advanced.
         A sequence that finished after this batch was launched ahead drops its speculative token."""
         advanced = []
+        now = time.monotonic()  # one timestamp for the step's tokens: they all arrived together
+        process_token = self.output_processor.process_token
         for seq in batch.seqs:
             token = sampled.get(seq.seq_id)
             if token is None or seq.is_finished:
                 continue
-            seq.append_token(token)
-            stop = self.output_processor.process_token(seq, token)
+            seq.append_token(token, now)
+            stop = process_token(seq, token)
             if stop is not None:
                 self.scheduler.finish(seq, *stop)
             advanced.append(seq)

@@ -31,14 +31,16 @@ def check_stop(
     Stops (a stop string found in the text, EOS unless `ignore_eos`, a stop token id) count only once
     `min_tokens` are out; the length limits (`max_tokens`, else the context) always apply."""
     params = seq.params
-    if seq.num_output_tokens >= params.min_tokens:
+    num_tokens = len(seq.token_ids)
+    num_output_tokens = num_tokens - seq.num_prompt_tokens
+    if num_output_tokens >= params.min_tokens:
         if stop_string is not None:
             return "stop", stop_string
         if not params.ignore_eos and token in eos_token_ids:
             return "stop", None
-        if token in (params.stop_token_ids or ()):
+        if params.stop_token_ids and token in params.stop_token_ids:
             return "stop", token
-    if seq.num_output_tokens >= (params.max_tokens or max_model_len) or seq.num_tokens >= max_model_len:
+    if num_output_tokens >= (params.max_tokens or max_model_len) or num_tokens >= max_model_len:
         return "length", None
     return None
 

@@ -51,11 +51,13 @@ class Sequence:
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)
 
-    def append_token(self, token_id: int) -> None:
+    def append_token(self, token_id: int, now: float | None = None) -> None:
+        """Append a sampled token; `now` (time.monotonic) lets a step stamp all its tokens with one read."""
         self.token_ids.append(token_id)
-        self.token_times.append(time.monotonic())
+        now = time.monotonic() if now is None else now
+        self.token_times.append(now)
         if self.first_token_time is None:
-            self.first_token_time = self.token_times[0]
+            self.first_token_time = now
 
     @property
     def num_tokens(self) -> int:
