@@ -56,7 +56,10 @@ class RequestState:
 
     @property
     def finished(self) -> bool:
-        return all(seq.is_finished for seq in self.seqs)
+        seqs = self.seqs
+        if len(seqs) == 1:  # the common case, asked once per reported request per step
+            return seqs[0].is_finished
+        return all(seq.is_finished for seq in seqs)
 
 
 class OutputProcessor:
