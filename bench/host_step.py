@@ -4,7 +4,9 @@ With async scheduling the host's work for step N (stop checks, text, outputs, sc
 step N+1) must fit inside the device's time for one step (~4.8 ms for 358 sequences of Qwen3-0.6B on an
 H100), so this measures the real engine host path: scheduler, block manager, input builder, output
 processor and detokenizer, with only `ModelRunner.launch`'s forward and sampling swapped for a cheap
-token generator. Usage: PYTHONPATH=. python bench/host_step.py [--tokenizer byte|smollm2] [--profile]
+token generator. Each figure is the least of `--repeat` runs (the machine's noise only adds); the gc
+column is the time of garbage collections, which run inside the other phases.
+Usage: PYTHONPATH=. python bench/host_step.py [--tokenizer byte|smollm2|both] [--repeat N] [--profile]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import gc
 import pstats
 import time
 from collections import defaultdict
@@ -31,6 +34,7 @@ from tokenmill.models.loader import default_model_path
 from tokenmill.tokenizer import Tokenizer
 
 PHASES = ("schedule", "commit", "build_inputs", "stub", "update", "outputs")
+COLUMNS = (*PHASES, "gc")
 TEXT = Path(__file__).resolve().parent.parent / "data" / "official_test.txt"
 
 
@@ -94,12 +98,20 @@ def make_engine(tokenizer_name: str, num_seqs: int) -> tuple[LLMEngine, np.ndarr
     return engine, pool
 
 
-def run(engine: LLMEngine, pool: np.ndarray, num_seqs: int, stream: bool, args: argparse.Namespace) -> dict:
+def time_garbage_collection(phase: str, info: dict) -> None:
+    """A gc callback: collections run inside the phases, so this column overlaps the others."""
+    if phase == "start":
+        PHASE_TIMES["gc_started"] = time.perf_counter()
+    else:
+        PHASE_TIMES["gc"] += time.perf_counter() - PHASE_TIMES["gc_started"]
+
+
+def run(engine: LLMEngine, pool: np.ndarray, stream: bool, args: argparse.Namespace, tag: str) -> dict:
     """Generate to the end; returns per-decode-step milliseconds of each phase and of the whole step."""
     params = SamplingParams(temperature=0, max_tokens=args.output_len, stop=args.stop or None)
-    for i in range(num_seqs):
+    for i in range(args.num_seqs):
         start = (i * 131) % (len(pool) - args.prompt_len)
-        engine.add_request(f"r{i}", pool[start : start + args.prompt_len].tolist(), params, stream)
+        engine.add_request(f"{tag}-{i}", pool[start : start + args.prompt_len].tolist(), params, stream)
     decode: dict[str, float] = defaultdict(float)
     steps = 0
     while engine.has_unfinished_requests():
@@ -111,7 +123,7 @@ def run(engine: LLMEngine, pool: np.ndarray, num_seqs: int, stream: bool, args: 
         if engine.stats.decode_steps > before:
             steps += 1
             decode["step"] += elapsed
-            for phase in PHASES:
+            for phase in COLUMNS:
                 decode[phase] += PHASE_TIMES[phase]
     decode["update"] -= decode["outputs"]  # outputs are built inside the update
     return {name: seconds * 1000 / steps for name, seconds in decode.items()} | {"steps": steps}
@@ -124,20 +136,25 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=100)
     parser.add_argument("--output-len", type=int, default=200)
     parser.add_argument("--stop", action="append", help="a stop string (forces per-token text)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; each figure is the least")
     parser.add_argument("--profile", action="store_true", help="cProfile's top entries of each run")
     args = parser.parse_args()
     names = ("byte", "smollm2") if args.tokenizer == "both" else (args.tokenizer,)
     shape = f"{args.num_seqs} seqs x {args.prompt_len} prompt + {args.output_len} output tokens"
     print(f"{shape}; host ms per decode step")
-    print(f"{'tokenizer':9} {'stream':6} " + " ".join(f"{p:>12}" for p in (*PHASES, "step")))
+    print(f"{'tokenizer':9} {'stream':6} " + " ".join(f"{p:>12}" for p in (*COLUMNS, "step")))
+    gc.callbacks.append(time_garbage_collection)
     for name in names:
         for stream in (False, True):
             engine, pool = make_engine(name, args.num_seqs)
+            gc.collect()  # as the server does after its warm-up: no later collection walks start-up's objects
+            gc.freeze()
             profiler = cProfile.Profile() if args.profile else None
             if profiler:
                 profiler.enable()
-            result = run(engine, pool, args.num_seqs, stream, args)
-            print(f"{name:9} {stream!s:6} " + " ".join(f"{result[p]:12.3f}" for p in (*PHASES, "step")))
+            runs = [run(engine, pool, stream, args, str(repeat)) for repeat in range(args.repeat)]
+            best = {column: min(r[column] for r in runs) for column in (*COLUMNS, "step")}
+            print(f"{name:9} {stream!s:6} " + " ".join(f"{best[c]:12.3f}" for c in (*COLUMNS, "step")))
             if profiler:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
