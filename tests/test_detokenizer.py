@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tokenmill.engine.detokenizer import SequenceText
@@ -67,3 +69,24 @@ def test_stop_string_spanning_chinese_tokens() -> None:
     tokenizer = Tokenizer.byte_level()
     pieces, state, stop = stream(tokenizer, "答案是并行计算。问题：下一题", SamplingParams(stop=["问题："]))
     assert stop == "问题：" and state.text == "答案是并行计算。" == "".join(pieces)
+
+
+def test_the_held_back_tail_is_the_longest_that_could_still_become_a_stop_string() -> None:
+    """Against the rule stated plainly: hold back the longest tail (shorter than the longest stop) that
+    some stop string starts with."""
+    rng = random.Random(0)
+    tokenizer = Tokenizer.byte_level()
+    for _ in range(500):
+        stops = ["".join(rng.choices("ab", k=rng.randint(1, 4))) for _ in range(rng.randint(1, 3))]
+        text = SequenceText(tokenizer, SamplingParams(stop=stops))
+        text.text = "".join(rng.choices("abc", k=rng.randint(0, 8)))
+        longest = max(map(len, stops))
+        keeps = [
+            k
+            for k in range(1, min(longest - 1, len(text.text)) + 1)
+            if any(s.startswith(text.text[-k:]) for s in stops)
+        ]
+        assert text.releasable_chars(finished=False) == len(text.text) - max(keeps, default=0), (
+            stops,
+            text.text,
+        )

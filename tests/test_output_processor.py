@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.helpers.fake_sequences import make_seq
 from tokenmill.engine.input_processor import EngineRequest
@@ -72,3 +73,34 @@ def test_finalize_reports_what_was_generated_so_far(tokenizer) -> None:
     final = processor.finalize("req")
     assert final.finished and final.outputs[0].text == "xy" and final.outputs[0].finish_reason == "abort"
     assert processor.seqs_of("req") is None
+
+
+def test_only_requests_that_report_this_step_get_an_output_in_batch_order(tokenizer) -> None:
+    processor = OutputProcessor(tokenizer, eos_token_ids=(0,), max_model_len=64)
+    quiet = make_seq(PROMPT, "quiet", max_tokens=3)
+    loud = make_seq(PROMPT, "loud", max_tokens=3)
+    pair = [Sequence("pair", i, PROMPT, quiet.params, torch.device("cpu")) for i in (0, 1)]
+    for seq, stream in ((quiet, False), (loud, True)):
+        processor.add(EngineRequest(seq.request_id, None, PROMPT, seq.params), [seq], stream)
+    processor.add(EngineRequest("pair", None, PROMPT, quiet.params), pair, False)
+    batch = [quiet, *pair, loud]
+    abc = tokenizer.encode("abc", add_special_tokens=False)
+    reported = []
+    for step in range(3):
+        for seq in batch:
+            if seq is pair[1] and step == 2:
+                continue  # the pair's second sequence lags one token behind
+            seq.append_token(abc[step])
+            stop = processor.process_token(seq, seq.token_ids[-1])
+            if stop is not None:
+                seq.status, (seq.finish_reason, seq.stop_reason) = SequenceStatus.FINISHED, stop
+        reported.append([(o.request_id, o.finished) for o in processor.outputs(batch)])
+    assert reported == [
+        [("quiet", False), ("pair", False), ("loud", False)],
+        [("loud", False)],
+        [("quiet", True), ("loud", True)],  # the pair waits for its second sequence
+    ]
+    pair[1].append_token(abc[2])
+    pair[1].status, pair[1].finish_reason = SequenceStatus.FINISHED, "length"
+    (last,) = processor.outputs([pair[1]])
+    assert last.finished and [o.text for o in last.outputs] == ["abc", "abc"] and len(processor) == 0

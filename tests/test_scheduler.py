@@ -152,6 +152,16 @@ def test_no_running_ahead_when_sampling_needs_the_unknown_tokens(params) -> None
     assert sched.continue_decoding(batch) is None
 
 
+@pytest.mark.parametrize("min_tokens, runs_ahead", [(2, True), (3, False)])
+def test_running_ahead_resumes_exactly_once_min_tokens_are_out(min_tokens: int, runs_ahead: bool) -> None:
+    sched, seqs = decoding(min_tokens=min_tokens)
+    step(sched)
+    assert [s.num_output_tokens for s in seqs] == [2, 2]
+    batch = sched.schedule()
+    sched.commit(batch)
+    assert (sched.continue_decoding(batch) is not None) == runs_ahead
+
+
 def test_no_running_ahead_in_a_step_with_prefill() -> None:
     sched, _ = decoding()
     sched.add(make_seq(12, "c"))

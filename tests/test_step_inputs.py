@@ -162,6 +162,14 @@ def test_a_row_taken_by_another_sequence_or_reallocated_is_rewritten() -> None:
     assert table.host_table[:4].tolist() == [[1, 2, 3] + [NULL] * 3, [8] + [NULL] * 5] + [[NULL] * 6] * 2
 
 
+def test_the_rows_are_as_wide_as_the_widest_sequence_still_in_the_step() -> None:
+    inputs = builder()
+    short, long = make_seq(4, [4], computed=3), make_seq(12, [1, 2, 3], computed=11)
+    assert build(inputs, [short, long], [1, 1]).block_tables.shape == (2, 3)
+    assert build(inputs, [short], [1]).block_tables.tolist() == [[4]]  # the wide row left
+    assert build(inputs, [short], [1], num_rows=3).block_tables.tolist() == [[4], [NULL], [NULL]]
+
+
 def test_a_step_never_overwrites_the_previous_steps_host_arrays() -> None:
     """With async scheduling the previous step's uploads may still be queued while the next is built."""
     inputs = builder()

@@ -21,11 +21,11 @@ class AsyncScheduler(Scheduler):
         if self.waiting or len(previous) != len(self.running):
             return None
         block_size = self.block_manager.block_size
+        allocate, running = self.block_manager.allocate, SequenceStatus.RUNNING
         for seq in previous.seqs:
-            if seq.status is not SequenceStatus.RUNNING:
+            if seq.status is not running:
                 return None
-            fits = seq.num_computed_tokens + 1 <= len(seq.block_ids) * block_size
-            if not (fits or self.block_manager.allocate(seq, 1)):
+            if seq.num_computed_tokens >= len(seq.block_ids) * block_size and not allocate(seq, 1):
                 return None
         return ScheduledBatch(list(previous.seqs), [1] * len(previous), len(previous))
 
@@ -36,14 +36,9 @@ class AsyncScheduler(Scheduler):
         decode but samples nothing, so there would be no token to feed the next step."""
         if batch.num_decodes != len(batch):
             return False
+        max_model_len = self.max_model_len
         for seq in batch.seqs:
-            params = seq.params
-            if (
-                params.uses_penalties
-                or params.logprobs is not None
-                or seq.num_output_tokens < params.min_tokens
-                or seq.num_computed_tokens >= self.max_model_len
-                or seq.num_computed_tokens < seq.num_tokens
-            ):
+            computed = seq.num_computed_tokens
+            if not seq.runs_ahead_from <= len(seq.token_ids) <= computed < max_model_len:
                 return False
         return True

@@ -33,23 +33,29 @@ class BlockTable:
         self.null_block = null_block
         self.host_table = np.full((max_num_seqs, max_blocks_per_seq), null_block, dtype=np.int32)
         self._row_keys: list[_RowKey] = [_PADDING] * max_num_seqs
+        self._row_widths = np.zeros(max_num_seqs, dtype=np.int64)  # blocks in each row, for the width
 
     def update(self, seqs: list[Sequence], num_rows: int) -> np.ndarray:
         """Make the first `num_rows` rows those of `seqs`, then padding rows; returns them, as wide as
         the longest block list (a view of the table)."""
-        table, keys = self.host_table, self._row_keys
-        for row in range(num_rows):
+        table, keys, widths = self.host_table, self._row_keys, self._row_widths
+        changed = [
+            row
+            for row, seq in enumerate(seqs)
+            if keys[row] != (seq.seq_id, seq.block_generation, len(seq.block_ids))
+        ]
+        changed += [row for row in range(len(seqs), num_rows) if keys[row] != _PADDING]
+        for row in changed:
             seq = seqs[row] if row < len(seqs) else None
             key = _PADDING if seq is None else (seq.seq_id, seq.block_generation, len(seq.block_ids))
             old = keys[row]
-            if key == old:
-                continue
             first = old[2] if key[:2] == old[:2] and key[2] > old[2] else 0  # blocks are only ever appended
             if seq is not None:
                 table[row, first : key[2]] = seq.block_ids[first:]
             table[row, key[2] : old[2]] = self.null_block
             keys[row] = key
-        width = max(1, max((len(seq.block_ids) for seq in seqs), default=0))
+            widths[row] = key[2]
+        width = max(1, int(widths[: len(seqs)].max(initial=0)))
         return table[:num_rows, :width]
 
     def compute_slot_mapping(self, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -44,13 +44,19 @@ class SequenceText:
 
     def releasable_chars(self, finished: bool) -> int:
         """How much text is safe to show: all once finished, else all but a possible start of a stop."""
+        text = self.text
         if finished or not self._stops:
-            return len(self.text)
-        for keep in range(min(self._longest_stop - 1, len(self.text)), 0, -1):
-            tail = self.text[-keep:]
-            if any(stop.startswith(tail) for stop in self._stops):
-                return len(self.text) - keep
-        return len(self.text)
+            return len(text)
+        held_from = len(text)
+        for stop in self._stops:
+            # The earliest start, within reach of the end, of a tail that this stop begins with. One
+            # search for the stop's first character settles most steps.
+            start = text.find(stop[0], len(text) - min(len(stop), self._longest_stop - 1, len(text)))
+            while 0 <= start < held_from and not stop.startswith(text[start:]):
+                start = text.find(stop[0], start + 1)
+            if 0 <= start < held_from:
+                held_from = start
+        return held_from
 
     def finish(self, output_token_ids: list[int]) -> None:
         """Decode a sequence that was not decoded token by token."""

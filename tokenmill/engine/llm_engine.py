@@ -155,7 +155,7 @@ class LLMEngine:
             self._in_flight = follow, self._launch(follow, launch.sampled)
             self.stats.continued_steps += 1
         sampled = self.runner.collect(launch)
-        outputs = self._update_from_output(batch, sampled)
+        outputs = self._update_from_output(sampled)
         self._stepping = None
         self._record_step(batch, time.perf_counter() - started)
         return outputs
@@ -165,16 +165,17 @@ class LLMEngine:
         self.scheduler.commit(batch)
         return launch
 
-    def _update_from_output(self, batch: ScheduledBatch, sampled: dict[int, int]) -> list[RequestOutput]:
+    def _update_from_output(self, sampled: list[tuple[Sequence, int]]) -> list[RequestOutput]:
         """Append each sampled token, end the sequences that stop, and report the requests that advanced.
         A sequence that finished after this batch was launched ahead drops its speculative token."""
         advanced = []
-        for seq in batch.seqs:
-            token = sampled.get(seq.seq_id)
-            if token is None or seq.is_finished:
+        now = time.monotonic()  # one timestamp for the step's tokens: they all arrived together
+        process_token = self.output_processor.process_token
+        for seq, token in sampled:
+            if seq.is_finished:
                 continue
-            seq.append_token(token)
-            stop = self.output_processor.process_token(seq, token)
+            seq.append_token(token, now)
+            stop = process_token(seq, token)
             if stop is not None:
                 self.scheduler.finish(seq, *stop)
             advanced.append(seq)

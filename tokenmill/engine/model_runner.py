@@ -112,16 +112,16 @@ class ModelRunner:
         return Launch(seqs, sampled, host, done, logits)
 
     @torch.inference_mode()
-    def collect(self, launch: Launch) -> dict[int, int]:
-        """Wait for a launched step; returns the sampled token of each sequence that sampled one.
-        Sequences that asked for logprobs get them appended."""
+    def collect(self, launch: Launch) -> list[tuple[Sequence, int]]:
+        """Wait for a launched step; returns each sequence that sampled a token with that token, in batch
+        order. Sequences that asked for logprobs get them appended."""
         if launch.sampled is None:
-            return {}
+            return []
         if launch.done is not None:
             launch.done.synchronize()
         tokens = launch.host.tolist()
         self.sampler.record_logprobs(launch.logits, launch.sampled, launch.seqs)
-        return {seq.seq_id: token for seq, token in zip(launch.seqs, tokens)}
+        return list(zip(launch.seqs, tokens))
 
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         """The eager forward pass: upload the step's inputs and run the model on them."""

@@ -31,14 +31,16 @@ def check_stop(
     Stops (a stop string found in the text, EOS unless `ignore_eos`, a stop token id) count only once
     `min_tokens` are out; the length limits (`max_tokens`, else the context) always apply."""
     params = seq.params
-    if seq.num_output_tokens >= params.min_tokens:
+    num_tokens = len(seq.token_ids)
+    num_output_tokens = num_tokens - seq.num_prompt_tokens
+    if num_output_tokens >= params.min_tokens:
         if stop_string is not None:
             return "stop", stop_string
         if not params.ignore_eos and token in eos_token_ids:
             return "stop", None
-        if token in (params.stop_token_ids or ()):
+        if params.stop_token_ids and token in params.stop_token_ids:
             return "stop", token
-    if seq.num_output_tokens >= (params.max_tokens or max_model_len) or seq.num_tokens >= max_model_len:
+    if num_output_tokens >= (params.max_tokens or max_model_len) or num_tokens >= max_model_len:
         return "length", None
     return None
 
@@ -51,11 +53,13 @@ class RequestState:
     seqs: list[Sequence]
     texts: list[SequenceText]
     stream: bool  # an output every step; else only at the first token and at the end
-    started: bool = False
 
     @property
     def finished(self) -> bool:
-        return all(seq.is_finished for seq in self.seqs)
+        seqs = self.seqs
+        if len(seqs) == 1:  # the common case, asked once per reported request per step
+            return seqs[0].is_finished
+        return all(seq.is_finished for seq in seqs)
 
 
 class OutputProcessor:
@@ -64,6 +68,9 @@ class OutputProcessor:
         self.eos_token_ids = eos_token_ids
         self.max_model_len = max_model_len
         self._requests: dict[str, RequestState] = {}
+        # Requests that report whenever they advance (they stream, or have not reported their first
+        # token yet); every other request reports only when a sequence of it finishes.
+        self._every_step: set[str] = set()
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._requests
@@ -76,6 +83,7 @@ class OutputProcessor:
         self._requests[request.request_id] = RequestState(
             request.request_id, request.prompt, request.prompt_token_ids, seqs, texts, stream
         )
+        self._every_step.add(request.request_id)
 
     def request_ids(self) -> list[str]:
         return list(self._requests)
@@ -86,36 +94,48 @@ class OutputProcessor:
 
     def process_token(self, seq: Sequence, token: int) -> StopDecision | None:
         """Extend the sequence's text by its newest token and decide whether the sequence stops."""
-        may_stop = seq.num_output_tokens >= seq.params.min_tokens
         text = self._requests[seq.request_id].texts[seq.index]
-        stop_string = text.append(token, check_stops=may_stop)
+        stop_string = None
+        if text.incremental:  # else there is no stop string, and the text is decoded once at the end
+            stop_string = text.append(token, check_stops=seq.num_output_tokens >= seq.params.min_tokens)
         return check_stop(seq, token, stop_string, self.eos_token_ids, self.max_model_len)
 
     def outputs(self, advanced: Iterable[Sequence]) -> list[RequestOutput]:
-        """One output per request that advanced: every step if it streams, else its first and last."""
+        """One output per request that advanced: every step if it streams, else its first and last.
+        Only the requests that report this step are looked at, so a big non-streamed batch costs a
+        status check per sequence between its first and last tokens."""
+        every_step = self._every_step
+        if every_step:
+            reporting = [
+                seq.request_id for seq in advanced if seq.request_id in every_step or seq.is_finished
+            ]
+        else:
+            reporting = [seq.request_id for seq in advanced if seq.is_finished]
         outputs = []
-        for request_id in dict.fromkeys(seq.request_id for seq in advanced):
+        for request_id in dict.fromkeys(reporting):
             state = self._requests[request_id]
             if state.finished:
                 outputs.append(self.finalize(request_id))
-            elif state.stream or not state.started:
-                state.started = True
-                outputs.append(self._output(state))
+            elif request_id in every_step:
+                if not state.stream:
+                    every_step.discard(request_id)
+                outputs.append(self._output(state, finished=False))
         return outputs
 
     def finalize(self, request_id: str) -> RequestOutput:
         """The last output of a request whose sequences have all finished; forgets the request."""
         state = self._requests.pop(request_id)
+        self._every_step.discard(request_id)
         for seq, text in zip(state.seqs, state.texts):
             text.finish(seq.output_token_ids)
-        return self._output(state)
+        return self._output(state, state.finished)
 
-    def _output(self, state: RequestState) -> RequestOutput:
+    def _output(self, state: RequestState, finished: bool) -> RequestOutput:
         completions = []
         for seq, text in zip(state.seqs, state.texts):
             delta_text = text.take_delta(seq.is_finished)
-            delta_tokens = seq.output_token_ids[text.num_sent_tokens :]
-            text.num_sent_tokens = seq.num_output_tokens
+            delta_tokens = seq.token_ids[seq.num_prompt_tokens + text.num_sent_tokens :]
+            text.num_sent_tokens += len(delta_tokens)
             completions.append(
                 CompletionOutput(
                     index=seq.index,
@@ -135,7 +155,7 @@ class OutputProcessor:
             prompt=state.prompt,
             prompt_token_ids=state.prompt_token_ids,
             outputs=completions,
-            finished=state.finished,
+            finished=finished,
             num_cached_tokens=first.num_cached_tokens,
             times=RequestTimes(first.arrival_time, first.first_scheduled_time, first.first_token_time),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import time
 
 import torch
@@ -48,14 +49,21 @@ class Sequence:
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.token_times: list[float] = []  # when each output token was appended, for latency metrics
+        # Sampling reads the known tokens always with penalties or logprobs, and until min_tokens are out
+        # (EOS is banned); a step may be launched before this sequence's newest token is known only
+        # once it has this many tokens.
+        needs_known_tokens = params.uses_penalties or params.logprobs is not None
+        self.runs_ahead_from = math.inf if needs_known_tokens else self.num_prompt_tokens + params.min_tokens
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)
 
-    def append_token(self, token_id: int) -> None:
+    def append_token(self, token_id: int, now: float | None = None) -> None:
+        """Append a sampled token; `now` (time.monotonic) lets a step stamp all its tokens with one read."""
         self.token_ids.append(token_id)
-        self.token_times.append(time.monotonic())
+        now = time.monotonic() if now is None else now
+        self.token_times.append(now)
         if self.first_token_time is None:
-            self.first_token_time = self.token_times[0]
+            self.first_token_time = now
 
     @property
     def num_tokens(self) -> int:

@@ -11,8 +11,8 @@ blocks and one new token at position 0, so they attend to, and write into, only 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import torch
@@ -78,11 +78,11 @@ class InputBuilder:
 
         table_rows = self.block_table.update(seqs, num_rows)
         slots = self.block_table.compute_slot_mapping(rows, positions)
-        samples = seq_lens[:num_seqs] >= np.array([seq.num_tokens for seq in seqs])
+        samples = seq_lens[:num_seqs] >= np.array([len(seq.token_ids) for seq in seqs], dtype=np.int64)
         stage = self.staging.fill
         input_ids = None
         if token_source is None:
-            known = chain.from_iterable(
+            known = itertools.chain.from_iterable(
                 seq.token_ids[start:end]
                 for seq, start, end in zip(seqs, computed.tolist(), seq_lens.tolist())
             )
@@ -102,5 +102,5 @@ class InputBuilder:
             num_decodes=batch.num_decodes + padding,
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
-            sampling_seqs=[seq for seq, sampled in zip(seqs, samples.tolist()) if sampled],
+            sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),
         )
