@@ -200,13 +200,14 @@ def test_warm_up_runs_every_attention_variant_without_touching_the_cache() -> No
 def test_engine_on_triton_kernels_generates_what_it_does_on_the_references(tiny_model_dir) -> None:
     """The whole Triton backend as the engine wires it (warm-up, split decodes, mixed batches, chunked
     prefill) gives the reference backend's greedy tokens in float32 (bf16 near-ties could flip a token);
-    on the CPU through the interpreter, compiled on a GPU."""
+    on the CPU through the interpreter, compiled on a GPU. A fixed KV cache: sized from free memory, the
+    first engine's would leave the second none on a GPU."""
     prompts = [[5, 6, 7], list(range(20, 60)), [9] * 17]
     params = SamplingParams(temperature=0, max_tokens=8)
     tokens = {}
     for kernels in ("torch", "triton"):
         llm = LLM(str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="float32", kernels=kernels,
-                  block_size=4, max_num_batched_tokens=32)  # fmt: skip
+                  block_size=4, max_num_batched_tokens=32, num_kv_blocks=256)  # fmt: skip
         assert llm.engine.runner.ops.name == kernels
         outputs = llm.generate(prompts, params, use_tqdm=False)
         tokens[kernels] = [output.outputs[0].token_ids for output in outputs]
