@@ -7,8 +7,6 @@ step that fails anyway fails only its own requests (a 500), while the server ser
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import requests
 
@@ -55,14 +53,15 @@ def test_out_of_vocabulary_stop_token_id_is_a_400_and_the_server_serves_on(
 
 
 @pytest.mark.slow
-def test_a_stream_ends_with_an_error_event_naming_the_field(random_server: ServerProcess) -> None:
-    """The stream's headers (and its role chunk) go out before admission, so the error is an event."""
-    body = {"messages": HI, "stream": True, "min_tokens": 1, "stop_token_ids": [512]}
-    response = requests.post(random_server.url + "/v1/chat/completions", json=body, timeout=60)
-    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    error = json.loads(events[-2])["error"]
-    assert (error["code"], error["param"]) == (400, "stop_token_ids")
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_a_refused_stream_is_a_400_naming_the_field(random_server: ServerProcess, route: str) -> None:
+    """Admission is checked before a stream's headers go out, so a refusal is a status, not an error
+    event after a 200."""
+    prompt = {"messages": HI} if route.endswith("chat/completions") else {"prompt": "hi"}
+    body = {**prompt, "stream": True, "min_tokens": 1, "stop_token_ids": [512]}
+    response = requests.post(random_server.url + route, json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "stop_token_ids"
     still_serves(random_server)
 
 

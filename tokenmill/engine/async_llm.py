@@ -82,6 +82,12 @@ class AsyncLLM:
     def is_alive(self) -> bool:
         return self.error is None and self._thread.is_alive()
 
+    def check(self, prompt: Prompt, params: SamplingParams) -> None:
+        """Raise now, on the caller's thread, the ValueError admission would raise on the engine's: a
+        server can then refuse a stream with a status before its headers are sent. Reads only the
+        input processor's fixed limits, so it is safe from any thread."""
+        self.engine.input_processor.process("", prompt, params)
+
     async def generate(
         self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
     ) -> AsyncIterator[RequestOutput]:

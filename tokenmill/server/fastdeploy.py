@@ -75,6 +75,7 @@ async def handle(body: FastDeployRequest, request: Request, state: ServerState) 
     dialect = FastDeployDialect(body.req_id or str(uuid.uuid4()), body.return_usage)
     try:
         prompt, params = await _prepare(body, state)
+        state.refuse_early([prompt], params)
         ticket = state.admit()
         stream = state.generate(
             prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{dialect.req_id}", stream=body.stream

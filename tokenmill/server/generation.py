@@ -41,6 +41,17 @@ class Generation:
             for request_id in list(self._live):
                 await self.lifecycle.engine.abort(request_id)
 
+    def refuse_early(self, prompts: list[list[int]], params: SamplingParams) -> None:
+        """What the engine's admission would refuse, refused here before a ticket is taken or a
+        stream's headers go out (a 400 naming the field)."""
+        engine = self.lifecycle.running_engine()
+        try:
+            for prompt in prompts:
+                engine.check(prompt, params)
+        except ValueError as exc:
+            self.metrics.request_failure.labels("invalid").inc()
+            raise bad_request_from_value_error(exc) from exc
+
     async def generate(
         self,
         prompt: list[int],

@@ -104,6 +104,7 @@ async def _answer(
 ) -> Response:
     """Admit the request, then generate every prompt at once; the engine's request ids carry the
     dialect's prefix (cmpl-, chatcmpl-) as vLLM's do."""
+    state.refuse_early(prompts, params)
     ticket = state.admit()
     streams = [state.generate(p, params, dialect.id_prefix, ticket, stream=stream) for p in prompts]
     return await respond(request, state, dialect, streams, ticket, stream)

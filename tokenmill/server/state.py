@@ -51,6 +51,7 @@ class ServerState:
         self.encode_many = self.prompts.encode_many
         self.encode_chat = self.prompts.encode_chat
         self.encode_prompt = self.prompts.encode_prompt
+        self.refuse_early = self.generation.refuse_early
         self.generate = self.generation.generate
         self.final_output = self.generation.final_output
 
