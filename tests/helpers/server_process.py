@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from tokenmill.eval.local_server import free_port
+from tokenmill.eval.local_server import free_port, stop_process
 
 
 class ServerProcess:
@@ -58,15 +57,9 @@ class ServerProcess:
         return self.log_path.read_text()[-5000:]
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = stop_process(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
     def metric(self, name: str) -> float:
         for line in requests.get(self.url + "/metrics", timeout=5).text.splitlines():

@@ -20,6 +20,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM (a server drains), then kill if it has not exited within `timeout`; the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class ServerDied(RuntimeError):
     """The server process exited while we were waiting for it."""
 
@@ -68,13 +80,7 @@ class LocalServer:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (the server drains), then kill if it has not exited within `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self._log.close()
         if self._temporary:
             self.log_path.unlink(missing_ok=True)
