@@ -3,10 +3,12 @@ CUDA-graph padding for every kind of step, and the copy of graph inputs into the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.cuda_graphs import StaticInputs
+from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
 from tokenmill.engine.step_inputs import InputBuilder, StepInputs
@@ -198,3 +200,12 @@ def test_graph_steps_overwrite_the_static_rows_they_use() -> None:
     continuation = ScheduledBatch([first, second], [1, 1], 2)
     static.load(inputs.build_inputs(continuation, token_source=torch.tensor([77, 88]), num_rows=2))
     assert static.input_ids.tolist() == [77, 88] + [0] * 6
+
+
+def test_host_staging_stays_on_the_host_under_another_default_device() -> None:
+    """A caller inside `with torch.device("cuda")` once made the staging arrays device tensors (and on a
+    GPU, a pin request on them an error); `meta` shows the same on the CPU."""
+    staging = HostStaging(torch.device("cpu"))
+    with torch.device("meta"):
+        staged = staging.fill("ids", np.arange(3), torch.long)
+    assert staged.device.type == "cpu" and staged.tolist() == [0, 1, 2]

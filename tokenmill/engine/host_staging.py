@@ -32,7 +32,8 @@ class HostStaging:
         buffers = self._sets[self._current]
         buffer = buffers.get(name)
         if buffer is None or buffer.numel() < size:
-            buffer = torch.empty(max(2 * size, 4096), dtype=dtype, pin_memory=self._pin)
+            # On the CPU whatever default device the caller has set (`with torch.device("cuda")`).
+            buffer = torch.empty(max(2 * size, 4096), dtype=dtype, device="cpu", pin_memory=self._pin)
             buffers[name] = buffer
         return buffer[:size]
 
