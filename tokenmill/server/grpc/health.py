@@ -18,6 +18,7 @@ from tokenmill.server.grpc.status import require_api_key
 from tokenmill.server.state import ServerState
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
+READINESS_SERVICE = "ready"
 LIVENESS_SERVICE = "live"
 WATCH_POLL_SECONDS = 0.5
 
@@ -31,7 +32,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         ready: Callable[[], bool] = lambda: lifecycle.is_ready  # noqa: E731
         self.checks: dict[str, Callable[[], bool]] = {
             "": ready,
-            "ready": ready,
+            READINESS_SERVICE: ready,
             INFERENCE_SERVICE: ready,
             LIVENESS_SERVICE: lambda: lifecycle.alive,
         }
