@@ -10,6 +10,7 @@ import yaml
 
 from tokenmill.config import SEED_ENV_ALIASES, ServerConfig
 from tokenmill.server.app import create_app
+from tokenmill.server.grpc.server import STOP_GRACE_SECONDS
 from tokenmill.server.launcher import ABANDON_GRACE_SECONDS, CLOSE_GRACE_SECONDS
 from tokenmill.server.metrics import Metrics
 
@@ -63,6 +64,7 @@ def test_grace_period_covers_pre_stop_and_drain() -> None:
     drain = int(next(e["value"] for e in container["env"] if e["name"] == "TOKENMILL_SHUTDOWN_TIMEOUT"))
     pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     tail = ABANDON_GRACE_SECONDS + CLOSE_GRACE_SECONDS  # 503s to what is left, then the exit
+    tail += STOP_GRACE_SECONDS  # with deploy/k8s/grpc, the gRPC server's last answers
     assert pod["terminationGracePeriodSeconds"] >= drain + pause + tail
 
 

@@ -8,7 +8,6 @@ import contextlib
 import json
 import queue
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers.server_process import ServerProcess
+from tests.helpers.server_process import ServerProcess, wait_for
 from tokenmill.eval.local_server import free_port
 
 pytestmark = pytest.mark.slow  # real server processes
@@ -106,15 +105,6 @@ def collect_stream(
         return received
     finally:
         client.stop_stream()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # ---- metadata and health --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ in-band once its JSON is understood.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -103,8 +104,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         code = grpc.StatusCode.OK
         try:
             job = parse_request(request, self.state)
-            async for payload, _ in answers(self.state, job, stream=False):
-                return bytes_response(request, self.state.model_name, job.output, payload, None)
+            async with contextlib.aclosing(answers(self.state, job, stream=False)) as whole:
+                payload, _ = await anext(whole)
+            return bytes_response(request, self.state.model_name, job.output, payload, None)
         except APIError as exc:
             code = status_code(exc.status)
             await context.abort(code, exc.message)
