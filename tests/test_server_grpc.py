@@ -8,6 +8,7 @@ import contextlib
 import json
 import queue
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -317,7 +318,25 @@ def test_malformed_streamed_requests_are_answered_and_the_stream_serves_on(serve
     assert is_final(results["ok"])
 
 
+def test_a_message_over_the_body_limit_is_refused(server: GrpcServer) -> None:
+    status, message = refused(server, [fastdeploy_input(text="x" * (9 << 20))])  # the limit is 8 MiB
+    assert status == "StatusCode.RESOURCE_EXHAUSTED" and "larger than max" in message
+
+
 # ---- API key, lifecycle, packaging --------------------------------------------------------------------
+
+
+def test_a_grpc_port_in_use_fails_the_start() -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as another gRPC server's socket
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = ServerProcess("--grpc-port", str(taken.getsockname()[1]))
+        try:
+            with pytest.raises(RuntimeError, match="Failed to bind to address"):
+                process.wait_ready(120)
+        finally:
+            process.stop()
 
 
 def test_api_key_is_enforced(tiny_model_dir) -> None:

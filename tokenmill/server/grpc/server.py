@@ -31,8 +31,13 @@ async def start_grpc_server(state: ServerState) -> Callable[[], Awaitable[None]]
         ["method", "code"],
         registry=state.metrics.registry,
     )
-    # A message larger than an HTTP body may be is refused the same way (RESOURCE_EXHAUSTED).
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_body_bytes)])
+    options = [
+        # a message larger than an HTTP body may be is refused (RESOURCE_EXHAUSTED)
+        ("grpc.max_receive_message_length", config.max_body_bytes),
+        # a port in use fails the start-up, as HTTP's does, instead of sharing the port with another server
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state, calls), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(state), server)
     if config.api_key is None:

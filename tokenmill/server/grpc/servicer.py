@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import grpc
 from prometheus_client import Counter
@@ -34,6 +35,7 @@ from tokenmill.server.state import ServerState
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[pb.ModelStreamInferResponse], None]
+RunOne = Callable[[pb.ModelInferRequest, Emit], Coroutine[Any, Any, None]]
 
 
 async def answers(state: ServerState, job: Job, stream: bool) -> AsyncIterator[tuple[bytes, bool]]:
@@ -113,6 +115,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
+        except Exception:
+            code = grpc.StatusCode.UNKNOWN  # what grpcio answers for an exception it did not expect
+            raise
         finally:
             self.calls.labels("ModelInfer", code.name).inc()
 
@@ -137,20 +142,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 emit(_streamed(bytes_response(request, model, None, b"", True)))
         except APIError as exc:
             code = status_code(exc.status)
-            in_band = job.failure(exc) if job is not None else None
-            if in_band is not None:
-                emit(_streamed(bytes_response(request, model, job.output, in_band, True)))  # type: ignore[union-attr]
+            if job is not None and (in_band := job.failure(exc)) is not None:
+                emit(_streamed(bytes_response(request, model, job.output, in_band, True)))
             else:
-                final = bytes_response(request, model, None, b"", True)
-                emit(pb.ModelStreamInferResponse(error_message=exc.message, infer_response=final))
+                emit(_stream_error(request, model, exc.message))
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
             code = grpc.StatusCode.INTERNAL
             logger.exception("a streamed gRPC request failed")
-            final = bytes_response(request, model, None, b"", True)
-            emit(pb.ModelStreamInferResponse(error_message=f"internal error: {exc!r}", infer_response=final))
+            emit(_stream_error(request, model, f"internal error: {exc!r}"))
         finally:
             self.calls.labels("ModelStreamInfer", code.name).inc()
 
@@ -160,7 +162,7 @@ class _StreamCall:
     answers leave in the order they are made. The call ends once the client has stopped sending and
     every request is answered; if the call is cancelled, so is every request still running."""
 
-    def __init__(self, run_one: Callable[[pb.ModelInferRequest, Emit], object]) -> None:
+    def __init__(self, run_one: RunOne) -> None:
         self.run_one = run_one
         self.outbox: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         self.open = 1  # the reader, and each request while it runs; each puts None when it ends
@@ -186,7 +188,7 @@ class _StreamCall:
         try:
             async for request in requests:
                 self.open += 1
-                task = asyncio.create_task(self.run_one(request, self.outbox.put_nowait))  # type: ignore[arg-type]
+                task = asyncio.create_task(self.run_one(request, self.outbox.put_nowait))
                 self.tasks.add(task)
                 task.add_done_callback(self._ended)
         finally:
@@ -199,6 +201,12 @@ class _StreamCall:
 
 def _streamed(response: pb.ModelInferResponse) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse(infer_response=response)
+
+
+def _stream_error(request: pb.ModelInferRequest, model: str, message: str) -> pb.ModelStreamInferResponse:
+    """A request's error in a stream: the message, and an empty final answer naming the request."""
+    final = bytes_response(request, model, None, b"", True)
+    return pb.ModelStreamInferResponse(error_message=message, infer_response=final)
 
 
 def _flag(request: pb.ModelInferRequest, name: str) -> bool:
