@@ -267,6 +267,35 @@ def test_cancelled_stream_aborts_and_frees_its_kv_blocks(server: GrpcServer) -> 
     assert wait_for(lambda: server.metric(cancelled) >= 1)
 
 
+def test_a_unary_call_that_times_out_on_the_client_is_aborted(server: GrpcServer) -> None:
+    aborted = server.metric('tokenmill:request_success_total{finished_reason="abort"}')
+    fields = {"text": "go on", "max_dec_len": 250, "min_dec_len": 250}
+    with pytest.raises(InferenceServerException) as late:
+        server.client.infer(server.model, [fastdeploy_input(**fields)], client_timeout=0.5)
+    assert late.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert wait_for(
+        lambda: server.metric('tokenmill:request_success_total{finished_reason="abort"}') == aborted + 1
+    )
+    assert wait_for(lambda: server.metric("tokenmill:kv_cache_usage_perc") == 0)
+
+
+def test_a_live_req_id_is_refused_over_http_too(server: GrpcServer) -> None:
+    """One FastDeploy req_id runs once, whichever protocol carries it."""
+    answers: queue.Queue = queue.Queue()
+    client = triton.InferenceServerClient(server.address)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    fields = {"text": "go on", "max_dec_len": 250, "min_dec_len": 250, "stream": True, "req_id": "shared-id"}
+    client.async_stream_infer(server.model, [fastdeploy_input(**fields)])
+    assert answers.get(timeout=60)[1] is None
+    clash = requests.post(
+        server.process.url + "/v1/chat/completions", json={"text": "x", "req_id": "shared-id"}, timeout=30
+    )
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    assert clash.status_code == 400 and "shared-id" in clash.json()["error_msg"]
+    assert wait_for(lambda: server.metric("tokenmill:num_requests_running") == 0)  # the stream was aborted
+
+
 # ---- malformed requests -----------------------------------------------------------------------------
 
 
