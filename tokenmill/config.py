@@ -139,6 +139,13 @@ class ServerConfig(BaseSettings, EngineConfig):
 
     host: str = Field(default="0.0.0.0", description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="also serve gRPC (Open Inference Protocol v2 and Triton's streaming) on this port; "
+        "8001 by Triton's convention; needs the grpc extra",
+    )
     served_model_name: str | None = Field(
         default=None, description="model name in the API (default: its file name)"
     )

@@ -117,6 +117,15 @@ async def _answer(
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state: ServerState = request.app.state.tm
     state.check_model(body.model)
+    prompts, params = await prepare_completion(body, state)
+    dialect = CompletionDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs is not None)
+    return await _answer(request, state, dialect, prompts, params, body.stream)
+
+
+async def prepare_completion(
+    body: CompletionRequest, state: ServerState
+) -> tuple[list[list[int]], SamplingParams]:
+    """The prompts and sampling parameters of a completion request (HTTP, or gRPC's `text_input`)."""
     for name, unsupported in (("echo", body.echo), ("suffix", body.suffix is not None)):
         if unsupported:
             raise APIError(400, f"{name} is not supported", name)
@@ -124,9 +133,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
     prompts = await _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
-    params = _sampling(state, body, max_tokens, body.logprobs)
-    dialect = CompletionDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs is not None)
-    return await _answer(request, state, dialect, prompts, params, body.stream)
+    return prompts, _sampling(state, body, max_tokens, body.logprobs)
 
 
 async def _completion_prompts(
