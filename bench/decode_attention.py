@@ -19,12 +19,12 @@ import torch
 
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.reference import paged_attention as reference_attention
-from tokenmill.kernels.triton.attention import DecodeTiling, decode_attention, decode_tiling
+from tokenmill.kernels.triton.attention import DecodeTiling, _decode_kernel, decode_attention, decode_tiling
 from tokenmill.kernels.triton.paged import decode_splits
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16
 CONTEXTS = (128, 256, 512, 1024, 4096)
-TILINGS = [DecodeTiling(*t) for t in [(64, 4, 3), (64, 4, 1), (32, 4, 3), (128, 4, 3), (64, 8, 1)]]
+TILINGS = [DecodeTiling(*t) for t in [(64, 4, 3), (64, 4, 1), (32, 4, 3), (64, 2, 3), (32, 2, 1), (16, 4, 3)]]
 
 
 def timed(fn, iters: int = 20) -> float:
@@ -57,6 +57,23 @@ def make_batch(num_seqs: int, context: int, cache_dtype: torch.dtype) -> dict:
     fp8 = cache_dtype == torch.float8_e4m3fn
     scales = torch.tensor([0.5, 0.25], device="cuda") if fp8 else None
     return {"q": q, "cache": cache, "tables": tables, "seq_lens": seq_lens, "scales": scales}
+
+
+def compiled_kernels() -> dict:
+    """The decode kernel's compiled variants on this device, by cache key."""
+    return dict(_decode_kernel.device_caches[torch.cuda.current_device()][0])
+
+
+def resources(batch: dict, splits: int, tiling: DecodeTiling) -> dict:
+    """Registers, spills and shared memory of the variant `tiling` compiles to (what bounds how many
+    programs an SM holds at once)."""
+    before = compiled_kernels()
+    run(batch, splits, tiling)
+    added = [kernel for key, kernel in compiled_kernels().items() if key not in before]
+    if not added:
+        return {}
+    kernel = added[0]
+    return {"registers": kernel.n_regs, "spills": kernel.n_spills, "shared_bytes": kernel.metadata.shared}
 
 
 def run(batch: dict, splits: int, tiling: DecodeTiling) -> torch.Tensor:
@@ -103,6 +120,9 @@ def main() -> int:
                 kv_bytes = 2 * num_seqs * context * KV_HEADS * HEAD_DIM * batch["cache"].element_size()
                 row = []
                 for tiling in TILINGS:
+                    used = resources(batch, splits, tiling)
+                    if used:
+                        print(f"  {tiling}: {used}")
                     error = (run(batch, splits, tiling).float() - expected.float()).abs().max().item()
                     ok &= error < 0.05
                     seconds = timed(functools.partial(run, batch, splits, tiling))
@@ -112,7 +132,7 @@ def main() -> int:
                     results["runs"].append({
                         "cache": str(cache_dtype), "num_seqs": num_seqs, "context": context, "splits": splits,
                         "tiling": vars(tiling), "default": tiling == default, "us": seconds * 1e6,
-                        "bytes_per_s": bw, "of_copy": bw / copy_bw, "max_abs_error": error,
+                        "bytes_per_s": bw, "of_copy": bw / copy_bw, "max_abs_error": error, **used,
                     })  # fmt: skip
                 print(f"seqs {num_seqs:>3} ctx {context:>4} splits {splits:>2}: " + " ".join(row))
     print("all tilings match the reference" if ok else "A TILING DISAGREES WITH THE REFERENCE")
