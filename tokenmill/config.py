@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -52,11 +52,35 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
+    enable_lora: bool = Field(default=False, description="serve PEFT LoRA adapters on the base model")
+    lora_modules: list[str] = Field(
+        default_factory=list, description="LoRA adapter to load at start-up, as name=path (repeatable)"
+    )
+    max_loras: int = Field(default=4, ge=1, le=256, description="LoRA adapters resident at once (slots)")
+    max_lora_rank: int = Field(default=16, ge=1, le=256, description="largest LoRA rank accepted")
 
     @field_validator("model")
     @classmethod
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("lora_modules")
+    @classmethod
+    def _name_equals_path(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, equals, path = item.partition("=")
+            if not (name and equals and path):
+                raise ValueError(f"lora_modules items look like name=path, got {item!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _lora_modules_need_lora(self) -> EngineConfig:
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("lora_modules needs enable_lora (--enable-lora)")
+        return self
+
+    def lora_module_paths(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in self.lora_modules)
 
     @field_validator("max_gpu_memory")
     @classmethod
@@ -200,6 +224,13 @@ class ServerConfig(BaseSettings, EngineConfig):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log verbosity"
     )
+    default_lora: str | None = Field(
+        default=None,
+        description="LoRA adapter (a lora_modules name) that /predict and requests naming no model run under",
+    )
+    runtime_lora_updates: bool = Field(
+        default=False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -211,6 +242,12 @@ class ServerConfig(BaseSettings, EngineConfig):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _SeedAliasSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _default_lora_is_loaded(self) -> ServerConfig:
+        if self.default_lora is not None and self.default_lora not in self.lora_module_paths():
+            raise ValueError(f"default_lora {self.default_lora!r} is not one of lora_modules")
+        return self
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})

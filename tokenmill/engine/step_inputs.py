@@ -41,6 +41,7 @@ class StepInputs:
     query_lens: list[int]  # per row
     seq_lens_cpu: list[int]  # per row
     sampling_seqs: list[Sequence]
+    lora_slots: np.ndarray | None = None  # [num_tokens] int32 with LoRA on: each token's slot (-1: none)
 
     @property
     def num_rows(self) -> int:
@@ -52,9 +53,10 @@ class StepInputs:
 
 
 class InputBuilder:
-    def __init__(self, block_table: BlockTable, device: torch.device) -> None:
+    def __init__(self, block_table: BlockTable, device: torch.device, lora: bool = False) -> None:
         self.block_table = block_table
         self.staging = HostStaging(device)
+        self.lora = lora
 
     def build_inputs(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, num_rows: int | None = None
@@ -103,4 +105,11 @@ class InputBuilder:
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
             sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),
+            lora_slots=self._lora_slots(seqs, padding, query_lens) if self.lora else None,
         )
+
+    @staticmethod
+    def _lora_slots(seqs: list[Sequence], padding: int, query_lens: np.ndarray) -> np.ndarray:
+        """Each token's LoRA slot: its sequence's (padding rows run under none)."""
+        row_slots = np.fromiter((seq.lora_slot for seq in seqs), np.int32, len(seqs))
+        return np.repeat(np.concatenate((row_slots, np.full(padding, -1, np.int32))), query_lens)

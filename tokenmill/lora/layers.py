@@ -1,0 +1,139 @@
+"""LoRA around the decoder's projections, without the model code knowing: each `QuantLinear` a LoRA
+adapter may target is replaced, after the weights are loaded, by a `LoRALinear` that runs it and then
+adds every token's adapter through the batched ops (`Ops.lora_shrink`, `Ops.lora_expand`).
+
+A wrapper holds `max_loras` resident slots per projection: A [slots, shards, max_rank, in] and
+B [slots, out, max_rank], zero-padded to the largest rank, each adapter's scale folded into B. Fused
+projections (q|k|v, gate|up) keep one A per shard and one B whose rows are the shards' outputs, so the
+kernels serve the fused GEMM's output in one pass. A shard an adapter does not target stays zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from tokenmill.kernels.lora_mapping import LoRAMapping, segments
+from tokenmill.kernels.ops import Ops
+from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
+from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.quantization import QuantLinear
+
+
+class LoRAStep:
+    """The current step's token -> slot mapping, shared by every wrapper. Its tensors are persistent,
+    so CUDA graphs captured over them replay under whatever mapping `prepare` wrote last."""
+
+    def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
+        self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
+        self.active = True  # graph capture records the LoRA kernels (with empty segments)
+
+    def prepare(self, token_slots: np.ndarray, always: bool) -> None:
+        """Load the step's per-token slots; with no adapter in the step and not `always` (a graph
+        replay must see the segments it reads), the wrappers skip the LoRA ops entirely."""
+        self.active = always or bool((token_slots >= 0).any())
+        if not self.active:
+            return
+        num_tokens = len(token_slots)
+        order, starts, counts = segments(token_slots, self.mapping.num_slots)
+        mapping = self.mapping
+        for target, host in (
+            (mapping.token_slots[:num_tokens], token_slots),
+            (mapping.sorted_tokens[:num_tokens], order),
+            (mapping.slot_starts, starts),
+            (mapping.slot_counts, counts),
+        ):
+            target.copy_(torch.from_numpy(host.astype(np.int32, copy=False)), non_blocking=True)
+
+
+class LoRALinear(nn.Module):
+    """`base(x)` plus, for each token, its slot's B·A·x."""
+
+    def __init__(self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops) -> None:
+        super().__init__()
+        self.base = base
+        self.out_shards = base.out_shards
+        device, dtype = _device_and_dtype(base)
+        shards, width = len(base.out_shards), base.in_features
+        self.register_buffer(
+            "lora_a", torch.zeros(max_loras, shards, max_rank, width, dtype=dtype, device=device)
+        )
+        self.register_buffer(
+            "lora_b", torch.zeros(max_loras, base.out_features, max_rank, dtype=dtype, device=device)
+        )
+        self.step = step
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.step.active:
+            h = self.ops.lora_shrink(x, self.lora_a, self.step.mapping)
+            self.ops.lora_expand(y, h, self.lora_b, self.out_shards, self.step.mapping)
+        return y
+
+    def fill_slot(
+        self, slot: int, shards: list[tuple[torch.Tensor, torch.Tensor] | None], scaling: float
+    ) -> None:
+        """Put one adapter's (A, B) of each shard (None: not targeted) into `slot`, replacing its last."""
+        self.lora_a[slot].zero_()
+        self.lora_b[slot].zero_()
+        for shard, pair in enumerate(shards):
+            if pair is None:
+                continue
+            a, b = pair
+            rows = self.base.shard_rows(shard)
+            self.lora_a[slot, shard, : a.shape[0]].copy_(a)
+            self.lora_b[slot, rows, : b.shape[1]].copy_(b.to(torch.float32) * scaling)
+
+    def expected_shapes(self, shard: int, rank: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The shapes of A and B a rank-`rank` adapter of shard `shard` must have."""
+        return (rank, self.base.in_features), (self.out_shards[shard], rank)
+
+
+def _device_and_dtype(linear: QuantLinear) -> tuple[torch.device, torch.dtype]:
+    """Quantized weights are stored as ints: the adapter matrices take the activations' dtype, which is
+    the dtype of the layer's float parameters (or the default dtype the model was built in)."""
+    floats = [p for p in linear.parameters() if p.is_floating_point() and p.element_size() >= 2]
+    any_param = next(linear.parameters())
+    return any_param.device, floats[0].dtype if floats else torch.get_default_dtype()
+
+
+class LoRAModel:
+    """The wrappers of one model, by (layer index, fused module path), and the step they share."""
+
+    def __init__(
+        self, model: LlamaForCausalLM, max_loras: int, max_rank: int, max_tokens: int, ops: Ops
+    ) -> None:
+        device = next(model.parameters()).device
+        self.step = LoRAStep(max_tokens, max_loras, device)
+        self.wrappers: dict[tuple[int, str], LoRALinear] = {}
+        for index, layer in enumerate(model.layers):
+            for path in dict.fromkeys(module for module, _ in TARGET_MODULES.values()):
+                owner_name, _, attribute = path.rpartition(".")
+                owner = layer.get_submodule(owner_name)
+                wrapper = LoRALinear(getattr(owner, attribute), max_loras, max_rank, self.step, ops)
+                setattr(owner, attribute, wrapper)
+                self.wrappers[(index, path)] = wrapper
+
+    def check(self, adapter: LoRAAdapter) -> None:
+        """Raise ValueError if an adapter's layers or shapes do not fit this model."""
+        for (layer, module), (a, b) in adapter.weights.items():
+            path, shard = TARGET_MODULES[module]
+            wrapper = self.wrappers.get((layer, path))
+            if wrapper is None:
+                raise ValueError(f"LoRA adapter {adapter.name!r}: layers.{layer} does not exist in the model")
+            want_a, want_b = wrapper.expected_shapes(shard, adapter.rank)
+            if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
+                raise ValueError(
+                    f"LoRA adapter {adapter.name!r}: layers.{layer}.{module} has lora_A {tuple(a.shape)} and "
+                    f"lora_B {tuple(b.shape)}; this model needs {want_a} and {want_b} (another base model?)"
+                )
+
+    def fill_slot(self, slot: int, adapter: LoRAAdapter) -> None:
+        for (layer, path), wrapper in self.wrappers.items():
+            shards: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(wrapper.out_shards)
+            for module, (target, shard) in TARGET_MODULES.items():
+                if target == path and (layer, module) in adapter.weights:
+                    shards[shard] = adapter.weights[(layer, module)]
+            wrapper.fill_slot(slot, shards, adapter.scaling)
