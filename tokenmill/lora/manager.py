@@ -44,11 +44,17 @@ class LoRAManager:
                     f"LoRA adapter {name!r} is already loaded from {known.path}; unload it first"
                 )
             return known
-        if not name or "=" in name:
-            raise ValueError(f"LoRA adapter name {name!r} must be non-empty and hold no '='")
-        adapter = read_adapter(name, path, self.max_rank)
+        return self.register(read_adapter(name, path, self.max_rank))
+
+    def register(self, adapter: LoRAAdapter) -> LoRAAdapter:
+        """Register an adapter already read (`read_adapter`, e.g. on a worker thread) once it is
+        checked against the model."""
+        if not adapter.name or "=" in adapter.name:
+            raise ValueError(f"LoRA adapter name {adapter.name!r} must be non-empty and hold no '='")
+        if adapter.name in self.adapters:
+            raise ValueError(f"LoRA adapter {adapter.name!r} is already loaded; unload it first")
         self.layers.check(adapter)
-        self.adapters[name] = adapter
+        self.adapters[adapter.name] = adapter
         return adapter
 
     def remove(self, name: str, users: Iterable[Sequence]) -> None:
