@@ -120,6 +120,14 @@ def _check_model(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _merge_lora(args: argparse.Namespace) -> int:
+    from tokenmill.lora.merge import merge_lora
+
+    out = merge_lora(args.base, args.adapter, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def _length_range(text: str) -> tuple[int, int]:
     low, _, high = text.partition(":")
     return int(low), int(high or low)
@@ -209,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("directory")
     check.set_defaults(handler=_check_model)
+
+    merge = commands.add_parser("merge-lora", help="write a checkpoint with a PEFT LoRA adapter merged in")
+    merge.add_argument("base", help="the base model's directory (safetensors)")
+    merge.add_argument("adapter", help="the PEFT adapter directory")
+    merge.add_argument("out", help="the merged checkpoint's directory (new or empty)")
+    merge.set_defaults(handler=_merge_lora)
     return parser
 
 
