@@ -136,3 +136,11 @@ def test_a_slot_used_by_a_running_sequence_is_never_evicted(llm: LLM, tmp_path: 
     assert waiting.lora_slot == 0
     with pytest.raises(ValueError, match="in use by unfinished requests"):
         manager.remove("second", [waiting])
+
+
+def test_random_bench_adapters_fit_the_model(llm: LLM, tmp_path: Path) -> None:
+    from tokenmill.lora.random_adapters import write_random_adapters
+
+    (request,) = write_random_adapters(llm.engine.model_config, tmp_path, count=1, rank=8)
+    adapter = llm.engine.lora.add("bench-0", request.path)
+    assert adapter.rank == 8 and len(adapter.weights) == 7 * LAYERS
