@@ -93,3 +93,6 @@ def test_runtime_load_and_unload(setup) -> None:
     assert _complete(server, "second").status_code == 404
     gone = requests.post(server.url + "/v1/unload_lora_adapter", json=unload, headers=AUTH, timeout=30)
     assert gone.status_code == 404
+    default = {"lora_name": "ft"}
+    kept = requests.post(server.url + "/v1/unload_lora_adapter", json=default, headers=AUTH, timeout=30)
+    assert kept.status_code == 409 and "--default-lora" in kept.json()["error"]["message"]

@@ -57,6 +57,8 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> J
 async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request) -> JSONResponse:
     state: ServerState = request.app.state.tm
     engine = _lora_engine(state)
+    if body.lora_name == state.config.default_lora:
+        raise APIError(409, f"{body.lora_name!r} is the server's --default-lora", "lora_name")
     try:
         await engine.call(lambda llm: llm.remove_lora(body.lora_name))
     except KeyError as exc:
