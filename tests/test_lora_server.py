@@ -96,3 +96,12 @@ def test_runtime_load_and_unload(setup) -> None:
     default = {"lora_name": "ft"}
     kept = requests.post(server.url + "/v1/unload_lora_adapter", json=default, headers=AUTH, timeout=30)
     assert kept.status_code == 409 and "--default-lora" in kept.json()["error"]["message"]
+
+
+def test_a_default_lora_that_is_not_loaded_stops_the_start(tiny_model_dir) -> None:
+    server = ServerProcess("--model", str(tiny_model_dir("qwen3")), "--enable-lora", "--default-lora", "nope")
+    try:
+        with pytest.raises(RuntimeError, match="default_lora 'nope' is not one of the adapters"):
+            server.wait_ready(timeout=120)
+    finally:
+        server.stop()

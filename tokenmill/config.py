@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -52,7 +52,9 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
-    enable_lora: bool = Field(default=False, description="serve PEFT LoRA adapters on the base model")
+    enable_lora: bool = Field(
+        default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
+    )
     lora_modules: list[str] = Field(
         default_factory=list, description="LoRA adapter to load at start-up, as name=path (repeatable)"
     )
@@ -73,14 +75,12 @@ class EngineConfig(BaseModel):
                 raise ValueError(f"lora_modules items look like name=path, got {item!r}")
         return value
 
-    @model_validator(mode="after")
-    def _lora_modules_need_lora(self) -> EngineConfig:
-        if self.lora_modules and not self.enable_lora:
-            raise ValueError("lora_modules needs enable_lora (--enable-lora)")
-        return self
-
     def lora_module_paths(self) -> dict[str, str]:
         return dict(item.partition("=")[::2] for item in self.lora_modules)
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.enable_lora or bool(self.lora_modules)
 
     @field_validator("max_gpu_memory")
     @classmethod
@@ -242,12 +242,6 @@ class ServerConfig(BaseSettings, EngineConfig):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _SeedAliasSource(settings_cls)
-
-    @model_validator(mode="after")
-    def _default_lora_is_loaded(self) -> ServerConfig:
-        if self.default_lora is not None and self.default_lora not in self.lora_module_paths():
-            raise ValueError(f"default_lora {self.default_lora!r} is not one of lora_modules")
-        return self
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})

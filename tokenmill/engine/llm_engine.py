@@ -64,7 +64,7 @@ class LLMEngine:
         self.max_num_batched_tokens = config.max_num_batched_tokens or max(
             8192 if device.type == "cuda" else 2048, config.max_num_seqs
         )
-        self.lora = self._lora_manager(loaded.model, ops) if config.enable_lora else None
+        self.lora = self._lora_manager(loaded.model, ops) if config.lora_enabled else None
         model_len = config.max_model_len or loaded.config.max_position_embeddings
         kv = plan_kv_cache(config, loaded.model, model_len, self.max_num_batched_tokens, dtype)
         num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
