@@ -10,7 +10,6 @@ silently serving a different model than the one the user trained is worse than r
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
+from tokenmill.models.loader import read_json_object
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -80,12 +81,7 @@ def read_adapter(name: str, path: str | Path, max_rank: int) -> LoRAAdapter:
             else ""
         )
         raise FileNotFoundError(f"LoRA adapter {name!r}: {directory} has no {WEIGHTS_FILE}{pickled}")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{config_file}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file}: expected a JSON object")
+    config = read_json_object(config_file)
     rank, scaling = _check_config(config, config_file, max_rank)
     weights = _read_weights(weights_file, rank)
     return LoRAAdapter(name, directory, rank, scaling, weights, next(_uids))
