@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from tests.helpers.lora_adapters import peft_greedy, save_adapter
 from tokenmill import LLM, LoRARequest, SamplingParams
@@ -146,3 +147,16 @@ def test_one_lora_request_per_prompt(tiny_model_dir, adapters) -> None:
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True)
     with pytest.raises(ValueError, match="got 1 lora_request for 2 prompts"):
         llm.generate([[1, 2], [3]], PARAMS, use_tqdm=False, lora_request=[None])
+
+
+@pytest.mark.slow
+def test_an_adapter_on_a_quantized_base(tiny_model_dir, adapters) -> None:
+    """int8 weights store no float dtype: the adapter's slots take the model's, and it changes the output."""
+    llm = LLM(
+        str(tiny_model_dir("qwen3")), device="cpu", dtype="bfloat16", enable_lora=True, quantization="int8"
+    )
+    request = LoRARequest("a", str(adapters("qwen3", 0)))
+    wrapper = llm.engine.lora.layers.wrappers[(0, "self_attn.qkv_proj")]
+    assert wrapper.lora_a.dtype == wrapper.lora_b.dtype == torch.bfloat16
+    with_adapter = _tokens(llm.generate(prompts(), PARAMS, use_tqdm=False, lora_request=request))
+    assert with_adapter != _tokens(llm.generate(prompts(), PARAMS, use_tqdm=False))

@@ -50,11 +50,14 @@ class LoRAStep:
 class LoRALinear(nn.Module):
     """`base(x)` plus, for each token, its slot's B·A·x."""
 
-    def __init__(self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops) -> None:
+    def __init__(
+        self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops, dtype: torch.dtype
+    ) -> None:
+        """`dtype` is the activations' (the model's), whatever the base weight's storage (int8, fp8, ...)."""
         super().__init__()
         self.base = base
         self.out_shards = base.out_shards
-        device, dtype = _device_and_dtype(base)
+        device = step.mapping.token_slots.device
         shards, width = len(base.out_shards), base.in_features
         self.register_buffer(
             "lora_a", torch.zeros(max_loras, shards, max_rank, width, dtype=dtype, device=device)
@@ -91,28 +94,21 @@ class LoRALinear(nn.Module):
         return (rank, self.base.in_features), (self.out_shards[shard], rank)
 
 
-def _device_and_dtype(linear: QuantLinear) -> tuple[torch.device, torch.dtype]:
-    """Quantized weights are stored as ints: the adapter matrices take the activations' dtype, which is
-    the dtype of the layer's float parameters (or the default dtype the model was built in)."""
-    floats = [p for p in linear.parameters() if p.is_floating_point() and p.element_size() >= 2]
-    any_param = next(linear.parameters())
-    return any_param.device, floats[0].dtype if floats else torch.get_default_dtype()
-
-
 class LoRAModel:
     """The wrappers of one model, by (layer index, fused module path), and the step they share."""
 
     def __init__(
         self, model: LlamaForCausalLM, max_loras: int, max_rank: int, max_tokens: int, ops: Ops
     ) -> None:
-        device = next(model.parameters()).device
-        self.step = LoRAStep(max_tokens, max_loras, device)
+        embeddings = model.embed_tokens.weight
+        self.step = LoRAStep(max_tokens, max_loras, embeddings.device)
         self.wrappers: dict[tuple[int, str], LoRALinear] = {}
         for index, layer in enumerate(model.layers):
             for path in dict.fromkeys(module for module, _ in TARGET_MODULES.values()):
                 owner_name, _, attribute = path.rpartition(".")
                 owner = layer.get_submodule(owner_name)
-                wrapper = LoRALinear(getattr(owner, attribute), max_loras, max_rank, self.step, ops)
+                base = getattr(owner, attribute)
+                wrapper = LoRALinear(base, max_loras, max_rank, self.step, ops, embeddings.dtype)
                 setattr(owner, attribute, wrapper)
                 self.wrappers[(index, path)] = wrapper
 
