@@ -24,9 +24,10 @@ def projection_shapes(config: ModelConfig) -> dict[str, tuple[int, int]]:
 
 
 def write_random_adapters(
-    config: ModelConfig, directory: Path, count: int, rank: int, seed: int = 0
+    config: ModelConfig, directory: Path, count: int, rank: int, seed: int = 0, b_std: float = 0.01
 ) -> list[LoRARequest]:
-    """`count` rank-`rank` adapters on all seven projections, in `directory`/lora<i>."""
+    """`count` rank-`rank` adapters on all seven projections, in `directory`/lora<i>. B's entries have
+    standard deviation `b_std`: small for benchmarks, large enough to change greedy answers for checks."""
     generator = torch.Generator().manual_seed(seed)
     requests = []
     for index in range(count):
@@ -38,7 +39,7 @@ def write_random_adapters(
                 group = TARGET_MODULES[module][0].split(".")[0]
                 prefix = f"base_model.model.model.layers.{layer}.{group}.{module}"
                 a = torch.randn(rank, fan_in, generator=generator) / fan_in**0.5
-                b = torch.randn(fan_out, rank, generator=generator) * 0.01
+                b = torch.randn(fan_out, rank, generator=generator) * b_std
                 tensors[f"{prefix}.lora_A.weight"] = a.to(torch.bfloat16)
                 tensors[f"{prefix}.lora_B.weight"] = b.to(torch.bfloat16)
         save_file(tensors, str(path / WEIGHTS_FILE))
