@@ -4,6 +4,7 @@ reload; prefix-cache blocks never cross adapters."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -160,3 +161,44 @@ def test_an_adapter_on_a_quantized_base(tiny_model_dir, adapters) -> None:
     assert wrapper.lora_a.dtype == wrapper.lora_b.dtype == torch.bfloat16
     with_adapter = _tokens(llm.generate(prompts(), PARAMS, use_tqdm=False, lora_request=request))
     assert with_adapter != _tokens(llm.generate(prompts(), PARAMS, use_tqdm=False))
+
+
+class _EagerGraphs:
+    """Stands in for DecodeGraphs on CPU: pads pure-decode batches to a graph size like the real ones
+    and 'replays' by running the padded inputs eagerly, so the LoRA mapping of padded graph steps (the
+    `always` path, padding rows under no adapter) is exercised without CUDA."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.replays = 0
+
+    def __len__(self) -> int:
+        return 1
+
+    def padded_size(self, batch) -> int | None:
+        if batch.num_decodes != len(batch):
+            return None
+        return 1 << (len(batch) - 1).bit_length() if len(batch) > 1 else 2
+
+    def replay(self, inputs):
+        self.replays += 1
+        assert self.runner.lora_step.active, "a graph replay always runs the LoRA kernels"
+        if inputs.token_source is not None:  # as StaticInputs.load: device tokens fill the real rows
+            ids = torch.zeros(inputs.num_rows, dtype=torch.long)
+            ids[: inputs.num_seqs] = inputs.token_source
+            inputs = dataclasses.replace(inputs, input_ids=ids, token_source=None)
+        return self.runner._forward(inputs)[: inputs.num_seqs]
+
+
+@pytest.mark.slow
+def test_padded_graph_steps_keep_each_sequence_on_its_adapter(tiny_model_dir, adapters, expected) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True, max_loras=3, block_size=8)
+    runner = llm.engine.runner
+    runner.graphs = _EagerGraphs(runner)
+    requests = [None, *(LoRARequest(f"lora{i}", str(adapters("qwen3", i))) for i in range(3))]
+    batch = [(p, r) for r in requests for p in prompts()[:3]]  # 12 sequences: padded to 16
+    outputs = llm.generate([p for p, _ in batch], PARAMS, use_tqdm=False, lora_request=[r for _, r in batch])
+    want = {None: expected("qwen3", None), **{f"lora{i}": expected("qwen3", i) for i in range(3)}}
+    for (prompt, request), got in zip(batch, _tokens(outputs)):
+        assert got == want[None if request is None else request.name][prompts().index(prompt)]
+    assert runner.graphs.replays > 0

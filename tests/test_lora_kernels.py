@@ -91,3 +91,15 @@ def test_segments_group_tokens_by_slot() -> None:
     order, starts, counts = segments(np.array([1, -1, 0, 1, -1, 0, 1], dtype=np.int32), 3)
     assert counts.tolist() == [2, 3, 0]
     assert [order[starts[s] : starts[s] + counts[s]].tolist() for s in range(2)] == [[2, 5], [0, 3, 6]]
+
+
+def test_a_step_without_adapters_skips_the_lora_ops_unless_a_graph_replays() -> None:
+    from tokenmill.lora.layers import LoRAStep
+
+    step = LoRAStep(max_tokens=8, max_loras=2, device=DEVICE)
+    step.prepare(np.array([1, 1, 0], dtype=np.int32), always=False)
+    assert step.active and step.mapping.slot_counts.tolist() == [1, 2]
+    step.prepare(np.full(4, NO_ADAPTER, dtype=np.int32), always=False)
+    assert not step.active  # eager: nothing to add, nothing launched
+    step.prepare(np.full(4, NO_ADAPTER, dtype=np.int32), always=True)
+    assert step.active and step.mapping.slot_counts.tolist() == [0, 0]  # a graph reads empty segments
