@@ -97,9 +97,10 @@ def test_a_step_without_adapters_skips_the_lora_ops_unless_a_graph_replays() -> 
     from tokenmill.lora.layers import LoRAStep
 
     step = LoRAStep(max_tokens=8, max_loras=2, device=DEVICE)
-    step.prepare(np.array([1, 1, 0], dtype=np.int32), always=False)
+    step.load(_mapping([1, 1, 0], 2), always=False)
     assert step.active and step.mapping.slot_counts.tolist() == [1, 2]
-    step.prepare(np.full(4, NO_ADAPTER, dtype=np.int32), always=False)
+    assert step.mapping.sorted_tokens[:3].tolist() == [2, 0, 1]
+    step.load(_mapping([NO_ADAPTER] * 4, 2), always=False)
     assert not step.active  # eager: nothing to add, nothing launched
-    step.prepare(np.full(4, NO_ADAPTER, dtype=np.int32), always=True)
+    step.load(_mapping([NO_ADAPTER] * 4, 2), always=True)
     assert step.active and step.mapping.slot_counts.tolist() == [0, 0]  # a graph reads empty segments

@@ -78,7 +78,7 @@ class ModelRunner:
         max_blocks_per_seq = -(-max_model_len // block_size)
         block_table = BlockTable(block_size, max_num_seqs, max_blocks_per_seq, self.null_block)
         self.lora_step = lora_step
-        self.inputs = InputBuilder(block_table, self.device, lora=lora_step is not None)
+        self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
         ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, self.kv_scales)
         if cuda_graphs:
@@ -100,8 +100,8 @@ class ModelRunner:
         of a continuation batch, whose tokens the host does not know yet."""
         graph_size = self.graphs.padded_size(batch)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
-        if self.lora_step is not None and inputs.lora_slots is not None:
-            self.lora_step.prepare(inputs.lora_slots, always=graph_size is not None)
+        if self.lora_step is not None and inputs.lora is not None:
+            self.lora_step.load(inputs.lora, always=graph_size is not None)
         hidden = self.graphs.replay(inputs) if graph_size else self._forward(inputs)
         seqs = inputs.sampling_seqs
         if not seqs:

@@ -21,6 +21,7 @@ from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, segments
 
 
 @dataclass
@@ -41,7 +42,7 @@ class StepInputs:
     query_lens: list[int]  # per row
     seq_lens_cpu: list[int]  # per row
     sampling_seqs: list[Sequence]
-    lora_slots: np.ndarray | None = None  # [num_tokens] int32 with LoRA on: each token's slot (-1: none)
+    lora: LoRAMapping | None = None  # with LoRA on: each token's adapter slot, grouped by slot (host)
 
     @property
     def num_rows(self) -> int:
@@ -53,10 +54,11 @@ class StepInputs:
 
 
 class InputBuilder:
-    def __init__(self, block_table: BlockTable, device: torch.device, lora: bool = False) -> None:
+    def __init__(self, block_table: BlockTable, device: torch.device, lora_slots: int = 0) -> None:
+        """`lora_slots`: resident LoRA adapter slots (0: LoRA off)."""
         self.block_table = block_table
         self.staging = HostStaging(device)
-        self.lora = lora
+        self.lora_slots = lora_slots
 
     def build_inputs(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, num_rows: int | None = None
@@ -105,11 +107,20 @@ class InputBuilder:
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
             sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),
-            lora_slots=self._lora_slots(seqs, padding, query_lens) if self.lora else None,
+            lora=self._lora_mapping(seqs, padding, query_lens) if self.lora_slots else None,
         )
 
-    @staticmethod
-    def _lora_slots(seqs: list[Sequence], padding: int, query_lens: np.ndarray) -> np.ndarray:
-        """Each token's LoRA slot: its sequence's (padding rows run under none)."""
+    def _lora_mapping(self, seqs: list[Sequence], padding: int, query_lens: np.ndarray) -> LoRAMapping:
+        """Each token's LoRA slot (its sequence's; padding rows run under none), grouped by slot."""
         row_slots = np.fromiter((seq.lora_slot for seq in seqs), np.int32, len(seqs))
-        return np.repeat(np.concatenate((row_slots, np.full(padding, -1, np.int32))), query_lens)
+        token_slots = np.repeat(
+            np.concatenate((row_slots, np.full(padding, NO_ADAPTER, np.int32))), query_lens
+        )
+        order, starts, counts = segments(token_slots, self.lora_slots)
+        stage = self.staging.fill
+        return LoRAMapping(
+            token_slots=stage("lora_token_slots", token_slots, torch.int32),
+            sorted_tokens=stage("lora_sorted_tokens", order, torch.int32),
+            slot_starts=stage("lora_slot_starts", starts, torch.int32),
+            slot_counts=stage("lora_slot_counts", counts, torch.int32),
+        )

@@ -10,11 +10,10 @@ kernels serve the fused GEMM's output in one pass. A shard an adapter does not t
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from tokenmill.kernels.lora_mapping import LoRAMapping, segments
+from tokenmill.kernels.lora_mapping import LoRAMapping
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
@@ -29,22 +28,23 @@ class LoRAStep:
         self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
         self.active = True  # graph capture records the LoRA kernels (with empty segments)
 
-    def prepare(self, token_slots: np.ndarray, always: bool) -> None:
-        """Load the step's per-token slots; with no adapter in the step and not `always` (a graph
-        replay must see the segments it reads), the wrappers skip the LoRA ops entirely."""
-        self.active = always or bool((token_slots >= 0).any())
+    @property
+    def num_slots(self) -> int:
+        return self.mapping.num_slots
+
+    def load(self, host: LoRAMapping, always: bool) -> None:
+        """Upload the step's mapping (built by the input builder in pinned host memory); with no
+        adapter in the step and not `always` (a graph replay reads the buffers whatever the step), the
+        wrappers skip the LoRA ops instead."""
+        self.active = always or bool(host.slot_counts.any())
         if not self.active:
             return
-        num_tokens = len(token_slots)
-        order, starts, counts = segments(token_slots, self.mapping.num_slots)
+        num_tokens = host.token_slots.numel()
         mapping = self.mapping
-        for target, host in (
-            (mapping.token_slots[:num_tokens], token_slots),
-            (mapping.sorted_tokens[:num_tokens], order),
-            (mapping.slot_starts, starts),
-            (mapping.slot_counts, counts),
-        ):
-            target.copy_(torch.from_numpy(host.astype(np.int32, copy=False)), non_blocking=True)
+        mapping.token_slots[:num_tokens].copy_(host.token_slots, non_blocking=True)
+        mapping.sorted_tokens[:num_tokens].copy_(host.sorted_tokens, non_blocking=True)
+        mapping.slot_starts.copy_(host.slot_starts, non_blocking=True)
+        mapping.slot_counts.copy_(host.slot_counts, non_blocking=True)
 
 
 class LoRALinear(nn.Module):
