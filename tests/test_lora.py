@@ -202,3 +202,14 @@ def test_padded_graph_steps_keep_each_sequence_on_its_adapter(tiny_model_dir, ad
     for (prompt, request), got in zip(batch, _tokens(outputs)):
         assert got == want[None if request is None else request.name][prompts().index(prompt)]
     assert runner.graphs.replays > 0
+
+
+def test_a_lora_request_for_a_missing_directory_names_the_field(tiny_model_dir, tmp_path) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True)
+    with pytest.raises(
+        ValueError, match=r"prompt 0: lora_request: LoRA adapter 'gone': .* is not a directory"
+    ):
+        llm.generate(
+            [[1, 2]], PARAMS, use_tqdm=False, lora_request=LoRARequest("gone", str(tmp_path / "gone"))
+        )
+    assert not llm.engine.has_unfinished_requests()

@@ -25,9 +25,10 @@ from tokenmill.engine.output_processor import OutputProcessor
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels.ops import select_ops
+from tokenmill.kernels.ops import Ops, select_ops
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.manager import LoRAManager
+from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
@@ -107,7 +108,7 @@ class LLMEngine:
             self.max_model_len,
         )
 
-    def _lora_manager(self, model: torch.nn.Module, ops) -> LoRAManager:
+    def _lora_manager(self, model: LlamaForCausalLM, ops: Ops) -> LoRAManager:
         """LoRA wrappers around the projections (before the KV cache takes the memory left), and the
         adapters of `lora_modules` registered."""
         config = self.config
@@ -135,7 +136,7 @@ class LLMEngine:
         name of one already loaded."""
         if request_id in self.output_processor:
             raise ValueError(f"request_id {request_id!r} is already in use")
-        adapter = self._adapter(lora_request)
+        adapter = None if lora_request is None else self._lora_on().adapter_for(lora_request)
         request = self.input_processor.process(request_id, prompt, params)
         seqs = [
             Sequence(request_id, i, request.prompt_token_ids, params, self.device) for i in range(params.n)
@@ -146,31 +147,18 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
 
-    def _adapter(self, lora_request: LoRARequest | str | None):
-        if lora_request is None:
-            return None
+    def _lora_on(self) -> LoRAManager:
         if self.lora is None:
             raise ValueError("lora_request needs an engine started with enable_lora=True (--enable-lora)")
-        if isinstance(lora_request, str):
-            if lora_request not in self.lora.adapters:
-                raise ValueError(f"lora_request: no LoRA adapter named {lora_request!r} is loaded")
-            return self.lora.adapters[lora_request]
-        try:
-            return self.lora.resolve(lora_request)
-        except FileNotFoundError as exc:
-            raise ValueError(f"lora_request: {exc}") from exc
+        return self.lora
 
     def add_lora(self, name: str, path: str) -> None:
         """Register a LoRA adapter (read and checked now, made resident when a request first uses it)."""
-        if self.lora is None:
-            raise ValueError("LoRA is not enabled (enable_lora=True, --enable-lora)")
-        self.lora.add(name, path)
+        self._lora_on().add(name, path)
 
     def remove_lora(self, name: str) -> None:
         """Forget a LoRA adapter; refused while an unfinished request runs under it."""
-        if self.lora is None:
-            raise ValueError("LoRA is not enabled (enable_lora=True, --enable-lora)")
-        self.lora.remove(name, [*self.scheduler.waiting, *self.scheduler.running])
+        self._lora_on().remove(name, [*self.scheduler.waiting, *self.scheduler.running])
 
     def abort_request(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its KV blocks; returns its final output (finish_reason 'abort')."""

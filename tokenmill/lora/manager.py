@@ -69,9 +69,17 @@ class LoRAManager:
         if slot is not None:
             self._free_slots.append(slot)
 
-    def resolve(self, request: LoRARequest | None) -> LoRAAdapter | None:
-        """The adapter a request runs under, registering it on first use."""
-        return None if request is None else self.add(request.name, request.path)
+    def adapter_for(self, request: LoRARequest | str) -> LoRAAdapter:
+        """The adapter a request runs under: a `LoRARequest` (registered on first use) or the name of a
+        loaded adapter. Errors are ValueErrors naming the `lora_request` field."""
+        if isinstance(request, str):
+            if request not in self.adapters:
+                raise ValueError(f"lora_request: no LoRA adapter named {request!r} is loaded")
+            return self.adapters[request]
+        try:
+            return self.add(request.name, request.path)
+        except FileNotFoundError as exc:
+            raise ValueError(f"lora_request: {exc}") from exc
 
     def resident(self) -> list[str]:
         return list(self._resident)
