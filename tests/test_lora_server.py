@@ -105,3 +105,23 @@ def test_a_default_lora_that_is_not_loaded_stops_the_start(tiny_model_dir) -> No
             server.wait_ready(timeout=120)
     finally:
         server.stop()
+
+
+def test_the_openai_client_chats_with_an_adapter(setup) -> None:
+    import openai
+
+    server, _, _ = setup
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    assert [m.id for m in client.models.list()] == ["base", "ft"]
+    messages = [{"role": "user", "content": "Name a prime number."}]
+
+    def chat(model: str) -> str:
+        reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0)
+        assert reply.model == model
+        return reply.choices[0].message.content
+
+    streamed = client.chat.completions.create(
+        model="ft", messages=messages, max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == chat("ft")
+    assert chat("ft") != chat("base")
