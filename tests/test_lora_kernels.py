@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, segments
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, tiles
 
 triton_lora = pytest.importorskip("tokenmill.kernels.triton.lora")
 
@@ -26,8 +26,7 @@ def _on_device():
 
 def _mapping(token_slots: list[int], num_slots: int) -> LoRAMapping:
     slots = np.array(token_slots, dtype=np.int32)
-    order, starts, counts = segments(slots, num_slots)
-    return LoRAMapping(*(torch.from_numpy(a).to(DEVICE) for a in (slots, order, starts, counts)))
+    return LoRAMapping(*(torch.from_numpy(a).to(DEVICE) for a in (slots, *tiles(slots, num_slots))))
 
 
 def _definition(x, a, b, out_shards, token_slots):
@@ -87,10 +86,14 @@ def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
     torch.testing.assert_close(y_tri.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
 
 
-def test_segments_group_tokens_by_slot() -> None:
-    order, starts, counts = segments(np.array([1, -1, 0, 1, -1, 0, 1], dtype=np.int32), 3)
-    assert counts.tolist() == [2, 3, 0]
-    assert [order[starts[s] : starts[s] + counts[s]].tolist() for s in range(2)] == [[2, 5], [0, 3, 6]]
+def test_tiles_group_tokens_by_slot_at_most_a_tile_each() -> None:
+    slots = np.array([1, -1, 0, 1, -1, 0, 1] + [2] * 17, dtype=np.int32)
+    order, tile_slots, starts, ends = tiles(slots, 3)
+    assert len(tile_slots) == 2 + 3  # ceil(24 / 16) + one partial tile per slot
+    used = tile_slots >= 0
+    assert tile_slots[used].tolist() == [0, 1, 2, 2]
+    covered = [order[s:e].tolist() for s, e in zip(starts[used], ends[used])]
+    assert covered == [[2, 5], [0, 3, 6], list(range(7, 23)), [23]]
 
 
 def test_a_step_without_adapters_skips_the_lora_ops_unless_a_graph_replays() -> None:
@@ -98,9 +101,9 @@ def test_a_step_without_adapters_skips_the_lora_ops_unless_a_graph_replays() -> 
 
     step = LoRAStep(max_tokens=8, max_loras=2, device=DEVICE)
     step.load(_mapping([1, 1, 0], 2), always=False)
-    assert step.active and step.mapping.slot_counts.tolist() == [1, 2]
+    assert step.active and step.mapping.tile_slots[:3].tolist() == [0, 1, NO_ADAPTER]
     assert step.mapping.sorted_tokens[:3].tolist() == [2, 0, 1]
     step.load(_mapping([NO_ADAPTER] * 4, 2), always=False)
     assert not step.active  # eager: nothing to add, nothing launched
     step.load(_mapping([NO_ADAPTER] * 4, 2), always=True)
-    assert step.active and step.mapping.slot_counts.tolist() == [0, 0]  # a graph reads empty segments
+    assert step.active and (step.mapping.tile_slots == NO_ADAPTER).all()  # a graph finds no tile to run

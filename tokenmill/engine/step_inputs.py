@@ -21,7 +21,7 @@ from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, segments
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, tiles
 
 
 @dataclass
@@ -116,11 +116,12 @@ class InputBuilder:
         token_slots = np.repeat(
             np.concatenate((row_slots, np.full(padding, NO_ADAPTER, np.int32))), query_lens
         )
-        order, starts, counts = segments(token_slots, self.lora_slots)
+        order, tile_slots, tile_starts, tile_ends = tiles(token_slots, self.lora_slots)
         stage = self.staging.fill
         return LoRAMapping(
             token_slots=stage("lora_token_slots", token_slots, torch.int32),
             sorted_tokens=stage("lora_sorted_tokens", order, torch.int32),
-            slot_starts=stage("lora_slot_starts", starts, torch.int32),
-            slot_counts=stage("lora_slot_counts", counts, torch.int32),
+            tile_slots=stage("lora_tile_slots", tile_slots, torch.int32),
+            tile_starts=stage("lora_tile_starts", tile_starts, torch.int32),
+            tile_ends=stage("lora_tile_ends", tile_ends, torch.int32),
         )

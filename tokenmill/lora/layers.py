@@ -22,29 +22,26 @@ from tokenmill.quantization import QuantLinear
 
 class LoRAStep:
     """The current step's token -> slot mapping, shared by every wrapper. Its tensors are persistent,
-    so CUDA graphs captured over them replay under whatever mapping `prepare` wrote last."""
+    so CUDA graphs captured over them replay under whatever mapping `load` wrote last."""
 
     def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
         self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
-        self.active = True  # graph capture records the LoRA kernels (with empty segments)
-
-    @property
-    def num_slots(self) -> int:
-        return self.mapping.num_slots
+        self.num_slots = max_loras
+        self.active = True  # graph capture records the LoRA kernels (with no tiles to run)
 
     def load(self, host: LoRAMapping, always: bool) -> None:
         """Upload the step's mapping (built by the input builder in pinned host memory); with no
         adapter in the step and not `always` (a graph replay reads the buffers whatever the step), the
         wrappers skip the LoRA ops instead."""
-        self.active = always or bool(host.slot_counts.any())
+        self.active = always or bool((host.tile_slots >= 0).any())
         if not self.active:
             return
-        num_tokens = host.token_slots.numel()
-        mapping = self.mapping
-        mapping.token_slots[:num_tokens].copy_(host.token_slots, non_blocking=True)
-        mapping.sorted_tokens[:num_tokens].copy_(host.sorted_tokens, non_blocking=True)
-        mapping.slot_starts.copy_(host.slot_starts, non_blocking=True)
-        mapping.slot_counts.copy_(host.slot_counts, non_blocking=True)
+        tokens, tiles, mapping = host.token_slots.numel(), host.tile_slots.numel(), self.mapping
+        mapping.token_slots[:tokens].copy_(host.token_slots, non_blocking=True)
+        mapping.sorted_tokens[:tokens].copy_(host.sorted_tokens, non_blocking=True)
+        mapping.tile_slots[:tiles].copy_(host.tile_slots, non_blocking=True)
+        mapping.tile_starts[:tiles].copy_(host.tile_starts, non_blocking=True)
+        mapping.tile_ends[:tiles].copy_(host.tile_ends, non_blocking=True)
 
 
 class LoRALinear(nn.Module):

@@ -1,11 +1,10 @@
 """Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `reference.lora_shrink`,
 `reference.lora_expand`).
 
-Both kernels run over the per-slot token segments of a `LoRAMapping`: program (m, ..., slot) takes the
-m-th tile of BLOCK_M tokens of that slot's segment, gathers their rows, and multiplies them by the slot's
-matrices, so a tile always meets one adapter. The grid covers every slot at the step's full token count
-and programs past their segment's end exit at once: the launch shape depends only on the token count and
-the slot count, which is what lets a CUDA graph replay it for any mix of adapters.
+Both kernels run over the tiles of a `LoRAMapping`: program (tile, ...) gathers the rows of one tile
+(up to TILE_TOKENS tokens, all under one adapter) and multiplies them by that adapter's matrices. The grid
+has `max_tiles(tokens, slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph
+replays it for any mix of adapters); programs of unused tiles exit at once.
 
 shrink: h[t, s, :] = x[t, :] · A[slot(t), s]ᵀ  (rank ≤ 128, one tile wide)
 expand: y[t, shard s] += h[t, s, :] · B[slot(t), shard s]ᵀ  (the adapter's scale is folded into B)
@@ -19,29 +18,29 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.lora_mapping import LoRAMapping
+from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
 
 
 @triton.jit
-def _segment_rows(sorted_tokens, slot_starts, slot_counts, slot, pid_m, BLOCK_M: tl.constexpr):
-    """The token indices of tile `pid_m` of `slot`'s segment, and which of them exist."""
-    count = tl.load(slot_counts + slot)
-    offs = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    valid = offs < count
-    tokens = tl.load(sorted_tokens + tl.load(slot_starts + slot) + offs, mask=valid, other=0)
+def _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M: tl.constexpr):
+    """The token indices of one tile, and which of its BLOCK_M rows exist."""
+    offs = tl.load(tile_starts + tile) + tl.arange(0, BLOCK_M)
+    valid = offs < tl.load(tile_ends + tile)
+    tokens = tl.load(sorted_tokens + offs, mask=valid, other=0)
     return tokens.to(tl.int64), valid
 
 
 @triton.jit
 def _shrink_kernel(
-    x, a, h, sorted_tokens, slot_starts, slot_counts,
+    x, a, h, sorted_tokens, tile_slots, tile_starts, tile_ends,
     in_features, rank,
     stride_x, stride_a_slot, stride_a_shard, stride_a_rank, stride_h, stride_h_shard,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    pid_m, shard, slot = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    if pid_m * BLOCK_M < tl.load(slot_counts + slot):
-        tokens, valid = _segment_rows(sorted_tokens, slot_starts, slot_counts, slot, pid_m, BLOCK_M)
+    tile, shard = tl.program_id(0), tl.program_id(1)
+    slot = tl.load(tile_slots + tile)
+    if slot >= 0:
+        tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         offs_k = tl.arange(0, BLOCK_K)
         a_base = a + slot.to(tl.int64) * stride_a_slot + shard * stride_a_shard
@@ -68,17 +67,17 @@ def _shrink_kernel(
 
 @triton.jit
 def _expand_kernel(
-    y, h, b, sorted_tokens, slot_starts, slot_counts, shard_offsets,
-    rank, num_shards,
+    y, h, b, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
+    rank,
     stride_y, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    pid_m, pid_n, program = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    slot, shard = program // num_shards, program % num_shards
+    tile, pid_n, shard = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    slot = tl.load(tile_slots + tile)
     col_begin = tl.load(shard_offsets + shard) + pid_n * BLOCK_N
     col_end = tl.load(shard_offsets + shard + 1)
-    if (pid_m * BLOCK_M < tl.load(slot_counts + slot)) & (col_begin < col_end):
-        tokens, valid = _segment_rows(sorted_tokens, slot_starts, slot_counts, slot, pid_m, BLOCK_M)
+    if (slot >= 0) & (col_begin < col_end):
+        tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
         h_tile = tl.load(
@@ -98,12 +97,6 @@ def _expand_kernel(
         tl.store(y_ptrs, (y_tile + delta).to(y.dtype.element_ty), mask=mask)
 
 
-def _token_block(num_tokens: int) -> int:
-    """Decode-sized batches take small tiles, so one adapter's few hundred tokens still spread over
-    enough programs to fill the GPU; prefill-sized ones take larger tiles, which reuse A and B more."""
-    return 16 if num_tokens <= 1024 else 64
-
-
 def _rank_block(rank: int) -> int:
     return max(16, triton.next_power_of_2(rank))
 
@@ -119,13 +112,12 @@ def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> 
     h = torch.empty(
         num_tokens, shards, rank, dtype=x.dtype, device=x.device
     )  # expand reads only what is written
-    block_m = _token_block(num_tokens)
-    grid = (triton.cdiv(num_tokens, block_m), shards, num_slots)
+    grid = (max_tiles(num_tokens, num_slots), shards)
     _shrink_kernel[grid](
-        x, lora_a, h, mapping.sorted_tokens, mapping.slot_starts, mapping.slot_counts,
+        x, lora_a, h, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
         in_features, rank,
         x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), h.stride(0), h.stride(1),
-        BLOCK_M=block_m, BLOCK_R=_rank_block(rank), BLOCK_K=64, PRECISION=_precision(x.dtype),
+        BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=64, PRECISION=_precision(x.dtype),
     )  # fmt: skip
     return h
 
@@ -147,12 +139,11 @@ def lora_expand(
 ) -> None:
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
-    shards = len(out_shards)
-    block_m, block_n = _token_block(num_tokens), 64
-    grid = (triton.cdiv(num_tokens, block_m), triton.cdiv(max(out_shards), block_n), num_slots * shards)
+    block_n = 64
+    grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
-        y, h, lora_b, mapping.sorted_tokens, mapping.slot_starts, mapping.slot_counts,
-        _offsets_on(y.device, out_shards), rank, shards,
+        y, h, lora_b, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
+        _offsets_on(y.device, out_shards), rank,
         y.stride(0), h.stride(0), h.stride(1), lora_b.stride(0), lora_b.stride(1),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=_rank_block(rank), PRECISION=_precision(y.dtype),
+        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank), PRECISION=_precision(y.dtype),
     )  # fmt: skip
