@@ -148,6 +148,9 @@ def test_one_lora_request_per_prompt(tiny_model_dir, adapters) -> None:
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True)
     with pytest.raises(ValueError, match="got 1 lora_request for 2 prompts"):
         llm.generate([[1, 2], [3]], PARAMS, use_tqdm=False, lora_request=[None])
+    conversation = [{"role": "user", "content": "hi"}]
+    with pytest.raises(ValueError, match="got 2 lora_request for 1 prompts"):
+        llm.chat(conversation, PARAMS, use_tqdm=False, lora_request=[None, None])
 
 
 @pytest.mark.slow
