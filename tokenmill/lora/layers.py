@@ -6,6 +6,11 @@ A wrapper holds `max_loras` resident slots per projection: A [slots, shards, max
 B [slots, out, max_rank], zero-padded to the largest rank, each adapter's scale folded into B. Fused
 projections (q|k|v, gate|up) keep one A per shard and one B whose rows are the shards' outputs, so the
 kernels serve the fused GEMM's output in one pass. A shard an adapter does not target stays zero.
+
+CUDA graphs stay on with LoRA: the adapter indices are graph inputs. The wrappers read the step's
+mapping from `LoRAStep`'s persistent buffers, which the runner refills before every forward pass, and
+the kernels' launch shape depends only on the token count, so one captured decode graph serves any mix
+of adapters (and the base model) in its batch.
 """
 
 from __future__ import annotations
