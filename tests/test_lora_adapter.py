@@ -144,3 +144,20 @@ def test_random_bench_adapters_fit_the_model(llm: LLM, tmp_path: Path) -> None:
     (request,) = write_random_adapters(llm.engine.model_config, tmp_path, count=1, rank=8)
     adapter = llm.engine.lora.add("bench-0", request.path)
     assert adapter.rank == 8 and len(adapter.weights) == 7 * LAYERS
+
+
+def test_the_least_recently_used_unpinned_adapter_is_evicted(tiny_model_dir, tmp_path: Path) -> None:
+    manager = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True, max_loras=2).engine.lora
+    first, second, third = (manager.add(n, write_adapter(tmp_path / n)) for n in ("first", "second", "third"))
+
+    def admit(adapter) -> Sequence:
+        seq = Sequence("r", 0, [1, 2], SamplingParams(), torch.device("cpu"))
+        seq.lora = adapter
+        assert manager.admitter([])(seq)
+        return seq
+
+    slot_of_first = admit(first).lora_slot
+    admit(second)
+    assert admit(first).lora_slot == slot_of_first  # resident: no reload, and now the most recent
+    assert admit(third).lora_slot != slot_of_first  # so "second" made room
+    assert manager.resident() == ["first", "third"]
