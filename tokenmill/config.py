@@ -52,11 +52,35 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
+    enable_lora: bool = Field(
+        default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
+    )
+    lora_modules: list[str] = Field(
+        default_factory=list, description="LoRA adapter to load at start-up, as name=path (repeatable)"
+    )
+    max_loras: int = Field(default=4, ge=1, le=256, description="LoRA adapters resident at once (slots)")
+    max_lora_rank: int = Field(default=16, ge=1, le=256, description="largest LoRA rank accepted")
 
     @field_validator("model")
     @classmethod
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("lora_modules")
+    @classmethod
+    def _name_equals_path(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, equals, path = item.partition("=")
+            if not (name and equals and path):
+                raise ValueError(f"lora_modules items look like name=path, got {item!r}")
+        return value
+
+    def lora_module_paths(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in self.lora_modules)
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.enable_lora or bool(self.lora_modules)
 
     @field_validator("max_gpu_memory")
     @classmethod
@@ -206,6 +230,13 @@ class ServerConfig(BaseSettings, EngineConfig):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log verbosity"
+    )
+    default_lora: str | None = Field(
+        default=None,
+        description="LoRA adapter (a lora_modules name) that /predict and requests naming no model run under",
+    )
+    runtime_lora_updates: bool = Field(
+        default=False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
     )
 
     @classmethod

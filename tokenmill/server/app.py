@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import tokenmill
 from tokenmill.config import ServerConfig
-from tokenmill.server import health, judge, openai_api
+from tokenmill.server import health, judge, lora_api, openai_api
 from tokenmill.server.api_key import MISSING_KEY_MESSAGE, authorized
 from tokenmill.server.disconnect import ClientDisconnected, log_disconnect
 from tokenmill.server.errors import APIError, BodySizeLimit, install_error_handlers
@@ -79,6 +79,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     guard = [Depends(_api_key_guard(config))]
     open_routes = guard if config.api_key_everywhere else []
     app.include_router(openai_api.router, dependencies=guard)
+    if config.runtime_lora_updates:
+        app.include_router(lora_api.router, dependencies=guard)
     app.include_router(judge.router, dependencies=open_routes)
     app.include_router(health.router, dependencies=open_routes)
     if config.cors_origins:

@@ -59,6 +59,7 @@ class Job(ABC):
     stream: bool
     timeout: float | None = None
     request_id: str | None = None  # the engine's id; None: a fresh one
+    lora: str | None = None  # the LoRA adapter the request's model name picks; None: the base model
 
     @abstractmethod
     async def prepare(self, state: ServerState) -> tuple[list[int], SamplingParams]:
@@ -121,7 +122,7 @@ class TextJob(Job):
 
 def parse_request(request: pb.ModelInferRequest, state: ServerState) -> Job:
     """The job a request describes, or a 400/404 naming what is wrong with it."""
-    check_model(request.model_name, request.model_version, state)
+    lora = check_model(request.model_name, request.model_version, state)
     tensors = input_tensors(request)
     if FASTDEPLOY_INPUT in tensors:
         job: Job = _fastdeploy_job(tensors)
@@ -135,13 +136,16 @@ def parse_request(request: pb.ModelInferRequest, state: ServerState) -> Job:
         if requested.name != job.output:
             message = f"output {requested.name} is not produced for this request; it answers in {job.output}"
             raise APIError(400, message, requested.name)
+    job.lora = lora
     return job
 
 
-def check_model(name: str, version: str, state: ServerState) -> None:
-    state.check_model(name)
+def check_model(name: str, version: str, state: ServerState) -> str | None:
+    """The LoRA adapter `name` picks (None: the base model), or a 404."""
+    lora = state.check_model(name)
     if version not in ("", MODEL_VERSION):
         raise APIError(404, f"model {name!r} has no version {version!r}; version {MODEL_VERSION} is served")
+    return lora
 
 
 def _fastdeploy_job(tensors: dict[str, Tensor]) -> FastDeployJob:

@@ -44,7 +44,9 @@ async def answers(state: ServerState, job: Job, stream: bool) -> AsyncIterator[t
     prompt, params = await job.prepare(state)
     state.refuse_early([prompt], params)
     with state.admit() as ticket:
-        outputs = state.generate(prompt, params, "grpc", ticket, job.timeout, job.request_id, stream=stream)
+        outputs = state.generate(
+            prompt, params, "grpc", ticket, job.timeout, job.request_id, stream=stream, lora=job.lora
+        )
         if not stream:
             yield job.whole(await state.final_output(outputs)), True
             return
