@@ -1,0 +1,91 @@
+"""The engine's structured outputs: one grammar matcher per constrained sequence, a token mask per step.
+
+Three calls tie it to the step loop: `attach` when a request is added (compiles, or finds in the cache,
+and gives each of its sequences a matcher), the sampler's logits hook (`__call__`: fill the batch's
+bitmask rows on the host, mask the logits on the device), and `advance` for each accepted token (which
+also says when the grammar has ended the sequence). A batch without constrained sequences costs one
+dictionary check per step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tokenmill.engine.sequence import Sequence
+from tokenmill.structured_output.bitmask import apply_token_bitmask
+from tokenmill.structured_output.compiler import GrammarCompiler, import_xgrammar
+from tokenmill.structured_output.params import StructuredOutputsParams
+
+logger = logging.getLogger(__name__)
+
+
+class StructuredOutputs:
+    def __init__(self, compiler: GrammarCompiler) -> None:
+        self.compiler = compiler
+        self._matchers: dict[int, Any] = {}  # seq_id -> xgrammar.GrammarMatcher
+        self._json: set[int] = set()  # seq_ids whose grammar is JSON (see GrammarCompiler.json_text_words)
+        self._bitmask: torch.Tensor | None = None
+        self._batch_matcher: Any = None
+
+    def compile(self, params: StructuredOutputsParams) -> Any:
+        return self.compiler.compile(params)
+
+    def attach(self, seqs: list[Sequence], params: StructuredOutputsParams) -> None:
+        """Give each sequence its own matcher; raises GrammarError (a ValueError) for a bad constraint."""
+        xgr = import_xgrammar()
+        compiled = self.compile(params)
+        for seq in seqs:
+            self._matchers[seq.seq_id] = xgr.GrammarMatcher(
+                compiled, terminate_without_stop_token=not self.compiler.stop_token_ids
+            )
+            if params.is_json:
+                self._json.add(seq.seq_id)
+
+    def release(self, seqs: list[Sequence]) -> None:
+        for seq in seqs:
+            self._matchers.pop(seq.seq_id, None)
+            self._json.discard(seq.seq_id)
+
+    def tracks(self, seq: Sequence) -> bool:
+        return seq.seq_id in self._matchers
+
+    def advance(self, seq: Sequence, token: int) -> bool:
+        """Feed the sequence's accepted token to its matcher; True when the grammar ends the sequence
+        (it terminated, or refused a token the mask should have excluded)."""
+        matcher = self._matchers[seq.seq_id]
+        if not matcher.accept_token(token):
+            logger.warning("request %s: grammar refused token %d; ending the sequence", seq.request_id, token)
+            return True
+        return matcher.is_terminated()
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """Mask, in place, the logits rows of constrained sequences to the tokens their grammar allows."""
+        if not self._matchers:
+            return logits
+        rows = [row for row, seq in enumerate(seqs) if seq.seq_id in self._matchers]
+        if not rows:
+            return logits
+        matchers = [self._matchers[seqs[row].seq_id] for row in rows]
+        bitmask = self._host_bitmask(len(rows), logits.shape[-1])
+        self._filler().batch_fill_next_token_bitmask(matchers, bitmask, list(range(len(rows))))
+        json_rows = [i for i, row in enumerate(rows) if seqs[row].seq_id in self._json]
+        if json_rows:
+            bitmask[json_rows] &= self.compiler.json_text_words
+        apply_token_bitmask(logits, bitmask, rows)
+        return logits
+
+    def _host_bitmask(self, num_rows: int, vocab_size: int) -> torch.Tensor:
+        words = -(-vocab_size // 32)
+        bitmask = self._bitmask
+        if bitmask is None or bitmask.shape[0] < num_rows or bitmask.shape[1] != words:
+            capacity = max(num_rows, 2 * (0 if bitmask is None else bitmask.shape[0]))
+            bitmask = self._bitmask = torch.empty(capacity, words, dtype=torch.int32)
+        return bitmask
+
+    def _filler(self) -> Any:
+        if self._batch_matcher is None:
+            self._batch_matcher = import_xgrammar().BatchGrammarMatcher()
+        return self._batch_matcher
