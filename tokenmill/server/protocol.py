@@ -85,7 +85,45 @@ class StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
-class _OpenAISampling(_VllmSampling):
+class JsonSchemaFormat(_Body):
+    """OpenAI's `response_format.json_schema`: the schema travels under `schema`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: Text
+    description: Text | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputsBody(_Body):
+    """vLLM's `structured_outputs` object; exactly one field is to be set (checked when it is used)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    json_: dict[str, Any] | Text | None = Field(default=None, alias="json")
+    json_object: StrictBool | None = None
+    regex: Text | None = None
+    choice: Annotated[list[StrictStr], UnicodeChecked] | None = None
+    grammar: Text | None = None
+
+
+class _StructuredOutputFields(_Body):
+    """Every spelling of an output constraint: OpenAI's `response_format`, vLLM's `structured_outputs`,
+    and the older `guided_*` fields vLLM still accepts."""
+
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsBody | None = None
+    guided_json: dict[str, Any] | Text | None = None
+    guided_regex: Text | None = None
+    guided_choice: Annotated[list[StrictStr], UnicodeChecked] | None = None
+    guided_grammar: Text | None = None
+
+
+class _OpenAISampling(_VllmSampling, _StructuredOutputFields):
     model: Text | None = None
     n: Annotated[StrictInt, Field(ge=1, le=16)] = 1
     temperature: Temperature | None = None
@@ -135,17 +173,12 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
 
 
-class ResponseFormat(_Body):
-    type: Literal["text"]
-
-
 class ChatCompletionRequest(_OpenAISampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     logprobs: StrictBool = False
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 

@@ -13,14 +13,11 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
-import torch
-
 from tokenmill.structured_output.params import StructuredOutputsParams
+from tokenmill.structured_output.text_guards import TextGuards
 from tokenmill.tokenizer import Tokenizer
 
 _CPP_LOCATION = re.compile(r"\[[0-9:.]+\] \S+\.cc:\d+: (Check failed: \(.*?\) is false: )?")
-_CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
 _ANY_OBJECT = '{"type": "object"}'
 _WHAT = {
     "json": "invalid JSON schema",
@@ -64,7 +61,7 @@ class GrammarCompiler:
         self._compiler: Any = None
         self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.json_text_words: torch.Tensor | None = None  # set with the compiler, see below
+        self.guards: TextGuards | None = None  # built with the compiler, from its view of the vocabulary
 
     @property
     def xgrammar_compiler(self) -> Any:
@@ -77,7 +74,7 @@ class GrammarCompiler:
                     stop_token_ids=list(self.stop_token_ids) or None,
                 )
                 self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
-                self.json_text_words = _words_without_control_bytes(info.decoded_vocab, self.vocab_size)
+                self.guards = TextGuards(info.decoded_vocab, self.vocab_size)
             return self._compiler
 
     def compile(self, params: StructuredOutputsParams) -> Any:
@@ -112,14 +109,3 @@ class GrammarCompiler:
 def _readable(exc: Exception) -> str:
     """xgrammar's C++ message without its timestamp and source location."""
     return _CPP_LOCATION.sub("", str(exc)).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-
-
-def _words_without_control_bytes(decoded_vocab: list[bytes], vocab_size: int) -> torch.Tensor:
-    """A bitmask row allowing every token except those holding a byte below 0x20. Compact JSON has no
-    raw control character anywhere, but xgrammar's length-limited string rule lets them through, and a
-    strict parser (Python's json) refuses them: JSON rows are ANDed with this row."""
-    allowed = np.ones(-(-vocab_size // 32) * 32, dtype=bool)
-    for token, text in enumerate(decoded_vocab[:vocab_size]):
-        if _CONTROL_BYTE.search(text):
-            allowed[token] = False
-    return torch.from_numpy(np.packbits(allowed, bitorder="little").view("<i4").astype(np.int32))

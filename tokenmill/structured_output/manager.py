@@ -26,7 +26,8 @@ class StructuredOutputs:
     def __init__(self, compiler: GrammarCompiler) -> None:
         self.compiler = compiler
         self._matchers: dict[int, Any] = {}  # seq_id -> xgrammar.GrammarMatcher
-        self._json: set[int] = set()  # seq_ids whose grammar is JSON (see GrammarCompiler.json_text_words)
+        self._json: set[int] = set()  # seq_ids whose grammar is JSON
+        self._after_lead: set[int] = set()  # seq_ids whose last token ended on a surrogate's lead byte
         self._bitmask: torch.Tensor | None = None
         self._batch_matcher: Any = None
 
@@ -48,6 +49,7 @@ class StructuredOutputs:
         for seq in seqs:
             self._matchers.pop(seq.seq_id, None)
             self._json.discard(seq.seq_id)
+            self._after_lead.discard(seq.seq_id)
 
     def tracks(self, seq: Sequence) -> bool:
         return seq.seq_id in self._matchers
@@ -56,6 +58,11 @@ class StructuredOutputs:
         """Feed the sequence's accepted token to its matcher; True when the grammar ends the sequence
         (it terminated, or refused a token the mask should have excluded)."""
         matcher = self._matchers[seq.seq_id]
+        guards = self.compiler.guards
+        if guards is not None and guards.ends_on_lead[token]:
+            self._after_lead.add(seq.seq_id)
+        else:
+            self._after_lead.discard(seq.seq_id)
         if not matcher.accept_token(token):
             logger.warning("request %s: grammar refused token %d; ending the sequence", seq.request_id, token)
             return True
@@ -71,9 +78,11 @@ class StructuredOutputs:
         matchers = [self._matchers[seqs[row].seq_id] for row in rows]
         bitmask = self._host_bitmask(len(rows), logits.shape[-1])
         self._filler().batch_fill_next_token_bitmask(matchers, bitmask, list(range(len(rows))))
-        json_rows = [i for i, row in enumerate(rows) if seqs[row].seq_id in self._json]
-        if json_rows:
-            bitmask[json_rows] &= self.compiler.json_text_words
+        if self.compiler.guards is not None:
+            ids = [seqs[row].seq_id for row in rows]
+            self.compiler.guards.apply(
+                bitmask, [i in self._json for i in ids], [i in self._after_lead for i in ids]
+            )
         apply_token_bitmask(logits, bitmask, rows)
         return logits
 

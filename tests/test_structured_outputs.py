@@ -1,0 +1,237 @@
+"""Structured outputs offline: every constraint form yields text that parses and validates, over many
+seeded sampled runs of a random tiny model (whose unconstrained output is byte noise), batched with
+unconstrained requests; bad constraints are ValueErrors naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+import torch
+
+from tokenmill.engine.llm import LLM
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output import StructuredOutputsParams
+from tokenmill.structured_output.bitmask import allowed_tokens, apply_token_bitmask
+from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
+from tokenmill.tokenizer import Tokenizer
+
+RUNS = 50
+
+PERSON = {
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 6},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            },
+            "required": ["city", "zip"],
+        }
+    },
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 8},
+        "age": {"type": "integer", "minimum": 0, "maximum": 130},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "active": {"type": "boolean"},
+        "home": {"$ref": "#/$defs/address"},
+        "scores": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "maxItems": 4},
+        "tags": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"k": {"enum": ["x", "y"]}}, "required": ["k"]},
+            "minItems": 1,
+            "maxItems": 2,
+        },
+    },
+    "required": ["name", "age", "role", "active", "home", "scores", "tags"],
+}
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir) -> LLM:
+    return LLM(str(tiny_model_dir("qwen3")), device="cpu", max_model_len=512, max_num_seqs=64)
+
+
+def sampled(
+    llm: LLM, constraint: StructuredOutputsParams, max_tokens: int = 200, plain: int = 2
+) -> list[str]:
+    """RUNS seeded sampled constrained outputs, batched with `plain` unconstrained requests."""
+    params = [
+        SamplingParams(temperature=1.0, seed=seed, max_tokens=max_tokens, structured_outputs=constraint)
+        for seed in range(RUNS)
+    ]
+    params += [SamplingParams(temperature=1.0, seed=seed, max_tokens=8) for seed in range(plain)]
+    outputs = llm.generate([f"request {i}" for i in range(len(params))], params, use_tqdm=False)
+    for output in outputs[RUNS:]:  # the plain requests were not constrained
+        assert len(output.outputs[0].token_ids) == 8
+    constrained = [o.outputs[0] for o in outputs[:RUNS]]
+    assert all(c.finish_reason == "stop" for c in constrained), [c.text for c in constrained]
+    return [c.text for c in constrained]
+
+
+# ---- units ----------------------------------------------------------------------------------------
+
+
+def test_params_need_exactly_one_valid_constraint() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputsParams()
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputsParams(regex="a", choice=["a"])
+    with pytest.raises(ValueError, match=r"structured_outputs\.choice must be"):
+        StructuredOutputsParams(choice=[])
+    with pytest.raises(ValueError, match=r"structured_outputs\.json must be"):
+        StructuredOutputsParams(json=3)  # type: ignore[arg-type]
+    params = SamplingParams(structured_outputs={"regex": "[ab]+"})
+    assert params.structured_outputs == StructuredOutputsParams(regex="[ab]+")
+    with pytest.raises(ValueError, match="structured_outputs"):
+        SamplingParams(structured_outputs={"jsn": {}})
+    with pytest.raises(ValueError, match="structured_outputs must be"):
+        SamplingParams(structured_outputs="json")  # type: ignore[arg-type]
+
+
+def test_bitmask_masks_exactly_the_disallowed_tokens_of_the_given_rows() -> None:
+    vocab = 70
+    allowed = torch.rand(3, vocab) < 0.3
+    padded = torch.zeros(3, 96, dtype=torch.bool)
+    padded[:, :vocab] = allowed
+    words = (padded.view(3, 3, 32).long() << torch.arange(32)).sum(-1)
+    bitmask = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    assert torch.equal(allowed_tokens(bitmask, vocab), allowed)
+    logits = torch.randn(5, vocab)
+    expected = logits.clone()
+    for i, row in enumerate([4, 0, 2]):
+        expected[row][~allowed[i]] = float("-inf")
+    apply_token_bitmask(logits, bitmask, [4, 0, 2])
+    assert torch.equal(logits, expected)
+
+
+@pytest.mark.parametrize(
+    ("constraint", "message"),
+    [
+        (
+            StructuredOutputsParams(json={"type": "fish"}),
+            r"structured_outputs\.json: invalid JSON schema: .*fish",
+        ),
+        (StructuredOutputsParams(json="{not json"), r"structured_outputs\.json: invalid JSON schema"),
+        (
+            StructuredOutputsParams(regex="a(b"),
+            r"structured_outputs\.regex: invalid regular expression: .*parenthesis",
+        ),
+        (
+            StructuredOutputsParams(grammar="root ::= nowhere"),
+            r"structured_outputs\.grammar: invalid EBNF grammar: .*nowhere",
+        ),
+    ],
+)
+def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) -> None:
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    with pytest.raises(GrammarError, match=message) as error:
+        compiler.compile(constraint)
+    assert error.value.kind == constraint.kind
+
+
+def test_compiles_are_cached_by_constraint() -> None:
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    first = compiler.compile(StructuredOutputsParams(json={"type": "object"}))
+    assert compiler.compile(StructuredOutputsParams(json={"type": "object"})) is first
+    assert compiler.compile(StructuredOutputsParams(json_object=True)) is not first
+
+
+# ---- the engine -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_json_schema_outputs_validate(llm: LLM) -> None:
+    texts = sampled(llm, StructuredOutputsParams(json=PERSON), max_tokens=300)
+    for text in texts:
+        jsonschema.validate(json.loads(text), PERSON)
+    assert len(set(texts)) > RUNS // 2  # sampled, not one forced string
+
+
+@pytest.mark.slow
+def test_json_object_outputs_parse_as_objects_unless_cut_by_max_tokens(llm: LLM) -> None:
+    """Any object may grow without bound (a random model writes long keys), so some reach max_tokens;
+    every one that ended by itself parses."""
+    params = [
+        SamplingParams(
+            seed=seed, max_tokens=400, structured_outputs=StructuredOutputsParams(json_object=True)
+        )
+        for seed in range(RUNS)
+    ]
+    outputs = [o.outputs[0] for o in llm.generate(["obj"] * RUNS, params, use_tqdm=False)]
+    finished = [c for c in outputs if c.finish_reason == "stop"]
+    assert len(finished) > RUNS // 2
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 400 for c in outputs if c not in finished)
+    assert all(isinstance(json.loads(c.text), dict) for c in finished)
+
+
+@pytest.mark.slow
+def test_default_model_json_outputs_parse(default_llm) -> None:
+    """The embedded model writes short objects: every one of its constrained answers parses."""
+    conversations = [[{"role": "user", "content": f"Describe city number {i} as JSON."}] for i in range(8)]
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}}
+    for constraint in (StructuredOutputsParams(json_object=True), StructuredOutputsParams(json=schema)):
+        params = [
+            SamplingParams(seed=i, temperature=0.8, max_tokens=120, structured_outputs=constraint)
+            for i in range(8)
+        ]
+        outputs = default_llm.chat(conversations, params, use_tqdm=False)
+        for output in outputs:
+            assert output.outputs[0].finish_reason == "stop", output.outputs[0].text
+            value = json.loads(output.outputs[0].text)
+            if constraint.json is not None:
+                jsonschema.validate(value, schema)
+
+
+def test_regex_choice_and_grammar_outputs_match(llm: LLM) -> None:
+    regex = r"[a-z]{2,5}-[0-9]{3}"
+    assert all(re.fullmatch(regex, t) for t in sampled(llm, StructuredOutputsParams(regex=regex), 16))
+    choices = ["red", "green", 'blue "sky"']
+    texts = sampled(llm, StructuredOutputsParams(choice=choices), 16)
+    assert set(texts) <= set(choices) and len(set(texts)) > 1
+    grammar = 'root ::= "(" num ("+" num){0,3} ")"\nnum ::= [1-9] [0-9]?'
+    pattern = r"\([1-9][0-9]?(\+[1-9][0-9]?){0,3}\)"
+    assert all(re.fullmatch(pattern, t) for t in sampled(llm, StructuredOutputsParams(grammar=grammar), 24))
+
+
+def test_greedy_constrained_output_is_the_best_allowed_choice(llm: LLM) -> None:
+    """Greedy decoding under a choice grammar picks the choice whose tokens the model ranks first."""
+    prompt = "pick"
+    (free,) = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
+    first = llm.tokenizer.decode(free.outputs[0].token_ids)
+    choices = [first + "x", chr(ord(first[0]) ^ 1) + "y"] if first.isprintable() and first else ["a", "b"]
+    (out,) = llm.generate(
+        prompt,
+        SamplingParams(
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputsParams(choice=choices)
+        ),
+        use_tqdm=False,
+    )
+    assert out.outputs[0].text in choices
+    if choices[0].startswith(first):
+        assert out.outputs[0].text == choices[0]
+
+
+def test_bad_constraint_is_refused_before_anything_runs(llm: LLM) -> None:
+    bad = SamplingParams(structured_outputs=StructuredOutputsParams(regex="(("))
+    with pytest.raises(ValueError, match=r"prompt 1: structured_outputs\.regex"):
+        llm.generate(["a", "b"], [SamplingParams(max_tokens=2), bad], use_tqdm=False)
+    assert not llm.engine.has_unfinished_requests()
+
+
+def test_async_scheduling_runs_ahead_only_without_grammars(tiny_model_dir) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", max_model_len=256, async_scheduling=True)
+    engine = llm.engine
+    plain = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    reference = llm.generate(["x", "y"], plain, use_tqdm=False)
+    assert engine.stats.continued_steps > 0
+    engine.stats.continued_steps = 0
+    regex = StructuredOutputsParams(regex="[a-c]{12}")
+    constrained = SamplingParams(temperature=0, max_tokens=12, structured_outputs=regex)
+    outputs = llm.generate(["x", "y"], [plain, constrained], use_tqdm=False)
+    assert engine.stats.continued_steps == 0
+    assert outputs[0].outputs[0].token_ids == reference[0].outputs[0].token_ids
+    assert re.fullmatch("[a-c]{12}", outputs[1].outputs[0].text)
