@@ -107,11 +107,9 @@ class HermesToolParser:
             self._named, self._args_start, self._args_sent = True, match.end(), 0
             deltas.append(ToolCallDelta(self._calls, "", new_call_id(), json.loads(match.group(1))))
             self._calls += 1
-        if not self._args_sent:  # the arguments begin at their first non-blank character
-            blank = len(self._buffer) - len(self._buffer[self._args_start :].lstrip())
-            if blank == len(self._buffer):
-                return deltas
-            self._args_start = blank
+        self._skip_blank(self._buffer)
+        if self._args_start == len(self._buffer):
+            return deltas
         try:
             end = _decoder.raw_decode(self._buffer, self._args_start)[1]
         except ValueError:
@@ -122,10 +120,16 @@ class HermesToolParser:
             deltas.append(ToolCallDelta(self._calls - 1, fragment))
         return deltas
 
+    def _skip_blank(self, text: str) -> None:
+        """Until some are sent, the arguments begin at their first non-blank character."""
+        if not self._args_sent:
+            self._args_start = len(text) - len(text[self._args_start :].lstrip())
+
     def _close_call(self, body: str) -> tuple[list[ToolCallDelta], str]:
         """The rest of a call whose end is known, or its text back if nothing of it was sent and it
         does not parse."""
         if self._named:
+            self._skip_blank(body)
             try:
                 end = _decoder.raw_decode(body, self._args_start)[1]
             except ValueError:
