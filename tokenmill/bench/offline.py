@@ -24,10 +24,12 @@ import torch
 
 from tokenmill.bench.compile_log import CompileLog
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
+from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
 from tokenmill.engine.llm_engine import StepStats
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.tokenizer import Tokenizer
 
 
@@ -91,6 +93,8 @@ class BenchResult:
     cold_start: bool = False  # the first timed run is the first batch after the engine started
     startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
     compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
+    structured: str | None = None  # every request under a JSON schema (bench/structured.py)
+    grammar_compile_ms: dict[str, float] | None = None  # per schema, uncached
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -134,12 +138,20 @@ class TimedRuns:
 
 
 def run_tokenmill(
-    llm: LLM, requests: list[tuple[list[int], int]], repeat: int = 1, cold_start: bool = False
+    llm: LLM,
+    requests: list[tuple[list[int], int]],
+    repeat: int = 1,
+    cold_start: bool = False,
+    constraint: StructuredOutputsParams | None = None,
 ) -> TimedRuns:
     """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
-    after an untimed run of the same requests unless `cold_start`; checks every token was produced."""
+    after an untimed run of the same requests unless `cold_start`; checks every token was produced.
+    With `constraint`, every request samples under that grammar."""
     prompts = [p for p, _ in requests]
-    params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+    params = [
+        SamplingParams(temperature=0, max_tokens=out, ignore_eos=True, structured_outputs=constraint)
+        for _, out in requests
+    ]
     if not cold_start:
         llm.generate(prompts, params, use_tqdm=False)
     if torch.cuda.is_available():
@@ -223,7 +235,9 @@ def benchmark(
     out_dir: Path | None,
     repeat: int = 1,
     cold_start: bool = False,
+    structured: str | None = None,
 ) -> BenchResult:
+    """`structured` (see bench/structured.py) puts every request under a JSON schema."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
@@ -231,7 +245,11 @@ def benchmark(
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
-    runs = run_tokenmill(llm, requests, repeat, cold_start)
+    constraint, compile_ms = None, None
+    if structured is not None:
+        constraint = workload_constraint(structured, max(out for _, out in requests))
+        compile_ms = compile_times_ms(engine, constraint)
+    runs = run_tokenmill(llm, requests, repeat, cold_start, constraint)
     wall = statistics.median(runs.seconds)
     prompt_tokens = sum(len(p) for p, _ in requests)
     output_tokens = sum(out for _, out in requests)
@@ -285,11 +303,14 @@ def benchmark(
         cold_start=cold_start,
         startup_compiles=[variant.describe() for variant in startup_compiles.variants],
         compiles_in_timed_runs=runs.compiled,
+        structured=structured,
+        grammar_compile_ms=compile_ms,
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
-        path = out_dir / f"{workload.name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        name = workload.name + (f"-structured-{structured}" if structured else "")
+        path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
