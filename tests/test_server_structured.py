@@ -129,6 +129,7 @@ def test_json_schema_response_format_validates(client, model) -> None:
         ({"response_format": {"type": "json_object"}}, lambda t: isinstance(json.loads(t), dict)),
     ],
 )
+@pytest.mark.slow
 def test_completions_follow_every_constraint_spelling(
     server: ServerProcess, model: str, fields, check
 ) -> None:
@@ -182,6 +183,7 @@ def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, 
 # ---- tool calls ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_named_tool_choice_gives_a_valid_call(client, model) -> None:
     choice = {"type": "function", "function": {"name": "get_weather"}}
     for seed in range(5):

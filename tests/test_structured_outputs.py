@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import jsonschema
 import pytest
@@ -186,6 +187,7 @@ def test_default_model_json_outputs_parse(default_llm) -> None:
                 jsonschema.validate(value, schema)
 
 
+@pytest.mark.slow
 def test_regex_choice_and_grammar_outputs_match(llm: LLM) -> None:
     regex = r"[a-z]{2,5}-[0-9]{3}"
     assert all(re.fullmatch(regex, t) for t in sampled(llm, StructuredOutputsParams(regex=regex), 16))
@@ -195,6 +197,15 @@ def test_regex_choice_and_grammar_outputs_match(llm: LLM) -> None:
     grammar = 'root ::= "(" num ("+" num){0,3} ")"\nnum ::= [1-9] [0-9]?'
     pattern = r"\([1-9][0-9]?(\+[1-9][0-9]?){0,3}\)"
     assert all(re.fullmatch(pattern, t) for t in sampled(llm, StructuredOutputsParams(grammar=grammar), 24))
+
+
+def test_constrained_and_plain_requests_share_a_batch(llm: LLM) -> None:
+    regex = StructuredOutputsParams(regex="[a-z]{3}-[0-9]{2}")
+    params = [SamplingParams(seed=s, max_tokens=16, structured_outputs=regex) for s in range(4)]
+    params += [SamplingParams(seed=s, max_tokens=6, ignore_eos=True) for s in range(2)]
+    outputs = [o.outputs[0] for o in llm.generate(["a", "b", "c", "d", "e", "f"], params, use_tqdm=False)]
+    assert all(re.fullmatch("[a-z]{3}-[0-9]{2}", c.text) and c.finish_reason == "stop" for c in outputs[:4])
+    assert [len(c.token_ids) for c in outputs[4:]] == [6, 6]
 
 
 def test_greedy_constrained_output_is_the_best_allowed_choice(llm: LLM) -> None:
@@ -235,3 +246,10 @@ def test_async_scheduling_runs_ahead_only_without_grammars(tiny_model_dir) -> No
     assert engine.stats.continued_steps == 0
     assert outputs[0].outputs[0].token_ids == reference[0].outputs[0].token_ids
     assert re.fullmatch("[a-c]{12}", outputs[1].outputs[0].text)
+
+
+def test_without_xgrammar_the_error_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "xgrammar", None)  # makes `import xgrammar` fail
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    with pytest.raises(RuntimeError, match=r"pip install 'xgrammar"):
+        compiler.compile(StructuredOutputsParams(regex="a"))
