@@ -14,13 +14,15 @@ _BITS: dict[torch.device, torch.Tensor] = {}
 
 def _bit_positions(device: torch.device) -> torch.Tensor:
     if device not in _BITS:
-        _BITS[device] = torch.arange(32, dtype=torch.int32, device=device)
+        _BITS[device] = torch.arange(8, dtype=torch.uint8, device=device)
     return _BITS[device]
 
 
 def allowed_tokens(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[rows, words] int32 -> [rows, vocab_size] bool."""
-    bits = (bitmask.unsqueeze(-1) >> _bit_positions(bitmask.device)) & 1
+    """[rows, words] int32 -> [rows, vocab_size] bool. Unpacked by bytes (words are little-endian on every
+    platform torch runs on, so byte k holds tokens 8k..8k+7): the intermediate is one byte per token."""
+    as_bytes = bitmask.view(torch.uint8)
+    bits = (as_bytes.unsqueeze(-1) >> _bit_positions(bitmask.device)) & 1
     return bits.view(bitmask.shape[0], -1)[:, :vocab_size].bool()
 
 
