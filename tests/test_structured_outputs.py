@@ -15,7 +15,6 @@ import torch
 from tokenmill.engine.llm import LLM
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
-from tokenmill.structured_output.bitmask import allowed_tokens, apply_token_bitmask
 from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
 from tokenmill.tokenizer import Tokenizer
 
@@ -93,20 +92,30 @@ def test_params_need_exactly_one_valid_constraint() -> None:
         SamplingParams(structured_outputs="json")  # type: ignore[arg-type]
 
 
-def test_bitmask_masks_exactly_the_disallowed_tokens_of_the_given_rows() -> None:
-    vocab = 70
-    allowed = torch.rand(3, vocab) < 0.3
-    padded = torch.zeros(3, 96, dtype=torch.bool)
-    padded[:, :vocab] = allowed
-    words = (padded.view(3, 3, 32).long() << torch.arange(32)).sum(-1)
-    bitmask = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-    assert torch.equal(allowed_tokens(bitmask, vocab), allowed)
-    logits = torch.randn(5, vocab)
-    expected = logits.clone()
-    for i, row in enumerate([4, 0, 2]):
-        expected[row][~allowed[i]] = float("-inf")
-    apply_token_bitmask(logits, bitmask, [4, 0, 2])
-    assert torch.equal(logits, expected)
+def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> None:
+    """On a byte vocabulary: JSON rows lose bytes below 0x20; after a token ending on ED (a surrogate's
+    lead byte) every row loses A0..BF; the other rows keep every token."""
+    import xgrammar
+
+    tokenizer = Tokenizer.byte_level()
+    compiler = GrammarCompiler(tokenizer, 320, (256,))
+    compiler.compile(StructuredOutputsParams(regex="a"))
+    guards = compiler.guards
+    assert guards is not None
+    vocab = xgrammar.TokenizerInfo.from_huggingface(tokenizer.hf, vocab_size=320).decoded_vocab
+    byte_of = {text[0]: token for token, text in enumerate(vocab) if len(text) == 1}
+    bitmask = torch.full((5, 10), -1, dtype=torch.int32)  # everything allowed
+    guards.apply(bitmask, [0, 1, 2, 4], [False, True, False, True], [False, False, True, True])
+    allowed = (bitmask.view(torch.uint8).unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
+    allowed = allowed.view(5, -1).bool()
+    controls = {byte_of[b] for b in range(0x20)}
+    continuations = {byte_of[b] for b in range(0xA0, 0xC0)}
+    banned = [set((~allowed[row]).nonzero().flatten().tolist()) for row in range(5)]
+    assert banned[0] == set() and banned[3] == set()
+    assert banned[1] == controls
+    assert banned[2] == continuations
+    assert banned[4] == controls | continuations
+    assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
 
 
 @pytest.mark.parametrize(

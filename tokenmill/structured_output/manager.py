@@ -1,10 +1,11 @@
 """The engine's structured outputs: one grammar matcher per constrained sequence, a token mask per step.
 
 Three calls tie it to the step loop: `attach` when a request is added (compiles, or finds in the cache,
-and gives each of its sequences a matcher), the sampler's logits hook (`__call__`: fill the batch's
-bitmask rows on the host, mask the logits on the device), and `advance` for each accepted token (which
-also says when the grammar has ended the sequence). A batch without constrained sequences costs one
-dictionary check per step.
+and gives each of its sequences a matcher), the sampler's logits hook (`__call__`: xgrammar fills the
+constrained rows of a host bitmask while the forward pass still runs on the device, then the bitmask is
+uploaded, ANDed with the text guards and applied to the whole batch's logits by xgrammar's kernel:
+Triton on CUDA, C++ on CPU), and `advance` for each accepted token (which also says when the grammar has
+ended the sequence). A batch without constrained sequences costs one dictionary check per step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import torch
 
 from tokenmill.engine.sequence import Sequence
-from tokenmill.structured_output.bitmask import apply_token_bitmask
 from tokenmill.structured_output.compiler import GrammarCompiler, import_xgrammar
 from tokenmill.structured_output.params import StructuredOutputsParams
 
@@ -75,18 +75,21 @@ class StructuredOutputs:
         rows = [row for row, seq in enumerate(seqs) if seq.seq_id in self._matchers]
         if not rows:
             return logits
-        matchers = [self._matchers[seqs[row].seq_id] for row in rows]
-        bitmask = self._host_bitmask(len(rows), logits.shape[-1])
-        self._filler().batch_fill_next_token_bitmask(matchers, bitmask, list(range(len(rows))))
-        if self.compiler.guards is not None:
-            ids = [seqs[row].seq_id for row in rows]
-            self.compiler.guards.apply(
-                bitmask, [i in self._json for i in ids], [i in self._after_lead for i in ids]
-            )
-        apply_token_bitmask(logits, bitmask, rows)
+        ids = [seqs[row].seq_id for row in rows]
+        bitmask = self._host_bitmask(len(seqs), logits.shape[-1])
+        self._filler().batch_fill_next_token_bitmask([self._matchers[i] for i in ids], bitmask, rows)
+        on_device = bitmask[: len(seqs)].to(logits.device, non_blocking=True)
+        guards = self.compiler.guards
+        if guards is not None:
+            is_json, after_lead = [i in self._json for i in ids], [i in self._after_lead for i in ids]
+            guards.apply(on_device, rows, is_json, after_lead)
+        import_xgrammar().apply_token_bitmask_inplace(
+            logits, on_device, vocab_size=logits.shape[-1], indices=rows
+        )
         return logits
 
     def _host_bitmask(self, num_rows: int, vocab_size: int) -> torch.Tensor:
+        """The host buffer the matchers fill, one row per logits row (only constrained rows are read)."""
         words = -(-vocab_size // 32)
         bitmask = self._bitmask
         if bitmask is None or bitmask.shape[0] < num_rows or bitmask.shape[1] != words:

@@ -37,11 +37,20 @@ class TextGuards:
                 self.ends_on_lead[token] = True
         rows = [plain, json, plain & after_lead, json & after_lead]
         self.rows = torch.stack([_packed(row) for row in rows])  # index: is_json + 2 * after_lead
+        self._rows_on: dict[torch.device, torch.Tensor] = {}
 
-    def apply(self, bitmask: torch.Tensor, is_json: list[bool], after_lead: list[bool]) -> None:
-        """AND rows 0..len(is_json)-1 of the host bitmask with their guard rows."""
+    def apply(
+        self, bitmask: torch.Tensor, rows: list[int], is_json: list[bool], after_lead: list[bool]
+    ) -> None:
+        """AND bitmask row `rows[i]` with the guard row its flags pick, on the bitmask's device."""
+        device = bitmask.device
+        if device not in self._rows_on:
+            self._rows_on[device] = self.rows.to(device)
         index = torch.tensor([int(j) + 2 * int(a) for j, a in zip(is_json, after_lead)])
-        bitmask[: len(index)] &= self.rows[index]
+        targets = torch.tensor(rows)
+        if device.type != "cpu":
+            index, targets = index.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        bitmask[targets] &= self._rows_on[device][index]
 
 
 def _packed(allowed: np.ndarray) -> torch.Tensor:
