@@ -209,6 +209,16 @@ def test_required_tool_choice_gives_valid_calls(client, model) -> None:
         assert message.content is None and message.tool_calls
         for call in message.tool_calls:
             jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+    single = chat(
+        client,
+        model,
+        seed=1,
+        max_tokens=256,
+        tools=[TIME, WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    assert len(single.choices[0].message.tool_calls) == 1
     joined, finish = streamed(
         client, model, seed=2, max_tokens=256, tools=[TIME, WEATHER], tool_choice="required"
     )

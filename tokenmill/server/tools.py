@@ -23,11 +23,13 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 @dataclass(frozen=True)
 class ToolUse:
-    """How a chat request uses its tools: `mode` is none, auto, required or named (then `name`)."""
+    """How a chat request uses its tools: `mode` is none, auto, required or named (then `name`);
+    without `parallel` (`parallel_tool_calls: false`), `required` makes exactly one call."""
 
     mode: str
     name: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
+    parallel: bool = True
 
     @classmethod
     def of(cls, body: ChatCompletionRequest) -> ToolUse:
@@ -45,8 +47,8 @@ class ToolUse:
                     f"tool_choice names {choice.function.name!r}, not among tools ({', '.join(names)})",
                     "tool_choice.function.name",
                 )
-            return cls("named", choice.function.name, tools)
-        return cls(choice or "auto", None, tools)
+            return cls("named", choice.function.name, tools, body.parallel_tool_calls)
+        return cls(choice or "auto", None, tools, body.parallel_tool_calls)
 
     def template_kwargs(self) -> dict[str, Any]:
         return {"tools": list(self.tools)} if self.mode != "none" else {}
@@ -71,6 +73,8 @@ class ToolUse:
                 for f in functions
             ]
             schema = {"type": "array", "minItems": 1, "items": {"anyOf": calls}}
+            if not self.parallel:
+                schema["maxItems"] = 1
             return StructuredOutputsParams(json=schema), "tools"
         return None
 
