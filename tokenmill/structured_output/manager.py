@@ -6,6 +6,10 @@ constrained rows of a host bitmask while the forward pass still runs on the devi
 uploaded, ANDed with the text guards and applied to the whole batch's logits by xgrammar's kernel:
 Triton on CUDA, C++ on CPU), and `advance` for each accepted token (which also says when the grammar has
 ended the sequence). A batch without constrained sequences costs one dictionary check per step.
+
+The mask covers each sequence's next token only: a step that samples several tokens of one sequence
+(speculative decoding's verification) needs a mask per position (matcher fork or rollback), so until
+that exists a constrained sequence should be kept out of such steps.
 """
 
 from __future__ import annotations
