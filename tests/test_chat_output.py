@@ -187,3 +187,42 @@ def test_dialect_without_thinking_or_tools_leaves_text_alone() -> None:
     text = "<think>not parsed</think> <tool_call>{}</tool_call>"
     message = dialect(False, False).whole([outputs(text)[-1]]).model_dump()["choices"][0]["message"]
     assert message == {"role": "assistant", "content": text}
+
+
+def test_tools_and_earlier_calls_reach_the_template_as_objects() -> None:
+    """The template sees the tools, and an earlier call's arguments as an object (Qwen's templates apply
+    `tojson` to them: a JSON string would come out quoted twice)."""
+    tokenizer = Tokenizer.byte_level()
+    tokenizer.hf.chat_template = (
+        "{% for t in tools or [] %}[tool {{ t.function.name }}]{% endfor %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}<call {{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor %}"
+        "{% if m.tool_call_id %}(answers {{ m.tool_call_id }}){% endif %}{% endfor %}"
+    )
+    body = ChatCompletionRequest(
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "5C"},
+        ],
+        tools=[{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+    )
+    from tokenmill.server.protocol import template_messages
+
+    text = tokenizer.apply_chat_template(
+        template_messages(body.messages), **ToolUse.of(body).template_kwargs()
+    )
+    assert text == '[tool w]<user>weather?<assistant><call w {"city": "Oslo"}><tool>5C(answers c1)'
+    body.tool_choice = "none"
+    assert "[tool" not in tokenizer.apply_chat_template(
+        template_messages(body.messages), **ToolUse.of(body).template_kwargs()
+    )
