@@ -10,7 +10,7 @@ import pytest
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.chat_output import ChoiceReader
 from tokenmill.server.openai_dialects import ChatDialect
-from tokenmill.server.protocol import ChatCompletionRequest
+from tokenmill.server.protocol import ChatCompletionRequest, template_messages
 from tokenmill.server.reasoning import ReasoningSplitter, opens_thinking
 from tokenmill.server.tool_parsers import HermesToolParser, NamedCallParser, RequiredCallsParser
 from tokenmill.server.tools import ToolUse
@@ -216,8 +216,6 @@ def test_tools_and_earlier_calls_reach_the_template_as_objects() -> None:
         ],
         tools=[{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
     )
-    from tokenmill.server.protocol import template_messages
-
     text = tokenizer.apply_chat_template(
         template_messages(body.messages), **ToolUse.of(body).template_kwargs()
     )
