@@ -59,3 +59,21 @@ def test_bench_rejects_a_zero_repeat() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--repeat: must be at least 1" in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_structured_json_does_the_plain_runs_work(tiny_model_dir, tmp_path: Path) -> None:
+    """Every request under the benchmark's schema still makes its full output length, and the result
+    states grammar compile times."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenmill", "bench", "--workload", "custom", "--num-prompts", "6",
+         "--input-len", "8", "--output-len", "24", "--model", str(tiny_model_dir("qwen3")), "--device", "cpu",
+         "--structured", "json", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("custom-structured-json-*.json")
+    report = json.loads(path.read_text())
+    assert report["structured"] == "json" and report["output_tokens"] == 6 * 24
+    assert set(report["grammar_compile_ms"]) == {"tokenizer_info", "flat", "nested_refs", "workload"}
+    assert all(ms > 0 for ms in report["grammar_compile_ms"].values())

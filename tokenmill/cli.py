@@ -65,7 +65,7 @@ def _bench(args: argparse.Namespace) -> int:
     command = "python -m tokenmill " + " ".join(sys.argv[1:])
     result = benchmark(
         config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir),
-        args.repeat, args.cold_start, args.num_loras,
+        args.repeat, args.cold_start, args.num_loras, args.structured,
     )  # fmt: skip
     width = max(len(k) for k in vars(result))
     for key, value in vars(result).items():
@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--lora-rank", type=_positive_int, default=16, help="rank of the --num-loras adapters")
     bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
+    bench.add_argument(
+        "--structured",
+        choices=["json"],
+        default=None,
+        help="offline: every request under a JSON schema (compare with the same run without it)",
+    )
     bench.add_argument("--no-save", action="store_true", help="print only")
     online = bench.add_argument_group("bench serve")
     online.add_argument("--url", default="http://127.0.0.1:8000", help="the server (ours or vLLM)")

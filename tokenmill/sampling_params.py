@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from tokenmill.structured_output.params import StructuredOutputsParams
 
 
 @dataclass
@@ -11,7 +14,8 @@ class SamplingParams:
 
     `temperature=0` means greedy. `top_k` of 0 or -1 disables top-k. Penalties of 1.0 (repetition)
     or 0.0 (presence, frequency) are off. Stop strings are matched on the decoded text and never
-    appear in the output.
+    appear in the output. `structured_outputs` constrains the output to a JSON schema, a regex, a
+    choice or a grammar (a `StructuredOutputsParams`, or a dict of its fields).
     """
 
     n: int = 1
@@ -30,6 +34,7 @@ class SamplingParams:
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     logprobs: int | None = None  # also return this many most likely alternatives per token
+    structured_outputs: StructuredOutputsParams | None = None
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -37,6 +42,8 @@ class SamplingParams:
             self.stop = [self.stop]
         self.stop_token_ids = list(self.stop_token_ids or [])
         self.stop_strings = tuple(self.stop or ())
+        if isinstance(self.structured_outputs, dict):
+            self.structured_outputs = _structured_outputs_from(self.structured_outputs)
         if self.top_k == -1:
             self.top_k = 0
         self._validate()
@@ -101,6 +108,11 @@ class SamplingParams:
             "logprobs",
             "an integer in [0, 20] or None",
         )
+        check(
+            self.structured_outputs is None or isinstance(self.structured_outputs, StructuredOutputsParams),
+            "structured_outputs",
+            "a StructuredOutputsParams, a dict of its fields, or None",
+        )
 
     @property
     def greedy(self) -> bool:
@@ -109,3 +121,10 @@ class SamplingParams:
     @property
     def uses_penalties(self) -> bool:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+def _structured_outputs_from(fields: dict[str, Any]) -> StructuredOutputsParams:
+    try:
+        return StructuredOutputsParams(**fields)
+    except TypeError as exc:
+        raise ValueError(f"structured_outputs: {exc}") from None

@@ -25,12 +25,14 @@ import torch
 
 from tokenmill.bench.compile_log import CompileLog
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
+from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
 from tokenmill.engine.llm_engine import StepStats
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.random_adapters import write_random_adapters
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.tokenizer import Tokenizer
 
 
@@ -95,6 +97,8 @@ class BenchResult:
     startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
     compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
     lora: str | None = None  # e.g. "8 adapters of rank 16, round-robin over the requests"
+    structured: str | None = None  # every request under a JSON schema (bench/structured.py)
+    grammar_compile_ms: dict[str, float] | None = None  # per schema, uncached
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -143,12 +147,17 @@ def run_tokenmill(
     repeat: int = 1,
     cold_start: bool = False,
     loras: list[LoRARequest] | None = None,
+    constraint: StructuredOutputsParams | None = None,
 ) -> TimedRuns:
     """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
     after an untimed run of the same requests unless `cold_start`; checks every token was produced.
-    With `loras`, request i runs under adapter i % len(loras)."""
+    With `loras`, request i runs under adapter i % len(loras); with `constraint`, every request samples
+    under that grammar."""
     prompts = [p for p, _ in requests]
-    params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+    params = [
+        SamplingParams(temperature=0, max_tokens=out, ignore_eos=True, structured_outputs=constraint)
+        for _, out in requests
+    ]
     lora_requests = [loras[i % len(loras)] for i in range(len(prompts))] if loras else None
     if not cold_start:
         llm.generate(prompts, params, use_tqdm=False, lora_request=lora_requests)
@@ -234,9 +243,11 @@ def benchmark(
     repeat: int = 1,
     cold_start: bool = False,
     num_loras: int = 0,
+    structured: str | None = None,
 ) -> BenchResult:
     """With `num_loras`, that many random adapters of rank `config.max_lora_rank` are written to a
-    temporary directory and the requests spread over them round-robin."""
+    temporary directory and the requests spread over them round-robin; `structured` (see
+    bench/structured.py) puts every request under a JSON schema."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
@@ -244,11 +255,15 @@ def benchmark(
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
+    constraint, compile_ms = None, None
+    if structured is not None:
+        constraint = workload_constraint(structured, max(out for _, out in requests))
+        compile_ms = compile_times_ms(engine, constraint)
     with tempfile.TemporaryDirectory() as adapters_dir:
         loras = write_random_adapters(
             engine.model_config, Path(adapters_dir), num_loras, config.max_lora_rank, config.seed
         )
-        runs = run_tokenmill(llm, requests, repeat, cold_start, loras)
+        runs = run_tokenmill(llm, requests, repeat, cold_start, loras, constraint)
     wall = statistics.median(runs.seconds)
     prompt_tokens = sum(len(p) for p, _ in requests)
     output_tokens = sum(out for _, out in requests)
@@ -303,11 +318,14 @@ def benchmark(
         startup_compiles=[variant.describe() for variant in startup_compiles.variants],
         compiles_in_timed_runs=runs.compiled,
         lora=f"{num_loras} adapters of rank {config.max_lora_rank}, round-robin" if num_loras else None,
+        structured=structured,
+        grammar_compile_ms=compile_ms,
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
-        path = out_dir / f"{workload.name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        name = workload.name + (f"-structured-{structured}" if structured else "")
+        path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

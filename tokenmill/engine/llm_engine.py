@@ -32,6 +32,8 @@ from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output.compiler import GrammarCompiler
+from tokenmill.structured_output.manager import StructuredOutputs
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,10 @@ class LLMEngine:
         model_len = config.max_model_len or loaded.config.max_position_embeddings
         kv = plan_kv_cache(config, loaded.model, model_len, self.max_num_batched_tokens, dtype)
         num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
-        sampler = Sampler(device, config.seed, self.eos_token_ids)
+        self.structured = StructuredOutputs(
+            GrammarCompiler(self.tokenizer, loaded.config.vocab_size, self.eos_token_ids)
+        )
+        sampler = Sampler(device, config.seed, self.eos_token_ids, logits_processor=self.structured)
         self.runner = ModelRunner(
             loaded.model,
             config.block_size,
@@ -89,7 +94,9 @@ class LLMEngine:
         )
         self.scheduler.lora = self.lora
         self.input_processor = InputProcessor(self.tokenizer, loaded.config.vocab_size, self.max_model_len)
-        self.output_processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
+        self.output_processor = OutputProcessor(
+            self.tokenizer, self.eos_token_ids, self.max_model_len, self.structured
+        )
         self.device = device
         self.stats = StepStats()
         self._in_flight: tuple[ScheduledBatch, Launch] | None = None
@@ -143,6 +150,8 @@ class LLMEngine:
         ]
         for seq in seqs:
             seq.lora = adapter
+        if params.structured_outputs is not None:
+            self.structured.attach(seqs, params.structured_outputs)
         self.output_processor.add(request, seqs, stream)
         for seq in seqs:
             self.scheduler.add(seq)

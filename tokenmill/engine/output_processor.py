@@ -14,6 +14,7 @@ from tokenmill.engine.detokenizer import SequenceText
 from tokenmill.engine.input_processor import EngineRequest
 from tokenmill.engine.sequence import Sequence
 from tokenmill.outputs import CompletionOutput, RequestOutput, RequestTimes
+from tokenmill.structured_output.manager import StructuredOutputs
 from tokenmill.tokenizer import Tokenizer
 
 StopDecision = tuple[str, str | int | None]  # (finish_reason, stop_reason)
@@ -63,8 +64,15 @@ class RequestState:
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer: Tokenizer, eos_token_ids: tuple[int, ...], max_model_len: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        eos_token_ids: tuple[int, ...],
+        max_model_len: int,
+        structured: StructuredOutputs | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.structured = structured
         self.eos_token_ids = eos_token_ids
         self.max_model_len = max_model_len
         self._requests: dict[str, RequestState] = {}
@@ -98,7 +106,11 @@ class OutputProcessor:
         stop_string = None
         if text.incremental:  # else there is no stop string, and the text is decoded once at the end
             stop_string = text.append(token, check_stops=seq.num_output_tokens >= seq.params.min_tokens)
-        return check_stop(seq, token, stop_string, self.eos_token_ids, self.max_model_len)
+        stop = check_stop(seq, token, stop_string, self.eos_token_ids, self.max_model_len)
+        grammars = self.structured
+        if stop is None and grammars is not None and grammars.tracks(seq) and grammars.advance(seq, token):
+            return "stop", None  # the grammar is complete and allows nothing more
+        return stop
 
     def outputs(self, advanced: Iterable[Sequence]) -> list[RequestOutput]:
         """One output per request that advanced: every step if it streams, else its first and last.
@@ -126,6 +138,8 @@ class OutputProcessor:
         """The last output of a request whose sequences have all finished; forgets the request."""
         state = self._requests.pop(request_id)
         self._every_step.discard(request_id)
+        if self.structured is not None:
+            self.structured.release(state.seqs)
         for seq, text in zip(state.seqs, state.texts):
             text.finish(seq.output_token_ids)
         return self._output(state, state.finished)

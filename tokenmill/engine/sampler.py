@@ -7,19 +7,34 @@ samples do not depend on its batch mates. Sorting happens only for top-p.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tokenmill.engine.sequence import Sequence
 
+LogitsProcessor = Callable[[torch.Tensor, list[Sequence]], torch.Tensor]
+
 
 class Sampler:
-    def __init__(self, device: torch.device, seed: int, eos_token_ids: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        seed: int,
+        eos_token_ids: tuple[int, ...],
+        logits_processor: LogitsProcessor | None = None,
+    ) -> None:
+        """`logits_processor` sees the whole batch's logits once per step before anything else (the
+        structured-outputs token mask); it may change them in place and returns the logits to use."""
         self.device = device
         self.eos_token_ids = eos_token_ids
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.logits_processor = logits_processor
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """logits: [len(seqs), vocab] -> next token id per sequence."""
+        if self.logits_processor is not None:
+            logits = self.logits_processor(logits, seqs)
         logits = self._ban_early_stops(logits, seqs)
         if any(s.params.uses_penalties for s in seqs):
             logits = apply_penalties(logits.float(), seqs)

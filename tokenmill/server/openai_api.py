@@ -8,6 +8,7 @@ from fastapi.responses import Response
 import tokenmill
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server import fastdeploy
+from tokenmill.server.chat_output import ChoiceReader
 from tokenmill.server.errors import APIError
 from tokenmill.server.openai_dialects import ChatDialect, CompletionDialect
 from tokenmill.server.protocol import (
@@ -19,6 +20,7 @@ from tokenmill.server.protocol import (
     TokenizeRequest,
     template_messages,
 )
+from tokenmill.server.reasoning import opens_thinking
 from tokenmill.server.responses import (
     ChatCompletionResponse,
     CompletionResponse,
@@ -31,6 +33,8 @@ from tokenmill.server.responses import (
 )
 from tokenmill.server.state import ServerState
 from tokenmill.server.streaming import respond
+from tokenmill.server.structured_request import Constraint, compile_constraint, requested_constraint
+from tokenmill.server.tools import ToolUse
 
 router = APIRouter(tags=["openai"])
 
@@ -77,7 +81,11 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeRes
 
 
 def _sampling(
-    state: ServerState, body: CompletionRequest | ChatCompletionRequest, max_tokens: int, logprobs: int | None
+    state: ServerState,
+    body: CompletionRequest | ChatCompletionRequest,
+    max_tokens: int,
+    logprobs: int | None,
+    constraint: Constraint | None,
 ) -> SamplingParams:
     return state.sampling_params(
         n=body.n,
@@ -96,6 +104,7 @@ def _sampling(
         ignore_eos=body.ignore_eos,
         skip_special_tokens=body.skip_special_tokens,
         logprobs=logprobs,
+        structured_outputs=constraint[0] if constraint else None,
     )
 
 
@@ -143,7 +152,9 @@ async def prepare_completion(
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
     prompts = await _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
-    return prompts, _sampling(state, body, max_tokens, body.logprobs)
+    constraint = requested_constraint(body)
+    await compile_constraint(state, constraint)
+    return prompts, _sampling(state, body, max_tokens, body.logprobs, constraint)
 
 
 async def _completion_prompts(
@@ -188,15 +199,26 @@ async def chat_completions(body: ChatBody, request: Request) -> Response:
 
 async def _openai_chat(body: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
     lora = state.check_model(body.model)
-    if body.tools:
-        raise APIError(400, "tools are not supported", "tools")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
-    prompt = await state.encode_chat(template_messages(body.messages), body.chat_template_kwargs)
+    tool_use = ToolUse.of(body)
+    constraint = requested_constraint(body)
+    forced = tool_use.constraint()
+    if forced is not None and constraint is not None:
+        message = f"tool_choice {tool_use.mode} cannot be combined with {constraint[1]}"
+        raise APIError(400, message, "tool_choice")
+    constraint = constraint or forced
+    template_kwargs = {**tool_use.template_kwargs(), **(body.chat_template_kwargs or {})}
+    prompt = await state.encode_chat(template_messages(body.messages), template_kwargs)
     state.check_prompt_length(prompt, "messages")
     requested = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = state.resolve_max_tokens(requested, len(prompt), param)
-    params = _sampling(state, body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None)
-    dialect = ChatDialect(state.tokenizer, lora or state.model_name, body, logprobs=body.logprobs)
+    await compile_constraint(state, constraint)
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    params = _sampling(state, body, max_tokens, logprobs, constraint)
+    thinking = bool(template_kwargs.get("enable_thinking", state.config.enable_thinking))
+    prompt_end = state.tokenizer.decode(prompt[-4:], skip_special_tokens=False)
+    new_reader = ChoiceReader.factory(thinking, thinking and opens_thinking(prompt_end), tool_use)
+    dialect = ChatDialect(state.tokenizer, lora or state.model_name, body, body.logprobs, new_reader)
     return await _answer(request, state, dialect, [prompt], params, body.stream, lora)

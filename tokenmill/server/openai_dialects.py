@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.server.chat_output import ChoiceReader, MessageParts
 from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest
 from tokenmill.server.responses import (
     AssistantMessage,
@@ -20,7 +21,11 @@ from tokenmill.server.responses import (
     CompletionLogprobs,
     CompletionResponse,
     Delta,
+    FunctionCallOut,
+    FunctionDelta,
     TokenLogprob,
+    ToolCallChunk,
+    ToolCallOut,
     TopLogprob,
     UsageInfo,
 )
@@ -113,8 +118,22 @@ class CompletionDialect(_OpenAIDialect):
 
 
 class ChatDialect(_OpenAIDialect):
+    """Chat answers, read by a `ChoiceReader` per choice: reasoning, content and tool calls."""
+
     chunk_type = ChatCompletionChunk
     id_prefix = "chatcmpl"
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        model: str,
+        body: ChatCompletionRequest,
+        logprobs: bool,
+        new_reader: Callable[[], ChoiceReader] = lambda: ChoiceReader(None, None),
+    ) -> None:
+        super().__init__(tokenizer, model, body, logprobs)
+        self.new_reader = new_reader
+        self._readers: dict[int, ChoiceReader] = {}
 
     def spell_logprobs(self, tokens: list[int], entries: list[dict[int, float]]) -> ChatLogprobs:
         return ChatLogprobs(
@@ -143,24 +162,72 @@ class ChatDialect(_OpenAIDialect):
     def update(
         self, index: int, output: RequestOutput, completion: CompletionOutput
     ) -> Iterable[ChatCompletionChunk]:
-        if completion.delta_text:
+        reader = self._readers.setdefault(index, self.new_reader())
+        parts = reader.feed(completion.delta_text)
+        if completion.finished:
+            parts += reader.finish()
+        if parts:
             logprobs = self.logprobs_of(completion, streamed=True)
-            delta = Delta(content=completion.delta_text)
+            delta = _delta(parts)
             yield self.chunk(choices=[ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
         if completion.finished:
-            finish = ChatChunkChoice(index=index, delta=Delta(), finish_reason=completion.finish_reason)
-            yield self.chunk(choices=[finish])
+            reason = _finish_reason(reader, completion)
+            yield self.chunk(choices=[ChatChunkChoice(index=index, delta=Delta(), finish_reason=reason)])
 
     def whole(self, outputs: list[RequestOutput]) -> ChatCompletionResponse:
-        choices = [
-            ChatChoice(
-                index=c.index,
-                message=AssistantMessage(content=c.text),
-                logprobs=self.logprobs_of(c, streamed=False),
-                finish_reason=c.finish_reason,
-                stop_reason=c.stop_reason,
-            )
-            for output in outputs
-            for c in output.outputs
-        ]
+        choices = []
+        for output in outputs:
+            for c in output.outputs:
+                reader = self.new_reader()
+                parts = reader.read_whole(c.text)
+                choices.append(
+                    ChatChoice(
+                        index=c.index,
+                        message=_message(parts, reader),
+                        logprobs=self.logprobs_of(c, streamed=False),
+                        finish_reason=_finish_reason(reader, c),
+                        stop_reason=c.stop_reason,
+                    )
+                )
         return ChatCompletionResponse(**self.head, choices=choices, usage=UsageInfo.of(outputs))
+
+
+def _finish_reason(reader: ChoiceReader, completion: CompletionOutput) -> str | None:
+    return "tool_calls" if reader.called and completion.finish_reason == "stop" else completion.finish_reason
+
+
+def _delta(parts: MessageParts) -> Delta:
+    fields: dict[str, object] = {}
+    if parts.content:
+        fields["content"] = parts.content
+    if parts.reasoning:
+        fields["reasoning_content"] = fields["reasoning"] = parts.reasoning
+    if parts.tool_calls:
+        fields["tool_calls"] = [
+            ToolCallChunk(
+                index=call.index,
+                id=call.id,
+                type="function",
+                function=FunctionDelta(name=call.name, arguments=call.arguments),
+            )
+            if call.id
+            else ToolCallChunk(index=call.index, function=FunctionDelta(arguments=call.arguments))
+            for call in parts.tool_calls
+        ]
+    return Delta(**fields)
+
+
+def _message(parts: MessageParts, reader: ChoiceReader) -> AssistantMessage:
+    """The whole message: tool call pieces joined per call; content null when only tools were called."""
+    calls: dict[int, ToolCallOut] = {}
+    for piece in parts.tool_calls:
+        if piece.id is not None:
+            function = FunctionCallOut(name=piece.name or "", arguments="")
+            calls[piece.index] = ToolCallOut(id=piece.id, function=function)
+        calls[piece.index].function.arguments += piece.arguments
+    fields: dict[str, object] = {"content": parts.content or (None if calls else "")}
+    if reader.reasons:
+        fields["reasoning_content"] = fields["reasoning"] = parts.reasoning or None
+    if calls:
+        fields["tool_calls"] = list(calls.values())
+    return AssistantMessage(**fields)

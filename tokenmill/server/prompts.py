@@ -25,7 +25,7 @@ from tokenmill.tokenizer import Tokenizer
 
 T = TypeVar("T")
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 
 
 def question_messages(question: str, system: str | None) -> Messages:

@@ -7,6 +7,7 @@ tokenizer can encode) and every integer must fit the engine's integer types, so 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -85,7 +86,45 @@ class StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
-class _OpenAISampling(_VllmSampling):
+class JsonSchemaFormat(_Body):
+    """OpenAI's `response_format.json_schema`: the schema travels under `schema`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: Text
+    description: Text | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputsBody(_Body):
+    """vLLM's `structured_outputs` object; exactly one field is to be set (checked when it is used)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    json_: dict[str, Any] | Text | None = Field(default=None, alias="json")
+    json_object: StrictBool | None = None
+    regex: Text | None = None
+    choice: Annotated[list[StrictStr], UnicodeChecked] | None = None
+    grammar: Text | None = None
+
+
+class _StructuredOutputFields(_Body):
+    """Every spelling of an output constraint: OpenAI's `response_format`, vLLM's `structured_outputs`,
+    and the older `guided_*` fields vLLM still accepts."""
+
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsBody | None = None
+    guided_json: dict[str, Any] | Text | None = None
+    guided_regex: Text | None = None
+    guided_choice: Annotated[list[StrictStr], UnicodeChecked] | None = None
+    guided_grammar: Text | None = None
+
+
+class _OpenAISampling(_VllmSampling, _StructuredOutputFields):
     model: Text | None = None
     n: Annotated[StrictInt, Field(ge=1, le=16)] = 1
     temperature: Temperature | None = None
@@ -119,10 +158,23 @@ class TextPart(_Body):
     text: Text
 
 
+class FunctionCall(_Body):
+    name: Text
+    arguments: Text  # a JSON object, as text (OpenAI's spelling)
+
+
+class ToolCall(_Body):
+    id: Text
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Annotated[StrictStr | list[TextPart], UnicodeChecked] | None = None
     name: Text | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: Text | None = None  # which call a tool message answers
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -130,13 +182,52 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
-def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """The conversation as chat templates take it; `developer` is OpenAI's newer name for `system`."""
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The conversation as chat templates take it; `developer` is OpenAI's newer name for `system`.
+    Earlier tool calls carry their arguments as objects, which templates (Qwen's) render as JSON."""
+    rendered = []
+    for m in messages:
+        message: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": c.type, "function": {"name": c.function.name, "arguments": arguments}}
+                for c in m.tool_calls
+                for arguments in [_json_or_text(c.function.arguments)]
+            ]
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            message["name"] = m.name
+        rendered.append(message)
+    return rendered
 
 
-class ResponseFormat(_Body):
-    type: Literal["text"]
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+class FunctionDefinition(_Body):
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    name: Text
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(_OpenAISampling):
@@ -145,8 +236,9 @@ class ChatCompletionRequest(_OpenAISampling):
     max_completion_tokens: PositiveInt | None = None
     logprobs: StrictBool = False
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
-    response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool = True
     chat_template_kwargs: dict[str, Any] | None = None
 
 

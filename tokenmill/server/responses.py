@@ -131,9 +131,27 @@ class ChatLogprobs(_Response):
     content: list[TokenLogprob]
 
 
+class FunctionCallOut(_Response):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCallOut(_Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(_Response):
+    """`reasoning_content` and `reasoning` (the same text, under both names clients read) are sent when
+    thinking is on; `tool_calls` when the model called tools (then `content` is null if it said nothing)."""
+
+    sent_when_set = frozenset({"reasoning_content", "reasoning", "tool_calls"})
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallOut] = []
 
 
 class ChatChoice(_Response):
@@ -150,10 +168,29 @@ class ChatCompletionResponse(_Head):
     usage: UsageInfo
 
 
+class FunctionDelta(_Response):
+    sent_when_set = frozenset({"name", "arguments"})
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallChunk(_Response):
+    """A streamed piece of a tool call: the first has `id`, `type` and the name, later ones arguments."""
+
+    sent_when_set = frozenset({"id", "type"})
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
 class Delta(_Response):
-    sent_when_set = frozenset({"role", "content"})
+    sent_when_set = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
 
 
 class ChatChunkChoice(_Response):

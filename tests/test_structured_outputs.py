@@ -1,0 +1,270 @@
+"""Structured outputs offline: every constraint form yields text that parses and validates, over many
+seeded sampled runs of a random tiny model (whose unconstrained output is byte noise), batched with
+unconstrained requests; bad constraints are ValueErrors naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import jsonschema
+import pytest
+import torch
+
+from tokenmill.engine.llm import LLM
+from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output import StructuredOutputsParams
+from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
+from tokenmill.tokenizer import Tokenizer
+
+RUNS = 50
+
+PERSON = {
+    "$defs": {
+        "address": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 6},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            },
+            "required": ["city", "zip"],
+        }
+    },
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 8},
+        "age": {"type": "integer", "minimum": 0, "maximum": 130},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "active": {"type": "boolean"},
+        "home": {"$ref": "#/$defs/address"},
+        "scores": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "maxItems": 4},
+        "tags": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"k": {"enum": ["x", "y"]}}, "required": ["k"]},
+            "minItems": 1,
+            "maxItems": 2,
+        },
+    },
+    "required": ["name", "age", "role", "active", "home", "scores", "tags"],
+}
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir) -> LLM:
+    return LLM(str(tiny_model_dir("qwen3")), device="cpu", max_model_len=512, max_num_seqs=64)
+
+
+def sampled(
+    llm: LLM, constraint: StructuredOutputsParams, max_tokens: int = 200, plain: int = 2
+) -> list[str]:
+    """RUNS seeded sampled constrained outputs, batched with `plain` unconstrained requests."""
+    params = [
+        SamplingParams(temperature=1.0, seed=seed, max_tokens=max_tokens, structured_outputs=constraint)
+        for seed in range(RUNS)
+    ]
+    params += [SamplingParams(temperature=1.0, seed=seed, max_tokens=8) for seed in range(plain)]
+    outputs = llm.generate([f"request {i}" for i in range(len(params))], params, use_tqdm=False)
+    for output in outputs[RUNS:]:  # the plain requests were not constrained
+        assert len(output.outputs[0].token_ids) == 8
+    constrained = [o.outputs[0] for o in outputs[:RUNS]]
+    assert all(c.finish_reason == "stop" for c in constrained), [c.text for c in constrained]
+    return [c.text for c in constrained]
+
+
+# ---- units ----------------------------------------------------------------------------------------
+
+
+def test_params_need_exactly_one_valid_constraint() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputsParams()
+    with pytest.raises(ValueError, match="exactly one"):
+        StructuredOutputsParams(regex="a", choice=["a"])
+    with pytest.raises(ValueError, match=r"structured_outputs\.choice must be"):
+        StructuredOutputsParams(choice=[])
+    with pytest.raises(ValueError, match=r"structured_outputs\.json must be"):
+        StructuredOutputsParams(json=3)  # type: ignore[arg-type]
+    params = SamplingParams(structured_outputs={"regex": "[ab]+"})
+    assert params.structured_outputs == StructuredOutputsParams(regex="[ab]+")
+    with pytest.raises(ValueError, match="structured_outputs"):
+        SamplingParams(structured_outputs={"jsn": {}})
+    with pytest.raises(ValueError, match="structured_outputs must be"):
+        SamplingParams(structured_outputs="json")  # type: ignore[arg-type]
+
+
+def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> None:
+    """On a byte vocabulary: JSON rows lose bytes below 0x20; after a token ending on ED (a surrogate's
+    lead byte) every row loses A0..BF; the other rows keep every token."""
+    import xgrammar
+
+    tokenizer = Tokenizer.byte_level()
+    compiler = GrammarCompiler(tokenizer, 320, (256,))
+    compiler.compile(StructuredOutputsParams(regex="a"))
+    guards = compiler.guards
+    assert guards is not None
+    vocab = xgrammar.TokenizerInfo.from_huggingface(tokenizer.hf, vocab_size=320).decoded_vocab
+    byte_of = {text[0]: token for token, text in enumerate(vocab) if len(text) == 1}
+    bitmask = torch.full((5, 10), -1, dtype=torch.int32)  # everything allowed
+    guards.apply(bitmask, [0, 1, 2, 4], [False, True, False, True], [False, False, True, True])
+    allowed = (bitmask.view(torch.uint8).unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
+    allowed = allowed.view(5, -1).bool()
+    controls = {byte_of[b] for b in range(0x20)}
+    continuations = {byte_of[b] for b in range(0xA0, 0xC0)}
+    banned = [set((~allowed[row]).nonzero().flatten().tolist()) for row in range(5)]
+    assert banned[0] == set() and banned[3] == set()
+    assert banned[1] == controls
+    assert banned[2] == continuations
+    assert banned[4] == controls | continuations
+    assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
+
+
+@pytest.mark.parametrize(
+    ("constraint", "message"),
+    [
+        (
+            StructuredOutputsParams(json={"type": "fish"}),
+            r"structured_outputs\.json: invalid JSON schema: .*fish",
+        ),
+        (StructuredOutputsParams(json="{not json"), r"structured_outputs\.json: invalid JSON schema"),
+        (
+            StructuredOutputsParams(regex="a(b"),
+            r"structured_outputs\.regex: invalid regular expression: .*parenthesis",
+        ),
+        (
+            StructuredOutputsParams(grammar="root ::= nowhere"),
+            r"structured_outputs\.grammar: invalid EBNF grammar: .*nowhere",
+        ),
+    ],
+)
+def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) -> None:
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    with pytest.raises(GrammarError, match=message) as error:
+        compiler.compile(constraint)
+    assert error.value.kind == constraint.kind
+
+
+def test_compiles_are_cached_by_constraint() -> None:
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    first = compiler.compile(StructuredOutputsParams(json={"type": "object"}))
+    assert compiler.compile(StructuredOutputsParams(json={"type": "object"})) is first
+    assert compiler.compile(StructuredOutputsParams(json_object=True)) is not first
+
+
+# ---- the engine -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_json_schema_outputs_validate(llm: LLM) -> None:
+    texts = sampled(llm, StructuredOutputsParams(json=PERSON), max_tokens=300)
+    for text in texts:
+        jsonschema.validate(json.loads(text), PERSON)
+    assert len(set(texts)) > RUNS // 2  # sampled, not one forced string
+
+
+@pytest.mark.slow
+def test_json_object_outputs_parse_as_objects_unless_cut_by_max_tokens(llm: LLM) -> None:
+    """Any object may grow without bound (a random model writes long keys), so some reach max_tokens;
+    every one that ended by itself parses."""
+    params = [
+        SamplingParams(
+            seed=seed, max_tokens=400, structured_outputs=StructuredOutputsParams(json_object=True)
+        )
+        for seed in range(RUNS)
+    ]
+    outputs = [o.outputs[0] for o in llm.generate(["obj"] * RUNS, params, use_tqdm=False)]
+    finished = [c for c in outputs if c.finish_reason == "stop"]
+    assert len(finished) > RUNS // 2
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 400 for c in outputs if c not in finished)
+    assert all(isinstance(json.loads(c.text), dict) for c in finished)
+
+
+@pytest.mark.slow
+def test_default_model_schema_outputs_validate(default_llm) -> None:
+    """The embedded model's real BPE vocabulary: sampled answers under a schema all end and validate
+    (its strings are bounded, so max_tokens cannot cut one)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 24},
+            "population": {"type": "integer", "minimum": 0, "maximum": 10**9},
+            "capital": {"type": "boolean"},
+        },
+        "required": ["city", "population", "capital"],
+    }
+    conversations = [[{"role": "user", "content": f"Describe city number {i} as JSON."}] for i in range(6)]
+    constraint = StructuredOutputsParams(json=schema)
+    params = [
+        SamplingParams(seed=i, temperature=0.8, max_tokens=100, structured_outputs=constraint)
+        for i in range(6)
+    ]
+    for output in default_llm.chat(conversations, params, use_tqdm=False):
+        assert output.outputs[0].finish_reason == "stop", output.outputs[0].text
+        jsonschema.validate(json.loads(output.outputs[0].text), schema)
+
+
+@pytest.mark.slow
+def test_regex_choice_and_grammar_outputs_match(llm: LLM) -> None:
+    regex = r"[a-z]{2,5}-[0-9]{3}"
+    assert all(re.fullmatch(regex, t) for t in sampled(llm, StructuredOutputsParams(regex=regex), 16))
+    choices = ["red", "green", 'blue "sky"']
+    texts = sampled(llm, StructuredOutputsParams(choice=choices), 16)
+    assert set(texts) <= set(choices) and len(set(texts)) > 1
+    grammar = 'root ::= "(" num ("+" num){0,3} ")"\nnum ::= [1-9] [0-9]?'
+    pattern = r"\([1-9][0-9]?(\+[1-9][0-9]?){0,3}\)"
+    assert all(re.fullmatch(pattern, t) for t in sampled(llm, StructuredOutputsParams(grammar=grammar), 24))
+
+
+def test_constrained_and_plain_requests_share_a_batch(llm: LLM) -> None:
+    regex = StructuredOutputsParams(regex="[a-z]{3}-[0-9]{2}")
+    params = [SamplingParams(seed=s, max_tokens=16, structured_outputs=regex) for s in range(4)]
+    params += [SamplingParams(seed=s, max_tokens=6, ignore_eos=True) for s in range(2)]
+    outputs = [o.outputs[0] for o in llm.generate(["a", "b", "c", "d", "e", "f"], params, use_tqdm=False)]
+    assert all(re.fullmatch("[a-z]{3}-[0-9]{2}", c.text) and c.finish_reason == "stop" for c in outputs[:4])
+    assert [len(c.token_ids) for c in outputs[4:]] == [6, 6]
+
+
+def test_greedy_constrained_output_is_the_best_allowed_choice(llm: LLM) -> None:
+    """Greedy decoding under a choice grammar picks the choice whose tokens the model ranks first."""
+    prompt = "pick"
+    (free,) = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
+    first = llm.tokenizer.decode(free.outputs[0].token_ids)
+    choices = [first + "x", chr(ord(first[0]) ^ 1) + "y"] if first.isprintable() and first else ["a", "b"]
+    (out,) = llm.generate(
+        prompt,
+        SamplingParams(
+            temperature=0, max_tokens=8, structured_outputs=StructuredOutputsParams(choice=choices)
+        ),
+        use_tqdm=False,
+    )
+    assert out.outputs[0].text in choices
+    if choices[0].startswith(first):
+        assert out.outputs[0].text == choices[0]
+
+
+def test_bad_constraint_is_refused_before_anything_runs(llm: LLM) -> None:
+    bad = SamplingParams(structured_outputs=StructuredOutputsParams(regex="(("))
+    with pytest.raises(ValueError, match=r"prompt 1: structured_outputs\.regex"):
+        llm.generate(["a", "b"], [SamplingParams(max_tokens=2), bad], use_tqdm=False)
+    assert not llm.engine.has_unfinished_requests()
+
+
+def test_async_scheduling_runs_ahead_only_without_grammars(tiny_model_dir) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", max_model_len=256, async_scheduling=True)
+    engine = llm.engine
+    plain = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    reference = llm.generate(["x", "y"], plain, use_tqdm=False)
+    assert engine.stats.continued_steps > 0
+    engine.stats.continued_steps = 0
+    regex = StructuredOutputsParams(regex="[a-c]{12}")
+    constrained = SamplingParams(temperature=0, max_tokens=12, structured_outputs=regex)
+    outputs = llm.generate(["x", "y"], [plain, constrained], use_tqdm=False)
+    assert engine.stats.continued_steps == 0
+    assert outputs[0].outputs[0].token_ids == reference[0].outputs[0].token_ids
+    assert re.fullmatch("[a-c]{12}", outputs[1].outputs[0].text)
+
+
+def test_without_xgrammar_the_error_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "xgrammar", None)  # makes `import xgrammar` fail
+    compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
+    with pytest.raises(RuntimeError, match=r"pip install 'xgrammar"):
+        compiler.compile(StructuredOutputsParams(regex="a"))

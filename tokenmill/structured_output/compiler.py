@@ -1,0 +1,111 @@
+"""Grammar compilation with xgrammar, for one tokenizer and vocabulary, thread-safe and cached.
+
+Compiling a JSON schema walks the whole vocabulary (milliseconds to a second for a large one), so the
+server compiles on its prompt threads before a request reaches the engine; the engine's own compile of
+the same constraint is then a cache hit. xgrammar is imported on the first compile, so a server that
+never sees a grammar never loads it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from tokenmill.structured_output.params import StructuredOutputsParams
+from tokenmill.structured_output.text_guards import TextGuards
+from tokenmill.tokenizer import Tokenizer
+
+_CPP_LOCATION = re.compile(r"\[[0-9:.]+\] \S+\.cc:\d+: (Check failed: \(.*?\) is false: )?")
+_ANY_OBJECT = '{"type": "object"}'
+_WHAT = {
+    "json": "invalid JSON schema",
+    "json_object": "invalid JSON grammar",
+    "regex": "invalid regular expression",
+    "choice": "invalid choice",
+    "grammar": "invalid EBNF grammar",
+}
+
+
+class GrammarError(ValueError):
+    """A constraint the grammar engine refused; `kind` names the StructuredOutputsParams field."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"structured_outputs.{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+
+
+def import_xgrammar() -> Any:
+    try:
+        import xgrammar
+    except ImportError as exc:
+        raise RuntimeError(
+            "structured outputs need the xgrammar package: pip install 'xgrammar>=0.2'"
+        ) from exc
+    return xgrammar
+
+
+class GrammarCompiler:
+    """Compiles `StructuredOutputsParams` to xgrammar `CompiledGrammar`s, the last `cache_size` kept by
+    `params.key`. JSON is compact (no free whitespace): a model cannot then stall in a run of spaces."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, vocab_size: int, stop_token_ids: tuple[int, ...], cache_size: int = 256
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.stop_token_ids = stop_token_ids
+        self.cache_size = cache_size
+        self._compiler: Any = None
+        self._cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.guards: TextGuards | None = None  # built with the compiler, from its view of the vocabulary
+
+    @property
+    def xgrammar_compiler(self) -> Any:
+        with self._lock:
+            if self._compiler is None:
+                xgr = import_xgrammar()
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer.hf,
+                    vocab_size=self.vocab_size,
+                    stop_token_ids=list(self.stop_token_ids) or None,
+                )
+                self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+                self.guards = TextGuards(info.decoded_vocab, self.vocab_size)
+            return self._compiler
+
+    def compile(self, params: StructuredOutputsParams) -> Any:
+        """The compiled grammar of `params`; raises GrammarError (a ValueError) naming the field."""
+        key = params.key
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        compiled = self._compile(params)
+        with self._lock:
+            self._cache[key] = compiled
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _compile(self, params: StructuredOutputsParams) -> Any:
+        compiler = self.xgrammar_compiler
+        kind = params.kind
+        try:
+            if kind == "json":
+                return compiler.compile_json_schema(params.source, any_whitespace=False)
+            if kind == "json_object":  # any object: properties not named by a schema stay allowed
+                return compiler.compile_json_schema(_ANY_OBJECT, any_whitespace=False, strict_mode=False)
+            if kind == "regex":
+                return compiler.compile_regex(params.source)
+            return compiler.compile_grammar(params.source)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise GrammarError(kind, f"{_WHAT[kind]}: {_readable(exc)}") from None
+
+
+def _readable(exc: Exception) -> str:
+    """xgrammar's C++ message without its timestamp and source location."""
+    return _CPP_LOCATION.sub("", str(exc)).strip().splitlines()[0] if str(exc).strip() else repr(exc)
