@@ -33,6 +33,14 @@ def quantize_fp8_blocks(weight: torch.Tensor, block: tuple[int, int]) -> tuple[t
     return quantized.view(grid_rows * bo, grid_cols * bi)[:rows, :cols].contiguous(), scale_inv
 
 
+def quantize_fp8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] float -> (float8_e4m3fn [out, in], float32 scale [out]): each output row scaled
+    so its largest magnitude maps to the e4m3 maximum; weight ~= q * scale[:, None]."""
+    weight = weight.float()
+    scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    return (weight / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+
+
 def dequantize_fp8_blocks(
     weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
 ) -> torch.Tensor:

@@ -1,0 +1,218 @@
+"""Weight-only dequantize-GEMMs: y = x W^T with W read in its stored, packed form and dequantized in
+registers, so a small batch reads the quantized bytes instead of a bf16 copy.
+
+One kernel serves four storage formats (a constexpr picks the unpacking):
+- INT8: int8 [out, in] with one scale per output channel (W8A16, `--quantization int8`);
+- FP8: float8_e4m3fn [out, in] with one scale per output channel (`--quantization fp8` without fp8 dots);
+- AWQ: int4 packed eight output columns per int32 in AWQ's interleaved order, [in, out/8], with a scale
+  and zero point per group of input rows;
+- GPTQ: 4- or 8-bit values packed along the input rows, [in*bits/32, out], zero points packed along the
+  output columns (stored minus one), the group of each input row named by `g_idx` (act-order included).
+Per-channel scales are applied once to the fp32 accumulator; group scales while dequantizing. Split-K
+spreads the reduction over more programs when a small batch gives too few output tiles to fill the GPU;
+the partial sums are added in a fixed order, so results do not depend on scheduling. The references are
+the `dequantize_*` functions of `tokenmill.quantization`; portable Triton (no Hopper-only instructions).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+import triton
+import triton.language as tl
+
+
+class WeightFormat(IntEnum):
+    INT8 = 0
+    FP8 = 1
+    AWQ = 2
+    GPTQ = 3
+
+
+# what the kernels compare their FORMAT with (compiled kernels read only constexpr globals)
+INT8, FP8, AWQ = (tl.constexpr(int(f)) for f in (WeightFormat.INT8, WeightFormat.FP8, WeightFormat.AWQ))
+FP8_BITS_UNIT = tl.constexpr(256.0)  # `e4m3_bits_to_half` yields the e4m3 value times 2^-8
+
+
+@triton.jit
+def e4m3_bits_to_half(bits):
+    """float8_e4m3fn bit patterns (uint8) -> float16 holding value * 2^-8: the sign, exponent and
+    mantissa fields shifted into place (the exponent biases differ by 8). Works on GPUs without fp8."""
+    wide = bits.to(tl.uint16)
+    return (((wide & 0x80) << 8) | ((wide & 0x7F) << 7)).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def _dequantized_tile(
+    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg, stride_zg,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+):  # fmt: skip
+    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N]; per-channel scales (INT8, FP8) are left to the caller."""
+    mask = k_mask[:, None] & n_mask[None, :]
+    if FORMAT < AWQ:  # one value per byte, [out, in]
+        stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
+        w = (stored if FORMAT == INT8 else e4m3_bits_to_half(stored)).to(tl.float32)
+    else:
+        if FORMAT == AWQ:  # column j of a word sits in nibble j // 2 + 4 * (j % 2)
+            shift = (((n % 8) // 2 + 4 * (n % 2)) * 4)[None, :]
+            group = k // GROUP
+            words = tl.load(w_ptr + k[:, None] * stride_wk + (n // 8)[None, :], mask=mask, other=0)
+            zeros = tl.load(zero_ptr + group[:, None] * stride_zg + (n // 8)[None, :], mask=mask, other=0)
+            values = ((words >> shift) & 0xF) - ((zeros >> shift) & 0xF)
+        else:  # GPTQ: values along the input rows, zero points (minus one) along the output columns
+            per_word: tl.constexpr = 32 // BITS
+            ones: tl.constexpr = (1 << BITS) - 1
+            group = tl.load(g_idx_ptr + k, mask=k_mask, other=0)
+            words = tl.load(w_ptr + (k // per_word)[:, None] * stride_wk + n[None, :], mask=mask, other=0)
+            zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // per_word)[None, :]
+            zeros = tl.load(zero_ptrs, mask=mask, other=0)
+            values = (words >> ((k % per_word) * BITS)[:, None]) & ones
+            values -= ((zeros >> ((n % per_word) * BITS)[None, :]) & ones) + 1
+        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=mask, other=0.0)
+        w = values.to(tl.float32) * scales.to(tl.float32)
+    return w
+
+
+@triton.jit
+def _channel_scales(scale_ptr, n, n_mask, FORMAT: tl.constexpr):
+    """Per-output-channel scales of INT8 and FP8, the latter with `e4m3_bits_to_half`'s 2^-8 undone."""
+    scales = tl.load(scale_ptr + n, mask=n_mask, other=0.0)
+    return scales * FP8_BITS_UNIT if FORMAT == FP8 else scales
+
+
+@triton.jit(do_not_specialize=["M"])
+def _weight_only_gemm_kernel(
+    x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
+    stride_xm, stride_wk, stride_wn, stride_sg, stride_zg, stride_os, stride_om,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    split = tl.program_id(2)
+    m_mask, n_mask = m < M, n < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    k_start = split * k_per_split
+    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_mask = k < K
+        x_ptrs = x_ptr + m[:, None] * stride_xm + k[None, :]
+        x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+        w = _dequantized_tile(
+            w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg,
+            stride_zg, FORMAT, BITS, GROUP,
+        )  # fmt: skip
+        acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
+    if FORMAT < AWQ:
+        acc *= _channel_scales(scale_ptr, n, n_mask, FORMAT)[None, :]
+    out = out_ptr + split * stride_os + m[:, None] * stride_om + n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
+def _dequantize_kernel(
+    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, N, K, stride_wk, stride_wn, stride_sg, stride_zg,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (k < K)[:, None] & (n < N)[None, :]
+    w = _dequantized_tile(
+        w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k < K, n < N, stride_wk, stride_wn, stride_sg, stride_zg,
+        FORMAT, BITS, GROUP,
+    )  # fmt: skip
+    if FORMAT < AWQ:
+        w *= _channel_scales(scale_ptr, n, n < N, FORMAT)[None, :]
+    tl.store(out_ptr + k[:, None] * N + n[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A weight as one of the formats above stores it: W is [in_features, out_features] after unpacking.
+    `scales` is per output channel (INT8, FP8) or [groups, out] (AWQ, GPTQ); `zeros` and `g_idx` as the
+    checkpoint stores them (AWQ, GPTQ; `g_idx` GPTQ only)."""
+
+    format: WeightFormat
+    weight: torch.Tensor
+    scales: torch.Tensor
+    in_features: int
+    out_features: int
+    zeros: torch.Tensor | None = None
+    g_idx: torch.Tensor | None = None
+    bits: int = 4
+    group_size: int = 1
+
+    def strides(self) -> tuple[int, int, int, int]:
+        """(weight stride along in, along out, scale-row stride, zero-row stride)."""
+        if self.format < WeightFormat.AWQ:  # stored [out, in]
+            return self.weight.stride(1), self.weight.stride(0), 0, 0
+        assert self.zeros is not None
+        return self.weight.stride(0), 1, self.scales.stride(0), self.zeros.stride(0)
+
+    def pointers(self) -> tuple[torch.Tensor, ...]:
+        weight = self.weight.view(torch.uint8) if self.format == WeightFormat.FP8 else self.weight
+        zeros = self.zeros if self.zeros is not None else self.scales
+        g_idx = self.g_idx if self.g_idx is not None else self.scales
+        return weight, self.scales, zeros, g_idx
+
+
+@functools.cache
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _tiles(m: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K): thin tiles for decode batches, square ones for prefill."""
+    if m <= 16:
+        return 16, 64, 128
+    if m <= 64:
+        return 64, 64, 64
+    return 128, 128, 32
+
+
+def choose_split_k(tiles: int, k: int, block_k: int, num_sms: int) -> int:
+    """Programs per output tile: enough to give every SM work, each still reducing >= 4 K blocks."""
+    if tiles >= num_sms:
+        return 1
+    return max(1, min(triton.cdiv(num_sms, tiles), k // (4 * block_k), 16))
+
+
+def _dot_precision(x: torch.Tensor) -> str:
+    return "ieee" if x.dtype == torch.float32 else "tf32"
+
+
+def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None = None) -> torch.Tensor:
+    """x [tokens, in] (contiguous rows) -> [tokens, out] in x's dtype. `split_k` None: chosen here."""
+    m, k = x.shape
+    n = weight.out_features
+    block_m, block_n, block_k = _tiles(m)
+    grid_m, grid_n = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
+    splits = split_k or choose_split_k(grid_m * grid_n, k, block_k, _num_sms(x.device))
+    k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
+    splits = triton.cdiv(k, k_per_split)
+    out = x.new_empty(m, n) if splits == 1 else x.new_empty(splits, m, n, dtype=torch.float32)
+    stride_wk, stride_wn, stride_sg, stride_zg = weight.strides()
+    _weight_only_gemm_kernel[(grid_m, grid_n, splits)](
+        x, *weight.pointers(), out, m, n, k, k_per_split,
+        x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
+        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT=_dot_precision(x), num_warps=4, num_stages=3,
+    )  # fmt: skip
+    return out if splits == 1 else out.sum(dim=0).to(x.dtype)
+
+
+def dequantize(weight: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
+    """W [in, out] in `dtype`: for batches large enough that a dense GEMM beats dequantizing per tile."""
+    k, n = weight.in_features, weight.out_features
+    out = torch.empty(k, n, dtype=dtype, device=weight.weight.device)
+    stride_wk, stride_wn, stride_sg, stride_zg = weight.strides()
+    grid = (triton.cdiv(k, 64), triton.cdiv(n, 64))
+    _dequantize_kernel[grid](
+        *weight.pointers(), out, n, k, stride_wk, stride_wn, stride_sg, stride_zg,
+        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size, BLOCK_N=64, BLOCK_K=64,
+    )  # fmt: skip
+    return out
