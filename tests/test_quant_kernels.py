@@ -11,9 +11,13 @@ import os
 import pytest
 import torch
 
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tokenmill.kernels.triton import fp8_gemm
 from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton.split_k import choose_split_k
+from tokenmill.quantization import fp8 as reference_fp8
 from tokenmill.quantization.awq import dequantize_awq, quantize_awq
-from tokenmill.quantization.fp8 import quantize_fp8_per_channel
+from tokenmill.quantization.fp8 import dequantize_fp8_blocks, quantize_fp8_blocks, quantize_fp8_per_channel
 from tokenmill.quantization.gptq import dequantize_gptq, quantize_gptq
 from tokenmill.quantization.int8 import quantize_int8_per_channel
 
@@ -109,7 +113,83 @@ def test_dequantize_kernel_equals_the_reference(kind: str) -> None:
 
 
 def test_split_k_is_chosen_only_when_tiles_leave_sms_idle() -> None:
-    assert wo.choose_split_k(tiles=200, k=4096, block_k=128, num_sms=132) == 1
-    assert wo.choose_split_k(tiles=32, k=4096, block_k=128, num_sms=132) == 5
-    assert wo.choose_split_k(tiles=1, k=4096, block_k=128, num_sms=132) == 8  # >= 4 K blocks per split
-    assert wo.choose_split_k(tiles=1, k=256, block_k=128, num_sms=132) == 1
+    assert choose_split_k(tiles=200, k=4096, block_k=128, sms=132) == 1
+    assert choose_split_k(tiles=32, k=4096, block_k=128, sms=132) == 5
+    assert choose_split_k(tiles=1, k=4096, block_k=128, sms=132) == 8  # >= 4 K blocks per split
+    assert choose_split_k(tiles=1, k=256, block_k=128, sms=132) == 1
+
+
+def fp8_blocks(out: int, inp: int, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_fp8_blocks(draw(out, inp, seed=8) * 0.05, block)
+
+
+def test_token_group_quantization_equals_the_reference() -> None:
+    x = draw(5, 300, seed=9) * 3  # 300: a partial last group
+    expected, expected_scales = reference_fp8.quantize_token_groups(x, 128)
+    got, scales = fp8_gemm.quantize_token_groups(x, 128)
+    assert got.dtype == torch.float8_e4m3fn and scales.shape == (5, 3)
+    torch.testing.assert_close(scales, expected_scales)
+    same = got.float() == expected.float()
+    if not ON_GPU:  # the interpreter rounds a value up to a power of two as half of it (e.g. 127 -> 64)
+        same |= 2 * got.float() == expected.float()
+    assert same.all()
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("split_k", [1, 2])
+@pytest.mark.parametrize("fp8_dot", [True, False])
+def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot: bool) -> None:
+    block = (64, 128)
+    weight, scale_inv = fp8_blocks(96, 320, block)  # a partial last block along both dimensions
+    x = draw(tokens, 320, seed=10)
+    if fp8_dot:  # fed the reference's activation quantization, so only the GEMM is compared here
+        quantized, scales = reference_fp8.quantize_token_groups(x, block[1])
+        x = quantized.float() * scales.repeat_interleave(block[1], dim=1)[:, :320]
+        expected = reference_fp8.fp8_block_gemm(x, weight, scale_inv, block)
+    else:
+        expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
+    got = fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block, split_k, fp8_dot)
+    close(got, expected, torch.float32)
+
+
+def _pointer(dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype, device="meta")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", sorted(ARCHITECTURES.values()))
+def test_kernels_compile_for_every_gpu_generation(capability: int) -> None:
+    run_compiled("tests.test_quant_kernels:compile_every_kernel", capability)
+
+
+def compile_every_kernel(capability: int) -> None:
+    """Ampere has no fp8 dot: there the FP8 GEMM decodes the weight bytes, and activations stay bf16."""
+    bf16, i32, f32 = _pointer(torch.bfloat16), _pointer(torch.int32), _pointer(torch.float32)
+    sizes = {"M": 1, "N": 4096, "K": 4096, "k_per_split": 1024, "DOT": "tf32"}
+    strides = dict.fromkeys(("stride_xm", "stride_wk", "stride_wn", "stride_sg", "stride_zg"), 4096)
+    stored = {
+        wo.WeightFormat.INT8: (_pointer(torch.int8), f32),
+        wo.WeightFormat.FP8: (_pointer(torch.uint8), f32),
+        wo.WeightFormat.AWQ: (i32, _pointer(torch.float16)),
+        wo.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
+    }
+    for weight_format, (weight, scales) in stored.items():
+        common = {"w_ptr": weight, "scale_ptr": scales, "zero_ptr": i32, "g_idx_ptr": i32, "out_ptr": bf16}
+        constexprs = {"FORMAT": int(weight_format), "BITS": 4, "GROUP": 128, "BLOCK_N": 64, "BLOCK_K": 128}
+        compile_for(
+            wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
+            stride_os=0, stride_om=4096, BLOCK_M=16, **constexprs,
+        )  # fmt: skip
+        compile_for(wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs)
+    for fp8_dot in (False, True) if capability >= 89 else (False,):
+        compile_for(
+            fp8_gemm._fp8_block_gemm_kernel, capability, x_ptr=_pointer(torch.uint8) if fp8_dot else bf16,
+            x_scale_ptr=f32, w_ptr=_pointer(torch.uint8), w_scale_ptr=f32, out_ptr=bf16, **sizes,
+            stride_xm=4096, stride_xsm=32, stride_wn=4096, stride_wsn=32, stride_os=0, stride_om=4096,
+            BLOCK_OUT=128, FP8_DOT=fp8_dot, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128,
+        )  # fmt: skip
+    if capability >= 89:
+        compile_for(
+            fp8_gemm._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
+            scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, GROUP=128, BLOCK=128,
+        )  # fmt: skip

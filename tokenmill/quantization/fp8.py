@@ -51,6 +51,29 @@ def dequantize_fp8_blocks(
     return weight.float() * tiles.reshape(grid_rows * block[0], grid_cols * block[1])[:rows, :cols]
 
 
+def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
+    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
+    rows, cols = x.shape
+    groups = -(-cols // group)
+    padded = x.float().new_zeros(rows, groups * group)
+    padded[:, :cols] = x.float()
+    tiles = padded.view(rows, groups, group)
+    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
+
+
+def fp8_block_gemm(
+    x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
+) -> torch.Tensor:
+    """What the fp8-dot GEMM computes, in float32: activations quantized per token and group of block_in
+    columns, times the block-dequantized weight."""
+    quantized, scales = quantize_token_groups(x, block[1])
+    activation = quantized.float() * scales.repeat_interleave(block[1], dim=1)[:, : x.shape[1]]
+    return activation @ dequantize_fp8_blocks(weight, scale_inv, block).T
+
+
 class Fp8BlockMethod(QuantMethod):
     def __init__(self, block: tuple[int, int], checkpoint_is_fp8: bool) -> None:
         self.block = block

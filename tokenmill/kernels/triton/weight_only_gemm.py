@@ -8,21 +8,21 @@ One kernel serves four storage formats (a constexpr picks the unpacking):
   and zero point per group of input rows;
 - GPTQ: 4- or 8-bit values packed along the input rows, [in*bits/32, out], zero points packed along the
   output columns (stored minus one), the group of each input row named by `g_idx` (act-order included).
-Per-channel scales are applied once to the fp32 accumulator; group scales while dequantizing. Split-K
-spreads the reduction over more programs when a small batch gives too few output tiles to fill the GPU;
-the partial sums are added in a fixed order, so results do not depend on scheduling. The references are
-the `dequantize_*` functions of `tokenmill.quantization`; portable Triton (no Hopper-only instructions).
+Per-channel scales are applied once to the fp32 accumulator; group scales while dequantizing. Small
+batches split K (`split_k`). The references are the `dequantize_*` functions of `tokenmill.quantization`;
+portable Triton (no Hopper-only instructions).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
 import torch
 import triton
 import triton.language as tl
+
+from tokenmill.kernels.triton import split_k as split
 
 
 class WeightFormat(IntEnum):
@@ -160,11 +160,6 @@ class PackedWeight:
         return weight, self.scales, zeros, g_idx
 
 
-@functools.cache
-def _num_sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
 def _tiles(m: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K): thin tiles for decode batches, square ones for prefill."""
     if m <= 16:
@@ -172,13 +167,6 @@ def _tiles(m: int) -> tuple[int, int, int]:
     if m <= 64:
         return 64, 64, 64
     return 128, 128, 32
-
-
-def choose_split_k(tiles: int, k: int, block_k: int, num_sms: int) -> int:
-    """Programs per output tile: enough to give every SM work, each still reducing >= 4 K blocks."""
-    if tiles >= num_sms:
-        return 1
-    return max(1, min(triton.cdiv(num_sms, tiles), k // (4 * block_k), 16))
 
 
 def _dot_precision(x: torch.Tensor) -> str:
@@ -191,10 +179,8 @@ def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None 
     n = weight.out_features
     block_m, block_n, block_k = _tiles(m)
     grid_m, grid_n = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
-    splits = split_k or choose_split_k(grid_m * grid_n, k, block_k, _num_sms(x.device))
-    k_per_split = triton.cdiv(triton.cdiv(k, splits), block_k) * block_k
-    splits = triton.cdiv(k, k_per_split)
-    out = x.new_empty(m, n) if splits == 1 else x.new_empty(splits, m, n, dtype=torch.float32)
+    splits, k_per_split = split.plan(k, block_k, grid_m * grid_n, x.device, split_k)
+    out = split.output(x, n, splits)
     stride_wk, stride_wn, stride_sg, stride_zg = weight.strides()
     _weight_only_gemm_kernel[(grid_m, grid_n, splits)](
         x, *weight.pointers(), out, m, n, k, k_per_split,
@@ -202,7 +188,7 @@ def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None 
         FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT=_dot_precision(x), num_warps=4, num_stages=3,
     )  # fmt: skip
-    return out if splits == 1 else out.sum(dim=0).to(x.dtype)
+    return split.reduce(out, splits, x.dtype)
 
 
 def dequantize(weight: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
