@@ -6,25 +6,36 @@ float->fp8 rounding are broken); on a GPU (`TRITON_INTERPRET=0`) the same tests 
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
 import torch
+from torch import nn
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
+from tokenmill import LLM, SamplingParams
 from tokenmill.kernels.triton import fp8_gemm
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
+from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
 from tokenmill.quantization import fp8 as reference_fp8
-from tokenmill.quantization.awq import dequantize_awq, quantize_awq
-from tokenmill.quantization.fp8 import dequantize_fp8_blocks, quantize_fp8_blocks, quantize_fp8_per_channel
-from tokenmill.quantization.gptq import dequantize_gptq, quantize_gptq
-from tokenmill.quantization.int8 import quantize_int8_per_channel
+from tokenmill.quantization.awq import AwqMethod, dequantize_awq, quantize_awq
+from tokenmill.quantization.fp8 import (
+    Fp8BlockMethod,
+    Fp8ChannelMethod,
+    dequantize_fp8_blocks,
+    quantize_fp8_blocks,
+    quantize_fp8_per_channel,
+)
+from tokenmill.quantization.gptq import GptqMethod, dequantize_gptq, quantize_gptq
+from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
-TOKENS = [1, 5, 33]
+SHAPES = [(1, 1), (5, 3), (33, 2)]  # (tokens, split_k): one tile row or several, split-K off and on
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +98,7 @@ FORMATS = {
 }
 
 
-@pytest.mark.parametrize("tokens", TOKENS)
-@pytest.mark.parametrize("split_k", [1, 2])
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
 @pytest.mark.parametrize("kind", sorted(FORMATS))
 def test_weight_only_gemm_equals_the_dequantized_reference(kind: str, split_k: int, tokens: int) -> None:
     packed, weight = FORMATS[kind](96, 320)  # K = 320: a partial last K tile, splits of unequal length
@@ -135,8 +145,7 @@ def test_token_group_quantization_equals_the_reference() -> None:
     assert same.all()
 
 
-@pytest.mark.parametrize("tokens", TOKENS)
-@pytest.mark.parametrize("split_k", [1, 2])
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
 @pytest.mark.parametrize("fp8_dot", [True, False])
 def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot: bool) -> None:
     block = (64, 128)
@@ -193,3 +202,98 @@ def compile_every_kernel(capability: int) -> None:
             fp8_gemm._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
             scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, GROUP=128, BLOCK=128,
         )  # fmt: skip
+
+
+LAYERS = {
+    "int8": Int8WeightOnlyMethod,
+    "fp8-channel": Fp8ChannelMethod,
+    "awq": lambda: AwqMethod(32, checkpoint_is_awq=False),
+    "gptq4": lambda: GptqMethod(4, 32, checkpoint_is_gptq=False),
+    "gptq8": lambda: GptqMethod(8, -1, checkpoint_is_gptq=False),
+}
+
+
+def quantized_linear(method: QuantMethod) -> QuantLinear:
+    """A fused q|k|v-like linear with a bias, loaded shard by shard from float weights."""
+    layer = QuantLinear(256, [64, 32, 32], True, method)
+    for index, rows in enumerate(draw(128, 256, seed=11).mul(0.05).split([64, 32, 32])):
+        layer.load("weight", rows, index)
+        layer.load("bias", draw(rows.shape[0], seed=12 + index), index)
+    return layer
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_layers_on_the_triton_backend_equal_their_reference_apply(
+    kind: str, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`use_triton_gemms` swaps each method's `apply` for its kernel; large batches take the dense route."""
+    layer = quantized_linear(LAYERS[kind]())
+    x = draw(2, 3, 256, seed=13)  # [..., in] rows as the model passes them
+    expected = layer(x)
+    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    assert layer.method.gemm is not None
+    close(layer(x), expected, torch.float32)
+
+
+@pytest.mark.parametrize("fp8_dot", [True, False])
+def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
+    """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
+    layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
+    layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
+    # activations whose group quantization is exact (e4m3 values, each group's largest 448, times 2^-6),
+    # so the interpreter's float->fp8 rounding cannot differ from torch's
+    values = (draw(5, 256, seed=14) * 100).to(torch.float8_e4m3fn).float()
+    values[:, ::32] = 448.0
+    x = values * 2**-6
+    if fp8_dot:
+        expected = (
+            reference_fp8.fp8_block_gemm(x, layer.weight, layer.weight_scale_inv, (32, 32)) + layer.bias
+        )
+    else:
+        expected = layer.method.apply(layer, x, layer.bias)
+    close(layer(x), expected, torch.float32)
+
+
+def test_unquantized_and_odd_block_layers_keep_their_reference() -> None:
+    plain = QuantLinear(48, [48], False, UnquantizedMethod())
+    odd_blocks = QuantLinear(48, [48], False, Fp8BlockMethod((48, 48), checkpoint_is_fp8=False))
+    triton_gemms.use_triton_gemms(nn.Sequential(plain, odd_blocks))
+    assert plain.method.gemm is None and odd_blocks.method.gemm is None
+
+
+CHECKPOINTS = {
+    "int8": lambda tiny, directory: (tiny("qwen3"), "int8"),
+    "fp8-at-load": lambda tiny, directory: (tiny("qwen3"), "fp8"),
+    "fp8-blocks": lambda tiny, directory: (save_fp8_checkpoint(tiny("qwen3"), directory, (32, 32)), None),
+    "awq": lambda tiny, directory: (save_awq_checkpoint(tiny("qwen3"), directory, 32), None),
+    "gptq-act-order": lambda tiny, directory: (
+        save_gptq_checkpoint(tiny("qwen2"), directory, 4, 32, True),
+        None,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(CHECKPOINTS))
+def test_quantized_engine_on_triton_kernels_generates_what_it_does_on_the_references(
+    tiny_model_dir, tmp_path, kind: str
+) -> None:
+    """Token-exact in float32. On GPUs with fp8 dots the FP8 kernels quantize activations as well, so
+    there only the first token, before differences can accumulate into a flipped near-tie, is compared."""
+    model, quantization = CHECKPOINTS[kind](tiny_model_dir, tmp_path / "model")
+    prompts = [[5, 6, 7], list(range(20, 60))]
+    params = SamplingParams(temperature=0, max_tokens=6)
+    tokens = {}
+    for kernels in ("torch", "triton"):
+        llm = LLM(str(model), device=DEVICE.type, dtype="float32", kernels=kernels,
+                  quantization=quantization, num_kv_blocks=64)  # fmt: skip
+        gate_up = llm.engine.runner.model.layers[0].mlp.gate_up_proj
+        assert (gate_up.method.gemm is not None) == (kernels == "triton")
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        tokens[kernels] = [
+            output.outputs[0].token_ids[: 1 if kind.startswith("fp8") and ON_GPU else None]
+            for output in outputs
+        ]
+    assert tokens["triton"] == tokens["torch"]

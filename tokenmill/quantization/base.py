@@ -2,14 +2,15 @@
 
 A method creates the layer's weight tensors (`create_weights`), fills them from checkpoint tensors one
 fused shard at a time (`load`), and multiplies by them (`apply`). A new format is one new subclass; the
-model code only ever sees `QuantLinear`. The methods here are PyTorch references; a Triton kernel for a
-format replaces its `apply` and is tested against it.
+model code only ever sees `QuantLinear`. Each `apply` is the PyTorch reference; on the Triton kernel
+backend a method's `gemm` (set at load by `triton_gemms.use_triton_gemms`) runs instead, and is tested
+against it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ class QuantMethod(ABC):
 
     #: checkpoint tensors of each shard, beside `bias` (e.g. ("weight", "weight_scale_inv"))
     checkpoint_tensors: tuple[str, ...] = ("weight",)
+    #: the Triton GEMM (layer, x) -> x W^T that replaces `apply` on the Triton backend; None: `apply`
+    gemm: Callable[[QuantLinear, torch.Tensor], torch.Tensor] | None = None
 
     @abstractmethod
     def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
@@ -95,7 +98,10 @@ class QuantLinear(nn.Module):
             self.method.load(self, name, tensor, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.method.apply(self, x, self.bias)
+        if self.method.gemm is None:
+            return self.method.apply(self, x, self.bias)
+        y = self.method.gemm(self, x)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_shards}, method={type(self.method).__name__}"

@@ -1,10 +1,10 @@
-"""FP8 (e4m3) weights with one scale per [block_out, block_in] tile: DeepSeek-V3 / Qwen3-FP8 checkpoints.
+"""FP8 (e4m3) weights, in two layouts.
 
-On disk each linear has `weight` (float8_e4m3fn [out, in]) and `weight_scale_inv` (float32
-[ceil(out/bo), ceil(in/bi)]; the real weight is weight * scale_inv of its tile). A float weight (a bf16
-checkpoint with `--quantization fp8`, or random weights) is quantized into the same layout at load, so one
-kernel serves both. The reference here dequantizes and multiplies in the activation dtype; the Triton GEMM
-with per-token-group activation scales comes later and is tested against it.
+Block-wise (DeepSeek-V3 / Qwen3-FP8 checkpoints): each linear has `weight` (float8_e4m3fn [out, in]) and
+`weight_scale_inv` (float32 [ceil(out/bo), ceil(in/bi)]; the real weight is weight * scale_inv of its
+tile). Per output channel (`--quantization fp8` on a float checkpoint): one scale per output row, so each
+shard quantizes on its own as it loads. The references here dequantize and multiply in the activation
+dtype; the Triton GEMMs (`kernels/triton/fp8_gemm.py`, `weight_only_gemm.py`) are tested against them.
 """
 
 from __future__ import annotations
@@ -116,3 +116,27 @@ class Fp8BlockMethod(QuantMethod):
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         weight = dequantize_fp8_blocks(layer.weight, layer.weight_scale_inv, self.block)
         return F.linear(x, weight.to(x.dtype), bias)
+
+
+class Fp8ChannelMethod(QuantMethod):
+    """Float weights quantized at load to e4m3 with one scale per output channel."""
+
+    checkpoint_tensors = ("weight",)
+
+    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        out, inp = layer.out_features, layer.in_features
+        layer.weight = nn.Parameter(torch.empty(out, inp, dtype=FP8_DTYPE), requires_grad=False)
+        layer.weight_scale = nn.Parameter(torch.empty(out, dtype=torch.float32), requires_grad=False)
+
+    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        what = layer.describe(name, shard)
+        if name != "weight" or not tensor.is_floating_point() or tensor.dtype == FP8_DTYPE:
+            raise ValueError(f"{what}: fp8 quantization at load reads float weights only")
+        rows = layer.shard_rows(shard)
+        quantized, scale = quantize_fp8_per_channel(tensor.to(layer.weight.device))
+        copy_checked(layer.weight.data[rows], quantized, what)
+        layer.weight_scale.data[rows] = scale
+
+    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        y = F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
+        return y if bias is None else y + bias

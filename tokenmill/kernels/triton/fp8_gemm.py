@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import split_k as split
-from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, e4m3_bits_to_half
+from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, dot_precision, e4m3_bits_to_half
 
 FP8_MAX = tl.constexpr(448.0)
 FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
@@ -88,8 +88,9 @@ def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, to
 
 
 def has_fp8_dot(device: torch.device) -> bool:
-    """fp8 tensor-core dots: Ada, Hopper, Blackwell (sm_89+); Triton's interpreter emulates them."""
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+    """fp8 tensor-core dots: Ada, Hopper, Blackwell (sm_89+). Not on the CPU: Triton's interpreter rounds
+    float->fp8 wrongly, so there the weight-decoding path (exact) runs unless a test asks otherwise."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def fp8_block_gemm(
@@ -119,6 +120,6 @@ def fp8_block_gemm(
         activation.stride(0), activation_scales.stride(0), weight.stride(0), weight_scale_inv.stride(0),
         out.stride(0) if splits > 1 else 0, n,
         BLOCK_OUT=block_out, FP8_DOT=use_fp8, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        DOT="ieee" if x.dtype == torch.float32 else "tf32", num_warps=4, num_stages=3,
+        DOT=dot_precision(x), num_warps=4, num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)

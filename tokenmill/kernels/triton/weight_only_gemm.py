@@ -169,7 +169,8 @@ def _tiles(m: int) -> tuple[int, int, int]:
     return 128, 128, 32
 
 
-def _dot_precision(x: torch.Tensor) -> str:
+def dot_precision(x: torch.Tensor) -> str:
+    """float32 activations get exact float32 products (Triton would use TF32); 16-bit ones ignore this."""
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
@@ -186,7 +187,7 @@ def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None 
         x, *weight.pointers(), out, m, n, k, k_per_split,
         x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
         FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT=_dot_precision(x), num_warps=4, num_stages=3,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT=dot_precision(x), num_warps=4, num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
 
