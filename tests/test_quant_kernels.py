@@ -35,6 +35,16 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+NEEDS_FP8 = pytest.mark.skipif(
+    ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE), reason="this GPU has no fp8 (sm_89+ needed)"
+)
+
+
+def skip_without_fp8_dot(fp8_dot: bool) -> None:
+    if fp8_dot and ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE):
+        pytest.skip("this GPU has no fp8 dot (sm_89+ needed)")
+
+
 SHAPES = [(1, 1), (5, 3), (33, 2)]  # (tokens, split_k): one tile row or several, split-K off and on
 
 
@@ -133,6 +143,7 @@ def fp8_blocks(out: int, inp: int, block: tuple[int, int]) -> tuple[torch.Tensor
     return quantize_fp8_blocks(draw(out, inp, seed=8) * 0.05, block)
 
 
+@NEEDS_FP8
 def test_token_group_quantization_equals_the_reference() -> None:
     x = draw(5, 300, seed=9) * 3  # 300: a partial last group
     expected, expected_scales = reference_fp8.quantize_token_groups(x, 128)
@@ -148,6 +159,7 @@ def test_token_group_quantization_equals_the_reference() -> None:
 @pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
 @pytest.mark.parametrize("fp8_dot", [True, False])
 def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot: bool) -> None:
+    skip_without_fp8_dot(fp8_dot)
     block = (64, 128)
     weight, scale_inv = fp8_blocks(96, 320, block)  # a partial last block along both dimensions
     x = draw(tokens, 320, seed=10)
@@ -230,7 +242,11 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     """`use_triton_gemms` swaps each method's `apply` for its kernel; large batches take the dense route."""
     layer = quantized_linear(LAYERS[kind]())
     x = draw(2, 3, 256, seed=13)  # [..., in] rows as the model passes them
-    expected = layer(x)
+    if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
+        quantized, scales = reference_fp8.quantize_token_groups(x.flatten(0, 1), 256)
+        expected = layer((quantized.float() * scales).unflatten(0, (2, 3)))
+    else:
+        expected = layer(x)
     monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
@@ -239,6 +255,7 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
 
 @pytest.mark.parametrize("fp8_dot", [True, False])
 def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
+    skip_without_fp8_dot(fp8_dot)
     """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
     layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
     layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
