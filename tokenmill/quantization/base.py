@@ -105,3 +105,37 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_shards}, method={type(self.method).__name__}"
+
+
+class ChannelScaledMethod(QuantMethod):
+    """Float weights quantized at load to `storage_dtype` with one float32 scale per output channel, so a
+    shard quantizes on its own as it arrives and no float copy of the layer is ever held. The reference
+    multiplies in the activation dtype on the stored values (exact there) and scales the output columns,
+    the order a weight-only GEMM applies them in registers."""
+
+    checkpoint_tensors = ("weight",)
+    storage_dtype: torch.dtype
+    format_name: str
+
+    @staticmethod
+    @abstractmethod
+    def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight [out, in] float -> (values in `storage_dtype`, float32 scale [out])."""
+
+    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        out, inp = layer.out_features, layer.in_features
+        layer.weight = nn.Parameter(torch.empty(out, inp, dtype=self.storage_dtype), requires_grad=False)
+        layer.weight_scale = nn.Parameter(torch.empty(out, dtype=torch.float32), requires_grad=False)
+
+    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        what = layer.describe(name, shard)
+        if name != "weight" or not tensor.is_floating_point() or tensor.dtype == torch.float8_e4m3fn:
+            raise ValueError(f"{what}: {self.format_name} quantization at load reads float weights only")
+        rows = layer.shard_rows(shard)
+        quantized, scale = self.quantize(tensor.to(layer.weight.device))
+        copy_checked(layer.weight.data[rows], quantized, what)
+        layer.weight_scale.data[rows] = scale
+
+    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        y = F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
+        return y if bias is None else y + bias

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.quantization.base import QuantLinear, QuantMethod, copy_checked
+from tokenmill.quantization.base import ChannelScaledMethod, QuantLinear, QuantMethod, copy_checked
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
@@ -118,25 +118,9 @@ class Fp8BlockMethod(QuantMethod):
         return F.linear(x, weight.to(x.dtype), bias)
 
 
-class Fp8ChannelMethod(QuantMethod):
-    """Float weights quantized at load to e4m3 with one scale per output channel."""
+class Fp8ChannelMethod(ChannelScaledMethod):
+    """`--quantization fp8` on float weights: e4m3 with one scale per output channel."""
 
-    checkpoint_tensors = ("weight",)
-
-    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
-        out, inp = layer.out_features, layer.in_features
-        layer.weight = nn.Parameter(torch.empty(out, inp, dtype=FP8_DTYPE), requires_grad=False)
-        layer.weight_scale = nn.Parameter(torch.empty(out, dtype=torch.float32), requires_grad=False)
-
-    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
-        what = layer.describe(name, shard)
-        if name != "weight" or not tensor.is_floating_point() or tensor.dtype == FP8_DTYPE:
-            raise ValueError(f"{what}: fp8 quantization at load reads float weights only")
-        rows = layer.shard_rows(shard)
-        quantized, scale = quantize_fp8_per_channel(tensor.to(layer.weight.device))
-        copy_checked(layer.weight.data[rows], quantized, what)
-        layer.weight_scale.data[rows] = scale
-
-    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        y = F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
-        return y if bias is None else y + bias
+    storage_dtype = FP8_DTYPE
+    format_name = "fp8"
+    quantize = staticmethod(quantize_fp8_per_channel)

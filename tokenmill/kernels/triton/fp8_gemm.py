@@ -15,7 +15,14 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import split_k as split
-from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, dot_precision, e4m3_bits_to_half
+from tokenmill.kernels.triton.weight_only_gemm import (
+    FP8_BITS_UNIT,
+    dot_precision,
+    e4m3_bits_to_half,
+    k_step,
+    program_tile,
+    store_tile,
+)
 
 FP8_MAX = tl.constexpr(448.0)
 FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
@@ -44,33 +51,23 @@ def _fp8_block_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """BLOCK_K is the weight tiles' block_in, so each K step meets one column of weight scales."""
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    split_index = tl.program_id(2)
-    m_mask, n_mask = m < M, n < N
+    m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    k_start = split_index * k_per_split
-    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = k < K
-        x = tl.load(
-            x_ptr + m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0
-        )
+    for k0 in range(k_start, k_end, BLOCK_K):
+        k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         w = tl.load(
             w_ptr + n[None, :] * stride_wn + k[:, None], mask=k_mask[:, None] & n_mask[None, :], other=0
         )
         kb = k0 // BLOCK_K
         w_scale = tl.load(w_scale_ptr + (n // BLOCK_OUT) * stride_wsn + kb, mask=n_mask, other=0.0)
         if FP8_DOT:
-            x = x.to(tl.float8e4nv, bitcast=True)
-            part = tl.dot(x, w.to(tl.float8e4nv, bitcast=True))
+            part = tl.dot(x.to(tl.float8e4nv, bitcast=True), w.to(tl.float8e4nv, bitcast=True))
             x_scale = tl.load(x_scale_ptr + m * stride_xsm + kb, mask=m_mask, other=0.0)
             acc += part * x_scale[:, None] * w_scale[None, :]
         else:
             part = tl.dot(x, e4m3_bits_to_half(w).to(x.dtype), input_precision=DOT)
             acc += part * (w_scale * FP8_BITS_UNIT)[None, :]
-    out = out_ptr + split_index * stride_os + m[:, None] * stride_om + n[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
 
 
 def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:

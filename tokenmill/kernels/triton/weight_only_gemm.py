@@ -83,6 +83,32 @@ def _channel_scales(scale_ptr, n, n_mask, FORMAT: tl.constexpr):
     return scales * FP8_BITS_UNIT if FORMAT == FP8 else scales
 
 
+@triton.jit
+def program_tile(M, N, K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's output rows and columns (axes 0 and 1) with their masks, and the K extent
+    [start, end) its split reduces (axis 2)."""
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    start = tl.program_id(2) * k_per_split
+    return m, n, m < M, n < N, start, tl.minimum(start + k_per_split, K)
+
+
+@triton.jit
+def k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K: tl.constexpr):
+    """One step of the K loop: its columns (masked to K) and the activations [BLOCK_M, BLOCK_K] there."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    k_mask = k < K
+    mask = m_mask[:, None] & k_mask[None, :]
+    return k, k_mask, tl.load(x_ptr + m[:, None] * stride_xm + k[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om):
+    """The accumulator, to the output itself or (split-K) to this split's fp32 partial."""
+    out = out_ptr + tl.program_id(2) * stride_os + m[:, None] * stride_om + n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
 @triton.jit(do_not_specialize=["M"])
 def _weight_only_gemm_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
@@ -90,17 +116,10 @@ def _weight_only_gemm_kernel(
     FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    split = tl.program_id(2)
-    m_mask, n_mask = m < M, n < N
+    m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    k_start = split * k_per_split
-    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = k < K
-        x_ptrs = x_ptr + m[:, None] * stride_xm + k[None, :]
-        x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         w = _dequantized_tile(
             w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg,
             stride_zg, FORMAT, BITS, GROUP,
@@ -108,8 +127,7 @@ def _weight_only_gemm_kernel(
         acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
     if FORMAT < AWQ:
         acc *= _channel_scales(scale_ptr, n, n_mask, FORMAT)[None, :]
-    out = out_ptr + split * stride_os + m[:, None] * stride_om + n[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
 
 
 @triton.jit
