@@ -10,6 +10,8 @@ references are `quantize_token_groups` and `fp8_block_gemm` in `tokenmill.quanti
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -84,6 +86,7 @@ def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, to
     return q, scales
 
 
+@functools.cache
 def has_fp8_dot(device: torch.device) -> bool:
     """fp8 tensor-core dots: Ada, Hopper, Blackwell (sm_89+). Not on the CPU: Triton's interpreter rounds
     float->fp8 wrongly, so there the weight-decoding path (exact) runs unless a test asks otherwise."""
