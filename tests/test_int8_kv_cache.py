@@ -140,7 +140,7 @@ def test_int8_cache_kernels_compile_before_and_after_fp8_gpus(capability: int) -
 
 
 def compile_int8_cache_kernels(capability: int) -> None:
-    """The cache write and both attention kernels with KV_QUANT=2 (int8), for sm_<capability>."""
+    """The cache write and both attention kernels reading an int8 cache, for sm_<capability>."""
     bf16, i8, f32, i32 = (
         torch.empty(0, dtype=t, device="meta")
         for t in (torch.bfloat16, torch.int8, torch.float32, torch.int32)
@@ -149,10 +149,10 @@ def compile_int8_cache_kernels(capability: int) -> None:
     strides = {"stride_qt": 4096, "stride_qh": 128, "stride_cb": 4096, "stride_cs": 1024, "stride_ch": 128}
     attention = {**cache, **strides, "q_ptr": bf16, "block_tables_ptr": i32, "seq_lens_ptr": i32, "out_ptr": bf16,
                  "scale": 0.1, "stride_bt": 64, "stride_ot": 4096, "stride_oh": 128, "GROUP": 4, "HEAD_DIM": 128,
-                 "BLOCK_D": 128, "PAGE": 16, "KV_QUANT": 2, "DOT": "tf32"}  # fmt: skip
+                 "BLOCK_D": 128, "PAGE": 16, "FP8": False, "INT8": True, "DOT": "tf32"}  # fmt: skip
     compile_for(
         attention_kernels._decode_kernel, capability, **attention, part_out_ptr=f32, part_lse_ptr=f32,
-        BLOCK_G=16, BLOCK_N=64, NUM_SPLITS=4,
+        BLOCK_G=16, BLOCK_N=64, NUM_SPLITS=4, STAGES=3,
     )  # fmt: skip
     compile_for(
         attention_kernels._prefill_kernel, capability, **attention, query_start_ptr=i32, seq_offset=3,

@@ -12,8 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.attention import kv_quant
-
 INT8_MAX = tl.constexpr(127.0)
 
 
@@ -94,6 +92,11 @@ def _norm_rope_cache_kernel(
     tl.store(k_cache_ptr + cache + HALF, k2.to(dtype), mask=kv_mask)
     tl.store(v_cache_ptr + cache, v1.to(dtype), mask=kv_mask)
     tl.store(v_cache_ptr + cache + HALF, v2.to(dtype), mask=kv_mask)
+
+
+def kv_quant(kv_cache: torch.Tensor) -> int:
+    """The kernel's KV_QUANT: 0 a cache in the model dtype, 1 fp8 (per-tensor scales), 2 int8."""
+    return {torch.float8_e4m3fn: 1, torch.int8: 2}.get(kv_cache.dtype, 0)
 
 
 def norm_rope_and_cache(
