@@ -82,19 +82,15 @@ def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wo.PackedWeight, to
     return packed, dequantize_awq(qweight, qzeros, scales)
 
 
-def packed_gptq(out: int, inp: int, bits: int, act_order: bool) -> tuple[wo.PackedWeight, torch.Tensor]:
+def packed_gptq(
+    out: int, inp: int, bits: int, act_order: bool, group: int = 40
+) -> tuple[wo.PackedWeight, torch.Tensor]:
     order = torch.randperm(inp, generator=torch.Generator(DEVICE).manual_seed(5), device=DEVICE)
-    tensors = quantize_gptq(draw(out, inp, seed=4) * 0.05, bits, 40, order if act_order else None)
+    tensors = quantize_gptq(draw(out, inp, seed=4) * 0.05, bits, group, order if act_order else None)
     packed = wo.PackedWeight(
-        wo.WeightFormat.GPTQ,
-        tensors["qweight"],
-        tensors["scales"],
-        inp,
-        out,
-        tensors["qzeros"],
-        tensors["g_idx"],
-        bits,
-    )
+        wo.WeightFormat.GPTQ, tensors["qweight"], tensors["scales"], inp, out, tensors["qzeros"],
+        tensors["g_idx"], bits, group, groups_in_row_order=not act_order,
+    )  # fmt: skip
     return packed, dequantize_gptq(tensors, bits)
 
 
@@ -114,6 +110,25 @@ def test_weight_only_gemm_equals_the_dequantized_reference(kind: str, split_k: i
     packed, weight = FORMATS[kind](96, 320)  # K = 320: a partial last K tile, splits of unequal length
     x = draw(tokens, 320, seed=6)
     close(wo.weight_only_gemm(x, packed, split_k), x @ weight, torch.float32)
+
+
+GROUPS_OF_128 = {
+    "awq": lambda: packed_awq(96, 256, group=128),
+    "gptq4": lambda: packed_gptq(96, 256, 4, act_order=False, group=128),
+    "gptq8-act-order": lambda: packed_gptq(96, 256, 8, act_order=True, group=128),
+}
+
+
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
+@pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
+def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
+    """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
+    scales per tile (ONE_GROUP); act-order groups never do."""
+    packed, weight = GROUPS_OF_128[kind]()
+    assert packed.one_group_per_tile(128) == (kind != "gptq8-act-order")
+    x = draw(tokens, 256, seed=15)
+    close(wo.weight_only_gemm(x, packed, split_k), x @ weight, torch.float32)
+    torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -30,7 +30,15 @@ Gemm = Callable[[QuantLinear, torch.Tensor], torch.Tensor]
 
 
 def packed_weight(layer: QuantLinear) -> PackedWeight:
-    """The layer's stored tensors as the weight-only kernel reads them."""
+    """The layer's stored tensors as the weight-only kernel reads them, worked out on the first call
+    (before any CUDA graph is captured: GPTQ's group order is read from the device) and kept."""
+    packed = layer.__dict__.get("packed_weight")
+    if packed is None:
+        packed = layer.packed_weight = _pack(layer)
+    return packed
+
+
+def _pack(layer: QuantLinear) -> PackedWeight:
     method, sizes = layer.method, (layer.in_features, layer.out_features)
     if isinstance(method, Int8WeightOnlyMethod):
         return PackedWeight(WeightFormat.INT8, layer.weight, layer.weight_scale, *sizes)
@@ -41,9 +49,12 @@ def packed_weight(layer: QuantLinear) -> PackedWeight:
             WeightFormat.AWQ, layer.qweight, layer.scales, *sizes, layer.qzeros, group_size=method.group_size
         )
     assert isinstance(method, GptqMethod)
+    rows = torch.arange(layer.in_features, device=layer.g_idx.device)
+    in_row_order = torch.equal(layer.g_idx, (rows // layer.group_size).to(layer.g_idx.dtype))  # no act-order
     return PackedWeight(
-        WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits
-    )
+        WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits,
+        layer.group_size, in_row_order,
+    )  # fmt: skip
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:

@@ -48,30 +48,37 @@ def e4m3_bits_to_half(bits):
 @triton.jit
 def _dequantized_tile(
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg, stride_zg,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
 ):  # fmt: skip
-    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N]; per-channel scales (INT8, FP8) are left to the caller."""
+    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N]; per-channel scales (INT8, FP8) are left to the caller.
+    ONE_GROUP: every row of the tile is in the same group (groups in row order, GROUP a multiple of
+    BLOCK_K), so one row of zero points and scales serves the whole tile."""
     mask = k_mask[:, None] & n_mask[None, :]
     if FORMAT < AWQ:  # one value per byte, [out, in]
         stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
         w = (stored if FORMAT == INT8 else e4m3_bits_to_half(stored)).to(tl.float32)
     else:
+        if ONE_GROUP:
+            group = tl.zeros([1], tl.int32) + tl.min(k, 0) // GROUP
+            group_mask = n_mask[None, :]
+        else:
+            group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k_mask, other=0)
+            group_mask = mask
         if FORMAT == AWQ:  # column j of a word sits in nibble j // 2 + 4 * (j % 2)
             shift = (((n % 8) // 2 + 4 * (n % 2)) * 4)[None, :]
-            group = k // GROUP
             words = tl.load(w_ptr + k[:, None] * stride_wk + (n // 8)[None, :], mask=mask, other=0)
-            zeros = tl.load(zero_ptr + group[:, None] * stride_zg + (n // 8)[None, :], mask=mask, other=0)
+            zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // 8)[None, :]
+            zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
             values = ((words >> shift) & 0xF) - ((zeros >> shift) & 0xF)
         else:  # GPTQ: values along the input rows, zero points (minus one) along the output columns
             per_word: tl.constexpr = 32 // BITS
             ones: tl.constexpr = (1 << BITS) - 1
-            group = tl.load(g_idx_ptr + k, mask=k_mask, other=0)
             words = tl.load(w_ptr + (k // per_word)[:, None] * stride_wk + n[None, :], mask=mask, other=0)
             zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // per_word)[None, :]
-            zeros = tl.load(zero_ptrs, mask=mask, other=0)
+            zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
             values = (words >> ((k % per_word) * BITS)[:, None]) & ones
             values -= ((zeros >> ((n % per_word) * BITS)[None, :]) & ones) + 1
-        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=mask, other=0.0)
+        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=group_mask, other=0.0)
         w = values.to(tl.float32) * scales.to(tl.float32)
     return w
 
@@ -113,7 +120,7 @@ def store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om):
 def _weight_only_gemm_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
     stride_xm, stride_wk, stride_wn, stride_sg, stride_zg, stride_os, stride_om,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
@@ -122,7 +129,7 @@ def _weight_only_gemm_kernel(
         k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         w = _dequantized_tile(
             w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg,
-            stride_zg, FORMAT, BITS, GROUP,
+            stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
         )  # fmt: skip
         acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
     if FORMAT < AWQ:
@@ -133,7 +140,7 @@ def _weight_only_gemm_kernel(
 @triton.jit
 def _dequantize_kernel(
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, N, K, stride_wk, stride_wn, stride_sg, stride_zg,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -141,7 +148,7 @@ def _dequantize_kernel(
     mask = (k < K)[:, None] & (n < N)[None, :]
     w = _dequantized_tile(
         w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k < K, n < N, stride_wk, stride_wn, stride_sg, stride_zg,
-        FORMAT, BITS, GROUP,
+        FORMAT, BITS, GROUP, ONE_GROUP,
     )  # fmt: skip
     if FORMAT < AWQ:
         w *= _channel_scales(scale_ptr, n, n < N, FORMAT)[None, :]
@@ -152,7 +159,8 @@ def _dequantize_kernel(
 class PackedWeight:
     """A weight as one of the formats above stores it: W is [in_features, out_features] after unpacking.
     `scales` is per output channel (INT8, FP8) or [groups, out] (AWQ, GPTQ); `zeros` and `g_idx` as the
-    checkpoint stores them (AWQ, GPTQ; `g_idx` GPTQ only)."""
+    checkpoint stores them (AWQ, GPTQ; `g_idx` GPTQ only). `group_size` input rows per group; with
+    `groups_in_row_order` (GPTQ without act-order; AWQ always) group g is rows [g*size, (g+1)*size)."""
 
     format: WeightFormat
     weight: torch.Tensor
@@ -163,6 +171,12 @@ class PackedWeight:
     g_idx: torch.Tensor | None = None
     bits: int = 4
     group_size: int = 1
+    groups_in_row_order: bool = False  # always so for AWQ
+
+    def one_group_per_tile(self, block_k: int) -> bool:
+        """Whether each BLOCK_K rows of a K tile share one group, so the kernel reads its scales once."""
+        in_row_order = self.format == WeightFormat.AWQ or self.groups_in_row_order
+        return self.format >= WeightFormat.AWQ and in_row_order and self.group_size % block_k == 0
 
     def strides(self) -> tuple[int, int, int, int]:
         """(weight stride along in, along out, scale-row stride, zero-row stride)."""
@@ -205,7 +219,8 @@ def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None 
         x, *weight.pointers(), out, m, n, k, k_per_split,
         x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
         FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT=dot_precision(x), num_warps=4, num_stages=3,
+        ONE_GROUP=weight.one_group_per_tile(block_k), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        DOT=dot_precision(x), num_warps=4, num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
 
@@ -218,6 +233,7 @@ def dequantize(weight: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     grid = (triton.cdiv(k, 64), triton.cdiv(n, 64))
     _dequantize_kernel[grid](
         *weight.pointers(), out, n, k, stride_wk, stride_wn, stride_sg, stride_zg,
-        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size, BLOCK_N=64, BLOCK_K=64,
+        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
+        ONE_GROUP=weight.one_group_per_tile(64), BLOCK_N=64, BLOCK_K=64,
     )  # fmt: skip
     return out
