@@ -211,12 +211,14 @@ def compile_every_kernel(capability: int) -> None:
     }
     for weight_format, (weight, scales) in stored.items():
         common = {"w_ptr": weight, "scale_ptr": scales, "zero_ptr": i32, "g_idx_ptr": i32, "out_ptr": bf16}
-        constexprs = {"FORMAT": int(weight_format), "BITS": 4, "GROUP": 128, "BLOCK_N": 64, "BLOCK_K": 128}
-        compile_for(
-            wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
-            stride_os=0, stride_om=4096, BLOCK_M=16, **constexprs,
-        )  # fmt: skip
-        compile_for(wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs)
+        for one_group in (False, True) if weight_format >= wo.WeightFormat.AWQ else (False,):
+            constexprs = {"FORMAT": int(weight_format), "BITS": 4, "GROUP": 128, "ONE_GROUP": one_group,
+                          "BLOCK_N": 64, "BLOCK_K": 128}  # fmt: skip
+            compile_for(
+                wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
+                stride_os=0, stride_om=4096, BLOCK_M=16, **constexprs,
+            )  # fmt: skip
+            compile_for(wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs)
     for fp8_dot in (False, True) if capability >= 89 else (False,):
         compile_for(
             fp8_gemm._fp8_block_gemm_kernel, capability, x_ptr=_pointer(torch.uint8) if fp8_dot else bf16,
