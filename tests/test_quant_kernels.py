@@ -119,7 +119,7 @@ GROUPS_OF_128 = {
 }
 
 
-@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES[1:])
 @pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
 def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
     """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
