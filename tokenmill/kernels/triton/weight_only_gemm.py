@@ -47,10 +47,11 @@ def e4m3_bits_to_half(bits):
 
 @triton.jit
 def _dequantized_tile(
-    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg, stride_zg,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
+    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, K, N, stride_wk, stride_wn, stride_sg,
+    stride_zg, FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
 ):  # fmt: skip
-    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N]; per-channel scales (INT8, FP8) are left to the caller.
+    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N] (k and n start at multiples of 8); per-channel scales
+    (INT8, FP8) are left to the caller. Each packed word is loaded once and unpacked into its values.
     ONE_GROUP: every row of the tile is in the same group (groups in row order, GROUP a multiple of
     BLOCK_K), so one row of zero points and scales serves the whole tile."""
     mask = k_mask[:, None] & n_mask[None, :]
@@ -65,18 +66,29 @@ def _dequantized_tile(
             group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k_mask, other=0)
             group_mask = mask
         if FORMAT == AWQ:  # column j of a word sits in nibble j // 2 + 4 * (j % 2)
+            block_n: tl.constexpr = n.shape[0]
+            column = tl.arange(0, 8)
+            nibble_shifts = 4 * (column // 2 + 4 * (column % 2))
+            word_columns = tl.min(n, 0) // 8 + tl.arange(0, block_n // 8)
+            word_mask = k_mask[:, None] & (word_columns * 8 < N)[None, :]
+            words = tl.load(w_ptr + k[:, None] * stride_wk + word_columns[None, :], mask=word_mask, other=0)
+            unpacked = (words[:, :, None] >> nibble_shifts[None, None, :]) & 0xF  # [BLOCK_K, BLOCK_N/8, 8]
             shift = (((n % 8) // 2 + 4 * (n % 2)) * 4)[None, :]
-            words = tl.load(w_ptr + k[:, None] * stride_wk + (n // 8)[None, :], mask=mask, other=0)
             zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // 8)[None, :]
             zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
-            values = ((words >> shift) & 0xF) - ((zeros >> shift) & 0xF)
+            values = tl.reshape(unpacked, [k.shape[0], block_n]) - ((zeros >> shift) & 0xF)
         else:  # GPTQ: values along the input rows, zero points (minus one) along the output columns
             per_word: tl.constexpr = 32 // BITS
             ones: tl.constexpr = (1 << BITS) - 1
-            words = tl.load(w_ptr + (k // per_word)[:, None] * stride_wk + n[None, :], mask=mask, other=0)
+            block_k: tl.constexpr = k.shape[0]
+            word_rows = tl.min(k, 0) // per_word + tl.arange(0, block_k // per_word)
+            word_mask = (word_rows * per_word < K)[:, None] & n_mask[None, :]
+            words = tl.load(w_ptr + word_rows[:, None] * stride_wk + n[None, :], mask=word_mask, other=0)
+            value_shifts = tl.arange(0, per_word) * BITS
+            unpacked = (words[:, None, :] >> value_shifts[None, :, None]) & ones  # [rows/word, word, BLOCK_N]
             zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // per_word)[None, :]
             zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
-            values = (words >> ((k % per_word) * BITS)[:, None]) & ones
+            values = tl.reshape(unpacked, [block_k, n.shape[0]])
             values -= ((zeros >> ((n % per_word) * BITS)[None, :]) & ones) + 1
         scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=group_mask, other=0.0)
         w = values.to(tl.float32) * scales.to(tl.float32)
@@ -128,8 +140,8 @@ def _weight_only_gemm_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         w = _dequantized_tile(
-            w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, stride_wk, stride_wn, stride_sg,
-            stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
+            w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, K, N, stride_wk, stride_wn,
+            stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
         )  # fmt: skip
         acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
     if FORMAT < AWQ:
@@ -147,8 +159,8 @@ def _dequantize_kernel(
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (k < K)[:, None] & (n < N)[None, :]
     w = _dequantized_tile(
-        w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k < K, n < N, stride_wk, stride_wn, stride_sg, stride_zg,
-        FORMAT, BITS, GROUP, ONE_GROUP,
+        w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k < K, n < N, K, N, stride_wk, stride_wn, stride_sg,
+        stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
     )  # fmt: skip
     if FORMAT < AWQ:
         w *= _channel_scales(scale_ptr, n, n < N, FORMAT)[None, :]
