@@ -6,7 +6,7 @@ loaded into tokenmill; then
   * bf16: tokenmill's logprobs (top 5 and the chosen token, every generated position) against
     transformers' teacher-forced log-softmax on the same tokens, through prefill, decode with CUDA-graph
     replay, eager decode, chunked prefill with prefix-cache hits, preemption, the PyTorch reference
-    kernels, and the fp8 KV cache (greedy agreement and error vs bf16).
+    kernels, and the fp8 and int8 KV caches (greedy agreement and error vs bf16).
 Usage: PYTHONPATH=. python bench/gpu_check.py [--out results.json]; exits 1 if a check fails.
 """
 
@@ -34,8 +34,9 @@ SETUPS = {
     "preemption": {"num_kv_blocks": 28, "max_num_batched_tokens": 256},
     "torch-kernels": {"kernels": "torch"},
     "fp8-kv": {"kv_cache_dtype": "fp8"},
+    "int8-kv": {"kv_cache_dtype": "int8"},
 }
-BF16_MAX_ABS_LOGPROB_ERROR = 0.15  # bf16 rounding of 28 layers; fp8 KV gets 4x this
+BF16_MAX_ABS_LOGPROB_ERROR = 0.15  # bf16 rounding of 28 layers; a quantized KV cache gets 4x this
 
 
 def prompts(seed: int = 0) -> list[list[int]]:
@@ -117,7 +118,7 @@ def check_bf16(directory: Path, report: dict) -> bool:
             "preemptions": llm.engine.scheduler.num_preemptions,
             "cuda_graphs": len(llm.engine.runner.graphs),
         }
-        limit = BF16_MAX_ABS_LOGPROB_ERROR * (4 if name == "fp8-kv" else 1)
+        limit = BF16_MAX_ABS_LOGPROB_ERROR * (4 if name.endswith("-kv") else 1)
         ok &= worst < limit
         ok &= name != "preemption" or llm.engine.scheduler.num_preemptions > 0
         del llm

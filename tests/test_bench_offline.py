@@ -1,4 +1,4 @@
-"""The offline benchmark's judge workload and its repeated, cold-start timing."""
+"""The offline benchmark's judge workload, its repeated, cold-start timing, and its weight bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
+from tokenmill.bench.offline import Workload, benchmark
+from tokenmill.config import EngineConfig
 from tokenmill.eval.datasets import read_question_file
 from tokenmill.tokenizer import Tokenizer
 
@@ -77,3 +79,17 @@ def test_bench_structured_json_does_the_plain_runs_work(tiny_model_dir, tmp_path
     assert report["structured"] == "json" and report["output_tokens"] == 6 * 24
     assert set(report["grammar_compile_ms"]) == {"tokenizer_info", "flat", "nested_refs", "workload"}
     assert all(ms > 0 for ms in report["grammar_compile_ms"].values())
+
+
+@pytest.mark.slow
+def test_bench_reports_the_quantization_and_its_weight_bytes(tmp_path: Path) -> None:
+    """The bytes floor's weight term is what the quantized model stores (int8: about half of float32/4)."""
+    workload = Workload("tiny", 1, (4, 4), (2, 2))
+    reports = {}
+    for quantization in (None, "int8"):
+        config = EngineConfig(model="random:qwen3-tiny", device="cpu", quantization=quantization)
+        reports[quantization] = benchmark(config, workload, [], "test", tmp_path)
+    plain, int8 = reports[None], reports["int8"]
+    assert plain.quantization == "none" and int8.quantization == "int8"
+    assert 0.2 < int8.weight_bytes / plain.weight_bytes < 0.8  # projections at 1 byte instead of 4
+    assert len(list(tmp_path.glob("tiny-qwen3-tiny-int8-*.json"))) == 1

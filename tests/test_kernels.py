@@ -155,12 +155,12 @@ def test_mixed_batch_dispatch(fp8: bool) -> None:
     """Decodes first, then prefill chunks: the Triton backend's `paged_attention` equals the reference."""
     seq_lens, query_lens = [9, 40, 3, 50, 17], [1, 1, 1, 20, 17]
     q, cache, meta = _paged_setup(seq_lens, query_lens, page=4, kv_heads=2, group=2, dtype=torch.float16)
+    scales = None
     if fp8:
-        cache = cache.to(torch.float8_e4m3fn)
-        meta.kv_scales = torch.tensor([0.5, 2.0])
-    expected = reference.paged_attention(q, cache, meta, 0.25)
+        cache, scales = cache.to(torch.float8_e4m3fn), torch.tensor([0.5, 2.0])
+    expected = reference.paged_attention(q, cache, meta, 0.25, scales)
     meta.decode_splits = 2
-    close(TRITON.paged_attention(q, cache, meta, 0.25), expected, torch.float16)
+    close(TRITON.paged_attention(q, cache, meta, 0.25, scales), expected, torch.float16)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="the Triton interpreter rounds float->fp8 wrongly; checked on a GPU")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, resolve_quantization
 from tokenmill.quantization.awq import AwqMethod, pack_awq, quantize_awq, unpack_awq
-from tokenmill.quantization.fp8 import Fp8BlockMethod, quantize_fp8_blocks
+from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod, quantize_fp8_blocks
 from tokenmill.quantization.gptq import GptqMethod, pack_sequential, quantize_gptq
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
 
@@ -153,7 +153,7 @@ def _dequantized(layer: QuantLinear) -> torch.Tensor:
         return gptq_weight({name: getattr(layer, name) for name in parts}, layer.method.bits)
     if isinstance(layer.method, AwqMethod):
         return awq_weight(layer.qweight, layer.qzeros, layer.scales)
-    if isinstance(layer.method, Int8WeightOnlyMethod):
+    if isinstance(layer.method, (Int8WeightOnlyMethod, Fp8ChannelMethod)):
         return layer.weight.float() * layer.weight_scale[:, None]
     if isinstance(layer.method, Fp8BlockMethod):
         bo, bi = layer.method.block
@@ -166,6 +166,7 @@ METHODS = {
     "none": UnquantizedMethod,
     "int8": Int8WeightOnlyMethod,
     "fp8": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
+    "fp8-channel": Fp8ChannelMethod,
     "awq": lambda: AwqMethod(16, checkpoint_is_awq=False),
     "gptq4": lambda: GptqMethod(4, 16, checkpoint_is_gptq=False),
     "gptq8": lambda: GptqMethod(8, -1, checkpoint_is_gptq=False),
@@ -189,7 +190,18 @@ def test_fused_shards_load_like_the_whole_matrix_and_apply_equals_the_reference(
     reference = x @ _dequantized(whole).T + bias
     torch.testing.assert_close(whole(x), reference, rtol=1e-5, atol=1e-5)
     error = (whole(x) - F.linear(x, weight, bias)).abs().max().item()
-    assert error < {"none": 1e-6, "int8": 0.01, "fp8": 0.05, "awq": 0.25, "gptq4": 0.25, "gptq8": 0.02}[kind]
+    assert (
+        error
+        < {
+            "none": 1e-6,
+            "int8": 0.01,
+            "fp8": 0.05,
+            "fp8-channel": 0.05,
+            "awq": 0.25,
+            "gptq4": 0.25,
+            "gptq8": 0.02,
+        }[kind]
+    )
 
 
 def test_int8_runs_in_bfloat16_activations() -> None:
@@ -242,8 +254,9 @@ def test_flags_without_a_quantized_checkpoint() -> None:
     assert resolve_quantization(None, None, "c") is None
     int8 = resolve_quantization("int8", None, "c")
     assert int8 is not None and isinstance(int8.method_for(["x"]), Int8WeightOnlyMethod)
-    fp8 = resolve_quantization("fp8", None, "c")
-    assert fp8 is not None and fp8.weight_block_size == (128, 128) and not fp8.checkpoint_quantized
+    fp8 = resolve_quantization("fp8", None, "c")  # per output channel, so each shard quantizes alone
+    assert fp8 is not None and not fp8.checkpoint_quantized
+    assert isinstance(fp8.method_for(["x"]), Fp8ChannelMethod)
 
 
 @pytest.mark.parametrize(

@@ -33,12 +33,14 @@ class EngineConfig(BaseModel):
     cpu_kv_cache_gib: float = Field(default=2.0, gt=0, description="KV cache budget on CPU")
     enable_prefix_caching: bool = True
     seed: int = 0
-    kv_cache_dtype: Literal["auto", "fp8"] = Field(
-        default="auto", description="KV-cache precision: the model dtype, or fp8 (e4m3, CUDA sm_89+)"
+    kv_cache_dtype: Literal["auto", "fp8", "int8"] = Field(
+        default="auto",
+        description="KV-cache precision: the model dtype, fp8 (e4m3, CUDA sm_89+) or int8 (a scale per "
+        "token and head, any device)",
     )
     quantization: Literal["fp8", "int8", "awq"] | None = Field(
         default=None,
-        description="quantize float weights at load: fp8 (128x128 blocks), int8 (weight-only, per "
+        description="quantize float weights at load: fp8 (per output channel), int8 (weight-only, per "
         "channel) or awq (int4, groups of 128); quantized checkpoints are detected from config.json",
     )
     kernels: Literal["auto", "triton", "torch"] = Field(

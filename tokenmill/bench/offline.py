@@ -27,6 +27,7 @@ from tokenmill.bench.compile_log import CompileLog
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
+from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
 from tokenmill.engine.llm import LLM
 from tokenmill.engine.llm_engine import StepStats
 from tokenmill.lora.adapter import LoRARequest
@@ -75,6 +76,8 @@ class BenchResult:
     device: str
     date: str
     kv_cache_dtype: str
+    quantization: str  # --quantization, or "none" (a quantized checkpoint says so in `model`)
+    weight_bytes: int  # what every decode step reads at least once: the floor's weight term
     num_prompts: int
     prompt_tokens: int
     output_tokens: int
@@ -270,10 +273,10 @@ def benchmark(
     stats = engine.stats
     step_ms = 1000 * stats.decode_seconds / stats.decode_steps if stats.decode_steps else None
     peak = bandwidth = floor = None
+    weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
     if device.type == "cuda":
         peak = torch.cuda.max_memory_reserved(device) / (1 << 30)
-        weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
-        kv_per_token = sum(c[:, 0, 0].numel() * c.element_size() for c in engine.runner.kv_caches)
+        kv_per_token = kv_bytes_per_block(engine.runner.model, 1, engine.runner.kv_caches[0].dtype)
         bandwidth = measure_copy_bandwidth(device)
         floor = output_tokens / bytes_floor_seconds(requests, weights, kv_per_token, bandwidth)
     del llm, engine
@@ -296,6 +299,8 @@ def benchmark(
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         date=dt.date.today().isoformat(),
         kv_cache_dtype=config.kv_cache_dtype if config.kv_cache_dtype != "auto" else "bf16",
+        quantization=config.quantization or "none",
+        weight_bytes=weights,
         num_prompts=workload.num_prompts,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
@@ -324,6 +329,7 @@ def benchmark(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
+        model += f"-{config.quantization}" if config.quantization else ""
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
         name = workload.name + (f"-structured-{structured}" if structured else "")
         path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"

@@ -51,7 +51,7 @@ class StaticInputs:
         width = inputs.block_tables.shape[1]
         self.block_tables[:size, :width].copy_(inputs.block_tables, non_blocking=True)
 
-    def metadata(self, size: int, decode_splits: int, kv_scales: torch.Tensor | None) -> AttentionMetadata:
+    def metadata(self, size: int, decode_splits: int) -> AttentionMetadata:
         """Attention metadata over the first `size` rows, for capture (so it holds no host lists)."""
         return AttentionMetadata(
             slot_mapping=self.slot_mapping[:size],
@@ -63,7 +63,6 @@ class StaticInputs:
             query_lens_cpu=[],
             block_size=self.block_size,
             decode_splits=decode_splits,
-            kv_scales=kv_scales,
         )
 
 
@@ -89,7 +88,6 @@ class DecodeGraphs:
         device: torch.device,
         max_num_seqs: int,
         decode_splits: Callable[[int], int],
-        kv_scales: torch.Tensor | None,
     ) -> None:
         """Capture every size, largest first (later, smaller graphs reuse the pool's memory)."""
         sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
@@ -97,7 +95,7 @@ class DecodeGraphs:
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
-                meta = static.metadata(size, decode_splits(size), kv_scales)
+                meta = static.metadata(size, decode_splits(size))
                 input_ids, positions = static.input_ids[:size], static.positions[:size]
                 model(input_ids, positions, meta)  # compiles and warms up outside the capture
                 torch.cuda.synchronize(device)

@@ -17,6 +17,7 @@ from tokenmill.models.llama import LlamaForCausalLM
 logger = logging.getLogger(__name__)
 
 GiB = 1 << 30
+INT8_SCALE_BYTES = 4  # an int8 cache's float32 scale per token and head
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ def plan_kv_cache(
 def kv_cache_dtype(requested: str, device: torch.device, model_dtype: torch.dtype) -> torch.dtype:
     if requested == "auto":
         return model_dtype
+    if requested == "int8":  # stored values are dequantized in registers: every GPU (and the CPU) reads it
+        return torch.int8
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ValueError(
             "kv_cache_dtype='fp8' needs a GPU with fp8 support (sm_89 or newer: Ada, Hopper, Blackwell)"
@@ -76,9 +79,26 @@ def _blocks_from_memory(
 
 
 def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
+    """Keys and values of every layer, plus an int8 cache's float32 scale per token and head."""
     cfg = model.config
     element = torch.empty((), dtype=dtype).element_size()
-    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * element
+    per_head = cfg.head_dim * element + (INT8_SCALE_BYTES if dtype == torch.int8 else 0)
+    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * per_head
+
+
+def allocate_kv_cache(
+    shape: tuple[int, int, int, int, int], dtype: torch.dtype, num_layers: int, device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Each layer's cache ([2, blocks, block_size, kv_heads, head_dim]) and the scales its quantized
+    values need: fp8 one per tensor (1.0, shared by every layer); int8 one per token and head, computed as
+    each token is written ([2, blocks, block_size, kv_heads] per layer); None in the model dtype."""
+    caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+    if dtype == torch.float8_e4m3fn:
+        shared = torch.ones(2, dtype=torch.float32, device=device)
+        return caches, [shared] * num_layers
+    if dtype == torch.int8:
+        return caches, [torch.zeros(shape[:-1], dtype=torch.float32, device=device) for _ in caches]
+    return caches, [None] * num_layers
 
 
 def activation_reserve_bytes(model: LlamaForCausalLM, max_batched_tokens: int, max_num_seqs: int) -> int:

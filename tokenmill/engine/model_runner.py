@@ -9,6 +9,7 @@ import torch
 
 from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.cuda_graphs import DecodeGraphs
+from tokenmill.engine.kv_cache_sizing import allocate_kv_cache
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
@@ -62,13 +63,12 @@ class ModelRunner:
         self.device, self.dtype = params.device, params.dtype
         cfg = model.config
         self.null_block = num_blocks
-        cache_dtype = kv_cache_dtype or self.dtype
         shape = (2, num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim)
-        self.kv_caches = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in model.layers]
-        for attention, cache in zip(model.attention_layers(), self.kv_caches):
-            attention.kv_cache = cache
-        fp8 = cache_dtype == torch.float8_e4m3fn
-        self.kv_scales = torch.ones(2, dtype=torch.float32, device=self.device) if fp8 else None
+        self.kv_caches, kv_scales = allocate_kv_cache(
+            shape, kv_cache_dtype or self.dtype, len(model.layers), self.device
+        )
+        for attention, cache, scales in zip(model.attention_layers(), self.kv_caches, kv_scales):
+            attention.kv_cache, attention.kv_scales = cache, scales
         self.num_sms = (
             torch.cuda.get_device_properties(self.device).multi_processor_count
             if self.device.type == "cuda"
@@ -80,7 +80,7 @@ class ModelRunner:
         self.lora_step = lora_step
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
-        ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, self.kv_scales)
+        ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, kv_scales[0])
         if cuda_graphs:
             self.graphs.capture(
                 model,
@@ -88,7 +88,6 @@ class ModelRunner:
                 self.device,
                 max_num_seqs,
                 lambda size: self._decode_splits(size, max_model_len),
-                self.kv_scales,
             )
 
     @torch.inference_mode()
@@ -148,7 +147,6 @@ class ModelRunner:
             block_size=self.block_size,
             max_query_len=max(inputs.query_lens),
             decode_splits=self._decode_splits(decodes, max(inputs.seq_lens_cpu[:decodes], default=1)),
-            kv_scales=self.kv_scales,
         )
         input_ids = inputs.token_source if inputs.input_ids is None else upload(inputs.input_ids)
         return self.model(input_ids, upload(inputs.positions), meta)

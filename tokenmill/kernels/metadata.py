@@ -24,4 +24,3 @@ class AttentionMetadata:
     block_size: int
     max_query_len: int = 1
     decode_splits: int = 1  # programs per sequence and KV head in a split decode (`Ops.decode_splits`)
-    kv_scales: torch.Tensor | None = None  # [k_scale, v_scale] of an fp8 cache, else None

@@ -32,8 +32,8 @@ RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None], tuple[Tensor, Tenso
 NormRopeAndCacheOp = Callable[
     [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, QKNorm | None, Tensor | None], Tensor
 ]
-# (q, kv_cache, meta, scale) -> causal attention of a step's new tokens over the paged cache
-PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float], Tensor]
+# (q, kv_cache, meta, scale, kv_scales) -> causal attention of a step's new tokens over the paged cache
+PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float, Tensor | None], Tensor]
 # (num_seqs, num_kv_heads, max_len, num_sms) -> AttentionMetadata.decode_splits
 DecodeSplitsOp = Callable[[int, int, int, int], int]
 # (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps

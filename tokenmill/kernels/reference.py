@@ -34,6 +34,20 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def round_half_away(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer, ties away from zero (what the Triton cache write does)."""
+    return torch.where(x >= 0, torch.floor(x + 0.5), torch.ceil(x - 0.5))
+
+
+def quantize_int8_heads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [tokens, kv_heads, head_dim] -> (int8 values, float32 scales [tokens, kv_heads]): one scale per
+    token and head, its largest magnitude / 127 (an all-zero head gets scale 0 and zeros)."""
+    x = x.float()
+    amax = x.abs().amax(dim=-1)
+    inverse = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    return round_half_away(x * inverse[..., None]).to(torch.int8), amax / 127.0
+
+
 def write_kv_cache(
     k: torch.Tensor,
     v: torch.Tensor,
@@ -41,12 +55,17 @@ def write_kv_cache(
     slot_mapping: torch.Tensor,
     kv_scales: torch.Tensor | None = None,
 ) -> None:
-    """Store the new tokens' keys and values ([tokens, kv_heads, head_dim]) at their cache slots."""
+    """Store the new tokens' keys and values ([tokens, kv_heads, head_dim]) at their cache slots: fp8
+    divided by its per-tensor scales, int8 with the per-token, per-head scales written to `kv_scales`."""
     num_kv_heads, head_dim = k.shape[1], k.shape[2]
-    if kv_scales is not None:
-        k, v = k.float() / kv_scales[0], v.float() / kv_scales[1]
-    kv_cache[0].view(-1, num_kv_heads, head_dim)[slot_mapping] = k.to(kv_cache.dtype)
-    kv_cache[1].view(-1, num_kv_heads, head_dim)[slot_mapping] = v.to(kv_cache.dtype)
+    for which, x in enumerate((k, v)):
+        if kv_cache.dtype == torch.int8:
+            assert kv_scales is not None, "an int8 cache has its scales beside it"
+            x, scales = quantize_int8_heads(x)
+            kv_scales[which].view(-1, num_kv_heads)[slot_mapping] = scales
+        elif kv_scales is not None:
+            x = x.float() / kv_scales[which]
+        kv_cache[which].view(-1, num_kv_heads, head_dim)[slot_mapping] = x.to(kv_cache.dtype)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -80,20 +99,26 @@ def norm_rope_and_cache(
 
 
 def paged_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    kv_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal attention of the new tokens `q` ([tokens, heads, head_dim]) over each sequence's cache.
-    Decodes are batched with a length mask; each prefill chunk is attended on its own."""
+    """Causal attention of the new tokens `q` ([tokens, heads, head_dim]) over each sequence's cache
+    (fp8 or int8 with `kv_scales`). Decodes are batched with a length mask; each prefill chunk is
+    attended on its own."""
     out = torch.empty_like(q)
     nd = meta.num_decodes
     if nd:
-        out[:nd] = _decode_attention(q[:nd], kv_cache, meta, scale)
+        out[:nd] = _decode_attention(q[:nd], kv_cache, meta, scale, kv_scales)
     starts = meta.query_start_loc.tolist() if nd < len(meta.seq_lens_cpu) else []
     for i in range(nd, len(meta.seq_lens_cpu)):
         seq_len, query_len = meta.seq_lens_cpu[i], meta.query_lens_cpu[i]
         begin = starts[i]
-        keys, values = _gather_sequence(
-            kv_cache, meta.block_tables[i], seq_len, meta.block_size, meta.kv_scales
+        blocks = meta.block_tables[i, : -(-seq_len // meta.block_size)].long()
+        keys, values = (
+            _read_cache(kv_cache, kv_scales, which, blocks).flatten(0, 1)[:seq_len] for which in (0, 1)
         )
         query_pos = torch.arange(seq_len - query_len, seq_len, device=q.device)
         mask = torch.arange(seq_len, device=q.device)[None, :] <= query_pos[:, None]
@@ -103,32 +128,33 @@ def paged_attention(
 
 
 def _decode_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    kv_scales: torch.Tensor | None,
 ) -> torch.Tensor:
     nd = q.shape[0]
     max_len = max(meta.seq_lens_cpu[:nd])
     max_blocks = -(-max_len // meta.block_size)
     blocks = meta.block_tables[:nd, :max_blocks].long()
-    keys = _dequantize(kv_cache[0][blocks].flatten(1, 2)[:, :max_len], meta.kv_scales, 0)  # [nd, len, kvh, d]
-    values = _dequantize(kv_cache[1][blocks].flatten(1, 2)[:, :max_len], meta.kv_scales, 1)
+    keys, values = (  # [nd, len, kvh, d]
+        _read_cache(kv_cache, kv_scales, which, blocks).flatten(1, 2)[:, :max_len] for which in (0, 1)
+    )
     mask = torch.arange(max_len, device=q.device)[None, :] < meta.seq_lens[:nd, None]
     return _sdpa(q[:, None], keys, values, mask[:, None, :], scale)[:, 0]
 
 
-def _gather_sequence(
-    kv_cache: torch.Tensor,
-    block_table: torch.Tensor,
-    seq_len: int,
-    block_size: int,
-    scales: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    blocks = block_table[: -(-seq_len // block_size)].long()
-    keys = _dequantize(kv_cache[0][blocks].flatten(0, 1)[:seq_len], scales, 0)
-    return keys, _dequantize(kv_cache[1][blocks].flatten(0, 1)[:seq_len], scales, 1)
-
-
-def _dequantize(cached: torch.Tensor, scales: torch.Tensor | None, which: int) -> torch.Tensor:
-    return cached if scales is None else cached.float() * scales[which]
+def _read_cache(
+    kv_cache: torch.Tensor, kv_scales: torch.Tensor | None, which: int, blocks: torch.Tensor
+) -> torch.Tensor:
+    """Keys (which=0) or values of cache blocks `blocks` ([..., page, kv_heads, head_dim]), dequantized."""
+    cached = kv_cache[which][blocks]
+    if kv_scales is None:
+        return cached
+    if kv_cache.dtype == torch.int8:
+        return cached.float() * kv_scales[which][blocks][..., None]
+    return cached.float() * kv_scales[which]
 
 
 def _sdpa(

@@ -97,6 +97,7 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.ops = ops
         self.kv_cache: torch.Tensor | None = None  # [2, num_blocks, block_size, kv_heads, head_dim]
+        self.kv_scales: torch.Tensor | None = None  # a quantized cache's scales, attached with it
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
@@ -109,9 +110,9 @@ class Attention(nn.Module):
         assert self.kv_cache is not None, "the model runner attaches the KV cache before the first step"
         q = self.ops.norm_rope_and_cache(
             q, k, v, positions, self.rotary.cos, self.rotary.sin, self.kv_cache, meta.slot_mapping, qk_norm,
-            meta.kv_scales,
+            self.kv_scales,
         )  # fmt: skip
-        out = self.ops.paged_attention(q, self.kv_cache, meta, self.scale)
+        out = self.ops.paged_attention(q, self.kv_cache, meta, self.scale, self.kv_scales)
         return self.o_proj(out.flatten(1))
 
 

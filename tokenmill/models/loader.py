@@ -151,6 +151,10 @@ def _build(
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
     with torch.device(device), _default_dtype(dtype), _SkipRandomInit():
         model = cls(config, max_positions, ops)
+    if ops.name == "triton":
+        from tokenmill.quantization.triton_gemms import use_triton_gemms  # imports triton
+
+        use_triton_gemms(model)
     return model.eval().requires_grad_(False)
 
 

@@ -2,14 +2,15 @@
 
 A method creates the layer's weight tensors (`create_weights`), fills them from checkpoint tensors one
 fused shard at a time (`load`), and multiplies by them (`apply`). A new format is one new subclass; the
-model code only ever sees `QuantLinear`. The methods here are PyTorch references; a Triton kernel for a
-format replaces its `apply` and is tested against it.
+model code only ever sees `QuantLinear`. Each `apply` is the PyTorch reference; on the Triton kernel
+backend a method's `gemm` (set at load by `triton_gemms.use_triton_gemms`) runs instead, and is tested
+against it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ class QuantMethod(ABC):
 
     #: checkpoint tensors of each shard, beside `bias` (e.g. ("weight", "weight_scale_inv"))
     checkpoint_tensors: tuple[str, ...] = ("weight",)
+    #: the Triton GEMM (layer, x) -> x W^T that replaces `apply` on the Triton backend; None: `apply`
+    gemm: Callable[[QuantLinear, torch.Tensor], torch.Tensor] | None = None
 
     @abstractmethod
     def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
@@ -95,7 +98,44 @@ class QuantLinear(nn.Module):
             self.method.load(self, name, tensor, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.method.apply(self, x, self.bias)
+        if self.method.gemm is None:
+            return self.method.apply(self, x, self.bias)
+        y = self.method.gemm(self, x)
+        return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_shards}, method={type(self.method).__name__}"
+
+
+class ChannelScaledMethod(QuantMethod):
+    """Float weights quantized at load to `storage_dtype` with one float32 scale per output channel, so a
+    shard quantizes on its own as it arrives and no float copy of the layer is ever held. The reference
+    multiplies in the activation dtype on the stored values (exact there) and scales the output columns,
+    the order a weight-only GEMM applies them in registers."""
+
+    checkpoint_tensors = ("weight",)
+    storage_dtype: torch.dtype
+    format_name: str
+
+    @staticmethod
+    @abstractmethod
+    def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight [out, in] float -> (values in `storage_dtype`, float32 scale [out])."""
+
+    def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        out, inp = layer.out_features, layer.in_features
+        layer.weight = nn.Parameter(torch.empty(out, inp, dtype=self.storage_dtype), requires_grad=False)
+        layer.weight_scale = nn.Parameter(torch.empty(out, dtype=torch.float32), requires_grad=False)
+
+    def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
+        what = layer.describe(name, shard)
+        if name != "weight" or not tensor.is_floating_point() or tensor.dtype == torch.float8_e4m3fn:
+            raise ValueError(f"{what}: {self.format_name} quantization at load reads float weights only")
+        rows = layer.shard_rows(shard)
+        quantized, scale = self.quantize(tensor.to(layer.weight.device))
+        copy_checked(layer.weight.data[rows], quantized, what)
+        layer.weight_scale.data[rows] = scale
+
+    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        y = F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
+        return y if bias is None else y + bias

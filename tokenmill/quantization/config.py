@@ -9,12 +9,11 @@ from typing import Any
 
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantMethod, UnquantizedMethod
-from tokenmill.quantization.fp8 import Fp8BlockMethod
+from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
 QUANTIZATION_CHOICES = ("fp8", "int8", "awq")
-DEFAULT_FP8_BLOCK = (128, 128)
 DEFAULT_GROUP_SIZE = 128
 _READ_FROM_CHECKPOINTS = ("fp8", "awq", "gptq")
 _PLANNED = ("compressed-tensors", "awq_marlin", "gptq_marlin")
@@ -24,7 +23,7 @@ _PLANNED = ("compressed-tensors", "awq_marlin", "gptq_marlin")
 class QuantizationConfig:
     method: str  # one of QUANTIZATION_CHOICES
     checkpoint_quantized: bool  # False: float weights quantized while loading
-    weight_block_size: tuple[int, int] | None = None  # fp8
+    weight_block_size: tuple[int, int] | None = None  # fp8 checkpoints (quantized at load: per channel)
     group_size: int | None = None  # awq, gptq (-1: one group)
     bits: int = 4  # gptq
     modules_to_not_convert: tuple[str, ...] = ()
@@ -41,6 +40,8 @@ class QuantizationConfig:
             )
         if self.method == "int8":
             return Int8WeightOnlyMethod()
+        if self.method == "fp8" and not self.checkpoint_quantized:
+            return Fp8ChannelMethod()
         if self.method == "fp8" and self.weight_block_size is not None:
             return Fp8BlockMethod(self.weight_block_size, self.checkpoint_quantized)
         if self.method == "awq" and self.group_size is not None:
@@ -65,9 +66,8 @@ def resolve_quantization(
             raise ValueError(
                 f"quantization {requested!r} is not supported (supported: {QUANTIZATION_CHOICES})"
             )
-        block = DEFAULT_FP8_BLOCK if requested == "fp8" else None
         group = DEFAULT_GROUP_SIZE if requested == "awq" else None
-        return QuantizationConfig(requested, False, weight_block_size=block, group_size=group)
+        return QuantizationConfig(requested, False, group_size=group)
     field = f"{source}: quantization_config"
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{field} must be an object")

@@ -1,10 +1,10 @@
-"""FP8 (e4m3) weights with one scale per [block_out, block_in] tile: DeepSeek-V3 / Qwen3-FP8 checkpoints.
+"""FP8 (e4m3) weights, in two layouts.
 
-On disk each linear has `weight` (float8_e4m3fn [out, in]) and `weight_scale_inv` (float32
-[ceil(out/bo), ceil(in/bi)]; the real weight is weight * scale_inv of its tile). A float weight (a bf16
-checkpoint with `--quantization fp8`, or random weights) is quantized into the same layout at load, so one
-kernel serves both. The reference here dequantizes and multiplies in the activation dtype; the Triton GEMM
-with per-token-group activation scales comes later and is tested against it.
+Block-wise (DeepSeek-V3 / Qwen3-FP8 checkpoints): each linear has `weight` (float8_e4m3fn [out, in]) and
+`weight_scale_inv` (float32 [ceil(out/bo), ceil(in/bi)]; the real weight is weight * scale_inv of its
+tile). Per output channel (`--quantization fp8` on a float checkpoint): one scale per output row, so each
+shard quantizes on its own as it loads. The references here dequantize and multiply in the activation
+dtype; the Triton GEMMs (`kernels/triton/fp8_gemm.py`, `weight_only_gemm.py`) are tested against them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.quantization.base import QuantLinear, QuantMethod, copy_checked
+from tokenmill.quantization.base import ChannelScaledMethod, QuantLinear, QuantMethod, copy_checked
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
@@ -33,6 +33,14 @@ def quantize_fp8_blocks(weight: torch.Tensor, block: tuple[int, int]) -> tuple[t
     return quantized.view(grid_rows * bo, grid_cols * bi)[:rows, :cols].contiguous(), scale_inv
 
 
+def quantize_fp8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] float -> (float8_e4m3fn [out, in], float32 scale [out]): each output row scaled
+    so its largest magnitude maps to the e4m3 maximum; weight ~= q * scale[:, None]."""
+    weight = weight.float()
+    scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    return (weight / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+
+
 def dequantize_fp8_blocks(
     weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
 ) -> torch.Tensor:
@@ -41,6 +49,29 @@ def dequantize_fp8_blocks(
     grid_rows, grid_cols = scale_inv.shape
     tiles = scale_inv[:, None, :, None].expand(grid_rows, block[0], grid_cols, block[1])
     return weight.float() * tiles.reshape(grid_rows * block[0], grid_cols * block[1])[:rows, :cols]
+
+
+def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
+    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
+    rows, cols = x.shape
+    groups = -(-cols // group)
+    padded = x.float().new_zeros(rows, groups * group)
+    padded[:, :cols] = x.float()
+    tiles = padded.view(rows, groups, group)
+    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
+
+
+def fp8_block_gemm(
+    x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
+) -> torch.Tensor:
+    """What the fp8-dot GEMM computes, in float32: activations quantized per token and group of block_in
+    columns, times the block-dequantized weight."""
+    quantized, scales = quantize_token_groups(x, block[1])
+    activation = quantized.float() * scales.repeat_interleave(block[1], dim=1)[:, : x.shape[1]]
+    return activation @ dequantize_fp8_blocks(weight, scale_inv, block).T
 
 
 class Fp8BlockMethod(QuantMethod):
@@ -85,3 +116,11 @@ class Fp8BlockMethod(QuantMethod):
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         weight = dequantize_fp8_blocks(layer.weight, layer.weight_scale_inv, self.block)
         return F.linear(x, weight.to(x.dtype), bias)
+
+
+class Fp8ChannelMethod(ChannelScaledMethod):
+    """`--quantization fp8` on float weights: e4m3 with one scale per output channel."""
+
+    storage_dtype = FP8_DTYPE
+    format_name = "fp8"
+    quantize = staticmethod(quantize_fp8_per_channel)

@@ -18,17 +18,22 @@ import triton.language as tl
 
 @triton.jit
 def _load_kv_tile(
-    k_cache_ptr, v_cache_ptr, block_table_ptr, n, n_mask, d, d_mask, kv_head, stride_cb, stride_cs,
-    stride_ch, dtype: tl.constexpr, PAGE: tl.constexpr,
+    k_cache_ptr, v_cache_ptr, block_table_ptr, k_scale_ptr, v_scale_ptr, n, n_mask, d, d_mask, kv_head,
+    stride_cb, stride_cs, stride_ch, dtype: tl.constexpr, PAGE: tl.constexpr, INT8: tl.constexpr,
 ):  # fmt: skip
     """Keys and values of tokens `n` of one sequence and KV head, found through its block table, in the
     queries' dtype. An fp8 cache converts exactly (every e4m3 value is a bf16/fp16 value); its two
-    per-tensor scales are applied to the scores and the output instead of to every element."""
+    per-tensor scales are applied to the scores and the output instead of to every element. An int8
+    cache has a scale per token and head in a [slots, kv_heads] tensor beside the (contiguous) cache, at
+    the cache offset / head_dim; each row is dequantized here."""
     page = tl.load(block_table_ptr + n // PAGE, mask=n_mask, other=0)
     offsets = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs + kv_head * stride_ch
     mask = n_mask[:, None] & d_mask[None, :]
     k = tl.load(k_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
     v = tl.load(v_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
+    if INT8:
+        k = k.to(tl.float32) * tl.load(k_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)[:, None]
+        v = v.to(tl.float32) * tl.load(v_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)[:, None]
     return k.to(dtype), v.to(dtype)
 
 
@@ -62,7 +67,7 @@ def _decode_kernel(
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, FP8: tl.constexpr, DOT: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, INT8: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -90,8 +95,8 @@ def _decode_kernel(
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
         k, v = _load_kv_tile(
-            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, n, n_mask, d, d_mask, kv_head,
-            stride_cb, stride_cs, stride_ch, q.dtype, PAGE,
+            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
+            d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
         )  # fmt: skip
         m, total, acc = _attend_tile(q, k, v, n_mask[None, :], scale * k_scale, m, total, acc, DOT)
     empty = total == 0.0
@@ -131,7 +136,7 @@ def _prefill_kernel(
     k_scale_ptr, v_scale_ptr, scale, seq_offset,
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr, INT8: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0) + seq_offset
     head = tl.program_id(1)
@@ -162,8 +167,8 @@ def _prefill_kernel(
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
         k, v = _load_kv_tile(
-            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, n, n_mask, d, d_mask, kv_head,
-            stride_cb, stride_cs, stride_ch, q.dtype, PAGE,
+            k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
+            d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
         )  # fmt: skip
         visible = (n[None, :] <= positions[:, None]) & n_mask[None, :]
         m, total, acc = _attend_tile(q, k, v, visible, scale * k_scale, m, total, acc, DOT)
@@ -181,10 +186,11 @@ PREFILL_BLOCK_M = (16, 64)  # query rows per program: short chunks (decode-like)
 def _scale_pointers(
     kv_scales: torch.Tensor | None, placeholder: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fp8 cache's k and v scales; without fp8 the kernels never read them, so any aligned tensor
-    will do. Not a slice of a batch tensor: a one-sequence batch would make it empty (pointer 0, which
-    Triton counts as aligned) and so select a different compiled variant than larger batches."""
-    return (kv_scales, kv_scales[1:]) if kv_scales is not None else (placeholder, placeholder)
+    """The quantized cache's k and v scales (fp8: [2]; int8: [2, blocks, page, kv_heads]); without them
+    the kernels never read these, so any aligned tensor will do. Not a slice of a batch tensor: a
+    one-sequence batch would make it empty (pointer 0, which Triton counts as aligned) and so select a
+    different compiled variant than larger batches."""
+    return (kv_scales[0], kv_scales[1]) if kv_scales is not None else (placeholder, placeholder)
 
 
 def _dot_precision(q: torch.Tensor) -> str:
@@ -240,7 +246,8 @@ def decode_attention(
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), PAGE=page, BLOCK_N=tiling.block_n, NUM_SPLITS=num_splits,
-        FP8=kv_scales is not None, DOT=_dot_precision(q), STAGES=tiling.stages,
+        FP8=kv_cache.dtype == torch.float8_e4m3fn, INT8=kv_cache.dtype == torch.int8, DOT=_dot_precision(q),
+        STAGES=tiling.stages,
         num_warps=tiling.num_warps,
     )  # fmt: skip
     if num_splits > 1:
@@ -279,7 +286,8 @@ def prefill_attention(
         first_seq, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
-        PAGE=page, BLOCK_M=block_m, BLOCK_N=64, FP8=kv_scales is not None, DOT=_dot_precision(q),
+        PAGE=page, BLOCK_M=block_m, BLOCK_N=64, FP8=kv_cache.dtype == torch.float8_e4m3fn,
+        INT8=kv_cache.dtype == torch.int8, DOT=_dot_precision(q),
         num_warps=4, num_stages=2,
     )  # fmt: skip
     return out

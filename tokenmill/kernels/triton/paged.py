@@ -11,7 +11,11 @@ from tokenmill.kernels.triton.attention import PREFILL_BLOCK_M, decode_attention
 
 
 def paged_attention(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    kv_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A step's mixed batch: its decodes through the decode kernel, then its prefill chunks."""
     out = torch.empty_like(q)
@@ -19,12 +23,12 @@ def paged_attention(
     if nd:
         decode_attention(
             q[:nd], kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale, meta.decode_splits,
-            meta.kv_scales, out=out[:nd],
+            kv_scales, out=out[:nd],
         )  # fmt: skip
     if nd < meta.block_tables.shape[0]:
         prefill_attention(
             q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
-            scale, meta.kv_scales, out=out, first_seq=nd,
+            scale, kv_scales, out=out, first_seq=nd,
         )  # fmt: skip
     return out
 

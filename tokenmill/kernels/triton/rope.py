@@ -2,7 +2,8 @@
 
 `reference.norm_rope_and_cache` composes the three steps with Hugging Face numerics; this kernel reads
 each token's q, k and v once, rotates q in place and stores the rotated k and v at the token's cache
-slot (quantized to fp8 with a per-tensor scale when the cache is fp8).
+slot: quantized to fp8 with a per-tensor scale when the cache is fp8, to int8 with one scale per token
+and head (its largest magnitude / 127, written beside the cache) when the cache is int8.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+INT8_MAX = tl.constexpr(127.0)
 
 
 @triton.jit
@@ -29,12 +32,27 @@ def _rotate_heads(
 
 
 @triton.jit
+def _store_int8_scales(scale_ptrs, x1, x2, mask):
+    """Store each head's int8 scale (its largest magnitude / 127) and return its inverse (0 for an
+    all-zero head, whose values then quantize to 0)."""
+    amax = tl.maximum(tl.max(tl.abs(x1), 1), tl.max(tl.abs(x2), 1))
+    tl.store(scale_ptrs, amax / INT8_MAX, mask=mask)
+    return tl.where(amax > 0, INT8_MAX / amax, 0.0)
+
+
+@triton.jit
+def _round_half_away(x):
+    """Round to the nearest integer, ties away from zero (the reference's `round_half_away`)."""
+    return tl.where(x >= 0, tl.floor(x + 0.5), tl.ceil(x - 0.5))
+
+
+@triton.jit
 def _norm_rope_cache_kernel(
     q_ptr, k_ptr, v_ptr, positions_ptr, slots_ptr, cos_ptr, sin_ptr, q_norm_ptr, k_norm_ptr,
     k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, eps,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_cs, stride_ch,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr,
-    HALF: tl.constexpr, QK_NORM: tl.constexpr, FP8: tl.constexpr,
+    HALF: tl.constexpr, QK_NORM: tl.constexpr, KV_QUANT: tl.constexpr,
 ):  # fmt: skip
     token = tl.program_id(0)
     position = tl.load(positions_ptr + token)
@@ -57,17 +75,28 @@ def _norm_rope_cache_kernel(
     v_ptrs = v_ptr + token * stride_vt + kv_heads[:, None] * stride_vh + j[None, :]
     v1 = tl.load(v_ptrs, mask=kv_mask, other=0.0).to(tl.float32)
     v2 = tl.load(v_ptrs + HALF, mask=kv_mask, other=0.0).to(tl.float32)
-    if FP8:
+    slot = tl.load(slots_ptr + token).to(tl.int64)
+    if KV_QUANT == 1:  # fp8: one scale per tensor
         k_inv = 1.0 / tl.load(k_scale_ptr)
         v_inv = 1.0 / tl.load(v_scale_ptr)
         k1, k2, v1, v2 = k1 * k_inv, k2 * k_inv, v1 * v_inv, v2 * v_inv
-    slot = tl.load(slots_ptr + token).to(tl.int64)
+    elif KV_QUANT == 2:  # int8: one scale per token and head, stored at [slot, head]
+        at, heads_mask = slot * NUM_KV_HEADS + kv_heads, kv_heads < NUM_KV_HEADS
+        k_inv = _store_int8_scales(k_scale_ptr + at, k1, k2, heads_mask)
+        v_inv = _store_int8_scales(v_scale_ptr + at, v1, v2, heads_mask)
+        k1, k2 = _round_half_away(k1 * k_inv[:, None]), _round_half_away(k2 * k_inv[:, None])
+        v1, v2 = _round_half_away(v1 * v_inv[:, None]), _round_half_away(v2 * v_inv[:, None])
     cache = slot * stride_cs + kv_heads[:, None] * stride_ch + j[None, :]
     dtype = k_cache_ptr.dtype.element_ty
     tl.store(k_cache_ptr + cache, k1.to(dtype), mask=kv_mask)
     tl.store(k_cache_ptr + cache + HALF, k2.to(dtype), mask=kv_mask)
     tl.store(v_cache_ptr + cache, v1.to(dtype), mask=kv_mask)
     tl.store(v_cache_ptr + cache + HALF, v2.to(dtype), mask=kv_mask)
+
+
+def kv_quant(kv_cache: torch.Tensor) -> int:
+    """The kernel's KV_QUANT: 0 a cache in the model dtype, 1 fp8 (per-tensor scales), 2 int8."""
+    return {torch.float8_e4m3fn: 1, torch.int8: 2}.get(kv_cache.dtype, 0)
 
 
 def norm_rope_and_cache(
@@ -88,14 +117,14 @@ def norm_rope_and_cache(
     k_cache = kv_cache[0].flatten(0, 1)  # [slots, kv_heads, head_dim]
     v_cache = kv_cache[1].flatten(0, 1)
     q_weight, k_weight, eps = qk_norm if qk_norm is not None else (cos_table, cos_table, 0.0)
-    scales = kv_scales if kv_scales is not None else cos_table
+    k_scales, v_scales = (kv_scales[0], kv_scales[1]) if kv_scales is not None else (cos_table, cos_table)
     _norm_rope_cache_kernel[(num_tokens,)](
         q, k, v, positions, slot_mapping, cos_table, sin_table, q_weight, k_weight,
-        k_cache, v_cache, scales, scales[1:], eps,
+        k_cache, v_cache, k_scales, v_scales, eps,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         k_cache.stride(0), k_cache.stride(1),
         NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, BLOCK_H=triton.next_power_of_2(num_heads),
         BLOCK_KV=triton.next_power_of_2(num_kv_heads), HALF=head_dim // 2,
-        QK_NORM=qk_norm is not None, FP8=kv_scales is not None, num_warps=4,
+        QK_NORM=qk_norm is not None, KV_QUANT=kv_quant(kv_cache), num_warps=4,
     )  # fmt: skip
     return q

@@ -1,0 +1,58 @@
+"""Compile a Triton kernel for a given NVIDIA architecture on a machine without a GPU (Triton ships
+ptxas), so CI proves a kernel builds for Ampere, Ada, Hopper and Blackwell, not only in the interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import torch
+
+ARCHITECTURES = {"ampere": 80, "ada": 89, "hopper": 90, "blackwell-rtx": 120}
+
+_POINTER_TYPES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.float8_e4m3fn: "fp8e4nv",
+}
+
+
+def compile_for(kernel: Any, capability: int, **args: Any) -> bytes:
+    """The cubin of `kernel` (a @triton.jit function) for sm_<capability>, given every argument by name:
+    a tensor stands for a pointer to its dtype, an int for i32, a float for fp32; constexpr parameters
+    take their values."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature: dict[str, str] = {}
+    constants: dict[str, Any] = {}
+    for param in kernel.params:
+        value = args[param.name]
+        if param.is_constexpr:
+            signature[param.name], constants[param.name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            signature[param.name] = "*" + _POINTER_TYPES[value.dtype]
+        else:
+            signature[param.name] = "fp32" if isinstance(value, float) else "i32"
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constants), target=GPUTarget("cuda", capability, 32)
+    )
+    return compiled.asm["cubin"]
+
+
+def run_compiled(function: str, capability: int) -> None:
+    """Call `function` ("package.module:name", taking the capability) in a fresh Python: kernels made
+    under TRITON_INTERPRET=1 (as tests make them) are interpreter objects that cannot be compiled."""
+    module, _, name = function.partition(":")
+    code = f"import {module} as m; m.{name}({capability})"
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{function} for sm_{capability} failed:\n{result.stderr[-4000:]}"

@@ -1,0 +1,333 @@
+"""Each quantized GEMM kernel equals its PyTorch reference: every format, odd shapes, split-K on and off.
+
+On CI the kernels run through Triton's interpreter (float32 and float16 activations; its bf16 matmul and
+float->fp8 rounding are broken); on a GPU (`TRITON_INTERPRET=0`) the same tests run compiled, bf16 too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
+from tokenmill import LLM, SamplingParams
+from tokenmill.kernels.triton import fp8_gemm
+from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton.split_k import choose_split_k
+from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
+from tokenmill.quantization import fp8 as reference_fp8
+from tokenmill.quantization.awq import AwqMethod, dequantize_awq, quantize_awq
+from tokenmill.quantization.fp8 import (
+    Fp8BlockMethod,
+    Fp8ChannelMethod,
+    dequantize_fp8_blocks,
+    quantize_fp8_blocks,
+    quantize_fp8_per_channel,
+)
+from tokenmill.quantization.gptq import GptqMethod, dequantize_gptq, quantize_gptq
+from tokenmill.quantization.int8 import Int8WeightOnlyMethod, quantize_int8_per_channel
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+NEEDS_FP8 = pytest.mark.skipif(
+    ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE), reason="this GPU has no fp8 (sm_89+ needed)"
+)
+
+
+def skip_without_fp8_dot(fp8_dot: bool) -> None:
+    if fp8_dot and ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE):
+        pytest.skip("this GPU has no fp8 dot (sm_89+ needed)")
+
+
+SHAPES = [(1, 1), (5, 3), (33, 2)]  # (tokens, split_k): one tile row or several, split-K off and on
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    with torch.device(DEVICE):
+        yield
+
+
+def draw(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator(DEVICE).manual_seed(seed), device=DEVICE)
+
+
+def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    tolerance = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}[dtype]
+    torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
+
+
+def packed_int8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
+    quantized, scale = quantize_int8_per_channel(draw(out, inp, seed=1) * 0.05)
+    packed = wo.PackedWeight(wo.WeightFormat.INT8, quantized, scale, inp, out)
+    return packed, (quantized.float() * scale[:, None]).T
+
+
+def packed_fp8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
+    quantized, scale = quantize_fp8_per_channel(draw(out, inp, seed=2) * 0.05)
+    return wo.PackedWeight(wo.WeightFormat.FP8, quantized, scale, inp, out), (
+        quantized.float() * scale[:, None]
+    ).T
+
+
+def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wo.PackedWeight, torch.Tensor]:
+    qweight, qzeros, scales = quantize_awq(draw(out, inp, seed=3) * 0.05, group)
+    packed = wo.PackedWeight(wo.WeightFormat.AWQ, qweight, scales, inp, out, zeros=qzeros, group_size=group)
+    return packed, dequantize_awq(qweight, qzeros, scales)
+
+
+def packed_gptq(
+    out: int, inp: int, bits: int, act_order: bool, group: int = 40
+) -> tuple[wo.PackedWeight, torch.Tensor]:
+    order = torch.randperm(inp, generator=torch.Generator(DEVICE).manual_seed(5), device=DEVICE)
+    tensors = quantize_gptq(draw(out, inp, seed=4) * 0.05, bits, group, order if act_order else None)
+    packed = wo.PackedWeight(
+        wo.WeightFormat.GPTQ, tensors["qweight"], tensors["scales"], inp, out, tensors["qzeros"],
+        tensors["g_idx"], bits, group, groups_in_row_order=not act_order,
+    )  # fmt: skip
+    return packed, dequantize_gptq(tensors, bits)
+
+
+FORMATS = {
+    "int8": lambda out, inp: packed_int8(out, inp),
+    "fp8": lambda out, inp: packed_fp8(out, inp),
+    "awq": lambda out, inp: packed_awq(out, inp),
+    "gptq4": lambda out, inp: packed_gptq(out, inp, 4, act_order=False),
+    "gptq4-act-order": lambda out, inp: packed_gptq(out, inp, 4, act_order=True),
+    "gptq8-act-order": lambda out, inp: packed_gptq(out, inp, 8, act_order=True),
+}
+
+
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_weight_only_gemm_equals_the_dequantized_reference(kind: str, split_k: int, tokens: int) -> None:
+    packed, weight = FORMATS[kind](96, 320)  # K = 320: a partial last K tile, splits of unequal length
+    x = draw(tokens, 320, seed=6)
+    close(wo.weight_only_gemm(x, packed, split_k), x @ weight, torch.float32)
+
+
+GROUPS_OF_128 = {
+    "awq": lambda: packed_awq(96, 256, group=128),
+    "gptq4": lambda: packed_gptq(96, 256, 4, act_order=False, group=128),
+    "gptq8-act-order": lambda: packed_gptq(96, 256, 8, act_order=True, group=128),
+}
+
+
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES[1:])
+@pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
+def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
+    """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
+    scales per tile (ONE_GROUP); act-order groups never do."""
+    packed, weight = GROUPS_OF_128[kind]()
+    assert packed.one_group_per_tile(128) == (kind != "gptq8-act-order")
+    x = draw(tokens, 256, seed=15)
+    close(wo.weight_only_gemm(x, packed, split_k), x @ weight, torch.float32)
+    torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["int8", "awq", "gptq4-act-order"])
+def test_weight_only_gemm_in_half_precision_and_odd_sizes(kind: str, dtype: torch.dtype) -> None:
+    packed, weight = FORMATS[kind](88, 200)  # neither a multiple of the tiles
+    x = draw(5, 200, seed=7).to(dtype)
+    got = wo.weight_only_gemm(x, packed, split_k=3)
+    assert got.dtype == dtype and got.shape == (5, 88)
+    close(got, x.float() @ weight, dtype)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_dequantize_kernel_equals_the_reference(kind: str) -> None:
+    packed, weight = FORMATS[kind](96, 200)
+    torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
+
+
+def test_split_k_is_chosen_only_when_tiles_leave_sms_idle() -> None:
+    assert choose_split_k(tiles=200, k=4096, block_k=128, sms=132) == 1
+    assert choose_split_k(tiles=32, k=4096, block_k=128, sms=132) == 5
+    assert choose_split_k(tiles=1, k=4096, block_k=128, sms=132) == 8  # >= 4 K blocks per split
+    assert choose_split_k(tiles=1, k=256, block_k=128, sms=132) == 1
+
+
+def fp8_blocks(out: int, inp: int, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_fp8_blocks(draw(out, inp, seed=8) * 0.05, block)
+
+
+@NEEDS_FP8
+def test_token_group_quantization_equals_the_reference() -> None:
+    x = draw(5, 300, seed=9) * 3  # 300: a partial last group
+    expected, expected_scales = reference_fp8.quantize_token_groups(x, 128)
+    got, scales = fp8_gemm.quantize_token_groups(x, 128)
+    assert got.dtype == torch.float8_e4m3fn and scales.shape == (5, 3)
+    torch.testing.assert_close(scales, expected_scales)
+    same = got.float() == expected.float()
+    if not ON_GPU:  # the interpreter rounds a value up to a power of two as half of it (e.g. 127 -> 64)
+        same |= 2 * got.float() == expected.float()
+    assert same.all()
+
+
+@pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
+@pytest.mark.parametrize("fp8_dot", [True, False])
+def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot: bool) -> None:
+    skip_without_fp8_dot(fp8_dot)
+    block = (64, 128)
+    weight, scale_inv = fp8_blocks(96, 320, block)  # a partial last block along both dimensions
+    x = draw(tokens, 320, seed=10)
+    if fp8_dot:  # fed the reference's activation quantization, so only the GEMM is compared here
+        quantized, scales = reference_fp8.quantize_token_groups(x, block[1])
+        x = quantized.float() * scales.repeat_interleave(block[1], dim=1)[:, :320]
+        expected = reference_fp8.fp8_block_gemm(x, weight, scale_inv, block)
+    else:
+        expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
+    got = fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block, split_k, fp8_dot)
+    close(got, expected, torch.float32)
+
+
+def _pointer(dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype, device="meta")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", sorted(ARCHITECTURES.values()))
+def test_kernels_compile_for_every_gpu_generation(capability: int) -> None:
+    run_compiled("tests.test_quant_kernels:compile_every_kernel", capability)
+
+
+def compile_every_kernel(capability: int) -> None:
+    """Ampere has no fp8 dot: there the FP8 GEMM decodes the weight bytes, and activations stay bf16."""
+    bf16, i32, f32 = _pointer(torch.bfloat16), _pointer(torch.int32), _pointer(torch.float32)
+    sizes = {"M": 1, "N": 4096, "K": 4096, "k_per_split": 1024, "DOT": "tf32"}
+    strides = dict.fromkeys(("stride_xm", "stride_wk", "stride_wn", "stride_sg", "stride_zg"), 4096)
+    stored = {
+        wo.WeightFormat.INT8: (_pointer(torch.int8), f32),
+        wo.WeightFormat.FP8: (_pointer(torch.uint8), f32),
+        wo.WeightFormat.AWQ: (i32, _pointer(torch.float16)),
+        wo.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
+    }
+    for weight_format, (weight, scales) in stored.items():
+        common = {"w_ptr": weight, "scale_ptr": scales, "zero_ptr": i32, "g_idx_ptr": i32, "out_ptr": bf16}
+        for one_group in (False, True) if weight_format >= wo.WeightFormat.AWQ else (False,):
+            constexprs = {"FORMAT": int(weight_format), "BITS": 4, "GROUP": 128, "ONE_GROUP": one_group,
+                          "BLOCK_N": 64, "BLOCK_K": 128}  # fmt: skip
+            compile_for(
+                wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
+                stride_os=0, stride_om=4096, BLOCK_M=16, **constexprs,
+            )  # fmt: skip
+            compile_for(wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs)
+    for fp8_dot in (False, True) if capability >= 89 else (False,):
+        compile_for(
+            fp8_gemm._fp8_block_gemm_kernel, capability, x_ptr=_pointer(torch.uint8) if fp8_dot else bf16,
+            x_scale_ptr=f32, w_ptr=_pointer(torch.uint8), w_scale_ptr=f32, out_ptr=bf16, **sizes,
+            stride_xm=4096, stride_xsm=32, stride_wn=4096, stride_wsn=32, stride_os=0, stride_om=4096,
+            BLOCK_OUT=128, FP8_DOT=fp8_dot, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128,
+        )  # fmt: skip
+    if capability >= 89:
+        compile_for(
+            fp8_gemm._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
+            scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, GROUP=128, BLOCK=128,
+        )  # fmt: skip
+
+
+LAYERS = {
+    "int8": Int8WeightOnlyMethod,
+    "fp8-channel": Fp8ChannelMethod,
+    "awq": lambda: AwqMethod(32, checkpoint_is_awq=False),
+    "gptq4": lambda: GptqMethod(4, 32, checkpoint_is_gptq=False),
+    "gptq8": lambda: GptqMethod(8, -1, checkpoint_is_gptq=False),
+}
+
+
+def quantized_linear(method: QuantMethod) -> QuantLinear:
+    """A fused q|k|v-like linear with a bias, loaded shard by shard from float weights."""
+    layer = QuantLinear(256, [64, 32, 32], True, method)
+    for index, rows in enumerate(draw(128, 256, seed=11).mul(0.05).split([64, 32, 32])):
+        layer.load("weight", rows, index)
+        layer.load("bias", draw(rows.shape[0], seed=12 + index), index)
+    return layer
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_layers_on_the_triton_backend_equal_their_reference_apply(
+    kind: str, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`use_triton_gemms` swaps each method's `apply` for its kernel; large batches take the dense route."""
+    layer = quantized_linear(LAYERS[kind]())
+    x = draw(2, 3, 256, seed=13)  # [..., in] rows as the model passes them
+    if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
+        quantized, scales = reference_fp8.quantize_token_groups(x.flatten(0, 1), 256)
+        expected = layer((quantized.float() * scales).unflatten(0, (2, 3)))
+    else:
+        expected = layer(x)
+    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    assert layer.method.gemm is not None
+    close(layer(x), expected, torch.float32)
+
+
+@pytest.mark.parametrize("fp8_dot", [True, False])
+def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
+    skip_without_fp8_dot(fp8_dot)
+    """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
+    layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
+    layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
+    # activations whose group quantization is exact (e4m3 values, each group's largest 448, times 2^-6),
+    # so the interpreter's float->fp8 rounding cannot differ from torch's
+    values = (draw(5, 256, seed=14) * 100).to(torch.float8_e4m3fn).float()
+    values[:, ::32] = 448.0
+    x = values * 2**-6
+    if fp8_dot:
+        expected = (
+            reference_fp8.fp8_block_gemm(x, layer.weight, layer.weight_scale_inv, (32, 32)) + layer.bias
+        )
+    else:
+        expected = layer.method.apply(layer, x, layer.bias)
+    close(layer(x), expected, torch.float32)
+
+
+def test_unquantized_and_odd_block_layers_keep_their_reference() -> None:
+    plain = QuantLinear(48, [48], False, UnquantizedMethod())
+    odd_blocks = QuantLinear(48, [48], False, Fp8BlockMethod((48, 48), checkpoint_is_fp8=False))
+    triton_gemms.use_triton_gemms(nn.Sequential(plain, odd_blocks))
+    assert plain.method.gemm is None and odd_blocks.method.gemm is None
+
+
+CHECKPOINTS = {
+    "int8": lambda tiny, directory: (tiny("qwen3"), "int8"),
+    "fp8-at-load": lambda tiny, directory: (tiny("qwen3"), "fp8"),
+    "fp8-blocks": lambda tiny, directory: (save_fp8_checkpoint(tiny("qwen3"), directory, (32, 32)), None),
+    "awq": lambda tiny, directory: (save_awq_checkpoint(tiny("qwen3"), directory, 32), None),
+    "gptq-act-order": lambda tiny, directory: (
+        save_gptq_checkpoint(tiny("qwen2"), directory, 4, 32, True),
+        None,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(CHECKPOINTS))
+def test_quantized_engine_on_triton_kernels_generates_what_it_does_on_the_references(
+    tiny_model_dir, tmp_path, kind: str
+) -> None:
+    """Token-exact in float32. On GPUs with fp8 dots the FP8 kernels quantize activations as well, so
+    there only the first token, before differences can accumulate into a flipped near-tie, is compared."""
+    model, quantization = CHECKPOINTS[kind](tiny_model_dir, tmp_path / "model")
+    prompts = [[5, 6, 7], list(range(20, 60))]
+    params = SamplingParams(temperature=0, max_tokens=6)
+    tokens = {}
+    for kernels in ("torch", "triton"):
+        llm = LLM(str(model), device=DEVICE.type, dtype="float32", kernels=kernels,
+                  quantization=quantization, num_kv_blocks=64)  # fmt: skip
+        gate_up = llm.engine.runner.model.layers[0].mlp.gate_up_proj
+        assert (gate_up.method.gemm is not None) == (kernels == "triton")
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        tokens[kernels] = [
+            output.outputs[0].token_ids[: 1 if kind.startswith("fp8") and ON_GPU else None]
+            for output in outputs
+        ]
+    assert tokens["triton"] == tokens["torch"]
