@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -52,11 +52,38 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
+    speculative_method: Literal["none", "ngram", "draft"] = Field(
+        default="none",
+        description="speculative decoding: ngram (prompt lookup in the request's tokens) or a draft model",
+    )
+    num_speculative_tokens: int = Field(default=4, ge=1, le=16, description="tokens proposed per step")
+    prompt_lookup_min: int = Field(default=2, ge=1, description="ngram: shortest suffix to look up")
+    prompt_lookup_max: int = Field(default=4, ge=1, description="ngram: longest suffix to look up")
+    speculative_model: str | None = Field(
+        default=None, description="draft model (HF directory or random:<preset>, the target's tokenizer)"
+    )
+    speculative_disable_batch_size: int = Field(
+        default=32, ge=1, description="no speculation while more sequences than this decode together"
+    )
+    speculative_adaptive: bool = Field(
+        default=True, description="pause speculation while it gains under half a token per step"
+    )
 
     @field_validator("model")
     @classmethod
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _speculation_is_consistent(self) -> EngineConfig:
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError(
+                f"prompt_lookup_min ({self.prompt_lookup_min}) exceeds prompt_lookup_max "
+                f"({self.prompt_lookup_max})"
+            )
+        if self.speculative_method == "draft" and not self.speculative_model:
+            raise ValueError("speculative_method='draft' needs speculative_model")
+        return self
 
     @field_validator("max_gpu_memory")
     @classmethod
