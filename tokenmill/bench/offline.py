@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 import json
 import random
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from tokenmill.bench.compile_log import CompileLog
+from tokenmill.bench.copy_workload import CopyWorkload
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
@@ -43,11 +45,14 @@ class Workload:
         return make_requests(self, vocab_size)
 
 
-WORKLOADS: dict[str, Workload | JudgeWorkload] = {
+AnyWorkload = Workload | JudgeWorkload | CopyWorkload
+
+WORKLOADS: dict[str, AnyWorkload] = {
     "qa-358": Workload("qa-358", 358, (48, 160), (200, 200)),
     "judge-358": JudgeWorkload("judge-358", JUDGE_QUESTIONS),
     "nano-256": Workload("nano-256", 256, (100, 1024), (100, 1024)),
     "single": Workload("single", 1, (128, 128), (256, 256)),
+    "copy": CopyWorkload("copy"),
 }
 
 
@@ -91,6 +96,12 @@ class BenchResult:
     cold_start: bool = False  # the first timed run is the first batch after the engine started
     startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
     compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
+    output_digest: str = ""  # of the last run's token ids: equal digests mean identical greedy output
+    speculative_method: str = "none"
+    spec_proposed_tokens: int = 0  # speculation counters of the last timed run
+    spec_accepted_tokens: int = 0
+    spec_acceptance_rate: float | None = None
+    spec_mean_accepted_length: float | None = None  # accepted proposals per verifying sequence-step
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -131,6 +142,7 @@ def bytes_floor_seconds(
 class TimedRuns:
     seconds: list[float]
     compiled: list[list[str]]  # per run: the Triton variants it had to compile or load
+    digest: str = ""  # sha256 of the last run's output token ids, in request order
 
 
 def run_tokenmill(
@@ -157,6 +169,8 @@ def run_tokenmill(
         expected = sum(out for _, out in requests)
         if produced != expected:
             raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
+        token_ids = [o.outputs[0].token_ids for o in outputs]
+        runs.digest = hashlib.sha256(json.dumps(token_ids).encode()).hexdigest()[:16]
     return runs
 
 
@@ -217,7 +231,7 @@ def _hf_config(model_ref: str) -> Any:
 
 def benchmark(
     config: EngineConfig,
-    workload: Workload | JudgeWorkload,
+    workload: AnyWorkload,
     peers: list[str],
     command: str,
     out_dir: Path | None,
@@ -285,11 +299,23 @@ def benchmark(
         cold_start=cold_start,
         startup_compiles=[variant.describe() for variant in startup_compiles.variants],
         compiles_in_timed_runs=runs.compiled,
+        output_digest=runs.digest,
+        speculative_method=config.speculative_method,
+        spec_proposed_tokens=stats.spec_proposed_tokens,
+        spec_accepted_tokens=stats.spec_accepted_tokens,
+        spec_acceptance_rate=_rounded(stats.spec_acceptance_rate),
+        spec_mean_accepted_length=_rounded(stats.spec_mean_accepted_length),
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
-        path = out_dir / f"{workload.name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        spec = "" if config.speculative_method == "none" else f"-{config.speculative_method}"
+        name = f"{workload.name}-{model}-{result.kv_cache_dtype}{spec}-{device_name}-{result.date}.json"
+        path = out_dir / name
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
