@@ -30,10 +30,11 @@ class CopyWorkload:
     name: str
     num_prompts: int = 1
     margin_tokens: int = 16
+    paragraph: str = PARAGRAPH
 
     def requests(self, tokenizer: Tokenizer, vocab_size: int = 0) -> list[tuple[list[int], int]]:
         """(prompt token ids, output length) for each stream; the vocabulary size plays no part."""
-        messages = [{"role": "user", "content": INSTRUCTION + PARAGRAPH}]
+        messages = [{"role": "user", "content": INSTRUCTION + self.paragraph}]
         prompt = tokenizer.encode_prompt(messages, enable_thinking=False)
-        output_len = len(tokenizer.encode(PARAGRAPH, add_special_tokens=False)) + self.margin_tokens
+        output_len = len(tokenizer.encode(self.paragraph, add_special_tokens=False)) + self.margin_tokens
         return [(prompt, output_len)] * self.num_prompts

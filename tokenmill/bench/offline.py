@@ -97,11 +97,7 @@ class BenchResult:
     startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
     compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
     output_digest: str = ""  # of the last run's token ids: equal digests mean identical greedy output
-    speculative_method: str = "none"
-    spec_proposed_tokens: int = 0  # speculation counters of the last timed run
-    spec_accepted_tokens: int = 0
-    spec_acceptance_rate: float | None = None
-    spec_mean_accepted_length: float | None = None  # accepted proposals per verifying sequence-step
+    speculation: dict[str, str | int | float | None] = field(default_factory=dict)  # see speculation_report
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -300,11 +296,7 @@ def benchmark(
         startup_compiles=[variant.describe() for variant in startup_compiles.variants],
         compiles_in_timed_runs=runs.compiled,
         output_digest=runs.digest,
-        speculative_method=config.speculative_method,
-        spec_proposed_tokens=stats.spec_proposed_tokens,
-        spec_accepted_tokens=stats.spec_accepted_tokens,
-        spec_acceptance_rate=_rounded(stats.spec_acceptance_rate),
-        spec_mean_accepted_length=_rounded(stats.spec_mean_accepted_length),
+        speculation=speculation_report(config, stats),
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -317,5 +309,19 @@ def benchmark(
     return result
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def speculation_report(config: EngineConfig, stats: StepStats) -> dict[str, str | int | float | None]:
+    """The speculative-decoding settings and counters of the last timed run ({} without speculation);
+    mean_accepted_length counts accepted proposals per verifying sequence-step."""
+    if config.speculative_method == "none":
+        return {}
+    rate, length = stats.spec_acceptance_rate, stats.spec_mean_accepted_length
+    return {
+        "method": config.speculative_method,
+        "num_speculative_tokens": config.num_speculative_tokens,
+        "adaptive": config.speculative_adaptive,
+        "drafts": stats.spec_drafts,
+        "proposed_tokens": stats.spec_proposed_tokens,
+        "accepted_tokens": stats.spec_accepted_tokens,
+        "acceptance_rate": None if rate is None else round(rate, 3),
+        "mean_accepted_length": None if length is None else round(length, 3),
+    }
