@@ -13,7 +13,7 @@ from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import Scheduler
 from tokenmill.spec_decode.proposers import NgramProposer
 from tokenmill.spec_decode.rejection_sampler import NO_TOKEN, RejectionSampler, emitted_tokens
-from tokenmill.spec_decode.speculator import PAUSE_STEPS, Speculator, build_speculator
+from tokenmill.spec_decode.speculator import MIN_PAUSE, Speculator, build_speculator
 
 
 @pytest.mark.parametrize(
@@ -58,24 +58,35 @@ def test_speculator_caps_proposals_by_max_tokens_model_len_and_budget() -> None:
     assert speculator.propose([done], budget=100, max_model_len=1000) == {}
 
 
-def test_speculator_is_off_for_large_batches_and_pauses_when_it_does_not_pay() -> None:
+def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay() -> None:
     speculator = Speculator(NgramProposer(1, 2), num_tokens=2, disable_batch_size=2)
     seqs = [make_seq([5, 6] * 4) for _ in range(3)]
     assert speculator.propose(seqs, 100, 1000) == {} and not speculator.wants(3)
-    assert speculator.wants(2) and speculator.propose(seqs[:2], 100, 1000)
-    speculator.record(0)  # nothing accepted: 1.0 -> 0.7
-    speculator.tick()
+
+    def speculate_step(accepted: int) -> None:
+        assert speculator.propose(seqs[:2], 100, 1000)
+        speculator.tick()  # as the engine does once the step's tokens are in
+        speculator.record(accepted)
+
+    def paused_steps() -> int:
+        count = 0
+        while not speculator.wants(2):
+            assert speculator.propose(seqs[:2], 100, 1000) == {}
+            speculator.tick()
+            count += 1
+        return count
+
+    for _ in range(3):  # gain 1.0 -> 0.8 -> 0.64 -> 0.51: still worth it
+        speculate_step(0)
     assert speculator.wants(2)
-    speculator.propose(seqs[:2], 100, 1000)
-    speculator.record(0)  # 0.7 -> 0.49: below the 0.5 that pays
-    assert not speculator.wants(2) and speculator.propose(seqs[:2], 100, 1000) == {}
-    for _ in range(PAUSE_STEPS):
-        speculator.tick()
-    assert speculator.wants(2)  # one probe
-    speculator.propose(seqs[:2], 100, 1000)
-    speculator.record(4)  # two tokens per sequence: speculation stays on
-    speculator.tick()
-    assert speculator.wants(2)
+    speculate_step(0)  # 0.41: pause
+    assert paused_steps() == MIN_PAUSE
+    speculate_step(0)  # the probe fails: twice as long
+    assert paused_steps() == 2 * MIN_PAUSE
+    speculate_step(4)  # two tokens per sequence (gain 0.8): on again, and the next pause is short again
+    for _ in range(3):
+        speculate_step(0)
+    assert paused_steps() == MIN_PAUSE
 
 
 def test_build_speculator_from_config() -> None:

@@ -5,7 +5,9 @@ cannot be launched ahead by async scheduling, and each proposed token costs comp
 decoding is bound by reading the weights (small batches) and proposals are mostly accepted, so:
 - no proposals while more than `disable_batch_size` sequences decode (the batch is compute-heavy);
 - adaptively, the gain (tokens accepted per eligible sequence per step, a moving average) is watched;
-  below `MIN_GAIN` speculation pauses for `PAUSE_STEPS` steps, then one step probes again.
+  below `MIN_GAIN` speculation pauses, then one step probes again. Each failed probe doubles the pause
+  (from `MIN_PAUSE` up to `MAX_PAUSE` steps), so a proposer that never pays costs almost nothing, and a
+  good step resets it, so a request that starts copying is caught within a few steps.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from tokenmill.engine.sequence import Sequence
 from tokenmill.spec_decode.proposers import NgramProposer, Proposer
 
 MIN_GAIN = 0.5  # accepted tokens per sequence-step below which a verify step costs more than it brings
-PAUSE_STEPS = 32
-SMOOTHING = 0.3  # weight of the newest step in the moving average
+MIN_PAUSE, MAX_PAUSE = 8, 256  # steps without speculation after it stopped paying
+SMOOTHING = 0.2  # weight of the newest step in the moving average
 
 
 class Speculator:
@@ -30,6 +32,7 @@ class Speculator:
         self.gain = 1.0  # optimistic start: speculate until measured otherwise
         self._clock = 0
         self._paused_until = 0
+        self._pause = MIN_PAUSE
         self._num_eligible = 0
 
     def wants(self, num_decoding: int) -> bool:
@@ -70,8 +73,11 @@ class Speculator:
             return
         self.gain += SMOOTHING * (gain - self.gain)
         if self.gain < MIN_GAIN:
-            self._paused_until = self._clock + PAUSE_STEPS
+            self._paused_until = self._clock + self._pause
+            self._pause = min(2 * self._pause, MAX_PAUSE)
             self.gain = MIN_GAIN  # after the pause, one probe decides
+        elif gain >= MIN_GAIN:
+            self._pause = MIN_PAUSE
 
 
 def build_speculator(config: EngineConfig) -> Speculator | None:
