@@ -33,13 +33,26 @@ from tokenmill.spec_decode.speculator import MIN_PAUSE, Speculator, build_specul
     ],
 )
 def test_ngram_proposals(tokens: list[int], k: int, expected: list[int]) -> None:
-    assert NgramProposer(2, 3).propose(tokens, k) == expected
+    assert NgramProposer(2, 3).propose(make_seq(tokens), k) == expected
 
 
 def test_ngram_longest_match_is_capped_by_max_n() -> None:
     tokens = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 7, 3, 4, 5]
-    assert NgramProposer(2, 3).propose(tokens, 2) == [7, 3]  # 3 4 5: latest occurrence with room
-    assert NgramProposer(2, 2).propose(tokens, 2) == [7, 3]
+    assert NgramProposer(2, 3).propose(make_seq(tokens), 2) == [7, 3]  # 3 4 5: latest with room
+    assert NgramProposer(2, 2).propose(make_seq(tokens), 2) == [7, 3]
+
+
+def test_ngram_lookup_follows_a_growing_sequence() -> None:
+    """The numpy copy of the tokens grows with the sequence, past its first capacity."""
+    proposer = NgramProposer(2, 4)
+    seq = make_seq([9, 8, 7])
+    assert proposer.propose(seq, 3) == []
+    for token in range(300):
+        seq.append_token(token)
+    for token in (9, 8):
+        seq.append_token(token)
+    assert proposer.propose(seq, 3) == [7, 0, 1]
+    assert proposer.propose(seq, 3) == [7, 0, 1]
 
 
 def test_speculator_caps_proposals_by_max_tokens_model_len_and_budget() -> None:

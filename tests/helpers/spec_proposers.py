@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+from tokenmill.engine.sequence import Sequence
+
 
 class ReplayProposer:
     """Proposes the continuation a reference run produced after the same tokens. With `plant_errors`,
@@ -16,7 +18,8 @@ class ReplayProposer:
         self.vocab_size = vocab_size
         self.calls = itertools.count()
 
-    def propose(self, token_ids: list[int], max_tokens: int) -> list[int]:
+    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
+        token_ids = seq.token_ids
         for reference in self.references:
             if reference[: len(token_ids)] == token_ids:
                 draft = reference[len(token_ids) : len(token_ids) + max_tokens]

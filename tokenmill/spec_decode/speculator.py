@@ -51,7 +51,7 @@ class Speculator:
             params = seq.params
             tokens_left = (params.max_tokens or max_model_len) - seq.num_output_tokens
             room = min(self.num_tokens, budget, tokens_left - 1, max_model_len - seq.num_tokens - 1)
-            draft = self.proposer.propose(seq.token_ids, room) if room > 0 else []
+            draft = self.proposer.propose(seq, room) if room > 0 else []
             if draft:
                 proposals[seq.seq_id] = draft
                 budget -= len(draft)
