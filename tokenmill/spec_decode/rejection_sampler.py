@@ -23,7 +23,8 @@ NO_TOKEN = -1  # rows after a sequence's first rejection emit nothing
 
 
 class DraftContext:
-    """What the sampling rules read of a sequence, as if its first proposals were already appended."""
+    """What the sampling rules read of a sequence, as if its first proposals were already appended; the
+    sampler takes it where it takes a Sequence (it reads only these attributes)."""
 
     __slots__ = ("generator", "num_output_tokens", "output_token_ids", "params", "prompt_token_ids")
 
@@ -35,10 +36,13 @@ class DraftContext:
         self.num_output_tokens = len(self.output_token_ids)
 
 
-def verify_rows(seqs: list[Sequence], proposals: list[list[int]]) -> list[Sequence]:
+VerifyRow = Sequence | DraftContext
+
+
+def verify_rows(seqs: list[Sequence], proposals: list[list[int]]) -> list[VerifyRow]:
     """The sequence each logit row is sampled as: itself, or its `DraftContext` where a rule depends
     on the tokens before the row (penalties, min_tokens still pending)."""
-    rows: list = []
+    rows: list[VerifyRow] = []
     for seq, draft in zip(seqs, proposals):
         params = seq.params
         if params.uses_penalties or seq.num_output_tokens < params.min_tokens:
@@ -82,7 +86,7 @@ class RejectionSampler:
     def _sample_rows(
         self,
         logits: torch.Tensor,
-        rows: list[Sequence],
+        rows: list[VerifyRow],
         draft: torch.Tensor,
         has_draft: torch.Tensor,
         target: torch.Tensor,
@@ -100,7 +104,7 @@ class RejectionSampler:
         accept = torch.where(greedy, draft == target, accept_sampled)
         return accept, torch.where(greedy, target, sampled)
 
-    def _uniforms(self, rows: list[Sequence], device: torch.device) -> torch.Tensor:
+    def _uniforms(self, rows: list[VerifyRow], device: torch.device) -> torch.Tensor:
         uniforms = torch.rand(len(rows), generator=self.sampler.generator, device=device)
         for i, row in enumerate(rows):
             if row.generator is not None:
