@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from tests.helpers.spec_proposers import ReplayProposer
 from tokenmill import LLM, SamplingParams
+from tokenmill.bench.replay_proposer import ReplayProposer
 from tokenmill.outputs import RequestOutput
 
 ARCHS = ["qwen3", "qwen2", "llama"]
@@ -80,15 +80,15 @@ def test_greedy_ngram_is_token_exact(tiny_model_dir, arch: str, async_scheduling
 def test_replayed_proposals_with_planted_errors_through_preemption_and_prefix_hits(
     tiny_model_dir, arch: str
 ) -> None:
-    """Proposals are the reference's own tokens with a mistake at every position in turn, so each
-    acceptance length and rollback occurs; 20 blocks of 4 tokens make sequences preempt, and the second
-    round of the same prompts starts from the prefix cache."""
+    """Proposals are the reference's own tokens, each wrong with probability 0.4, so acceptance runs of
+    every length and rollbacks occur; 40 blocks of 4 tokens make sequences preempt, and the second round
+    of the same prompts starts from the prefix cache."""
     prompts = copy_heavy_prompts()
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     engine_args = dict(num_kv_blocks=40, max_num_batched_tokens=48, num_speculative_tokens=3)
     plain, _ = generate(tiny_model_dir(arch), prompts * 2, params, **engine_args)
     references = [o.prompt_token_ids + o.outputs[0].token_ids for o in plain]
-    proposer = ReplayProposer(references, plant_errors=True)
+    proposer = ReplayProposer(references, acceptance=0.6, vocab_size=320)
     spec, engine = generate(tiny_model_dir(arch), prompts * 2, params, "ngram", proposer, **engine_args)
     assert summary(spec) == summary(plain)
     assert engine.scheduler.num_preemptions > 0
@@ -118,7 +118,12 @@ def test_stops_inside_an_accepted_run(tiny_model_dir) -> None:
     ]
     expected, _ = generate(model, prompts, params)
     spec, engine = generate(
-        model, prompts, params, "ngram", ReplayProposer(references), num_speculative_tokens=4
+        model,
+        prompts,
+        params,
+        "ngram",
+        ReplayProposer(references, acceptance=1.0, vocab_size=320),
+        num_speculative_tokens=4,
     )
     assert summary(spec) == summary(expected)
     assert [c.finish_reason for o in spec for c in o.outputs] == ["stop", "stop", "length"]

@@ -17,6 +17,7 @@ import random
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,13 +142,18 @@ class TimedRuns:
     digest: str = ""  # sha256 of the last run's output token ids, in request order
 
 
+def greedy_params(requests: list[tuple[list[int], int]]) -> list[SamplingParams]:
+    """Every engine does the same work: greedy, EOS ignored, each request's exact output length."""
+    return [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+
+
 def run_tokenmill(
     llm: LLM, requests: list[tuple[list[int], int]], repeat: int = 1, cold_start: bool = False
 ) -> TimedRuns:
     """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
     after an untimed run of the same requests unless `cold_start`; checks every token was produced."""
     prompts = [p for p, _ in requests]
-    params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+    params = greedy_params(requests)
     if not cold_start:
         llm.generate(prompts, params, use_tqdm=False)
     if torch.cuda.is_available():
@@ -233,7 +239,10 @@ def benchmark(
     out_dir: Path | None,
     repeat: int = 1,
     cold_start: bool = False,
+    prepare: Callable[[LLM, list[tuple[list[int], int]]], None] | None = None,
 ) -> BenchResult:
+    """Run `workload` on an engine made from `config`; `prepare` sees the engine and the requests first
+    (e.g. to install a bench-only proposer)."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
@@ -241,6 +250,8 @@ def benchmark(
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
+    if prepare is not None:
+        prepare(llm, requests)
     runs = run_tokenmill(llm, requests, repeat, cold_start)
     wall = statistics.median(runs.seconds)
     prompt_tokens = sum(len(p) for p, _ in requests)
