@@ -81,8 +81,8 @@ class EngineConfig(BaseModel):
                 f"prompt_lookup_min ({self.prompt_lookup_min}) exceeds prompt_lookup_max "
                 f"({self.prompt_lookup_max})"
             )
-        if self.speculative_method == "draft" and not self.speculative_model:
-            raise ValueError("speculative_method='draft' needs speculative_model")
+        if self.speculative_method == "draft":
+            raise ValueError("speculative_method='draft' is not available yet: use 'ngram'")
         return self
 
     @field_validator("max_gpu_memory")

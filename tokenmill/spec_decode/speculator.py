@@ -84,8 +84,6 @@ def build_speculator(config: EngineConfig) -> Speculator | None:
     """The speculator `config` asks for, or None without speculation."""
     if config.speculative_method == "none":
         return None
-    if config.speculative_method == "draft":
-        raise ValueError("speculative_method='draft' is not available yet: use 'ngram'")
     proposer = NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max)
     return Speculator(
         proposer,
