@@ -79,7 +79,7 @@ def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay(
     def speculate_step(accepted: int) -> None:
         assert speculator.propose(seqs[:2], 100, 1000)
         speculator.tick()  # as the engine does once the step's tokens are in
-        speculator.record(accepted)
+        speculator.record(2, accepted)
 
     def paused_steps() -> int:
         count = 0
@@ -100,6 +100,24 @@ def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay(
     for _ in range(3):
         speculate_step(0)
     assert paused_steps() == MIN_PAUSE
+
+
+def test_adaptive_k_follows_the_accepted_length() -> None:
+    speculator = Speculator(NgramProposer(1, 2), num_tokens=6, disable_batch_size=8)
+    seq = make_seq([5, 6] * 10)
+    assert speculator.propose([seq], 100, 1000) == {seq.seq_id: [5, 6, 5, 6, 5, 6]}
+    for _ in range(12):
+        speculator.tick()
+        speculator.record(1, 1)  # one of six accepted each time: the average falls towards 1
+    assert speculator.step_tokens() == 2
+    assert speculator.propose([seq], 100, 1000) == {seq.seq_id: [5, 6]}
+    for _ in range(12):
+        speculator.tick()
+        speculator.record(1, 2)  # both accepted: k grows again, one token at a time
+    assert speculator.step_tokens() == 3
+    fixed = Speculator(NgramProposer(1, 2), num_tokens=6, disable_batch_size=8, adaptive=False)
+    fixed.record(1, 0)
+    assert fixed.step_tokens() == 6
 
 
 def test_build_speculator_from_config() -> None:

@@ -214,20 +214,21 @@ class LLMEngine:
             return
         emitted = Counter(seq.seq_id for seq, _ in sampled)
         stats = self.stats
-        accepted_in_step = 0
+        drafts_in_step = accepted_in_step = 0
         for seq, draft in zip(batch.seqs, batch.proposals):
             if not draft:
                 continue
             accepted = emitted[seq.seq_id] - 1
-            stats.spec_drafts += 1
+            drafts_in_step += 1
             stats.spec_proposed_tokens += len(draft)
-            stats.spec_accepted_tokens += accepted
             accepted_in_step += accepted
             if seq.logprobs is not None:
                 del seq.logprobs[seq.num_output_tokens :]
             if not seq.is_finished:
                 self.scheduler.rollback(seq)
-        self.speculator.record(accepted_in_step)
+        stats.spec_drafts += drafts_in_step
+        stats.spec_accepted_tokens += accepted_in_step
+        self.speculator.record(drafts_in_step, accepted_in_step)
 
     def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
         self.stats.steps += 1

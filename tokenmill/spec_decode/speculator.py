@@ -7,7 +7,9 @@ decoding is bound by reading the weights (small batches) and proposals are mostl
 - adaptively, the gain (tokens accepted per eligible sequence per step, a moving average) is watched;
   below `MIN_GAIN` speculation pauses, then one step probes again. Each failed probe doubles the pause
   (from `MIN_PAUSE` up to `MAX_PAUSE` steps), so a proposer that never pays costs almost nothing, and a
-  good step resets it, so a request that starts copying is caught within a few steps.
+  good step resets it, so a request that starts copying is caught within a few steps;
+- adaptively, k follows the measured accepted length (a moving average over drafts): proposals one
+  token longer than what is usually accepted, so mediocre acceptance does not pay for long drafts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Speculator:
         self.disable_batch_size = disable_batch_size
         self.adaptive = adaptive
         self.gain = 1.0  # optimistic start: speculate until measured otherwise
+        self.accepted_length = float(num_tokens)  # accepted proposals per draft, moving average
         self._clock = 0
         self._paused_until = 0
         self._pause = MIN_PAUSE
@@ -50,7 +53,7 @@ class Speculator:
         for seq in seqs:
             params = seq.params
             tokens_left = (params.max_tokens or max_model_len) - seq.num_output_tokens
-            room = min(self.num_tokens, budget, tokens_left - 1, max_model_len - seq.num_tokens - 1)
+            room = min(self.step_tokens(), budget, tokens_left - 1, max_model_len - seq.num_tokens - 1)
             draft = self.proposer.propose(seq, room) if room > 0 else []
             if draft:
                 proposals[seq.seq_id] = draft
@@ -60,8 +63,17 @@ class Speculator:
             self._observe(0.0)
         return proposals
 
-    def record(self, num_accepted: int) -> None:
-        """The outcome of the step that verified the last proposals."""
+    def step_tokens(self) -> int:
+        """k for this step: `num_tokens`, or adaptively one more than the usual accepted length."""
+        if not self.adaptive:
+            return self.num_tokens
+        return max(1, min(self.num_tokens, round(self.accepted_length) + 1))
+
+    def record(self, num_drafts: int, num_accepted: int) -> None:
+        """The outcome of the step that verified the last proposals: `num_drafts` sequences proposed,
+        `num_accepted` of their tokens were accepted."""
+        if self.adaptive and num_drafts:
+            self.accepted_length += SMOOTHING * (num_accepted / num_drafts - self.accepted_length)
         self._observe(num_accepted / max(self._num_eligible, 1))
 
     def tick(self) -> None:
