@@ -66,7 +66,7 @@ class EngineConfig(BaseModel):
         default=32, ge=1, description="no speculation while more sequences than this decode together"
     )
     speculative_adaptive: bool = Field(
-        default=True, description="pause speculation while it gains under half a token per step"
+        default=True, description="k follows the accepted length; pause while it gains under 0.5 token/step"
     )
 
     @field_validator("model")
