@@ -268,3 +268,24 @@ def test_without_xgrammar_the_error_says_what_to_install(monkeypatch) -> None:
     compiler = GrammarCompiler(Tokenizer.byte_level(), 320, (256,))
     with pytest.raises(RuntimeError, match=r"pip install 'xgrammar"):
         compiler.compile(StructuredOutputsParams(regex="a"))
+
+
+@pytest.mark.slow
+def test_speculation_leaves_grammar_requests_alone(tiny_model_dir) -> None:
+    """With n-gram speculation on, a request under a grammar is never proposed for (its mask covers the
+    next token only), while plain requests in the same batch still speculate; outputs keep matching."""
+    llm = LLM(
+        str(tiny_model_dir("qwen3")), device="cpu", max_model_len=512, speculative_method="ngram",
+        speculative_adaptive=False,
+    )  # fmt: skip
+    prompt = [5, 6, 7, 8] * 12
+    regex = r"[a-z]{1,8}"
+    constrained = SamplingParams(
+        temperature=0, max_tokens=12, structured_outputs=StructuredOutputsParams(regex=regex)
+    )
+    llm.generate([prompt] * 3, constrained, use_tqdm=False)
+    assert llm.engine.stats.spec_proposed_tokens == 0
+    plain = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    outputs = llm.generate([prompt] * 4, [constrained, plain, constrained, plain], use_tqdm=False)
+    assert llm.engine.stats.spec_proposed_tokens > 0
+    assert all(re.fullmatch(regex, outputs[i].outputs[0].text) for i in (0, 2))

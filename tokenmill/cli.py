@@ -169,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("mode", nargs="?", choices=["offline", "serve"], default="offline")
     bench.add_argument(
-        "--workload", choices=["qa-358", "judge-358", "nano-256", "single", "custom"], default="qa-358"
+        "--workload",
+        choices=["qa-358", "judge-358", "nano-256", "single", "copy", "custom"],
+        default="qa-358",
+        help="copy: one stream whose answer repeats a paragraph of its prompt (speculative decoding)",
     )
     bench.add_argument("--num-prompts", type=int, default=100, help="custom workload: number of prompts")
     bench.add_argument("--input-len", default="128", help="custom workload: LEN or MIN:MAX prompt tokens")

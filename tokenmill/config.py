@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -62,6 +62,22 @@ class EngineConfig(BaseModel):
     )
     max_loras: int = Field(default=4, ge=1, le=256, description="LoRA adapters resident at once (slots)")
     max_lora_rank: int = Field(default=16, ge=1, le=256, description="largest LoRA rank accepted")
+    speculative_method: Literal["none", "ngram", "draft"] = Field(
+        default="none",
+        description="speculative decoding: ngram (prompt lookup in the request's tokens) or a draft model",
+    )
+    num_speculative_tokens: int = Field(default=4, ge=1, le=16, description="tokens proposed per step")
+    prompt_lookup_min: int = Field(default=2, ge=1, description="ngram: shortest suffix to look up")
+    prompt_lookup_max: int = Field(default=4, ge=1, description="ngram: longest suffix to look up")
+    speculative_model: str | None = Field(
+        default=None, description="draft model (HF directory or random:<preset>, the target's tokenizer)"
+    )
+    speculative_disable_batch_size: int = Field(
+        default=32, ge=1, description="no speculation while more sequences than this decode together"
+    )
+    speculative_adaptive: bool = Field(
+        default=True, description="k follows the accepted length; pause while it gains under 0.5 token/step"
+    )
 
     @field_validator("model")
     @classmethod
@@ -83,6 +99,17 @@ class EngineConfig(BaseModel):
     @property
     def lora_enabled(self) -> bool:
         return self.enable_lora or bool(self.lora_modules)
+
+    @model_validator(mode="after")
+    def _speculation_is_consistent(self) -> EngineConfig:
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError(
+                f"prompt_lookup_min ({self.prompt_lookup_min}) exceeds prompt_lookup_max "
+                f"({self.prompt_lookup_max})"
+            )
+        if self.speculative_method == "draft":
+            raise ValueError("speculative_method='draft' is not available yet: use 'ngram'")
+        return self
 
     @field_validator("max_gpu_memory")
     @classmethod

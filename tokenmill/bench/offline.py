@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 import json
 import random
 import re
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 
 from tokenmill.bench.compile_log import CompileLog
+from tokenmill.bench.copy_workload import CopyWorkload
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
@@ -49,11 +52,14 @@ class Workload:
         return make_requests(self, vocab_size)
 
 
-WORKLOADS: dict[str, Workload | JudgeWorkload] = {
+AnyWorkload = Workload | JudgeWorkload | CopyWorkload
+
+WORKLOADS: dict[str, AnyWorkload] = {
     "qa-358": Workload("qa-358", 358, (48, 160), (200, 200)),
     "judge-358": JudgeWorkload("judge-358", JUDGE_QUESTIONS),
     "nano-256": Workload("nano-256", 256, (100, 1024), (100, 1024)),
     "single": Workload("single", 1, (128, 128), (256, 256)),
+    "copy": CopyWorkload("copy"),
 }
 
 
@@ -102,6 +108,8 @@ class BenchResult:
     lora: str | None = None  # e.g. "8 adapters of rank 16, round-robin over the requests"
     structured: str | None = None  # every request under a JSON schema (bench/structured.py)
     grammar_compile_ms: dict[str, float] | None = None  # per schema, uncached
+    output_digest: str = ""  # of the last run's token ids: equal digests mean identical greedy output
+    speculation: dict[str, str | int | float | None] = field(default_factory=dict)  # see speculation_report
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -142,6 +150,18 @@ def bytes_floor_seconds(
 class TimedRuns:
     seconds: list[float]
     compiled: list[list[str]]  # per run: the Triton variants it had to compile or load
+    digest: str = ""  # sha256 of the last run's output token ids, in request order
+
+
+def greedy_params(
+    requests: list[tuple[list[int], int]], constraint: StructuredOutputsParams | None = None
+) -> list[SamplingParams]:
+    """Every engine does the same work: greedy, EOS ignored, each request's exact output length (under
+    `constraint`, if any)."""
+    return [
+        SamplingParams(temperature=0, max_tokens=out, ignore_eos=True, structured_outputs=constraint)
+        for _, out in requests
+    ]
 
 
 def run_tokenmill(
@@ -157,10 +177,7 @@ def run_tokenmill(
     With `loras`, request i runs under adapter i % len(loras); with `constraint`, every request samples
     under that grammar."""
     prompts = [p for p, _ in requests]
-    params = [
-        SamplingParams(temperature=0, max_tokens=out, ignore_eos=True, structured_outputs=constraint)
-        for _, out in requests
-    ]
+    params = greedy_params(requests, constraint)
     lora_requests = [loras[i % len(loras)] for i in range(len(prompts))] if loras else None
     if not cold_start:
         llm.generate(prompts, params, use_tqdm=False, lora_request=lora_requests)
@@ -179,6 +196,8 @@ def run_tokenmill(
         expected = sum(out for _, out in requests)
         if produced != expected:
             raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
+        token_ids = [o.outputs[0].token_ids for o in outputs]
+        runs.digest = hashlib.sha256(json.dumps(token_ids).encode()).hexdigest()[:16]
     return runs
 
 
@@ -239,7 +258,7 @@ def _hf_config(model_ref: str) -> Any:
 
 def benchmark(
     config: EngineConfig,
-    workload: Workload | JudgeWorkload,
+    workload: AnyWorkload,
     peers: list[str],
     command: str,
     out_dir: Path | None,
@@ -247,10 +266,12 @@ def benchmark(
     cold_start: bool = False,
     num_loras: int = 0,
     structured: str | None = None,
+    prepare: Callable[[LLM, list[tuple[list[int], int]]], None] | None = None,
 ) -> BenchResult:
-    """With `num_loras`, that many random adapters of rank `config.max_lora_rank` are written to a
-    temporary directory and the requests spread over them round-robin; `structured` (see
-    bench/structured.py) puts every request under a JSON schema."""
+    """Run `workload` on an engine made from `config`. With `num_loras`, that many random adapters of
+    rank `config.max_lora_rank` are written to a temporary directory and the requests spread over them
+    round-robin; `structured` (see bench/structured.py) puts every request under a JSON schema;
+    `prepare` sees the engine and the requests first (e.g. to install a bench-only proposer)."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
@@ -258,6 +279,8 @@ def benchmark(
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
+    if prepare is not None:
+        prepare(llm, requests)
     constraint, compile_ms = None, None
     if structured is not None:
         constraint = workload_constraint(structured, max(out for _, out in requests))
@@ -325,13 +348,34 @@ def benchmark(
         lora=f"{num_loras} adapters of rank {config.max_lora_rank}, round-robin" if num_loras else None,
         structured=structured,
         grammar_compile_ms=compile_ms,
+        output_digest=runs.digest,
+        speculation=speculation_report(config, stats),
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
         model += f"-{config.quantization}" if config.quantization else ""
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
+        spec = "" if config.speculative_method == "none" else f"-{config.speculative_method}"
         name = workload.name + (f"-structured-{structured}" if structured else "")
-        path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}{spec}-{device_name}-{result.date}.json"
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def speculation_report(config: EngineConfig, stats: StepStats) -> dict[str, str | int | float | None]:
+    """The speculative-decoding settings and counters of the last timed run ({} without speculation);
+    mean_accepted_length counts accepted proposals per verifying sequence-step."""
+    if config.speculative_method == "none":
+        return {}
+    rate, length = stats.spec_acceptance_rate, stats.spec_mean_accepted_length
+    return {
+        "method": config.speculative_method,
+        "num_speculative_tokens": config.num_speculative_tokens,
+        "adaptive": config.speculative_adaptive,
+        "drafts": stats.spec_drafts,
+        "proposed_tokens": stats.spec_proposed_tokens,
+        "accepted_tokens": stats.spec_accepted_tokens,
+        "acceptance_rate": None if rate is None else round(rate, 3),
+        "mean_accepted_length": None if length is None else round(length, 3),
+    }

@@ -4,6 +4,10 @@ While a pure-decode step runs on the device, the next one is queued behind it, f
 sampled tokens straight from the device; the host meanwhile turns the first step's tokens into text and
 checks stops. A sequence that stops in between discards its one speculative token. Everything else is
 the plain `Scheduler`'s: only the rule for when a step may run ahead, and that step, differ.
+
+Speculative decoding needs the known tokens to propose from, so no step is launched ahead while the
+speculator would speculate for the batch (it stays on for batches too large to speculate); a verify
+step itself is never pure decode, so it is never continued either.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class AsyncScheduler(Scheduler):
         if batch.num_decodes != len(batch):
             return False
         max_model_len = self.max_model_len
+        if self.speculator is not None and self.speculator.wants(len(batch)):
+            return False
         for seq in batch.seqs:
             computed = seq.num_computed_tokens
             if not seq.runs_ahead_from <= len(seq.token_ids) <= computed < max_model_len:

@@ -98,17 +98,32 @@ class BlockManager:
 
     def free(self, seq: Sequence) -> None:
         """Release a sequence's blocks; its tail blocks become the first candidates for reuse."""
-        for block_id in reversed(seq.block_ids):
+        self._release(seq.block_ids)
+        seq.block_ids.clear()
+        seq.block_hashes.clear()
+        seq.block_generation += 1
+        seq.num_computed_tokens = 0
+
+    def trim(self, seq: Sequence, num_computed_tokens: int) -> None:
+        """Shrink a sequence's computed tokens to `num_computed_tokens` (dropping the K/V of rejected
+        proposals) and release the blocks past them. Those blocks were never full of known tokens, so
+        no prefix-cache entry points at them."""
+        keep = self.blocks_needed(num_computed_tokens)
+        assert keep >= len(seq.block_hashes), "trimming never reaches a registered block"
+        if keep < len(seq.block_ids):
+            self._release(seq.block_ids[keep:])
+            del seq.block_ids[keep:]
+            seq.block_generation += 1  # the cached block-table row must be rewritten
+        seq.num_computed_tokens = num_computed_tokens
+
+    def _release(self, block_ids: list[int]) -> None:
+        for block_id in reversed(block_ids):
             block = self.blocks[block_id]
             block.ref_count -= 1
             if block.ref_count == 0:
                 self._free[block_id] = None
                 if block.hash is None:
                     self._free.move_to_end(block_id, last=False)
-        seq.block_ids.clear()
-        seq.block_hashes.clear()
-        seq.block_generation += 1
-        seq.num_computed_tokens = 0
 
     def _acquire(self, block_id: int) -> None:
         block = self.blocks[block_id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.loader import load_model
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.spec_decode.speculator import build_speculator
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs
 from tokenmill.tokenizer import Tokenizer
@@ -48,6 +50,18 @@ class StepStats:
     decode_seconds: float = 0.0
     other_seconds: float = 0.0  # steps with prompt tokens (prefill, or prefill mixed with decodes)
     continued_steps: int = 0  # decode steps launched before the previous step's tokens were known
+    spec_drafts: int = 0  # sequence-steps that verified proposals
+    spec_proposed_tokens: int = 0
+    spec_accepted_tokens: int = 0
+
+    @property
+    def spec_acceptance_rate(self) -> float | None:
+        return self.spec_accepted_tokens / self.spec_proposed_tokens if self.spec_proposed_tokens else None
+
+    @property
+    def spec_mean_accepted_length(self) -> float | None:
+        """Proposed tokens accepted per verifying sequence-step (it emits one more, the target's)."""
+        return self.spec_accepted_tokens / self.spec_drafts if self.spec_drafts else None
 
 
 class LLMEngine:
@@ -89,8 +103,13 @@ class LLMEngine:
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
+        self.speculator = build_speculator(config)
         self.scheduler = scheduler_class(
-            self.block_manager, config.max_num_seqs, self.max_num_batched_tokens, self.max_model_len
+            self.block_manager,
+            config.max_num_seqs,
+            self.max_num_batched_tokens,
+            self.max_model_len,
+            self.speculator,
         )
         self.scheduler.lora = self.lora
         self.input_processor = InputProcessor(self.tokenizer, loaded.config.vocab_size, self.max_model_len)
@@ -204,7 +223,7 @@ class LLMEngine:
             self._in_flight = follow, self._launch(follow, launch.sampled)
             self.stats.continued_steps += 1
         sampled = self.runner.collect(launch)
-        outputs = self._update_from_output(sampled)
+        outputs = self._update_from_output(sampled, batch)
         self._stepping = None
         self._record_step(batch, time.perf_counter() - started)
         return outputs
@@ -214,9 +233,12 @@ class LLMEngine:
         self.scheduler.commit(batch)
         return launch
 
-    def _update_from_output(self, sampled: list[tuple[Sequence, int]]) -> list[RequestOutput]:
+    def _update_from_output(
+        self, sampled: list[tuple[Sequence, int]], batch: ScheduledBatch
+    ) -> list[RequestOutput]:
         """Append each sampled token, end the sequences that stop, and report the requests that advanced.
-        A sequence that finished after this batch was launched ahead drops its speculative token."""
+        A sequence that finished after this batch was launched ahead drops its speculative token; one
+        that verified proposals appends several tokens, up to the first that ends it."""
         advanced = []
         now = time.monotonic()  # one timestamp for the step's tokens: they all arrived together
         process_token = self.output_processor.process_token
@@ -228,7 +250,34 @@ class LLMEngine:
             if stop is not None:
                 self.scheduler.finish(seq, *stop)
             advanced.append(seq)
+        if self.speculator is not None:
+            self._settle_speculation(sampled, batch)
         return self.output_processor.outputs(advanced)
+
+    def _settle_speculation(self, sampled: list[tuple[Sequence, int]], batch: ScheduledBatch) -> None:
+        """After a step's tokens are appended: roll back the K/V of rejected proposals, drop logprobs of
+        tokens cut by a stop, and count what was proposed and accepted."""
+        assert self.speculator is not None
+        self.speculator.tick()
+        if batch.proposals is None:
+            return
+        emitted = Counter(seq.seq_id for seq, _ in sampled)
+        stats = self.stats
+        drafts_in_step = accepted_in_step = 0
+        for seq, draft in zip(batch.seqs, batch.proposals):
+            if not draft:
+                continue
+            accepted = emitted[seq.seq_id] - 1
+            drafts_in_step += 1
+            stats.spec_proposed_tokens += len(draft)
+            accepted_in_step += accepted
+            if seq.logprobs is not None:
+                del seq.logprobs[seq.num_output_tokens :]
+            if not seq.is_finished:
+                self.scheduler.rollback(seq)
+        stats.spec_drafts += drafts_in_step
+        stats.spec_accepted_tokens += accepted_in_step
+        self.speculator.record(drafts_in_step, accepted_in_step)
 
     def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
         self.stats.steps += 1

@@ -18,6 +18,7 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.spec_decode.rejection_sampler import RejectionSampler, emitted_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +26,15 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Launch:
     """A step queued on the device: the sequences that sample, their tokens on the device and on their
-    way to the host, the event that marks them ready, and the logits (for logprobs)."""
+    way to the host, the event that marks them ready, the logits (for logprobs), and the proposals
+    verified (then `sampled` has a token per logit row, see RejectionSampler)."""
 
     seqs: list[Sequence]
     sampled: torch.Tensor | None
     host: torch.Tensor | None
     done: torch.cuda.Event | None
     logits: torch.Tensor | None
+    proposals: list[list[int]] | None = None
 
 
 class ModelRunner:
@@ -58,6 +61,7 @@ class ModelRunner:
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.sampler = sampler
+        self.rejection_sampler = RejectionSampler(sampler)
         self.ops = ops
         params = next(model.parameters())
         self.device, self.dtype = params.device, params.dtype
@@ -105,29 +109,40 @@ class ModelRunner:
         seqs = inputs.sampling_seqs
         if not seqs:
             return Launch([], None, None, None, None)
-        if len(seqs) < inputs.num_real_tokens:
+        if len(inputs.logits_indices) < inputs.num_real_tokens:
             hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
         logits = self.model.compute_logits(hidden)
-        sampled = self.sampler(logits, seqs)
+        proposals = inputs.proposals
+        if proposals is None:
+            sampled = self.sampler(logits, seqs)
+        else:
+            sampled = self.rejection_sampler(logits, seqs, proposals)
         if self.device.type != "cuda":
-            return Launch(seqs, sampled, sampled, None, logits)
+            return Launch(seqs, sampled, sampled, None, logits, proposals)
         host = self.inputs.staging.tensor("sampled", sampled.numel(), torch.long)
         host.copy_(sampled, non_blocking=True)
         done = torch.cuda.Event()
         done.record()
-        return Launch(seqs, sampled, host, done, logits)
+        return Launch(seqs, sampled, host, done, logits, proposals)
 
     @torch.inference_mode()
     def collect(self, launch: Launch) -> list[tuple[Sequence, int]]:
         """Wait for a launched step; returns each sequence that sampled a token with that token, in batch
-        order. Sequences that asked for logprobs get them appended."""
+        order (a sequence that verified proposals once per token it emits). Sequences that asked for
+        logprobs get them appended."""
         if launch.sampled is None:
             return []
         if launch.done is not None:
             launch.done.synchronize()
         tokens = launch.host.tolist()
-        self.sampler.record_logprobs(launch.logits, launch.sampled, launch.seqs)
-        return list(zip(launch.seqs, tokens))
+        if launch.proposals is None:
+            self.sampler.record_logprobs(launch.logits, launch.sampled, launch.seqs)
+            return list(zip(launch.seqs, tokens))
+        pairs, rows = emitted_tokens(launch.seqs, launch.proposals, tokens)
+        if any(seq.logprobs is not None for seq in launch.seqs):
+            index = torch.tensor(rows, device=self.device)
+            self.sampler.record_logprobs(launch.logits[index], launch.sampled[index], [s for s, _ in pairs])
+        return pairs
 
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         """The eager forward pass: upload the step's inputs and run the model on them."""

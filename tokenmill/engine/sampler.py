@@ -33,19 +33,34 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """logits: [len(seqs), vocab] -> next token id per sequence."""
+        logits = self.adjust(logits, seqs)
+        if all(s.params.greedy for s in seqs):
+            return logits.argmax(dim=-1)
+        logits = logits.float()
+        greedy = logits.argmax(dim=-1)
+        sampled = self.draw(self.target_probs(logits, seqs), seqs)
+        is_greedy = torch.tensor([s.params.greedy for s in seqs], device=logits.device)
+        return torch.where(is_greedy, greedy, sampled)
+
+    def adjust(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """The logits with the rules that depend on each sequence's tokens applied (early-stop bans,
+        penalties) and the logits processor (grammar masks); greedy decoding takes their argmax."""
         if self.logits_processor is not None:
             logits = self.logits_processor(logits, seqs)
         logits = self._ban_early_stops(logits, seqs)
         if any(s.params.uses_penalties for s in seqs):
             logits = apply_penalties(logits.float(), seqs)
-        if all(s.params.greedy for s in seqs):
-            return logits.argmax(dim=-1)
-        logits = logits.float()
-        greedy = logits.argmax(dim=-1)
-        probs = self._filtered_probs(logits, seqs)
-        sampled = (probs / self._exponential_noise(probs, seqs)).argmax(dim=-1)
-        is_greedy = torch.tensor([s.params.greedy for s in seqs], device=logits.device)
-        return torch.where(is_greedy, greedy, sampled)
+        return logits
+
+    def target_probs(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """The distribution sampling draws from: adjusted logits through temperature, top-k/p, min-p
+        (rows sum to 1, except that min-p zeroes tokens without renormalising)."""
+        return self._filtered_probs(logits.float(), seqs)
+
+    def draw(self, probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """One token per row in proportion to `probs` (which need not be normalised), each seeded
+        sequence from its own generator."""
+        return (probs / self._exponential_noise(probs, seqs)).argmax(dim=-1)
 
     def record_logprobs(self, logits: torch.Tensor, sampled: torch.Tensor, seqs: list[Sequence]) -> None:
         """Append to each live sequence that asked for logprobs the log-softmax of the raw logits at its

@@ -5,6 +5,9 @@ generation), then waiting sequences are admitted first-come-first-served while t
 sequence limit and free KV blocks allow. A prompt larger than the budget is prefilled in chunks over
 several steps. When blocks run out, the newest running sequence is preempted: its blocks are freed and
 it is recomputed later, mostly from the prefix cache.
+
+With a `Speculator`, decoding sequences may also get proposed tokens once everything else is scheduled:
+their step becomes a chunk of 1 + k tokens, whose rejected tail `rollback` takes back afterwards.
 """
 
 from __future__ import annotations
@@ -19,15 +22,19 @@ from tokenmill.engine.sequence import Sequence, SequenceStatus
 
 if TYPE_CHECKING:
     from tokenmill.lora.manager import LoRAManager
+    from tokenmill.spec_decode.speculator import Speculator
 
 
 @dataclass
 class ScheduledBatch:
-    """Sequences to run this step with how many new tokens each; single-token ones come first."""
+    """Sequences to run this step with how many new tokens each; single-token ones come first.
+    `proposals` (None when nobody speculates) lists per sequence the proposed tokens that follow its
+    last known token in its chunk."""
 
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     num_decodes: int = 0
+    proposals: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -39,9 +46,15 @@ class ScheduledBatch:
 
 class Scheduler:
     def __init__(
-        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        speculator: Speculator | None = None,
     ) -> None:
         self.block_manager = block_manager
+        self.speculator = speculator
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
@@ -84,10 +97,29 @@ class Scheduler:
                 budget -= num_new
         if not preempted:
             budget = self._admit_waiting(budget, chosen)
+        proposals = self._add_proposals(chosen, budget) if self.speculator is not None else {}
         chosen.sort(key=lambda item: item[1] > 1)
         batch = ScheduledBatch([s for s, _ in chosen], [n for _, n in chosen])
         batch.num_decodes = sum(1 for n in batch.num_new_tokens if n == 1)
+        if proposals:
+            batch.proposals = [proposals.get(seq.seq_id, []) for seq in batch.seqs]
         return batch
+
+    def _add_proposals(self, chosen: list[tuple[Sequence, int]], budget: int) -> dict[int, list[int]]:
+        """Grow the chosen decodes by their proposals where blocks are free (never preempting for them);
+        returns the proposals that made it, by seq_id."""
+        assert self.speculator is not None
+        decoding = [seq for seq, n in chosen if n == 1 == seq.num_uncomputed_tokens]
+        proposals = self.speculator.propose(decoding, budget, self.max_model_len)
+        for i, (seq, _) in enumerate(chosen):
+            draft = proposals.get(seq.seq_id)
+            if draft is None:
+                continue
+            if self.block_manager.allocate(seq, 1 + len(draft)):
+                chosen[i] = (seq, 1 + len(draft))
+            else:
+                del proposals[seq.seq_id]
+        return proposals
 
     def continue_decoding(self, previous: ScheduledBatch) -> ScheduledBatch | None:
         """A step to launch before `previous`'s sampled tokens reach the host, or None. This scheduler
@@ -135,6 +167,11 @@ class Scheduler:
             seq.num_computed_tokens += num_new
             if seq.num_computed_tokens // block_size > len(seq.block_hashes):
                 self.block_manager.cache_full_blocks(seq)
+
+    def rollback(self, seq: Sequence) -> None:
+        """After a verify step: forget the K/V of rejected proposals (everything past the sequence's
+        known tokens but the newest), freeing the blocks only they used."""
+        self.block_manager.trim(seq, seq.num_tokens - 1)
 
     def finish(self, seq: Sequence, reason: str, stop_reason: str | int | None = None) -> None:
         if seq.status is SequenceStatus.RUNNING:

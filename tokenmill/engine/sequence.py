@@ -51,6 +51,7 @@ class Sequence:
         self.generator: torch.Generator | None = None
         self.lora: LoRAAdapter | None = None  # the adapter it runs under (None: the base model)
         self.lora_slot = -1  # that adapter's resident slot, given at admission (tokenmill.lora.manager)
+        self.proposer_state: object | None = None  # what a speculative proposer keeps per sequence
         self.arrival_time = time.monotonic()
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

@@ -5,6 +5,9 @@ its position and cache slot; for each sequence its context length after the step
 start in the batch, and whether its last token is sampled (it is, once every known token is computed).
 The eager path uploads these arrays; the CUDA-graph path copies them into its static buffers.
 
+A sequence verifying proposals is a chunk of its last known token and the proposals, with logits at every
+one of its positions (see tokenmill/spec_decode/).
+
 A pure-decode batch may be padded up to a captured graph's size: padding rows are sequences with no
 blocks and one new token at position 0, so they attend to, and write into, only the null block.
 """
@@ -35,7 +38,7 @@ class StepInputs:
     slot_mapping: torch.Tensor  # [num_tokens] int64: block * block_size + offset
     seq_lens: torch.Tensor  # [num_rows] int32: context length after this step
     query_start_loc: torch.Tensor  # [num_rows + 1] int32: where each row's tokens start in the batch
-    logits_indices: torch.Tensor  # [len(sampling_seqs)] int64: the last token of each sampling sequence
+    logits_indices: torch.Tensor  # int64: the last token of each sampling sequence (all its proposals' too)
     block_tables: torch.Tensor  # [num_rows, widest block list] int32, null-padded
     num_seqs: int
     num_decodes: int  # the first rows that contribute one token each (padding rows included)
@@ -43,6 +46,7 @@ class StepInputs:
     seq_lens_cpu: list[int]  # per row
     sampling_seqs: list[Sequence]
     lora: LoRAMapping | None = None  # with LoRA on: each token's adapter slot, grouped by slot (host)
+    proposals: list[list[int]] | None = None  # per sampling sequence, when the batch speculates
 
     @property
     def num_rows(self) -> int:
@@ -83,13 +87,18 @@ class InputBuilder:
         table_rows = self.block_table.update(seqs, num_rows)
         slots = self.block_table.compute_slot_mapping(rows, positions)
         samples = seq_lens[:num_seqs] >= np.array([len(seq.token_ids) for seq in seqs], dtype=np.int64)
+        proposals = batch.proposals
+        logits_indices = _logits_indices(ends[:num_seqs], samples, proposals)
         stage = self.staging.fill
         input_ids = None
         if token_source is None:
-            known = itertools.chain.from_iterable(
+            chunks = (
                 seq.token_ids[start:end]
                 for seq, start, end in zip(seqs, computed.tolist(), seq_lens.tolist())
             )
+            if proposals:
+                chunks = (chunk + draft for chunk, draft in zip(chunks, proposals))
+            known = itertools.chain.from_iterable(chunks)
             ids = np.zeros(num_tokens, dtype=np.int64)  # padding rows read token 0
             ids[: num_tokens - padding] = np.fromiter(known, np.int64, num_tokens - padding)
             input_ids = stage("input_ids", ids, torch.long)
@@ -100,13 +109,14 @@ class InputBuilder:
             slot_mapping=stage("slot_mapping", slots, torch.long),
             seq_lens=stage("seq_lens", seq_lens, torch.int32),
             query_start_loc=stage("query_start_loc", np.concatenate(([0], ends)), torch.int32),
-            logits_indices=stage("logits_indices", ends[:num_seqs][samples] - 1, torch.long),
+            logits_indices=stage("logits_indices", logits_indices, torch.long),
             block_tables=stage("block_tables", table_rows, torch.int32),
             num_seqs=num_seqs,
             num_decodes=batch.num_decodes + padding,
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
             sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),
+            proposals=list(itertools.compress(proposals, samples.tolist())) if proposals else None,
             lora=self._lora_mapping(seqs, padding, query_lens) if self.lora_slots else None,
         )
 
@@ -125,3 +135,13 @@ class InputBuilder:
             tile_starts=stage("lora_tile_starts", tile_starts, torch.int32),
             tile_ends=stage("lora_tile_ends", tile_ends, torch.int32),
         )
+
+
+def _logits_indices(ends: np.ndarray, samples: np.ndarray, proposals: list[list[int]] | None) -> np.ndarray:
+    """The tokens whose logits are needed: each sampling sequence's last, preceded by one per proposal."""
+    if not proposals:
+        return ends[samples] - 1
+    counts = np.array([len(draft) + 1 for draft in proposals], dtype=np.int64)[samples]
+    starts = ends[samples] - counts
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -41,6 +41,26 @@ class _EngineGauges(Collector):
         yield GaugeMetricFamily(
             "tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", value=usage
         )
+        if engine is not None and engine.speculator is not None:
+            yield from _speculation_metrics(engine)
+
+
+def _speculation_metrics(engine: LLMEngine) -> Iterator[Metric]:
+    stats = engine.stats
+    yield CounterMetricFamily(
+        "tokenmill:spec_decode_num_drafts", "Sequence-steps that verified proposals", stats.spec_drafts
+    )
+    yield CounterMetricFamily(
+        "tokenmill:spec_decode_num_draft_tokens", "Proposed tokens", stats.spec_proposed_tokens
+    )
+    yield CounterMetricFamily(
+        "tokenmill:spec_decode_num_accepted_tokens", "Accepted proposed tokens", stats.spec_accepted_tokens
+    )
+    yield GaugeMetricFamily(
+        "tokenmill:spec_decode_acceptance_rate",
+        "Accepted over proposed tokens since start",
+        value=stats.spec_acceptance_rate or 0.0,
+    )
 
 
 class _TokenGapHistogram(Collector):

@@ -1,0 +1,97 @@
+"""Speculative decoding on a GPU: each workload without speculation, then with n-gram speculation at each
+`--k`, in one process; reports tokens/s, the speed-up over no speculation, whether the greedy output is
+identical (same token digest), and the acceptance of every run. With `--replay-acceptance A`, also runs
+with the bench-only ReplayProposer (the target's own greedy tokens, each kept with probability A): the
+speed-up as a function of acceptance, which random-weight models cannot show with real proposals.
+
+Targets (issue 13): `copy` (one stream repeating its prompt) >= 2x with identical text; `qa-358` with
+adaptive speculation >= 0.98x of the throughput without.
+
+Usage: python bench/spec_decode.py --model /models/Qwen3-0.6B --out spec-decode.json
+       [--workload copy --workload qa-358] [--k 2 --k 4 --k 8] [--repeat 3] [--no-adaptive]
+       [--replay-acceptance 0.3 --replay-acceptance 0.6 --replay-acceptance 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from tokenmill.bench.offline import WORKLOADS, benchmark, greedy_params
+from tokenmill.bench.replay_proposer import ReplayProposer
+from tokenmill.config import EngineConfig
+from tokenmill.engine.llm import LLM
+
+Prepare = Callable[[LLM, list[tuple[list[int], int]]], None]
+
+
+def replay(acceptance: float) -> Prepare:
+    """Installs a ReplayProposer over the engine's own greedy run of the requests (run with no
+    proposals, so untimed and identical to what the timed runs produce)."""
+
+    def prepare(llm: LLM, requests: list[tuple[list[int], int]]) -> None:
+        speculator = llm.engine.speculator
+        assert speculator is not None
+        vocab_size = llm.engine.model_config.vocab_size
+        speculator.proposer = ReplayProposer([], acceptance, vocab_size)
+        outputs = llm.generate([p for p, _ in requests], greedy_params(requests), use_tqdm=False)
+        references = [o.prompt_token_ids + o.outputs[0].token_ids for o in outputs]
+        speculator.proposer = ReplayProposer(references, acceptance, vocab_size)
+
+    return prepare
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", required=True, help="a real model: random weights do not copy")
+    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS), help="default: copy")
+    parser.add_argument("--k", action="append", type=int, help="num_speculative_tokens (default: 4)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-adaptive", action="store_true", help="speculate every step")
+    parser.add_argument(
+        "--replay-acceptance", action="append", type=float, default=[], help="bench-only replay runs"
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    report = []
+    for name in args.workload or ["copy"]:
+        workload = WORKLOADS[name]
+        base = dict(model=args.model, max_num_seqs=max(workload.num_prompts, 1))
+        runs: list[tuple[str, EngineConfig, Prepare | None]] = [("none", EngineConfig(**base), None)]
+        for k in args.k or [4]:
+            spec = EngineConfig(
+                **base,
+                speculative_method="ngram",
+                num_speculative_tokens=k,
+                speculative_adaptive=not args.no_adaptive,
+            )
+            runs.append((f"ngram-k{k}", spec, None))
+            for acceptance in args.replay_acceptance:
+                replayed = spec.model_copy(update={"speculative_adaptive": False})
+                replay_label = f"replay-a{acceptance}-k{k} (bench-only proposer)"
+                runs.append((replay_label, replayed, replay(acceptance)))
+        baseline = None
+        for label, config, prepare in runs:
+            result = benchmark(
+                config, workload, [], "bench/spec_decode.py", None, args.repeat, prepare=prepare
+            )
+            baseline = baseline or result
+            entry = {
+                "workload": name,
+                "run": label,
+                "output_tokens_per_s": result.output_tokens_per_s,
+                "speedup": round(result.output_tokens_per_s / baseline.output_tokens_per_s, 3),
+                "identical_output": result.output_digest == baseline.output_digest,
+                "speculation": result.speculation,
+                "result": asdict(result),
+            }
+            print(json.dumps({k: v for k, v in entry.items() if k != "result"}), flush=True)
+            report.append(entry)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
