@@ -45,6 +45,15 @@ def skip_without_fp8_dot(fp8_dot: bool) -> None:
         pytest.skip("this GPU has no fp8 dot (sm_89+ needed)")
 
 
+def exact_fp8_activations(tokens: int, features: int, group: int, seed: int) -> torch.Tensor:
+    """Activations whose per-token-group fp8 quantization is exact: e4m3 values with each group's
+    largest 448, times 2^-6, so every scale is a power of two and no element rounds. Otherwise a scale
+    an ulp apart (amax / 448 computed in another order) flips elements lying on a rounding boundary."""
+    values = (draw(tokens, features, seed=seed) * 100).to(torch.float8_e4m3fn).float()
+    values[:, ::group] = 448.0
+    return values * 2**-6
+
+
 SHAPES = [(1, 1), (5, 3), (33, 2)]  # (tokens, split_k): one tile row or several, split-K off and on
 
 
@@ -178,9 +187,8 @@ def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot:
     block = (64, 128)
     weight, scale_inv = fp8_blocks(96, 320, block)  # a partial last block along both dimensions
     x = draw(tokens, 320, seed=10)
-    if fp8_dot:  # fed the reference's activation quantization, so only the GEMM is compared here
-        quantized, scales = reference_fp8.quantize_token_groups(x, block[1])
-        x = quantized.float() * scales.repeat_interleave(block[1], dim=1)[:, :320]
+    if fp8_dot:  # activations the kernel quantizes exactly, so only the GEMM is compared here
+        x = exact_fp8_activations(tokens, 320, block[1], seed=10)
         expected = reference_fp8.fp8_block_gemm(x, weight, scale_inv, block)
     else:
         expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
@@ -260,10 +268,8 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     layer = quantized_linear(LAYERS[kind]())
     x = draw(2, 3, 256, seed=13)  # [..., in] rows as the model passes them
     if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
-        quantized, scales = reference_fp8.quantize_token_groups(x.flatten(0, 1), 256)
-        expected = layer((quantized.float() * scales).unflatten(0, (2, 3)))
-    else:
-        expected = layer(x)
+        x = exact_fp8_activations(6, 256, 256, seed=13).unflatten(0, (2, 3))
+    expected = layer(x)
     monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
@@ -276,11 +282,7 @@ def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
     """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
     layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
     layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
-    # activations whose group quantization is exact (e4m3 values, each group's largest 448, times 2^-6),
-    # so the interpreter's float->fp8 rounding cannot differ from torch's
-    values = (draw(5, 256, seed=14) * 100).to(torch.float8_e4m3fn).float()
-    values[:, ::32] = 448.0
-    x = values * 2**-6
+    x = exact_fp8_activations(5, 256, 32, seed=14)  # the interpreter's fp8 rounding then cannot differ
     if fp8_dot:
         expected = (
             reference_fp8.fp8_block_gemm(x, layer.weight, layer.weight_scale_inv, (32, 32)) + layer.bias
