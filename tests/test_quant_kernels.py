@@ -72,6 +72,15 @@ def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None
     torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
 
 
+def close_after_fp8_dots(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """fp8 tensor-core products accumulate with a shortened mantissa within each K block (Hopper's fp8
+    MMA): these tests saw absolute differences up to 1.3e-3 from the fp32 reference on an H100 and an
+    H200. A wrong scale or block is off by a factor, far beyond 4e-3 of the output's range; on the CPU
+    the interpreter's products are exact to 1e-4."""
+    bound = 4e-3 * expected.abs().max().item() if ON_GPU else 1e-4
+    torch.testing.assert_close(got.float(), expected.float(), atol=bound, rtol=0)
+
+
 def packed_int8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
     quantized, scale = quantize_int8_per_channel(draw(out, inp, seed=1) * 0.05)
     packed = wo.PackedWeight(wo.WeightFormat.INT8, quantized, scale, inp, out)
@@ -193,7 +202,7 @@ def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot:
     else:
         expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
     got = fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block, split_k, fp8_dot)
-    close(got, expected, torch.float32)
+    (close_after_fp8_dots if fp8_dot else functools.partial(close, dtype=torch.float32))(got, expected)
 
 
 def _pointer(dtype: torch.dtype) -> torch.Tensor:
@@ -273,7 +282,10 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
-    close(layer(x), expected, torch.float32)
+    if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # fp8 tensor-core products
+        close_after_fp8_dots(layer(x), expected)
+    else:
+        close(layer(x), expected, torch.float32)
 
 
 @pytest.mark.parametrize("fp8_dot", [True, False])
