@@ -52,6 +52,12 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs one model is split over (one process per GPU; gloo on CPU)"
+    )
+    data_parallel_size: int = Field(
+        default=1, ge=1, description="engine replicas behind one server, each on its own GPUs"
+    )
 
     @field_validator("model")
     @classmethod
@@ -106,6 +112,7 @@ SEED_ENV_ALIASES: dict[str, str] = {
     "GPU_MEMORY_UTILIZATION": "gpu_memory_utilization",
     "BATCH_MODE": "batch_mode",
     "PUSH_MODE_HTTP_PORT": "port",
+    "MP_NUM": "tensor_parallel_size",
 }
 
 

@@ -75,6 +75,9 @@ class AsyncLLM:
         self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._stopping = False
+        self._dying = threading.Lock()
+        if self.engine.workers is not None:  # a dead worker may leave the step loop blocked: fail now
+            self.engine.workers.started(on_death=self._die)
         self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
         self._thread.start()
 
@@ -123,6 +126,7 @@ class AsyncLLM:
         self._stopping = True
         self._inbox.put(_STOP)
         self._thread.join(timeout)
+        self.engine.shutdown()
 
     # ---- engine thread ----------------------------------------------------------------------------
 
@@ -134,12 +138,20 @@ class AsyncLLM:
                     self._step()
         except BaseException as exc:
             logger.exception("engine step loop failed")
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """Fail every request and report the failure, once (the step loop and a tensor-parallel
+        worker's death may both get here)."""
+        with self._dying:
+            if self.error is not None:
+                return
             self.error = exc
-            dead = EngineDeadError(f"the engine has stopped: {exc!r}")
-            for request_id in list(self._streams):
-                self._send(request_id, dead)
-            if self._on_failure is not None:
-                self._on_failure(exc)
+        dead = EngineDeadError(f"the engine has stopped: {exc!r}")
+        for request_id in list(self._streams):
+            self._send(request_id, dead)
+        if self._on_failure is not None:
+            self._on_failure(exc)
 
     def _step(self) -> None:
         try:

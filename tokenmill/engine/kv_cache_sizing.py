@@ -34,12 +34,14 @@ def plan_kv_cache(
     model_dtype: torch.dtype,
 ) -> KVCachePlan:
     """`config.num_kv_blocks` if set, else as many blocks as memory allows (never more than
-    `max_num_seqs` full-length sequences need)."""
+    `max_num_seqs` full-length sequences need); under tensor parallelism, the fewest any rank can hold,
+    so one block table serves every rank."""
     device = next(model.parameters()).device
     dtype = kv_cache_dtype(config.kv_cache_dtype, device, model_dtype)
     num_blocks = config.num_kv_blocks or _blocks_from_memory(
         config, model, model_len, max_num_batched_tokens, dtype
     )
+    num_blocks = model.config.tensor_parallel.minimum(num_blocks, device)
     max_model_len = min(model_len, num_blocks * config.block_size)
     if max_model_len < model_len:
         logger.warning("max_model_len lowered to %d tokens: the KV cache holds no more", max_model_len)
@@ -78,7 +80,8 @@ def _blocks_from_memory(
 def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dtype) -> int:
     cfg = model.config
     element = torch.empty((), dtype=dtype).element_size()
-    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * element
+    _, kv_heads = model.local_heads()
+    return 2 * cfg.num_hidden_layers * block_size * kv_heads * cfg.head_dim * element
 
 
 def activation_reserve_bytes(model: LlamaForCausalLM, max_batched_tokens: int, max_num_seqs: int) -> int:
