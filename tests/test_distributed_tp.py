@@ -1,0 +1,187 @@
+"""Tensor parallelism on CPU (gloo): how tensors split, the control message, and whole engines whose
+greedy tokens must equal a single rank's, with chunked prefill, prefix caching and preemption."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from tests.helpers.server_process import ServerProcess
+from tests.test_correctness import mixed_prompts
+from tokenmill import LLM, SamplingParams
+from tokenmill.config import ServerConfig
+from tokenmill.distributed.control import decode_step, encode_step
+from tokenmill.distributed.group import TensorParallel
+from tokenmill.distributed.linear import ShardedLinear
+from tokenmill.distributed.sharding import check_splits, rank_units
+from tokenmill.distributed.vocab import VocabParallelEmbedding
+from tokenmill.distributed.workers import WorkerDiedError
+from tokenmill.engine.step_inputs import StepInputs
+from tokenmill.models.config import ModelConfig
+from tokenmill.quantization import UnquantizedMethod
+
+
+def test_units_split_evenly_or_replicate_when_fewer_than_ranks() -> None:
+    assert [rank_units(8, r, 4) for r in range(4)] == [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    assert [rank_units(2, r, 4) for r in range(4)] == [range(0, 1), range(0, 1), range(1, 2), range(1, 2)]
+    with pytest.raises(ValueError, match="evenly"):
+        rank_units(6, 0, 4)
+
+
+def _config(heads: int, kv_heads: int, intermediate: int = 128) -> ModelConfig:
+    return ModelConfig(
+        architecture="LlamaForCausalLM", vocab_size=320, hidden_size=64, intermediate_size=intermediate,
+        num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=16,
+        rms_norm_eps=1e-6, rope_theta=1e4, max_position_embeddings=64, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def test_a_model_that_does_not_split_is_refused_naming_the_field() -> None:
+    check_splits(_config(heads=4, kv_heads=2), 4)  # KV heads replicated over pairs of ranks
+    with pytest.raises(ValueError, match=r"tensor_parallel_size=3 .*4 attention heads, 2 KV heads"):
+        check_splits(_config(heads=4, kv_heads=2), 3)
+    with pytest.raises(ValueError, match="intermediate size 101"):
+        check_splits(_config(heads=4, kv_heads=4, intermediate=101), 2)
+
+
+def test_column_parallel_qkv_keeps_the_rank_heads_and_its_replicated_kv_head() -> None:
+    """Rank 3 of 4 with 4 query heads and 2 KV heads: query head 3 and KV head 1 (shared with rank 2)."""
+    head = 16
+    linear = ShardedLinear(
+        64, [4 * head, 2 * head, 2 * head], False, UnquantizedMethod(), TensorParallel(3, 4), "column", head
+    )
+    assert linear.out_shards == (head, head, head)
+    q, k, v = (torch.randn(n * head, 64) for n in (4, 2, 2))
+    for shard, tensor in enumerate((q, k, v)):
+        linear.load("weight", tensor, shard)
+    torch.testing.assert_close(linear.weight, torch.cat([q[3 * head :], k[head:], v[head:]]), rtol=0, atol=0)
+
+
+def test_row_parallel_keeps_the_rank_input_columns_and_refuses_packed_tensors() -> None:
+    linear = ShardedLinear(64, [32], False, UnquantizedMethod(), TensorParallel(1, 2), "row", 16)
+    weight = torch.randn(32, 64)
+    linear.load("weight", weight, None)
+    torch.testing.assert_close(linear.weight, weight[:, 32:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="float checkpoints"):
+        linear.load("weight", weight.to(torch.int8), None)
+
+
+def test_vocab_rows_are_padded_on_the_last_rank() -> None:
+    embedding = VocabParallelEmbedding(10, 4, TensorParallel(2, 3))  # 4 rows per rank, the last has 2
+    full = torch.randn(10, 4)
+    part = embedding.checkpoint_part(full)
+    torch.testing.assert_close(part, torch.cat([full[8:], torch.zeros(2, 4)]), rtol=0, atol=0)
+
+
+def test_the_step_message_carries_arrays_not_sequences() -> None:
+    inputs = StepInputs(
+        input_ids=torch.tensor([5, 6, 7]), token_source=torch.tensor([1]), positions=torch.tensor([0, 1, 2]),
+        slot_mapping=torch.tensor([8, 9, 10]), seq_lens=torch.tensor([3], dtype=torch.int32),
+        query_start_loc=torch.tensor([0, 3], dtype=torch.int32), logits_indices=torch.tensor([2]),
+        block_tables=torch.tensor([[1]], dtype=torch.int32), num_seqs=1, num_decodes=0, query_lens=[3],
+        seq_lens_cpu=[3], sampling_seqs=[object()],  # type: ignore[list-item]
+    )  # fmt: skip
+    previous = torch.tensor([42])
+    decoded, use_graph = decode_step(encode_step(inputs, use_graph=True), previous)
+    assert use_graph and decoded.sampling_seqs == [] and decoded.token_source is previous
+    assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
+    np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
+    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), False), None)
+    assert fresh.token_source is None
+    with pytest.raises(RuntimeError, match="continuation"):
+        decode_step(encode_step(inputs, False), None)
+
+
+def test_mp_num_sets_the_tensor_parallel_size(monkeypatch) -> None:
+    monkeypatch.setenv("MP_NUM", "2")
+    assert ServerConfig().tensor_parallel_size == 2
+    monkeypatch.setenv("TOKENMILL_TENSOR_PARALLEL_SIZE", "4")
+    assert ServerConfig().tensor_parallel_size == 4
+
+
+# chunked prefill (24-token steps), preemption (24 blocks of 8) and prefix caching (a second pass)
+HARD_SETUP = dict(device="cpu", dtype="float32", num_kv_blocks=24, block_size=8, max_num_batched_tokens=24)
+
+
+def _two_passes(llm: LLM) -> tuple[list[list[int]], int]:
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    tokens, cached = [], 0
+    for _ in range(2):
+        outputs = llm.generate(mixed_prompts(), params, use_tqdm=False)
+        tokens += [o.outputs[0].token_ids for o in outputs]
+        cached = sum(o.num_cached_tokens for o in outputs)
+    return tokens, cached
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "size"), [("qwen3", 2), ("qwen2", 2), ("llama", 2), ("llama", 4)])
+def test_tensor_parallel_greedy_is_token_exact(arch: str, size: int, tiny_model_dir) -> None:
+    """The tiny models have 4 query heads and 2 KV heads: TP=4 replicates each KV head on two ranks."""
+    single = LLM(str(tiny_model_dir(arch)), **HARD_SETUP)
+    expected, _ = _two_passes(single)
+    llm = LLM(str(tiny_model_dir(arch)), tensor_parallel_size=size, **HARD_SETUP)
+    try:
+        got, cached = _two_passes(llm)
+        assert llm.engine.runner.kv_caches[0].shape[3] == max(1, 2 // size)  # KV heads on this rank
+        assert llm.engine.scheduler.num_preemptions > 0
+        assert cached > 0
+    finally:
+        llm.engine.shutdown()
+    assert got == expected
+
+
+@pytest.mark.slow
+def test_a_dead_worker_makes_the_next_step_raise(tiny_model_dir) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", tensor_parallel_size=2)
+    worker = llm.engine.workers.processes[0]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    time.sleep(0.5)  # the monitor thread notices
+    with pytest.raises(WorkerDiedError, match="tokenmill-tp1 exited with code -9"):
+        llm.generate([[5, 6, 7]], SamplingParams(max_tokens=2), use_tqdm=False)
+    llm.engine.shutdown()
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children + [d for child in children for d in _descendants(child)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_dead_worker_takes_the_server_to_503_and_exit_without_orphans(tiny_model_dir) -> None:
+    server = ServerProcess("--model", str(tiny_model_dir("qwen3")), "--tensor-parallel-size", "2")
+    server.wait_ready()
+    family = _descendants(server.process.pid)
+    workers = [pid for pid in family if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 1, family
+    os.kill(workers[0], signal.SIGKILL)
+    killed, statuses = time.monotonic(), []
+    while server.process.poll() is None and time.monotonic() - killed < 20:
+        with contextlib.suppress(requests.ConnectionError):  # exited meanwhile
+            statuses.append(requests.get(server.url + "/health", timeout=1).status_code)
+        time.sleep(0.05)
+    code = server.stop()
+    assert 503 in statuses, server.log()
+    assert code != 0 and time.monotonic() - killed < 20, server.log()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in family if _alive(pid)], "orphan processes"
