@@ -81,3 +81,10 @@ def init_tensor_parallel(rank: int, size: int, port: int, device: torch.device) 
         device_id=device if device.type == "cuda" else None,
     )
     return TensorParallel(rank=rank, size=size, group=dist.group.WORLD)
+
+
+def destroy_tensor_parallel() -> None:
+    """Leave the group, so this process can start another tensor-parallel engine later (one at a time:
+    the group is the process's default one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

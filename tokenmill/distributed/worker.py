@@ -10,10 +10,6 @@ thread watches, since a rank blocked in an NCCL collective would otherwise wait 
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import threading
-import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -22,14 +18,12 @@ import torch
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.control import SHUTDOWN, decode_step
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
+from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
 
 if TYPE_CHECKING:
     from tokenmill.engine.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
-
-PARENT_POLL_SECONDS = 0.5
-EXIT_PARENT_GONE = 3
 
 
 def rank_device(config: EngineConfig, rank: int) -> torch.device:
@@ -42,9 +36,8 @@ def rank_device(config: EngineConfig, rank: int) -> torch.device:
 
 def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, parent_pid: int) -> None:
     """The process entry point (spawned by `TensorParallelWorkers`)."""
-    log_format = f"%(asctime)s %(levelname)s tp{rank} %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, format=log_format)
-    _exit_with_parent(parent_pid)
+    configure_logging(f"tp{rank}")
+    exit_with_parent(parent_pid)
     from tokenmill.engine.rank_model import load_rank_model  # after logging: the import is the slow part
 
     try:
@@ -55,14 +48,8 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
         serve_steps(runner, tp, control)
     except Exception:
         logger.exception("tensor-parallel worker %d failed", rank)
-        _exit(1)
-    _exit(0)  # without tearing down the process group, which can wait for the other ranks
-
-
-def _exit(code: int) -> None:
-    logging.shutdown()
-    sys.stderr.flush()
-    os._exit(code)
+        exit_now(1)
+    exit_now(0)  # without tearing down the process group, which can wait for the other ranks
 
 
 def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) -> None:
@@ -80,12 +67,3 @@ def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) ->
             if len(inputs.logits_indices):
                 sampled = torch.empty(len(inputs.logits_indices), dtype=torch.long, device=runner.device)
                 previous_sampled = tp.broadcast_from_first(sampled)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(EXIT_PARENT_GONE)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

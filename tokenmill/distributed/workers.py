@@ -23,7 +23,12 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.control import SHUTDOWN, encode_step
-from tokenmill.distributed.group import SINGLE_RANK, TensorParallel, init_tensor_parallel
+from tokenmill.distributed.group import (
+    SINGLE_RANK,
+    TensorParallel,
+    destroy_tensor_parallel,
+    init_tensor_parallel,
+)
 from tokenmill.distributed.worker import rank_device, run_worker
 from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.eval.local_server import free_port
@@ -63,7 +68,11 @@ class TensorParallelWorkers:
         self._wake, self._waker = context.Pipe(duplex=False)
         self._monitor = threading.Thread(target=self._watch, name="tp-monitor", daemon=True)
         self._monitor.start()
-        self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device)
+        try:
+            self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device)
+        except BaseException:
+            self.shutdown()
+            raise
 
     def started(self, on_death: Callable[[WorkerDiedError], None] | None = None) -> None:
         """The engine is up: from now on a death raises in the next step and calls `on_death`."""
@@ -94,6 +103,7 @@ class TensorParallelWorkers:
             if process.is_alive():
                 process.kill()
                 process.join()
+        destroy_tensor_parallel()
 
     def _check(self) -> None:
         if self.failure is not None:

@@ -38,6 +38,15 @@ logger = logging.getLogger(__name__)
 MAX_CONSECUTIVE_OOM_STEPS = 3
 
 
+@dataclass(frozen=True)
+class EngineLoad:
+    """An engine's load as metrics and the data-parallel router see it."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float
+
+
 class EngineDeadError(RuntimeError):
     """The engine thread stopped on an error; no request can be served any more."""
 
@@ -84,6 +93,12 @@ class AsyncLLM:
     @property
     def is_alive(self) -> bool:
         return self.error is None and self._thread.is_alive()
+
+    def loads(self) -> list[EngineLoad]:
+        """One load per engine replica (here, one), read from any thread: it may be a step old."""
+        scheduler = self.engine.scheduler
+        usage = self.engine.block_manager.usage
+        return [EngineLoad(len(scheduler.running), len(scheduler.waiting), usage)]
 
     def check(self, prompt: Prompt, params: SamplingParams) -> None:
         """Raise now, on the caller's thread, the ValueError admission would raise on the engine's: a
