@@ -59,3 +59,20 @@ def test_bench_rejects_a_zero_repeat() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--repeat: must be at least 1" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flag", "tag"), [("--tensor-parallel-size", "tp2"), ("--data-parallel-size", "dp2")]
+)
+def test_bench_runs_tensor_and_data_parallel(flag: str, tag: str, tiny_model_dir, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenmill", "bench", "--workload", "custom", "--num-prompts", "6",
+         "--input-len", "8", "--output-len", "8", "--model", str(tiny_model_dir("qwen3")), "--device", "cpu",
+         flag, "2", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob(f"custom-*-{tag}-cpu-*.json")
+    report = json.loads(path.read_text())
+    assert report["output_tokens"] == 48 and report[flag[2:].replace("-", "_")] == 2

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from tokenmill.bench.compile_log import CompileLog
+from tokenmill.bench.data_parallel import DataParallelOffline
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
@@ -84,6 +85,8 @@ class BenchResult:
     floor_tokens_per_s: float | None
     ratio_to_floor: float | None
     startup_s: float
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
     peers: dict[str, float | str | None] = field(default_factory=dict)
     command: str = ""
     runs_s: list[float] = field(default_factory=list)  # every timed run; wall_s is their median
@@ -134,7 +137,10 @@ class TimedRuns:
 
 
 def run_tokenmill(
-    llm: LLM, requests: list[tuple[list[int], int]], repeat: int = 1, cold_start: bool = False
+    llm: LLM | DataParallelOffline,
+    requests: list[tuple[list[int], int]],
+    repeat: int = 1,
+    cold_start: bool = False,
 ) -> TimedRuns:
     """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
     after an untimed run of the same requests unless `cold_start`; checks every token was produced."""
@@ -227,7 +233,8 @@ def benchmark(
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
-        llm = LLM(**config.model_dump())
+        data_parallel = config.data_parallel_size > 1
+        llm = DataParallelOffline(config) if data_parallel else LLM(**config.model_dump())
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
@@ -238,12 +245,14 @@ def benchmark(
     stats = engine.stats
     step_ms = 1000 * stats.decode_seconds / stats.decode_steps if stats.decode_steps else None
     peak = bandwidth = floor = None
-    if device.type == "cuda":
+    if device.type == "cuda" and not data_parallel:
+        # Under tensor parallelism, rank 0's part: every rank reads its own part at the same time.
         peak = torch.cuda.max_memory_reserved(device) / (1 << 30)
         weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
         kv_per_token = sum(c[:, 0, 0].numel() * c.element_size() for c in engine.runner.kv_caches)
         bandwidth = measure_copy_bandwidth(device)
         floor = output_tokens / bytes_floor_seconds(requests, weights, kv_per_token, bandwidth)
+    llm.shutdown()
     del llm, engine
     gc.collect()
     if device.type == "cuda":
@@ -278,6 +287,8 @@ def benchmark(
         floor_tokens_per_s=None if floor is None else round(floor, 1),
         ratio_to_floor=None if floor is None else round(output_tokens / wall / floor, 3),
         startup_s=round(startup, 2),
+        tensor_parallel_size=config.tensor_parallel_size,
+        data_parallel_size=config.data_parallel_size,
         peers=peer_results,
         command=command,
         runs_s=[round(t, 3) for t in runs.seconds],
@@ -290,6 +301,13 @@ def benchmark(
         out_dir.mkdir(parents=True, exist_ok=True)
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", (config.model or "default").removeprefix("random:"))
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
-        path = out_dir / f"{workload.name}-{model}-{result.kv_cache_dtype}-{device_name}-{result.date}.json"
+        parallel = "".join(
+            f"-{kind}{size}"
+            for kind, size in (("tp", config.tensor_parallel_size), ("dp", config.data_parallel_size))
+            if size > 1
+        )
+        path = out_dir / (
+            f"{workload.name}-{model}-{result.kv_cache_dtype}{parallel}-{device_name}-{result.date}.json"
+        )
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

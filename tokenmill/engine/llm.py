@@ -31,6 +31,10 @@ class LLM:
         self.engine = LLMEngine(config)
         self._ids = itertools.count()
 
+    def shutdown(self) -> None:
+        """Stop the engine's tensor-parallel workers, if any (they also stop when this process ends)."""
+        self.engine.shutdown()
+
     @property
     def tokenizer(self) -> Tokenizer:
         return self.engine.tokenizer
