@@ -11,8 +11,9 @@ the step launched behind it) fail with `RequestFailedError` and the engine serve
 likely among their data, and aborting them leaves the scheduler and KV cache as if they had finished.
 Counting such failures towards a shutdown would let a few crafted requests stop the server. The
 engine stops (`EngineDeadError` for everyone) only when serving on cannot help: a device error (the
-CUDA context is unusable after one), an error while recovering, or running out of memory in
-`MAX_CONSECUTIVE_OOM_STEPS` steps in a row (aborting the batch did not give the memory back).
+CUDA context is unusable after one), an error while recovering, running out of memory in
+`MAX_CONSECUTIVE_OOM_STEPS` steps in a row (aborting the batch did not give the memory back), or any
+failed step of a tensor-parallel engine (its ranks stopped at different collectives).
 """
 
 from __future__ import annotations
@@ -174,7 +175,11 @@ class AsyncLLM:
         except Exception as exc:
             out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
             self._oom_steps = self._oom_steps + 1 if out_of_memory else 0
-            if _breaks_the_device(exc) or self._oom_steps >= MAX_CONSECUTIVE_OOM_STEPS:
+            if (
+                _breaks_the_device(exc)
+                or self._oom_steps >= MAX_CONSECUTIVE_OOM_STEPS
+                or self.engine.workers is not None  # the ranks' collectives are out of step now
+            ):
                 raise
             logger.exception("a step failed; failing its requests and serving on")
             for request_id in self.engine.abort_failed_step():
