@@ -13,7 +13,6 @@ the server answers 503 and exits, and its supervisor restarts it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
@@ -26,7 +25,7 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.replica import ReplicaFacts, run_replica
-from tokenmill.engine.async_llm import EngineDeadError, EngineLoad
+from tokenmill.engine.async_llm import EngineDeadError, EngineLoad, RequestStream, deliver
 from tokenmill.engine.input_processor import InputProcessor, Prompt
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
@@ -37,8 +36,6 @@ AFFINITY_TOKENS = 64
 AFFINITY_SLACK = 4
 AFFINITY_ENTRIES = 4096
 SHUTDOWN_SECONDS = 10.0
-
-_Item = RequestOutput | BaseException  # what a request's stream receives
 
 
 class _Replica:
@@ -89,7 +86,7 @@ class DataParallelLLM:
         self._admission = InputProcessor(self.tokenizer, vocab_size, max_model_len)
         self._on_failure = on_failure
         self.error: BaseException | None = None
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue, _Replica]] = {}
+        self._streams: dict[str, tuple[RequestStream, _Replica]] = {}
         self._affinity: OrderedDict[int, _Replica] = OrderedDict()
         self._stopping = False
         for replica in self._replicas:
@@ -109,10 +106,6 @@ class DataParallelLLM:
     def loads(self) -> list[EngineLoad]:
         return [replica.load for replica in self._replicas]
 
-    def replica_counts(self) -> list[int]:
-        """Sequences each replica has in hand now (for tests and logs)."""
-        return [replica.outstanding for replica in self._replicas]
-
     async def generate(
         self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
     ) -> AsyncIterator[RequestOutput]:
@@ -122,29 +115,23 @@ class DataParallelLLM:
         if request_id in self._streams:
             raise ValueError(f"request_id {request_id!r} is already in use")
         replica = self._route(prompt)
-        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self._streams[request_id] = (asyncio.get_running_loop(), outputs, replica)
+        stream = RequestStream()
+        self._streams[request_id] = (stream, replica)
         replica.outstanding += params.n
         replica.send(("add", request_id, prompt, params, final_only))
-        finished = False
         try:
-            while not finished:
-                item = await outputs.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finished
-                yield item
+            async for output in stream.outputs():
+                yield output
         finally:
             replica.outstanding -= params.n
-            if not finished:
+            if not stream.finished:
                 replica.send(("abort", request_id))
             self._streams.pop(request_id, None)
 
     async def abort(self, request_id: str) -> None:
         stream = self._streams.get(request_id)
         if stream is not None:
-            stream[2].send(("abort", request_id))
+            stream[1].send(("abort", request_id))
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
         self._stopping = True
@@ -188,14 +175,9 @@ class DataParallelLLM:
             else:
                 return
 
-    def _deliver(self, items: list[tuple[str, _Item]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, _Item]]] = {}
-        for request_id, item in items:
-            stream = self._streams.get(request_id)
-            if stream is not None:
-                by_loop.setdefault(stream[0], []).append((stream[1], item))
-        for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, pairs)
+    def _deliver(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
+        streams = self._streams  # read once per item: the event loop may remove a stream meanwhile
+        deliver([(entry[0], item) for request_id, item in items if (entry := streams.get(request_id))])
 
     def _die(self, exc: BaseException) -> None:
         if self.error is not None:
@@ -228,8 +210,3 @@ def _replica_gpus(config: EngineConfig, index: int) -> str | None:
             f"data_parallel_size x tensor_parallel_size = {needed} GPUs, but {len(ids)} are visible"
         )
     return ",".join(ids[index * size : (index + 1) * size])
-
-
-def _put_all(pairs: list[tuple[asyncio.Queue, _Item]]) -> None:
-    for target, item in pairs:
-        target.put_nowait(item)

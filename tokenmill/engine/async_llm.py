@@ -72,6 +72,39 @@ class _Abort:
 _STOP = object()
 
 
+class RequestStream:
+    """One request's outputs on their way from an engine thread to the caller's event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.finished = False
+
+    async def outputs(self) -> AsyncIterator[RequestOutput]:
+        """The outputs up to the finished one; an exception put in the stream is raised here."""
+        while not self.finished:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                self.finished = True
+                raise item
+            self.finished = item.finished
+            yield item
+
+
+def deliver(items: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+    """Put items in their streams from any thread: one callback per event loop, not one per item."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput | BaseException]]] = {}
+    for stream, item in items:
+        by_loop.setdefault(stream.loop, []).append((stream, item))
+    for loop, pairs in by_loop.items():
+        loop.call_soon_threadsafe(_put_all, pairs)
+
+
+def _put_all(pairs: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+    for stream, item in pairs:
+        stream.queue.put_nowait(item)
+
+
 class AsyncLLM:
     def __init__(
         self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
@@ -83,7 +116,7 @@ class AsyncLLM:
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
         self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._streams: dict[str, RequestStream] = {}
         self._stopping = False
         self._dying = threading.Lock()
         if self.engine.workers is not None:  # a dead worker may leave the step loop blocked: fail now
@@ -117,20 +150,13 @@ class AsyncLLM:
             raise EngineDeadError(f"the engine has stopped: {self.error!r}")
         if request_id in self._streams:
             raise ValueError(f"request_id {request_id!r} is already in use")
-        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self._streams[request_id] = (asyncio.get_running_loop(), outputs)
+        stream = self._streams[request_id] = RequestStream()
         self._inbox.put(_Add(request_id, prompt, params, final_only))
-        finished = False
         try:
-            while not finished:
-                item = await outputs.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finished
-                yield item
+            async for output in stream.outputs():
+                yield output
         finally:
-            if not finished:
+            if not stream.finished:
                 self._inbox.put(_Abort(request_id))
             self._streams.pop(request_id, None)
 
@@ -216,26 +242,16 @@ class AsyncLLM:
             return None
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
-        for output in outputs:
-            stream = self._streams.get(output.request_id)
-            if stream is not None:
-                by_loop.setdefault(stream[0], []).append((stream[1], output))
-        for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, items)
+        streams = self._streams  # read once per output: the event loop may remove a stream meanwhile
+        deliver([(stream, o) for o in outputs if (stream := streams.get(o.request_id)) is not None])
 
     def _send(self, request_id: str, item: BaseException) -> None:
         stream = self._streams.get(request_id)
         if stream is not None:
-            stream[0].call_soon_threadsafe(stream[1].put_nowait, item)
+            deliver([(stream, item)])
 
 
 def _breaks_the_device(exc: Exception) -> bool:
     """A CUDA error (illegal address, device-side assert, ...) leaves the context unusable. torch >= 2.8
     raises them as `torch.AcceleratorError`; older versions as a RuntimeError saying "CUDA error"."""
     return isinstance(exc, getattr(torch, "AcceleratorError", ())) or "CUDA error" in str(exc)
-
-
-def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
-    for target, output in items:
-        target.put_nowait(output)
