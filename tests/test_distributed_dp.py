@@ -79,3 +79,19 @@ def test_two_replicas_answer_a_predict_batch_in_order(tiny_model_dir, server: Se
         assert busy == {"0", "1"}, parallel.log()
     finally:
         assert parallel.stop() == 0
+
+
+@pytest.mark.slow
+def test_replicas_that_are_themselves_tensor_parallel(tiny_model_dir, server: ServerProcess) -> None:
+    """DP=2 x TP=2: two replica processes, each the rank 0 of its own two-process group."""
+    body = {"prompt": [f"Say {i} twice." for i in range(6)], "max_new_tokens": 12}
+    expected = requests.post(server.url + "/predict", json=body, timeout=300).json()["response"]
+    flags = ("--data-parallel-size", "2", "--tensor-parallel-size", "2", "--warmup-prompts", "2")
+    parallel = ServerProcess("--model", str(tiny_model_dir("qwen3")), *flags)
+    try:
+        parallel.wait_ready(timeout=300)
+        response = requests.post(parallel.url + "/predict", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        assert response.json()["response"] == expected
+    finally:
+        assert parallel.stop() == 0, parallel.log()

@@ -50,7 +50,7 @@ class _Replica:
             target=run_replica,
             args=(replica_config, index, gpus, child, os.getpid()),
             name=f"tokenmill-dp{index}",
-            daemon=True,
+            daemon=False,  # a daemon process may not start the replica's own tensor-parallel workers
         )
         self.process.start()
         child.close()
