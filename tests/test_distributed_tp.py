@@ -3,6 +3,7 @@ greedy tokens must equal a single rank's, with chunked prefill, prefix caching a
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -144,3 +145,15 @@ def test_a_dead_worker_makes_the_next_step_raise(tiny_model_dir) -> None:
     with pytest.raises(WorkerDiedError, match="tokenmill-tp1 exited with code -9"):
         llm.generate([[5, 6, 7]], SamplingParams(max_tokens=2), use_tqdm=False)
     llm.engine.shutdown()
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_split_is_a_clear_error_and_stops_the_workers(tiny_model_dir) -> None:
+    with pytest.raises(ValueError, match="tensor_parallel_size=3 does not divide"):
+        LLM(str(tiny_model_dir("qwen3")), device="cpu", tensor_parallel_size=3)
+    assert multiprocessing.active_children() == []
+
+
+def test_the_offline_api_refuses_data_parallelism_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="data_parallel_size: LLM runs one engine"):
+        LLM("random:qwen3-tiny", device="cpu", data_parallel_size=2)
