@@ -15,12 +15,13 @@ import torch
 from tests.test_correctness import mixed_prompts
 from tokenmill import LLM, SamplingParams
 from tokenmill.config import ServerConfig
-from tokenmill.distributed.control import decode_step, encode_step
+from tokenmill.distributed.control import decode_step, encode_step, staged_in
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.distributed.sharding import check_splits, rank_units
 from tokenmill.distributed.vocab import VocabParallelEmbedding
 from tokenmill.distributed.workers import WorkerDiedError
+from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.models.config import ModelConfig
 from tokenmill.quantization import UnquantizedMethod
@@ -91,6 +92,8 @@ def test_the_step_message_carries_arrays_not_sequences() -> None:
     assert use_graph and decoded.sampling_seqs == [] and decoded.token_source is previous
     assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
     np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
+    staged, _ = decode_step(encode_step(inputs, True), previous, staged_in(HostStaging(torch.device("cpu"))))
+    torch.testing.assert_close(staged.block_tables, inputs.block_tables, rtol=0, atol=0)
     fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), False), None)
     assert fresh.token_source is None
     with pytest.raises(RuntimeError, match="continuation"):

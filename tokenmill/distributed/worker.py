@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, decode_step
+from tokenmill.distributed.control import SHUTDOWN, decode_step, staged_in
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
 
@@ -54,6 +54,8 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
 
 def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) -> None:
     previous_sampled: torch.Tensor | None = None
+    staging = runner.inputs.staging
+    stage = staged_in(staging)
     while True:
         try:
             data = control.recv_bytes()
@@ -61,7 +63,8 @@ def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) ->
             return
         if data == SHUTDOWN:
             return
-        inputs, use_graph = decode_step(data, previous_sampled)
+        staging.next_step()
+        inputs, use_graph = decode_step(data, previous_sampled, stage)
         with torch.inference_mode():
             runner.run_model(inputs, use_graph)
             if len(inputs.logits_indices):
