@@ -62,11 +62,19 @@ class _Replica:
         with self.send_lock:
             self.pipe.send(message)
 
+    def exit_status(self) -> str:
+        """How the process ended (its pipe just closed, so it is exiting)."""
+        self.process.join(5)
+        return f"exited with code {self.process.exitcode}"
+
     def wait_ready(self) -> ReplicaFacts:
-        message = self.pipe.recv() if self.pipe.poll(None) else None
-        if message is None or message[0] != "ready":
-            raise RuntimeError(f"data-parallel replica {self.index} failed to start: {message!r}")
-        return message[1]
+        try:
+            kind, content = self.pipe.recv()
+        except EOFError:
+            kind, content = "dead", self.exit_status()
+        if kind != "ready":
+            raise RuntimeError(f"data-parallel replica {self.index} failed to start: {content}")
+        return content
 
 
 class DataParallelLLM:
@@ -77,9 +85,9 @@ class DataParallelLLM:
         self._replicas = [_Replica(context, config, i) for i in range(config.data_parallel_size)]
         try:
             facts = [replica.wait_ready() for replica in self._replicas]
-        except (EOFError, RuntimeError) as exc:
+        except RuntimeError:
             self.shutdown()
-            raise RuntimeError(f"a data-parallel replica failed to start: {exc!r}") from exc
+            raise
         self.engine = facts[0]  # what the server reads of an engine: name, device, limits
         self.tokenizer = facts[0].tokenizer
         vocab_size, max_model_len = facts[0].model_config.vocab_size, facts[0].max_model_len
@@ -164,8 +172,7 @@ class DataParallelLLM:
             try:
                 message = replica.pipe.recv()
             except (EOFError, OSError):
-                replica.process.join(5)
-                message = ("dead", f"exited with code {replica.process.exitcode}")
+                message = ("dead", replica.exit_status())
             if message[0] == "outputs":
                 replica.load = message[2]
                 self._deliver(message[1])

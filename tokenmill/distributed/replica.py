@@ -55,7 +55,7 @@ def run_replica(
         asyncio.run(_serve(config, pipe))
     except Exception as exc:
         logger.exception("replica %d failed", index)
-        pipe.send(("dead", repr(exc)))
+        pipe.send(("dead", f"{type(exc).__name__}: {exc}"))
         exit_now(1)
     exit_now(0)
 
