@@ -43,7 +43,8 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
     try:
         device = rank_device(config, rank)
         tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device)
-        runner = load_rank_model(config, device, tp).runner(sampler=None)
+        rank_model = load_rank_model(config, device, tp)
+        runner = rank_model.runner(rank_model.plan_kv_cache(), sampler=None)
         logger.info("rank %d of %d ready on %s", rank, tp.size, device)
         serve_steps(runner, tp, control)
     except Exception:

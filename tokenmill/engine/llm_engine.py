@@ -51,6 +51,7 @@ class LLMEngine:
         device, tp, self.workers = start_tensor_parallel(config)
         try:
             rank = load_rank_model(config, device, tp)
+            kv = rank.plan_kv_cache()
         except BaseException:
             self.shutdown()
             raise
@@ -60,8 +61,8 @@ class LLMEngine:
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.config.eos_token_ids or _tokenizer_eos(loaded.tokenizer)
         self.max_num_batched_tokens = rank.max_num_batched_tokens
-        num_blocks, cache_dtype, self.max_model_len = rank.kv.num_blocks, rank.kv.dtype, rank.kv.max_model_len
-        self.runner = rank.runner(Sampler(device, config.seed, self.eos_token_ids), self.workers)
+        num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
+        self.runner = rank.runner(kv, Sampler(device, config.seed, self.eos_token_ids), self.workers)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
         self.scheduler = scheduler_class(

@@ -1,7 +1,9 @@
 """What one device holds: its part of the model, the KV-cache plan every rank agreed on, its runner.
 
 The engine process (rank 0) and each tensor-parallel worker build theirs here, the same way and in
-the same order, so the collectives of start-up (KV-cache size, CUDA graph capture) line up.
+the same order (load, plan the KV cache, build the runner), so the collectives of start-up (KV-cache
+size, CUDA graph capture) line up. Whatever else the device must hold is allocated between loading
+and planning, so the KV cache takes only what is left.
 """
 
 from __future__ import annotations
@@ -25,21 +27,27 @@ class RankModel:
     loaded: LoadedModel
     ops: Ops
     dtype: torch.dtype
-    kv: KVCachePlan
     max_num_batched_tokens: int
 
-    def runner(self, sampler: Sampler | None, peers: StepPeers | None = None) -> ModelRunner:
+    def plan_kv_cache(self) -> KVCachePlan:
+        """The KV cache that fits now, the same on every rank (a collective under tensor parallelism)."""
+        model_len = self.config.max_model_len or self.loaded.config.max_position_embeddings
+        return plan_kv_cache(
+            self.config, self.loaded.model, model_len, self.max_num_batched_tokens, self.dtype
+        )
+
+    def runner(self, kv: KVCachePlan, sampler: Sampler | None, peers: StepPeers | None = None) -> ModelRunner:
         """The model runner over this rank's KV cache (captures CUDA graphs unless eager)."""
         config = self.config
         return ModelRunner(
             self.loaded.model,
             config.block_size,
-            self.kv.num_blocks,
+            kv.num_blocks,
             sampler,
             self.ops,
-            self.kv.dtype,
+            kv.dtype,
             config.max_num_seqs,
-            self.kv.max_model_len,
+            kv.max_model_len,
             cuda_graphs=self.ops.supports_cuda_graphs and not config.enforce_eager,
             peers=peers,
         )
@@ -55,6 +63,4 @@ def load_rank_model(
     )
     default_budget = 8192 if device.type == "cuda" else 2048
     budget = config.max_num_batched_tokens or max(default_budget, config.max_num_seqs)
-    model_len = config.max_model_len or loaded.config.max_position_embeddings
-    kv = plan_kv_cache(config, loaded.model, model_len, budget, dtype)
-    return RankModel(config, loaded, ops, dtype, kv, budget)
+    return RankModel(config, loaded, ops, dtype, budget)
