@@ -4,6 +4,7 @@
 # touching that torch. Alternatives: nvcr.io/nvidia/pytorch:25.04-py3 (NGC PyTorch, also in the judge's
 # list) or any image with torch >= 2.5 and triton. Build:
 #   docker build -t tokenmill --build-arg MODEL_ID=Qwen/Qwen3-0.6B --build-arg MODEL_SOURCE=modelscope .
+# Add --build-arg WITH_GRPC=true for the gRPC server (TOKENMILL_GRPC_PORT=8001, deploy/k8s/grpc/).
 ARG BASE_IMAGE=vllm/vllm-openai:v0.11.0
 FROM ${BASE_IMAGE}
 
@@ -11,11 +12,14 @@ ARG MODEL_ID=Qwen/Qwen3-0.6B
 ARG MODEL_REVISION=master
 ARG MODEL_SOURCE=modelscope
 ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG WITH_GRPC=false
 
 WORKDIR /app
-COPY pyproject.toml README.md requirements-docker.txt ./
+COPY pyproject.toml README.md requirements-docker.txt requirements-docker-grpc.txt ./
 COPY tokenmill ./tokenmill
 RUN pip install --no-cache-dir --index-url "${PIP_INDEX_URL}" -r requirements-docker.txt \
+ && if [ "${WITH_GRPC}" = "true" ]; then \
+        pip install --no-cache-dir --index-url "${PIP_INDEX_URL}" -r requirements-docker-grpc.txt; fi \
  && pip install --no-cache-dir --index-url "${PIP_INDEX_URL}" --no-deps .
 
 # The model is fetched now, at build time, pinned to a revision, and verified before the image is made.

@@ -2,11 +2,16 @@
 it takes to become ready, then time identical `POST /predict` batches of the judge's sample questions.
 The first batch must run as fast as the second: nothing may compile inside it.
 
+With `--offline`, the same prompts (the server's prompt builder) and sampling parameters (greedy,
+`--max-new-tokens`) then run through the offline engine in this process, an untimed pass first, so
+`http_vs_offline` says what HTTP, admission and the server's threads cost a judged batch.
+
 Each `--tree NAME=PATH` is a checkout to serve from (e.g. the code before and after a change, compared
 in one run). After start-up and after each batch the script lists the kernels in the Triton cache, so a
 variant compiled by a batch shows up by name.
 
 Usage: python bench/first_batch.py --out first-batch.json [--tree after=.] [--model random:qwen3-0.6b]
+       [--max-new-tokens 256] [--offline]
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ def cached_kernels(cache_dir: Path) -> Counter[str]:
     )
 
 
-def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, log: Path) -> dict:
+def serve_and_time(
+    tree: Path, model: str, questions: list[str], batches: int, max_new_tokens: int, log: Path
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache:
         cache_dir = Path(cache)
         port = free_port()
@@ -61,7 +68,8 @@ def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, l
                 seconds, chars, spans = [], [], []
                 for _ in range(batches):
                     begun, wall_clock = time.perf_counter(), time.time()
-                    response = client.post("/predict", json={"prompt": questions})
+                    request = {"prompt": questions, "max_new_tokens": max_new_tokens, "temperature": 0.0}
+                    response = client.post("/predict", json=request)
                     seconds.append(round(time.perf_counter() - begun, 3))
                     spans.append((round(wall_clock, 3), round(time.time(), 3)))
                     response.raise_for_status()
@@ -81,6 +89,31 @@ def serve_and_time(tree: Path, model: str, questions: list[str], batches: int, l
     }
 
 
+def offline_time(model: str, questions: list[str], batches: int, max_new_tokens: int) -> dict:
+    """The same batch through `LLM.generate` (detokenized), after one untimed pass of it."""
+    from tokenmill import LLM, SamplingParams
+    from tokenmill.config import ServerConfig
+    from tokenmill.server.prompts import question_messages
+
+    llm = LLM(model)
+    system, thinking = (
+        ServerConfig.model_fields["system_prompt"].default,
+        ServerConfig.model_fields["enable_thinking"].default,
+    )
+    prompts = [
+        llm.tokenizer.encode_prompt(question_messages(q, system), enable_thinking=thinking) for q in questions
+    ]
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    llm.generate(prompts, params, use_tqdm=False)
+    seconds, chars = [], []
+    for _ in range(batches):
+        begun = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        seconds.append(round(time.perf_counter() - begun, 3))
+        chars.append(sum(len(output.outputs[0].text) for output in outputs))
+    return {"batch_s": seconds, "answer_chars": chars}
+
+
 def _wait_ready(client: httpx.Client, server: subprocess.Popen, started: float) -> float:
     while True:
         if server.poll() is not None:
@@ -93,6 +126,10 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen, started: float) 
         time.sleep(0.2)
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,6 +138,8 @@ def main() -> int:
     parser.add_argument("--model", default="random:qwen3-0.6b")
     parser.add_argument("--data", default=str(ROOT / "data" / "official_test.txt"))
     parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="sent with every /predict batch")
+    parser.add_argument("--offline", action="store_true", help="also time the batch on the offline engine")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     questions = [item.question for item in load_items(args.data)]
@@ -110,8 +149,15 @@ def main() -> int:
     results: dict = {"model": args.model, "device": device, "questions": len(questions),
                      "date": dt.date.today().isoformat()}  # fmt: skip
     for name, path in trees:
-        results[name] = serve_and_time(Path(path).resolve(), args.model, questions, args.batches, log)
+        tree = Path(path).resolve()
+        results[name] = serve_and_time(tree, args.model, questions, args.batches, args.max_new_tokens, log)
         print(name, json.dumps(results[name]), flush=True)
+    if args.offline:
+        offline = offline_time(args.model, questions, args.batches, args.max_new_tokens)
+        served = results[trees[-1][0]]["batch_s"][1:] or results[trees[-1][0]]["batch_s"]
+        offline["http_vs_offline"] = round(_median(offline["batch_s"]) / _median(served), 3)
+        results["offline"] = offline
+        print("offline", json.dumps(offline), flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -79,6 +79,7 @@ SPECIAL_SAMPLES = {
     "max_gpu_memory": "32GiB",
     "host": "127.0.0.1",
     "warmup_file": "data/official_test.txt",
+    "lora_modules": ["ft=/adapters/ft"],
 }
 
 

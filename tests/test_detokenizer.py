@@ -90,3 +90,21 @@ def test_the_held_back_tail_is_the_longest_that_could_still_become_a_stop_string
             stops,
             text.text,
         )
+
+
+def test_a_stream_ending_inside_a_character_ends_like_the_whole_decode() -> None:
+    """The bytes of an unfinished character are shown at the end, as U+FFFD, by a stream as by the
+    decode of a sequence nobody streamed: streamed pieces always add up to the whole answer."""
+    tokenizer = Tokenizer.byte_level()
+    ids = tokenizer.encode("ab🚀", add_special_tokens=False)[:-2]  # two of the rocket's four bytes
+    whole = SequenceText(tokenizer, SamplingParams(), incremental=False)
+    whole.finish(ids)
+    streamed = SequenceText(tokenizer, SamplingParams())
+    pieces = []
+    for token in ids:
+        streamed.append(token, check_stops=True)
+        pieces.append(streamed.take_delta(finished=False))
+    streamed.finish(ids)
+    pieces.append(streamed.take_delta(finished=True))
+    assert whole.text.startswith("ab\ufffd")
+    assert "".join(pieces) == streamed.text == whole.text

@@ -17,7 +17,7 @@ from tokenmill import LLM, SamplingParams
 from tokenmill.kernels import reference
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import TORCH_OPS, select_ops, triton_ops
-from tokenmill.kernels.triton.attention import decode_attention, prefill_attention
+from tokenmill.kernels.triton.attention import DecodeTiling, decode_attention, prefill_attention
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -127,6 +127,17 @@ def test_decode_attention(dtype: torch.dtype, group: int, splits: int) -> None:
     expected = reference.paged_attention(q, cache, meta, 0.3)
     got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, splits)
     close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("tiling", [DecodeTiling(16, 4, 1), DecodeTiling(32, 8, 3)], ids=str)
+@pytest.mark.parametrize("splits", [1, 2])
+def test_decode_attention_tilings_walk_long_contexts_tile_by_tile(tiling: DecodeTiling, splits: int) -> None:
+    """Tiles narrower than the default take the loop many times per program, split or not."""
+    seq_lens = [1, 17, 130, 64]
+    q, cache, meta = _paged_setup(seq_lens, [1] * 4, page=8, kv_heads=2, group=3, dtype=torch.float32)
+    expected = reference.paged_attention(q, cache, meta, 0.3)
+    got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, splits, tiling=tiling)
+    close(got, expected, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

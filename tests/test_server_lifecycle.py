@@ -8,12 +8,11 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import requests
 
-from tests.helpers.server_process import ServerProcess
+from tests.helpers.server_process import ServerProcess, wait_for
 
 pytestmark = pytest.mark.slow  # real server processes, some started per test
 
@@ -24,15 +23,6 @@ LONG = {
     "stream": True,
     "n": 8,
 }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_queue_overflow_is_429_then_recovers() -> None:

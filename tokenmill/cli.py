@@ -59,11 +59,13 @@ def _bench(args: argparse.Namespace) -> int:
         workload = WORKLOADS[args.workload]
     given = given_arguments(args, EngineConfig)
     given.setdefault("max_num_seqs", max(workload.num_prompts, 1))  # the whole workload in one batch
+    if args.num_loras:
+        given.update(enable_lora=True, max_loras=args.num_loras, max_lora_rank=args.lora_rank)
     config = EngineConfig(**given)
     command = "python -m tokenmill " + " ".join(sys.argv[1:])
     result = benchmark(
         config, workload, args.peer or [], command, None if args.no_save else Path(args.out_dir),
-        args.repeat, args.cold_start,
+        args.repeat, args.cold_start, args.num_loras,
     )  # fmt: skip
     width = max(len(k) for k in vars(result))
     for key, value in vars(result).items():
@@ -118,6 +120,14 @@ def _check_model(args: argparse.Namespace) -> int:
     if not problems:
         print(f"{args.directory} loads")
     return 1 if problems else 0
+
+
+def _merge_lora(args: argparse.Namespace) -> int:
+    from tokenmill.lora.merge import merge_lora
+
+    out = merge_lora(args.base, args.adapter, args.out)
+    print(f"wrote {out}")
+    return 0
 
 
 def _length_range(text: str) -> tuple[int, int]:
@@ -179,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--data", default=None, help="questions of judge-358 (default data/official_test.txt) or bench serve"
     )
+    bench.add_argument(
+        "--num-loras", type=int, default=0, help="spread the requests over this many random LoRA adapters"
+    )
+    bench.add_argument("--lora-rank", type=_positive_int, default=16, help="rank of the --num-loras adapters")
     bench.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
     bench.add_argument("--no-save", action="store_true", help="print only")
     online = bench.add_argument_group("bench serve")
@@ -209,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("directory")
     check.set_defaults(handler=_check_model)
+
+    merge = commands.add_parser("merge-lora", help="write a checkpoint with a PEFT LoRA adapter merged in")
+    merge.add_argument("base", help="the base model's directory (safetensors)")
+    merge.add_argument("adapter", help="the PEFT adapter directory")
+    merge.add_argument("out", help="the merged checkpoint's directory (new or empty)")
+    merge.set_defaults(handler=_merge_lora)
     return parser
 
 

@@ -7,7 +7,7 @@ import re
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -58,11 +58,44 @@ class EngineConfig(BaseModel):
     data_parallel_size: int = Field(
         default=1, ge=1, description="engine replicas behind one server, each on its own GPUs"
     )
+    enable_lora: bool = Field(
+        default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
+    )
+    lora_modules: list[str] = Field(
+        default_factory=list, description="LoRA adapter to load at start-up, as name=path (repeatable)"
+    )
+    max_loras: int = Field(default=4, ge=1, le=256, description="LoRA adapters resident at once (slots)")
+    max_lora_rank: int = Field(default=16, ge=1, le=256, description="largest LoRA rank accepted")
 
     @field_validator("model")
     @classmethod
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("lora_modules")
+    @classmethod
+    def _name_equals_path(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, equals, path = item.partition("=")
+            if not (name and equals and path):
+                raise ValueError(f"lora_modules items look like name=path, got {item!r}")
+        return value
+
+    def lora_module_paths(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in self.lora_modules)
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.enable_lora or bool(self.lora_modules)
+
+    @model_validator(mode="after")
+    def _lora_on_one_engine_rank(self) -> EngineConfig:
+        if self.lora_enabled and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
+            raise ValueError(
+                "enable_lora / lora_modules need tensor_parallel_size=1 and data_parallel_size=1 "
+                "(LoRA weights are not sharded over ranks nor loaded into replicas yet)"
+            )
+        return self
 
     @field_validator("max_gpu_memory")
     @classmethod
@@ -146,6 +179,13 @@ class ServerConfig(BaseSettings, EngineConfig):
 
     host: str = Field(default="0.0.0.0", description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="also serve gRPC (Open Inference Protocol v2 and Triton's streaming) on this port; "
+        "8001 by Triton's convention; needs the grpc extra",
+    )
     served_model_name: str | None = Field(
         default=None, description="model name in the API (default: its file name)"
     )
@@ -206,6 +246,13 @@ class ServerConfig(BaseSettings, EngineConfig):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="log verbosity"
+    )
+    default_lora: str | None = Field(
+        default=None,
+        description="LoRA adapter (a lora_modules name) that /predict and requests naming no model run under",
+    )
+    runtime_lora_updates: bool = Field(
+        default=False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
     )
 
     @classmethod

@@ -15,6 +15,7 @@ import json
 import random
 import re
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm import LLM
 from tokenmill.engine.llm_engine import StepStats
+from tokenmill.lora.adapter import LoRARequest
+from tokenmill.lora.random_adapters import write_random_adapters
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
 
@@ -94,6 +97,7 @@ class BenchResult:
     cold_start: bool = False  # the first timed run is the first batch after the engine started
     startup_compiles: list[str] = field(default_factory=list)  # Triton variants built while starting
     compiles_in_timed_runs: list[list[str]] = field(default_factory=list)  # per timed run: must be empty
+    lora: str | None = None  # e.g. "8 adapters of rank 16, round-robin over the requests"
 
 
 def measure_copy_bandwidth(device: torch.device, gib: float = 1.0) -> float:
@@ -141,13 +145,16 @@ def run_tokenmill(
     requests: list[tuple[list[int], int]],
     repeat: int = 1,
     cold_start: bool = False,
+    loras: list[LoRARequest] | None = None,
 ) -> TimedRuns:
     """Times `repeat` runs of the whole batch, each one `generate` call (detokenization included),
-    after an untimed run of the same requests unless `cold_start`; checks every token was produced."""
+    after an untimed run of the same requests unless `cold_start`; checks every token was produced.
+    With `loras`, request i runs under adapter i % len(loras)."""
     prompts = [p for p, _ in requests]
     params = [SamplingParams(temperature=0, max_tokens=out, ignore_eos=True) for _, out in requests]
+    lora_requests = [loras[i % len(loras)] for i in range(len(prompts))] if loras else None
     if not cold_start:
-        llm.generate(prompts, params, use_tqdm=False)
+        llm.generate(prompts, params, use_tqdm=False, lora_request=lora_requests)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -156,7 +163,7 @@ def run_tokenmill(
         llm.engine.stats = StepStats()  # the step counters describe the last timed run
         with CompileLog() as compiles:
             started = time.perf_counter()
-            outputs = llm.generate(prompts, params, use_tqdm=False)
+            outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora_requests)
             runs.seconds.append(time.perf_counter() - started)
         runs.compiled.append([variant.describe() for variant in compiles.variants])
         produced = sum(len(o.outputs[0].token_ids) for o in outputs)
@@ -229,7 +236,10 @@ def benchmark(
     out_dir: Path | None,
     repeat: int = 1,
     cold_start: bool = False,
+    num_loras: int = 0,
 ) -> BenchResult:
+    """With `num_loras`, that many random adapters of rank `config.max_lora_rank` are written to a
+    temporary directory and the requests spread over them round-robin."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
@@ -238,7 +248,11 @@ def benchmark(
         startup = time.perf_counter() - started
     engine = llm.engine
     requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
-    runs = run_tokenmill(llm, requests, repeat, cold_start)
+    with tempfile.TemporaryDirectory() as adapters_dir:
+        loras = write_random_adapters(
+            engine.model_config, Path(adapters_dir), num_loras, config.max_lora_rank, config.seed
+        )
+        runs = run_tokenmill(llm, requests, repeat, cold_start, loras)
     wall = statistics.median(runs.seconds)
     prompt_tokens = sum(len(p) for p, _ in requests)
     output_tokens = sum(out for _, out in requests)
@@ -296,6 +310,7 @@ def benchmark(
         cold_start=cold_start,
         startup_compiles=[variant.describe() for variant in startup_compiles.variants],
         compiles_in_timed_runs=runs.compiled,
+        lora=f"{num_loras} adapters of rank {config.max_lora_rank}, round-robin" if num_loras else None,
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

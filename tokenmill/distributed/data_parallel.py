@@ -115,7 +115,12 @@ class DataParallelLLM:
         return [replica.load for replica in self._replicas]
 
     async def generate(
-        self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        request_id: str,
+        final_only: bool = False,
+        lora: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """As `AsyncLLM.generate`, on the replica `route` picks."""
         if self.error is not None:
@@ -126,7 +131,7 @@ class DataParallelLLM:
         stream = RequestStream()
         self._streams[request_id] = (stream, replica)
         replica.outstanding += params.n
-        replica.send(("add", request_id, prompt, params, final_only))
+        replica.send(("add", request_id, prompt, params, final_only, lora))
         try:
             async for output in stream.outputs():
                 yield output

@@ -2,7 +2,7 @@
 fed requests by the server's `DataParallelLLM` over a pipe.
 
 Inside, an ordinary `AsyncLLM` serves them, so a replica keeps the single-engine failure policy.
-Messages in: ("add", request_id, prompt, params, final_only), ("abort", request_id), ("stop",).
+Messages in: ("add", request_id, prompt, params, final_only, lora), ("abort", request_id), ("stop",).
 Messages out: ("ready", ReplicaFacts), then batches ("outputs", [(request_id, RequestOutput |
 exception)], EngineLoad) at most one per turn of the event loop (so per engine step, not per request),
 and ("dead", message) if the engine stops.
@@ -108,10 +108,16 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
 
 
 async def _relay(
-    llm: AsyncLLM, outbox: _Outbox, request_id: str, prompt: Prompt, params: SamplingParams, final_only: bool
+    llm: AsyncLLM,
+    outbox: _Outbox,
+    request_id: str,
+    prompt: Prompt,
+    params: SamplingParams,
+    final_only: bool,
+    lora: str | None,
 ) -> None:
     try:
-        async for output in llm.generate(prompt, params, request_id, final_only):
+        async for output in llm.generate(prompt, params, request_id, final_only, lora):
             outbox.put(request_id, output)
     except Exception as exc:  # ValueError (invalid), RequestFailedError, EngineDeadError: the caller's
         outbox.put(request_id, exc)

@@ -24,6 +24,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -62,11 +63,21 @@ class _Add:
     prompt: Prompt
     params: SamplingParams
     final_only: bool
+    lora: str | None = None
 
 
 @dataclass
 class _Abort:
     request_id: str
+
+
+@dataclass
+class _Call:
+    """A function to run on the engine thread between steps (e.g. registering a LoRA adapter)."""
+
+    function: Callable[[LLMEngine], Any]
+    loop: asyncio.AbstractEventLoop
+    result: asyncio.Future
 
 
 _STOP = object()
@@ -115,7 +126,7 @@ class AsyncLLM:
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
-        self._inbox: queue.SimpleQueue[_Add | _Abort | object] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Add | _Abort | _Call | object] = queue.SimpleQueue()
         self._streams: dict[str, RequestStream] = {}
         self._stopping = False
         self._dying = threading.Lock()
@@ -141,17 +152,23 @@ class AsyncLLM:
         self.engine.input_processor.process("", prompt, params)
 
     async def generate(
-        self, prompt: Prompt, params: SamplingParams, request_id: str, final_only: bool = False
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        request_id: str,
+        final_only: bool = False,
+        lora: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Yield the request's outputs as they grow (with `final_only`, just the first, which says that
         generation has started, and the last); the last has `finished=True`. Leaving the loop early
-        (or being cancelled, e.g. on a client disconnect) aborts the request."""
+        (or being cancelled, e.g. on a client disconnect) aborts the request. `lora` names a loaded
+        LoRA adapter to run under."""
         if not self.is_alive:
             raise EngineDeadError(f"the engine has stopped: {self.error!r}")
         if request_id in self._streams:
             raise ValueError(f"request_id {request_id!r} is already in use")
         stream = self._streams[request_id] = RequestStream()
-        self._inbox.put(_Add(request_id, prompt, params, final_only))
+        self._inbox.put(_Add(request_id, prompt, params, final_only, lora))
         try:
             async for output in stream.outputs():
                 yield output
@@ -159,6 +176,16 @@ class AsyncLLM:
             if not stream.finished:
                 self._inbox.put(_Abort(request_id))
             self._streams.pop(request_id, None)
+
+    async def call(self, function: Callable[[LLMEngine], Any]) -> Any:
+        """Run `function(engine)` on the engine thread between steps; returns its result or raises its
+        exception here."""
+        if not self.is_alive:
+            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+        self._inbox.put(_Call(function, loop, result))
+        return await result
 
     async def abort(self, request_id: str) -> None:
         """Stop a request; its stream ends with finish_reason 'abort'."""
@@ -222,20 +249,34 @@ class AsyncLLM:
             if isinstance(item, _Add):
                 try:
                     self.engine.add_request(
-                        item.request_id, item.prompt, item.params, stream=not item.final_only
+                        item.request_id,
+                        item.prompt,
+                        item.params,
+                        stream=not item.final_only,
+                        lora_request=item.lora,
                     )
                 except ValueError as exc:
                     self._send(item.request_id, exc)
                 except Exception as exc:
                     logger.exception("admitting request %s failed", item.request_id)
                     self._send(item.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
+            elif isinstance(item, _Call):
+                self._run_call(item)
             elif isinstance(item, _Abort):
                 output = self.engine.abort_request(item.request_id)
                 if output is not None:
                     self._deliver([output])
             item = self._next_nowait()
 
-    def _next_nowait(self) -> _Add | _Abort | object | None:
+    def _run_call(self, call: _Call) -> None:
+        try:
+            value = call.function(self.engine)
+        except Exception as exc:
+            call.loop.call_soon_threadsafe(_settle, call.result, None, exc)
+        else:
+            call.loop.call_soon_threadsafe(_settle, call.result, value, None)
+
+    def _next_nowait(self) -> _Add | _Abort | _Call | object | None:
         try:
             return self._inbox.get_nowait()
         except queue.Empty:
@@ -255,3 +296,12 @@ def _breaks_the_device(exc: Exception) -> bool:
     """A CUDA error (illegal address, device-side assert, ...) leaves the context unusable. torch >= 2.8
     raises them as `torch.AcceleratorError`; older versions as a RuntimeError saying "CUDA error"."""
     return isinstance(exc, getattr(torch, "AcceleratorError", ())) or "CUDA error" in str(exc)
+
+
+def _settle(future: asyncio.Future, value: Any, error: Exception | None) -> None:
+    if future.done():  # the caller went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

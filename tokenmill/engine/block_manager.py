@@ -42,6 +42,8 @@ class BlockManager:
 
     def _hash_block(self, seq: Sequence, index: int, parent: int | None) -> tuple[int, tuple[int, ...]]:
         tokens = tuple(seq.token_ids[index * self.block_size : (index + 1) * self.block_size])
+        if parent is None and seq.lora is not None:  # a LoRA adapter salts the chain's root: its K/V differ
+            parent = hash(("lora", seq.lora.uid))
         return hash((parent, tokens)), tokens
 
     def match_prefix(self, seq: Sequence) -> None:

@@ -23,6 +23,7 @@ class SequenceText:
         self.text = ""
         self.num_sent_chars = 0
         self.num_sent_tokens = 0
+        self.stopped = False  # a stop string ended the text
 
     def append(self, token_id: int, check_stops: bool) -> str | None:
         """Add a token's text; returns the stop string if one now appears (the text is cut before it)."""
@@ -40,6 +41,7 @@ class SequenceText:
             return None
         index, stop = min(hits)
         self.text = self.text[:index]
+        self.stopped = True
         return stop
 
     def releasable_chars(self, finished: bool) -> int:
@@ -59,11 +61,15 @@ class SequenceText:
         return held_from
 
     def finish(self, output_token_ids: list[int]) -> None:
-        """Decode a sequence that was not decoded token by token."""
-        if not self.incremental:
-            self.text = self._tokenizer.decode(
-                output_token_ids, skip_special_tokens=self._skip_special_tokens
-            )
+        """Decode a sequence that was not decoded token by token. One that was may end inside a
+        character whose bytes its decoder still holds: they are shown now, as the whole decode shows
+        them (U+FFFD), so that streamed pieces add up to the same text as an answer sent whole."""
+        if self.incremental and self.stopped:
+            return
+        whole = self._tokenizer.decode(output_token_ids, skip_special_tokens=self._skip_special_tokens)
+        held_back = whole.startswith(self.text) and not whole[len(self.text) :].strip("\ufffd")
+        if not self.incremental or held_back:
+            self.text = whole
 
     def take_delta(self, finished: bool) -> str:
         end = max(self.releasable_chars(finished), self.num_sent_chars)

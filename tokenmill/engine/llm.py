@@ -11,6 +11,7 @@ from tqdm import tqdm
 from tokenmill.config import EngineConfig
 from tokenmill.engine.input_processor import Prompt
 from tokenmill.engine.llm_engine import LLMEngine
+from tokenmill.lora.adapter import LoRARequest
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
@@ -44,8 +45,10 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (text or token ids); outputs come back in prompt order."""
+        """Generate for every prompt (text or token ids); outputs come back in prompt order.
+        `lora_request`: one LoRA adapter for every prompt, or a list of one (or None) per prompt."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         params = sampling_params if sampling_params is not None else SamplingParams()
@@ -53,11 +56,14 @@ class LLM:
             params = [params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"got {len(params)} sampling_params for {len(prompts)} prompts")
+        loras = [lora_request] * len(prompts) if not isinstance(lora_request, Sequence) else lora_request
+        if len(loras) != len(prompts):
+            raise ValueError(f"got {len(loras)} lora_request for {len(prompts)} prompts")
         order: dict[str, int] = {}
         try:
-            for prompt, param in zip(prompts, params):
+            for prompt, param, lora in zip(prompts, params, loras):
                 request_id = str(next(self._ids))
-                self.engine.add_request(request_id, prompt, param, stream=False)
+                self.engine.add_request(request_id, prompt, param, stream=False, lora_request=lora)
                 order[request_id] = len(order)
         except ValueError as exc:
             for request_id in order:
@@ -71,11 +77,12 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
         chat_template_kwargs: dict[str, Any] | None = None,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate replies to one conversation or a list of them, through the model's chat template."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else messages
         prompts = [self.tokenizer.encode_chat(c, **(chat_template_kwargs or {})) for c in conversations]
-        return self.generate(prompts, sampling_params, use_tqdm)
+        return self.generate(prompts, sampling_params, use_tqdm, lora_request)
 
     def _run(self, order: dict[str, int], use_tqdm: bool) -> list[RequestOutput]:
         results: list[RequestOutput | None] = [None] * len(order)

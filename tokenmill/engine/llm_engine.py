@@ -26,6 +26,10 @@ from tokenmill.engine.rank_model import load_rank_model
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
+from tokenmill.kernels.ops import Ops
+from tokenmill.lora.adapter import LoRARequest
+from tokenmill.lora.manager import LoRAManager
+from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
@@ -51,6 +55,8 @@ class LLMEngine:
         device, tp, self.workers = start_tensor_parallel(config)
         try:
             rank = load_rank_model(config, device, tp)
+            self.max_num_batched_tokens = rank.max_num_batched_tokens
+            self.lora = self._lora_manager(rank.loaded.model, rank.ops) if config.lora_enabled else None
             kv = rank.plan_kv_cache()
         except BaseException:
             self.shutdown()
@@ -60,14 +66,15 @@ class LLMEngine:
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.config.eos_token_ids or _tokenizer_eos(loaded.tokenizer)
-        self.max_num_batched_tokens = rank.max_num_batched_tokens
         num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
-        self.runner = rank.runner(kv, Sampler(device, config.seed, self.eos_token_ids), self.workers)
+        sampler = Sampler(device, config.seed, self.eos_token_ids)
+        self.runner = rank.runner(kv, sampler, self.workers, None if self.lora is None else self.lora.step)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
         self.scheduler = scheduler_class(
             self.block_manager, config.max_num_seqs, self.max_num_batched_tokens, self.max_model_len
         )
+        self.scheduler.lora = self.lora
         self.input_processor = InputProcessor(self.tokenizer, loaded.config.vocab_size, self.max_model_len)
         self.output_processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
         self.device = device
@@ -92,23 +99,57 @@ class LLMEngine:
             self.max_model_len,
         )
 
+    def _lora_manager(self, model: LlamaForCausalLM, ops: Ops) -> LoRAManager:
+        """LoRA wrappers around the projections (before the KV cache takes the memory left), and the
+        adapters of `lora_modules` registered."""
+        config = self.config
+        graph_rows = min(config.max_num_seqs, 512)
+        max_tokens = max(self.max_num_batched_tokens, graph_rows)
+        manager = LoRAManager(model, config.max_loras, config.max_lora_rank, max_tokens, ops)
+        for name, path in config.lora_module_paths().items():
+            manager.add(name, path)
+        return manager
+
     # ---- requests ---------------------------------------------------------------------------------
 
     def add_request(
-        self, request_id: str, prompt: Prompt, params: SamplingParams, stream: bool = True
+        self,
+        request_id: str,
+        prompt: Prompt,
+        params: SamplingParams,
+        stream: bool = True,
+        lora_request: LoRARequest | str | None = None,
     ) -> None:
         """Queue a request; raises ValueError (naming the field) if it can never be served.
 
-        A non-`stream` request reports only its first token (so callers know it started) and its end."""
+        A non-`stream` request reports only its first token (so callers know it started) and its end.
+        `lora_request` names the LoRA adapter to run under: a `LoRARequest` (read on first use) or the
+        name of one already loaded."""
         if request_id in self.output_processor:
             raise ValueError(f"request_id {request_id!r} is already in use")
+        adapter = None if lora_request is None else self._lora_on().adapter_for(lora_request)
         request = self.input_processor.process(request_id, prompt, params)
         seqs = [
             Sequence(request_id, i, request.prompt_token_ids, params, self.device) for i in range(params.n)
         ]
+        for seq in seqs:
+            seq.lora = adapter
         self.output_processor.add(request, seqs, stream)
         for seq in seqs:
             self.scheduler.add(seq)
+
+    def _lora_on(self) -> LoRAManager:
+        if self.lora is None:
+            raise ValueError("lora_request needs an engine started with enable_lora=True (--enable-lora)")
+        return self.lora
+
+    def add_lora(self, name: str, path: str) -> None:
+        """Register a LoRA adapter (read and checked now, made resident when a request first uses it)."""
+        self._lora_on().add(name, path)
+
+    def remove_lora(self, name: str) -> None:
+        """Forget a LoRA adapter; refused while an unfinished request runs under it."""
+        self._lora_on().remove(name, [*self.scheduler.waiting, *self.scheduler.running])
 
     def abort_request(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its KV blocks; returns its final output (finish_reason 'abort')."""

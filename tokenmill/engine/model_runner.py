@@ -16,6 +16,7 @@ from tokenmill.engine.sequence import Sequence
 from tokenmill.engine.step_inputs import InputBuilder, StepInputs
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
+from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,9 @@ class StepPeers(Protocol):
 class ModelRunner:
     """Runs one scheduled batch per call. Pure decode batches replay a CUDA graph captured for the
     next larger batch size; everything else runs eagerly. The cache has one extra "null" block that
-    padded graph rows read and write, so padding never touches a live sequence."""
+    padded graph rows read and write, so padding never touches a live sequence. With LoRA, each step's
+    token -> adapter-slot mapping is written into `lora_step`'s persistent buffers before the forward
+    pass, so the graphs (captured with the LoRA kernels in them) serve any mix of adapters."""
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class ModelRunner:
         max_model_len: int = 4096,
         cuda_graphs: bool = False,
         peers: StepPeers | None = None,
+        lora_step: LoRAStep | None = None,
     ) -> None:
         """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers."""
         self.model = model
@@ -88,7 +92,8 @@ class ModelRunner:
         self.max_model_len = max_model_len
         max_blocks_per_seq = -(-max_model_len // block_size)
         block_table = BlockTable(block_size, max_num_seqs, max_blocks_per_seq, self.null_block)
-        self.inputs = InputBuilder(block_table, self.device)
+        self.lora_step = lora_step
+        self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, self.kv_scales)
         if cuda_graphs:
@@ -110,6 +115,8 @@ class ModelRunner:
         of a continuation batch, whose tokens the host does not know yet."""
         graph_size = self.graphs.padded_size(batch)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
+        if self.lora_step is not None and inputs.lora is not None:
+            self.lora_step.load(inputs.lora, always=graph_size is not None)
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
         logits = self.run_model(inputs, graph_size is not None)

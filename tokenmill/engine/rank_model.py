@@ -18,6 +18,7 @@ from tokenmill.engine.kv_cache_sizing import KVCachePlan, plan_kv_cache
 from tokenmill.engine.model_runner import ModelRunner, StepPeers
 from tokenmill.engine.sampler import Sampler
 from tokenmill.kernels.ops import Ops, select_ops
+from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.loader import LoadedModel, load_model
 
 
@@ -36,7 +37,13 @@ class RankModel:
             self.config, self.loaded.model, model_len, self.max_num_batched_tokens, self.dtype
         )
 
-    def runner(self, kv: KVCachePlan, sampler: Sampler | None, peers: StepPeers | None = None) -> ModelRunner:
+    def runner(
+        self,
+        kv: KVCachePlan,
+        sampler: Sampler | None,
+        peers: StepPeers | None = None,
+        lora_step: LoRAStep | None = None,
+    ) -> ModelRunner:
         """The model runner over this rank's KV cache (captures CUDA graphs unless eager)."""
         config = self.config
         return ModelRunner(
@@ -50,6 +57,7 @@ class RankModel:
             kv.max_model_len,
             cuda_graphs=self.ops.supports_cuda_graphs and not config.enforce_eager,
             peers=peers,
+            lora_step=lora_step,
         )
 
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tokenmill.engine.block_manager import BlockManager
 from tokenmill.engine.sequence import Sequence, SequenceStatus
+
+if TYPE_CHECKING:
+    from tokenmill.lora.manager import LoRAManager
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.lora: LoRAManager | None = None  # with LoRA on, admits a sequence only if its adapter has a slot
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -90,8 +95,11 @@ class Scheduler:
         return None
 
     def _admit_waiting(self, budget: int, chosen: list[tuple[Sequence, int]]) -> int:
+        admit_lora = self.lora.admitter(self.running) if self.lora is not None and self.waiting else None
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if admit_lora is not None and not admit_lora(seq):
+                break
             self.block_manager.match_prefix(seq)
             num_new = min(seq.num_uncomputed_tokens, budget)
             if not self.block_manager.allocate(seq, num_new):

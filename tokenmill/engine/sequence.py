@@ -6,10 +6,14 @@ import enum
 import itertools
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from tokenmill.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from tokenmill.lora.adapter import LoRAAdapter
 
 _ids = itertools.count()
 
@@ -45,6 +49,8 @@ class Sequence:
         self.stop_reason: str | int | None = None
         self.logprobs: list[dict[int, float]] | None = [] if params.logprobs is not None else None
         self.generator: torch.Generator | None = None
+        self.lora: LoRAAdapter | None = None  # the adapter it runs under (None: the base model)
+        self.lora_slot = -1  # that adapter's resident slot, given at admission (tokenmill.lora.manager)
         self.arrival_time = time.monotonic()
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

@@ -21,6 +21,7 @@ from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, tiles
 
 
 @dataclass
@@ -41,6 +42,7 @@ class StepInputs:
     query_lens: list[int]  # per row
     seq_lens_cpu: list[int]  # per row
     sampling_seqs: list[Sequence]
+    lora: LoRAMapping | None = None  # with LoRA on: each token's adapter slot, grouped by slot (host)
 
     @property
     def num_rows(self) -> int:
@@ -52,9 +54,11 @@ class StepInputs:
 
 
 class InputBuilder:
-    def __init__(self, block_table: BlockTable, device: torch.device) -> None:
+    def __init__(self, block_table: BlockTable, device: torch.device, lora_slots: int = 0) -> None:
+        """`lora_slots`: resident LoRA adapter slots (0: LoRA off)."""
         self.block_table = block_table
         self.staging = HostStaging(device)
+        self.lora_slots = lora_slots
 
     def build_inputs(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, num_rows: int | None = None
@@ -103,4 +107,21 @@ class InputBuilder:
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
             sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),
+            lora=self._lora_mapping(seqs, padding, query_lens) if self.lora_slots else None,
+        )
+
+    def _lora_mapping(self, seqs: list[Sequence], padding: int, query_lens: np.ndarray) -> LoRAMapping:
+        """Each token's LoRA slot (its sequence's; padding rows run under none), grouped by slot."""
+        row_slots = np.fromiter((seq.lora_slot for seq in seqs), np.int32, len(seqs))
+        token_slots = np.repeat(
+            np.concatenate((row_slots, np.full(padding, NO_ADAPTER, np.int32))), query_lens
+        )
+        order, tile_slots, tile_starts, tile_ends = tiles(token_slots, self.lora_slots)
+        stage = self.staging.fill
+        return LoRAMapping(
+            token_slots=stage("lora_token_slots", token_slots, torch.int32),
+            sorted_tokens=stage("lora_sorted_tokens", order, torch.int32),
+            tile_slots=stage("lora_tile_slots", tile_slots, torch.int32),
+            tile_starts=stage("lora_tile_starts", tile_starts, torch.int32),
+            tile_ends=stage("lora_tile_ends", tile_ends, torch.int32),
         )

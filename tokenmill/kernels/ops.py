@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
+from tokenmill.kernels.lora_mapping import LoRAMapping
 from tokenmill.kernels.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float], Tensor]
 DecodeSplitsOp = Callable[[int, int, int, int], int]
 # (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
 WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
+# (x, lora_a [slots, shards, rank, in], mapping) -> x·Aᵀ per token's slot, [tokens, shards, rank]
+LoRAShrinkOp = Callable[[Tensor, Tensor, LoRAMapping], Tensor]
+# (y, h, lora_b [slots, out, rank], out_shards, mapping): y += h·Bᵀ per token's slot and shard, in place
+LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Ops:
     paged_attention: PagedAttentionOp
     decode_splits: DecodeSplitsOp
     warm_up: WarmUpOp
+    lora_shrink: LoRAShrinkOp = reference.lora_shrink
+    lora_expand: LoRAExpandOp = reference.lora_expand
 
 
 def _one_split(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
@@ -78,7 +85,7 @@ TORCH_OPS = Ops(
 
 def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
-    from tokenmill.kernels.triton import activation, norm, paged, rope
+    from tokenmill.kernels.triton import activation, lora, norm, paged, rope
 
     return Ops(
         name="triton",
@@ -89,6 +96,8 @@ def triton_ops(device: torch.device) -> Ops:
         paged_attention=paged.paged_attention,
         decode_splits=paged.decode_splits,
         warm_up=paged.compile_variants,
+        lora_shrink=lora.lora_shrink,
+        lora_expand=lora.lora_expand,
     )
 
 

@@ -98,8 +98,8 @@ def _read_hf_config(path: Path, quantization: str | None = None) -> ModelConfig:
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} has no config.json")
     generation_file = path / "generation_config.json"
-    generation = _read_json(generation_file) if generation_file.is_file() else None
-    content = _read_json(config_file)
+    generation = read_json_object(generation_file) if generation_file.is_file() else None
+    content = read_json_object(config_file)
     quant = resolve_quantization(quantization, content.get("quantization_config"), str(config_file))
     try:
         return replace(ModelConfig.from_hf(content, generation), quantization=quant)
@@ -109,7 +109,7 @@ def _read_hf_config(path: Path, quantization: str | None = None) -> ModelConfig:
         raise ValueError(f"{config_file}: {exc}") from exc
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -57,10 +57,25 @@ class Admission:
             )
         return Ticket(self)
 
-    def check_model(self, model: str | None) -> None:
+    def check_model(self, model: str | None, param: str = "model") -> str | None:
+        """The LoRA adapter that `model` names (None: the base model); a 404 naming `param` for any
+        other name. A request naming no model runs under --default-lora."""
         name = self.lifecycle.model_name
-        if model is not None and model != name:
-            raise APIError(404, f"model {model!r} does not exist; this server serves {name!r}", "model")
+        if model is None:
+            return self.config.default_lora
+        if model == name:
+            return None
+        adapters = self.lora_adapters()
+        if model in adapters:
+            return model
+        served = ", ".join(repr(n) for n in [name, *adapters])
+        raise APIError(404, f"{param} {model!r} does not exist; this server serves {served}", param)
+
+    def lora_adapters(self) -> list[str]:
+        """Names of the LoRA adapters loaded now (read from the event loop; the engine thread adds)."""
+        engine = self.lifecycle.engine
+        lora = engine.engine.lora if engine is not None else None
+        return [] if lora is None else list(lora.adapters)
 
     @property
     def max_model_len(self) -> int:

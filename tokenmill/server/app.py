@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import tokenmill
 from tokenmill.config import ServerConfig
-from tokenmill.server import health, judge, openai_api
+from tokenmill.server import health, judge, lora_api, openai_api
+from tokenmill.server.api_key import MISSING_KEY_MESSAGE, authorized
 from tokenmill.server.disconnect import ClientDisconnected, log_disconnect
 from tokenmill.server.errors import APIError, BodySizeLimit, install_error_handlers
 from tokenmill.server.state import ServerState
@@ -26,15 +26,9 @@ ENGINE_FAILURE_EXIT_CODE = 1
 
 
 def _api_key_guard(config: ServerConfig) -> Callable[[Request], Awaitable[None]]:
-    expected = (config.api_key or "").encode()
-
     async def check(request: Request) -> None:
-        if not expected:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise APIError(401, "a valid API key is required: send 'Authorization: Bearer <key>'")
+        if not authorized(request.headers.get("authorization"), config.api_key):
+            raise APIError(401, MISSING_KEY_MESSAGE)
 
     return check
 
@@ -50,17 +44,27 @@ async def _exit_on_engine_failure(state: ServerState) -> None:
     os._exit(ENGINE_FAILURE_EXIT_CODE)
 
 
+async def _start_grpc(state: ServerState) -> Callable[[], Awaitable[None]]:
+    """gRPC in this event loop, on this state; imported only here, so HTTP alone needs no grpcio."""
+    from tokenmill.server.grpc import start_grpc_server
+
+    return await start_grpc_server(state)
+
+
 def create_app(config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     state = ServerState(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop_grpc = await _start_grpc(state) if config.grpc_port is not None else None
         loader = asyncio.create_task(state.start())
         watchdog = asyncio.create_task(_exit_on_engine_failure(state))
         try:
             yield
         finally:
+            if stop_grpc is not None:
+                await stop_grpc()
             loader.cancel()
             watchdog.cancel()
             state.shutdown()
@@ -75,6 +79,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     guard = [Depends(_api_key_guard(config))]
     open_routes = guard if config.api_key_everywhere else []
     app.include_router(openai_api.router, dependencies=guard)
+    if config.runtime_lora_updates:
+        app.include_router(lora_api.router, dependencies=guard)
     app.include_router(judge.router, dependencies=open_routes)
     app.include_router(health.router, dependencies=open_routes)
     if config.cors_origins:

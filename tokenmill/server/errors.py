@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -71,8 +72,9 @@ def field_path(location: tuple[Any, ...]) -> str:
     return path or "body"
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
-    errors = exc.errors() or [{"loc": ("body",), "msg": "invalid request", "type": ""}]
+def validation_message(errors: Sequence[Any]) -> tuple[str, str]:
+    """A pydantic validation failure as one message naming the field, and that field's path."""
+    errors = errors or [{"loc": ("body",), "msg": "invalid request", "type": ""}]
     if any(e.get("type") == "json_invalid" for e in errors):
         return "body is not valid JSON (or not UTF-8)", "body"
     # the deepest location is the union branch that matched the input best
@@ -93,7 +95,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
+        message, param = validation_message(exc.errors())
         if any("fastdeploy" in e.get("loc", ()) for e in exc.errors()):  # answer in FastDeploy's shape
             return JSONResponse({"req_id": None, "is_end": 1, "error_code": 400, "error_msg": message}, 400)
         return error_response(400, message, param)

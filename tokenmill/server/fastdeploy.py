@@ -34,6 +34,11 @@ class FastDeployDialect(Dialect):
         self.return_usage = return_usage
         self.send_idx = 0
 
+    @classmethod
+    def of(cls, body: FastDeployRequest) -> FastDeployDialect:
+        """A request's dialect; a request without a `req_id` gets a fresh one."""
+        return cls(body.req_id or str(uuid.uuid4()), body.return_usage)
+
     def update(
         self, index: int, output: RequestOutput, completion: CompletionOutput
     ) -> Iterable[FastDeployMessage]:
@@ -71,21 +76,33 @@ class FastDeployDialect(Dialect):
         )
 
 
+def engine_request_id(req_id: str) -> str:
+    """The engine's id of a FastDeploy request: one `req_id` is live once, whichever protocol carries it."""
+    return f"fd-{req_id}"
+
+
 async def handle(body: FastDeployRequest, request: Request, state: ServerState) -> Response:
-    dialect = FastDeployDialect(body.req_id or str(uuid.uuid4()), body.return_usage)
+    dialect = FastDeployDialect.of(body)
     try:
-        prompt, params = await _prepare(body, state)
+        prompt, params = await prepare(body, state)
         state.refuse_early([prompt], params)
         ticket = state.admit()
         stream = state.generate(
-            prompt, params, "fd", ticket, body.timeout, request_id=f"fd-{dialect.req_id}", stream=body.stream
+            prompt,
+            params,
+            "fd",
+            ticket,
+            body.timeout,
+            request_id=engine_request_id(dialect.req_id),
+            stream=body.stream,
         )
         return await respond(request, state, dialect, [stream], ticket, body.stream)
     except APIError as exc:
         return json_response(dialect.error(exc), exc.status)
 
 
-async def _prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
+async def prepare(body: FastDeployRequest, state: ServerState) -> tuple[list[int], SamplingParams]:
+    """The prompt and sampling parameters of a FastDeploy request (HTTP, or gRPC's `IN` tensor)."""
     if body.messages is None and body.text is None:
         raise APIError(400, "give text or messages", "text")
     if body.messages is not None:

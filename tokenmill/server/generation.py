@@ -61,6 +61,7 @@ class Generation:
         timeout: float | None = None,
         request_id: str | None = None,
         stream: bool = True,
+        lora: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """One request's outputs (every update if `stream`, else only the last), with metrics, the
         timeout and abort-on-exit. Requests pass the readiness gate in `admit`; the warm-up runs before it."""
@@ -71,7 +72,7 @@ class Generation:
         timeout = timeout or self.config.request_timeout
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        outputs = engine.generate(prompt, params, request_id, final_only=not stream)
+        outputs = engine.generate(prompt, params, request_id, final_only=not stream, lora=lora)
         failure: str | None = None
         finished = False
         registered = request_id not in self._live  # a clashing id is refused below; keep the first's

@@ -53,6 +53,7 @@ async def health(request: Request) -> JSONResponse:
 async def predict(body: PredictRequest, request: Request) -> JSONResponse:
     state: ServerState = request.app.state.tm
     config = state.config
+    lora = state.check_model(body.lora, "lora")
     max_tokens = body.max_new_tokens or config.default_max_tokens
     if body.max_new_tokens is not None and body.max_new_tokens > config.predict_max_new_tokens:
         raise APIError(
@@ -76,27 +77,32 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
     system = body.system_prompt if body.system_prompt is not None else config.system_prompt
     state.prompts.check_text_length(len(system or ""), "system_prompt")
     with state.admission.admit() as ticket:
-        answers = await unless_disconnected(request, _answers(state, questions, system, params, ticket))
+        answers = await unless_disconnected(request, _answers(state, questions, system, params, ticket, lora))
     if config.strip_thinking:
         answers = [strip_thinking(a) for a in answers]
     return JSONResponse({"response": answers[0] if isinstance(body.prompt, str) else answers})
 
 
 async def _answers(
-    state: ServerState, questions: list[str], system: str | None, params: SamplingParams, ticket: Ticket
+    state: ServerState,
+    questions: list[str],
+    system: str | None,
+    params: SamplingParams,
+    ticket: Ticket,
+    lora: str | None,
 ) -> list[str]:
     prompts = await state.prompts.run(_prompt_batch, state.prompts, questions, system)
-    return await asyncio.gather(*(_answer(state, p, params, ticket) for p in prompts))
+    return await asyncio.gather(*(_answer(state, p, params, ticket, lora) for p in prompts))
 
 
 async def _answer(
-    state: ServerState, prompt: list[int] | None, params: SamplingParams, ticket: Ticket
+    state: ServerState, prompt: list[int] | None, params: SamplingParams, ticket: Ticket, lora: str | None
 ) -> str:
     if prompt is None:
         return ""
     generation = state.generation
     output = await generation.final_output(
-        generation.generate(prompt, params, "predict", ticket, stream=False)
+        generation.generate(prompt, params, "predict", ticket, stream=False, lora=lora)
     )
     return output.outputs[0].text
 

@@ -38,7 +38,12 @@ router = APIRouter(tags=["openai"])
 @router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
     state: ServerState = request.app.state.tm
-    return ModelList(data=[ModelCard(id=state.model_name, created=int(state.started_at))])
+    created = int(state.started_at)
+    adapters = [
+        ModelCard(id=name, created=created, parent=state.model_name)
+        for name in state.admission.lora_adapters()
+    ]
+    return ModelList(data=[ModelCard(id=state.model_name, created=created), *adapters])
 
 
 @router.get("/version")
@@ -101,12 +106,15 @@ async def _answer(
     prompts: list[list[int]],
     params: SamplingParams,
     stream: bool,
+    lora: str | None,
 ) -> Response:
-    """Admit the request, then generate every prompt at once; the engine's request ids carry the
-    dialect's prefix (cmpl-, chatcmpl-) as vLLM's do."""
+    """Admit the request, then generate every prompt at once (under LoRA adapter `lora`, if any); the
+    engine's request ids carry the dialect's prefix (cmpl-, chatcmpl-) as vLLM's do."""
     state.refuse_early(prompts, params)
     ticket = state.admit()
-    streams = [state.generate(p, params, dialect.id_prefix, ticket, stream=stream) for p in prompts]
+    streams = [
+        state.generate(p, params, dialect.id_prefix, ticket, stream=stream, lora=lora) for p in prompts
+    ]
     return await respond(request, state, dialect, streams, ticket, stream)
 
 
@@ -116,7 +124,18 @@ async def _answer(
 @router.post("/v1/completions", response_model=None, responses={200: {"model": CompletionResponse}})
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state: ServerState = request.app.state.tm
-    state.check_model(body.model)
+    lora = state.check_model(body.model)
+    prompts, params = await prepare_completion(body, state)
+    dialect = CompletionDialect(
+        state.tokenizer, lora or state.model_name, body, logprobs=body.logprobs is not None
+    )
+    return await _answer(request, state, dialect, prompts, params, body.stream, lora)
+
+
+async def prepare_completion(
+    body: CompletionRequest, state: ServerState
+) -> tuple[list[list[int]], SamplingParams]:
+    """The prompts and sampling parameters of a completion request (HTTP, or gRPC's `text_input`)."""
     for name, unsupported in (("echo", body.echo), ("suffix", body.suffix is not None)):
         if unsupported:
             raise APIError(400, f"{name} is not supported", name)
@@ -124,9 +143,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
     prompts = await _completion_prompts(state, body.prompt)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
-    params = _sampling(state, body, max_tokens, body.logprobs)
-    dialect = CompletionDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs is not None)
-    return await _answer(request, state, dialect, prompts, params, body.stream)
+    return prompts, _sampling(state, body, max_tokens, body.logprobs)
 
 
 async def _completion_prompts(
@@ -170,7 +187,7 @@ async def chat_completions(body: ChatBody, request: Request) -> Response:
 
 
 async def _openai_chat(body: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
-    state.check_model(body.model)
+    lora = state.check_model(body.model)
     if body.tools:
         raise APIError(400, "tools are not supported", "tools")
     if body.top_logprobs is not None and not body.logprobs:
@@ -181,5 +198,5 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = state.resolve_max_tokens(requested, len(prompt), param)
     params = _sampling(state, body, max_tokens, (body.top_logprobs or 0) if body.logprobs else None)
-    dialect = ChatDialect(state.tokenizer, state.model_name, body, logprobs=body.logprobs)
-    return await _answer(request, state, dialect, [prompt], params, body.stream)
+    dialect = ChatDialect(state.tokenizer, lora or state.model_name, body, logprobs=body.logprobs)
+    return await _answer(request, state, dialect, [prompt], params, body.stream, lora)

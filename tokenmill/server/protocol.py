@@ -211,6 +211,7 @@ class PredictRequest(_Body):
     repetition_penalty: Annotated[float, Field(gt=0, le=10, strict=True)] | None = None
     stop: StopStrings | None = None
     system_prompt: Text | None = None
+    lora: Text | None = None  # a LoRA adapter's name, or the base model's (default: --default-lora)
 
     @field_validator("prompt")
     @classmethod
@@ -238,3 +239,14 @@ class TokenizeRequest(_Body):
 class DetokenizeRequest(_Body):
     model: Text | None = None
     tokens: list[TokenId]
+
+
+class LoadLoRAAdapterRequest(_Body):
+    """POST /v1/load_lora_adapter: a PEFT adapter directory to serve under `lora_name`."""
+
+    lora_name: Text
+    lora_path: Text
+
+
+class UnloadLoRAAdapterRequest(_Body):
+    lora_name: Text

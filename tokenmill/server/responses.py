@@ -53,10 +53,13 @@ class _Head(_Response):
 
 
 class ModelCard(_Response):
+    sent_when_set = frozenset({"parent"})
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "tokenmill"
+    parent: str | None = None  # a LoRA adapter's base model
 
 
 class ModelList(_Response):

@@ -59,6 +59,7 @@ class ServerState:
         """Load the model (health endpoints keep answering meanwhile), then warm it up."""
         try:
             await self.lifecycle.load()
+            self._check_default_lora()
             await self.prompts.prepare()
             if self.config.warmup:
                 await self._warm_up()
@@ -67,6 +68,11 @@ class ServerState:
             raise
         self.lifecycle.ready.set()
         logger.info("ready: serving %s on %s:%d", self.model_name, self.config.host, self.config.port)
+
+    def _check_default_lora(self) -> None:
+        default = self.config.default_lora
+        if default is not None and default not in self.admission.lora_adapters():
+            raise ValueError(f"default_lora {default!r} is not one of the adapters of lora_modules")
 
     async def _warm_up(self) -> None:
         """Run the batch shape the judge will send before reporting ready: with `warmup_file`, its

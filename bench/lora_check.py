@@ -1,0 +1,114 @@
+"""LoRA on a GPU in one call: the CUDA-graph path against eager and against the PyTorch reference, then
+the issue-16 throughput targets.
+
+1. Mixed batch (the base model and 4 random rank-16 adapters, interleaved) on `random:qwen3-0.6b` in bf16:
+   greedy agreement (tokens before the first divergence) of CUDA graphs vs eager vs `kernels=torch`, and
+   how many answers the adapters change (if none, the check proves nothing).
+2. `bench` workloads qa-358 and single: base, every request on one rank-16 adapter, the batch spread over
+   8 adapters; ratios to base against the targets (0.85, 0.80; single 0.85).
+Usage: PYTHONPATH=. python bench/lora_check.py [--skip-throughput] [--out results.json]; exits 1 if the
+graph path disagrees with eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from tokenmill import LLM, SamplingParams
+from tokenmill.bench.offline import WORKLOADS, benchmark
+from tokenmill.config import EngineConfig
+from tokenmill.lora.random_adapters import write_random_adapters
+
+SETUPS = {"graphs": {}, "eager": {"enforce_eager": True}, "torch-kernels": {"kernels": "torch"}}
+TARGETS = {("qa-358", 1): 0.85, ("qa-358", 8): 0.80, ("single", 1): 0.85}
+
+
+def agreement(reference: list[list[int]], outputs: list[list[int]]) -> float:
+    same = total = 0
+    for ref, out in zip(reference, outputs):
+        total += len(ref)
+        for a, b in zip(ref, out):
+            if a != b:
+                break
+            same += 1
+    return same / max(total, 1)
+
+
+def mixed_batch_check(model: str, max_tokens: int = 32) -> dict:
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 250) for _ in range(rng.randrange(8, 200))] for _ in range(20)]
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    tokens: dict[str, list[list[int]]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for name, setup in SETUPS.items():
+            llm = LLM(model, enable_lora=True, max_loras=4, max_lora_rank=16, max_model_len=1024, **setup)
+            adapters = write_random_adapters(llm.engine.model_config, Path(directory), 4, 16, b_std=0.1)
+            loras = [None if i % 5 == 4 else adapters[i % 5] for i in range(len(prompts))]
+            tokens[name] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, lora_request=loras)]
+            if name == "graphs":
+                base = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+            del llm
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    changed = sum(a != b for a, b in zip(base, tokens["graphs"]))
+    return {
+        "graphs_vs_eager": agreement(tokens["eager"], tokens["graphs"]),
+        "graphs_vs_torch_kernels": agreement(tokens["torch-kernels"], tokens["graphs"]),
+        "answers_changed_by_adapters": f"{changed}/{len(prompts)}",
+    }
+
+
+def throughput(model: str) -> dict:
+    report = {}
+    for workload in ("qa-358", "single"):
+        rates = {}
+        for num_loras in (0, 1, 8) if workload == "qa-358" else (0, 1):
+            given = {"model": model, "max_num_seqs": max(WORKLOADS[workload].num_prompts, 1)}
+            if num_loras:
+                given.update(enable_lora=True, max_loras=num_loras, max_lora_rank=16)
+            command = f"bench/lora_check.py {workload} num_loras={num_loras}"
+            result = benchmark(
+                EngineConfig(**given), WORKLOADS[workload], [], command, None, 3, False, num_loras
+            )
+            rates[num_loras] = asdict(result)
+            ratio = result.output_tokens_per_s / rates[0]["output_tokens_per_s"]
+            target = TARGETS.get((workload, num_loras))
+            goal = "" if target is None else f"(target {target})"
+            print(
+                workload,
+                num_loras,
+                "adapters:",
+                result.output_tokens_per_s,
+                f"tok/s, ratio {ratio:.3f}",
+                goal,
+            )
+        report[workload] = rates
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="random:qwen3-0.6b")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    report: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    report["mixed_batch"] = mixed_batch_check(args.model)
+    print("mixed batch", json.dumps(report["mixed_batch"]), flush=True)
+    if not args.skip_throughput:
+        report["throughput"] = throughput(args.model)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0 if report["mixed_batch"]["graphs_vs_eager"] >= 0.9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Which resident LoRA slot each token of a step runs under: the contract between the runner and the
+batched LoRA kernels (`Ops.lora_shrink`, `Ops.lora_expand`).
+
+Tokens are grouped by slot, punica/S-LoRA style: `sorted_tokens` lists the batch's token indices ordered
+by slot, and each slot's run of them is cut into tiles of `TILE_TOKENS`. Tile i covers
+`sorted_tokens[tile_starts[i] : tile_ends[i]]`, all under slot `tile_slots[i]`, so a kernel program
+multiplies by one adapter's matrices. Tokens without an adapter are in no tile and cost nothing. A step
+of T tokens has at most `max_tiles(T, slots)` tiles; the rest are marked NO_ADAPTER, so the launch shape
+depends only on T and the slot count, and a CUDA graph replays it for any mix of adapters. The tensors
+are persistent buffers refilled in place each step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+NO_ADAPTER = -1
+TILE_TOKENS = 16
+
+
+def max_tiles(num_tokens: int, num_slots: int) -> int:
+    """Tiles a step can need: each slot's last tile may be partial."""
+    return -(-num_tokens // TILE_TOKENS) + num_slots
+
+
+@dataclass(frozen=True)
+class LoRAMapping:
+    token_slots: torch.Tensor  # [tokens] int32: the slot of each token, NO_ADAPTER for the base model
+    sorted_tokens: torch.Tensor  # [tokens] int32: token indices grouped by slot
+    tile_slots: torch.Tensor  # [tiles] int32: the slot of each tile, NO_ADAPTER past the last
+    tile_starts: torch.Tensor  # [tiles] int32: where each tile's tokens start in sorted_tokens
+    tile_ends: torch.Tensor  # [tiles] int32: and where they end (at most TILE_TOKENS later)
+
+    @classmethod
+    def empty(cls, max_tokens: int, num_slots: int, device: torch.device) -> LoRAMapping:
+        """A mapping in which no token has an adapter (what CUDA graphs are captured with)."""
+
+        def full(size: int, value: int) -> torch.Tensor:
+            return torch.full((size,), value, dtype=torch.int32, device=device)
+
+        num_tiles = max_tiles(max_tokens, num_slots)
+        return cls(full(max_tokens, NO_ADAPTER), full(max_tokens, 0), full(num_tiles, NO_ADAPTER),
+                   full(num_tiles, 0), full(num_tiles, 0))  # fmt: skip
+
+
+def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:
+    """Host side: (sorted_tokens, tile_slots, tile_starts, tile_ends), all int32, of per-token slots;
+    the tile arrays are `max_tiles(len(token_slots), num_slots)` long."""
+    order = np.argsort(token_slots, kind="stable").astype(np.int32)
+    counts = np.bincount(token_slots[token_slots >= 0], minlength=num_slots)
+    starts = np.cumsum(counts) - counts + np.count_nonzero(token_slots < 0)
+    per_slot = -(-counts // TILE_TOKENS)
+    slot_of_tile = np.repeat(np.arange(num_slots), per_slot)
+    first_tile = np.repeat(np.cumsum(per_slot) - per_slot, per_slot)
+    tile_starts = starts[slot_of_tile] + (np.arange(len(slot_of_tile)) - first_tile) * TILE_TOKENS
+    tile_ends = np.minimum(tile_starts + TILE_TOKENS, (starts + counts)[slot_of_tile])
+    size = max_tiles(len(token_slots), num_slots)
+
+    def padded(values: np.ndarray, fill: int) -> np.ndarray:
+        out = np.full(size, fill, dtype=np.int32)
+        out[: len(values)] = values
+        return out
+
+    return order, padded(slot_of_tile, NO_ADAPTER), padded(tile_starts, 0), padded(tile_ends, 0)

@@ -1,0 +1,149 @@
+"""Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `reference.lora_shrink`,
+`reference.lora_expand`).
+
+Both kernels run over the tiles of a `LoRAMapping`: program (tile, ...) gathers the rows of one tile
+(up to TILE_TOKENS tokens, all under one adapter) and multiplies them by that adapter's matrices. The grid
+has `max_tiles(tokens, slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph
+replays it for any mix of adapters); programs of unused tiles exit at once.
+
+shrink: h[t, s, :] = x[t, :] · A[slot(t), s]ᵀ  (rank ≤ 128, one tile wide)
+expand: y[t, shard s] += h[t, s, :] · B[slot(t), shard s]ᵀ  (the adapter's scale is folded into B)
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
+
+
+@triton.jit
+def _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M: tl.constexpr):
+    """The token indices of one tile, and which of its BLOCK_M rows exist."""
+    offs = tl.load(tile_starts + tile) + tl.arange(0, BLOCK_M)
+    valid = offs < tl.load(tile_ends + tile)
+    tokens = tl.load(sorted_tokens + offs, mask=valid, other=0)
+    return tokens.to(tl.int64), valid
+
+
+@triton.jit
+def _shrink_kernel(
+    x, a, h, sorted_tokens, tile_slots, tile_starts, tile_ends,
+    in_features, rank,
+    stride_x, stride_a_slot, stride_a_shard, stride_a_rank, stride_h, stride_h_shard,
+    BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    tile, shard = tl.program_id(0), tl.program_id(1)
+    slot = tl.load(tile_slots + tile)
+    if slot >= 0:
+        tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
+        offs_r = tl.arange(0, BLOCK_R)
+        offs_k = tl.arange(0, BLOCK_K)
+        a_base = a + slot.to(tl.int64) * stride_a_slot + shard * stride_a_shard
+        acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+        for k0 in range(0, in_features, BLOCK_K):
+            k = k0 + offs_k
+            x_tile = tl.load(
+                x + tokens[:, None] * stride_x + k[None, :],
+                mask=valid[:, None] & (k[None, :] < in_features),
+                other=0.0,
+            )
+            a_tile = tl.load(  # [BLOCK_K, BLOCK_R]: A transposed
+                a_base + offs_r[None, :] * stride_a_rank + k[:, None],
+                mask=(offs_r[None, :] < rank) & (k[:, None] < in_features),
+                other=0.0,
+            )
+            acc = tl.dot(x_tile, a_tile, acc, input_precision=PRECISION)
+        tl.store(
+            h + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :],
+            acc.to(h.dtype.element_ty),
+            mask=valid[:, None] & (offs_r[None, :] < rank),
+        )
+
+
+@triton.jit
+def _expand_kernel(
+    y, h, b, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
+    rank,
+    stride_y, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    tile, pid_n, shard = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    slot = tl.load(tile_slots + tile)
+    col_begin = tl.load(shard_offsets + shard) + pid_n * BLOCK_N
+    col_end = tl.load(shard_offsets + shard + 1)
+    if (slot >= 0) & (col_begin < col_end):
+        tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
+        offs_r = tl.arange(0, BLOCK_R)
+        cols = col_begin + tl.arange(0, BLOCK_N)
+        h_tile = tl.load(
+            h + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :],
+            mask=valid[:, None] & (offs_r[None, :] < rank),
+            other=0.0,
+        )
+        b_tile = tl.load(  # [BLOCK_R, BLOCK_N]: B transposed
+            b + slot.to(tl.int64) * stride_b_slot + cols[None, :] * stride_b_row + offs_r[:, None],
+            mask=(offs_r[:, None] < rank) & (cols[None, :] < col_end),
+            other=0.0,
+        )
+        delta = tl.dot(h_tile.to(b_tile.dtype), b_tile, input_precision=PRECISION)
+        y_ptrs = y + tokens[:, None] * stride_y + cols[None, :]
+        mask = valid[:, None] & (cols[None, :] < col_end)
+        y_tile = tl.load(y_ptrs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_ptrs, (y_tile + delta).to(y.dtype.element_ty), mask=mask)
+
+
+def _rank_block(rank: int) -> int:
+    return max(16, triton.next_power_of_2(rank))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """float32 models (the tests) multiply in full precision; tf32 would lose their token-exactness."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
+    num_tokens, in_features = x.shape
+    num_slots, shards, rank, _ = lora_a.shape
+    h = torch.empty(
+        num_tokens, shards, rank, dtype=x.dtype, device=x.device
+    )  # expand reads only what is written
+    grid = (max_tiles(num_tokens, num_slots), shards)
+    _shrink_kernel[grid](
+        x, lora_a, h, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
+        in_features, rank,
+        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), h.stride(0), h.stride(1),
+        BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=64, PRECISION=_precision(x.dtype),
+    )  # fmt: skip
+    return h
+
+
+_shard_offsets: dict[tuple[torch.device, tuple[int, ...]], torch.Tensor] = {}
+
+
+def _offsets_on(device: torch.device, out_shards: tuple[int, ...]) -> torch.Tensor:
+    """[shards + 1] int32 first output column of each shard, made once per layout (not in a graph)."""
+    key = (device, out_shards)
+    if key not in _shard_offsets:
+        bounds = [0, *itertools.accumulate(out_shards)]
+        _shard_offsets[key] = torch.tensor(bounds, dtype=torch.int32, device=device)
+    return _shard_offsets[key]
+
+
+def lora_expand(
+    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
+) -> None:
+    num_tokens = y.shape[0]
+    num_slots, _, rank = lora_b.shape
+    block_n = 64
+    grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
+    _expand_kernel[grid](
+        y, h, lora_b, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
+        _offsets_on(y.device, out_shards), rank,
+        y.stride(0), h.stride(0), h.stride(1), lora_b.stride(0), lora_b.stride(1),
+        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank), PRECISION=_precision(y.dtype),
+    )  # fmt: skip
