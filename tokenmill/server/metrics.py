@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from tokenmill.engine.llm_engine import LLMEngine
+from tokenmill.engine.async_llm import EngineLoad
 from tokenmill.outputs import RequestOutput
 
 disable_created_metrics()
@@ -22,25 +22,26 @@ _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 
 
 
 class _EngineGauges(Collector):
-    """Read at scrape time from the engine, so they are never stale."""
+    """Read at scrape time from the engine, so they are never stale; one sample per data-parallel
+    replica (label `replica`) when there are several."""
 
-    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
-        self._engine = engine
+    _GAUGES = (
+        ("tokenmill:num_requests_running", "Sequences in the running batch", "running"),
+        ("tokenmill:num_requests_waiting", "Sequences waiting to be scheduled", "waiting"),
+        ("tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", "kv_cache_usage"),
+    )
+
+    def __init__(self, loads: Callable[[], list[EngineLoad]]) -> None:
+        self._loads = loads
 
     def collect(self) -> Iterator[Metric]:
-        engine = self._engine()
-        running = len(engine.scheduler.running) if engine else 0
-        waiting = len(engine.scheduler.waiting) if engine else 0
-        usage = engine.block_manager.usage if engine else 0.0
-        yield GaugeMetricFamily(
-            "tokenmill:num_requests_running", "Sequences in the running batch", value=running
-        )
-        yield GaugeMetricFamily(
-            "tokenmill:num_requests_waiting", "Sequences waiting to be scheduled", value=waiting
-        )
-        yield GaugeMetricFamily(
-            "tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", value=usage
-        )
+        loads = self._loads() or [EngineLoad(0, 0, 0.0)]
+        labels = ["replica"] if len(loads) > 1 else []
+        for name, documentation, field in self._GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            for replica, load in enumerate(loads):
+                family.add_metric([str(replica)] if labels else [], getattr(load, field))
+            yield family
 
 
 class _TokenGapHistogram(Collector):
@@ -68,9 +69,9 @@ class _TokenGapHistogram(Collector):
 
 
 class Metrics:
-    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
+    def __init__(self, loads: Callable[[], list[EngineLoad]]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_EngineGauges(engine))
+        self.registry.register(_EngineGauges(loads))
         self.prompt_tokens = Counter(
             "tokenmill:prompt_tokens", "Prompt tokens processed", registry=self.registry
         )
