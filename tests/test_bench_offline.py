@@ -93,3 +93,20 @@ def test_bench_reports_the_quantization_and_its_weight_bytes(tmp_path: Path) -> 
     assert plain.quantization == "none" and int8.quantization == "int8"
     assert 0.2 < int8.weight_bytes / plain.weight_bytes < 0.8  # projections at 1 byte instead of 4
     assert len(list(tmp_path.glob("tiny-qwen3-tiny-int8-*.json"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("flag", "tag"), [("--tensor-parallel-size", "tp2"), ("--data-parallel-size", "dp2")]
+)
+def test_bench_runs_tensor_and_data_parallel(flag: str, tag: str, tiny_model_dir, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenmill", "bench", "--workload", "custom", "--num-prompts", "6",
+         "--input-len", "8", "--output-len", "8", "--model", str(tiny_model_dir("qwen3")), "--device", "cpu",
+         flag, "2", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob(f"custom-*-{tag}-cpu-*.json")
+    report = json.loads(path.read_text())
+    assert report["output_tokens"] == 48 and report[flag[2:].replace("-", "_")] == 2

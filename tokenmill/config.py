@@ -54,6 +54,12 @@ class EngineConfig(BaseModel):
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",
     )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs one model is split over (one process per GPU; gloo on CPU)"
+    )
+    data_parallel_size: int = Field(
+        default=1, ge=1, description="engine replicas behind one server, each on its own GPUs"
+    )
     enable_lora: bool = Field(
         default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
     )
@@ -109,6 +115,20 @@ class EngineConfig(BaseModel):
             )
         if self.speculative_method == "draft":
             raise ValueError("speculative_method='draft' is not available yet: use 'ngram'")
+        if self.speculative_method != "none" and self.tensor_parallel_size > 1:
+            raise ValueError(
+                "speculative_method needs tensor_parallel_size=1 (verify steps are not sent to "
+                "tensor-parallel ranks yet); data_parallel_size works"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lora_on_one_engine_rank(self) -> EngineConfig:
+        if self.lora_enabled and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
+            raise ValueError(
+                "enable_lora / lora_modules need tensor_parallel_size=1 and data_parallel_size=1 "
+                "(LoRA weights are not sharded over ranks nor loaded into replicas yet)"
+            )
         return self
 
     @field_validator("max_gpu_memory")
@@ -159,6 +179,7 @@ SEED_ENV_ALIASES: dict[str, str] = {
     "GPU_MEMORY_UTILIZATION": "gpu_memory_utilization",
     "BATCH_MODE": "batch_mode",
     "PUSH_MODE_HTTP_PORT": "port",
+    "MP_NUM": "tensor_parallel_size",
 }
 
 

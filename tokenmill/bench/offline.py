@@ -27,6 +27,7 @@ import torch
 
 from tokenmill.bench.compile_log import CompileLog
 from tokenmill.bench.copy_workload import CopyWorkload
+from tokenmill.bench.data_parallel import DataParallelOffline
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
 from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
@@ -83,7 +84,9 @@ class BenchResult:
     date: str
     kv_cache_dtype: str
     quantization: str  # --quantization, or "none" (a quantized checkpoint says so in `model`)
-    weight_bytes: int  # what every decode step reads at least once: the floor's weight term
+    # What every decode step reads at least once: the floor's weight term (rank 0's part under tensor
+    # parallelism; None under data parallelism, whose weights stay in the replicas).
+    weight_bytes: int | None
     num_prompts: int
     prompt_tokens: int
     output_tokens: int
@@ -98,6 +101,8 @@ class BenchResult:
     floor_tokens_per_s: float | None
     ratio_to_floor: float | None
     startup_s: float
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
     peers: dict[str, float | str | None] = field(default_factory=dict)
     command: str = ""
     runs_s: list[float] = field(default_factory=list)  # every timed run; wall_s is their median
@@ -165,7 +170,7 @@ def greedy_params(
 
 
 def run_tokenmill(
-    llm: LLM,
+    llm: LLM | DataParallelOffline,
     requests: list[tuple[list[int], int]],
     repeat: int = 1,
     cold_start: bool = False,
@@ -270,38 +275,45 @@ def benchmark(
 ) -> BenchResult:
     """Run `workload` on an engine made from `config`. With `num_loras`, that many random adapters of
     rank `config.max_lora_rank` are written to a temporary directory and the requests spread over them
-    round-robin; `structured` (see bench/structured.py) puts every request under a JSON schema;
-    `prepare` sees the engine and the requests first (e.g. to install a bench-only proposer)."""
+    round-robin; `structured` (see bench/structured.py) puts every request under a JSON schema (its
+    compile times are measured in this process's engine, so not under data parallelism); `prepare` sees
+    the engine and the requests first (e.g. to install a bench-only proposer)."""
     device = config.resolved_device()
     with CompileLog() as startup_compiles:
         started = time.perf_counter()
-        llm = LLM(**config.model_dump())
+        data_parallel = config.data_parallel_size > 1
+        llm = DataParallelOffline(config) if data_parallel else LLM(**config.model_dump())
         startup = time.perf_counter() - started
-    engine = llm.engine
-    requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
-    if prepare is not None:
-        prepare(llm, requests)
-    constraint, compile_ms = None, None
-    if structured is not None:
-        constraint = workload_constraint(structured, max(out for _, out in requests))
-        compile_ms = compile_times_ms(engine, constraint)
-    with tempfile.TemporaryDirectory() as adapters_dir:
-        loras = write_random_adapters(
-            engine.model_config, Path(adapters_dir), num_loras, config.max_lora_rank, config.seed
-        )
-        runs = run_tokenmill(llm, requests, repeat, cold_start, loras, constraint)
-    wall = statistics.median(runs.seconds)
-    prompt_tokens = sum(len(p) for p, _ in requests)
-    output_tokens = sum(out for _, out in requests)
-    stats = engine.stats
-    step_ms = 1000 * stats.decode_seconds / stats.decode_steps if stats.decode_steps else None
-    peak = bandwidth = floor = None
-    weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_reserved(device) / (1 << 30)
-        kv_per_token = kv_bytes_per_block(engine.runner.model, 1, engine.runner.kv_caches[0].dtype)
-        bandwidth = measure_copy_bandwidth(device)
-        floor = output_tokens / bytes_floor_seconds(requests, weights, kv_per_token, bandwidth)
+    try:  # a failed run still stops the tensor-parallel workers or data-parallel replicas
+        engine = llm.engine
+        requests = workload.requests(engine.tokenizer, engine.model_config.vocab_size)
+        if prepare is not None:
+            prepare(llm, requests)
+        constraint, compile_ms = None, None
+        if structured is not None:
+            constraint = workload_constraint(structured, max(out for _, out in requests))
+            compile_ms = None if data_parallel else compile_times_ms(engine, constraint)
+        with tempfile.TemporaryDirectory() as adapters_dir:
+            loras = write_random_adapters(
+                engine.model_config, Path(adapters_dir), num_loras, config.max_lora_rank, config.seed
+            )
+            runs = run_tokenmill(llm, requests, repeat, cold_start, loras, constraint)
+        wall = statistics.median(runs.seconds)
+        prompt_tokens = sum(len(p) for p, _ in requests)
+        output_tokens = sum(out for _, out in requests)
+        stats = engine.stats
+        step_ms = 1000 * stats.decode_seconds / stats.decode_steps if stats.decode_steps else None
+        peak = bandwidth = floor = None
+        weights = None
+        if not data_parallel:  # under tensor parallelism, rank 0's part: every rank reads its own at once
+            weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+        if device.type == "cuda" and weights is not None:
+            peak = torch.cuda.max_memory_reserved(device) / (1 << 30)
+            kv_per_token = kv_bytes_per_block(engine.runner.model, 1, engine.runner.kv_caches[0].dtype)
+            bandwidth = measure_copy_bandwidth(device)
+            floor = output_tokens / bytes_floor_seconds(requests, weights, kv_per_token, bandwidth)
+    finally:
+        llm.shutdown()
     del llm, engine
     gc.collect()
     if device.type == "cuda":
@@ -338,6 +350,8 @@ def benchmark(
         floor_tokens_per_s=None if floor is None else round(floor, 1),
         ratio_to_floor=None if floor is None else round(output_tokens / wall / floor, 3),
         startup_s=round(startup, 2),
+        tensor_parallel_size=config.tensor_parallel_size,
+        data_parallel_size=config.data_parallel_size,
         peers=peer_results,
         command=command,
         runs_s=[round(t, 3) for t in runs.seconds],
@@ -357,8 +371,15 @@ def benchmark(
         model += f"-{config.quantization}" if config.quantization else ""
         device_name = re.sub(r"[^A-Za-z0-9]+", "-", result.device).strip("-").lower()
         spec = "" if config.speculative_method == "none" else f"-{config.speculative_method}"
+        parallel = "".join(
+            f"-{kind}{size}"
+            for kind, size in (("tp", config.tensor_parallel_size), ("dp", config.data_parallel_size))
+            if size > 1
+        )
         name = workload.name + (f"-structured-{structured}" if structured else "")
-        path = out_dir / f"{name}-{model}-{result.kv_cache_dtype}{spec}-{device_name}-{result.date}.json"
+        path = out_dir / (
+            f"{name}-{model}-{result.kv_cache_dtype}{spec}{parallel}-{device_name}-{result.date}.json"
+        )
         path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 

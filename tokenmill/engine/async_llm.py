@@ -11,8 +11,9 @@ the step launched behind it) fail with `RequestFailedError` and the engine serve
 likely among their data, and aborting them leaves the scheduler and KV cache as if they had finished.
 Counting such failures towards a shutdown would let a few crafted requests stop the server. The
 engine stops (`EngineDeadError` for everyone) only when serving on cannot help: a device error (the
-CUDA context is unusable after one), an error while recovering, or running out of memory in
-`MAX_CONSECUTIVE_OOM_STEPS` steps in a row (aborting the batch did not give the memory back).
+CUDA context is unusable after one), an error while recovering, running out of memory in
+`MAX_CONSECUTIVE_OOM_STEPS` steps in a row (aborting the batch did not give the memory back), or any
+failed step of a tensor-parallel engine (its ranks stopped at different collectives).
 """
 
 from __future__ import annotations
@@ -37,6 +38,29 @@ logger = logging.getLogger(__name__)
 
 
 MAX_CONSECUTIVE_OOM_STEPS = 3
+
+
+@dataclass(frozen=True)
+class SpeculationCounts:
+    """Speculative decoding since the engine started (metrics)."""
+
+    drafts: int
+    proposed: int
+    accepted: int
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """An engine's load as metrics and the data-parallel router see it."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float
+    speculation: SpeculationCounts | None = None  # None: the engine does not speculate
 
 
 class EngineDeadError(RuntimeError):
@@ -73,6 +97,39 @@ class _Call:
 _STOP = object()
 
 
+class RequestStream:
+    """One request's outputs on their way from an engine thread to the caller's event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.finished = False
+
+    async def outputs(self) -> AsyncIterator[RequestOutput]:
+        """The outputs up to the finished one; an exception put in the stream is raised here."""
+        while not self.finished:
+            item = await self.queue.get()
+            if isinstance(item, BaseException):
+                self.finished = True
+                raise item
+            self.finished = item.finished
+            yield item
+
+
+def deliver(items: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+    """Put items in their streams from any thread: one callback per event loop, not one per item."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput | BaseException]]] = {}
+    for stream, item in items:
+        by_loop.setdefault(stream.loop, []).append((stream, item))
+    for loop, pairs in by_loop.items():
+        loop.call_soon_threadsafe(_put_all, pairs)
+
+
+def _put_all(pairs: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+    for stream, item in pairs:
+        stream.queue.put_nowait(item)
+
+
 class AsyncLLM:
     def __init__(
         self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
@@ -84,14 +141,32 @@ class AsyncLLM:
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
         self._inbox: queue.SimpleQueue[_Add | _Abort | _Call | object] = queue.SimpleQueue()
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._streams: dict[str, RequestStream] = {}
         self._stopping = False
+        self._dying = threading.Lock()
+        if self.engine.workers is not None:  # a dead worker may leave the step loop blocked: fail now
+            self.engine.workers.started(on_death=self._die)
         self._thread = threading.Thread(target=self._run, name="tokenmill-engine", daemon=True)
         self._thread.start()
 
     @property
     def is_alive(self) -> bool:
         return self.error is None and self._thread.is_alive()
+
+    def loads(self) -> list[EngineLoad]:
+        """One load per engine replica (here, one), read from any thread: it may be a step old."""
+        engine = self.engine
+        scheduler, stats = engine.scheduler, engine.stats
+        speculation = None
+        if engine.speculator is not None:
+            speculation = SpeculationCounts(
+                stats.spec_drafts, stats.spec_proposed_tokens, stats.spec_accepted_tokens
+            )
+        return [
+            EngineLoad(
+                len(scheduler.running), len(scheduler.waiting), engine.block_manager.usage, speculation
+            )
+        ]
 
     def check(self, prompt: Prompt, params: SamplingParams) -> None:
         """Raise now, on the caller's thread, the ValueError admission would raise on the engine's: a
@@ -115,20 +190,13 @@ class AsyncLLM:
             raise EngineDeadError(f"the engine has stopped: {self.error!r}")
         if request_id in self._streams:
             raise ValueError(f"request_id {request_id!r} is already in use")
-        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self._streams[request_id] = (asyncio.get_running_loop(), outputs)
+        stream = self._streams[request_id] = RequestStream()
         self._inbox.put(_Add(request_id, prompt, params, final_only, lora))
-        finished = False
         try:
-            while not finished:
-                item = await outputs.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                finished = item.finished
-                yield item
+            async for output in stream.outputs():
+                yield output
         finally:
-            if not finished:
+            if not stream.finished:
                 self._inbox.put(_Abort(request_id))
             self._streams.pop(request_id, None)
 
@@ -150,6 +218,7 @@ class AsyncLLM:
         self._stopping = True
         self._inbox.put(_STOP)
         self._thread.join(timeout)
+        self.engine.shutdown()
 
     # ---- engine thread ----------------------------------------------------------------------------
 
@@ -161,12 +230,20 @@ class AsyncLLM:
                     self._step()
         except BaseException as exc:
             logger.exception("engine step loop failed")
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """Fail every request and report the failure, once (the step loop and a tensor-parallel
+        worker's death may both get here)."""
+        with self._dying:
+            if self.error is not None:
+                return
             self.error = exc
-            dead = EngineDeadError(f"the engine has stopped: {exc!r}")
-            for request_id in list(self._streams):
-                self._send(request_id, dead)
-            if self._on_failure is not None:
-                self._on_failure(exc)
+        dead = EngineDeadError(f"the engine has stopped: {exc!r}")
+        for request_id in list(self._streams):
+            self._send(request_id, dead)
+        if self._on_failure is not None:
+            self._on_failure(exc)
 
     def _step(self) -> None:
         try:
@@ -174,7 +251,11 @@ class AsyncLLM:
         except Exception as exc:
             out_of_memory = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
             self._oom_steps = self._oom_steps + 1 if out_of_memory else 0
-            if _breaks_the_device(exc) or self._oom_steps >= MAX_CONSECUTIVE_OOM_STEPS:
+            if (
+                _breaks_the_device(exc)
+                or self._oom_steps >= MAX_CONSECUTIVE_OOM_STEPS
+                or self.engine.workers is not None  # the ranks' collectives are out of step now
+            ):
                 raise
             logger.exception("a step failed; failing its requests and serving on")
             for request_id in self.engine.abort_failed_step():
@@ -225,18 +306,13 @@ class AsyncLLM:
             return None
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
-        for output in outputs:
-            stream = self._streams.get(output.request_id)
-            if stream is not None:
-                by_loop.setdefault(stream[0], []).append((stream[1], output))
-        for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_put_all, items)
+        streams = self._streams  # read once per output: the event loop may remove a stream meanwhile
+        deliver([(stream, o) for o in outputs if (stream := streams.get(o.request_id)) is not None])
 
     def _send(self, request_id: str, item: BaseException) -> None:
         stream = self._streams.get(request_id)
         if stream is not None:
-            stream[0].call_soon_threadsafe(stream[1].put_nowait, item)
+            deliver([(stream, item)])
 
 
 def _breaks_the_device(exc: Exception) -> bool:
@@ -252,8 +328,3 @@ def _settle(future: asyncio.Future, value: Any, error: Exception | None) -> None
         future.set_exception(error)
     else:
         future.set_result(value)
-
-
-def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
-    for target, output in items:
-        target.put_nowait(output)

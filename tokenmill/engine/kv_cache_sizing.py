@@ -35,12 +35,14 @@ def plan_kv_cache(
     model_dtype: torch.dtype,
 ) -> KVCachePlan:
     """`config.num_kv_blocks` if set, else as many blocks as memory allows (never more than
-    `max_num_seqs` full-length sequences need)."""
+    `max_num_seqs` full-length sequences need); under tensor parallelism, the fewest any rank can hold,
+    so one block table serves every rank."""
     device = next(model.parameters()).device
     dtype = kv_cache_dtype(config.kv_cache_dtype, device, model_dtype)
     num_blocks = config.num_kv_blocks or _blocks_from_memory(
         config, model, model_len, max_num_batched_tokens, dtype
     )
+    num_blocks = model.config.tensor_parallel.minimum(num_blocks, device)
     max_model_len = min(model_len, num_blocks * config.block_size)
     if max_model_len < model_len:
         logger.warning("max_model_len lowered to %d tokens: the KV cache holds no more", max_model_len)
@@ -82,8 +84,9 @@ def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dt
     """Keys and values of every layer, plus an int8 cache's float32 scale per token and head."""
     cfg = model.config
     element = torch.empty((), dtype=dtype).element_size()
+    _, kv_heads = model.local_heads()
     per_head = cfg.head_dim * element + (INT8_SCALE_BYTES if dtype == torch.int8 else 0)
-    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * per_head
+    return 2 * cfg.num_hidden_layers * block_size * kv_heads * per_head
 
 
 def allocate_kv_cache(

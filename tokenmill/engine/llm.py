@@ -23,8 +23,18 @@ class LLM:
     """Runs batches of prompts to completion. Keyword arguments are the fields of `EngineConfig`."""
 
     def __init__(self, model: str | None = None, **engine_args: Any) -> None:
-        self.engine = LLMEngine(EngineConfig(model=model, **engine_args))
+        config = EngineConfig(model=model, **engine_args)
+        if config.data_parallel_size > 1:
+            raise ValueError(
+                "data_parallel_size: LLM runs one engine; replicas are served by `tokenmill serve` "
+                "(or tokenmill.distributed.data_parallel.DataParallelLLM)"
+            )
+        self.engine = LLMEngine(config)
         self._ids = itertools.count()
+
+    def shutdown(self) -> None:
+        """Stop the engine's tensor-parallel workers, if any (they also stop when this process ends)."""
+        self.engine.shutdown()
 
     @property
     def tokenizer(self) -> Tokenizer:

@@ -17,20 +17,20 @@ from dataclasses import dataclass
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.distributed.workers import start_tensor_parallel
 from tokenmill.engine.async_scheduler import AsyncScheduler
 from tokenmill.engine.block_manager import BlockManager
 from tokenmill.engine.input_processor import InputProcessor, Prompt
-from tokenmill.engine.kv_cache_sizing import plan_kv_cache
-from tokenmill.engine.model_runner import Launch, ModelRunner
+from tokenmill.engine.model_runner import Launch
 from tokenmill.engine.output_processor import OutputProcessor
+from tokenmill.engine.rank_model import load_rank_model
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels.ops import Ops, select_ops
+from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.manager import LoRAManager
 from tokenmill.models.llama import LlamaForCausalLM
-from tokenmill.models.loader import load_model
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.spec_decode.speculator import build_speculator
@@ -67,40 +67,27 @@ class StepStats:
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        device = config.resolved_device()
-        dtype = config.resolved_dtype(device)
         started = time.perf_counter()
-        ops = select_ops(config.kernels, device)
-        loaded = load_model(
-            config.model, device, dtype, config.max_model_len, config.seed, ops, config.quantization
-        )
+        device, tp, self.workers = start_tensor_parallel(config)
+        try:
+            rank = load_rank_model(config, device, tp)
+            self.max_num_batched_tokens = rank.max_num_batched_tokens
+            self.lora = self._lora_manager(rank.loaded.model, rank.ops) if config.lora_enabled else None
+            kv = rank.plan_kv_cache()
+        except BaseException:
+            self.shutdown()
+            raise
+        loaded, dtype, ops = rank.loaded, rank.dtype, rank.ops
         self.model_name = loaded.name
         self.model_config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.eos_token_ids = loaded.config.eos_token_ids or _tokenizer_eos(loaded.tokenizer)
-        self.max_num_batched_tokens = config.max_num_batched_tokens or max(
-            8192 if device.type == "cuda" else 2048, config.max_num_seqs
-        )
-        self.lora = self._lora_manager(loaded.model, ops) if config.lora_enabled else None
-        model_len = config.max_model_len or loaded.config.max_position_embeddings
-        kv = plan_kv_cache(config, loaded.model, model_len, self.max_num_batched_tokens, dtype)
         num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
         self.structured = StructuredOutputs(
             GrammarCompiler(self.tokenizer, loaded.config.vocab_size, self.eos_token_ids)
         )
         sampler = Sampler(device, config.seed, self.eos_token_ids, logits_processor=self.structured)
-        self.runner = ModelRunner(
-            loaded.model,
-            config.block_size,
-            num_blocks,
-            sampler,
-            ops,
-            cache_dtype,
-            config.max_num_seqs,
-            self.max_model_len,
-            cuda_graphs=ops.supports_cuda_graphs and not config.enforce_eager,
-            lora_step=None if self.lora is None else self.lora.step,
-        )
+        self.runner = rank.runner(kv, sampler, self.workers, None if self.lora is None else self.lora.step)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
         self.speculator = build_speculator(config)
@@ -120,10 +107,14 @@ class LLMEngine:
         self.stats = StepStats()
         self._in_flight: tuple[ScheduledBatch, Launch] | None = None
         self._stepping: ScheduledBatch | None = None  # the batch of the step under way, for recovery
+        if self.workers is not None:
+            self.workers.started()
         logger.info(
-            "loaded %s on %s (%s, %s kernels, KV %s%s) in %.1fs: %d KV blocks of %d tokens, max_model_len %d",
+            "loaded %s on %s%s (%s, %s kernels, KV %s%s) in %.1fs: %d KV blocks of %d tokens, "
+            "max_model_len %d",
             self.model_name,
             device,
+            f" and {tp.size - 1} tensor-parallel workers" if tp.size > 1 else "",
             dtype,
             ops.name,
             cache_dtype,
@@ -200,6 +191,11 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return len(self.output_processor) > 0
+
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers, if any (they also exit on their own when this process does)."""
+        if self.workers is not None:
+            self.workers.shutdown()
 
     # ---- the step loop ----------------------------------------------------------------------------
 

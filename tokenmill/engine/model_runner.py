@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -37,6 +38,16 @@ class Launch:
     proposals: list[list[int]] | None = None
 
 
+class StepPeers(Protocol):
+    """The other tensor-parallel ranks, as rank 0's runner drives them (`distributed/workers.py`)."""
+
+    def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
+        """Start the same forward pass on every other rank."""
+
+    def share_sampled(self, sampled: torch.Tensor) -> None:
+        """Give every other rank the step's sampled tokens (a continuation step's input tokens)."""
+
+
 class ModelRunner:
     """Runs one scheduled batch per call. Pure decode batches replay a CUDA graph captured for the
     next larger batch size; everything else runs eagerly. The cache has one extra "null" block that
@@ -49,15 +60,18 @@ class ModelRunner:
         model: LlamaForCausalLM,
         block_size: int,
         num_blocks: int,
-        sampler: Sampler,
+        sampler: Sampler | None,
         ops: Ops,
         kv_cache_dtype: torch.dtype | None = None,
         max_num_seqs: int = 256,
         max_model_len: int = 4096,
         cuda_graphs: bool = False,
+        peers: StepPeers | None = None,
         lora_step: LoRAStep | None = None,
     ) -> None:
+        """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers."""
         self.model = model
+        self.peers = peers
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.sampler = sampler
@@ -66,8 +80,9 @@ class ModelRunner:
         params = next(model.parameters())
         self.device, self.dtype = params.device, params.dtype
         cfg = model.config
+        num_heads, self.num_kv_heads = model.local_heads()
         self.null_block = num_blocks
-        shape = (2, num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (2, num_blocks + 1, block_size, self.num_kv_heads, cfg.head_dim)
         self.kv_caches, kv_scales = allocate_kv_cache(
             shape, kv_cache_dtype or self.dtype, len(model.layers), self.device
         )
@@ -84,7 +99,7 @@ class ModelRunner:
         self.lora_step = lora_step
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
-        ops.warm_up(self.kv_caches[0], cfg.num_attention_heads, self.dtype, self.null_block, kv_scales[0])
+        ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         if cuda_graphs:
             self.graphs.capture(
                 model,
@@ -105,18 +120,20 @@ class ModelRunner:
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
         if self.lora_step is not None and inputs.lora is not None:
             self.lora_step.load(inputs.lora, always=graph_size is not None)
-        hidden = self.graphs.replay(inputs) if graph_size else self._forward(inputs)
+        if self.peers is not None:
+            self.peers.send_step(inputs, graph_size is not None)
+        logits = self.run_model(inputs, graph_size is not None)
         seqs = inputs.sampling_seqs
-        if not seqs:
+        if logits is None:
             return Launch([], None, None, None, None)
-        if len(inputs.logits_indices) < inputs.num_real_tokens:
-            hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
-        logits = self.model.compute_logits(hidden)
+        assert self.sampler is not None, "rank 0 samples"
         proposals = inputs.proposals
         if proposals is None:
             sampled = self.sampler(logits, seqs)
         else:
             sampled = self.rejection_sampler(logits, seqs, proposals)
+        if self.peers is not None:
+            self.peers.share_sampled(sampled)
         if self.device.type != "cuda":
             return Launch(seqs, sampled, sampled, None, logits, proposals)
         host = self.inputs.staging.tensor("sampled", sampled.numel(), torch.long)
@@ -135,6 +152,7 @@ class ModelRunner:
         if launch.done is not None:
             launch.done.synchronize()
         tokens = launch.host.tolist()
+        assert self.sampler is not None, "rank 0 samples"
         if launch.proposals is None:
             self.sampler.record_logprobs(launch.logits, launch.sampled, launch.seqs)
             return list(zip(launch.seqs, tokens))
@@ -143,6 +161,17 @@ class ModelRunner:
             index = torch.tensor(rows, device=self.device)
             self.sampler.record_logprobs(launch.logits[index], launch.sampled[index], [s for s, _ in pairs])
         return pairs
+
+    def run_model(self, inputs: StepInputs, use_graph: bool) -> torch.Tensor | None:
+        """The forward pass, then the logits of the tokens that sample (None if none does, and on a
+        tensor-parallel worker, which only contributes its part)."""
+        hidden = self.graphs.replay(inputs) if use_graph else self._forward(inputs)
+        num_sampling = len(inputs.logits_indices)
+        if num_sampling == 0:
+            return None
+        if num_sampling < inputs.num_real_tokens:
+            hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
+        return self.model.compute_logits(hidden)
 
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         """The eager forward pass: upload the step's inputs and run the model on them."""
@@ -167,4 +196,4 @@ class ModelRunner:
         return self.model(input_ids, upload(inputs.positions), meta)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
-        return self.ops.decode_splits(num_seqs, self.model.config.num_key_value_heads, max_len, self.num_sms)
+        return self.ops.decode_splits(num_seqs, self.num_kv_heads, max_len, self.num_sms)

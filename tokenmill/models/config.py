@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenmill.distributed.group import SINGLE_RANK, TensorParallel
 from tokenmill.quantization.config import QuantizationConfig
 
 
@@ -28,6 +29,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
     torch_dtype: str | None = None
     quantization: QuantizationConfig | None = None  # set by the loader
+    tensor_parallel: TensorParallel = SINGLE_RANK  # this rank's group, set by the loader
 
     @classmethod
     def from_hf(cls, config: dict[str, Any], generation_config: dict[str, Any] | None = None) -> ModelConfig:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tokenmill.distributed.linear import ShardedLinear, Split
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
@@ -22,12 +23,22 @@ from tokenmill.quantization import QuantLinear, UnquantizedMethod
 
 
 def projection(
-    config: ModelConfig, in_features: int, shards: dict[str, int], bias: bool, prefix: str
+    config: ModelConfig,
+    in_features: int,
+    shards: dict[str, int],
+    bias: bool,
+    prefix: str,
+    split: Split = "column",
+    unit: int = 1,
 ) -> QuantLinear:
-    """A linear fusing the checkpoint modules `prefix.<name>` for each name of `shards` (name -> rows)."""
+    """A linear fusing the checkpoint modules `prefix.<name>` for each name of `shards` (name -> rows).
+    Under tensor parallelism it holds this rank's `split` of them, never cutting a `unit` (a head)."""
     quant = config.quantization
     names = [f"{prefix}.{name}" for name in shards]
     method = UnquantizedMethod() if quant is None else quant.method_for(names)
+    tp = config.tensor_parallel
+    if tp.size > 1:
+        return ShardedLinear(in_features, list(shards.values()), bias, method, tp, split, unit)
     return QuantLinear(in_features, list(shards.values()), bias, method)
 
 
@@ -83,15 +94,17 @@ class Attention(nn.Module):
 
     def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops, prefix: str) -> None:
         super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        qkv = {"q_proj": self.q_size, "k_proj": self.kv_size, "v_proj": self.kv_size}
-        self.qkv_proj = projection(config, config.hidden_size, qkv, config.attention_bias, prefix)
-        self.o_proj = projection(config, self.q_size, {"o_proj": config.hidden_size}, False, prefix)
+        q_size = config.num_attention_heads * self.head_dim
+        kv_size = config.num_key_value_heads * self.head_dim
+        qkv = {"q_proj": q_size, "k_proj": kv_size, "v_proj": kv_size}
+        bias = config.attention_bias
+        self.qkv_proj = projection(config, config.hidden_size, qkv, bias, prefix, unit=self.head_dim)
+        o = {"o_proj": config.hidden_size}
+        self.o_proj = projection(config, q_size, o, False, prefix, "row", self.head_dim)
+        self.q_size, self.kv_size, _ = self.qkv_proj.out_shards  # this rank's heads
+        self.num_heads, self.num_kv_heads = self.q_size // self.head_dim, self.kv_size // self.head_dim
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, ops) if config.qk_norm else None
         self.rotary = rotary
@@ -122,7 +135,7 @@ class MLP(nn.Module):
         size = config.intermediate_size
         gate_up = {"gate_proj": size, "up_proj": size}
         self.gate_up_proj = projection(config, config.hidden_size, gate_up, False, prefix)
-        self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix)
+        self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix, "row")
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from tokenmill.distributed.sharding import checkpoint_part
+from tokenmill.distributed.vocab import embedding, lm_head
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
@@ -63,12 +65,12 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         rotary = RotaryTables(config, max_positions)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = embedding(config)
         self.layers = nn.ModuleList(
             DecoderLayer(config, rotary, ops, f"model.layers.{i}") for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = lm_head(config)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
@@ -80,18 +82,27 @@ class LlamaForCausalLM(nn.Module):
             hidden, residual = layer(positions, hidden, residual, meta)
         return self.norm(hidden, residual)[0]
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]."""
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
+        tensor parallelism, rank 0 gets them and the other ranks None."""
         return self.lm_head(hidden)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.layers]
 
+    def local_heads(self) -> tuple[int, int]:
+        """(query heads, KV heads) this rank computes and caches: all of them on a single rank."""
+        attention = self.layers[0].self_attn
+        return attention.num_heads, attention.num_kv_heads
+
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy checkpoint tensors (Hugging Face names) into the model; every one must be set. Tensors of
-        a projection go to its `QuantLinear`, which stores them however its quantization method says."""
+        a projection go to its `QuantLinear`, which stores them however its quantization method says.
+        Under tensor parallelism each module keeps its rank's part of a tensor (which may be a lazy
+        safetensors slice, so only that part is read)."""
         params = dict(self.named_parameters())
+        modules = dict(self.named_modules())
         linears = {name: m for name, m in self.named_modules() if isinstance(m, QuantLinear)}
         unset = {key for name, linear in linears.items() for key in _linear_keys(name, linear)}
         unset |= {
@@ -113,7 +124,7 @@ class LlamaForCausalLM(nn.Module):
                 except ValueError as exc:
                     raise ValueError(f"checkpoint tensor {name!r}: {exc}") from exc
             elif target in params and module not in linears:
-                copy_checked(params[target].data, tensor, name)
+                copy_checked(params[target].data, checkpoint_part(modules[module], tensor), name)
             else:
                 raise ValueError(f"checkpoint tensor {name!r} has no place in {type(self).__name__}")
             unset.discard(target if shard is None else f"{target}#{shard}")

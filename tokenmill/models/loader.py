@@ -9,11 +9,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from torch.overrides import TorchFunctionMode
 
+from tokenmill.distributed.group import SINGLE_RANK, TensorParallel
+from tokenmill.distributed.sharding import check_splits, checkpoint_part, checkpoint_shape
 from tokenmill.kernels.ops import TORCH_OPS, Ops
 from tokenmill.models import model_class
 from tokenmill.models.config import ModelConfig
@@ -55,9 +58,12 @@ def load_model(
     seed: int = 0,
     ops: Ops = TORCH_OPS,
     quantization: str | None = None,
+    tensor_parallel: TensorParallel = SINGLE_RANK,
 ) -> LoadedModel:
     """Load `reference`: a Hugging Face directory, a .gguf file, `random:<preset>`, or None (the default).
-    `quantization` (the --quantization flag) quantizes float weights while they load."""
+    `quantization` (the --quantization flag) quantizes float weights while they load. Under
+    `tensor_parallel`, this rank's part of the model: it reads only its slices of safetensors files."""
+    tp = tensor_parallel
     if reference is None:
         reference = str(default_model_path())
     if reference.startswith("random:"):
@@ -65,7 +71,7 @@ def load_model(
         tokenizer = Tokenizer.byte_level()
         quant = resolve_quantization(quantization, None, reference)
         config = replace(config, eos_token_ids=(tokenizer.eos_token_id,), quantization=quant)
-        model = _build(config, device, dtype, max_model_len, ops)
+        model = _build(config, device, dtype, max_model_len, ops, tp)
         _randomize(model, seed)
         return LoadedModel(model, model.config, tokenizer, reference)
     path = Path(reference).expanduser()
@@ -73,13 +79,13 @@ def load_model(
         checkpoint = GGUFCheckpoint(path)
         quant = resolve_quantization(quantization, None, str(path))
         config = replace(checkpoint.model_config(), quantization=quant)
-        model = _build(config, device, dtype, max_model_len, ops)
+        model = _build(config, device, dtype, max_model_len, ops, tp)
         model.load_weights(checkpoint.weights(model.config))
         return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
     if path.is_dir():
         config = _read_hf_config(path, quantization)
-        model = _build(config, device, dtype, max_model_len, ops)
-        model.load_weights(_safetensors_weights(path))
+        model = _build(config, device, dtype, max_model_len, ops, tp)
+        model.load_weights(_safetensors_weights(path, lazy=tp.size > 1))
         return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
     raise FileNotFoundError(
         f"model {reference!r} is neither a directory, a .gguf file nor random:<preset> "
@@ -126,16 +132,21 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+def _safetensors_weights(
+    path: Path, headers_only: bool = False, lazy: bool = False
+) -> Iterator[tuple[str, Any]]:
     """Every tensor of the directory's safetensors files; with `headers_only`, meta tensors of the right
-    shape, read from the file headers without touching the data."""
+    shape, read from the file headers without touching the data; with `lazy`, slices that read only
+    what is indexed (each tensor parallel rank takes its part)."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors weights (pickled checkpoints are never loaded)")
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
             for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                if headers_only:
+                if lazy:
+                    yield name, handle.get_slice(name)
+                elif headers_only:
                     header = handle.get_slice(name)
                     dtype = _SAFETENSORS_DTYPES.get(header.get_dtype(), torch.float32)
                     yield name, torch.empty(header.get_shape(), dtype=dtype, device="meta")
@@ -144,10 +155,16 @@ def _safetensors_weights(path: Path, headers_only: bool = False) -> Iterator[tup
 
 
 def _build(
-    config: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int | None, ops: Ops
+    config: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_model_len: int | None,
+    ops: Ops,
+    tp: TensorParallel = SINGLE_RANK,
 ) -> LlamaForCausalLM:
     cls = model_class(config)
-    config = cls.adapt_config(config)
+    check_splits(config, tp.size)
+    config = replace(cls.adapt_config(config), tensor_parallel=tp)
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
     with torch.device(device), _default_dtype(dtype), _SkipRandomInit():
         model = cls(config, max_positions, ops)
@@ -184,27 +201,30 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 @torch.no_grad()
 def _randomize(model: LlamaForCausalLM, seed: int) -> None:
-    """Weights drawn like a freshly initialised transformers model (normal, std 0.02; norms at 1)."""
+    """Weights drawn like a freshly initialised transformers model (normal, std 0.02; norms at 1).
+    Every tensor is drawn whole and each module keeps its part, so every tensor-parallel size gets
+    the same model."""
     generator = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
     dtype = model.embed_tokens.weight.dtype
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    modules = dict(model.named_modules())
     drawn: set[str] = set()
+
+    def draw(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, 0.02, generator=generator)
+
     for name, param in model.named_parameters():
-        module = name.rpartition(".")[0]
-        if module in linears and not name.endswith(".bias"):
-            if module not in drawn:  # drawn in the model dtype, stored as its quantization method says
-                linear = linears[module]
-                weight = torch.empty(
-                    linear.out_features, linear.in_features, dtype=dtype, device=param.device
-                )
-                linear.load("weight", weight.normal_(0.0, 0.02, generator=generator), None)
-                drawn.add(module)
+        module_name = name.rpartition(".")[0]
+        module = modules[module_name]
+        if isinstance(module, QuantLinear) and not name.endswith(".bias"):
+            if module_name not in drawn:  # drawn in the model dtype, stored as its quantization method says
+                module.load("weight", draw(module.checkpoint_shape(), param.device), None)
+                drawn.add(module_name)
         elif name.endswith("norm.weight"):
             param.fill_(1.0)
         elif name.endswith(".bias"):
             param.zero_()
         else:
-            param.normal_(0.0, 0.02, generator=generator)
+            param.copy_(checkpoint_part(module, draw(checkpoint_shape(module, param), param.device)))
 
 
 def check_model_directory(path: str | Path) -> list[str]:

@@ -39,6 +39,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 32,
         "tie_word_embeddings": False,
     },
+    "qwen3-32b": {  # 65 GB in bf16: tensor parallelism's case (`--tensor-parallel-size 2`)
+        **_QWEN3_COMMON,
+        "hidden_size": 5120,
+        "intermediate_size": 25600,
+        "num_hidden_layers": 64,
+        "num_attention_heads": 64,
+        "tie_word_embeddings": False,
+    },
     "llama-3.2-1b": {
         "architectures": ["LlamaForCausalLM"],
         "vocab_size": 128256,

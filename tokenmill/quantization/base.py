@@ -84,6 +84,10 @@ class QuantLinear(nn.Module):
         start = sum(self.out_shards[:shard])
         return slice(start, start + self.out_shards[shard])
 
+    def checkpoint_shape(self) -> tuple[int, int]:
+        """The (out, in) shape of the whole weight in a checkpoint (a tensor-parallel layer holds a part)."""
+        return self.out_features, self.in_features
+
     def tensor_names(self) -> tuple[str, ...]:
         """Checkpoint tensors each shard must provide."""
         return self.method.checkpoint_tensors + (("bias",) if self.bias is not None else ())

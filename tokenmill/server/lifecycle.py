@@ -11,6 +11,7 @@ import contextlib
 import time
 
 from tokenmill.config import ServerConfig
+from tokenmill.distributed.data_parallel import DataParallelLLM
 from tokenmill.engine.async_llm import AsyncLLM
 from tokenmill.server.errors import APIError
 
@@ -18,7 +19,7 @@ from tokenmill.server.errors import APIError
 class EngineLifecycle:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.engine: AsyncLLM | None = None
+        self.engine: AsyncLLM | DataParallelLLM | None = None
         self.load_error: BaseException | None = None
         self.loaded = asyncio.Event()  # loading ended, well or not
         self.ready = asyncio.Event()  # loaded and warmed up
@@ -35,7 +36,8 @@ class EngineLifecycle:
                 loop.call_soon_threadsafe(self.failed.set)
 
         try:
-            self.engine = await asyncio.to_thread(AsyncLLM, self.config.engine_config(), engine_died)
+            client = DataParallelLLM if self.config.data_parallel_size > 1 else AsyncLLM
+            self.engine = await asyncio.to_thread(client, self.config.engine_config(), engine_died)
         except Exception as exc:
             self.fail(exc)
             raise
@@ -77,7 +79,7 @@ class EngineLifecycle:
             return self.config.served_model_name
         return self.engine.engine.model_name if self.engine else (self.config.model or "default")
 
-    def running_engine(self) -> AsyncLLM:
+    def running_engine(self) -> AsyncLLM | DataParallelLLM:
         """The engine once loaded and while it runs (warm-up and admitted requests use it while draining)."""
         if not self.alive:
             raise APIError(503, "the engine has stopped; the server is restarting")
@@ -85,7 +87,7 @@ class EngineLifecycle:
             raise APIError(503, "the model is still loading")
         return self.engine
 
-    def serving_engine(self) -> AsyncLLM:
+    def serving_engine(self) -> AsyncLLM | DataParallelLLM:
         """The engine, for new requests: warm, and the server not draining."""
         if self.draining:
             raise APIError(503, "the server is shutting down")

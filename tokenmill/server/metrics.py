@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from tokenmill.engine.llm_engine import LLMEngine
+from tokenmill.engine.async_llm import EngineLoad
 from tokenmill.outputs import RequestOutput
 
 disable_created_metrics()
@@ -22,45 +22,51 @@ _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 
 
 
 class _EngineGauges(Collector):
-    """Read at scrape time from the engine, so they are never stale."""
+    """Read at scrape time from the engine, so they are never stale; one sample per data-parallel
+    replica (label `replica`) when there are several."""
 
-    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
-        self._engine = engine
+    _GAUGES = (
+        ("tokenmill:num_requests_running", "Sequences in the running batch", "running"),
+        ("tokenmill:num_requests_waiting", "Sequences waiting to be scheduled", "waiting"),
+        ("tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", "kv_cache_usage"),
+    )
+
+    def __init__(self, loads: Callable[[], list[EngineLoad]]) -> None:
+        self._loads = loads
 
     def collect(self) -> Iterator[Metric]:
-        engine = self._engine()
-        running = len(engine.scheduler.running) if engine else 0
-        waiting = len(engine.scheduler.waiting) if engine else 0
-        usage = engine.block_manager.usage if engine else 0.0
-        yield GaugeMetricFamily(
-            "tokenmill:num_requests_running", "Sequences in the running batch", value=running
-        )
-        yield GaugeMetricFamily(
-            "tokenmill:num_requests_waiting", "Sequences waiting to be scheduled", value=waiting
-        )
-        yield GaugeMetricFamily(
-            "tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use", value=usage
-        )
-        if engine is not None and engine.speculator is not None:
-            yield from _speculation_metrics(engine)
+        loads = self._loads() or [EngineLoad(0, 0, 0.0)]
+        labels = ["replica"] if len(loads) > 1 else []
+        for name, documentation, field in self._GAUGES:
+            family = GaugeMetricFamily(name, documentation, labels=labels)
+            for replica, load in enumerate(loads):
+                family.add_metric([str(replica)] if labels else [], getattr(load, field))
+            yield family
+        yield from _speculation_metrics(loads, labels)
 
 
-def _speculation_metrics(engine: LLMEngine) -> Iterator[Metric]:
-    stats = engine.stats
-    yield CounterMetricFamily(
-        "tokenmill:spec_decode_num_drafts", "Sequence-steps that verified proposals", stats.spec_drafts
+def _speculation_metrics(loads: list[EngineLoad], labels: list[str]) -> Iterator[Metric]:
+    """Speculative decoding's counters, where an engine speculates."""
+    if not any(load.speculation is not None for load in loads):
+        return
+    counters = [
+        ("tokenmill:spec_decode_num_drafts", "Sequence-steps that verified proposals", "drafts"),
+        ("tokenmill:spec_decode_num_draft_tokens", "Proposed tokens", "proposed"),
+        ("tokenmill:spec_decode_num_accepted_tokens", "Accepted proposed tokens", "accepted"),
+    ]
+    for name, documentation, field in counters:
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        for replica, load in enumerate(loads):
+            if load.speculation is not None:
+                family.add_metric([str(replica)] if labels else [], getattr(load.speculation, field))
+        yield family
+    rate = GaugeMetricFamily(
+        "tokenmill:spec_decode_acceptance_rate", "Accepted over proposed tokens since start", labels=labels
     )
-    yield CounterMetricFamily(
-        "tokenmill:spec_decode_num_draft_tokens", "Proposed tokens", stats.spec_proposed_tokens
-    )
-    yield CounterMetricFamily(
-        "tokenmill:spec_decode_num_accepted_tokens", "Accepted proposed tokens", stats.spec_accepted_tokens
-    )
-    yield GaugeMetricFamily(
-        "tokenmill:spec_decode_acceptance_rate",
-        "Accepted over proposed tokens since start",
-        value=stats.spec_acceptance_rate or 0.0,
-    )
+    for replica, load in enumerate(loads):
+        if load.speculation is not None:
+            rate.add_metric([str(replica)] if labels else [], load.speculation.acceptance_rate)
+    yield rate
 
 
 class _TokenGapHistogram(Collector):
@@ -88,9 +94,9 @@ class _TokenGapHistogram(Collector):
 
 
 class Metrics:
-    def __init__(self, engine: Callable[[], LLMEngine | None]) -> None:
+    def __init__(self, loads: Callable[[], list[EngineLoad]]) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_EngineGauges(engine))
+        self.registry.register(_EngineGauges(loads))
         self.prompt_tokens = Counter(
             "tokenmill:prompt_tokens", "Prompt tokens processed", registry=self.registry
         )

@@ -36,7 +36,7 @@ class ServerState:
         self.config = config
         self.lifecycle = EngineLifecycle(config)
         engine = self.lifecycle
-        self.metrics = Metrics(lambda: engine.engine.engine if engine.engine else None)
+        self.metrics = Metrics(lambda: engine.engine.loads() if engine.engine else [])
         self.admission = Admission(config, self.lifecycle)
         self.prompts = PromptEncoder(config, self.lifecycle, self.admission)
         self.generation = Generation(config, self.lifecycle, self.metrics)

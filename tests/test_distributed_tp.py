@@ -1,0 +1,196 @@
+"""Tensor parallelism on CPU (gloo): how tensors split, the control message, and whole engines whose
+greedy tokens must equal a single rank's, with chunked prefill, prefix caching and preemption."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_correctness import mixed_prompts
+from tokenmill import LLM, SamplingParams
+from tokenmill.config import ServerConfig
+from tokenmill.distributed.control import decode_step, encode_step, staged_in
+from tokenmill.distributed.group import TensorParallel
+from tokenmill.distributed.linear import ShardedLinear
+from tokenmill.distributed.sharding import check_splits, rank_units
+from tokenmill.distributed.vocab import VocabParallelEmbedding
+from tokenmill.distributed.workers import WorkerDiedError
+from tokenmill.engine.host_staging import HostStaging
+from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
+from tokenmill.engine.step_inputs import StepInputs
+from tokenmill.models.config import ModelConfig
+from tokenmill.quantization import UnquantizedMethod
+
+
+def test_units_split_evenly_or_replicate_when_fewer_than_ranks() -> None:
+    assert [rank_units(8, r, 4) for r in range(4)] == [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    assert [rank_units(2, r, 4) for r in range(4)] == [range(0, 1), range(0, 1), range(1, 2), range(1, 2)]
+    with pytest.raises(ValueError, match="evenly"):
+        rank_units(6, 0, 4)
+
+
+def _config(heads: int, kv_heads: int, intermediate: int = 128) -> ModelConfig:
+    return ModelConfig(
+        architecture="LlamaForCausalLM", vocab_size=320, hidden_size=64, intermediate_size=intermediate,
+        num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=16,
+        rms_norm_eps=1e-6, rope_theta=1e4, max_position_embeddings=64, tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def test_a_model_that_does_not_split_is_refused_naming_the_field() -> None:
+    check_splits(_config(heads=4, kv_heads=2), 4)  # KV heads replicated over pairs of ranks
+    with pytest.raises(ValueError, match=r"tensor_parallel_size=3 .*4 attention heads, 2 KV heads"):
+        check_splits(_config(heads=4, kv_heads=2), 3)
+    with pytest.raises(ValueError, match="intermediate size 101"):
+        check_splits(_config(heads=4, kv_heads=4, intermediate=101), 2)
+
+
+def test_column_parallel_qkv_keeps_the_rank_heads_and_its_replicated_kv_head() -> None:
+    """Rank 3 of 4 with 4 query heads and 2 KV heads: query head 3 and KV head 1 (shared with rank 2)."""
+    head = 16
+    linear = ShardedLinear(
+        64, [4 * head, 2 * head, 2 * head], False, UnquantizedMethod(), TensorParallel(3, 4), "column", head
+    )
+    assert linear.out_shards == (head, head, head)
+    q, k, v = (torch.randn(n * head, 64) for n in (4, 2, 2))
+    for shard, tensor in enumerate((q, k, v)):
+        linear.load("weight", tensor, shard)
+    torch.testing.assert_close(linear.weight, torch.cat([q[3 * head :], k[head:], v[head:]]), rtol=0, atol=0)
+
+
+def test_row_parallel_keeps_the_rank_input_columns_and_refuses_packed_tensors() -> None:
+    linear = ShardedLinear(64, [32], False, UnquantizedMethod(), TensorParallel(1, 2), "row", 16)
+    weight = torch.randn(32, 64)
+    linear.load("weight", weight, None)
+    torch.testing.assert_close(linear.weight, weight[:, 32:], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="float checkpoints"):
+        linear.load("weight", weight.to(torch.int8), None)
+
+
+def test_vocab_rows_are_padded_on_the_last_rank() -> None:
+    embedding = VocabParallelEmbedding(10, 4, TensorParallel(2, 3))  # 4 rows per rank, the last has 2
+    full = torch.randn(10, 4)
+    part = embedding.checkpoint_part(full)
+    torch.testing.assert_close(part, torch.cat([full[8:], torch.zeros(2, 4)]), rtol=0, atol=0)
+
+
+def test_the_step_message_carries_arrays_not_sequences() -> None:
+    inputs = StepInputs(
+        input_ids=torch.tensor([5, 6, 7]), token_source=torch.tensor([1]), positions=torch.tensor([0, 1, 2]),
+        slot_mapping=torch.tensor([8, 9, 10]), seq_lens=torch.tensor([3], dtype=torch.int32),
+        query_start_loc=torch.tensor([0, 3], dtype=torch.int32), logits_indices=torch.tensor([2]),
+        block_tables=torch.tensor([[1]], dtype=torch.int32), num_seqs=1, num_decodes=0, query_lens=[3],
+        seq_lens_cpu=[3], sampling_seqs=[object()],  # type: ignore[list-item]
+    )  # fmt: skip
+    previous = torch.tensor([42])
+    decoded, use_graph = decode_step(encode_step(inputs, use_graph=True), previous)
+    assert use_graph and decoded.sampling_seqs == [] and decoded.token_source is previous
+    assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
+    np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
+    staged, _ = decode_step(encode_step(inputs, True), previous, staged_in(HostStaging(torch.device("cpu"))))
+    torch.testing.assert_close(staged.block_tables, inputs.block_tables, rtol=0, atol=0)
+    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), False), None)
+    assert fresh.token_source is None
+    with pytest.raises(RuntimeError, match="continuation"):
+        decode_step(encode_step(inputs, False), None)
+
+
+def test_mp_num_sets_the_tensor_parallel_size(monkeypatch) -> None:
+    monkeypatch.setenv("MP_NUM", "2")
+    assert ServerConfig().tensor_parallel_size == 2
+    monkeypatch.setenv("TOKENMILL_TENSOR_PARALLEL_SIZE", "4")
+    assert ServerConfig().tensor_parallel_size == 4
+
+
+# chunked prefill (24-token steps), preemption (24 blocks of 8) and prefix caching (a second pass)
+HARD_SETUP = dict(device="cpu", dtype="float32", num_kv_blocks=24, block_size=8, max_num_batched_tokens=24)
+
+
+def _two_passes(llm: LLM) -> tuple[list[list[int]], int]:
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    tokens, cached = [], 0
+    for _ in range(2):
+        outputs = llm.generate(mixed_prompts(), params, use_tqdm=False)
+        tokens += [o.outputs[0].token_ids for o in outputs]
+        cached = sum(o.num_cached_tokens for o in outputs)
+    return tokens, cached
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "size"), [("qwen3", 2), ("qwen2", 2), ("llama", 2), ("llama", 4)])
+def test_tensor_parallel_greedy_is_token_exact(arch: str, size: int, tiny_model_dir) -> None:
+    """The tiny models have 4 query heads and 2 KV heads: TP=4 replicates each KV head on two ranks.
+    Decode steps launched ahead (async scheduling) take their input tokens from rank 0's broadcast."""
+    single = LLM(str(tiny_model_dir(arch)), **HARD_SETUP)
+    expected, _ = _two_passes(single)
+    llm = LLM(str(tiny_model_dir(arch)), tensor_parallel_size=size, **HARD_SETUP)
+    try:
+        got, cached = _two_passes(llm)
+        assert llm.engine.runner.kv_caches[0].shape[3] == max(1, 2 // size)  # KV heads on this rank
+        assert llm.engine.scheduler.num_preemptions > 0
+        assert cached > 0
+        assert llm.engine.stats.continued_steps > 0  # input tokens that only rank 0's broadcast gave
+    finally:
+        llm.engine.shutdown()
+    assert got == expected
+
+
+@pytest.mark.slow
+def test_every_rank_holds_an_int8_cache_of_its_kv_heads_with_its_scales(tiny_model_dir) -> None:
+    """Under TP=2 each rank caches its one KV head in int8 with a float32 scale per token and head in
+    every layer (sized so), and greedy tokens equal a single rank's int8 cache."""
+    setup = dict(HARD_SETUP, kv_cache_dtype="int8")
+    expected, _ = _two_passes(LLM(str(tiny_model_dir("qwen3")), **setup))
+    llm = LLM(str(tiny_model_dir("qwen3")), tensor_parallel_size=2, **setup)
+    try:
+        got, _ = _two_passes(llm)
+        model = llm.engine.runner.model
+        cfg = model.config
+        cache = llm.engine.runner.kv_caches[0]
+        assert cache.dtype == torch.int8 and cache.shape[3] == 1
+        scales = [attention.kv_scales for attention in model.attention_layers()]
+        assert all(s is not None and s.shape == cache.shape[:-1] for s in scales)
+        assert len({s.data_ptr() for s in scales}) == cfg.num_hidden_layers
+        per_block = kv_bytes_per_block(model, 8, torch.int8)
+        assert per_block == 2 * cfg.num_hidden_layers * 8 * 1 * (cfg.head_dim + 4)
+    finally:
+        llm.engine.shutdown()
+    assert got == expected
+
+
+@pytest.mark.slow
+def test_a_dead_worker_makes_the_next_step_raise(tiny_model_dir) -> None:
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", tensor_parallel_size=2)
+    worker = llm.engine.workers.processes[0]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    time.sleep(0.5)  # the monitor thread notices
+    with pytest.raises(WorkerDiedError, match="tokenmill-tp1 exited with code -9"):
+        llm.generate([[5, 6, 7]], SamplingParams(max_tokens=2), use_tqdm=False)
+    llm.engine.shutdown()
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_split_is_a_clear_error_and_stops_the_workers(tiny_model_dir) -> None:
+    with pytest.raises(ValueError, match="tensor_parallel_size=3 does not divide"):
+        LLM(str(tiny_model_dir("qwen3")), device="cpu", tensor_parallel_size=3)
+    assert multiprocessing.active_children() == []
+
+
+def test_the_offline_api_refuses_data_parallelism_naming_the_field() -> None:
+    with pytest.raises(ValueError, match="data_parallel_size: LLM runs one engine"):
+        LLM("random:qwen3-tiny", device="cpu", data_parallel_size=2)
+
+
+def test_lora_is_refused_with_more_than_one_rank_or_replica() -> None:
+    from tokenmill.config import EngineConfig
+
+    for sizes in ({"tensor_parallel_size": 2}, {"data_parallel_size": 2}):
+        with pytest.raises(ValueError, match="enable_lora / lora_modules need tensor_parallel_size=1"):
+            EngineConfig(enable_lora=True, **sizes)

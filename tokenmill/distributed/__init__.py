@@ -1,0 +1,1 @@
+"""Several GPUs: tensor parallelism (one model split over ranks) and data parallelism (replicas)."""

@@ -1,0 +1,69 @@
+"""The control channel's one message per step: the step's inputs, as the input builder made them.
+
+Rank 0 builds a step's inputs once (scheduler, block tables, slots) and sends them to every worker,
+which runs the same forward pass on them. A message carries the batch's arrays, not its sequences, so
+its cost does not grow with per-sequence Python objects. A continuation step (launched before the
+previous step's tokens reached the host) carries no input tokens: each worker uses the tokens that
+rank 0 broadcast after sampling the previous step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from tokenmill.engine.host_staging import HostStaging
+from tokenmill.engine.step_inputs import StepInputs
+
+SHUTDOWN = b"shutdown"
+
+_NOT_SENT = {"token_source", "sampling_seqs"}  # on the device, and rank 0's own
+
+Stage = Callable[[str, np.ndarray], torch.Tensor]  # a received array -> the host tensor the step reads
+
+
+def encode_step(inputs: StepInputs, use_graph: bool) -> bytes:
+    fields = {
+        field.name: _host_value(getattr(inputs, field.name))
+        for field in dataclasses.fields(StepInputs)
+        if field.name not in _NOT_SENT
+    }
+    message = (fields, inputs.token_source is not None, use_graph)
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def staged_in(staging: HostStaging) -> Stage:
+    """Received arrays copied into the worker's staging buffers: pinned on CUDA, so the step's uploads
+    stay asynchronous and the worker's host runs ahead of its device as rank 0's does."""
+
+    def stage(name: str, value: np.ndarray) -> torch.Tensor:
+        return staging.fill(name, value, torch.from_numpy(value).dtype)
+
+    return stage
+
+
+def decode_step(
+    data: bytes, previous_sampled: torch.Tensor | None, stage: Stage | None = None
+) -> tuple[StepInputs, bool]:
+    """The step's inputs (their token source: `previous_sampled`, for a continuation) and whether it
+    replays a CUDA graph. `stage` places the arrays (default: tensors over the received memory)."""
+    fields, continues, use_graph = pickle.loads(data)
+    if continues and previous_sampled is None:
+        raise RuntimeError("a continuation step arrived before any sampled tokens")
+    arrays = {name: value for name, value in fields.items() if isinstance(value, np.ndarray)}
+    stage = stage or (lambda _, value: torch.from_numpy(value))
+    tensors = {name: stage(name, value) for name, value in arrays.items()}
+    inputs = StepInputs(
+        **{**fields, **tensors},
+        token_source=previous_sampled if continues else None,
+        sampling_seqs=[],
+    )
+    return inputs, use_graph
+
+
+def _host_value(value: object) -> object:
+    return value.numpy() if isinstance(value, torch.Tensor) else value

@@ -1,0 +1,73 @@
+"""A tensor-parallel worker process: one rank's part of the model, driven step by step by rank 0.
+
+It builds its part exactly as rank 0 does (`engine/rank_model.py`), then loops: receive a step's
+inputs, run the forward pass (its collectives meet rank 0's), and when the step samples, receive the
+sampled tokens rank 0 broadcasts (the input of a continuation step). It has no scheduler and no
+sampler. It exits when rank 0 says so, when its control pipe closes, or when its parent is gone (a
+thread watches, since a rank blocked in an NCCL collective would otherwise wait for ever).
+"""
+
+from __future__ import annotations
+
+import logging
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+import torch
+
+from tokenmill.config import EngineConfig
+from tokenmill.distributed.control import SHUTDOWN, decode_step, staged_in
+from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
+from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
+
+if TYPE_CHECKING:
+    from tokenmill.engine.model_runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+
+def rank_device(config: EngineConfig, rank: int) -> torch.device:
+    """The device of `rank`: the rank-th visible GPU (CUDA_VISIBLE_DEVICES order), or the CPU."""
+    device = config.resolved_device()
+    if device.type != "cuda" or config.tensor_parallel_size == 1:
+        return device
+    return torch.device("cuda", rank)
+
+
+def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, parent_pid: int) -> None:
+    """The process entry point (spawned by `TensorParallelWorkers`)."""
+    configure_logging(f"tp{rank}")
+    exit_with_parent(parent_pid)
+    from tokenmill.engine.rank_model import load_rank_model  # after logging: the import is the slow part
+
+    try:
+        device = rank_device(config, rank)
+        tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device)
+        rank_model = load_rank_model(config, device, tp)
+        runner = rank_model.runner(rank_model.plan_kv_cache(), sampler=None)
+        logger.info("rank %d of %d ready on %s", rank, tp.size, device)
+        serve_steps(runner, tp, control)
+    except Exception:
+        logger.exception("tensor-parallel worker %d failed", rank)
+        exit_now(1)
+    exit_now(0)  # without tearing down the process group, which can wait for the other ranks
+
+
+def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) -> None:
+    previous_sampled: torch.Tensor | None = None
+    staging = runner.inputs.staging
+    stage = staged_in(staging)
+    while True:
+        try:
+            data = control.recv_bytes()
+        except EOFError:  # rank 0 is gone
+            return
+        if data == SHUTDOWN:
+            return
+        staging.next_step()
+        inputs, use_graph = decode_step(data, previous_sampled, stage)
+        with torch.inference_mode():
+            runner.run_model(inputs, use_graph)
+            if len(inputs.logits_indices):
+                sampled = torch.empty(len(inputs.logits_indices), dtype=torch.long, device=runner.device)
+                previous_sampled = tp.broadcast_from_first(sampled)

@@ -1,0 +1,139 @@
+"""Rank 0's side of tensor parallelism: it starts one worker process per other rank, sends each
+step to them, and watches them.
+
+Workers are spawned (never forked: the engine process may already hold a CUDA context and threads)
+and rendezvous with rank 0 over TCP on the loopback. A monitor thread waits on their process
+sentinels: a worker that dies makes every later step raise `WorkerDiedError`, and calls `on_death`
+(the server's engine client uses it to fail at once, since rank 0 may be blocked in a collective
+that waits for the dead rank). Before the engine has started there is nobody to tell, so the
+process exits instead of waiting in the start-up collectives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import wait
+
+import torch
+
+from tokenmill.config import EngineConfig
+from tokenmill.distributed.control import SHUTDOWN, encode_step
+from tokenmill.distributed.group import (
+    SINGLE_RANK,
+    TensorParallel,
+    destroy_tensor_parallel,
+    init_tensor_parallel,
+)
+from tokenmill.distributed.worker import rank_device, run_worker
+from tokenmill.engine.step_inputs import StepInputs
+from tokenmill.eval.local_server import free_port
+
+logger = logging.getLogger(__name__)
+
+EXIT_WORKER_DIED = 1
+SHUTDOWN_SECONDS = 10.0
+
+
+class WorkerDiedError(RuntimeError):
+    """A tensor-parallel worker process exited: the model is incomplete, no step can run."""
+
+
+class TensorParallelWorkers:
+    def __init__(self, config: EngineConfig, device: torch.device) -> None:
+        """Spawn the workers and join their group as rank 0 (returns once every rank has joined)."""
+        context = mp.get_context("spawn")
+        port = free_port()
+        self._controls = []
+        self.processes = []
+        for rank in range(1, config.tensor_parallel_size):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(
+                target=run_worker,
+                args=(config, rank, port, receive, os.getpid()),
+                name=f"tokenmill-tp{rank}",
+                daemon=True,
+            )
+            process.start()
+            receive.close()
+            self.processes.append(process)
+            self._controls.append(send)
+        self.failure: WorkerDiedError | None = None
+        self.on_death: Callable[[WorkerDiedError], None] = _exit_process
+        self._stopping = threading.Event()
+        self._wake, self._waker = context.Pipe(duplex=False)
+        self._monitor = threading.Thread(target=self._watch, name="tp-monitor", daemon=True)
+        self._monitor.start()
+        try:
+            self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def started(self, on_death: Callable[[WorkerDiedError], None] | None = None) -> None:
+        """The engine is up: from now on a death raises in the next step and calls `on_death`."""
+        self.on_death = on_death or (lambda _: None)
+
+    def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
+        self._check()
+        data = encode_step(inputs, use_graph)
+        try:
+            for control in self._controls:
+                control.send_bytes(data)
+        except OSError as exc:
+            raise WorkerDiedError(f"a tensor-parallel worker is gone: {exc}") from exc
+
+    def share_sampled(self, sampled: torch.Tensor) -> None:
+        self._check()
+        self.tp.broadcast_from_first(sampled if sampled.dtype == torch.long else sampled.long())
+
+    def shutdown(self) -> None:
+        """Tell the workers to stop, wait a little, then kill any that did not."""
+        self._stopping.set()
+        self._waker.send_bytes(b"")
+        for control in self._controls:
+            with contextlib.suppress(OSError):  # that worker is gone already
+                control.send_bytes(SHUTDOWN)
+        for process in self.processes:
+            process.join(SHUTDOWN_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        destroy_tensor_parallel()
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _watch(self) -> None:
+        sentinels = {process.sentinel: process for process in self.processes}
+        ready = wait([*sentinels, self._wake])
+        if self._stopping.is_set():
+            return
+        dead = next(sentinels[s] for s in ready if s in sentinels)
+        dead.join()
+        self.failure = WorkerDiedError(f"tensor-parallel worker {dead.name} exited with code {dead.exitcode}")
+        logger.critical("%s", self.failure)
+        self.on_death(self.failure)
+
+
+def start_tensor_parallel(
+    config: EngineConfig,
+) -> tuple[torch.device, TensorParallel, TensorParallelWorkers | None]:
+    """Rank 0's device and group, and the workers it drives (None without tensor parallelism)."""
+    device = rank_device(config, 0)
+    if config.tensor_parallel_size == 1:
+        return device, SINGLE_RANK, None
+    workers = TensorParallelWorkers(config, device)
+    return device, workers.tp, workers
+
+
+def _exit_process(failure: WorkerDiedError) -> None:
+    """While the engine starts, rank 0 may be waiting in a collective for the dead worker: exit."""
+    logger.critical("exiting: %s while the engine was starting", failure)
+    logging.shutdown()
+    os._exit(EXIT_WORKER_DIED)
