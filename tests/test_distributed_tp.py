@@ -167,13 +167,16 @@ def test_every_rank_holds_an_int8_cache_of_its_kv_heads_with_its_scales(tiny_mod
 @pytest.mark.slow
 def test_a_dead_worker_makes_the_next_step_raise(tiny_model_dir) -> None:
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", tensor_parallel_size=2)
-    worker = llm.engine.workers.processes[0]
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.join(10)
-    time.sleep(0.5)  # the monitor thread notices
-    with pytest.raises(WorkerDiedError, match="tokenmill-tp1 exited with code -9"):
-        llm.generate([[5, 6, 7]], SamplingParams(max_tokens=2), use_tqdm=False)
-    llm.engine.shutdown()
+    try:
+        os.kill(llm.engine.workers.processes[0].pid, signal.SIGKILL)
+        # the monitor thread reaps it; a join here too would race it for the exit code
+        deadline = time.monotonic() + 10
+        while llm.engine.workers.failure is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(WorkerDiedError, match="tokenmill-tp1 exited with code -9"):
+            llm.generate([[5, 6, 7]], SamplingParams(max_tokens=2), use_tqdm=False)
+    finally:  # the process group must go, or the next engine in this process cannot start
+        llm.engine.shutdown()
 
 
 @pytest.mark.slow

@@ -128,6 +128,9 @@ def test_build_speculator_from_config() -> None:
         EngineConfig(speculative_method="draft", speculative_model="random:qwen3-tiny")
     with pytest.raises(ValueError, match="prompt_lookup_min"):
         EngineConfig(prompt_lookup_min=3, prompt_lookup_max=2)
+    with pytest.raises(ValueError, match="tensor_parallel_size=1"):
+        EngineConfig(speculative_method="ngram", tensor_parallel_size=2)
+    assert EngineConfig(speculative_method="ngram", data_parallel_size=2).data_parallel_size == 2
 
 
 def _logits_preferring(rows: list[int], vocab: int = 8) -> torch.Tensor:
