@@ -89,20 +89,13 @@ def serve_and_time(
     }
 
 
-def offline_time(model: str, questions: list[str], batches: int, max_new_tokens: int) -> dict:
+def offline_time(model: str, data: str, batches: int, max_new_tokens: int) -> dict:
     """The same batch through `LLM.generate` (detokenized), after one untimed pass of it."""
     from tokenmill import LLM, SamplingParams
-    from tokenmill.config import ServerConfig
-    from tokenmill.server.prompts import question_messages
+    from tokenmill.bench.judge_workload import JudgeWorkload
 
     llm = LLM(model)
-    system, thinking = (
-        ServerConfig.model_fields["system_prompt"].default,
-        ServerConfig.model_fields["enable_thinking"].default,
-    )
-    prompts = [
-        llm.tokenizer.encode_prompt(question_messages(q, system), enable_thinking=thinking) for q in questions
-    ]
+    prompts = JudgeWorkload("judge", data).prompts(llm.tokenizer)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     llm.generate(prompts, params, use_tqdm=False)
     seconds, chars = [], []
@@ -153,7 +146,7 @@ def main() -> int:
         results[name] = serve_and_time(tree, args.model, questions, args.batches, args.max_new_tokens, log)
         print(name, json.dumps(results[name]), flush=True)
     if args.offline:
-        offline = offline_time(args.model, questions, args.batches, args.max_new_tokens)
+        offline = offline_time(args.model, args.data, args.batches, args.max_new_tokens)
         served = results[trees[-1][0]]["batch_s"][1:] or results[trees[-1][0]]["batch_s"]
         offline["http_vs_offline"] = round(_median(offline["batch_s"]) / _median(served), 3)
         results["offline"] = offline

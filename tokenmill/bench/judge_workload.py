@@ -31,17 +31,20 @@ class JudgeWorkload:
     def num_prompts(self) -> int:
         return len(self.items)
 
+    def prompts(self, tokenizer: Tokenizer) -> list[list[int]]:
+        """Each question's prompt token ids as `/predict` builds them (the server's default system prompt
+        and thinking setting), in file order."""
+        defaults = {name: info.default for name, info in ServerConfig.model_fields.items()}
+        system, thinking = defaults["system_prompt"], defaults["enable_thinking"]
+        return [
+            tokenizer.encode_prompt(question_messages(item.question, system), enable_thinking=thinking)
+            for item in self.items
+        ]
+
     def requests(self, tokenizer: Tokenizer, vocab_size: int = 0) -> list[tuple[list[int], int]]:
         """(prompt token ids, output length) per question, in file order (the vocabulary size, which
         random workloads draw from, plays no part)."""
-        defaults = {name: info.default for name, info in ServerConfig.model_fields.items()}
-        template_kwargs = {"enable_thinking": defaults["enable_thinking"]}
-        return [
-            (
-                tokenizer.encode_prompt(
-                    question_messages(item.question, defaults["system_prompt"]), **template_kwargs
-                ),
-                max(1, len(tokenizer.encode(item.reference, add_special_tokens=False))),
-            )
-            for item in self.items
+        lengths = [
+            max(1, len(tokenizer.encode(item.reference, add_special_tokens=False))) for item in self.items
         ]
+        return list(zip(self.prompts(tokenizer), lengths))
