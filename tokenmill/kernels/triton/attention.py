@@ -208,10 +208,9 @@ class DecodeTiling:
     stages: int
 
 
-def decode_tiling(kv_cache: torch.Tensor) -> DecodeTiling:
-    """64-token tiles, two warps, three tiles' loads in flight: the best or within noise of it for bf16
-    and fp8 caches at every context length bench/decode_attention.py measures on an H100."""
-    return DecodeTiling(block_n=64, num_warps=2, stages=3)
+# 64-token tiles, two warps, three tiles' loads in flight: the best or within noise of it for bf16 and fp8
+# caches at every context length bench/decode_attention.py measures on an H100.
+DEFAULT_DECODE_TILING = DecodeTiling(block_n=64, num_warps=2, stages=3)
 
 
 def decode_attention(
@@ -229,7 +228,7 @@ def decode_attention(
     num_seqs, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
-    tiling = tiling or decode_tiling(kv_cache)
+    tiling = tiling or DEFAULT_DECODE_TILING
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     if num_splits > 1:
