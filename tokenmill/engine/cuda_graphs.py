@@ -108,6 +108,14 @@ class DecodeGraphs:
         torch.cuda.synchronize(device)
         self._sizes = sizes
 
+    def release(self) -> None:
+        """Destroy every graph; later decode steps run eagerly. A process group whose NCCL collectives are
+        captured in a live graph cannot be destroyed (its `ncclCommDestroy` waits for ever), so a
+        tensor-parallel engine releases its graphs before leaving the group."""
+        self._graphs.clear()
+        self._sizes = []
+        self._static = None
+
     def replay(self, inputs: StepInputs) -> torch.Tensor:
         """Run the forward pass of padded decode inputs; returns the hidden states of the real rows."""
         assert self._static is not None, "graphs are captured before the first step"

@@ -195,6 +195,7 @@ class LLMEngine:
     def shutdown(self) -> None:
         """Stop the tensor-parallel workers, if any (they also exit on their own when this process does)."""
         if self.workers is not None:
+            self.runner.graphs.release()
             self.workers.shutdown()
 
     # ---- the step loop ----------------------------------------------------------------------------
