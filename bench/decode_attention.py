@@ -23,18 +23,13 @@ from tokenmill.kernels.triton.attention import (
     DEFAULT_DECODE_TILING,
     DecodeTiling,
     _decode_kernel,
-    _decode_wide_kernel,
     decode_attention,
 )
 from tokenmill.kernels.triton.paged import decode_splits
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16
 CONTEXTS = (128, 256, 512, 1024, 4096)
-# (tokens per tile, warps, stages, every head per program): a program per KV head, then per sequence.
-TILINGS = [
-    DecodeTiling(*t)
-    for t in [(64, 2, 3), (16, 4, 1, 1), (16, 8, 1, 1), (16, 4, 2, 1), (16, 8, 2, 1), (32, 8, 1, 1)]
-]
+TILINGS = [DecodeTiling(*t) for t in [(64, 2, 3), (64, 4, 3), (64, 4, 1), (32, 2, 1)]]
 
 
 def timed(fn, iters: int = 20) -> float:
@@ -78,12 +73,7 @@ def make_batch(num_seqs: int, context: int, cache_dtype: torch.dtype) -> dict:
 
 def compiled_kernels() -> dict:
     """The decode kernel's compiled variants on this device, by cache key."""
-    device = torch.cuda.current_device()
-    return {
-        (kernel.__name__, key): compiled
-        for kernel in (_decode_kernel, _decode_wide_kernel)
-        for key, compiled in kernel.device_caches[device][0].items()
-    }
+    return dict(_decode_kernel.device_caches[torch.cuda.current_device()][0])
 
 
 def resources(batch: dict, splits: int, tiling: DecodeTiling) -> dict:
@@ -147,8 +137,7 @@ def main() -> int:
                     ok &= error < 0.05
                     seconds = timed(functools.partial(run, batch, splits, tiling))
                     bw = kv_bytes / seconds
-                    wide = "/wide" if tiling.all_heads else ""
-                    tag = f"{tiling.block_n}/{tiling.num_warps}/{tiling.stages}{wide}"
+                    tag = f"{tiling.block_n}/{tiling.num_warps}/{tiling.stages}"
                     row.append(f"{tag}:{bw / copy_bw:.2f}")
                     results["runs"].append({
                         "cache": str(cache_dtype), "num_seqs": num_seqs, "context": context, "splits": splits,

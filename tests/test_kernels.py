@@ -89,16 +89,9 @@ def test_norm_rope_and_cache(dtype: torch.dtype, heads: int, kv_heads: int, qk_n
     close(got_cache, expected_cache, dtype)
 
 
-def _paged_setup(
-    seq_lens: list[int],
-    query_lens: list[int],
-    page: int,
-    kv_heads: int,
-    group: int,
-    dtype,
-    head_dim: int = 32,
-):
+def _paged_setup(seq_lens: list[int], query_lens: list[int], page: int, kv_heads: int, group: int, dtype):
     """A cache holding every sequence's context in shuffled blocks, and queries for the new tokens."""
+    head_dim = 32
     blocks_per_seq = [-(-n // page) for n in seq_lens]
     order = list(range(1, sum(blocks_per_seq) + 1))
     random.Random(0).shuffle(order)
@@ -145,21 +138,6 @@ def test_decode_attention_tilings_walk_long_contexts_tile_by_tile(tiling: Decode
     expected = reference.paged_attention(q, cache, meta, 0.3)
     got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, splits, tiling=tiling)
     close(got, expected, torch.float32)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kv_heads,group,head_dim", [(2, 3, 32), (3, 2, 16), (1, 4, 32)])
-def test_decode_over_all_heads_per_program(
-    dtype: torch.dtype, kv_heads: int, group: int, head_dim: int
-) -> None:
-    """Every head of a sequence in one program, kv_heads * head_dim a power of two or not: each query
-    head sees only its own KV head's columns."""
-    seq_lens = [1, 17, 130, 64, 33]
-    q, cache, meta = _paged_setup(seq_lens, [1] * 5, 8, kv_heads, group, dtype, head_dim=head_dim)
-    expected = reference.paged_attention(q, cache, meta, 0.3)
-    tiling = DecodeTiling(16, 4, 2, all_heads=True)
-    got = decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.3, 1, tiling=tiling)
-    close(got, expected, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -2,16 +2,14 @@
 
 Decode: one program per (sequence, KV head, split) computes all query heads of the GQA group at once,
 so each K/V tile is read once per group; long contexts are split across programs and merged with a
-log-sum-exp reduction; large batches of short contexts may take every head of a sequence per program.
-Prefill: flash-attention over query tiles of one head, reading K/V through the block table, so chunked
-prefill and cached prefixes need no copy. Portable Triton (no Hopper-only
+log-sum-exp reduction. Prefill: flash-attention over query tiles of one head, reading K/V through the
+block table, so chunked prefill and cached prefixes need no copy. Portable Triton (no Hopper-only
 instructions): runs on Ampere, Ada, Hopper and Blackwell, and on CPU under TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -113,46 +111,6 @@ def _decode_kernel(
         tl.store(part_lse_ptr + row, lse, mask=g_mask)
 
 
-@triton.jit(do_not_specialize=["stride_bt"])
-def _decode_wide_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr, k_scale_ptr, v_scale_ptr, scale,
-    stride_qt, stride_qh, stride_cb, stride_cs, stride_bt, stride_ot, stride_oh,
-    GROUP: tl.constexpr, HEADS: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
-    WIDTH: tl.constexpr, BLOCK_W: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    FP8: tl.constexpr, DOT: tl.constexpr, STAGES: tl.constexpr,
-):  # fmt: skip
-    """Decode for every head of one sequence per program. A token's keys for all KV heads are one
-    contiguous row of the cache (WIDTH = kv_heads * head_dim), so a tile is BLOCK_N such rows, and one
-    block-table lookup serves every head. Each query head's row of q is placed in its KV head's columns
-    and zero elsewhere, so one product gives every head's scores and one gives every head's output
-    (whose own columns are kept): more arithmetic, which decode has to spare, for loads as wide and as
-    few as the cache allows, and a program's fixed cost spread over all its heads."""
-    seq = tl.program_id(0)
-    seq_len = tl.load(seq_lens_ptr + seq)
-    h = tl.arange(0, BLOCK_H)
-    c = tl.arange(0, BLOCK_W)
-    column_mask = c < WIDTH
-    own = (c[None, :] // HEAD_DIM == h[:, None] // GROUP) & (h < HEADS)[:, None] & column_mask[None, :]
-    head_columns = h[:, None] * stride_qh + (c % HEAD_DIM)[None, :]
-    q = tl.load(q_ptr + seq * stride_qt + head_columns, mask=own, other=0.0)
-    k_scale, v_scale = _kv_scales(k_scale_ptr, v_scale_ptr, FP8)
-    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, BLOCK_W], tl.float32)
-    table = block_tables_ptr + seq * stride_bt
-    for n0 in tl.range(0, seq_len, BLOCK_N, num_stages=STAGES):
-        n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = n < seq_len
-        page = tl.load(table + n // PAGE, mask=n_mask, other=0)
-        rows = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs
-        mask = n_mask[:, None] & column_mask[None, :]
-        k = tl.load(k_cache_ptr + rows[:, None] + c[None, :], mask=mask, other=0.0).to(q.dtype)
-        v = tl.load(v_cache_ptr + rows[:, None] + c[None, :], mask=mask, other=0.0).to(q.dtype)
-        m, total, acc = _attend_tile(q, k, v, n_mask[None, :], scale * k_scale, m, total, acc, DOT)
-    out = acc * (v_scale / tl.where(total == 0.0, 1.0, total))[:, None]
-    tl.store(out_ptr + seq * stride_ot + h[:, None] * stride_oh + (c % HEAD_DIM)[None, :], out, mask=own)
-
-
 @triton.jit
 def _merge_splits_kernel(
     part_out_ptr, part_lse_ptr, out_ptr, stride_ot, stride_oh, num_heads,
@@ -240,7 +198,7 @@ def _dot_precision(q: torch.Tensor) -> str:
     return "ieee" if q.dtype == torch.float32 else "tf32"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class DecodeTiling:
     """How the decode kernel walks a context: tokens per tile, warps per program, and how many tiles'
     loads are in flight at once (Triton's software pipelining of the loop)."""
@@ -248,24 +206,11 @@ class DecodeTiling:
     block_n: int
     num_warps: int
     stages: int
-    all_heads: bool = False  # `_decode_wide_kernel`: every head of a sequence in one program (no split)
 
 
 # 64-token tiles, two warps, three tiles' loads in flight: the best or within noise of it for bf16 and fp8
 # caches at every context length bench/decode_attention.py measures on an H100.
 DEFAULT_DECODE_TILING = DecodeTiling(block_n=64, num_warps=2, stages=3)
-
-
-WIDE_PROGRAMS_PER_SM = 2  # below this many sequences per SM, one program per sequence leaves SMs idle
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
-def _fills_device(programs: int, device: torch.device) -> bool:
-    return programs >= WIDE_PROGRAMS_PER_SM * _sm_count(device)
 
 
 def decode_attention(
@@ -279,15 +224,11 @@ def decode_attention(
     out: torch.Tensor | None = None,
     tiling: DecodeTiling | None = None,
 ) -> torch.Tensor:
-    """q: [seqs, heads, head_dim], one token per sequence -> [seqs, heads, head_dim]. Without a `tiling`,
-    the default one, packing sequences only while the batch still fills the device."""
+    """q: [seqs, heads, head_dim], one token per sequence -> [seqs, heads, head_dim]."""
     num_seqs, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
-    if tiling is None:
-        tiling = DEFAULT_DECODE_TILING
-        if not _fills_device(num_seqs, q.device):
-            tiling = dataclasses.replace(tiling, all_heads=False)
+    tiling = tiling or DEFAULT_DECODE_TILING
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     if num_splits > 1:
@@ -298,18 +239,6 @@ def decode_attention(
     else:
         part_out = part_lse = out
     k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
-    if num_splits == 1 and tiling.all_heads and kv_cache.dtype != torch.int8:
-        width = num_kv_heads * head_dim
-        _decode_wide_kernel[(num_seqs,)](
-            q, k_cache, v_cache, block_tables, seq_lens, out, k_scale, v_scale, scale,
-            q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), block_tables.stride(0),
-            out.stride(0), out.stride(1),
-            GROUP=group, HEADS=num_heads, BLOCK_H=max(16, triton.next_power_of_2(num_heads)),
-            HEAD_DIM=head_dim, WIDTH=width, BLOCK_W=triton.next_power_of_2(width), PAGE=page,
-            BLOCK_N=tiling.block_n, FP8=kv_cache.dtype == torch.float8_e4m3fn, DOT=_dot_precision(q),
-            STAGES=tiling.stages, num_warps=tiling.num_warps,
-        )  # fmt: skip
-        return out
     _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, k_scale, v_scale, scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),

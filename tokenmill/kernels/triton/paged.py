@@ -7,12 +7,7 @@ import torch
 import triton
 
 from tokenmill.kernels.metadata import AttentionMetadata
-from tokenmill.kernels.triton.attention import (
-    DEFAULT_DECODE_TILING,
-    PREFILL_BLOCK_M,
-    decode_attention,
-    prefill_attention,
-)
+from tokenmill.kernels.triton.attention import PREFILL_BLOCK_M, decode_attention, prefill_attention
 
 
 def paged_attention(
@@ -66,8 +61,6 @@ def compile_variants(
     one = torch.ones(1, dtype=torch.int32, device=device)
     for splits in DECODE_SPLIT_CHOICES:
         decode_attention(q[:1], kv_cache, tables, one, 1.0, splits, kv_scales)
-    large_batch = DEFAULT_DECODE_TILING  # the tiling batches that fill the device select
-    decode_attention(q[:1], kv_cache, tables, one, 1.0, 1, kv_scales, tiling=large_batch)
     for rows in PREFILL_BLOCK_M:
         starts = torch.tensor([0, rows], dtype=torch.int32, device=device)
         prefill_attention(q[:rows], kv_cache, tables, one * rows, starts, rows, 1.0, kv_scales)
