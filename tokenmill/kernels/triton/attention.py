@@ -22,19 +22,23 @@ def _load_kv_tile(
     stride_cb, stride_cs, stride_ch, dtype: tl.constexpr, PAGE: tl.constexpr, INT8: tl.constexpr,
 ):  # fmt: skip
     """Keys and values of tokens `n` of one sequence and KV head, found through its block table, in the
-    queries' dtype. An fp8 cache converts exactly (every e4m3 value is a bf16/fp16 value); its two
-    per-tensor scales are applied to the scores and the output instead of to every element. An int8
-    cache has a scale per token and head in a [slots, kv_heads] tensor beside the (contiguous) cache, at
-    the cache offset / head_dim; each row is dequantized here."""
+    queries' dtype, and their per-token scales. Both quantized caches convert exactly (every e4m3 value
+    and every int8 value is a bf16/fp16 value), so no element is scaled here: an fp8 cache's two
+    per-tensor scales are applied to the scores and the output, and an int8 cache's scales (one per
+    token and head, in a [slots, kv_heads] tensor beside the contiguous cache, at the cache offset /
+    head_dim) to the scores' columns and to p's. Without them the per-token scales are 1."""
     page = tl.load(block_table_ptr + n // PAGE, mask=n_mask, other=0)
     offsets = page.to(tl.int64) * stride_cb + (n % PAGE) * stride_cs + kv_head * stride_ch
     mask = n_mask[:, None] & d_mask[None, :]
     k = tl.load(k_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
     v = tl.load(v_cache_ptr + offsets[:, None] + d[None, :], mask=mask, other=0.0)
     if INT8:
-        k = k.to(tl.float32) * tl.load(k_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)[:, None]
-        v = v.to(tl.float32) * tl.load(v_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)[:, None]
-    return k.to(dtype), v.to(dtype)
+        k_rows = tl.load(k_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)
+        v_rows = tl.load(v_scale_ptr + offsets // stride_ch, mask=n_mask, other=0.0)
+    else:
+        k_rows = tl.full(n.shape, 1.0, tl.float32)
+        v_rows = k_rows
+    return k.to(dtype), v.to(dtype), k_rows, v_rows
 
 
 @triton.jit
@@ -46,15 +50,21 @@ def _kv_scales(k_scale_ptr, v_scale_ptr, FP8: tl.constexpr):
 
 
 @triton.jit
-def _attend_tile(q, k, v, visible, scale, m, total, acc, DOT: tl.constexpr):
-    """One online-softmax step: fold a tile of keys/values into the running max, sum and output."""
+def _attend_tile(
+    q, k, v, k_rows, v_rows, visible, scale, m, total, acc, DOT: tl.constexpr, ROWS: tl.constexpr
+):
+    """One online-softmax step: fold a tile of keys/values into the running max, sum and output. With
+    ROWS, each key's score is scaled by its `k_rows` entry and each value's weight by its `v_rows`."""
     scores = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
+    if ROWS:
+        scores = scores * k_rows[None, :]
     scores = tl.where(visible, scores, float("-inf"))
     m_new = tl.maximum(m, tl.max(scores, 1))
     p = tl.exp(scores - m_new[:, None])
     alpha = tl.exp(m - m_new)
     total = total * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT)
+    weights = p * v_rows[None, :] if ROWS else p
+    acc = acc * alpha[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=DOT)
     return m_new, total, acc
 
 
@@ -94,11 +104,13 @@ def _decode_kernel(
     for n0 in tl.range(start, end, BLOCK_N, num_stages=STAGES):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
-        k, v = _load_kv_tile(
+        k, v, k_rows, v_rows = _load_kv_tile(
             k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
             d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
         )  # fmt: skip
-        m, total, acc = _attend_tile(q, k, v, n_mask[None, :], scale * k_scale, m, total, acc, DOT)
+        m, total, acc = _attend_tile(
+            q, k, v, k_rows, v_rows, n_mask[None, :], scale * k_scale, m, total, acc, DOT, INT8
+        )
     empty = total == 0.0
     out = acc * (v_scale / tl.where(empty, 1.0, total))[:, None]
     mask = g_mask[:, None] & d_mask[None, :]
@@ -166,12 +178,14 @@ def _prefill_kernel(
     for n0 in range(0, end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         n_mask = n < end
-        k, v = _load_kv_tile(
+        k, v, k_rows, v_rows = _load_kv_tile(
             k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_bt, k_scale_ptr, v_scale_ptr, n, n_mask,
             d, d_mask, kv_head, stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
         )  # fmt: skip
         visible = (n[None, :] <= positions[:, None]) & n_mask[None, :]
-        m, total, acc = _attend_tile(q, k, v, visible, scale * k_scale, m, total, acc, DOT)
+        m, total, acc = _attend_tile(
+            q, k, v, k_rows, v_rows, visible, scale * k_scale, m, total, acc, DOT, INT8
+        )
     out = acc * (v_scale / tl.where(total == 0.0, 1.0, total))[:, None]
     tl.store(
         out_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + d[None, :],
