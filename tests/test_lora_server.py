@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import requests
+import torch
 
-from tests.helpers.lora_adapters import save_adapter
+from tests.helpers.lora_adapters import peft_model, save_adapter
 from tests.helpers.server_process import ServerProcess
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.eval.local_server import free_port
@@ -45,6 +46,7 @@ def setup(tiny_model_dir, tmp_path_factory):
         "--grpc-port", str(grpc_port),
     ).wait_ready()  # fmt: skip
     server.grpc_address = f"127.0.0.1:{grpc_port}"
+    server.adapter_dirs = {"base": None, "ft": first}
     yield server, texts, second
     server.stop()
 
@@ -91,6 +93,36 @@ def test_grpc_model_name_picks_the_adapter(setup) -> None:
             assert result.as_numpy("text_output")[0].decode() == expected, model
     finally:
         client.close()
+
+
+def test_fastdeploy_request_names_the_adapter_by_model(setup, tiny_model_dir) -> None:
+    """A FastDeploy request (FastDeploy's own fields, answered in its shapes) picks the adapter with
+    `model`, as the OpenAI routes do; its greedy answer is transformers + peft's under that adapter."""
+    server, _, _ = setup
+    text, length = "What is shared memory?", 8
+    messages = [{"role": "user", "content": text}]
+    prompt = requests.post(server.url + "/tokenize", json={"messages": messages}, headers=AUTH, timeout=30)
+    ids = torch.tensor([prompt.json()["tokens"]])
+    for model, adapter in server.adapter_dirs.items():
+        body = {"text": text, "model": model, "max_dec_len": length, "min_dec_len": length, "topp": 1e-6}
+        answer = requests.post(
+            server.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=60
+        ).json()
+        assert answer["error_code"] == 0, answer
+        with torch.no_grad():
+            out = peft_model(tiny_model_dir("qwen3"), adapter).generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=length,
+                min_new_tokens=length, do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        tokens = out[0, ids.shape[1] :].tolist()
+        peft_text = requests.post(
+            server.url + "/detokenize", json={"tokens": tokens}, headers=AUTH, timeout=30
+        ).json()["prompt"]
+        assert answer["tokens_all"] == peft_text, model
+    unknown = requests.post(
+        server.url + "/v1/chat/completions", json={"text": "x", "model": "nope"}, headers=AUTH, timeout=30
+    )
+    assert unknown.status_code == 404 and "'nope' does not exist" in unknown.json()["error_msg"]
 
 
 def test_predict_runs_the_default_adapter_unless_told(setup) -> None:
