@@ -5,6 +5,8 @@ peft in tests/test_lora.py)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import requests
@@ -41,7 +43,8 @@ def setup(tiny_model_dir, tmp_path_factory):
     assert len(set(texts.values())) == 3, "each adapter must change the answer, or these tests prove nothing"
     grpc_port = free_port()
     server = ServerProcess(
-        "--model", str(base), "--served-model-name", "base", "--enable-lora", "--lora-modules", f"ft={first}",
+        "--model", str(base), "--served-model-name", "base", "--enable-lora",
+        "--lora-modules", json.dumps({"name": "ft", "path": str(first), "base_model_name": "qwen3-tiny"}),
         "--default-lora", "ft", "--runtime-lora-updates", "--api-key", KEY, "--no-warmup",
         "--grpc-port", str(grpc_port),
     ).wait_ready()  # fmt: skip
@@ -60,7 +63,7 @@ def _complete(server: ServerProcess, model: str) -> requests.Response:
 def test_adapters_are_models_with_a_parent(setup) -> None:
     server, texts, _ = setup
     cards = requests.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()["data"]
-    assert [(c["id"], c.get("parent")) for c in cards] == [("base", None), ("ft", "base")]
+    assert [(c["id"], c.get("parent")) for c in cards] == [("base", None), ("ft", "qwen3-tiny")]
     for model in ("base", "ft"):
         response = _complete(server, model)
         assert response.status_code == 200, response.text
