@@ -163,15 +163,6 @@ class EngineConfig(BaseModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def _lora_on_one_engine_rank(self) -> EngineConfig:
-        if self.lora_enabled and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
-            raise ValueError(
-                "enable_lora / lora_modules need tensor_parallel_size=1 and data_parallel_size=1 "
-                "(LoRA weights are not sharded over ranks nor loaded into replicas yet)"
-            )
-        return self
-
     @field_validator("max_gpu_memory")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
@@ -329,6 +320,15 @@ class ServerConfig(BaseSettings, EngineConfig):
     runtime_lora_updates: bool = Field(
         default=False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
     )
+
+    @model_validator(mode="after")
+    def _runtime_lora_updates_on_one_replica(self) -> ServerConfig:
+        if self.runtime_lora_updates and self.data_parallel_size > 1:
+            raise ValueError(
+                "runtime_lora_updates needs data_parallel_size=1 (a runtime load would reach one replica); "
+                "give the adapters with lora_modules instead, which every replica loads"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
