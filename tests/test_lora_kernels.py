@@ -49,6 +49,7 @@ CASES = [
     ([NO_ADAPTER] * 7, 2, 32, (32, 32), 4),  # no adapter at all: nothing changes
     ([0, 0, 1], 4, 80, (72, 72), 20),  # rank that is not a power of two, unused slots
     ([1, NO_ADAPTER], 2, 200, (32, 16, 16), 8),  # split-K shrink: 4 parts, the last one partial
+    ([0, 0, NO_ADAPTER, 1], 2, 150, (40,), 8),  # 3 parts: the expand masks the fourth it could load
 ]
 
 
@@ -89,8 +90,9 @@ def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
 
 def test_split_k_fills_the_gpu_for_decode_and_stays_whole_for_prefill() -> None:
     assert triton_lora.shrink_splits(num_tokens=1, shards=3, in_features=1024) == 16  # one K block each
-    assert triton_lora.shrink_splits(num_tokens=1, shards=1, in_features=3072) == 48
-    assert triton_lora.shrink_splits(num_tokens=64, shards=3, in_features=1024) == 10
+    assert triton_lora.shrink_splits(num_tokens=1, shards=1, in_features=3072) == 16  # at most 16 parts
+    assert triton_lora.shrink_splits(num_tokens=64, shards=3, in_features=1024) == 16
+    assert triton_lora.shrink_splits(num_tokens=358, shards=3, in_features=1024) == 3
     assert triton_lora.shrink_splits(num_tokens=8192, shards=2, in_features=1024) == 1
     mapping = _mapping([0, NO_ADAPTER], 1)
     h = triton_lora.lora_shrink(torch.randn(2, 200), torch.randn(1, 3, 8, 200), mapping)

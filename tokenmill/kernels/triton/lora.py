@@ -13,7 +13,8 @@ expand: y[t, shard s] += (Σ_p h[p, t, s, :]) · B[slot(t), shard s]ᵀ  (the ad
 Split-K: the shrink reads `in_features` (the hidden size, thousands) to produce `rank` (tens) columns, so
 a decode step of a few tokens has only a few tiles × shards of work. `shrink_splits` cuts the K loop
 into parts run by separate programs until the launch has about `_TARGET_PROGRAMS` of them; each part
-writes its own partial (no atomics, no zeroed buffer: the expand sums the parts it reads).
+writes its own partial (no atomics, no zeroed buffer: the expand loads a token's parts together and sums
+them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import triton.language as tl
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
 
 _BLOCK_K = 64
-_TARGET_PROGRAMS = 128  # about one per SM on the GPUs we serve on (H100: 132; RTX 5090: 170)
+_TARGET_PROGRAMS = 256  # about two per SM on the GPUs we serve on (H100: 132; RTX 5090: 170)
+_MAX_SPLITS = 16  # the expand reads every part of a token's h in one round
 
 
 @triton.jit
@@ -81,7 +83,8 @@ def _expand_kernel(
     y, h, b, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
     rank, splits,
     stride_y, stride_h_split, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     tile, pid_n, shard = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot = tl.load(tile_slots + tile)
@@ -91,11 +94,13 @@ def _expand_kernel(
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
-        h_ptrs = h + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :]
-        h_mask = valid[:, None] & (offs_r[None, :] < rank)
-        h_tile = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
-        for part in range(splits):
-            h_tile += tl.load(h_ptrs + part * stride_h_split, mask=h_mask, other=0.0)
+        offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
+        h_ptrs = (
+            h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
+            + shard * stride_h_shard + offs_r[None, None, :]
+        )  # fmt: skip
+        h_mask = (offs_s[:, None, None] < splits) & valid[None, :, None] & (offs_r[None, None, :] < rank)
+        h_tile = tl.sum(tl.load(h_ptrs, mask=h_mask, other=0.0), axis=0)
         b_tile = tl.load(  # [BLOCK_R, BLOCK_N]: B transposed
             b + slot.to(tl.int64) * stride_b_slot + cols[None, :] * stride_b_row + offs_r[:, None],
             mask=(offs_r[:, None] < rank) & (cols[None, :] < col_end),
@@ -122,7 +127,7 @@ def shrink_splits(num_tokens: int, shards: int, in_features: int) -> int:
     the tiles alone are few (decode), one part when they are many (prefill, large batches)."""
     programs = triton.cdiv(num_tokens, TILE_TOKENS) * shards
     k_blocks = triton.cdiv(in_features, _BLOCK_K)
-    return max(1, min(k_blocks, _TARGET_PROGRAMS // programs))
+    return max(1, min(k_blocks, _MAX_SPLITS, _TARGET_PROGRAMS // programs))
 
 
 def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
@@ -165,5 +170,6 @@ def lora_expand(
         y, h, lora_b, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
         _offsets_on(y.device, out_shards), rank, h.shape[0],
         y.stride(0), h.stride(0), h.stride(1), h.stride(2), lora_b.stride(0), lora_b.stride(1),
-        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank), PRECISION=_precision(y.dtype),
+        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
+        BLOCK_S=triton.next_power_of_2(h.shape[0]), PRECISION=_precision(y.dtype),
     )  # fmt: skip
