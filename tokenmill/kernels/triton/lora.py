@@ -171,5 +171,5 @@ def lora_expand(
         _offsets_on(y.device, out_shards), rank, h.shape[0],
         y.stride(0), h.stride(0), h.stride(1), h.stride(2), lora_b.stride(0), lora_b.stride(1),
         BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
-        BLOCK_S=triton.next_power_of_2(h.shape[0]), PRECISION=_precision(y.dtype),
+        BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=_precision(y.dtype),
     )  # fmt: skip
