@@ -125,7 +125,8 @@ def _flags(name: str, value) -> list[str]:
 
 
 def _parsed(command: str, *argv: str):
-    args = build_parser().parse_args([command, *argv, *(["x"] if command == "generate" else [])])
+    # the prompt first: a list flag (--lora-modules a=x b=y) takes every value after it, as in vLLM
+    args = build_parser().parse_args([command, *(["x"] if command == "generate" else []), *argv])
     return config_from_arguments(args, ServerConfig if command == "serve" else EngineConfig)
 
 
@@ -179,3 +180,38 @@ def test_a_field_type_without_a_command_line_form_fails_when_the_parser_is_built
 
     with pytest.raises(TypeError, match="'weights'"):
         add_config_arguments(argparse.ArgumentParser(), Odd, "odd")
+
+
+def test_lora_modules_take_vllms_forms(monkeypatch) -> None:
+    """Several name=path after one flag (vLLM's nargs), the flag repeated, and the JSON object form."""
+    model_json = '{"name": "c", "path": "/adapters/c", "base_model_name": "qwen3"}'
+    config = _parsed(
+        "serve", "--lora-modules", "a=/adapters/a", "b=/adapters/b", "--lora-modules", model_json
+    )
+    assert config.lora_module_paths() == {"a": "/adapters/a", "b": "/adapters/b", "c": "/adapters/c"}
+    assert [m.base_model_name for m in config.lora_module_specs()] == [None, None, "qwen3"]
+    assert _parsed("generate", "--lora-modules", "a=/x").lora_module_paths() == {"a": "/x"}
+
+
+def test_lora_modules_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("TOKENMILL_LORA_MODULES", "a=/adapters/a  b=/adapters/b")
+    assert ServerConfig().lora_module_paths() == {"a": "/adapters/a", "b": "/adapters/b"}
+    monkeypatch.setenv("TOKENMILL_LORA_MODULES", '[{"name": "a", "path": "/x"}, "b=/y"]')
+    assert ServerConfig().lora_module_paths() == {"a": "/x", "b": "/y"}
+    monkeypatch.setenv("TOKENMILL_LORA_MODULES", '{"name": "a", "path": "/x", "base_model_name": "m"}')
+    assert ServerConfig().lora_module_specs()[0].base_model_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (["noequals"], "name=path or a JSON object"),
+        (['{"name": "a"}'], "path"),
+        (['{"name": "a", "path": "/x", "rank": 8}'], "rank"),
+        (["{not json"], "a JSON item does not parse"),
+    ],
+)
+def test_malformed_lora_modules_name_the_field(value: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match="lora_modules") as error:
+        EngineConfig(lora_modules=value)
+    assert message in str(error.value)

@@ -189,11 +189,3 @@ def test_a_model_that_does_not_split_is_a_clear_error_and_stops_the_workers(tiny
 def test_the_offline_api_refuses_data_parallelism_naming_the_field() -> None:
     with pytest.raises(ValueError, match="data_parallel_size: LLM runs one engine"):
         LLM("random:qwen3-tiny", device="cpu", data_parallel_size=2)
-
-
-def test_lora_is_refused_with_more_than_one_rank_or_replica() -> None:
-    from tokenmill.config import EngineConfig
-
-    for sizes in ({"tensor_parallel_size": 2}, {"data_parallel_size": 2}):
-        with pytest.raises(ValueError, match="enable_lora / lora_modules need tensor_parallel_size=1"):
-            EngineConfig(enable_lora=True, **sizes)

@@ -48,6 +48,8 @@ CASES = [
     ([1] * 20 + [NO_ADAPTER] * 5 + [0] * 19, 2, 64, (96,), 16),  # prefill segments longer than a tile
     ([NO_ADAPTER] * 7, 2, 32, (32, 32), 4),  # no adapter at all: nothing changes
     ([0, 0, 1], 4, 80, (72, 72), 20),  # rank that is not a power of two, unused slots
+    ([1, NO_ADAPTER], 2, 200, (32, 16, 16), 8),  # split-K shrink: 4 parts, the last one partial
+    ([0, 0, NO_ADAPTER, 1], 2, 150, (40,), 8),  # 3 parts: the expand masks the fourth it could load
 ]
 
 
@@ -84,6 +86,17 @@ def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
     reference.lora_expand(y_ref, reference.lora_shrink(x, a, mapping), b, (64, 64), mapping)
     triton_lora.lora_expand(y_tri, triton_lora.lora_shrink(x, a, mapping), b, (64, 64), mapping)
     torch.testing.assert_close(y_tri.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_split_k_fills_the_gpu_for_decode_and_stays_whole_for_prefill() -> None:
+    assert triton_lora.shrink_splits(num_tokens=1, shards=3, in_features=1024) == 16  # one K block each
+    assert triton_lora.shrink_splits(num_tokens=1, shards=1, in_features=3072) == 16  # at most 16 parts
+    assert triton_lora.shrink_splits(num_tokens=64, shards=3, in_features=1024) == 16
+    assert triton_lora.shrink_splits(num_tokens=358, shards=3, in_features=1024) == 3
+    assert triton_lora.shrink_splits(num_tokens=8192, shards=2, in_features=1024) == 1
+    mapping = _mapping([0, NO_ADAPTER], 1)
+    h = triton_lora.lora_shrink(torch.randn(2, 200), torch.randn(1, 3, 8, 200), mapping)
+    assert h.shape == (4, 2, 3, 8) and h.dtype == torch.float32  # the expand sums these parts
 
 
 def test_tiles_group_tokens_by_slot_at_most_a_tile_each() -> None:

@@ -5,11 +5,14 @@ peft in tests/test_lora.py)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import requests
+import torch
 
-from tests.helpers.lora_adapters import save_adapter
+from tests.helpers.lora_adapters import peft_model, save_adapter
 from tests.helpers.server_process import ServerProcess
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.eval.local_server import free_port
@@ -40,11 +43,13 @@ def setup(tiny_model_dir, tmp_path_factory):
     assert len(set(texts.values())) == 3, "each adapter must change the answer, or these tests prove nothing"
     grpc_port = free_port()
     server = ServerProcess(
-        "--model", str(base), "--served-model-name", "base", "--enable-lora", "--lora-modules", f"ft={first}",
+        "--model", str(base), "--served-model-name", "base", "--enable-lora",
+        "--lora-modules", json.dumps({"name": "ft", "path": str(first), "base_model_name": "qwen3-tiny"}),
         "--default-lora", "ft", "--runtime-lora-updates", "--api-key", KEY, "--no-warmup",
         "--grpc-port", str(grpc_port),
     ).wait_ready()  # fmt: skip
     server.grpc_address = f"127.0.0.1:{grpc_port}"
+    server.adapter_dirs = {"base": None, "ft": first}
     yield server, texts, second
     server.stop()
 
@@ -58,7 +63,7 @@ def _complete(server: ServerProcess, model: str) -> requests.Response:
 def test_adapters_are_models_with_a_parent(setup) -> None:
     server, texts, _ = setup
     cards = requests.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()["data"]
-    assert [(c["id"], c.get("parent")) for c in cards] == [("base", None), ("ft", "base")]
+    assert [(c["id"], c.get("parent")) for c in cards] == [("base", None), ("ft", "qwen3-tiny")]
     for model in ("base", "ft"):
         response = _complete(server, model)
         assert response.status_code == 200, response.text
@@ -91,6 +96,36 @@ def test_grpc_model_name_picks_the_adapter(setup) -> None:
             assert result.as_numpy("text_output")[0].decode() == expected, model
     finally:
         client.close()
+
+
+def test_fastdeploy_request_names_the_adapter_by_model(setup, tiny_model_dir) -> None:
+    """A FastDeploy request (FastDeploy's own fields, answered in its shapes) picks the adapter with
+    `model`, as the OpenAI routes do; its greedy answer is transformers + peft's under that adapter."""
+    server, _, _ = setup
+    text, length = "What is shared memory?", 8
+    messages = [{"role": "user", "content": text}]
+    prompt = requests.post(server.url + "/tokenize", json={"messages": messages}, headers=AUTH, timeout=30)
+    ids = torch.tensor([prompt.json()["tokens"]])
+    for model, adapter in server.adapter_dirs.items():
+        body = {"text": text, "model": model, "max_dec_len": length, "min_dec_len": length, "topp": 1e-6}
+        answer = requests.post(
+            server.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=60
+        ).json()
+        assert answer["error_code"] == 0, answer
+        with torch.no_grad():
+            out = peft_model(tiny_model_dir("qwen3"), adapter).generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=length,
+                min_new_tokens=length, do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        tokens = out[0, ids.shape[1] :].tolist()
+        peft_text = requests.post(
+            server.url + "/detokenize", json={"tokens": tokens}, headers=AUTH, timeout=30
+        ).json()["prompt"]
+        assert answer["tokens_all"] == peft_text, model
+    unknown = requests.post(
+        server.url + "/v1/chat/completions", json={"text": "x", "model": "nope"}, headers=AUTH, timeout=30
+    )
+    assert unknown.status_code == 404 and "'nope' does not exist" in unknown.json()["error_msg"]
 
 
 def test_predict_runs_the_default_adapter_unless_told(setup) -> None:

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class LoRAModule(BaseModel):
+    """One start-up adapter of `lora_modules`, in vLLM's JSON form; `base_model_name` is the parent
+    /v1/models lists for it (default: the served model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+    base_model_name: str | None = None
+
+    @classmethod
+    def parse(cls, item: object) -> LoRAModule:
+        """`name=path`, a JSON object text, or a dict."""
+        if isinstance(item, str) and item.lstrip().startswith("{"):
+            item = json.loads(item)
+        if isinstance(item, dict):
+            return cls.model_validate(item)
+        name, equals, path = str(item).partition("=")
+        if not (name and equals and path):
+            raise ValueError(f"lora_modules items look like name=path or a JSON object, got {item!r}")
+        return cls(name=name, path=path)
+
+    def text(self) -> str:
+        """The canonical item: `name=path`, or the JSON object when it says more than that."""
+        if self.base_model_name is None:
+            return f"{self.name}={self.path}"
+        return self.model_dump_json()
 
 
 class EngineConfig(BaseModel):
@@ -63,8 +93,11 @@ class EngineConfig(BaseModel):
     enable_lora: bool = Field(
         default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
     )
-    lora_modules: list[str] = Field(
-        default_factory=list, description="LoRA adapter to load at start-up, as name=path (repeatable)"
+    lora_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="LoRA adapters to load at start-up, vLLM's forms: name=path ... (several after one flag, "
+        'or the flag repeated) or {"name": ..., "path": ..., "base_model_name": ...}; in the environment '
+        "one string of them separated by spaces, or a JSON list",
     )
     max_loras: int = Field(default=4, ge=1, le=256, description="LoRA adapters resident at once (slots)")
     max_lora_rank: int = Field(default=16, ge=1, le=256, description="largest LoRA rank accepted")
@@ -90,17 +123,25 @@ class EngineConfig(BaseModel):
     def _empty_model_is_default(cls, value: str | None) -> str | None:
         return value or None
 
-    @field_validator("lora_modules")
+    @field_validator("lora_modules", mode="before")
     @classmethod
-    def _name_equals_path(cls, value: list[str]) -> list[str]:
-        for item in value:
-            name, equals, path = item.partition("=")
-            if not (name and equals and path):
-                raise ValueError(f"lora_modules items look like name=path, got {item!r}")
-        return value
+    def _lora_module_forms(cls, value: Any) -> list[str]:
+        """Each item in its canonical text (see `LoRAModule.text`). A single string is the environment's
+        form: a JSON list or object, or items separated by whitespace."""
+        try:
+            if isinstance(value, str):
+                text = value.strip()
+                value = json.loads(text) if text.startswith(("[", "{")) else text.split()
+            items = [value] if isinstance(value, dict) else value
+            return [LoRAModule.parse(item).text() for item in items]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"lora_modules: a JSON item does not parse: {exc}") from exc
+
+    def lora_module_specs(self) -> list[LoRAModule]:
+        return [LoRAModule.parse(item) for item in self.lora_modules]
 
     def lora_module_paths(self) -> dict[str, str]:
-        return dict(item.partition("=")[::2] for item in self.lora_modules)
+        return {module.name: module.path for module in self.lora_module_specs()}
 
     @property
     def lora_enabled(self) -> bool:
@@ -119,15 +160,6 @@ class EngineConfig(BaseModel):
             raise ValueError(
                 "speculative_method needs tensor_parallel_size=1 (verify steps are not sent to "
                 "tensor-parallel ranks yet); data_parallel_size works"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _lora_on_one_engine_rank(self) -> EngineConfig:
-        if self.lora_enabled and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
-            raise ValueError(
-                "enable_lora / lora_modules need tensor_parallel_size=1 and data_parallel_size=1 "
-                "(LoRA weights are not sharded over ranks nor loaded into replicas yet)"
             )
         return self
 
@@ -288,6 +320,15 @@ class ServerConfig(BaseSettings, EngineConfig):
     runtime_lora_updates: bool = Field(
         default=False, description="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter"
     )
+
+    @model_validator(mode="after")
+    def _runtime_lora_updates_on_one_replica(self) -> ServerConfig:
+        if self.runtime_lora_updates and self.data_parallel_size > 1:
+            raise ValueError(
+                "runtime_lora_updates needs data_parallel_size=1 (a runtime load would reach one replica); "
+                "give the adapters with lora_modules instead, which every replica loads"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

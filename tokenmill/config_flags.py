@@ -1,7 +1,8 @@
 """Command-line flags derived from the configuration's field types, so the CLI never drifts from it.
 
 Each field `foo_bar` becomes `--foo-bar`, parsed by its real type: `Literal[...]` gives choices, `bool`
-gives `--foo-bar/--no-foo-bar`, `list[X]` a repeatable flag, `X | None` parses as `X`. A field whose type
+gives `--foo-bar/--no-foo-bar`, `list[X]` a flag taking one or more values (and repeatable, as vLLM's
+`--lora-modules a=x b=y`), `X | None` parses as `X`. A field whose type
 has no command-line form fails at parser construction, not on a user's input.
 """
 
@@ -38,7 +39,7 @@ def flag_options(name: str, field: FieldInfo) -> dict[str, Any]:
         return {"choices": choices, "type": type(choices[0])}
     if get_origin(annotation) is list:
         (item,) = get_args(annotation)
-        return {"action": "append", "type": _scalar(name, item), "metavar": name.upper()}
+        return {"action": "extend", "nargs": "+", "type": _scalar(name, item), "metavar": name.upper()}
     return {"type": _scalar(name, annotation)}
 
 

@@ -5,6 +5,10 @@ which runs the same forward pass on them. A message carries the batch's arrays, 
 its cost does not grow with per-sequence Python objects. A continuation step (launched before the
 previous step's tokens reached the host) carries no input tokens: each worker uses the tokens that
 rank 0 broadcast after sampling the previous step.
+
+With LoRA, rank 0 also sends `LoRAFill` messages: which adapter (by name and directory, read by each
+worker itself) goes into which resident slot. One is sent before the step that first uses the slot,
+and the pipe keeps them in order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.step_inputs import StepInputs
 
 SHUTDOWN = b"shutdown"
+LORA_FILL = b"lora-fill:"
 
 _NOT_SENT = {"token_source", "sampling_seqs"}  # on the device, and rank 0's own
 
@@ -34,6 +39,22 @@ def encode_step(inputs: StepInputs, use_graph: bool) -> bytes:
     }
     message = (fields, inputs.token_source is not None, use_graph)
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAFill:
+    slot: int
+    name: str
+    path: str
+
+
+def encode_lora_fill(fill: LoRAFill) -> bytes:
+    return LORA_FILL + pickle.dumps(fill, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_lora_fill(data: bytes) -> LoRAFill | None:
+    """The fill a message carries, or None if it is another message."""
+    return pickle.loads(data[len(LORA_FILL) :]) if data.startswith(LORA_FILL) else None
 
 
 def staged_in(staging: HostStaging) -> Stage:

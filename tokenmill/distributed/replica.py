@@ -33,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ReplicaLoRA:
+    """The LoRA adapters a replica serves (those of `lora_modules`: every replica loads them all)."""
+
+    adapters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ReplicaFacts:
     """What the server reads of an engine (the same names as `LLMEngine`'s), sent once by each replica."""
 
@@ -41,6 +48,7 @@ class ReplicaFacts:
     model_config: ModelConfig
     max_model_len: int
     tokenizer: Tokenizer
+    lora: ReplicaLoRA | None = None
 
 
 def run_replica(
@@ -83,7 +91,10 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
     llm = AsyncLLM(config, on_failure=lambda _: loop.call_soon_threadsafe(failed.set))
     engine = llm.engine
     model_config = replace(engine.model_config, tensor_parallel=SINGLE_RANK)
-    facts = ReplicaFacts(engine.model_name, engine.device, model_config, engine.max_model_len, llm.tokenizer)
+    lora = None if engine.lora is None else ReplicaLoRA(tuple(engine.lora.adapters))
+    facts = ReplicaFacts(
+        engine.model_name, engine.device, model_config, engine.max_model_len, llm.tokenizer, lora
+    )
     pipe.send(("ready", facts))
     inbox: asyncio.Queue[tuple] = asyncio.Queue()
     threading.Thread(target=_read, args=(pipe, loop, inbox), name="replica-inbox", daemon=True).start()

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, decode_step, staged_in
+from tokenmill.distributed.control import SHUTDOWN, decode_lora_fill, decode_step, staged_in
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
+from tokenmill.lora.adapter import read_adapter
 
 if TYPE_CHECKING:
     from tokenmill.engine.model_runner import ModelRunner
+    from tokenmill.lora.layers import LoRAModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +46,20 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
         device = rank_device(config, rank)
         tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device)
         rank_model = load_rank_model(config, device, tp)
-        runner = rank_model.runner(rank_model.plan_kv_cache(), sampler=None)
+        lora = rank_model.lora_layers() if config.lora_enabled else None
+        kv = rank_model.plan_kv_cache()
+        runner = rank_model.runner(kv, sampler=None, lora_step=None if lora is None else lora.step)
         logger.info("rank %d of %d ready on %s", rank, tp.size, device)
-        serve_steps(runner, tp, control)
+        serve_steps(runner, tp, control, lora)
     except Exception:
         logger.exception("tensor-parallel worker %d failed", rank)
         exit_now(1)
     exit_now(0)  # without tearing down the process group, which can wait for the other ranks
 
 
-def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) -> None:
+def serve_steps(
+    runner: ModelRunner, tp: TensorParallel, control: Connection, lora: LoRAModel | None = None
+) -> None:
     previous_sampled: torch.Tensor | None = None
     staging = runner.inputs.staging
     stage = staged_in(staging)
@@ -64,6 +70,11 @@ def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) ->
             return
         if data == SHUTDOWN:
             return
+        fill = decode_lora_fill(data)
+        if fill is not None:
+            assert lora is not None, "rank 0 fills LoRA slots only with LoRA on"
+            lora.fill_slot(fill.slot, read_adapter(fill.name, fill.path, lora.max_rank))
+            continue
         staging.next_step()
         inputs, use_graph = decode_step(data, previous_sampled, stage)
         with torch.inference_mode():

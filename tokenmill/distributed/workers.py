@@ -22,7 +22,7 @@ from multiprocessing.connection import wait
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, encode_step
+from tokenmill.distributed.control import SHUTDOWN, LoRAFill, encode_lora_fill, encode_step
 from tokenmill.distributed.group import (
     SINGLE_RANK,
     TensorParallel,
@@ -79,8 +79,14 @@ class TensorParallelWorkers:
         self.on_death = on_death or (lambda _: None)
 
     def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
+        self._send(encode_step(inputs, use_graph))
+
+    def fill_lora_slot(self, fill: LoRAFill) -> None:
+        """Every worker puts the adapter into the slot too (before any step that uses it)."""
+        self._send(encode_lora_fill(fill))
+
+    def _send(self, data: bytes) -> None:
         self._check()
-        data = encode_step(inputs, use_graph)
         try:
             for control in self._controls:
                 control.send_bytes(data)

@@ -23,14 +23,12 @@ from tokenmill.engine.block_manager import BlockManager
 from tokenmill.engine.input_processor import InputProcessor, Prompt
 from tokenmill.engine.model_runner import Launch
 from tokenmill.engine.output_processor import OutputProcessor
-from tokenmill.engine.rank_model import load_rank_model
+from tokenmill.engine.rank_model import RankModel, load_rank_model
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
-from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.manager import LoRAManager
-from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.spec_decode.speculator import build_speculator
@@ -72,7 +70,7 @@ class LLMEngine:
         try:
             rank = load_rank_model(config, device, tp)
             self.max_num_batched_tokens = rank.max_num_batched_tokens
-            self.lora = self._lora_manager(rank.loaded.model, rank.ops) if config.lora_enabled else None
+            self.lora = self._lora_manager(rank) if config.lora_enabled else None
             kv = rank.plan_kv_cache()
         except BaseException:
             self.shutdown()
@@ -125,14 +123,12 @@ class LLMEngine:
             self.max_model_len,
         )
 
-    def _lora_manager(self, model: LlamaForCausalLM, ops: Ops) -> LoRAManager:
-        """LoRA wrappers around the projections (before the KV cache takes the memory left), and the
+    def _lora_manager(self, rank: RankModel) -> LoRAManager:
+        """The LoRA wrappers and slots (tensor-parallel workers fill theirs as rank 0 does), with the
         adapters of `lora_modules` registered."""
-        config = self.config
-        graph_rows = min(config.max_num_seqs, 512)
-        max_tokens = max(self.max_num_batched_tokens, graph_rows)
-        manager = LoRAManager(model, config.max_loras, config.max_lora_rank, max_tokens, ops)
-        for name, path in config.lora_module_paths().items():
+        on_fill = None if self.workers is None else self.workers.fill_lora_slot
+        manager = LoRAManager(rank.lora_layers(), on_fill)
+        for name, path in self.config.lora_module_paths().items():
             manager.add(name, path)
         return manager
 

@@ -118,8 +118,6 @@ class ModelRunner:
         of a continuation batch, whose tokens the host does not know yet."""
         graph_size = self.graphs.padded_size(batch)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
-        if self.lora_step is not None and inputs.lora is not None:
-            self.lora_step.load(inputs.lora, always=graph_size is not None)
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
         logits = self.run_model(inputs, graph_size is not None)
@@ -164,7 +162,10 @@ class ModelRunner:
 
     def run_model(self, inputs: StepInputs, use_graph: bool) -> torch.Tensor | None:
         """The forward pass, then the logits of the tokens that sample (None if none does, and on a
-        tensor-parallel worker, which only contributes its part)."""
+        tensor-parallel worker, which only contributes its part). Every rank loads the step's LoRA
+        mapping here, so all of them run (or skip) the same LoRA collectives."""
+        if self.lora_step is not None and inputs.lora is not None:
+            self.lora_step.load(inputs.lora, always=use_graph)
         hidden = self.graphs.replay(inputs) if use_graph else self._forward(inputs)
         num_sampling = len(inputs.logits_indices)
         if num_sampling == 0:

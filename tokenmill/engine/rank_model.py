@@ -14,11 +14,12 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.group import SINGLE_RANK, TensorParallel
+from tokenmill.engine.cuda_graphs import GRAPH_BATCH_SIZES
 from tokenmill.engine.kv_cache_sizing import KVCachePlan, plan_kv_cache
 from tokenmill.engine.model_runner import ModelRunner, StepPeers
 from tokenmill.engine.sampler import Sampler
 from tokenmill.kernels.ops import Ops, select_ops
-from tokenmill.lora.layers import LoRAStep
+from tokenmill.lora.layers import LoRAModel, LoRAStep
 from tokenmill.models.loader import LoadedModel, load_model
 
 
@@ -29,6 +30,14 @@ class RankModel:
     ops: Ops
     dtype: torch.dtype
     max_num_batched_tokens: int
+
+    def lora_layers(self) -> LoRAModel:
+        """LoRA wrappers around this rank's projections (before the KV cache takes the memory left);
+        their mapping buffers hold a whole step, or the largest decode graph's padded batch."""
+        config = self.config
+        max_tokens = max(self.max_num_batched_tokens, min(config.max_num_seqs, max(GRAPH_BATCH_SIZES)))
+        model = self.loaded.model
+        return LoRAModel(model, config.max_loras, config.max_lora_rank, max_tokens, self.ops)
 
     def plan_kv_cache(self) -> KVCachePlan:
         """The KV cache that fits now, the same on every rank (a collective under tensor parallelism)."""

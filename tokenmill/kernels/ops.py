@@ -38,9 +38,11 @@ PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float, Tensor | 
 DecodeSplitsOp = Callable[[int, int, int, int], int]
 # (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
 WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
-# (x, lora_a [slots, shards, rank, in], mapping) -> x·Aᵀ per token's slot, [tokens, shards, rank]
+# (x, lora_a [slots, shards, rank, in], mapping) -> x·Aᵀ per token's slot as float32 partial sums over
+# parts of `in`, [parts, tokens, shards, rank] (split-K: the expand adds the parts up)
 LoRAShrinkOp = Callable[[Tensor, Tensor, LoRAMapping], Tensor]
-# (y, h, lora_b [slots, out, rank], out_shards, mapping): y += h·Bᵀ per token's slot and shard, in place
+# (y, h, lora_b [slots, out, rank], out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot and
+# shard, in place
 LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
 
 

@@ -174,26 +174,28 @@ def _sdpa(
 
 def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
     """h = x·Aᵀ under each token's slot: x [tokens, in], lora_a [slots, shards, rank, in] ->
-    h [tokens, shards, rank] (zeros for tokens without an adapter). One matmul per slot present."""
+    h [parts, tokens, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds up
+    (here one part; zeros for tokens without an adapter). One matmul per slot present."""
     num_tokens, (_, shards, rank, _) = x.shape[0], lora_a.shape
     slots = mapping.token_slots[:num_tokens].long()
-    h = torch.zeros(num_tokens, shards, rank, dtype=x.dtype, device=x.device)
+    h = torch.zeros(1, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
-            h[rows] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank))
+            h[0, rows] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank)).float()
     return h
 
 
 def lora_expand(
     y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
 ) -> None:
-    """y[:, shard s] += h[:, s]·B[:, shard s]ᵀ under each token's slot, in place: y [tokens, out],
-    lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
+    """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
+    out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
     slots = mapping.token_slots[: y.shape[0]].long()
     bounds = [0, *itertools.accumulate(out_shards)]
+    summed = h.sum(0).to(lora_b.dtype)
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
             for shard, (begin, end) in enumerate(itertools.pairwise(bounds)):
-                y[rows, begin:end] += h[rows, shard] @ lora_b[slot, begin:end].T
+                y[rows, begin:end] += summed[rows, shard] @ lora_b[slot, begin:end].T

@@ -7,6 +7,12 @@ B [slots, out, max_rank], zero-padded to the largest rank, each adapter's scale 
 projections (q|k|v, gate|up) keep one A per shard and one B whose rows are the shards' outputs, so the
 kernels serve the fused GEMM's output in one pass. A shard an adapter does not target stays zero.
 
+Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
+projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
+(o, down) keeps A's columns of its own input columns and all of B, and sums the ranks' partial shrinks
+(one small all-reduce of [tokens, rank] values) before the expand adds the whole of B·A·x to the
+already reduced output.
+
 CUDA graphs stay on with LoRA: the adapter indices are graph inputs. The wrappers read the step's
 mapping from `LoRAStep`'s persistent buffers, which the runner refills before every forward pass, and
 the kernels' launch shape depends only on the token count, so one captured decode graph serves any mix
@@ -18,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels.lora_mapping import LoRAMapping
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
@@ -69,11 +76,18 @@ class LoRALinear(nn.Module):
         )
         self.step = step
         self.ops = ops
+        sharded = isinstance(base, ShardedLinear)
+        self.column_parts = base.row_parts if sharded and base.split == "column" else None
+        self.input_columns = base.columns if sharded and base.split == "row" else None
+        self.full_in = base.full_in if sharded else base.in_features
+        self.full_shards = base.full_shards if sharded else base.out_shards
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         if self.step.active:
             h = self.ops.lora_shrink(x, self.lora_a, self.step.mapping)
+            if self.input_columns is not None:
+                h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
             self.ops.lora_expand(y, h, self.lora_b, self.out_shards, self.step.mapping)
         return y
 
@@ -87,13 +101,18 @@ class LoRALinear(nn.Module):
             if pair is None:
                 continue
             a, b = pair
+            if self.input_columns is not None:
+                a = a[:, self.input_columns]
+            if self.column_parts is not None:
+                b = b[self.column_parts[shard]]
             rows = self.base.shard_rows(shard)
             self.lora_a[slot, shard, : a.shape[0]].copy_(a)
             self.lora_b[slot, rows, : b.shape[1]].copy_(b.to(torch.float32) * scaling)
 
     def expected_shapes(self, shard: int, rank: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """The shapes of A and B a rank-`rank` adapter of shard `shard` must have."""
-        return (rank, self.base.in_features), (self.out_shards[shard], rank)
+        """The shapes of A and B a rank-`rank` adapter of shard `shard` must have (the checkpoint's,
+        whole: under tensor parallelism `fill_slot` takes this rank's part)."""
+        return (rank, self.full_in), (self.full_shards[shard], rank)
 
 
 class LoRAModel:
@@ -103,6 +122,7 @@ class LoRAModel:
         self, model: LlamaForCausalLM, max_loras: int, max_rank: int, max_tokens: int, ops: Ops
     ) -> None:
         embeddings = model.embed_tokens.weight
+        self.max_rank = max_rank
         self.step = LoRAStep(max_tokens, max_loras, embeddings.device)
         self.wrappers: dict[tuple[int, str], LoRALinear] = {}
         for index, layer in enumerate(model.layers):

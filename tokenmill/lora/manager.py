@@ -13,23 +13,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tokenmill.distributed.control import LoRAFill
 from tokenmill.engine.sequence import Sequence
 from tokenmill.kernels.lora_mapping import NO_ADAPTER
-from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import LoRAAdapter, LoRARequest, read_adapter
 from tokenmill.lora.layers import LoRAModel
-from tokenmill.models.llama import LlamaForCausalLM
 
 
 class LoRAManager:
-    def __init__(
-        self, model: LlamaForCausalLM, max_loras: int, max_rank: int, max_tokens: int, ops: Ops
-    ) -> None:
-        self.max_rank = max_rank
-        self.layers = LoRAModel(model, max_loras, max_rank, max_tokens, ops)
+    def __init__(self, layers: LoRAModel, on_fill: Callable[[LoRAFill], None] | None = None) -> None:
+        """`on_fill` hears of every slot this manager fills (tensor-parallel workers fill theirs)."""
+        self.max_rank = layers.max_rank
+        self.layers = layers
+        self.on_fill = on_fill
         self.adapters: dict[str, LoRAAdapter] = {}
         self._resident: OrderedDict[str, int] = OrderedDict()  # name -> slot, least recently used first
-        self._free_slots = list(range(max_loras))
+        self._free_slots = list(range(layers.step.num_slots))
 
     @property
     def step(self):
@@ -101,6 +100,8 @@ class LoRAManager:
                 if slot is None:
                     return False
                 self.layers.fill_slot(slot, seq.lora)
+                if self.on_fill is not None:
+                    self.on_fill(LoRAFill(slot, name, str(seq.lora.path)))
                 self._resident[name] = slot
             self._resident.move_to_end(name)
             pinned.add(name)

@@ -84,6 +84,7 @@ def engine_request_id(req_id: str) -> str:
 async def handle(body: FastDeployRequest, request: Request, state: ServerState) -> Response:
     dialect = FastDeployDialect.of(body)
     try:
+        lora = state.check_model(body.model)
         prompt, params = await prepare(body, state)
         state.refuse_early([prompt], params)
         ticket = state.admit()
@@ -95,6 +96,7 @@ async def handle(body: FastDeployRequest, request: Request, state: ServerState) 
             body.timeout,
             request_id=engine_request_id(dialect.req_id),
             stream=body.stream,
+            lora=lora,
         )
         return await respond(request, state, dialect, [stream], ticket, body.stream)
     except APIError as exc:

@@ -43,8 +43,9 @@ router = APIRouter(tags=["openai"])
 async def list_models(request: Request) -> ModelList:
     state: ServerState = request.app.state.tm
     created = int(state.started_at)
+    parents = {m.name: m.base_model_name for m in state.config.lora_module_specs() if m.base_model_name}
     adapters = [
-        ModelCard(id=name, created=created, parent=state.model_name)
+        ModelCard(id=name, created=created, parent=parents.get(name, state.model_name))
         for name in state.admission.lora_adapters()
     ]
     return ModelList(data=[ModelCard(id=state.model_name, created=created), *adapters])

@@ -243,9 +243,12 @@ class ChatCompletionRequest(_OpenAISampling):
 
 
 class FastDeployRequest(_Body):
-    """FastDeploy's request (seed 003): `text` or `messages`, with its own names for the sampling knobs."""
+    """FastDeploy's request (seed 003): `text` or `messages`, with its own names for the sampling knobs.
+    `model` names a LoRA adapter (or the base model) as on the OpenAI routes; FastDeploy's seed has no
+    field of its own for it."""
 
     text: Text | None = None
+    model: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     req_id: Text | None = Field(default=None, min_length=1, max_length=256)
     max_dec_len: PositiveInt | None = None

@@ -1,13 +1,20 @@
 """Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `reference.lora_shrink`,
 `reference.lora_expand`).
 
-Both kernels run over the tiles of a `LoRAMapping`: program (tile, ...) gathers the rows of one tile
-(up to TILE_TOKENS tokens, all under one adapter) and multiplies them by that adapter's matrices. The grid
-has `max_tiles(tokens, slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph
-replays it for any mix of adapters); programs of unused tiles exit at once.
+One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up: every shard at once),
+over the tiles of a `LoRAMapping`: a program gathers the rows of one tile (up to TILE_TOKENS tokens, all
+under one adapter) and multiplies them by that adapter's matrices. The grid has `max_tiles(tokens,
+slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph replays it for any mix
+of adapters); programs of unused tiles exit at once, and tokens without an adapter are in no tile.
 
-shrink: h[t, s, :] = x[t, :] · A[slot(t), s]ᵀ  (rank ≤ 128, one tile wide)
-expand: y[t, shard s] += h[t, s, :] · B[slot(t), shard s]ᵀ  (the adapter's scale is folded into B)
+shrink: h[p, t, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
+expand: y[t, shard s] += (Σ_p h[p, t, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into B)
+
+Split-K: the shrink reads `in_features` (the hidden size, thousands) to produce `rank` (tens) columns, so
+a decode step of a few tokens has only a few tiles × shards of work. `shrink_splits` cuts the K loop
+into parts run by separate programs until the launch has about `_TARGET_PROGRAMS` of them; each part
+writes its own partial (no atomics, no zeroed buffer: the expand loads a token's parts together and sums
+them).
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
+
+_BLOCK_K = 64
+_TARGET_PROGRAMS = 256  # about two per SM on the GPUs we serve on (H100: 132; RTX 5090: 170)
+_MAX_SPLITS = 16  # the expand reads every part of a token's h in one round
 
 
 @triton.jit
@@ -33,34 +44,36 @@ def _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M: tl.constexp
 @triton.jit
 def _shrink_kernel(
     x, a, h, sorted_tokens, tile_slots, tile_starts, tile_ends,
-    in_features, rank,
-    stride_x, stride_a_slot, stride_a_shard, stride_a_rank, stride_h, stride_h_shard,
+    in_features, rank, k_per_split,
+    stride_x, stride_a_slot, stride_a_shard, stride_a_rank, stride_h_split, stride_h, stride_h_shard,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    tile, shard = tl.program_id(0), tl.program_id(1)
+    tile, shard, part = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot = tl.load(tile_slots + tile)
     if slot >= 0:
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         offs_k = tl.arange(0, BLOCK_K)
         a_base = a + slot.to(tl.int64) * stride_a_slot + shard * stride_a_shard
+        k_begin = part * k_per_split
+        k_end = tl.minimum(k_begin + k_per_split, in_features)
         acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
-        for k0 in range(0, in_features, BLOCK_K):
+        for k0 in range(k_begin, k_end, BLOCK_K):
             k = k0 + offs_k
             x_tile = tl.load(
                 x + tokens[:, None] * stride_x + k[None, :],
-                mask=valid[:, None] & (k[None, :] < in_features),
+                mask=valid[:, None] & (k[None, :] < k_end),
                 other=0.0,
             )
             a_tile = tl.load(  # [BLOCK_K, BLOCK_R]: A transposed
                 a_base + offs_r[None, :] * stride_a_rank + k[:, None],
-                mask=(offs_r[None, :] < rank) & (k[:, None] < in_features),
+                mask=(offs_r[None, :] < rank) & (k[:, None] < k_end),
                 other=0.0,
             )
             acc = tl.dot(x_tile, a_tile, acc, input_precision=PRECISION)
         tl.store(
-            h + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :],
-            acc.to(h.dtype.element_ty),
+            h + part * stride_h_split + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :],
+            acc,
             mask=valid[:, None] & (offs_r[None, :] < rank),
         )
 
@@ -68,9 +81,10 @@ def _shrink_kernel(
 @triton.jit
 def _expand_kernel(
     y, h, b, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
-    rank,
-    stride_y, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
+    rank, splits,
+    stride_y, stride_h_split, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     tile, pid_n, shard = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot = tl.load(tile_slots + tile)
@@ -80,11 +94,13 @@ def _expand_kernel(
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
-        h_tile = tl.load(
-            h + tokens[:, None] * stride_h + shard * stride_h_shard + offs_r[None, :],
-            mask=valid[:, None] & (offs_r[None, :] < rank),
-            other=0.0,
-        )
+        offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
+        h_ptrs = (
+            h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
+            + shard * stride_h_shard + offs_r[None, None, :]
+        )  # fmt: skip
+        h_mask = (offs_s[:, None, None] < splits) & valid[None, :, None] & (offs_r[None, None, :] < rank)
+        h_tile = tl.sum(tl.load(h_ptrs, mask=h_mask, other=0.0), axis=0)
         b_tile = tl.load(  # [BLOCK_R, BLOCK_N]: B transposed
             b + slot.to(tl.int64) * stride_b_slot + cols[None, :] * stride_b_row + offs_r[:, None],
             mask=(offs_r[:, None] < rank) & (cols[None, :] < col_end),
@@ -106,18 +122,27 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def shrink_splits(num_tokens: int, shards: int, in_features: int) -> int:
+    """How many K parts the shrink of `num_tokens` tokens runs in: enough programs to fill the GPU when
+    the tiles alone are few (decode), one part when they are many (prefill, large batches)."""
+    programs = triton.cdiv(num_tokens, TILE_TOKENS) * shards
+    k_blocks = triton.cdiv(in_features, _BLOCK_K)
+    return max(1, min(k_blocks, _MAX_SPLITS, _TARGET_PROGRAMS // programs))
+
+
 def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
     num_tokens, in_features = x.shape
     num_slots, shards, rank, _ = lora_a.shape
-    h = torch.empty(
-        num_tokens, shards, rank, dtype=x.dtype, device=x.device
-    )  # expand reads only what is written
-    grid = (max_tiles(num_tokens, num_slots), shards)
+    splits = shrink_splits(num_tokens, shards, in_features)
+    k_per_split = triton.cdiv(triton.cdiv(in_features, splits), _BLOCK_K) * _BLOCK_K
+    splits = triton.cdiv(in_features, k_per_split)  # no empty part
+    h = torch.empty(splits, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
+    grid = (max_tiles(num_tokens, num_slots), shards, splits)  # expand reads only what is written
     _shrink_kernel[grid](
         x, lora_a, h, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
-        in_features, rank,
-        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), h.stride(0), h.stride(1),
-        BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=64, PRECISION=_precision(x.dtype),
+        in_features, rank, k_per_split,
+        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), *h.stride()[:3],
+        BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=_BLOCK_K, PRECISION=_precision(x.dtype),
     )  # fmt: skip
     return h
 
@@ -143,7 +168,8 @@ def lora_expand(
     grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
         y, h, lora_b, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
-        _offsets_on(y.device, out_shards), rank,
-        y.stride(0), h.stride(0), h.stride(1), lora_b.stride(0), lora_b.stride(1),
-        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank), PRECISION=_precision(y.dtype),
+        _offsets_on(y.device, out_shards), rank, h.shape[0],
+        y.stride(0), h.stride(0), h.stride(1), h.stride(2), lora_b.stride(0), lora_b.stride(1),
+        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
+        BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=_precision(y.dtype),
     )  # fmt: skip
