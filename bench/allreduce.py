@@ -69,7 +69,7 @@ def _sync(device: torch.device) -> None:
 
 def _rank(rank: int, args: argparse.Namespace, port: int) -> None:
     device = torch.device("cuda", rank) if args.device == "cuda" else torch.device("cpu")
-    tp = init_tensor_parallel(rank, args.world_size, port, device)
+    tp = init_tensor_parallel(rank, args.world_size, port, device, symmetric=args.symmetric)
     per_step = 2 * args.layers + 1
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     lines = []
@@ -84,6 +84,7 @@ def _rank(rank: int, args: argparse.Namespace, port: int) -> None:
             "hidden": args.hidden,
             "layers": args.layers,
             "world_size": args.world_size,
+            "symmetric": tp.symmetric is not None,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "bytes": x.numel() * x.element_size(),
             "eager_us": round(eager * 1e6, 1),
@@ -96,7 +97,10 @@ def _rank(rank: int, args: argparse.Namespace, port: int) -> None:
             print(json.dumps(line), flush=True)
     if tp.is_first and args.save:
         RESULTS.mkdir(exist_ok=True)
-        name = f"allreduce-tp{args.world_size}-h{args.hidden}-{lines[0]['device'].replace(' ', '-')}.json"
+        path = "symmetric" if tp.symmetric is not None else "nccl"
+        name = (
+            f"allreduce-tp{args.world_size}-h{args.hidden}-{path}-{lines[0]['device'].replace(' ', '-')}.json"
+        )
         (RESULTS / name).write_text(json.dumps(lines, indent=2) + "\n")
     destroy_tensor_parallel()
 
@@ -113,6 +117,9 @@ def main() -> None:
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", choices=["cuda", "cpu"], default=default_device)
     parser.add_argument("--save", action="store_true", help="write bench/results/allreduce-*.json")
+    parser.add_argument(
+        "--no-symmetric", dest="symmetric", action="store_false", help="NCCL for every all-reduce"
+    )
     args = parser.parse_args()
     port = free_port()
     context = mp.get_context("spawn")

@@ -77,6 +77,11 @@ class EngineConfig(BaseModel):
         default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"
     )
     enforce_eager: bool = Field(default=False, description="no CUDA graphs for decode steps")
+    symmetric_all_reduce: bool = Field(
+        default=True,
+        description="tensor parallelism: small all-reduces through symmetric memory (one kernel over "
+        "peer-mapped buffers) where every GPU allows it; NCCL otherwise",
+    )
     async_scheduling: bool = Field(
         default=True, description="launch the next decode step before the current one's tokens are back"
     )

@@ -13,6 +13,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from tokenmill.distributed.symmetric import SymmetricAllReduce
+
 # Generous: start-up (loading a large checkpoint, capturing graphs) happens between collectives.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
@@ -22,6 +24,7 @@ class TensorParallel:
     rank: int
     size: int
     group: dist.ProcessGroup | None = None  # None for a single rank
+    symmetric: SymmetricAllReduce | None = None  # small all-reduces on CUDA, where the GPUs allow it
 
     @property
     def is_first(self) -> bool:
@@ -30,6 +33,8 @@ class TensorParallel:
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the ranks, in place."""
+        if self.symmetric is not None and self.symmetric.handles(x):
+            return self.symmetric.all_reduce(x)
         if self.size > 1:
             dist.all_reduce(x, group=self.group)
         return x
@@ -64,9 +69,12 @@ class TensorParallel:
 SINGLE_RANK = TensorParallel(rank=0, size=1)
 
 
-def init_tensor_parallel(rank: int, size: int, port: int, device: torch.device) -> TensorParallel:
+def init_tensor_parallel(
+    rank: int, size: int, port: int, device: torch.device, symmetric: bool = True
+) -> TensorParallel:
     """Join the group rendezvousing on 127.0.0.1:`port` (all ranks are on this host): NCCL on CUDA,
-    gloo on CPU. Blocks until every rank has joined."""
+    gloo on CPU. Blocks until every rank has joined. `symmetric`: small all-reduces through symmetric
+    memory on CUDA when every rank can map its peers' memory."""
     if size == 1:
         return SINGLE_RANK
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -80,7 +88,9 @@ def init_tensor_parallel(rank: int, size: int, port: int, device: torch.device) 
         timeout=COLLECTIVE_TIMEOUT,
         device_id=device if device.type == "cuda" else None,
     )
-    return TensorParallel(rank=rank, size=size, group=dist.group.WORLD)
+    group = dist.group.WORLD
+    fast = SymmetricAllReduce.create(group, device) if symmetric and device.type == "cuda" else None
+    return TensorParallel(rank=rank, size=size, group=group, symmetric=fast)
 
 
 def destroy_tensor_parallel() -> None:

@@ -44,7 +44,9 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
 
     try:
         device = rank_device(config, rank)
-        tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device)
+        tp = init_tensor_parallel(
+            rank, config.tensor_parallel_size, port, device, config.symmetric_all_reduce
+        )
         rank_model = load_rank_model(config, device, tp)
         lora = rank_model.lora_layers() if config.lora_enabled else None
         kv = rank_model.plan_kv_cache()

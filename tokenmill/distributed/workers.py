@@ -69,7 +69,9 @@ class TensorParallelWorkers:
         self._monitor = threading.Thread(target=self._watch, name="tp-monitor", daemon=True)
         self._monitor.start()
         try:
-            self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device)
+            self.tp = init_tensor_parallel(
+                0, config.tensor_parallel_size, port, device, config.symmetric_all_reduce
+            )
         except BaseException:
             self.shutdown()
             raise
