@@ -15,7 +15,7 @@ import torch
 from tests.test_correctness import mixed_prompts
 from tokenmill import LLM, SamplingParams
 from tokenmill.config import ServerConfig
-from tokenmill.distributed.control import decode_step, encode_step, staged_in
+from tokenmill.distributed.control import StepHeader, decode_step, encode_step, staged_in
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.distributed.sharding import check_splits, rank_units
@@ -89,16 +89,19 @@ def test_the_step_message_carries_arrays_not_sequences() -> None:
         seq_lens_cpu=[3], sampling_seqs=[object()],  # type: ignore[list-item]
     )  # fmt: skip
     previous = torch.tensor([42])
-    decoded, use_graph = decode_step(encode_step(inputs, use_graph=True), previous)
-    assert use_graph and decoded.sampling_seqs == [] and decoded.token_source is previous
+    header = StepHeader(step=7, use_graph=True, mark=(12, 0xABC))
+    decoded, received = decode_step(encode_step(inputs, header), previous)
+    assert received == header and decoded.sampling_seqs == [] and decoded.token_source is previous
     assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
     np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
-    staged, _ = decode_step(encode_step(inputs, True), previous, staged_in(HostStaging(torch.device("cpu"))))
+    staged, _ = decode_step(
+        encode_step(inputs, header), previous, staged_in(HostStaging(torch.device("cpu")))
+    )
     torch.testing.assert_close(staged.block_tables, inputs.block_tables, rtol=0, atol=0)
-    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), False), None)
+    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), header), None)
     assert fresh.token_source is None
     with pytest.raises(RuntimeError, match="continuation"):
-        decode_step(encode_step(inputs, False), None)
+        decode_step(encode_step(inputs, header), None)
 
 
 def test_mp_num_sets_the_tensor_parallel_size(monkeypatch) -> None:

@@ -2,19 +2,29 @@
 
 Every rank of a group runs the same model code; layers call these methods, which do nothing when the
 group has one rank, so the single-GPU path pays no collective and needs no `torch.distributed` set-up.
-Rank 0 is the engine process (scheduler and sampler); the others are workers (`worker.py`).
+Rank 0 is the engine process (scheduler and sampler); the others are workers (`worker.py`). Each
+collective is recorded in the rank's `CollectiveLog`, which the control channel uses to catch ranks
+that went out of step.
+
+Only collectives run here, no point-to-point operation: logits are all-gathered rather than gathered
+to rank 0, since NCCL's gather is a set of sends and receives that need connections of their own,
+set up lazily at the first step, which the collectives (warmed and captured at start-up) never use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-# Generous: start-up (loading a large checkpoint, capturing graphs) happens between collectives.
-COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+from tokenmill.distributed.trace import CollectiveLog
+
+# Start-up (loading a checkpoint, capturing graphs) happens between collectives, but every rank does
+# it at once: the wait is the difference between the ranks, not the whole.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +32,7 @@ class TensorParallel:
     rank: int
     size: int
     group: dist.ProcessGroup | None = None  # None for a single rank
+    log: CollectiveLog = field(default_factory=CollectiveLog)
 
     @property
     def is_first(self) -> bool:
@@ -31,6 +42,7 @@ class TensorParallel:
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the ranks, in place."""
         if self.size > 1:
+            self.log.record(self.rank, "all_reduce", x)
             dist.all_reduce(x, group=self.group)
         return x
 
@@ -39,13 +51,17 @@ class TensorParallel:
         if self.size == 1:
             return x
         x = x.contiguous()
-        parts = [torch.empty_like(x) for _ in range(self.size)] if self.is_first else None
-        dist.gather(x, parts, dst=self._global(0), group=self.group)
-        return torch.cat(parts, dim=-1) if parts is not None else None
+        parts = x.new_empty((self.size * x.shape[0], *x.shape[1:]))  # the ranks' x, stacked on dim 0
+        self.log.record(self.rank, "all_gather", x)
+        dist.all_gather_into_tensor(parts, x, group=self.group)
+        if not self.is_first:
+            return None
+        return parts.view(self.size, *x.shape).movedim(0, -2).flatten(-2)
 
     def broadcast_from_first(self, x: torch.Tensor) -> torch.Tensor:
         """Rank 0's `x` on every rank, in place (the other ranks pass a tensor of the same shape)."""
         if self.size > 1:
+            self.log.record(self.rank, "broadcast", x)
             dist.broadcast(x, src=self._global(0), group=self.group)
         return x
 
@@ -54,6 +70,7 @@ class TensorParallel:
         if self.size == 1:
             return value
         tensor = torch.tensor([value], dtype=torch.int64, device=device)
+        self.log.record(self.rank, "all_reduce_min", tensor)
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=self.group)
         return int(tensor.item())
 
@@ -64,20 +81,24 @@ class TensorParallel:
 SINGLE_RANK = TensorParallel(rank=0, size=1)
 
 
-def init_tensor_parallel(rank: int, size: int, port: int, device: torch.device) -> TensorParallel:
+def init_tensor_parallel(
+    rank: int, size: int, port: int, device: torch.device, timeout: timedelta = COLLECTIVE_TIMEOUT
+) -> TensorParallel:
     """Join the group rendezvousing on 127.0.0.1:`port` (all ranks are on this host): NCCL on CUDA,
-    gloo on CPU. Blocks until every rank has joined."""
+    gloo on CPU. Blocks until every rank has joined. A collective that waits longer than `timeout`
+    fails the process (NCCL's watchdog aborts it) instead of hanging."""
     if size == 1:
         return SINGLE_RANK
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # on a timeout: abort, tear down
         torch.cuda.set_device(device)
     dist.init_process_group(
         backend,
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=size,
-        timeout=COLLECTIVE_TIMEOUT,
+        timeout=timeout,
         device_id=device if device.type == "cuda" else None,
     )
     return TensorParallel(rank=rank, size=size, group=dist.group.WORLD)

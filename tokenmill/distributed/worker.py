@@ -4,12 +4,15 @@ It builds its part exactly as rank 0 does (`engine/rank_model.py`), then loops: 
 inputs, run the forward pass (its collectives meet rank 0's), and when the step samples, receive the
 sampled tokens rank 0 broadcasts (the input of a continuation step). It has no scheduler and no
 sampler. It exits when rank 0 says so, when its control pipe closes, or when its parent is gone (a
-thread watches, since a rank blocked in an NCCL collective would otherwise wait for ever).
+thread watches, since a rank blocked in an NCCL collective would otherwise wait for ever). Before each
+step it checks that it issued the same collectives as rank 0 (`trace.py`), and it prints its stacks
+on SIGUSR1 (rank 0's step watchdog sends it).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,7 @@ from tokenmill.config import EngineConfig
 from tokenmill.distributed.control import SHUTDOWN, decode_step, staged_in
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
+from tokenmill.distributed.watchdog import print_stacks_on_signal
 
 if TYPE_CHECKING:
     from tokenmill.engine.model_runner import ModelRunner
@@ -38,11 +42,13 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
     """The process entry point (spawned by `TensorParallelWorkers`)."""
     configure_logging(f"tp{rank}")
     exit_with_parent(parent_pid)
+    print_stacks_on_signal()
     from tokenmill.engine.rank_model import load_rank_model  # after logging: the import is the slow part
 
     try:
         device = rank_device(config, rank)
-        tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device)
+        timeout = timedelta(seconds=config.collective_timeout_s)
+        tp = init_tensor_parallel(rank, config.tensor_parallel_size, port, device, timeout)
         rank_model = load_rank_model(config, device, tp)
         runner = rank_model.runner(rank_model.plan_kv_cache(), sampler=None)
         logger.info("rank %d of %d ready on %s", rank, tp.size, device)
@@ -65,9 +71,10 @@ def serve_steps(runner: ModelRunner, tp: TensorParallel, control: Connection) ->
         if data == SHUTDOWN:
             return
         staging.next_step()
-        inputs, use_graph = decode_step(data, previous_sampled, stage)
+        inputs, header = decode_step(data, previous_sampled, stage)
+        tp.log.check(tp.rank, header.step, header.mark)
         with torch.inference_mode():
-            runner.run_model(inputs, use_graph)
+            runner.run_model(inputs, header.use_graph)
             if len(inputs.logits_indices):
                 sampled = torch.empty(len(inputs.logits_indices), dtype=torch.long, device=runner.device)
                 previous_sampled = tp.broadcast_from_first(sampled)

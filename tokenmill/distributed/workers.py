@@ -6,7 +6,9 @@ and rendezvous with rank 0 over TCP on the loopback. A monitor thread waits on t
 sentinels: a worker that dies makes every later step raise `WorkerDiedError`, and calls `on_death`
 (the server's engine client uses it to fail at once, since rank 0 may be blocked in a collective
 that waits for the dead rank). Before the engine has started there is nobody to tell, so the
-process exits instead of waiting in the start-up collectives.
+process exits instead of waiting in the start-up collectives. A step that never ends (ranks waiting
+in different collectives) is caught by a `StepWatchdog`, which prints every rank's stacks, stops the
+engine the same way, and ends the process.
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import timedelta
 from multiprocessing.connection import wait
 
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, encode_step
+from tokenmill.distributed.control import SHUTDOWN, StepHeader, encode_step
 from tokenmill.distributed.group import (
     SINGLE_RANK,
     TensorParallel,
     destroy_tensor_parallel,
     init_tensor_parallel,
 )
+from tokenmill.distributed.trace import tracing
+from tokenmill.distributed.watchdog import StepWatchdog, print_stacks_on_signal
 from tokenmill.distributed.worker import rank_device, run_worker
 from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.eval.local_server import free_port
@@ -36,11 +43,17 @@ from tokenmill.eval.local_server import free_port
 logger = logging.getLogger(__name__)
 
 EXIT_WORKER_DIED = 1
+EXIT_STEP_HUNG = 4
 SHUTDOWN_SECONDS = 10.0
+HANG_EXIT_SECONDS = 5.0  # after a hung step: for the server to answer 503 and fail its requests
 
 
 class WorkerDiedError(RuntimeError):
     """A tensor-parallel worker process exited: the model is incomplete, no step can run."""
+
+
+class StepHungError(WorkerDiedError):
+    """A tensor-parallel step did not finish in `step_timeout_s`: the ranks are out of step."""
 
 
 class TensorParallelWorkers:
@@ -68,8 +81,15 @@ class TensorParallelWorkers:
         self._wake, self._waker = context.Pipe(duplex=False)
         self._monitor = threading.Thread(target=self._watch, name="tp-monitor", daemon=True)
         self._monitor.start()
+        self._steps_sent = 0
+        self._trace = tracing()
+        print_stacks_on_signal()
+        self._watchdog = StepWatchdog(
+            config.step_timeout_s, lambda: [p.pid for p in self.processes if p.pid], self._hung
+        )
         try:
-            self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device)
+            timeout = timedelta(seconds=config.collective_timeout_s)
+            self.tp = init_tensor_parallel(0, config.tensor_parallel_size, port, device, timeout)
         except BaseException:
             self.shutdown()
             raise
@@ -78,9 +98,17 @@ class TensorParallelWorkers:
         """The engine is up: from now on a death raises in the next step and calls `on_death`."""
         self.on_death = on_death or (lambda _: None)
 
+    def step_guard(self) -> AbstractContextManager[None]:
+        """Wrap one engine step: if it does not end in `step_timeout_s`, the watchdog steps in."""
+        return self._watchdog
+
     def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
         self._check()
-        data = encode_step(inputs, use_graph)
+        self._steps_sent += 1
+        header = StepHeader(self._steps_sent, use_graph, self.tp.log.mark())
+        if self._trace:
+            logger.info("rank 0 step #%d sent: graph=%s, collectives %s", *header)
+        data = encode_step(inputs, header)
         try:
             for control in self._controls:
                 control.send_bytes(data)
@@ -94,6 +122,7 @@ class TensorParallelWorkers:
     def shutdown(self) -> None:
         """Tell the workers to stop, wait a little, then kill any that did not."""
         self._stopping.set()
+        self._watchdog.stop()
         self._waker.send_bytes(b"")
         for control in self._controls:
             with contextlib.suppress(OSError):  # that worker is gone already
@@ -119,6 +148,18 @@ class TensorParallelWorkers:
         self.failure = WorkerDiedError(f"tensor-parallel worker {dead.name} exited with code {dead.exitcode}")
         logger.critical("%s", self.failure)
         self.on_death(self.failure)
+
+    def _hung(self, message: str) -> None:
+        """The watchdog's verdict: fail the engine, give the server a moment to say so, then end the
+        process (a rank blocked in the driver cannot be brought back)."""
+        self.failure = StepHungError(message)
+        self._stopping.set()  # the workers killed below are not news for the monitor
+        self.on_death(self.failure)
+        time.sleep(HANG_EXIT_SECONDS)
+        for process in self.processes:
+            process.kill()
+        logging.shutdown()
+        os._exit(EXIT_STEP_HUNG)
 
 
 def start_tensor_parallel(
