@@ -150,14 +150,15 @@ class TensorParallelWorkers:
         self.on_death(self.failure)
 
     def _hung(self, message: str) -> None:
-        """The watchdog's verdict: fail the engine, give the server a moment to say so, then end the
-        process (a rank blocked in the driver cannot be brought back)."""
-        self.failure = StepHungError(message)
-        self._stopping.set()  # the workers killed below are not news for the monitor
-        self.on_death(self.failure)
-        time.sleep(HANG_EXIT_SECONDS)
+        """The watchdog's verdict (the stacks are printed): kill the workers, which cannot be brought
+        back from inside the driver, fail the engine, give the server a moment to answer 503 and
+        exit on its own, else end the process."""
+        self._stopping.set()  # the deaths below are not news for the monitor
         for process in self.processes:
             process.kill()
+        self.failure = StepHungError(message)
+        self.on_death(self.failure)
+        time.sleep(HANG_EXIT_SECONDS)
         logging.shutdown()
         os._exit(EXIT_STEP_HUNG)
 
