@@ -22,6 +22,9 @@ import torch.distributed as dist
 
 from tokenmill.distributed.trace import CollectiveLog
 
+# torch >= 2.13 names it all_gather_single (the old name warns); the GPU images may be older.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
 # Start-up (loading a checkpoint, capturing graphs) happens between collectives, but every rank does
 # it at once: the wait is the difference between the ranks, not the whole.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -53,7 +56,7 @@ class TensorParallel:
         x = x.contiguous()
         parts = x.new_empty((self.size * x.shape[0], *x.shape[1:]))  # the ranks' x, stacked on dim 0
         self.log.record(self.rank, "all_gather", x)
-        dist.all_gather_into_tensor(parts, x, group=self.group)
+        _all_gather_single(parts, x, group=self.group)
         if not self.is_first:
             return None
         return parts.view(self.size, *x.shape).movedim(0, -2).flatten(-2)
