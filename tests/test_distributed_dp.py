@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from tests.helpers.server_process import ServerProcess
-from tokenmill.distributed.data_parallel import AFFINITY_SLACK, AFFINITY_TOKENS, DataParallelLLM
+from tokenmill.distributed.data_parallel import AFFINITY_SLACK, AFFINITY_TOKENS, DataParallelLLM, _Replica
 
 
 def _router(*outstanding: int) -> DataParallelLLM:
@@ -39,6 +40,33 @@ def test_a_shared_prefix_sticks_to_its_replica_until_it_is_too_busy() -> None:
     assert other is not first
     assert router._route([*prefix, 4]) is other  # the prefix moved with it
     assert router._route([*range(100, 100 + AFFINITY_TOKENS), 1]) is other  # unrelated: least busy
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, message: tuple) -> None:
+        self.sent.append(message)
+
+
+def test_the_requests_of_one_event_loop_turn_reach_a_replica_as_one_message() -> None:
+    """A batch's items leave together, and an abort never overtakes the add of its request."""
+    replica = _Replica.__new__(_Replica)
+    replica.pipe, replica.send_lock, replica._adds = _Pipe(), threading.Lock(), []
+
+    async def turns() -> None:
+        for i in range(3):
+            replica.add((f"r{i}", [1, 2], None, True, None))
+        await asyncio.sleep(0)  # the end of the turn sends them
+        replica.add(("r3", [3], None, True, None))
+        replica.send(("abort", "r3"))
+
+    asyncio.run(turns())
+    (kind, first), second, abort = replica.pipe.sent
+    assert kind == "add" and [request[0] for request in first] == ["r0", "r1", "r2"]
+    assert second[0] == "add" and [request[0] for request in second[1]] == ["r3"]
+    assert abort == ("abort", "r3")
 
 
 def _gauges(server: ServerProcess, name: str) -> dict[str, float]:

@@ -5,7 +5,10 @@ interface. Each request goes to one replica, chosen by load: the sequences it ha
 have not finished (exact and current, unlike a step-old report, so the items of one /predict batch
 spread evenly as they arrive). A request whose prompt starts like a recent one's (same first
 `AFFINITY_TOKENS` tokens) goes where that one went, to reuse its prefix cache, unless that replica
-is `AFFINITY_SLACK` sequences busier than the least busy.
+is `AFFINITY_SLACK` sequences busier than the least busy. The requests routed to a replica in one
+turn of the event loop travel as one message, so the items of a batch reach its engine together
+(one message per request cost a pickle, a pipe write and a wake-up each, and spread the batch's
+admission over several engine steps).
 
 A replica that dies stops the whole client (`on_failure`), as one engine's death stops `AsyncLLM`:
 the server answers 503 and exits, and its supervisor restarts it.
@@ -13,6 +16,7 @@ the server answers 503 and exits, and its supervisor restarts it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
@@ -57,9 +61,29 @@ class _Replica:
         self.outstanding = 0  # sequences sent and not finished
         self.load = EngineLoad(0, 0, 0.0)  # as last reported
         self.send_lock = threading.Lock()
+        self._adds: list[tuple] = []  # requests routed here in this event-loop turn, not sent yet
+
+    def add(self, request: tuple) -> None:
+        """Queue a request (request_id, prompt, params, final_only, lora) for the end of this turn."""
+        with self.send_lock:
+            if not self._adds:
+                asyncio.get_running_loop().call_soon(self._send_adds)
+            self._adds.append(request)
 
     def send(self, message: tuple) -> None:
+        """Send a message, after the requests queued so far (so an abort never overtakes its add)."""
         with self.send_lock:
+            self._flush(message)
+
+    def _send_adds(self) -> None:
+        with self.send_lock, contextlib.suppress(OSError):  # a dead replica is reported by _listen
+            self._flush(None)
+
+    def _flush(self, message: tuple | None) -> None:
+        if self._adds:
+            adds, self._adds = self._adds, []
+            self.pipe.send(("add", adds))
+        if message is not None:
             self.pipe.send(message)
 
     def exit_status(self) -> str:
@@ -131,7 +155,7 @@ class DataParallelLLM:
         stream = RequestStream()
         self._streams[request_id] = (stream, replica)
         replica.outstanding += params.n
-        replica.send(("add", request_id, prompt, params, final_only, lora))
+        replica.add((request_id, prompt, params, final_only, lora))
         try:
             async for output in stream.outputs():
                 yield output

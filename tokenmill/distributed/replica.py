@@ -2,7 +2,8 @@
 fed requests by the server's `DataParallelLLM` over a pipe.
 
 Inside, an ordinary `AsyncLLM` serves them, so a replica keeps the single-engine failure policy.
-Messages in: ("add", request_id, prompt, params, final_only, lora), ("abort", request_id), ("stop",).
+Messages in: ("add", [(request_id, prompt, params, final_only, lora), ...]) (the requests routed here
+in one turn of the server's event loop), ("abort", request_id), ("stop",).
 Messages out: ("ready", ReplicaFacts), then batches ("outputs", [(request_id, RequestOutput |
 exception)], EngineLoad) at most one per turn of the event loop (so per engine step, not per request),
 and ("dead", message) if the engine stops.
@@ -97,9 +98,10 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
             raise RuntimeError(f"the engine stopped: {llm.error!r}")
         message = command.result()
         if message[0] == "add":
-            relay = asyncio.create_task(_relay(llm, outbox, *message[1:]))
-            relays.add(relay)
-            relay.add_done_callback(relays.discard)
+            for request in message[1]:
+                relay = asyncio.create_task(_relay(llm, outbox, *request))
+                relays.add(relay)
+                relay.add_done_callback(relays.discard)
         elif message[0] == "abort":
             await llm.abort(message[1])
         else:
