@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from tokenmill.distributed.group import TensorParallel, destroy_tensor_parallel, init_tensor_parallel
+from tokenmill.distributed.process import run_ranks
 from tokenmill.eval.local_server import free_port
 
 LAYERS = 8  # all-reduce pairs per captured "step"
@@ -111,16 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and torch.cuda.device_count() < args.world_size:
         raise SystemExit(f"needs {args.world_size} GPUs, sees {torch.cuda.device_count()}")
-    port = free_port()
-    context = mp.get_context("spawn")
-    ranks = [context.Process(target=_rank, args=(rank, args, port)) for rank in range(args.world_size)]
-    for process in ranks:
-        process.start()
-    for process in ranks:
-        process.join(args.stage_timeout * 10)
-        if process.is_alive():
-            process.kill()
-    codes = [process.exitcode for process in ranks]
+    codes = run_ranks(_rank, args.world_size, args, free_port(), timeout=args.stage_timeout * 10)
     print(f"exit codes {codes}", file=sys.stderr)
     if any(codes):
         raise SystemExit(1)

@@ -105,8 +105,26 @@ def test_two_replicas_answer_a_predict_batch_in_order(tiny_model_dir, server: Se
         assert response.status_code == 200, response.text
         assert response.json()["response"] == expected
         assert busy == {"0", "1"}, parallel.log()
+        _structured_and_unknown_models_are_answered(parallel)
     finally:
         assert parallel.stop() == 0
+
+
+def _structured_and_unknown_models_are_answered(parallel: ServerProcess) -> None:
+    """The server reads its engine through the client protocol: behind replicas, a constraint is still
+    compiled (and so checked) before routing, and an unknown model is a 404, not a crash."""
+    model = requests.get(parallel.url + "/v1/models", timeout=5).json()["data"][0]["id"]
+    chat = {"model": model, "messages": [{"role": "user", "content": "Pick one."}], "max_tokens": 8}
+    choice = requests.post(
+        parallel.url + "/v1/chat/completions", json={**chat, "guided_choice": ["alpha", "beta"]}, timeout=120
+    )
+    assert choice.status_code == 200, choice.text
+    assert choice.json()["choices"][0]["message"]["content"] in {"alpha", "beta"}
+    bad_schema = {**chat, "guided_json": {"type": "fish"}}
+    refused = requests.post(parallel.url + "/v1/chat/completions", json=bad_schema, timeout=60)
+    assert refused.status_code == 400 and "guided_json" in refused.text, refused.text
+    unknown = requests.post(parallel.url + "/v1/chat/completions", json={**chat, "model": "nope"}, timeout=60)
+    assert unknown.status_code == 404 and "'nope'" in unknown.text, unknown.text
 
 
 @pytest.mark.slow

@@ -23,16 +23,26 @@ import multiprocessing as mp
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.replica import ReplicaFacts, run_replica
-from tokenmill.engine.async_llm import EngineDeadError, EngineLoad, RequestStream, deliver
+from tokenmill.engine.async_llm import EngineLoad
+from tokenmill.engine.engine_client import (
+    EngineDeadError,
+    RequestStream,
+    StreamingClient,
+    Submission,
+    deliver,
+)
 from tokenmill.engine.input_processor import InputProcessor, Prompt
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output.compiler import GrammarCompiler
+from tokenmill.structured_output.manager import StructuredOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +111,7 @@ class _Replica:
         return content
 
 
-class DataParallelLLM:
+class DataParallelLLM(StreamingClient):
     def __init__(
         self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
     ) -> None:
@@ -112,13 +122,16 @@ class DataParallelLLM:
         except RuntimeError:
             self.shutdown()
             raise
-        self.engine = facts[0]  # what the server reads of an engine: name, device, limits
-        self.tokenizer = facts[0].tokenizer
-        vocab_size, max_model_len = facts[0].model_config.vocab_size, facts[0].max_model_len
+        first = facts[0]
+        vocab_size, max_model_len = first.model_config.vocab_size, first.max_model_len
+        compiler = GrammarCompiler(first.tokenizer, vocab_size, first.eos_token_ids)
+        self.engine = replace(first, structured=StructuredOutputs(compiler))  # what the server reads
+        self.tokenizer = first.tokenizer
         self._admission = InputProcessor(self.tokenizer, vocab_size, max_model_len)
         self._on_failure = on_failure
         self.error: BaseException | None = None
-        self._streams: dict[str, tuple[RequestStream, _Replica]] = {}
+        self._streams: dict[str, RequestStream] = {}
+        self._placement: dict[str, _Replica] = {}  # the replica of each open stream
         self._affinity: OrderedDict[int, _Replica] = OrderedDict()
         self._stopping = False
         for replica in self._replicas:
@@ -138,37 +151,22 @@ class DataParallelLLM:
     def loads(self) -> list[EngineLoad]:
         return [replica.load for replica in self._replicas]
 
-    async def generate(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        request_id: str,
-        final_only: bool = False,
-        lora: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
-        """As `AsyncLLM.generate`, on the replica `route` picks."""
-        if self.error is not None:
-            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
-        if request_id in self._streams:
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        replica = self._route(prompt)
-        stream = RequestStream()
-        self._streams[request_id] = (stream, replica)
-        replica.outstanding += params.n
-        replica.add((request_id, prompt, params, final_only, lora))
-        try:
-            async for output in stream.outputs():
-                yield output
-        finally:
-            replica.outstanding -= params.n
-            if not stream.finished:
-                replica.send(("abort", request_id))
-            self._streams.pop(request_id, None)
+    def _submit(self, request: Submission) -> None:
+        replica = self._route(request.prompt)
+        self._placement[request.request_id] = replica
+        replica.outstanding += request.params.n
+        replica.add((request.request_id, request.prompt, request.params, request.final_only, request.lora))
+
+    def _closed(self, request: Submission, finished: bool) -> None:
+        replica = self._placement.pop(request.request_id)
+        replica.outstanding -= request.params.n
+        if not finished:
+            replica.send(("abort", request.request_id))
 
     async def abort(self, request_id: str) -> None:
-        stream = self._streams.get(request_id)
-        if stream is not None:
-            stream[1].send(("abort", request_id))
+        replica = self._placement.get(request_id)
+        if replica is not None:
+            replica.send(("abort", request_id))
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
         self._stopping = True
@@ -213,7 +211,7 @@ class DataParallelLLM:
 
     def _deliver(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
         streams = self._streams  # read once per item: the event loop may remove a stream meanwhile
-        deliver([(entry[0], item) for request_id, item in items if (entry := streams.get(request_id))])
+        deliver([(stream, item) for request_id, item in items if (stream := streams.get(request_id))])
 
     def _die(self, exc: BaseException) -> None:
         if self.error is not None:

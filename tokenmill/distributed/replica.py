@@ -28,6 +28,7 @@ from tokenmill.engine.input_processor import Prompt
 from tokenmill.models.config import ModelConfig
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output.manager import StructuredOutputs
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplicaFacts:
-    """What the server reads of an engine (the same names as `LLMEngine`'s), sent once by each replica."""
+    """What the server reads of an engine (the same names as `LLMEngine`'s), sent once by each replica.
+    Replicas run without LoRA (the configuration refuses it); `structured` is the server process's
+    own grammar compiler, which checks a request's constraint before it is routed."""
 
     model_name: str
     device: torch.device
     model_config: ModelConfig
     max_model_len: int
     tokenizer: Tokenizer
+    eos_token_ids: tuple[int, ...]
+    lora: None = None
+    structured: StructuredOutputs | None = None
 
 
 def run_replica(
@@ -84,7 +90,14 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
     llm = AsyncLLM(config, on_failure=lambda _: loop.call_soon_threadsafe(failed.set))
     engine = llm.engine
     model_config = replace(engine.model_config, tensor_parallel=SINGLE_RANK)
-    facts = ReplicaFacts(engine.model_name, engine.device, model_config, engine.max_model_len, llm.tokenizer)
+    facts = ReplicaFacts(
+        engine.model_name,
+        engine.device,
+        model_config,
+        engine.max_model_len,
+        llm.tokenizer,
+        engine.eos_token_ids,
+    )
     pipe.send(("ready", facts))
     inbox: asyncio.Queue[tuple] = asyncio.Queue()
     threading.Thread(target=_read, args=(pipe, loop, inbox), name="replica-inbox", daemon=True).start()
