@@ -25,6 +25,8 @@ from tokenmill.distributed.trace import CollectiveLog
 # torch >= 2.13 names it all_gather_single (the old name warns); the GPU images may be older.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
+WARM_UP_ELEMENTS = (256, 1 << 20)  # NCCL's low-latency protocols, then its bulk one
+
 # Start-up (loading a checkpoint, capturing graphs) happens between collectives, but every rank does
 # it at once: the wait is the difference between the ranks, not the whole.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -76,6 +78,20 @@ class TensorParallel:
         self.log.record(self.rank, "all_reduce_min", tensor)
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=self.group)
         return int(tensor.item())
+
+    def warm_up(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Issue each collective of a step once, eagerly, small and large: NCCL sets up a kind of
+        connection (and its buffers) at its first use, which should then be neither a CUDA graph
+        capture nor a request's step, and should come before the KV cache takes the free memory."""
+        if self.size == 1:
+            return
+        for numel in WARM_UP_ELEMENTS:
+            x = torch.zeros(1, numel, dtype=dtype, device=device)
+            self.all_reduce(x)
+            self.gather_last_dim(x)
+            self.broadcast_from_first(x[0].long())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def _global(self, group_rank: int) -> int:
         return dist.get_global_rank(self.group, group_rank) if self.group is not None else group_rank
