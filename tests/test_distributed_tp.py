@@ -200,3 +200,26 @@ def test_lora_is_refused_with_more_than_one_rank_or_replica() -> None:
     for sizes in ({"tensor_parallel_size": 2}, {"data_parallel_size": 2}):
         with pytest.raises(ValueError, match="enable_lora / lora_modules need tensor_parallel_size=1"):
             EngineConfig(enable_lora=True, **sizes)
+
+
+@pytest.mark.slow
+def test_the_cuda_graph_path_issues_the_same_collectives_on_every_rank(tiny_model_dir, monkeypatch) -> None:
+    """The graph path only CUDA takes (capture of every size at start-up, decode steps replayed), run on
+    the CPU with stand-in graphs in both processes: every step's check that the worker issued the same
+    collectives as rank 0 must pass, and the decode steps must replay graphs on both ranks."""
+    from tests.helpers import emulated_graphs
+    from tokenmill.distributed import workers
+
+    emulated_graphs.install(monkeypatch.setattr)
+    monkeypatch.setattr(workers, "run_worker", emulated_graphs.run_worker)
+    setup = dict(HARD_SETUP, max_num_seqs=4, collective_timeout_s=60, step_timeout_s=60)
+    llm = LLM(str(tiny_model_dir("qwen3")), tensor_parallel_size=2, **setup)
+    try:
+        assert len(llm.engine.runner.graphs) == 3  # sizes 1, 2, 4
+        outputs = llm.generate(
+            mixed_prompts()[:6], SamplingParams(max_tokens=6, ignore_eos=True), use_tqdm=False
+        )
+        assert [len(o.outputs[0].token_ids) for o in outputs] == [6] * 6
+        assert emulated_graphs.REPLAYS["count"] > 0  # rank 0's; a worker without its graph would die
+    finally:
+        llm.engine.shutdown()
