@@ -16,6 +16,7 @@ import requests
 from tests.helpers.server_process import ServerProcess
 from tokenmill import LLM, SamplingParams
 from tokenmill.distributed.trace import CollectiveLog
+from tokenmill.distributed.watchdog import bounded
 
 
 def _descendants(pid: int) -> list[int]:
@@ -117,3 +118,14 @@ def test_a_worker_whose_collectives_differ_from_rank_0_stops_naming_both_counts(
         llm.shutdown()
     err = capfd.readouterr().err
     assert "RanksDivergedError: before step 1, rank 1 had issued" in err, err[-3000:]
+
+
+def test_a_call_that_never_returns_is_left_behind_with_the_stacks(capfd) -> None:
+    """Leaving an NCCL group can wait for ever (a live graph holding its collectives): shutdown must go
+    on and say where it was stuck."""
+    started = time.monotonic()
+    assert not bounded(lambda: time.sleep(30), 0.2, "leaving the tensor-parallel group")
+    assert time.monotonic() - started < 5
+    err = capfd.readouterr().err
+    assert "most recent call first" in err and "in <lambda>" in err, err
+    assert bounded(lambda: None, 5, "a quick call")

@@ -5,6 +5,7 @@ no log. So rank 0 times each step: one that takes longer than `step_timeout_s` p
 stacks of every thread of every rank (rank 0's own, then each worker's on SIGUSR1, which every
 tensor-parallel process handles with `faulthandler`), and calls `on_hang`, which stops the engine (the
 server answers 503 and exits non-zero). `kill -USR1 <pid>` prints any rank's stacks by hand too.
+`bounded` does the same for one call that may never return (leaving the process group at shutdown).
 """
 
 from __future__ import annotations
@@ -23,6 +24,20 @@ logger = logging.getLogger(__name__)
 
 STACKS_SIGNAL = signal.SIGUSR1
 STACKS_SECONDS = 2.0  # for the workers to print theirs
+
+
+def bounded(call: Callable[[], None], seconds: float, what: str) -> bool:
+    """Run `call` on a daemon thread; if it has not returned in `seconds`, print every thread's stack
+    and return False (the thread is left behind: the process is on its way out)."""
+    thread = threading.Thread(target=call, name=what, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not thread.is_alive():
+        return True
+    logger.critical("%s has not finished in %.0f s; going on without it. Stacks follow", what, seconds)
+    sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    return False
 
 
 def print_stacks_on_signal() -> None:

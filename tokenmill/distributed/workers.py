@@ -35,7 +35,7 @@ from tokenmill.distributed.group import (
     init_tensor_parallel,
 )
 from tokenmill.distributed.trace import tracing
-from tokenmill.distributed.watchdog import StepWatchdog, print_stacks_on_signal
+from tokenmill.distributed.watchdog import StepWatchdog, bounded, print_stacks_on_signal
 from tokenmill.distributed.worker import rank_device, run_worker
 from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.eval.local_server import free_port
@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 EXIT_WORKER_DIED = 1
 EXIT_STEP_HUNG = 4
 SHUTDOWN_SECONDS = 10.0
-HANG_EXIT_SECONDS = 5.0  # after a hung step: for the server to answer 503 and fail its requests
+HANG_EXIT_SECONDS = 5.0
+LEAVE_GROUP_SECONDS = 30.0  # after a hung step: for the server to answer 503 and fail its requests
 
 
 class WorkerDiedError(RuntimeError):
@@ -132,7 +133,9 @@ class TensorParallelWorkers:
             if process.is_alive():
                 process.kill()
                 process.join()
-        destroy_tensor_parallel()
+        # NCCL's communicator destruction can wait for ever (e.g. on a live CUDA graph that captured
+        # its collectives): say so with the stacks rather than hang the caller.
+        bounded(destroy_tensor_parallel, LEAVE_GROUP_SECONDS, "leaving the tensor-parallel group")
 
     def _check(self) -> None:
         if self.failure is not None:
