@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 EXIT_WORKER_DIED = 1
 EXIT_STEP_HUNG = 4
 SHUTDOWN_SECONDS = 10.0
-HANG_EXIT_SECONDS = 5.0
-LEAVE_GROUP_SECONDS = 30.0  # after a hung step: for the server to answer 503 and fail its requests
+HANG_EXIT_SECONDS = 5.0  # after a hung step: for the server to answer 503 and fail its requests
+LEAVE_GROUP_SECONDS = 30.0
 
 
 class WorkerDiedError(RuntimeError):
