@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from tokenmill.distributed.group import TensorParallel, destroy_tensor_parallel, init_tensor_parallel
+from tokenmill.distributed.process import run_ranks
 from tokenmill.eval.local_server import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,15 +121,9 @@ def main() -> None:
         "--no-symmetric", dest="symmetric", action="store_false", help="NCCL for every all-reduce"
     )
     args = parser.parse_args()
-    port = free_port()
-    context = mp.get_context("spawn")
-    ranks = [context.Process(target=_rank, args=(rank, args, port)) for rank in range(args.world_size)]
-    for process in ranks:
-        process.start()
-    for process in ranks:
-        process.join()
-    if any(process.exitcode for process in ranks):
-        raise SystemExit(f"a rank failed: exit codes {[process.exitcode for process in ranks]}")
+    codes = run_ranks(_rank, args.world_size, args, free_port())
+    if any(codes):
+        raise SystemExit(f"a rank failed: exit codes {codes}")
 
 
 if __name__ == "__main__":

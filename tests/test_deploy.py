@@ -132,3 +132,22 @@ def test_docker_grpc_requirements_are_the_grpc_extra() -> None:
     lines = (ROOT / "requirements-docker-grpc.txt").read_text().splitlines()
     assert [line for line in lines if line and not line.startswith("#")] == extra
     assert re.search(r"^ARG WITH_GRPC=false$", (ROOT / "Dockerfile").read_text(), re.M)
+
+
+MULTI_GPU_OVERLAY = ROOT / "deploy" / "k8s" / "multi-gpu"
+
+
+def test_multi_gpu_overlay_asks_for_as_many_gpus_as_its_ranks_and_shared_memory() -> None:
+    overlay = yaml.safe_load((MULTI_GPU_OVERLAY / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../"]
+    (patch,) = [yaml.safe_load((MULTI_GPU_OVERLAY / p["path"]).read_text()) for p in overlay["patches"]]
+    pod = patch["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    settings = {name.removeprefix("TOKENMILL_").lower(): value for name, value in env.items()}
+    config = ServerConfig(**settings)  # every variable is a setting, with a valid value
+    gpus = config.tensor_parallel_size * config.data_parallel_size
+    assert gpus == container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert mount["mountPath"] == "/dev/shm" and volume["emptyDir"]["medium"] == "Memory"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from tests.helpers.server_process import ServerProcess
-from tokenmill.distributed.data_parallel import AFFINITY_SLACK, AFFINITY_TOKENS, DataParallelLLM
+from tokenmill.distributed.data_parallel import AFFINITY_SLACK, AFFINITY_TOKENS, DataParallelLLM, _Replica
 
 
 def _router(*outstanding: int) -> DataParallelLLM:
@@ -39,6 +40,33 @@ def test_a_shared_prefix_sticks_to_its_replica_until_it_is_too_busy() -> None:
     assert other is not first
     assert router._route([*prefix, 4]) is other  # the prefix moved with it
     assert router._route([*range(100, 100 + AFFINITY_TOKENS), 1]) is other  # unrelated: least busy
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def send(self, message: tuple) -> None:
+        self.sent.append(message)
+
+
+def test_the_requests_of_one_event_loop_turn_reach_a_replica_as_one_message() -> None:
+    """A batch's items leave together, and an abort never overtakes the add of its request."""
+    replica = _Replica.__new__(_Replica)
+    replica.pipe, replica.send_lock, replica._adds = _Pipe(), threading.Lock(), []
+
+    async def turns() -> None:
+        for i in range(3):
+            replica.add((f"r{i}", [1, 2], None, True, None))
+        await asyncio.sleep(0)  # the end of the turn sends them
+        replica.add(("r3", [3], None, True, None))
+        replica.send(("abort", "r3"))
+
+    asyncio.run(turns())
+    (kind, first), second, abort = replica.pipe.sent
+    assert kind == "add" and [request[0] for request in first] == ["r0", "r1", "r2"]
+    assert second[0] == "add" and [request[0] for request in second[1]] == ["r3"]
+    assert abort == ("abort", "r3")
 
 
 def _gauges(server: ServerProcess, name: str) -> dict[str, float]:
@@ -77,8 +105,26 @@ def test_two_replicas_answer_a_predict_batch_in_order(tiny_model_dir, server: Se
         assert response.status_code == 200, response.text
         assert response.json()["response"] == expected
         assert busy == {"0", "1"}, parallel.log()
+        _structured_and_unknown_models_are_answered(parallel)
     finally:
         assert parallel.stop() == 0
+
+
+def _structured_and_unknown_models_are_answered(parallel: ServerProcess) -> None:
+    """The server reads its engine through the client protocol: behind replicas, a constraint is still
+    compiled (and so checked) before routing, and an unknown model is a 404, not a crash."""
+    model = requests.get(parallel.url + "/v1/models", timeout=5).json()["data"][0]["id"]
+    chat = {"model": model, "messages": [{"role": "user", "content": "Pick one."}], "max_tokens": 8}
+    choice = requests.post(
+        parallel.url + "/v1/chat/completions", json={**chat, "guided_choice": ["alpha", "beta"]}, timeout=120
+    )
+    assert choice.status_code == 200, choice.text
+    assert choice.json()["choices"][0]["message"]["content"] in {"alpha", "beta"}
+    bad_schema = {**chat, "guided_json": {"type": "fish"}}
+    refused = requests.post(parallel.url + "/v1/chat/completions", json=bad_schema, timeout=60)
+    assert refused.status_code == 400 and "guided_json" in refused.text, refused.text
+    unknown = requests.post(parallel.url + "/v1/chat/completions", json={**chat, "model": "nope"}, timeout=60)
+    assert unknown.status_code == 404 and "'nope'" in unknown.text, unknown.text
 
 
 @pytest.mark.slow

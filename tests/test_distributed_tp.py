@@ -15,7 +15,7 @@ import torch
 from tests.test_correctness import mixed_prompts
 from tokenmill import LLM, SamplingParams
 from tokenmill.config import ServerConfig
-from tokenmill.distributed.control import decode_step, encode_step, staged_in
+from tokenmill.distributed.control import StepHeader, decode_step, encode_step, staged_in
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.distributed.sharding import check_splits, rank_units
@@ -89,16 +89,19 @@ def test_the_step_message_carries_arrays_not_sequences() -> None:
         seq_lens_cpu=[3], sampling_seqs=[object()],  # type: ignore[list-item]
     )  # fmt: skip
     previous = torch.tensor([42])
-    decoded, use_graph = decode_step(encode_step(inputs, use_graph=True), previous)
-    assert use_graph and decoded.sampling_seqs == [] and decoded.token_source is previous
+    header = StepHeader(step=7, use_graph=True, mark=(12, 0xABC))
+    decoded, received = decode_step(encode_step(inputs, header), previous)
+    assert received == header and decoded.sampling_seqs == [] and decoded.token_source is previous
     assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
     np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
-    staged, _ = decode_step(encode_step(inputs, True), previous, staged_in(HostStaging(torch.device("cpu"))))
+    staged, _ = decode_step(
+        encode_step(inputs, header), previous, staged_in(HostStaging(torch.device("cpu")))
+    )
     torch.testing.assert_close(staged.block_tables, inputs.block_tables, rtol=0, atol=0)
-    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), False), None)
+    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), header), None)
     assert fresh.token_source is None
     with pytest.raises(RuntimeError, match="continuation"):
-        decode_step(encode_step(inputs, False), None)
+        decode_step(encode_step(inputs, header), None)
 
 
 def test_mp_num_sets_the_tensor_parallel_size(monkeypatch) -> None:
@@ -189,3 +192,26 @@ def test_a_model_that_does_not_split_is_a_clear_error_and_stops_the_workers(tiny
 def test_the_offline_api_refuses_data_parallelism_naming_the_field() -> None:
     with pytest.raises(ValueError, match="data_parallel_size: LLM runs one engine"):
         LLM("random:qwen3-tiny", device="cpu", data_parallel_size=2)
+
+
+@pytest.mark.slow
+def test_the_cuda_graph_path_issues_the_same_collectives_on_every_rank(tiny_model_dir, monkeypatch) -> None:
+    """The graph path only CUDA takes (capture of every size at start-up, decode steps replayed), run on
+    the CPU with stand-in graphs in both processes: every step's check that the worker issued the same
+    collectives as rank 0 must pass, and the decode steps must replay graphs on both ranks."""
+    from tests.helpers import emulated_graphs
+    from tokenmill.distributed import workers
+
+    emulated_graphs.install(monkeypatch.setattr)
+    monkeypatch.setattr(workers, "run_worker", emulated_graphs.run_worker)
+    setup = dict(HARD_SETUP, max_num_seqs=4, collective_timeout_s=60, step_timeout_s=60)
+    llm = LLM(str(tiny_model_dir("qwen3")), tensor_parallel_size=2, **setup)
+    try:
+        assert len(llm.engine.runner.graphs) == 3  # sizes 1, 2, 4
+        outputs = llm.generate(
+            mixed_prompts()[:6], SamplingParams(max_tokens=6, ignore_eos=True), use_tqdm=False
+        )
+        assert [len(o.outputs[0].token_ids) for o in outputs] == [6] * 6
+        assert emulated_graphs.REPLAYS["count"] > 0  # rank 0's; a worker without its graph would die
+    finally:
+        llm.engine.shutdown()

@@ -95,6 +95,16 @@ class EngineConfig(BaseModel):
     data_parallel_size: int = Field(
         default=1, ge=1, description="engine replicas behind one server, each on its own GPUs"
     )
+    collective_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="tensor parallelism: a collective waiting longer fails the process (NCCL's watchdog)",
+    )
+    step_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="tensor parallelism: a longer step prints every rank's stacks and stops the engine",
+    )
     enable_lora: bool = Field(
         default=False, description="serve PEFT LoRA adapters on the base model (implied by lora_modules)"
     )

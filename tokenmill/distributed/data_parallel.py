@@ -5,7 +5,10 @@ interface. Each request goes to one replica, chosen by load: the sequences it ha
 have not finished (exact and current, unlike a step-old report, so the items of one /predict batch
 spread evenly as they arrive). A request whose prompt starts like a recent one's (same first
 `AFFINITY_TOKENS` tokens) goes where that one went, to reuse its prefix cache, unless that replica
-is `AFFINITY_SLACK` sequences busier than the least busy.
+is `AFFINITY_SLACK` sequences busier than the least busy. The requests routed to a replica in one
+turn of the event loop travel as one message, so the items of a batch reach its engine together
+(one message per request cost a pickle, a pipe write and a wake-up each, and spread the batch's
+admission over several engine steps).
 
 A replica that dies stops the whole client (`on_failure`), as one engine's death stops `AsyncLLM`:
 the server answers 503 and exits, and its supervisor restarts it.
@@ -13,22 +16,33 @@ the server answers 503 and exits, and its supervisor restarts it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.replica import ReplicaFacts, run_replica
-from tokenmill.engine.async_llm import EngineDeadError, EngineLoad, RequestStream, deliver
+from tokenmill.engine.async_llm import EngineLoad
+from tokenmill.engine.engine_client import (
+    EngineDeadError,
+    RequestStream,
+    StreamingClient,
+    Submission,
+    deliver,
+)
 from tokenmill.engine.input_processor import InputProcessor, Prompt
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output.compiler import GrammarCompiler
+from tokenmill.structured_output.manager import StructuredOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +71,29 @@ class _Replica:
         self.outstanding = 0  # sequences sent and not finished
         self.load = EngineLoad(0, 0, 0.0)  # as last reported
         self.send_lock = threading.Lock()
+        self._adds: list[tuple] = []  # requests routed here in this event-loop turn, not sent yet
+
+    def add(self, request: tuple) -> None:
+        """Queue a request (request_id, prompt, params, final_only, lora) for the end of this turn."""
+        with self.send_lock:
+            if not self._adds:
+                asyncio.get_running_loop().call_soon(self._send_adds)
+            self._adds.append(request)
 
     def send(self, message: tuple) -> None:
+        """Send a message, after the requests queued so far (so an abort never overtakes its add)."""
         with self.send_lock:
+            self._flush(message)
+
+    def _send_adds(self) -> None:
+        with self.send_lock, contextlib.suppress(OSError):  # a dead replica is reported by _listen
+            self._flush(None)
+
+    def _flush(self, message: tuple | None) -> None:
+        if self._adds:
+            adds, self._adds = self._adds, []
+            self.pipe.send(("add", adds))
+        if message is not None:
             self.pipe.send(message)
 
     def exit_status(self) -> str:
@@ -77,7 +111,7 @@ class _Replica:
         return content
 
 
-class DataParallelLLM:
+class DataParallelLLM(StreamingClient):
     def __init__(
         self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
     ) -> None:
@@ -88,13 +122,16 @@ class DataParallelLLM:
         except RuntimeError:
             self.shutdown()
             raise
-        self.engine = facts[0]  # what the server reads of an engine: name, device, limits
-        self.tokenizer = facts[0].tokenizer
-        vocab_size, max_model_len = facts[0].model_config.vocab_size, facts[0].max_model_len
+        first = facts[0]
+        vocab_size, max_model_len = first.model_config.vocab_size, first.max_model_len
+        compiler = GrammarCompiler(first.tokenizer, vocab_size, first.eos_token_ids)
+        self.engine = replace(first, structured=StructuredOutputs(compiler))  # what the server reads
+        self.tokenizer = first.tokenizer
         self._admission = InputProcessor(self.tokenizer, vocab_size, max_model_len)
         self._on_failure = on_failure
         self.error: BaseException | None = None
-        self._streams: dict[str, tuple[RequestStream, _Replica]] = {}
+        self._streams: dict[str, RequestStream] = {}
+        self._placement: dict[str, _Replica] = {}  # the replica of each open stream
         self._affinity: OrderedDict[int, _Replica] = OrderedDict()
         self._stopping = False
         for replica in self._replicas:
@@ -114,37 +151,22 @@ class DataParallelLLM:
     def loads(self) -> list[EngineLoad]:
         return [replica.load for replica in self._replicas]
 
-    async def generate(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        request_id: str,
-        final_only: bool = False,
-        lora: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
-        """As `AsyncLLM.generate`, on the replica `route` picks."""
-        if self.error is not None:
-            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
-        if request_id in self._streams:
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        replica = self._route(prompt)
-        stream = RequestStream()
-        self._streams[request_id] = (stream, replica)
-        replica.outstanding += params.n
-        replica.send(("add", request_id, prompt, params, final_only, lora))
-        try:
-            async for output in stream.outputs():
-                yield output
-        finally:
-            replica.outstanding -= params.n
-            if not stream.finished:
-                replica.send(("abort", request_id))
-            self._streams.pop(request_id, None)
+    def _submit(self, request: Submission) -> None:
+        replica = self._route(request.prompt)
+        self._placement[request.request_id] = replica
+        replica.outstanding += request.params.n
+        replica.add((request.request_id, request.prompt, request.params, request.final_only, request.lora))
+
+    def _closed(self, request: Submission, finished: bool) -> None:
+        replica = self._placement.pop(request.request_id)
+        replica.outstanding -= request.params.n
+        if not finished:
+            replica.send(("abort", request.request_id))
 
     async def abort(self, request_id: str) -> None:
-        stream = self._streams.get(request_id)
-        if stream is not None:
-            stream[1].send(("abort", request_id))
+        replica = self._placement.get(request_id)
+        if replica is not None:
+            replica.send(("abort", request_id))
 
     def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> None:
         self._stopping = True
@@ -189,7 +211,7 @@ class DataParallelLLM:
 
     def _deliver(self, items: list[tuple[str, RequestOutput | BaseException]]) -> None:
         streams = self._streams  # read once per item: the event loop may remove a stream meanwhile
-        deliver([(entry[0], item) for request_id, item in items if (entry := streams.get(request_id))])
+        deliver([(stream, item) for request_id, item in items if (stream := streams.get(request_id))])
 
     def _die(self, exc: BaseException) -> None:
         if self.error is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PARENT_POLL_SECONDS = 0.5
 EXIT_PARENT_GONE = 3
@@ -34,3 +36,20 @@ def exit_now(code: int) -> None:
 
 def configure_logging(tag: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {tag} %(name)s: %(message)s")
+
+
+def run_ranks(
+    target: Callable[..., None], world_size: int, *args: object, timeout: float | None = None
+) -> list[int]:
+    """Run `target(rank, *args)` in one spawned process per rank (benchmarks and probes); the exit codes,
+    once every rank ended (one still running after `timeout` seconds is killed)."""
+    context = mp.get_context("spawn")
+    ranks = [context.Process(target=target, args=(rank, *args)) for rank in range(world_size)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return [process.exitcode or 0 for process in ranks]

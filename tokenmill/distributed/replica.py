@@ -2,7 +2,8 @@
 fed requests by the server's `DataParallelLLM` over a pipe.
 
 Inside, an ordinary `AsyncLLM` serves them, so a replica keeps the single-engine failure policy.
-Messages in: ("add", request_id, prompt, params, final_only, lora), ("abort", request_id), ("stop",).
+Messages in: ("add", [(request_id, prompt, params, final_only, lora), ...]) (the requests routed here
+in one turn of the server's event loop), ("abort", request_id), ("stop",).
 Messages out: ("ready", ReplicaFacts), then batches ("outputs", [(request_id, RequestOutput |
 exception)], EngineLoad) at most one per turn of the event loop (so per engine step, not per request),
 and ("dead", message) if the engine stops.
@@ -27,6 +28,7 @@ from tokenmill.engine.input_processor import Prompt
 from tokenmill.models.config import ModelConfig
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.structured_output.manager import StructuredOutputs
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -41,14 +43,18 @@ class ReplicaLoRA:
 
 @dataclass(frozen=True)
 class ReplicaFacts:
-    """What the server reads of an engine (the same names as `LLMEngine`'s), sent once by each replica."""
+    """What the server reads of an engine (the same names as `LLMEngine`'s), sent once by each replica.
+    `lora`: the adapters every replica loaded; `structured` is the server process's own grammar
+    compiler, which checks a request's constraint before it is routed."""
 
     model_name: str
     device: torch.device
     model_config: ModelConfig
     max_model_len: int
     tokenizer: Tokenizer
+    eos_token_ids: tuple[int, ...]
     lora: ReplicaLoRA | None = None
+    structured: StructuredOutputs | None = None
 
 
 def run_replica(
@@ -93,7 +99,13 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
     model_config = replace(engine.model_config, tensor_parallel=SINGLE_RANK)
     lora = None if engine.lora is None else ReplicaLoRA(tuple(engine.lora.adapters))
     facts = ReplicaFacts(
-        engine.model_name, engine.device, model_config, engine.max_model_len, llm.tokenizer, lora
+        engine.model_name,
+        engine.device,
+        model_config,
+        engine.max_model_len,
+        llm.tokenizer,
+        engine.eos_token_ids,
+        lora=lora,
     )
     pipe.send(("ready", facts))
     inbox: asyncio.Queue[tuple] = asyncio.Queue()
@@ -108,9 +120,10 @@ async def _serve(config: EngineConfig, pipe: Connection) -> None:
             raise RuntimeError(f"the engine stopped: {llm.error!r}")
         message = command.result()
         if message[0] == "add":
-            relay = asyncio.create_task(_relay(llm, outbox, *message[1:]))
-            relays.add(relay)
-            relay.add_done_callback(relays.discard)
+            for request in message[1]:
+                relay = asyncio.create_task(_relay(llm, outbox, *request))
+                relays.add(relay)
+                relay.add_done_callback(relays.discard)
         elif message[0] == "abort":
             await llm.abort(message[1])
         else:

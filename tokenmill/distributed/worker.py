@@ -4,12 +4,15 @@ It builds its part exactly as rank 0 does (`engine/rank_model.py`), then loops: 
 inputs, run the forward pass (its collectives meet rank 0's), and when the step samples, receive the
 sampled tokens rank 0 broadcasts (the input of a continuation step). It has no scheduler and no
 sampler. It exits when rank 0 says so, when its control pipe closes, or when its parent is gone (a
-thread watches, since a rank blocked in an NCCL collective would otherwise wait for ever).
+thread watches, since a rank blocked in an NCCL collective would otherwise wait for ever). Before each
+step it checks that it issued the same collectives as rank 0 (`trace.py`), and it prints its stacks
+on SIGUSR1 (rank 0's step watchdog sends it).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,7 @@ from tokenmill.config import EngineConfig
 from tokenmill.distributed.control import SHUTDOWN, decode_lora_fill, decode_step, staged_in
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
+from tokenmill.distributed.watchdog import print_stacks_on_signal
 from tokenmill.lora.adapter import read_adapter
 
 if TYPE_CHECKING:
@@ -40,12 +44,14 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
     """The process entry point (spawned by `TensorParallelWorkers`)."""
     configure_logging(f"tp{rank}")
     exit_with_parent(parent_pid)
+    print_stacks_on_signal()
     from tokenmill.engine.rank_model import load_rank_model  # after logging: the import is the slow part
 
     try:
         device = rank_device(config, rank)
+        timeout = timedelta(seconds=config.collective_timeout_s)
         tp = init_tensor_parallel(
-            rank, config.tensor_parallel_size, port, device, config.symmetric_all_reduce
+            rank, config.tensor_parallel_size, port, device, timeout, config.symmetric_all_reduce
         )
         rank_model = load_rank_model(config, device, tp)
         lora = rank_model.lora_layers() if config.lora_enabled else None
@@ -78,9 +84,10 @@ def serve_steps(
             lora.fill_slot(fill.slot, read_adapter(fill.name, fill.path, lora.max_rank))
             continue
         staging.next_step()
-        inputs, use_graph = decode_step(data, previous_sampled, stage)
+        inputs, header = decode_step(data, previous_sampled, stage)
+        tp.log.check(tp.rank, header.step, header.mark)
         with torch.inference_mode():
-            runner.run_model(inputs, use_graph)
+            runner.run_model(inputs, header.use_graph)
             if len(inputs.logits_indices):
                 sampled = torch.empty(len(inputs.logits_indices), dtype=torch.long, device=runner.device)
                 previous_sampled = tp.broadcast_from_first(sampled)

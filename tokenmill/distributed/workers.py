@@ -6,7 +6,9 @@ and rendezvous with rank 0 over TCP on the loopback. A monitor thread waits on t
 sentinels: a worker that dies makes every later step raise `WorkerDiedError`, and calls `on_death`
 (the server's engine client uses it to fail at once, since rank 0 may be blocked in a collective
 that waits for the dead rank). Before the engine has started there is nobody to tell, so the
-process exits instead of waiting in the start-up collectives.
+process exits instead of waiting in the start-up collectives. A step that never ends (ranks waiting
+in different collectives) is caught by a `StepWatchdog`, which prints every rank's stacks, stops the
+engine the same way, and ends the process.
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import timedelta
 from multiprocessing.connection import wait
 
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, LoRAFill, encode_lora_fill, encode_step
+from tokenmill.distributed.control import SHUTDOWN, LoRAFill, StepHeader, encode_lora_fill, encode_step
 from tokenmill.distributed.group import (
     SINGLE_RANK,
     TensorParallel,
     destroy_tensor_parallel,
     init_tensor_parallel,
 )
+from tokenmill.distributed.trace import tracing
+from tokenmill.distributed.watchdog import StepWatchdog, bounded, print_stacks_on_signal
 from tokenmill.distributed.worker import rank_device, run_worker
 from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.eval.local_server import free_port
@@ -36,11 +43,18 @@ from tokenmill.eval.local_server import free_port
 logger = logging.getLogger(__name__)
 
 EXIT_WORKER_DIED = 1
+EXIT_STEP_HUNG = 4
 SHUTDOWN_SECONDS = 10.0
+HANG_EXIT_SECONDS = 5.0  # after a hung step: for the server to answer 503 and fail its requests
+LEAVE_GROUP_SECONDS = 30.0
 
 
 class WorkerDiedError(RuntimeError):
     """A tensor-parallel worker process exited: the model is incomplete, no step can run."""
+
+
+class StepHungError(WorkerDiedError):
+    """A tensor-parallel step did not finish in `step_timeout_s`: the ranks are out of step."""
 
 
 class TensorParallelWorkers:
@@ -68,9 +82,16 @@ class TensorParallelWorkers:
         self._wake, self._waker = context.Pipe(duplex=False)
         self._monitor = threading.Thread(target=self._watch, name="tp-monitor", daemon=True)
         self._monitor.start()
+        self._steps_sent = 0
+        self._trace = tracing()
+        print_stacks_on_signal()
+        self._watchdog = StepWatchdog(
+            config.step_timeout_s, lambda: [p.pid for p in self.processes if p.pid], self._hung
+        )
         try:
+            timeout = timedelta(seconds=config.collective_timeout_s)
             self.tp = init_tensor_parallel(
-                0, config.tensor_parallel_size, port, device, config.symmetric_all_reduce
+                0, config.tensor_parallel_size, port, device, timeout, config.symmetric_all_reduce
             )
         except BaseException:
             self.shutdown()
@@ -80,8 +101,16 @@ class TensorParallelWorkers:
         """The engine is up: from now on a death raises in the next step and calls `on_death`."""
         self.on_death = on_death or (lambda _: None)
 
+    def step_guard(self) -> AbstractContextManager[None]:
+        """Wrap one engine step: if it does not end in `step_timeout_s`, the watchdog steps in."""
+        return self._watchdog
+
     def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
-        self._send(encode_step(inputs, use_graph))
+        self._steps_sent += 1
+        header = StepHeader(self._steps_sent, use_graph, self.tp.log.mark())
+        if self._trace:
+            logger.info("rank 0 step #%d sent: graph=%s, collectives %s", *header)
+        self._send(encode_step(inputs, header))
 
     def fill_lora_slot(self, fill: LoRAFill) -> None:
         """Every worker puts the adapter into the slot too (before any step that uses it)."""
@@ -102,6 +131,7 @@ class TensorParallelWorkers:
     def shutdown(self) -> None:
         """Tell the workers to stop, wait a little, then kill any that did not."""
         self._stopping.set()
+        self._watchdog.stop()
         self._waker.send_bytes(b"")
         for control in self._controls:
             with contextlib.suppress(OSError):  # that worker is gone already
@@ -111,7 +141,9 @@ class TensorParallelWorkers:
             if process.is_alive():
                 process.kill()
                 process.join()
-        destroy_tensor_parallel()
+        # NCCL's communicator destruction can wait for ever (e.g. on a live CUDA graph that captured
+        # its collectives): say so with the stacks rather than hang the caller.
+        bounded(destroy_tensor_parallel, LEAVE_GROUP_SECONDS, "leaving the tensor-parallel group")
 
     def _check(self) -> None:
         if self.failure is not None:
@@ -127,6 +159,19 @@ class TensorParallelWorkers:
         self.failure = WorkerDiedError(f"tensor-parallel worker {dead.name} exited with code {dead.exitcode}")
         logger.critical("%s", self.failure)
         self.on_death(self.failure)
+
+    def _hung(self, message: str) -> None:
+        """The watchdog's verdict (the stacks are printed): kill the workers, which cannot be brought
+        back from inside the driver, fail the engine, give the server a moment to answer 503 and
+        exit on its own, else end the process."""
+        self._stopping.set()  # the deaths below are not news for the monitor
+        for process in self.processes:
+            process.kill()
+        self.failure = StepHungError(message)
+        self.on_death(self.failure)
+        time.sleep(HANG_EXIT_SECONDS)
+        logging.shutdown()
+        os._exit(EXIT_STEP_HUNG)
 
 
 def start_tensor_parallel(

@@ -22,13 +22,20 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.engine_client import (
+    EngineDeadError,
+    RequestStream,
+    StreamingClient,
+    Submission,
+    deliver,
+)
 from tokenmill.engine.input_processor import Prompt
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.outputs import RequestOutput
@@ -63,21 +70,8 @@ class EngineLoad:
     speculation: SpeculationCounts | None = None  # None: the engine does not speculate
 
 
-class EngineDeadError(RuntimeError):
-    """The engine thread stopped on an error; no request can be served any more."""
-
-
 class RequestFailedError(RuntimeError):
     """The engine failed on this request (its admission or a step it was in); the engine serves on."""
-
-
-@dataclass
-class _Add:
-    request_id: str
-    prompt: Prompt
-    params: SamplingParams
-    final_only: bool
-    lora: str | None = None
 
 
 @dataclass
@@ -97,40 +91,7 @@ class _Call:
 _STOP = object()
 
 
-class RequestStream:
-    """One request's outputs on their way from an engine thread to the caller's event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-        self.finished = False
-
-    async def outputs(self) -> AsyncIterator[RequestOutput]:
-        """The outputs up to the finished one; an exception put in the stream is raised here."""
-        while not self.finished:
-            item = await self.queue.get()
-            if isinstance(item, BaseException):
-                self.finished = True
-                raise item
-            self.finished = item.finished
-            yield item
-
-
-def deliver(items: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
-    """Put items in their streams from any thread: one callback per event loop, not one per item."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput | BaseException]]] = {}
-    for stream, item in items:
-        by_loop.setdefault(stream.loop, []).append((stream, item))
-    for loop, pairs in by_loop.items():
-        loop.call_soon_threadsafe(_put_all, pairs)
-
-
-def _put_all(pairs: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
-    for stream, item in pairs:
-        stream.queue.put_nowait(item)
-
-
-class AsyncLLM:
+class AsyncLLM(StreamingClient):
     def __init__(
         self, config: EngineConfig, on_failure: Callable[[BaseException], None] | None = None
     ) -> None:
@@ -140,7 +101,7 @@ class AsyncLLM:
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
-        self._inbox: queue.SimpleQueue[_Add | _Abort | _Call | object] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Submission | _Abort | _Call | object] = queue.SimpleQueue()
         self._streams: dict[str, RequestStream] = {}
         self._stopping = False
         self._dying = threading.Lock()
@@ -174,31 +135,12 @@ class AsyncLLM:
         input processor's fixed limits, so it is safe from any thread."""
         self.engine.input_processor.process("", prompt, params)
 
-    async def generate(
-        self,
-        prompt: Prompt,
-        params: SamplingParams,
-        request_id: str,
-        final_only: bool = False,
-        lora: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
-        """Yield the request's outputs as they grow (with `final_only`, just the first, which says that
-        generation has started, and the last); the last has `finished=True`. Leaving the loop early
-        (or being cancelled, e.g. on a client disconnect) aborts the request. `lora` names a loaded
-        LoRA adapter to run under."""
-        if not self.is_alive:
-            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
-        if request_id in self._streams:
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        stream = self._streams[request_id] = RequestStream()
-        self._inbox.put(_Add(request_id, prompt, params, final_only, lora))
-        try:
-            async for output in stream.outputs():
-                yield output
-        finally:
-            if not stream.finished:
-                self._inbox.put(_Abort(request_id))
-            self._streams.pop(request_id, None)
+    def _submit(self, request: Submission) -> None:
+        self._inbox.put(request)
+
+    def _closed(self, request: Submission, finished: bool) -> None:
+        if not finished:
+            self._inbox.put(_Abort(request.request_id))
 
     async def call(self, function: Callable[[LLMEngine], Any]) -> Any:
         """Run `function(engine)` on the engine thread between steps; returns its result or raises its
@@ -269,7 +211,7 @@ class AsyncLLM:
         while item is not None:
             if item is _STOP:
                 return
-            if isinstance(item, _Add):
+            if isinstance(item, Submission):
                 try:
                     self.engine.add_request(
                         item.request_id,
@@ -299,7 +241,7 @@ class AsyncLLM:
         else:
             call.loop.call_soon_threadsafe(_settle, call.result, value, None)
 
-    def _next_nowait(self) -> _Add | _Abort | _Call | object | None:
+    def _next_nowait(self) -> Submission | _Abort | _Call | object | None:
         try:
             return self._inbox.get_nowait()
         except queue.Empty:

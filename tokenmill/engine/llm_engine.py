@@ -9,6 +9,7 @@ Not thread-safe: exactly one thread (the caller of `LLM`, or `AsyncLLM`'s engine
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -105,6 +106,7 @@ class LLMEngine:
         self.stats = StepStats()
         self._in_flight: tuple[ScheduledBatch, Launch] | None = None
         self._stepping: ScheduledBatch | None = None  # the batch of the step under way, for recovery
+        self._step_guard = contextlib.nullcontext() if self.workers is None else self.workers.step_guard()
         if self.workers is not None:
             self.workers.started()
         logger.info(
@@ -200,7 +202,12 @@ class LLMEngine:
         """Run the model once and return an output for every request that advanced.
 
         With an `AsyncScheduler`, the next decode step is launched before this one's tokens are
-        collected, so the device never waits for the host's text and stop work."""
+        collected, so the device never waits for the host's text and stop work. Under tensor
+        parallelism, a step that does not end in `step_timeout_s` stops the engine (`StepWatchdog`)."""
+        with self._step_guard:
+            return self._step()
+
+    def _step(self) -> list[RequestOutput]:
         started = time.perf_counter()
         if self._in_flight is not None:
             (batch, launch), self._in_flight = self._in_flight, None

@@ -1,9 +1,9 @@
 """What one device holds: its part of the model, the KV-cache plan every rank agreed on, its runner.
 
 The engine process (rank 0) and each tensor-parallel worker build theirs here, the same way and in
-the same order (load, plan the KV cache, build the runner), so the collectives of start-up (KV-cache
-size, CUDA graph capture) line up. Whatever else the device must hold is allocated between loading
-and planning, so the KV cache takes only what is left.
+the same order (load, warm the collectives up, plan the KV cache, build the runner), so the
+collectives of start-up (warm-up, KV-cache size, CUDA graph capture) line up. Whatever else the
+device must hold is allocated between loading and planning, so the KV cache takes only what is left.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def load_rank_model(
     loaded = load_model(
         config.model, device, dtype, config.max_model_len, config.seed, ops, config.quantization, tp
     )
+    tp.warm_up(device, dtype)
     default_budget = 8192 if device.type == "cuda" else 2048
     budget = config.max_num_batched_tokens or max(default_budget, config.max_num_seqs)
     return RankModel(config, loaded, ops, dtype, budget)

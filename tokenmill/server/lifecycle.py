@@ -13,13 +13,14 @@ import time
 from tokenmill.config import ServerConfig
 from tokenmill.distributed.data_parallel import DataParallelLLM
 from tokenmill.engine.async_llm import AsyncLLM
+from tokenmill.engine.engine_client import EngineClient
 from tokenmill.server.errors import APIError
 
 
 class EngineLifecycle:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.engine: AsyncLLM | DataParallelLLM | None = None
+        self.engine: EngineClient | None = None
         self.load_error: BaseException | None = None
         self.loaded = asyncio.Event()  # loading ended, well or not
         self.ready = asyncio.Event()  # loaded and warmed up
@@ -27,7 +28,7 @@ class EngineLifecycle:
         self.draining = False  # SIGTERM: admit nothing new, finish what was admitted
         self.started_at = time.time()
 
-    async def load(self) -> AsyncLLM:
+    async def load(self) -> EngineClient:
         """Build the engine on a worker thread, so health endpoints keep answering meanwhile."""
         loop = asyncio.get_running_loop()
 
@@ -36,7 +37,7 @@ class EngineLifecycle:
                 loop.call_soon_threadsafe(self.failed.set)
 
         try:
-            client = DataParallelLLM if self.config.data_parallel_size > 1 else AsyncLLM
+            client: type[EngineClient] = DataParallelLLM if self.config.data_parallel_size > 1 else AsyncLLM
             self.engine = await asyncio.to_thread(client, self.config.engine_config(), engine_died)
         except Exception as exc:
             self.fail(exc)
@@ -79,7 +80,7 @@ class EngineLifecycle:
             return self.config.served_model_name
         return self.engine.engine.model_name if self.engine else (self.config.model or "default")
 
-    def running_engine(self) -> AsyncLLM | DataParallelLLM:
+    def running_engine(self) -> EngineClient:
         """The engine once loaded and while it runs (warm-up and admitted requests use it while draining)."""
         if not self.alive:
             raise APIError(503, "the engine has stopped; the server is restarting")
@@ -87,7 +88,7 @@ class EngineLifecycle:
             raise APIError(503, "the model is still loading")
         return self.engine
 
-    def serving_engine(self) -> AsyncLLM | DataParallelLLM:
+    def serving_engine(self) -> EngineClient:
         """The engine, for new requests: warm, and the server not draining."""
         if self.draining:
             raise APIError(503, "the server is shutting down")
