@@ -12,7 +12,7 @@ The HTTP batch's timeline, from timestamps taken inside the server (one clock, o
   receive+parse  client sends -> the handler hands the questions to the prompt workers (HTTP, JSON,
                  pydantic validation)
   prompts        chat template and tokenization of every question
-  submit         prompts ready -> the engine thread has admitted the last request
+  submit         prompts ready -> the engine thread admits the first request
   engine         first request admitted -> last step ends (offline: `engine_offline`)
   respond        last step -> the client has the whole response (fan-out, detokenized answers to the
                  handler, JSON, HTTP)
@@ -46,8 +46,10 @@ from tokenmill.engine.model_runner import Launch
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.eval.datasets import load_items
 from tokenmill.eval.local_server import free_port
+from tokenmill.outputs import RequestOutput
 from tokenmill.server.app import create_app
-from tokenmill.server.judge import strip_thinking
+from tokenmill.server.judge import _prompt_batch, strip_thinking
+from tokenmill.server.metrics import observe_all_finished
 from tokenmill.server.protocol import PredictRequest
 from tokenmill.server.state import ServerState
 
@@ -234,7 +236,7 @@ def http_batch(server: ServerThread, client: httpx.Client, probe: EngineProbe, b
         "total": received - sent,
         "receive+parse": prompts_started - sent,
         "prompts": prompts_done - prompts_started,
-        "submit": probe.last_add - prompts_done,
+        "submit": probe.first_add - prompts_done,
         "engine": probe.last_step - probe.first_add,
         "respond": received - probe.last_step,
         "loop_cpu": loop_cpu,
@@ -255,6 +257,7 @@ def offline_batch(llm: LLM, probe: EngineProbe, prompts: list[list[int]], params
         "engine_cpu": time.thread_time() - cpu,
         "steps": probe.steps,
         "answers": [strip_thinking(o.outputs[0].text) for o in outputs],
+        "outputs": outputs,
     }
 
 
@@ -267,10 +270,13 @@ def best_of(function: Callable[[], Any], repeat: int = 5) -> float:
     return min(times)
 
 
-def standalone_parts(state: ServerState, questions: list[str], body: bytes, answers: list[str]) -> dict:
+def standalone_parts(
+    state: ServerState, questions: list[str], body: bytes, outputs: list[RequestOutput]
+) -> dict:
     """Pieces of the HTTP path timed alone, on this thread."""
     from fastapi.responses import JSONResponse
 
+    answers = [output.outputs[0].text for output in outputs]
     tokenizer = state.prompts.tokenizer
     messages = [[{"role": "user", "content": q}] for q in questions]
     texts = [tokenizer.apply_chat_template(m, enable_thinking=False) for m in messages]
@@ -278,6 +284,7 @@ def standalone_parts(state: ServerState, questions: list[str], body: bytes, answ
     backend = tokenizer.hf.backend_tokenizer
     return {
         "json.loads+validate": best_of(lambda: PredictRequest.model_validate(json.loads(body))),
+        "prompt builder x358": best_of(lambda: _prompt_batch(state.prompts, questions, None)),
         "chat template x358": best_of(
             lambda: [tokenizer.apply_chat_template(m, enable_thinking=False) for m in messages]
         ),
@@ -285,6 +292,7 @@ def standalone_parts(state: ServerState, questions: list[str], body: bytes, answ
         "encode_batch": best_of(lambda: backend.encode_batch(texts, add_special_tokens=False)),
         "decode one by one": best_of(lambda: [tokenizer.decode(ids) for ids in output_ids]),
         "decode_batch": best_of(lambda: backend.decode_batch(output_ids, skip_special_tokens=True)),
+        "metrics x358": best_of(lambda: observe_all_finished(state.metrics, outputs)),
         "strip_thinking x358": best_of(lambda: [strip_thinking(a) for a in answers]),
         "JSONResponse": best_of(lambda: JSONResponse({"response": answers})),
     }
@@ -322,7 +330,7 @@ def main() -> None:
         for _ in range(args.batches):
             http_runs.append(http_batch(server, client, served_probe, body))
             offline_runs.append(offline_batch(llm, offline_probe, prompts, params))
-        parts = standalone_parts(server.state, questions, body, http_runs[0]["answers"])
+        parts = standalone_parts(server.state, questions, body, offline_runs[0]["outputs"])
         server.stop()
     same = all(run["answers"] == offline_runs[0]["answers"] for run in [*http_runs, *offline_runs])
     print(

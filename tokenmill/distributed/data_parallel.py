@@ -19,13 +19,14 @@ import multiprocessing as mp
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.replica import ReplicaFacts, run_replica
 from tokenmill.engine.async_llm import EngineDeadError, EngineLoad, RequestStream, deliver
+from tokenmill.engine.batch_stream import final_outputs
 from tokenmill.engine.input_processor import InputProcessor, Prompt
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
@@ -140,6 +141,20 @@ class DataParallelLLM:
             if not stream.finished:
                 replica.send(("abort", request_id))
             self._streams.pop(request_id, None)
+
+    async def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        request_ids: Sequence[str],
+        lora: str | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> list[RequestOutput]:
+        """As `AsyncLLM.generate_batch`, but each request is routed on its own (the batch spreads)."""
+        streams = [
+            self.generate(p, params, r, final_only=True, lora=lora) for p, r in zip(prompts, request_ids)
+        ]
+        return await final_outputs(streams, on_start)
 
     async def abort(self, request_id: str) -> None:
         stream = self._streams.get(request_id)

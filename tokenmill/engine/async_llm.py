@@ -22,13 +22,14 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.batch_stream import BatchStream, OutputStream, StreamItem
 from tokenmill.engine.input_processor import Prompt
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.outputs import RequestOutput
@@ -81,6 +82,13 @@ class _Add:
 
 
 @dataclass
+class _AddBatch:
+    """Requests admitted together, before the engine's next step."""
+
+    adds: list[_Add]
+
+
+@dataclass
 class _Abort:
     request_id: str
 
@@ -102,8 +110,14 @@ class RequestStream:
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         self.finished = False
+
+    def accept(self, item: StreamItem) -> bool:
+        return True  # every output goes to the caller
+
+    def receive(self, item: StreamItem) -> None:
+        self.queue.put_nowait(item)
 
     async def outputs(self) -> AsyncIterator[RequestOutput]:
         """The outputs up to the finished one; an exception put in the stream is raised here."""
@@ -116,18 +130,20 @@ class RequestStream:
             yield item
 
 
-def deliver(items: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
-    """Put items in their streams from any thread: one callback per event loop, not one per item."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput | BaseException]]] = {}
+def deliver(items: list[tuple[OutputStream, StreamItem]]) -> None:
+    """Put items in their streams from any thread: one callback per event loop, not one per item, and
+    none for a loop whose streams keep what they were given (see BatchStream)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[OutputStream, StreamItem]]] = {}
     for stream, item in items:
-        by_loop.setdefault(stream.loop, []).append((stream, item))
+        if stream.accept(item):
+            by_loop.setdefault(stream.loop, []).append((stream, item))
     for loop, pairs in by_loop.items():
-        loop.call_soon_threadsafe(_put_all, pairs)
+        loop.call_soon_threadsafe(_receive_all, pairs)
 
 
-def _put_all(pairs: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+def _receive_all(pairs: list[tuple[OutputStream, StreamItem]]) -> None:
     for stream, item in pairs:
-        stream.queue.put_nowait(item)
+        stream.receive(item)
 
 
 class AsyncLLM:
@@ -140,8 +156,8 @@ class AsyncLLM:
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
-        self._inbox: queue.SimpleQueue[_Add | _Abort | _Call | object] = queue.SimpleQueue()
-        self._streams: dict[str, RequestStream] = {}
+        self._inbox: queue.SimpleQueue[_Add | _AddBatch | _Abort | _Call | object] = queue.SimpleQueue()
+        self._streams: dict[str, OutputStream] = {}
         self._stopping = False
         self._dying = threading.Lock()
         if self.engine.workers is not None:  # a dead worker may leave the step loop blocked: fail now
@@ -199,6 +215,39 @@ class AsyncLLM:
             if not stream.finished:
                 self._inbox.put(_Abort(request_id))
             self._streams.pop(request_id, None)
+
+    async def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        request_ids: Sequence[str],
+        lora: str | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> list[RequestOutput]:
+        """The final outputs of many requests, in order, submitted as one: the engine admits them all
+        before its next step (as `LLM.generate` does), and this event loop hears from the batch twice
+        (`on_start` at its first output, then its end) rather than per request per step. Cancelling
+        aborts the requests not finished. A request that admission refuses fails the batch with its
+        ValueError (the others are aborted)."""
+        if not self.is_alive:
+            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
+        if len(prompts) != len(request_ids):
+            raise ValueError(f"got {len(request_ids)} request ids for {len(prompts)} prompts")
+        clash = next((request_id for request_id in request_ids if request_id in self._streams), None)
+        if clash is not None:
+            raise ValueError(f"request_id {clash!r} is already in use")
+        stream = BatchStream(request_ids, on_start)
+        for request_id in request_ids:
+            self._streams[request_id] = stream
+        adds = [_Add(r, prompt, params, True, lora) for r, prompt in zip(request_ids, prompts)]
+        self._inbox.put(_AddBatch(adds))
+        try:
+            return await stream.done
+        finally:
+            for request_id in stream.unfinished():
+                self._inbox.put(_Abort(request_id))
+            for request_id in request_ids:
+                self._streams.pop(request_id, None)
 
     async def call(self, function: Callable[[LLMEngine], Any]) -> Any:
         """Run `function(engine)` on the engine thread between steps; returns its result or raises its
@@ -270,19 +319,9 @@ class AsyncLLM:
             if item is _STOP:
                 return
             if isinstance(item, _Add):
-                try:
-                    self.engine.add_request(
-                        item.request_id,
-                        item.prompt,
-                        item.params,
-                        stream=not item.final_only,
-                        lora_request=item.lora,
-                    )
-                except ValueError as exc:
-                    self._send(item.request_id, exc)
-                except Exception as exc:
-                    logger.exception("admitting request %s failed", item.request_id)
-                    self._send(item.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
+                self._add(item)
+            elif isinstance(item, _AddBatch):
+                self._add_batch(item)
             elif isinstance(item, _Call):
                 self._run_call(item)
             elif isinstance(item, _Abort):
@@ -290,6 +329,29 @@ class AsyncLLM:
                 if output is not None:
                     self._deliver([output])
             item = self._next_nowait()
+
+    def _add(self, add: _Add) -> bool:
+        """Admit one request; on failure its stream gets the error (False)."""
+        try:
+            self.engine.add_request(
+                add.request_id, add.prompt, add.params, stream=not add.final_only, lora_request=add.lora
+            )
+        except ValueError as exc:
+            self._send(add.request_id, exc)
+        except Exception as exc:
+            logger.exception("admitting request %s failed", add.request_id)
+            self._send(add.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
+        else:
+            return True
+        return False
+
+    def _add_batch(self, batch: _AddBatch) -> None:
+        """Admit a batch whole or not at all: one refused request aborts those admitted before it."""
+        for index, add in enumerate(batch.adds):
+            if not self._add(add):
+                for admitted in batch.adds[:index]:
+                    self.engine.abort_request(admitted.request_id)
+                return
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -299,7 +361,7 @@ class AsyncLLM:
         else:
             call.loop.call_soon_threadsafe(_settle, call.result, value, None)
 
-    def _next_nowait(self) -> _Add | _Abort | _Call | object | None:
+    def _next_nowait(self) -> _Add | _AddBatch | _Abort | _Call | object | None:
         try:
             return self._inbox.get_nowait()
         except queue.Empty:
