@@ -73,6 +73,10 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
+    def decode_many(self, token_id_lists: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """`decode` of each list in one call (the Rust tokenizer runs them without the GIL, in parallel)."""
+        return self._backend.decode_batch(token_id_lists, skip_special_tokens=skip_special_tokens)
+
     def incremental_decoder(self, skip_special_tokens: bool = True) -> IncrementalDecoder:
         return IncrementalDecoder(self._backend, skip_special_tokens)
 
