@@ -30,6 +30,7 @@ from tokenmill.engine.input_processor import InputProcessor
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.engine.model_runner import Launch, ModelRunner
 from tokenmill.engine.scheduler import ScheduledBatch
+from tokenmill.engine.sequence import Sequence
 from tokenmill.models.loader import default_model_path
 from tokenmill.tokenizer import Tokenizer
 
@@ -40,12 +41,20 @@ TEXT = Path(__file__).resolve().parent.parent / "data" / "official_test.txt"
 
 class StubRunner(ModelRunner):
     """The real runner's input builder and `collect`, with the forward and sampler replaced by a lookup
-    into a pool of real text tokens (so the detokenizer sees realistic pieces)."""
+    into a pool of real text tokens (so the detokenizer sees realistic pieces). Where an answer starts
+    in the pool depends only on its prompt, so equal prompts get equal answers in any engine."""
 
     def __init__(self, real: ModelRunner, pool: np.ndarray) -> None:
         self.inputs, self.sampler, self.graphs = real.inputs, real.sampler, real.graphs
         self.device = real.device
         self.pool = pool
+        self._starts: dict[int, int] = {}  # seq_id -> where its answer starts in the pool
+
+    def _start(self, seq: Sequence) -> int:
+        start = self._starts.get(seq.seq_id)
+        if start is None:
+            start = self._starts[seq.seq_id] = hash(tuple(seq.token_ids[: seq.num_prompt_tokens])) % 7919
+        return start
 
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
         inputs = self.inputs.build_inputs(batch, token_source)
@@ -53,7 +62,9 @@ class StubRunner(ModelRunner):
         if not seqs:
             return Launch([], None, None, None, None)
         started = time.perf_counter()
-        where = np.array([seq.seq_id * 7919 + len(seq.token_ids) for seq in seqs]) % len(self.pool)
+        # a sequence's position after this step (its tokens are not all known yet if launched ahead)
+        ends = {seq.seq_id: seq.num_computed_tokens + n for seq, n in zip(batch.seqs, batch.num_new_tokens)}
+        where = np.array([self._start(seq) + ends[seq.seq_id] for seq in seqs]) % len(self.pool)
         sampled = torch.from_numpy(self.pool[where])
         PHASE_TIMES["stub"] += time.perf_counter() - started
         return Launch(seqs, sampled, sampled, None, None)
@@ -74,6 +85,20 @@ def timed(phase: str, method: Callable) -> Callable:
     return wrapper
 
 
+def use_smollm2_tokenizer(engine: LLMEngine) -> None:
+    """A real BPE vocabulary and chat template on a `random:` engine, whose own is byte-level."""
+    tokenizer = Tokenizer.from_gguf(default_model_path())
+    engine.tokenizer = engine.output_processor.tokenizer = tokenizer
+    engine.input_processor = InputProcessor(tokenizer, tokenizer.vocab_size, engine.max_model_len)
+
+
+def answer_token_pool(tokenizer: Tokenizer) -> np.ndarray:
+    """The judge's sample text as token ids, special tokens left out (so no stub answer ends early)."""
+    specials = set(tokenizer.hf.all_special_ids)
+    ids = tokenizer.encode(TEXT.read_text(encoding="utf-8"), add_special_tokens=False)
+    return np.array([t for t in ids if t not in specials], dtype=np.int64)
+
+
 def make_engine(tokenizer_name: str, num_seqs: int) -> tuple[LLMEngine, np.ndarray]:
     engine = LLMEngine(
         EngineConfig(
@@ -81,12 +106,8 @@ def make_engine(tokenizer_name: str, num_seqs: int) -> tuple[LLMEngine, np.ndarr
         )
     )
     if tokenizer_name == "smollm2":
-        tokenizer = Tokenizer.from_gguf(default_model_path())
-        engine.tokenizer = engine.output_processor.tokenizer = tokenizer
-        engine.input_processor = InputProcessor(tokenizer, tokenizer.vocab_size, engine.max_model_len)
-    specials = set(engine.tokenizer.hf.all_special_ids)
-    ids = engine.tokenizer.encode(TEXT.read_text(encoding="utf-8"), add_special_tokens=False)
-    pool = np.array([t for t in ids if t not in specials], dtype=np.int64)
+        use_smollm2_tokenizer(engine)
+    pool = answer_token_pool(engine.tokenizer)
     engine.runner = StubRunner(engine.runner, pool)
     scheduler, inputs = engine.scheduler, engine.runner.inputs
     scheduler.schedule = timed("schedule", scheduler.schedule)

@@ -104,3 +104,28 @@ def test_only_requests_that_report_this_step_get_an_output_in_batch_order(tokeni
     pair[1].status, pair[1].finish_reason = SequenceStatus.FINISHED, "length"
     (last,) = processor.outputs([pair[1]])
     assert last.finished and [o.text for o in last.outputs] == ["abc", "abc"] and len(processor) == 0
+
+
+def test_requests_finishing_together_are_decoded_in_one_call(tokenizer, monkeypatch) -> None:
+    """A big non-streamed batch ends in a few steps: its texts are decoded per step, not per sequence,
+    and come out as the one-by-one decode would have them (a character cut at the end included)."""
+    processor = OutputProcessor(tokenizer, eos_token_ids=(0,), max_model_len=64)
+    texts = ["共享内存", "ab", "带宽\U0001f600"]
+    answers = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    answers[2] = answers[2][:-1]  # ends inside the emoji's bytes
+    seqs = [make_seq(PROMPT, f"r{i}", max_tokens=64) for i in range(3)]
+    for seq in seqs:
+        processor.add(EngineRequest(seq.request_id, None, PROMPT, seq.params), [seq], False)
+    calls = []
+    decode_many = tokenizer.decode_many
+    monkeypatch.setattr(tokenizer, "decode_many", lambda *a: calls.append(1) or decode_many(*a))
+    monkeypatch.setattr(tokenizer, "decode", lambda *a, **k: pytest.fail("decoded one sequence alone"))
+    for seq, answer in zip(seqs, answers):
+        for token in answer:
+            seq.append_token(token)
+            processor.process_token(seq, token)
+        seq.status, seq.finish_reason = SequenceStatus.FINISHED, "length"
+    outputs = processor.outputs(seqs)
+    assert calls == [1]
+    expected = [tokenizer.hf.decode(answer, skip_special_tokens=True) for answer in answers]
+    assert [o.outputs[0].text for o in outputs] == expected and expected[2].endswith("\ufffd")

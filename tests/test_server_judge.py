@@ -48,6 +48,25 @@ def test_batch_of_358_keeps_length_and_order(server: ServerProcess) -> None:
 
 
 @pytest.mark.slow
+def test_predict_answers_equal_the_offline_engine(server: ServerProcess, tiny_model_dir) -> None:
+    """One /predict batch through real HTTP answers what `LLM.generate` answers for the same prompts
+    (bench/first_batch.py --offline times exactly this pair)."""
+    from tokenmill import LLM, SamplingParams
+    from tokenmill.bench.judge_workload import JudgeWorkload
+
+    body = {"prompt": QUESTIONS, "max_new_tokens": 8, "temperature": 0.0}
+    response = requests.post(server.url + "/predict", json=body, timeout=300)
+    assert response.status_code == 200
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu")
+    prompts = JudgeWorkload("judge", str(DATA / "official_test.txt")).prompts(llm.tokenizer)
+    offline = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=8), use_tqdm=False)
+    assert len({len(p) for p in prompts}) > 10  # the questions reach the engine as different prompts
+    answers = response.json()["response"]
+    assert sum(bool(answer) for answer in answers) > 300
+    assert answers == [strip_thinking(o.outputs[0].text) for o in offline]
+
+
+@pytest.mark.slow
 def test_empty_and_overlong_items_do_not_fail_the_batch(server: ServerProcess) -> None:
     long_question = "并行" * 400  # far over --max-input-tokens 400
     body = {"prompt": ["", "   ", long_question, "hello"], "max_new_tokens": 4}

@@ -73,6 +73,10 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._backend.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
+    def decode_many(self, token_id_lists: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """`decode` of each list in one call (the Rust tokenizer runs them without the GIL, in parallel)."""
+        return self._backend.decode_batch(token_id_lists, skip_special_tokens=skip_special_tokens)
+
     def incremental_decoder(self, skip_special_tokens: bool = True) -> IncrementalDecoder:
         return IncrementalDecoder(self._backend, skip_special_tokens)
 
@@ -92,6 +96,25 @@ class Tokenizer:
         if not self.has_chat_template:
             return self.encode(messages[-1]["content"])
         return self.encode_chat(messages, **template_kwargs)
+
+    def encode_prompts(
+        self, conversations: list[list[dict[str, str]]], **template_kwargs: Any
+    ) -> list[list[int]]:
+        """`encode_prompt` of each conversation, with one template call and one tokenizer call for all:
+        a batch of hundreds pays the per-call overheads once, and the Rust tokenizer runs without the
+        GIL, on its own threads."""
+        if not self.has_chat_template:
+            return self.encode_many([messages[-1]["content"] for messages in conversations])
+        if not conversations:
+            return []
+        texts = self.hf.apply_chat_template(
+            conversations, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+        return self.encode_many(texts, add_special_tokens=False)
+
+    def encode_many(self, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+        encodings = self._backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+        return [encoding.ids for encoding in encodings]
 
 
 def build_byte_level_tokenizer() -> PreTrainedTokenizerFast:

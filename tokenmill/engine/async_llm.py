@@ -22,16 +22,16 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from tokenmill.config import EngineConfig
+from tokenmill.engine.batch_stream import BatchStream, OutputStream
 from tokenmill.engine.engine_client import (
     EngineDeadError,
-    RequestStream,
     StreamingClient,
     Submission,
     deliver,
@@ -75,6 +75,13 @@ class RequestFailedError(RuntimeError):
 
 
 @dataclass
+class _AddBatch:
+    """Requests admitted together, before the engine's next step."""
+
+    adds: list[Submission]
+
+
+@dataclass
 class _Abort:
     request_id: str
 
@@ -101,8 +108,8 @@ class AsyncLLM(StreamingClient):
         self.tokenizer = self.engine.tokenizer
         self.error: BaseException | None = None
         self._oom_steps = 0  # consecutive
-        self._inbox: queue.SimpleQueue[Submission | _Abort | _Call | object] = queue.SimpleQueue()
-        self._streams: dict[str, RequestStream] = {}
+        self._inbox: queue.SimpleQueue[Submission | _AddBatch | _Abort | _Call | object] = queue.SimpleQueue()
+        self._streams: dict[str, OutputStream] = {}
         self._stopping = False
         self._dying = threading.Lock()
         if self.engine.workers is not None:  # a dead worker may leave the step loop blocked: fail now
@@ -141,6 +148,39 @@ class AsyncLLM(StreamingClient):
     def _closed(self, request: Submission, finished: bool) -> None:
         if not finished:
             self._inbox.put(_Abort(request.request_id))
+
+    async def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        request_ids: Sequence[str],
+        lora: str | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> list[RequestOutput]:
+        """The final outputs of many requests, in order, submitted as one: the engine admits them all
+        before its next step (as `LLM.generate` does), and this event loop hears from the batch twice
+        (`on_start` at its first output, then its end) rather than per request per step. Cancelling
+        aborts the requests not finished. A request that admission refuses fails the batch with its
+        ValueError (the others are aborted)."""
+        if not self.is_alive:
+            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
+        if len(prompts) != len(request_ids):
+            raise ValueError(f"got {len(request_ids)} request ids for {len(prompts)} prompts")
+        clash = next((request_id for request_id in request_ids if request_id in self._streams), None)
+        if clash is not None:
+            raise ValueError(f"request_id {clash!r} is already in use")
+        stream = BatchStream(request_ids, on_start)
+        for request_id in request_ids:
+            self._streams[request_id] = stream
+        adds = [Submission(r, prompt, params, True, lora) for r, prompt in zip(request_ids, prompts)]
+        self._inbox.put(_AddBatch(adds))
+        try:
+            return await stream.done
+        finally:
+            for request_id in stream.unfinished():
+                self._inbox.put(_Abort(request_id))
+            for request_id in request_ids:
+                self._streams.pop(request_id, None)
 
     async def call(self, function: Callable[[LLMEngine], Any]) -> Any:
         """Run `function(engine)` on the engine thread between steps; returns its result or raises its
@@ -212,19 +252,9 @@ class AsyncLLM(StreamingClient):
             if item is _STOP:
                 return
             if isinstance(item, Submission):
-                try:
-                    self.engine.add_request(
-                        item.request_id,
-                        item.prompt,
-                        item.params,
-                        stream=not item.final_only,
-                        lora_request=item.lora,
-                    )
-                except ValueError as exc:
-                    self._send(item.request_id, exc)
-                except Exception as exc:
-                    logger.exception("admitting request %s failed", item.request_id)
-                    self._send(item.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
+                self._add(item)
+            elif isinstance(item, _AddBatch):
+                self._add_batch(item)
             elif isinstance(item, _Call):
                 self._run_call(item)
             elif isinstance(item, _Abort):
@@ -232,6 +262,29 @@ class AsyncLLM(StreamingClient):
                 if output is not None:
                     self._deliver([output])
             item = self._next_nowait()
+
+    def _add(self, add: Submission) -> bool:
+        """Admit one request; on failure its stream gets the error (False)."""
+        try:
+            self.engine.add_request(
+                add.request_id, add.prompt, add.params, stream=not add.final_only, lora_request=add.lora
+            )
+        except ValueError as exc:
+            self._send(add.request_id, exc)
+        except Exception as exc:
+            logger.exception("admitting request %s failed", add.request_id)
+            self._send(add.request_id, RequestFailedError(f"admitting the request failed: {exc!r}"))
+        else:
+            return True
+        return False
+
+    def _add_batch(self, batch: _AddBatch) -> None:
+        """Admit a batch whole or not at all: one refused request aborts those admitted before it."""
+        for index, add in enumerate(batch.adds):
+            if not self._add(add):
+                for admitted in batch.adds[:index]:
+                    self.engine.abort_request(admitted.request_id)
+                return
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -241,7 +294,7 @@ class AsyncLLM(StreamingClient):
         else:
             call.loop.call_soon_threadsafe(_settle, call.result, value, None)
 
-    def _next_nowait(self) -> Submission | _Abort | _Call | object | None:
+    def _next_nowait(self) -> Submission | _AddBatch | _Abort | _Call | object | None:
         try:
             return self._inbox.get_nowait()
         except queue.Empty:

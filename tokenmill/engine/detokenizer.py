@@ -15,9 +15,10 @@ from tokenmill.tokenizer import Tokenizer
 class SequenceText:
     def __init__(self, tokenizer: Tokenizer, params: SamplingParams, incremental: bool = True) -> None:
         self._tokenizer = tokenizer
-        self._skip_special_tokens = params.skip_special_tokens
+        self.skip_special_tokens = params.skip_special_tokens
         self.incremental = incremental or bool(params.stop_strings)
         self._decoder = tokenizer.incremental_decoder(params.skip_special_tokens)
+        self._whole: str | None = None  # the whole decode, when done ahead for many sequences at once
         self._stops = params.stop_strings
         self._longest_stop = max((len(s) for s in self._stops), default=0)
         self.text = ""
@@ -60,13 +61,24 @@ class SequenceText:
                 held_from = start
         return held_from
 
+    @property
+    def needs_whole_text(self) -> bool:
+        """Whether `finish` decodes the sequence whole (all do but one a stop string ended)."""
+        return not (self.incremental and self.stopped)
+
+    def set_whole_text(self, whole: str) -> None:
+        """The sequence's whole decode, done ahead in one call for many sequences; `finish` uses it."""
+        self._whole = whole
+
     def finish(self, output_token_ids: list[int]) -> None:
         """Decode a sequence that was not decoded token by token. One that was may end inside a
         character whose bytes its decoder still holds: they are shown now, as the whole decode shows
         them (U+FFFD), so that streamed pieces add up to the same text as an answer sent whole."""
-        if self.incremental and self.stopped:
+        if not self.needs_whole_text:
             return
-        whole = self._tokenizer.decode(output_token_ids, skip_special_tokens=self._skip_special_tokens)
+        whole = self._whole
+        if whole is None:
+            whole = self._tokenizer.decode(output_token_ids, skip_special_tokens=self.skip_special_tokens)
         held_back = whole.startswith(self.text) and not whole[len(self.text) :].strip("\ufffd")
         if not self.incremental or held_back:
             self.text = whole

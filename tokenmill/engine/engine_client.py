@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from tokenmill.engine.batch_stream import OutputStream, StreamItem, final_outputs
 from tokenmill.engine.input_processor import Prompt
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
@@ -56,8 +57,14 @@ class RequestStream:
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        self.queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         self.finished = False
+
+    def accept(self, item: StreamItem) -> bool:
+        return True  # every output goes to the caller
+
+    def receive(self, item: StreamItem) -> None:
+        self.queue.put_nowait(item)
 
     async def outputs(self) -> AsyncIterator[RequestOutput]:
         """The outputs up to the finished one; an exception put in the stream is raised here."""
@@ -70,18 +77,20 @@ class RequestStream:
             yield item
 
 
-def deliver(items: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
-    """Put items in their streams from any thread: one callback per event loop, not one per item."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput | BaseException]]] = {}
+def deliver(items: list[tuple[OutputStream, StreamItem]]) -> None:
+    """Put items in their streams from any thread: one callback per event loop, not one per item, and
+    none for a loop whose streams keep what they were given (see BatchStream)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[OutputStream, StreamItem]]] = {}
     for stream, item in items:
-        by_loop.setdefault(stream.loop, []).append((stream, item))
+        if stream.accept(item):
+            by_loop.setdefault(stream.loop, []).append((stream, item))
     for loop, pairs in by_loop.items():
-        loop.call_soon_threadsafe(_put_all, pairs)
+        loop.call_soon_threadsafe(_receive_all, pairs)
 
 
-def _put_all(pairs: list[tuple[RequestStream, RequestOutput | BaseException]]) -> None:
+def _receive_all(pairs: list[tuple[OutputStream, StreamItem]]) -> None:
     for stream, item in pairs:
-        stream.queue.put_nowait(item)
+        stream.receive(item)
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class Submission:
 class StreamingClient(ABC):
     """`generate` over a registry of streams (`_streams`, filled by the subclass's delivery side)."""
 
-    _streams: dict[str, RequestStream]
+    _streams: dict[str, OutputStream]
     error: BaseException | None
 
     @property
@@ -139,6 +148,21 @@ class StreamingClient(ABC):
             self._closed(request, stream.finished)
             self._streams.pop(request_id, None)
 
+    async def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        request_ids: Sequence[str],
+        lora: str | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> list[RequestOutput]:
+        """The final outputs of many requests, in order (`on_start` runs at the batch's first output).
+        Here each is submitted on its own; a client that can hand its engine a batch at once does so."""
+        streams = [
+            self.generate(p, params, r, final_only=True, lora=lora) for p, r in zip(prompts, request_ids)
+        ]
+        return await final_outputs(streams, on_start)
+
 
 class EngineClient(Protocol):
     engine: EngineFacts
@@ -154,8 +178,9 @@ class EngineClient(Protocol):
     def loads(self) -> list[EngineLoad]:
         """One load per engine replica."""
 
-    # One definition of the signature: the clients' shared implementation's.
+    # One definition of the signatures: the clients' shared implementation's.
     generate = StreamingClient.generate
+    generate_batch = StreamingClient.generate_batch
 
     async def abort(self, request_id: str) -> None: ...
 

@@ -124,7 +124,9 @@ class OutputProcessor:
         else:
             reporting = [seq.request_id for seq in advanced if seq.is_finished]
         outputs = []
-        for request_id in dict.fromkeys(reporting):
+        reporting = list(dict.fromkeys(reporting))
+        self._decode_together([request_id for request_id in reporting if self._requests[request_id].finished])
+        for request_id in reporting:
             state = self._requests[request_id]
             if state.finished:
                 outputs.append(self.finalize(request_id))
@@ -133,6 +135,22 @@ class OutputProcessor:
                     every_step.discard(request_id)
                 outputs.append(self._output(state, finished=False))
         return outputs
+
+    def _decode_together(self, request_ids: list[str]) -> None:
+        """The whole texts of requests that finish in the same step, in one tokenizer call per
+        `skip_special_tokens` setting rather than one per sequence (a big batch finishes together)."""
+        if len(request_ids) < 2:
+            return
+        pending: dict[bool, list[tuple[SequenceText, list[int]]]] = {}
+        for request_id in request_ids:
+            state = self._requests[request_id]
+            for seq, text in zip(state.seqs, state.texts):
+                if text.needs_whole_text:
+                    pending.setdefault(text.skip_special_tokens, []).append((text, seq.output_token_ids))
+        for skip_special_tokens, pairs in pending.items():
+            wholes = self.tokenizer.decode_many([ids for _, ids in pairs], skip_special_tokens)
+            for (text, _), whole in zip(pairs, wholes):
+                text.set_whole_text(whole)
 
     def finalize(self, request_id: str) -> RequestOutput:
         """The last output of a request whose sequences have all finished; forgets the request."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from tokenmill.config import ServerConfig
 from tokenmill.engine.async_llm import EngineDeadError, RequestFailedError
@@ -17,13 +17,28 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.admission import Ticket
 from tokenmill.server.errors import APIError, bad_request_from_value_error
 from tokenmill.server.lifecycle import EngineLifecycle
-from tokenmill.server.metrics import Metrics, observe_finished
+from tokenmill.server.metrics import Metrics, observe_all_finished, observe_finished
 
 SHUTDOWN_MESSAGE = "the server shut down before this request finished (shutdown timeout passed)"
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+ENGINE_ERRORS = (asyncio.TimeoutError, EngineDeadError, RequestFailedError, ValueError)
+
+
+def api_error(exc: BaseException, timeout: float | None) -> tuple[str, APIError]:
+    """One of `ENGINE_ERRORS` as the failure metric's label and the answer the client gets."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout", APIError(408, f"request timed out after {timeout:g}s and was aborted", "timeout")
+    if isinstance(exc, EngineDeadError):
+        return "engine_dead", APIError(503, str(exc))
+    if isinstance(exc, RequestFailedError):
+        return "engine_error", APIError(500, str(exc))
+    assert isinstance(exc, ValueError), exc
+    return "invalid", bad_request_from_value_error(exc)
 
 
 class Generation:
@@ -84,20 +99,9 @@ class Generation:
                     output = await asyncio.wait_for(anext(outputs), remaining)
                 except StopAsyncIteration:
                     return
-                except asyncio.TimeoutError:
-                    failure = "timeout"
-                    raise APIError(
-                        408, f"request timed out after {timeout:g}s and was aborted", "timeout"
-                    ) from None
-                except EngineDeadError as exc:
-                    failure = "engine_dead"
-                    raise APIError(503, str(exc)) from exc
-                except RequestFailedError as exc:
-                    failure = "engine_error"
-                    raise APIError(500, str(exc)) from exc
-                except ValueError as exc:
-                    failure = "invalid"
-                    raise bad_request_from_value_error(exc) from exc
+                except ENGINE_ERRORS as exc:
+                    failure, error = api_error(exc, timeout)
+                    raise error from exc
                 if ticket is not None:
                     ticket.started()
                 if output.finished:
@@ -117,6 +121,44 @@ class Generation:
                 self.metrics.request_failure.labels(failure).inc()
             elif not finished:  # the client went away: the engine aborted it
                 self.metrics.request_success.labels("abort").inc(params.n)
+
+    async def generate_batch(
+        self,
+        prompts: Sequence[list[int]],
+        params: SamplingParams,
+        prefix: str,
+        ticket: Ticket | None = None,
+        lora: str | None = None,
+    ) -> list[RequestOutput]:
+        """Many requests' final outputs, submitted to the engine as one batch, with `generate`'s
+        metrics, timeout (for the whole batch) and abort-on-exit; any failure fails the batch."""
+        if self.abandoned:
+            raise APIError(503, SHUTDOWN_MESSAGE)
+        engine = self.lifecycle.running_engine()
+        request_ids = [new_id(prefix) for _ in prompts]
+        timeout = self.config.request_timeout
+        self._live.update(request_ids)
+        failure: str | None = None
+        outputs: list[RequestOutput] = []
+        try:
+            on_start = None if ticket is None else ticket.started
+            batch = engine.generate_batch(prompts, params, request_ids, lora, on_start)
+            outputs = await asyncio.wait_for(batch, timeout)
+        except ENGINE_ERRORS as exc:
+            failure, error = api_error(exc, timeout)
+            raise error from exc
+        finally:
+            self._live.difference_update(request_ids)
+            if failure is not None:
+                self.metrics.request_failure.labels(failure).inc(len(prompts))
+            elif not outputs:  # the client went away: the engine aborted them
+                self.metrics.request_success.labels("abort").inc(params.n * len(prompts))
+        ended = [self.abandoned and all(c.finish_reason == "abort" for c in o.outputs) for o in outputs]
+        observe_all_finished(self.metrics, [output for output, end in zip(outputs, ended) if not end])
+        if any(ended):  # by the shutdown timeout
+            self.metrics.request_failure.labels("shutdown").inc(sum(ended))
+            raise APIError(503, SHUTDOWN_MESSAGE)
+        return outputs
 
     @staticmethod
     async def final_output(stream: AsyncIterator[RequestOutput]) -> RequestOutput:

@@ -7,7 +7,6 @@ by `--predict-max-new-tokens` (and `--max-dec-len`), so no single answer runs to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 
@@ -91,41 +90,44 @@ async def _answers(
     ticket: Ticket,
     lora: str | None,
 ) -> list[str]:
+    """Every non-empty question's answer from one batch submitted to the engine; "" for the rest."""
     prompts = await state.prompts.run(_prompt_batch, state.prompts, questions, system)
-    return await asyncio.gather(*(_answer(state, p, params, ticket, lora) for p in prompts))
-
-
-async def _answer(
-    state: ServerState, prompt: list[int] | None, params: SamplingParams, ticket: Ticket, lora: str | None
-) -> str:
-    if prompt is None:
-        return ""
-    generation = state.generation
-    output = await generation.final_output(
-        generation.generate(prompt, params, "predict", ticket, stream=False, lora=lora)
-    )
-    return output.outputs[0].text
+    asked = [prompt for prompt in prompts if prompt is not None]
+    outputs = await state.generation.generate_batch(asked, params, "predict", ticket, lora) if asked else []
+    texts = iter(output.outputs[0].text for output in outputs)
+    return ["" if prompt is None else next(texts) for prompt in prompts]
 
 
 def _prompt_batch(prompts: PromptEncoder, questions: list[str], system: str | None) -> list[list[int] | None]:
-    """On a worker thread: every question's prompt ids, None for an empty question."""
-    return [
-        _prompt_ids(prompts, q, system, index) if q.strip() else None for index, q in enumerate(questions)
-    ]
+    """On a worker thread: every question's prompt ids, None for an empty question. Each distinct
+    question is rendered once, all of them in one template call and one tokenizer call. Text beyond what
+    the token limit could ever hold is dropped before tokenizing."""
+    kept = [question[-prompts.max_prompt_chars :] if question.strip() else None for question in questions]
+    distinct = list(dict.fromkeys(question for question in kept if question is not None))
+    rendered = prompts.conversations_now([question_messages(question, system) for question in distinct])
+    ids_of = dict(zip(distinct, rendered))
+    limit = prompts.admission.max_prompt_tokens
+    batch: list[list[int] | None] = []
+    for index, question in enumerate(kept):
+        if question is None:
+            batch.append(None)
+            continue
+        if len(ids_of[question]) > limit:
+            ids_of[question] = _cut_to_fit(prompts, question, system, index, ids_of[question])
+        batch.append(ids_of[question])
+    return batch
 
 
-def _prompt_ids(prompts: PromptEncoder, question: str, system: str | None, index: int) -> list[int]:
-    """Chat-templated prompt; an over-long question loses its beginning, the template stays whole.
-    Text beyond what the token limit could ever hold is dropped before tokenizing."""
+def _cut_to_fit(
+    prompts: PromptEncoder, question: str, system: str | None, index: int, ids: list[int]
+) -> list[int]:
+    """The chat-templated prompt of an over-long question without its beginning: the template stays
+    whole."""
 
     def render(text: str) -> list[int]:
         return prompts.conversation_now(question_messages(text, system))
 
-    question = question[-prompts.max_prompt_chars :]
-    ids = render(question)
     limit = prompts.admission.max_prompt_tokens
-    if len(ids) <= limit:
-        return ids
     content = prompts.encode_now(question, add_special_tokens=False)
     overflow = len(ids) - limit
     while overflow < len(content):

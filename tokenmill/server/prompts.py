@@ -123,14 +123,21 @@ class PromptEncoder:
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def encode_many_now(self, texts: list[str]) -> list[list[int]]:
-        return [self.tokenizer.encode(text) for text in texts]
+        return self.tokenizer.encode_many(texts)
 
     def conversation_now(self, messages: Messages) -> list[int]:
         return self.render_now(self.tokenizer.encode_prompt, messages, None)
 
+    def conversations_now(self, conversations: list[Messages]) -> list[list[int]]:
+        """`conversation_now` of each, with one template call and one tokenizer call for all."""
+        return self.render_now(self.tokenizer.encode_prompts, conversations, None)
+
     def render_now(
-        self, encode: Callable[..., list[int]], messages: Messages, template_kwargs: dict[str, Any] | None
-    ) -> list[int]:
+        self,
+        encode: Callable[..., T],
+        messages: Messages | list[Messages],
+        template_kwargs: dict[str, Any] | None,
+    ) -> T:
         kwargs = {"enable_thinking": self.config.enable_thinking, **(template_kwargs or {})}
         try:
             return encode(messages, **kwargs)

@@ -10,7 +10,6 @@ Every endpoint goes through these parts, so limits and metrics hold the same eve
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
@@ -93,11 +92,8 @@ class ServerState:
         system = self.config.system_prompt
         conversations = [question_messages(questions[i % len(questions)], system) for i in range(count)]
         limit = self.admission.max_prompt_tokens
-        encoded = await self.prompts.run(lambda: [self.prompts.conversation_now(c) for c in conversations])
-        prompts = [ids[-limit:] for ids in encoded]
-        await asyncio.gather(
-            *(self.final_output(self.generate(p, params, "warmup", stream=False)) for p in prompts)
-        )
+        encoded = await self.prompts.run(self.prompts.conversations_now, conversations)
+        await self.generation.generate_batch([ids[-limit:] for ids in encoded], params, "warmup")
         logger.info("warm-up of %d requests took %.2fs", count, time.perf_counter() - started)
         # Start-up leaves millions of young objects (modules, model wrappers, compiled kernels): the first
         # batch's allocations would trigger a full collection that walks them all, a pause of 0.1-0.4 s.
