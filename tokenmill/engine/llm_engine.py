@@ -239,7 +239,8 @@ class LLMEngine:
     def _launch(
         self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, sample: bool = True
     ) -> Launch:
-        launch = self.runner.launch(batch, token_source, sample)
+        runner = self.runner
+        launch = runner.launch(batch, token_source) if sample else runner.launch_forward(batch, token_source)
         self.scheduler.commit(batch)
         return launch
 

@@ -111,16 +111,20 @@ class ModelRunner:
             )
 
     @torch.inference_mode()
-    def launch(
-        self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, sample: bool = True
-    ) -> Launch:
+    def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
         """Queue one step on the device without waiting for it. The tokens of sequences whose known tokens
         will all be computed are sampled and copied back asynchronously; `collect` waits for them.
 
         `token_source` (a previous launch's sampled tokens, still on the device) gives the input tokens
-        of a continuation batch, whose tokens the host does not know yet. With `sample=False` only the
-        forward pass is queued: the caller calls `sample` later, once what the sampler reads (the
-        grammar matchers) has caught up with the tokens of the step before."""
+        of a continuation batch, whose tokens the host does not know yet."""
+        launch = self.launch_forward(batch, token_source)
+        self.sample(launch)
+        return launch
+
+    @torch.inference_mode()
+    def launch_forward(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
+        """`launch` without the sampling: the caller queues that with `sample`, once what the sampler
+        reads (grammar matchers) has caught up with the step before."""
         graph_size = self.graphs.padded_size(batch)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
         if self.lora_step is not None and inputs.lora is not None:
@@ -128,10 +132,7 @@ class ModelRunner:
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
         logits = self.run_model(inputs, graph_size is not None)
-        launch = Launch(inputs.sampling_seqs, None, None, None, logits, inputs.proposals)
-        if sample:
-            self.sample(launch)
-        return launch
+        return Launch(inputs.sampling_seqs, None, None, None, logits, inputs.proposals)
 
     @torch.inference_mode()
     def sample(self, launch: Launch) -> None:
