@@ -13,51 +13,53 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs, default_fill_threads
-from tokenmill.structured_output.token_mask import apply_token_mask_reference, token_mask_op
+from tokenmill.structured_output.token_mask import StepMask, apply_token_mask_reference, token_mask_op
 from tokenmill.tokenizer import Tokenizer
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
 
-def random_case(vocab: int, grammar_vocab: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Logits of 7 rows; masks for rows 5, 0, 3, 6 (bitmask rows 0..3) over `grammar_vocab` tokens."""
+def random_case(vocab: int, grammar_vocab: int, seed: int) -> tuple[torch.Tensor, StepMask, torch.Tensor]:
+    """Logits of 7 rows; masks for rows 5, 0, 3, 6 over `grammar_vocab` tokens, random guard rows."""
     generator = torch.Generator().manual_seed(seed)
     words = -(-grammar_vocab // 32)
     logits = torch.randn(7, vocab, generator=generator)
     bitmask = torch.randint(-(2**31), 2**31 - 1, (4, words), dtype=torch.int32, generator=generator)
     guards = torch.randint(-(2**31), 2**31 - 1, (4, words), dtype=torch.int32, generator=generator)
-    targets = torch.tensor([5, 0, 3, 6], dtype=torch.int32)
-    guard_index = torch.tensor([2, 0, 3, 1], dtype=torch.int32)
-    return logits, bitmask, targets, guard_index, guards
+    placement = torch.tensor([[5, 0, 3, 6], [2, 0, 3, 1]], dtype=torch.int32)
+    return logits, StepMask(bitmask, placement), guards
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("vocab", "grammar_vocab"), [(300, 300), (4100, 259), (2048, 2048)])
 def test_triton_mask_equals_the_reference(dtype: torch.dtype, vocab: int, grammar_vocab: int) -> None:
-    case = [t.to(DEVICE) for t in random_case(vocab, grammar_vocab, seed=vocab)]
-    logits = case[0].to(dtype)
+    logits, mask, guards = random_case(vocab, grammar_vocab, seed=vocab)
+    logits, mask, guards = logits.to(DEVICE, dtype), mask.to(DEVICE), guards.to(DEVICE)
     expected, got = logits.clone(), logits.clone()
-    apply_token_mask_reference(expected, *case[1:], grammar_vocab)
-    token_mask_op("triton")(got, *case[1:], grammar_vocab)
+    apply_token_mask_reference(expected, mask, guards, grammar_vocab)
+    token_mask_op("triton")(got, mask, guards, grammar_vocab)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert torch.equal(got[[1, 2, 4]], logits[[1, 2, 4]])  # plain rows untouched
     assert torch.isinf(got[5, grammar_vocab:]).all()  # padding ids never survive
+    assert not torch.isinf(got[5, :grammar_vocab]).all()
 
 
 def test_reference_mask_equals_xgrammars_apply() -> None:
     """With guards that allow everything and no padding, the mask is xgrammar's bitmask apply."""
     import xgrammar
 
-    logits, bitmask, targets, guard_index, _ = random_case(300, 300, seed=1)
-    everything = torch.full((4, bitmask.shape[1]), -1, dtype=torch.int32)
+    logits, mask, _ = random_case(300, 300, seed=1)
+    everything = torch.full((4, mask.bitmask.shape[1]), -1, dtype=torch.int32)
     ours = logits.clone()
-    apply_token_mask_reference(ours, bitmask, targets, guard_index, everything, 300)
-    by_row = torch.full((7, bitmask.shape[1]), -1, dtype=torch.int32)
-    by_row[targets.long()] = bitmask
+    apply_token_mask_reference(ours, mask, everything, 300)
+    targets = mask.placement[0]
+    by_row = torch.full((7, mask.bitmask.shape[1]), -1, dtype=torch.int32)
+    by_row[targets.long()] = mask.bitmask
     theirs = logits.clone()
     xgrammar.apply_token_bitmask_inplace(theirs, by_row, vocab_size=300, indices=targets.tolist())
     assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, logits)
 
 
 class SpyMask:
@@ -66,9 +68,11 @@ class SpyMask:
     def __init__(self) -> None:
         self.rows: list[list[int]] = []
 
-    def __call__(self, logits, bitmask, targets, guard_index, guards, grammar_vocab) -> None:
-        self.rows.append(targets.tolist())
-        apply_token_mask_reference(logits, bitmask, targets, guard_index, guards, grammar_vocab)
+    def __call__(
+        self, logits: torch.Tensor, mask: StepMask, guards: torch.Tensor, grammar_vocab: int
+    ) -> None:
+        self.rows.append(mask.placement[0].tolist())
+        apply_token_mask_reference(logits, mask, guards, grammar_vocab)
 
 
 def test_a_step_masks_only_its_unfinished_constrained_rows() -> None:

@@ -17,7 +17,7 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
 from tokenmill.structured_output.text_guards import guard_row
-from tokenmill.structured_output.token_mask import apply_token_mask_reference
+from tokenmill.structured_output.token_mask import StepMask, apply_token_mask_reference
 from tokenmill.tokenizer import Tokenizer
 
 RUNS = 50
@@ -112,14 +112,8 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
     bitmask = torch.full((4, guards.rows.shape[1]), -1, dtype=torch.int32)  # the grammar allows all
     flags = [(False, False), (True, False), (False, True), (True, True)]
     logits = torch.zeros(5, 320)
-    apply_token_mask_reference(
-        logits,
-        bitmask,
-        torch.tensor([0, 1, 2, 4], dtype=torch.int32),
-        torch.tensor([guard_row(*f) for f in flags], dtype=torch.int32),
-        guards.rows,
-        grammar_vocab,
-    )
+    placement = torch.tensor([[0, 1, 2, 4], [guard_row(*f) for f in flags]], dtype=torch.int32)
+    apply_token_mask_reference(logits, StepMask(bitmask, placement), guards.rows, grammar_vocab)
     banned = [set(torch.isinf(logits[row]).nonzero().flatten().tolist()) for row in range(5)]
     controls = {byte_of[b] for b in range(0x20)}
     continuations = {byte_of[b] for b in range(0xA0, 0xC0)}

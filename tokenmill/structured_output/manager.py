@@ -32,7 +32,7 @@ from tokenmill.engine.sequence import Sequence
 from tokenmill.structured_output.compiler import GrammarCompiler, import_xgrammar
 from tokenmill.structured_output.params import StructuredOutputsParams
 from tokenmill.structured_output.text_guards import guard_row
-from tokenmill.structured_output.token_mask import TokenMaskOp, apply_token_mask_reference
+from tokenmill.structured_output.token_mask import StepMask, TokenMaskOp, apply_token_mask_reference
 
 logger = logging.getLogger(__name__)
 CPU = torch.device("cpu")
@@ -45,21 +45,6 @@ def default_fill_threads() -> int:
     """Threads for the bitmask fill when the configuration names none: the usable cores, at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cores))
-
-
-@dataclass(frozen=True)
-class StepMask:
-    """A step's token mask: bitmask row i (int32 words over the grammar's vocabulary) belongs to logits
-    row placement[0, i] and is ANDed with guard row placement[1, i]."""
-
-    bitmask: torch.Tensor  # [k, words]
-    placement: torch.Tensor  # [2, k] int32
-
-    def to(self, device: torch.device) -> StepMask:
-        """On `device`; from pinned host memory the copies are asynchronous."""
-        return StepMask(
-            self.bitmask.to(device, non_blocking=True), self.placement.to(device, non_blocking=True)
-        )
 
 
 @dataclass(slots=True)
@@ -163,9 +148,7 @@ class StructuredOutputs:
         """The device's part: one kernel masks the constrained rows of `logits` (`mask` on its device)."""
         guards = self.compiler.guards
         assert guards is not None
-        targets, guard_index = mask.placement
-        grammar_vocab = self.compiler.grammar_vocab_size
-        self.mask_op(logits, mask.bitmask, targets, guard_index, guards.rows_on(logits.device), grammar_vocab)
+        self.mask_op(logits, mask, guards.rows_on(logits.device), self.compiler.grammar_vocab_size)
 
     def _filler(self, num_rows: int) -> Any:
         """xgrammar's batch filler: on `fill_threads` threads for PARALLEL_FILL_ROWS rows or more."""

@@ -11,11 +11,28 @@ reference below.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-# (logits, bitmask, targets, guard_index, guards, grammar_vocab), see `apply_token_mask_reference`
-TokenMaskOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], None]
+
+@dataclass(frozen=True)
+class StepMask:
+    """A step's grammar masks: bitmask row i (int32 words over the grammar's vocabulary, bit j of word w
+    for token 32w + j) belongs to logits row placement[0, i] and is ANDed with guard row placement[1, i]."""
+
+    bitmask: torch.Tensor  # [k, words]
+    placement: torch.Tensor  # [2, k] int32
+
+    def to(self, device: torch.device) -> StepMask:
+        """On `device`; from pinned host memory the copies are asynchronous."""
+        return StepMask(
+            self.bitmask.to(device, non_blocking=True), self.placement.to(device, non_blocking=True)
+        )
+
+
+# (logits, mask on the logits' device, guard rows [4, words] int32, grammar vocabulary size) -> None
+TokenMaskOp = Callable[[torch.Tensor, StepMask, torch.Tensor, int], None]
 
 
 def token_mask_op(backend: str) -> TokenMaskOp:
@@ -28,26 +45,18 @@ def token_mask_op(backend: str) -> TokenMaskOp:
 
 
 def apply_token_mask_reference(
-    logits: torch.Tensor,
-    bitmask: torch.Tensor,
-    targets: torch.Tensor,
-    guard_index: torch.Tensor,
-    guards: torch.Tensor,
-    grammar_vocab: int,
+    logits: torch.Tensor, mask: StepMask, guards: torch.Tensor, grammar_vocab: int
 ) -> None:
-    """Set to -inf, in place, every token of `logits[targets[i]]` that row i does not allow (PyTorch:
-    each constrained row's words unpacked to one bool per token).
-
-    bitmask: [>= k, words] int32, row i for the i-th constrained row (bit j of word w is token 32w + j);
-    targets, guard_index: [k] int32, the logits row and the guard row of each; guards: [4, words] int32;
-    grammar_vocab: how many leading token ids the grammar covers (<= words * 32 and <= logits width)."""
-    words = bitmask[: targets.numel(), : guards.shape[1]] & guards[guard_index.long()]
+    """Set to -inf, in place, every token of each constrained logits row that its bitmask row, its guard
+    row or the grammar's vocabulary (the first `grammar_vocab` ids) rules out. PyTorch: each row's words
+    are unpacked to one bool per token."""
+    targets, guard_index = mask.placement.long()
+    words = mask.bitmask[:, : guards.shape[1]] & guards[guard_index]
     allowed = _bits_of_bytes(words.device)[words.view(torch.uint8).long()].flatten(1)[:, :grammar_vocab]
-    rows = targets.long()
-    masked = logits[rows]
+    masked = logits[targets]
     masked[:, :grammar_vocab].masked_fill_(~allowed, float("-inf"))
     masked[:, grammar_vocab:] = float("-inf")
-    logits.index_copy_(0, rows, masked)
+    logits.index_copy_(0, targets, masked)
 
 
 def _bits_of_bytes(device: torch.device) -> torch.Tensor:

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill.structured_output.token_mask import StepMask
+
 BLOCK = 2048
 
 
@@ -18,20 +20,20 @@ BLOCK = 2048
 def _token_mask_kernel(
     logits_ptr,
     bitmask_ptr,
-    targets_ptr,
-    guard_index_ptr,
+    placement_ptr,
     guards_ptr,
     logits_stride,
     bitmask_stride,
     guards_stride,
+    num_rows,
     vocab,
     grammar_vocab,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)
     tokens = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    target = tl.load(targets_ptr + row).to(tl.int64)
-    guard = tl.load(guard_index_ptr + row)
+    target = tl.load(placement_ptr + row).to(tl.int64)  # placement: [2, num_rows]
+    guard = tl.load(placement_ptr + num_rows + row)
     covered = tokens < grammar_vocab
     word = tokens // 32
     bits = tl.load(bitmask_ptr + row * bitmask_stride + word, mask=covered, other=0)
@@ -41,26 +43,22 @@ def _token_mask_kernel(
 
 
 def apply_token_mask_triton(
-    logits: torch.Tensor,
-    bitmask: torch.Tensor,
-    targets: torch.Tensor,
-    guard_index: torch.Tensor,
-    guards: torch.Tensor,
-    grammar_vocab: int,
+    logits: torch.Tensor, mask: StepMask, guards: torch.Tensor, grammar_vocab: int
 ) -> None:
-    k, vocab = targets.numel(), logits.shape[-1]
+    bitmask, placement = mask.bitmask, mask.placement
+    k, vocab = bitmask.shape[0], logits.shape[-1]
     if k == 0:
         return
-    assert logits.stride(-1) == 1 and bitmask.stride(-1) == 1 and guards.stride(-1) == 1
+    assert logits.stride(-1) == 1 and bitmask.stride(-1) == 1 and placement.is_contiguous()
     _token_mask_kernel[(k, triton.cdiv(vocab, BLOCK))](
         logits,
         bitmask,
-        targets,
-        guard_index,
+        placement,
         guards,
         logits.stride(0),
         bitmask.stride(0),
         guards.stride(0),
+        k,
         vocab,
         grammar_vocab,
         BLOCK=BLOCK,
