@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine's default logits
     tokenizer, vocab = tokenizer_and_vocab(args.model)
     compiler = GrammarCompiler(tokenizer, vocab, (tokenizer.eos_token_id or 0,))
     clock = Stopwatch(device)
@@ -87,7 +88,7 @@ def main() -> None:
     structured.attach(seqs[:constrained], constraint)
     parts: dict[str, list[float]] = {"fill": [], "upload": [], "mask kernel": [], "advance": []}
     for _ in range(args.steps):
-        logits = torch.randn(args.batch, vocab, device=device, dtype=torch.bfloat16)
+        logits = torch.randn(args.batch, vocab, device=device, dtype=dtype)
         clock.lap()
         mask = structured.fill(seqs)
         parts["fill"].append(clock.lap())
