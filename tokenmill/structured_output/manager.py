@@ -4,9 +4,9 @@ Three calls tie it to the step loop: `attach` when a request is added (compiles,
 and gives each of its sequences a matcher), the sampler's logits hook (`__call__`), and `advance` for
 each accepted token (which also says when the grammar has ended the sequence).
 
-The hook runs after the step's forward pass is queued, so the host's work overlaps it: xgrammar fills
-one bitmask row per constrained sequence on `fill_threads` threads into a pinned host buffer (only the
-grammar's vocabulary, one row per constrained sequence, not per batch row), the rows go up with one
+The hook runs after the step's forward pass is queued, so the host's work overlaps it: xgrammar fills a
+bitmask row over the grammar's vocabulary for each constrained sequence (not each batch row) into a
+pinned host buffer, on `fill_threads` threads when the rows are many, the rows go up with one
 asynchronous copy, and one kernel applies them with the text guards (token_mask.py). With async
 scheduling the engine runs this hook only once the previous step's tokens have advanced the matchers
 (llm_engine.py), so grammar batches keep launching ahead. A batch without constrained sequences costs
