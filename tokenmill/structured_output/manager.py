@@ -31,7 +31,7 @@ from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.sequence import Sequence
 from tokenmill.structured_output.compiler import GrammarCompiler, import_xgrammar
 from tokenmill.structured_output.params import StructuredOutputsParams
-from tokenmill.structured_output.text_guards import guard_row
+from tokenmill.structured_output.text_guards import TextGuards, guard_row
 from tokenmill.structured_output.token_mask import StepMask, TokenMaskOp, apply_token_mask_reference
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,12 @@ def default_fill_threads() -> int:
 
 @dataclass(slots=True)
 class _Constrained:
-    """A constrained sequence's grammar state: its matcher and which guard row its next token needs."""
+    """A constrained sequence's grammar state: its matcher and which guard row its next token needs
+    (text_guards.guard_row: JSON or not, and whether its last token ended on a surrogate's lead byte)."""
 
     matcher: Any  # xgrammar.GrammarMatcher
     is_json: bool
-    after_lead: bool = False  # its last token ended on a surrogate's lead byte
-
-    @property
-    def guard(self) -> int:
-        return guard_row(self.is_json, self.after_lead)
+    guard: int
 
 
 class StructuredOutputs:
@@ -88,7 +85,8 @@ class StructuredOutputs:
             matcher = xgr.GrammarMatcher(
                 compiled, terminate_without_stop_token=not self.compiler.stop_token_ids
             )
-            self._constrained[seq.seq_id] = _Constrained(matcher, params.is_json)
+            guard = guard_row(params.is_json, after_lead=False)
+            self._constrained[seq.seq_id] = _Constrained(matcher, params.is_json, guard)
 
     def release(self, seqs: list[Sequence]) -> None:
         for seq in seqs:
@@ -107,10 +105,8 @@ class StructuredOutputs:
         """Feed the sequence's accepted token to its matcher; True when the grammar ends the sequence
         (it terminated, or refused a token the mask should have excluded)."""
         state = self._constrained[seq.seq_id]
-        guards = self.compiler.guards
-        state.after_lead = (
-            guards is not None and token < len(guards.ends_on_lead) and bool(guards.ends_on_lead[token])
-        )
+        ends_on_lead = self._guards.ends_on_lead
+        state.guard = guard_row(state.is_json, token < len(ends_on_lead) and bool(ends_on_lead[token]))
         matcher = state.matcher
         if not matcher.accept_token(token):
             logger.warning("request %s: grammar refused token %d; ending the sequence", seq.request_id, token)
@@ -133,9 +129,7 @@ class StructuredOutputs:
         if not rows:
             return None
         states = [constrained[seqs[row].seq_id] for row in rows]
-        guards = self.compiler.guards
-        assert guards is not None, "attach built the compiler, and with it the guards"
-        words = guards.rows.shape[1]
+        words = self._guards.rows.shape[1]
         staging = self._staging
         staging.next_step()
         bitmask = staging.tensor("bitmask", len(rows) * words, torch.int32).view(len(rows), words)
@@ -146,9 +140,14 @@ class StructuredOutputs:
 
     def apply(self, logits: torch.Tensor, mask: StepMask) -> None:
         """The device's part: one kernel masks the constrained rows of `logits` (`mask` on its device)."""
+        guard_rows = self._guards.rows_on(logits.device)
+        self.mask_op(logits, mask, guard_rows, self.compiler.grammar_vocab_size)
+
+    @property
+    def _guards(self) -> TextGuards:
         guards = self.compiler.guards
-        assert guards is not None
-        self.mask_op(logits, mask, guards.rows_on(logits.device), self.compiler.grammar_vocab_size)
+        assert guards is not None, "attach built the compiler, and with it the guards"
+        return guards
 
     def _filler(self, num_words: int) -> Any:
         """xgrammar's batch filler: on `fill_threads` threads for PARALLEL_FILL_WORDS words or more."""
