@@ -1,12 +1,17 @@
-"""The host's and the device's extra cost of structured outputs per decode step, without a model.
+"""What structured outputs add to one decode step, part by part, without a model.
 
-For a batch of sequences all under one JSON schema, each step times what the engine adds: the bitmask
-fill (xgrammar, on the host), the text guards, the mask applied to [batch, vocab] logits on `--device`,
-and advancing every matcher by its sampled token. Tokens are drawn (greedily, from random logits) among
-the allowed ones, so the matchers walk real paths through the schema. Compare the total with the
-device's time for one decode step (~4.8 ms for 358 sequences of Qwen3-0.6B on an H100): with async
-scheduling off for such batches, this is added to every step.
-Usage: PYTHONPATH=. python bench/structured_step.py [--model DIR] [--batch 358] [--steps 64] [--device cuda]
+`--constrained` of `--batch` sequences are under one JSON schema (the offline benchmark's `--structured
+json` one: a string longer than any output), the rest plain. Each step times, as the engine runs them:
+the bitmask fill on the host (xgrammar, `--threads`), the upload of the filled rows, the mask kernel on
+`--device` (these two waited for), and advancing every matcher by its token. Tokens are drawn greedily
+from random logits among the allowed ones, so the matchers walk real paths through the schema.
+
+With async scheduling the host's part (fill + advance) overlaps the device's forward pass (~4.8 ms for
+358 sequences of Qwen3-0.6B on an H100); only the upload and the kernel sit on the device's path.
+`--model random:qwen3-0.6b` uses the engine's tokenizer for random presets (256 bytes) padded to the
+preset's 151,936 ids, as `tokenmill bench --model random:...` does.
+Usage: PYTHONPATH=. python bench/structured_step.py [--model DIR|random:PRESET] [--batch 358]
+       [--constrained N] [--threads N] [--steps 64] [--device cuda]
 """
 
 from __future__ import annotations
@@ -17,63 +22,97 @@ import time
 
 import torch
 
+from tokenmill.bench.structured import long_answer_schema
 from tokenmill.engine.sequence import Sequence
 from tokenmill.models.loader import default_model_path
+from tokenmill.models.presets import preset_config
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs
+from tokenmill.structured_output.token_mask import token_mask_op
 from tokenmill.tokenizer import Tokenizer
 
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "answer": {"type": "string", "minLength": 4096},
-        "confidence": {"type": "number"},
-    },
-    "required": ["answer", "confidence"],
-}
+
+def tokenizer_and_vocab(model: str | None) -> tuple[Tokenizer, int]:
+    if model is None:
+        tokenizer = Tokenizer.from_gguf(default_model_path())
+        return tokenizer, len(tokenizer.hf)
+    if model.startswith("random:"):
+        return Tokenizer.byte_level(), preset_config(model.removeprefix("random:"))["vocab_size"]
+    tokenizer = Tokenizer.from_directory(model)
+    return tokenizer, len(tokenizer.hf)
+
+
+class Stopwatch:
+    """Milliseconds since the previous lap, the device's queued work waited for first."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        previous, self.last = self.last, time.perf_counter()
+        return 1000 * (self.last - previous)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="HF model directory (its tokenizer); default SmolLM2")
+    parser.add_argument("--model", default=None, help="HF directory or random:<preset>; default SmolLM2")
     parser.add_argument("--batch", type=int, default=358)
+    parser.add_argument("--constrained", type=int, default=None, help="sequences under the schema (all)")
+    parser.add_argument("--threads", type=int, default=None, help="fill threads (default min(8, cores))")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    model = args.model
-    tokenizer = Tokenizer.from_directory(model) if model else Tokenizer.from_gguf(default_model_path())
-    vocab = len(tokenizer.hf)
     device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine's default logits
+    tokenizer, vocab = tokenizer_and_vocab(args.model)
     compiler = GrammarCompiler(tokenizer, vocab, (tokenizer.eos_token_id or 0,))
-    started = time.perf_counter()
+    clock = Stopwatch(device)
     _ = compiler.xgrammar_compiler
-    prepare = time.perf_counter() - started
-    params = SamplingParams(structured_outputs=StructuredOutputsParams(json=SCHEMA))
-    started = time.perf_counter()
-    compiler.compile(params.structured_outputs)  # type: ignore[arg-type]
-    compile_s = time.perf_counter() - started
-    structured = StructuredOutputs(compiler)
-    seqs = [Sequence("r", i, [1], params, torch.device("cpu")) for i in range(args.batch)]
-    structured.attach(seqs, params.structured_outputs)  # type: ignore[arg-type]
-    mask_ms, advance_ms = [], []
+    prepare_ms = clock.lap()
+    constraint = StructuredOutputsParams(json=long_answer_schema(4096))
+    compiler.compile(constraint)
+    compile_ms = clock.lap()
+    mask_op = token_mask_op("triton" if device.type == "cuda" else "torch")
+    structured = StructuredOutputs(compiler, args.threads, mask_op, device)
+    constrained = args.batch if args.constrained is None else args.constrained
+    plain, under_schema = SamplingParams(), SamplingParams(structured_outputs=constraint)
+    seqs = [
+        Sequence("r", i, [1], under_schema if i < constrained else plain, torch.device("cpu"))
+        for i in range(args.batch)
+    ]
+    structured.attach(seqs[:constrained], constraint)
+    parts: dict[str, list[float]] = {"fill": [], "upload": [], "mask kernel": [], "advance": []}
     for _ in range(args.steps):
-        logits = torch.randn(args.batch, vocab, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        structured(logits, seqs)
-        tokens = logits.argmax(dim=-1).tolist()  # waits for the device
-        mask_ms.append(1000 * (time.perf_counter() - started))
-        started = time.perf_counter()
-        for seq, token in zip(seqs, tokens):
+        logits = torch.randn(args.batch, vocab, device=device, dtype=dtype)
+        clock.lap()
+        mask = structured.fill(seqs)
+        parts["fill"].append(clock.lap())
+        if mask is not None:  # None: no constrained sequence
+            on_device = mask.to(device)
+            parts["upload"].append(clock.lap())
+            structured.apply(logits, on_device)
+            parts["mask kernel"].append(clock.lap())
+        tokens = logits.argmax(dim=-1).tolist()
+        clock.lap()
+        for seq, token in zip(seqs[:constrained], tokens):
             structured.advance(seq, token)
-        advance_ms.append(1000 * (time.perf_counter() - started))
-    print(f"vocab {vocab}, batch {args.batch}, device {device}")
-    print(f"vocabulary preparation {prepare * 1000:.0f} ms, schema compile {compile_s * 1000:.0f} ms")
-    print(f"per step: mask (fill + guards + apply) {statistics.median(mask_ms):.2f} ms, "
-          f"advance {statistics.median(advance_ms):.2f} ms (medians of {args.steps})")  # fmt: skip
+        parts["advance"].append(clock.lap())
+    median = {name: statistics.median(times or [0.0]) for name, times in parts.items()}
+    print(
+        f"vocab {vocab} (grammar {compiler.grammar_vocab_size}), batch {args.batch}, constrained "
+        f"{constrained}, fill threads {structured.fill_threads}, device {device}"
+    )
+    print(f"vocabulary preparation {prepare_ms:.0f} ms, schema compile {compile_ms:.1f} ms")
+    print(
+        f"per step (medians of {args.steps}): "
+        + ", ".join(f"{name} {ms:.3f} ms" for name, ms in median.items())
+        + f"; host total (fill + advance) {median['fill'] + median['advance']:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

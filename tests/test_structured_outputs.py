@@ -16,6 +16,8 @@ from tokenmill.engine.llm import LLM
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
+from tokenmill.structured_output.text_guards import guard_row
+from tokenmill.structured_output.token_mask import StepMask, apply_token_mask_reference
 from tokenmill.tokenizer import Tokenizer
 
 RUNS = 50
@@ -94,7 +96,8 @@ def test_params_need_exactly_one_valid_constraint() -> None:
 
 def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> None:
     """On a byte vocabulary: JSON rows lose bytes below 0x20; after a token ending on ED (a surrogate's
-    lead byte) every row loses A0..BF; the other rows keep every token."""
+    lead byte) every row loses A0..BF; every constrained row loses the model's padding ids (past the
+    tokenizer's); the unconstrained row keeps every token."""
     import xgrammar
 
     tokenizer = Tokenizer.byte_level()
@@ -102,19 +105,24 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
     compiler.compile(StructuredOutputsParams(regex="a"))
     guards = compiler.guards
     assert guards is not None
-    vocab = xgrammar.TokenizerInfo.from_huggingface(tokenizer.hf, vocab_size=320).decoded_vocab
+    grammar_vocab = compiler.grammar_vocab_size
+    assert grammar_vocab == len(tokenizer.hf) < 320
+    vocab = xgrammar.TokenizerInfo.from_huggingface(tokenizer.hf).decoded_vocab
     byte_of = {text[0]: token for token, text in enumerate(vocab) if len(text) == 1}
-    bitmask = torch.full((5, 10), -1, dtype=torch.int32)  # everything allowed
-    guards.apply(bitmask, [0, 1, 2, 4], [False, True, False, True], [False, False, True, True])
-    allowed = (bitmask.view(torch.uint8).unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1
-    allowed = allowed.view(5, -1).bool()
+    bitmask = torch.full((4, guards.rows.shape[1]), -1, dtype=torch.int32)  # the grammar allows all
+    flags = [(False, False), (True, False), (False, True), (True, True)]
+    logits = torch.zeros(5, 320)
+    placement = torch.tensor([[0, 1, 2, 4], [guard_row(*f) for f in flags]], dtype=torch.int32)
+    apply_token_mask_reference(logits, StepMask(bitmask, placement), guards.rows, grammar_vocab)
+    banned = [set(torch.isinf(logits[row]).nonzero().flatten().tolist()) for row in range(5)]
     controls = {byte_of[b] for b in range(0x20)}
     continuations = {byte_of[b] for b in range(0xA0, 0xC0)}
-    banned = [set((~allowed[row]).nonzero().flatten().tolist()) for row in range(5)]
-    assert banned[0] == set() and banned[3] == set()
-    assert banned[1] == controls
-    assert banned[2] == continuations
-    assert banned[4] == controls | continuations
+    padding = set(range(grammar_vocab, 320))
+    assert banned[3] == set()
+    assert banned[0] == padding
+    assert banned[1] == controls | padding
+    assert banned[2] == continuations | padding
+    assert banned[4] == controls | continuations | padding
     assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
 
 
@@ -248,19 +256,33 @@ def test_bad_constraint_is_refused_before_anything_runs(llm: LLM) -> None:
     assert not llm.engine.has_unfinished_requests()
 
 
-def test_async_scheduling_runs_ahead_only_without_grammars(tiny_model_dir) -> None:
-    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", max_model_len=256, async_scheduling=True)
-    engine = llm.engine
-    plain = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
-    reference = llm.generate(["x", "y"], plain, use_tqdm=False)
-    assert engine.stats.continued_steps > 0
-    engine.stats.continued_steps = 0
-    regex = StructuredOutputsParams(regex="[a-c]{12}")
-    constrained = SamplingParams(temperature=0, max_tokens=12, structured_outputs=regex)
-    outputs = llm.generate(["x", "y"], [plain, constrained], use_tqdm=False)
-    assert engine.stats.continued_steps == 0
-    assert outputs[0].outputs[0].token_ids == reference[0].outputs[0].token_ids
-    assert re.fullmatch("[a-c]{12}", outputs[1].outputs[0].text)
+def test_grammar_steps_run_ahead_and_match_the_synchronous_path(tiny_model_dir) -> None:
+    """With async scheduling, steps of a batch holding grammar requests are launched ahead too (their
+    sampling waits for the matchers, not their forward pass), and every output is token for token the
+    synchronous engine's: greedy and seeded, constrained and plain, ending at different steps."""
+    model = str(tiny_model_dir("qwen3"))
+    regex = StructuredOutputsParams(regex="[a-c]{3,12}")
+    schema = {"type": "object", "properties": {"k": {"enum": ["x", "yy"]}}, "required": ["k"]}
+    params = [
+        SamplingParams(temperature=0, max_tokens=12, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=16, structured_outputs=regex),
+        SamplingParams(temperature=1.0, seed=3, max_tokens=16, structured_outputs=regex),
+        SamplingParams(temperature=1.0, seed=4, max_tokens=40, structured_outputs={"json": schema}),
+        SamplingParams(temperature=1.0, seed=5, max_tokens=9, ignore_eos=True),
+    ]
+    prompts = ["x", "y", "z", "w", "v"]
+    results = {}
+    for async_scheduling in (True, False):
+        llm = LLM(model, device="cpu", max_model_len=256, async_scheduling=async_scheduling)
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        results[async_scheduling] = [o.outputs[0].token_ids for o in outputs], llm.engine.stats
+        texts = [o.outputs[0].text for o in outputs]
+        assert all(re.fullmatch("[a-c]{3,12}", t) for t in texts[1:3]), texts
+        assert json.loads(texts[3])["k"] in ("x", "yy")
+    (ahead, ahead_stats), (synchronous, synchronous_stats) = results[True], results[False]
+    assert ahead == synchronous
+    assert synchronous_stats.continued_steps == 0
+    assert ahead_stats.continued_steps >= ahead_stats.decode_steps - 4
 
 
 def test_without_xgrammar_the_error_says_what_to_install(monkeypatch) -> None:

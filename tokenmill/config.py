@@ -85,6 +85,9 @@ class EngineConfig(BaseModel):
     async_scheduling: bool = Field(
         default=True, description="launch the next decode step before the current one's tokens are back"
     )
+    structured_output_threads: int | None = Field(
+        default=None, ge=1, le=256, description="threads filling grammar token masks; default min(8, cores)"
+    )
     max_gpu_memory: str | None = Field(
         default=None,
         description="absolute cap on this process's GPU memory, e.g. 32GiB (emulates a smaller card)",

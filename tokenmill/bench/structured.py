@@ -2,8 +2,9 @@
 
 `--structured json` gives every request the same schema, an object whose one string must be longer than
 any output could be, so each request still makes exactly its workload's number of tokens: the run does
-the plain run's work plus the grammar's (a matcher step and a bitmask row per token, the mask on the
-device, no step launched ahead) and the two throughputs compare directly.
+the plain run's work plus the grammar's (a matcher step and a bitmask row per token, the mask kernel on
+the device, each step's sampling queued once the matchers have the previous tokens) and the two
+throughputs compare directly.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ class AsyncScheduler(Scheduler):
 
     def _may_continue(self, batch: ScheduledBatch) -> bool:
         """A step may run ahead only if it is pure decode and no sampling decision in it depends on the
-        tokens not yet known: no penalties, no logprobs, no min_tokens still pending, no structured
-        output (its grammar's token mask for the next step follows the token not yet known, so a batch
-        holding one runs step by step; batches without one still run ahead), and there is room for one
-        more position. A one-token step of a prompt that is not yet all computed counts as a
-        decode but samples nothing, so there would be no token to feed the next step."""
+        tokens not yet known: no penalties, no logprobs, no min_tokens still pending, and there is room
+        for one more position. (Grammar masks do follow the unknown token: the engine queues such a
+        step's forward pass now and its sampling once the token is known, see LLMEngine.step.)
+        A one-token step of a prompt that is not yet all computed counts as a decode but samples
+        nothing, so there would be no token to feed the next step."""
         if batch.num_decodes != len(batch):
             return False
         max_model_len = self.max_model_len

@@ -35,6 +35,7 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.spec_decode.speculator import build_speculator
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs
+from tokenmill.structured_output.token_mask import token_mask_op
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ class LLMEngine:
         self.eos_token_ids = loaded.config.eos_token_ids or _tokenizer_eos(loaded.tokenizer)
         num_blocks, cache_dtype, self.max_model_len = kv.num_blocks, kv.dtype, kv.max_model_len
         self.structured = StructuredOutputs(
-            GrammarCompiler(self.tokenizer, loaded.config.vocab_size, self.eos_token_ids)
+            GrammarCompiler(self.tokenizer, loaded.config.vocab_size, self.eos_token_ids),
+            config.structured_output_threads,
+            token_mask_op(ops.name),
+            device,
         )
         sampler = Sampler(device, config.seed, self.eos_token_ids, logits_processor=self.structured)
         self.runner = rank.runner(kv, sampler, self.workers, None if self.lora is None else self.lora.step)
@@ -219,17 +223,28 @@ class LLMEngine:
             self._stepping = batch
             launch = self._launch(batch)
         follow = self.scheduler.continue_decoding(batch)
+        unsampled = None
         if follow is not None:
-            self._in_flight = follow, self._launch(follow, launch.sampled)
+            # Grammar masks follow every accepted token: such a step's forward pass runs ahead, and its
+            # sampling is queued once this step's tokens have advanced the matchers.
+            defer = self.structured.constrains(follow.seqs)
+            follow_launch = self._launch(follow, launch.sampled, sample=not defer)
+            self._in_flight = follow, follow_launch
+            unsampled = follow_launch if defer else None
             self.stats.continued_steps += 1
         sampled = self.runner.collect(launch)
         outputs = self._update_from_output(sampled, batch)
+        if unsampled is not None:
+            self.runner.sample(unsampled)
         self._stepping = None
         self._record_step(batch, time.perf_counter() - started)
         return outputs
 
-    def _launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
-        launch = self.runner.launch(batch, token_source)
+    def _launch(
+        self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, sample: bool = True
+    ) -> Launch:
+        runner = self.runner
+        launch = runner.launch(batch, token_source) if sample else runner.launch_forward(batch, token_source)
         self.scheduler.commit(batch)
         return launch
 

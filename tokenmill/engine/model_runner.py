@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 class Launch:
     """A step queued on the device: the sequences that sample, their tokens on the device and on their
     way to the host, the event that marks them ready, the logits (for logprobs), and the proposals
-    verified (then `sampled` has a token per logit row, see RejectionSampler)."""
+    verified (then `sampled` has a token per logit row, see RejectionSampler). The token fields stay
+    None until the step is sampled (`ModelRunner.sample`)."""
 
     seqs: list[Sequence]
     sampled: torch.Tensor | None
@@ -116,29 +117,42 @@ class ModelRunner:
 
         `token_source` (a previous launch's sampled tokens, still on the device) gives the input tokens
         of a continuation batch, whose tokens the host does not know yet."""
+        launch = self.launch_forward(batch, token_source)
+        self.sample(launch)
+        return launch
+
+    @torch.inference_mode()
+    def launch_forward(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
+        """`launch` without the sampling: the caller queues that with `sample`, once what the sampler
+        reads (grammar matchers) has caught up with the step before."""
         graph_size = self.graphs.padded_size(batch)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size)
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
         logits = self.run_model(inputs, graph_size is not None)
-        seqs = inputs.sampling_seqs
-        if logits is None:
-            return Launch([], None, None, None, None)
+        return Launch(inputs.sampling_seqs, None, None, None, logits, inputs.proposals)
+
+    @torch.inference_mode()
+    def sample(self, launch: Launch) -> None:
+        """Queue the sampling of a launched step's logits and the copy of its tokens to the host."""
+        if launch.logits is None:
+            return
         assert self.sampler is not None, "rank 0 samples"
-        proposals = inputs.proposals
+        logits, seqs, proposals = launch.logits, launch.seqs, launch.proposals
         if proposals is None:
             sampled = self.sampler(logits, seqs)
         else:
             sampled = self.rejection_sampler(logits, seqs, proposals)
         if self.peers is not None:
             self.peers.share_sampled(sampled)
+        launch.sampled = sampled
         if self.device.type != "cuda":
-            return Launch(seqs, sampled, sampled, None, logits, proposals)
+            launch.host = sampled
+            return
         host = self.inputs.staging.tensor("sampled", sampled.numel(), torch.long)
         host.copy_(sampled, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return Launch(seqs, sampled, host, done, logits, proposals)
+        launch.host, launch.done = host, torch.cuda.Event()
+        launch.done.record()
 
     @torch.inference_mode()
     def collect(self, launch: Launch) -> list[tuple[Sequence, int]]:

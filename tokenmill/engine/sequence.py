@@ -56,12 +56,11 @@ class Sequence:
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.token_times: list[float] = []  # when each output token was appended, for latency metrics
-        # Sampling reads the known tokens always with penalties, logprobs or a grammar (its token mask
-        # follows the newest token), and until min_tokens are out (EOS is banned); a step may be launched
-        # before this sequence's newest token is known only once it has this many tokens.
-        needs_known_tokens = (
-            params.uses_penalties or params.logprobs is not None or params.structured_outputs is not None
-        )
+        # Sampling reads the known tokens always with penalties or logprobs, and until min_tokens are
+        # out (EOS is banned); a step may be launched before this sequence's newest token is known only
+        # once it has this many tokens. (A grammar's mask also follows the newest token, but the engine
+        # samples such a step only once that token is known, so grammars do not hold steps back.)
+        needs_known_tokens = params.uses_penalties or params.logprobs is not None
         self.runs_ahead_from = math.inf if needs_known_tokens else self.num_prompt_tokens + params.min_tokens
         if params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(params.seed + index)

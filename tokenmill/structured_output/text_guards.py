@@ -4,7 +4,8 @@ Two gaps show on byte-level vocabularies (and through byte-fallback tokens of an
 UTF-8-encoded surrogate (ED A0..BF ..), which decodes to U+FFFD replacement characters and so breaks a
 schema's string lengths, and its length-limited JSON string rule accepts raw control characters, which
 strict JSON parsers refuse (compact JSON has none anywhere). Each constrained row's bitmask is ANDed
-with one of four precomputed rows: JSON or not, and whether its last token ended on the byte ED.
+with one of four precomputed rows (by the mask kernel, token_mask.py): JSON or not, and whether its
+last token ended on the byte ED.
 """
 
 from __future__ import annotations
@@ -36,21 +37,20 @@ class TextGuards:
             if text.endswith(b"\xed"):
                 self.ends_on_lead[token] = True
         rows = [plain, json, plain & after_lead, json & after_lead]
-        self.rows = torch.stack([_packed(row) for row in rows])  # index: is_json + 2 * after_lead
+        self.rows = torch.stack([_packed(row) for row in rows])  # index: guard_row(is_json, after_lead)
         self._rows_on: dict[torch.device, torch.Tensor] = {}
 
-    def apply(
-        self, bitmask: torch.Tensor, rows: list[int], is_json: list[bool], after_lead: list[bool]
-    ) -> None:
-        """AND bitmask row `rows[i]` with the guard row its flags pick, on the bitmask's device."""
-        device = bitmask.device
-        if device not in self._rows_on:
-            self._rows_on[device] = self.rows.to(device)
-        index = torch.tensor([int(j) + 2 * int(a) for j, a in zip(is_json, after_lead)])
-        targets = torch.tensor(rows)
-        if device.type != "cpu":
-            index, targets = index.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        bitmask[targets] &= self._rows_on[device][index]
+    def rows_on(self, device: torch.device) -> torch.Tensor:
+        """The four guard rows, [4, words] int32, on `device` (copied there once)."""
+        rows = self._rows_on.get(device)
+        if rows is None:
+            rows = self._rows_on[device] = self.rows.to(device)
+        return rows
+
+
+def guard_row(is_json: bool, after_lead: bool) -> int:
+    """Which of the four guard rows a constrained row is ANDed with."""
+    return int(is_json) + 2 * int(after_lead)
 
 
 def _packed(allowed: np.ndarray) -> torch.Tensor:
