@@ -11,6 +11,7 @@ from tokenmill.distributed.sharding import checkpoint_part
 from tokenmill.distributed.vocab import embedding, lm_head
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
+from tokenmill.models import small_batch
 from tokenmill.models.config import ModelConfig
 from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables
 from tokenmill.quantization import QuantLinear
@@ -35,6 +36,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, rotary, ops, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         self.mlp = MLP(config, ops, f"{prefix}.mlp")
+        self.small_batch_ops = ops.small_batch
 
     def forward(
         self,
@@ -42,7 +44,12 @@ class DecoderLayer(nn.Module):
         hidden: torch.Tensor,
         residual: torch.Tensor | None,
         meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden, residual) -> the layer's output and the residual stream; the fused small-batch
+        path returns the stream alone, (stream, None), which the next norm reads the same way."""
+        fused = self.small_batch_ops
+        if fused is not None and small_batch.takes(fused, self, hidden.shape[0]):
+            return small_batch.forward(fused, self, positions, hidden, residual, meta)
         if residual is None:
             residual, (hidden, _) = hidden, self.input_layernorm(hidden)
         else:

@@ -1,0 +1,157 @@
+"""The fused small-batch GEMVs equal their references (composed of the existing ones), fill the GPU
+without splitting K, and the decoder layer built on them gives what the ordinary layer gives.
+
+On CI the kernels run through Triton's interpreter (float32, float16); on a GPU
+(`TRITON_INTERPRET=0 pytest tests/test_small_batch_kernels.py`) the same tests run compiled, bf16 too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tokenmill import LLM, SamplingParams
+from tokenmill.kernels import reference
+from tokenmill.kernels.ops import select_ops
+from tokenmill.kernels.triton import skinny_gemm
+from tokenmill.models import small_batch
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+# (rows, out, in, BLOCK_N): one token or a batch of 8, ragged tiles and K blocks, several K steps
+CASES = [(1, 40, 96, 4), (3, 37, 100, None), (8, 20, 600, 16), (2, 5, 64, 1)]
+# (out, in) of every projection of Qwen3 0.6B, 1.7B, 4B and 8B (qkv, o, gate|up, down)
+QWEN3_SHAPES = [
+    *[(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)],
+    *[(4096, 2048), (2048, 2048), (12288, 2048), (2048, 6144)],
+    *[(6144, 2560), (2560, 4096), (19456, 2560), (2560, 9728)],
+    *[(6144, 4096), (4096, 4096), (24576, 4096), (4096, 12288)],
+]
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    with torch.device(DEVICE):
+        yield
+
+
+def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    """Within a few roundings of the output: the kernel sums K in another order than the reference."""
+    tolerance = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}[dtype]
+    torch.testing.assert_close(got.float(), expected.float(), atol=tolerance, rtol=tolerance)
+
+
+def weights(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
+    return (torch.randn(out, inp) / inp**0.5).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
+def test_linear_with_bias_and_residual(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+    x, weight = torch.randn(rows, inp, dtype=dtype), weights(out, inp, dtype)
+    bias, residual = torch.randn(out, dtype=dtype), torch.randn(rows, out, dtype=dtype)
+    close(skinny_gemm.linear(x, weight, block_n=block_n), reference.linear(x, weight), dtype)
+    got = skinny_gemm.linear(x, weight, bias, residual, block_n=block_n)
+    close(got, reference.linear(x, weight, bias, residual), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
+def test_rms_norm_linear(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+    x, weight = torch.randn(rows, inp, dtype=dtype) * 3, weights(out, inp, dtype)
+    norm_weight, bias = (torch.rand(inp) + 0.5).to(dtype), torch.randn(out, dtype=dtype)
+    got = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, bias, block_n=block_n)
+    close(got, reference.rms_norm_linear(x, norm_weight, 1e-6, weight, bias), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
+def test_silu_mul_linear(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+    gate_up, weight = torch.randn(rows, 2 * inp, dtype=dtype), weights(out, inp, dtype)
+    residual = torch.randn(rows, out, dtype=dtype)
+    got = skinny_gemm.silu_mul_linear(gate_up, weight, residual, block_n=block_n)
+    close(got, reference.silu_mul_linear(gate_up, weight, residual), dtype)
+
+
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch() -> None:
+    """Each output is one program's fixed-order sum: no batch-dependent split, no atomics."""
+    x, weight = torch.randn(8, 200), weights(20, 200, torch.float32)
+    norm_weight = torch.rand(200) + 0.5
+    batch = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, block_n=8)
+    for row in (0, 5):
+        alone = skinny_gemm.rms_norm_linear(x[row : row + 1], norm_weight, 1e-6, weight, block_n=8)
+        assert torch.equal(alone[0], batch[row])
+    assert torch.equal(batch, skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, block_n=8))
+
+
+@pytest.mark.parametrize("sms", [132, 170])
+def test_tiles_cover_every_sm_without_splitting_k(sms: int) -> None:
+    for out, inp in QWEN3_SHAPES:
+        block_n, block_k = skinny_gemm.tile_shape(out, inp, sms)
+        assert -(-out // block_n) >= sms, (out, inp)
+        assert block_n * block_k <= skinny_gemm.TILE_ELEMENTS and block_k >= 256
+    assert skinny_gemm.tile_shape(151936, 1024, 132) == (16, 512)  # the widest tile where N is large
+
+
+def test_small_batch_path_can_be_turned_off() -> None:
+    assert select_ops("torch", torch.device("cpu")).small_batch is not None
+    assert select_ops("torch", torch.device("cpu"), small_batch=False).small_batch is None
+
+
+def compile_every_variant(capability: int) -> None:
+    """Called in a fresh process by the test below: each prologue/epilogue variant, bf16 and fp16."""
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.empty(0, dtype=dtype)
+        tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x, norm_weight_ptr=x, bias_ptr=x, residual_ptr=x)
+        sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024, stride_r=1024)
+        for prologue in (skinny_gemm.NO_PROLOGUE, skinny_gemm.RMS_NORM, skinny_gemm.SILU_MUL):
+            compile_for(
+                skinny_gemm._skinny_gemm_kernel, capability, **tensors, **sizes, eps=1e-6,
+                PROLOGUE=prologue, HAS_BIAS=True, HAS_RESIDUAL=True, BLOCK_N=4, BLOCK_K=2048,
+            )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
+def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
+    run_compiled("tests.test_small_batch_kernels:compile_every_variant", capability)
+
+
+@pytest.mark.parametrize(
+    ("arch", "kernels"),
+    [
+        ("qwen2", "torch"),  # a qkv bias in the fused norm GEMV
+        pytest.param("qwen3", "torch", marks=pytest.mark.slow),
+        pytest.param("qwen3", "triton", marks=pytest.mark.slow),  # through the interpreter: ~1 min
+        pytest.param("qwen2", "triton", marks=pytest.mark.slow),
+    ],
+)
+def test_fused_layers_decode_what_the_ordinary_layers_decode(
+    arch: str, kernels: str, tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In float32, the same greedy tokens with the small-batch path as without it, and the fused layer
+    really ran, for the decodes of 3 sequences (or, on a GPU, while capturing their graphs) and never
+    for the 34-token prefill."""
+    rows: list[int] = []
+    fused_forward = small_batch.forward
+
+    def counting(ops, layer, positions, hidden, residual, meta):
+        rows.append(hidden.shape[0])
+        return fused_forward(ops, layer, positions, hidden, residual, meta)
+
+    monkeypatch.setattr(small_batch, "forward", counting)
+    tokens, used = {}, {}
+    for on in (True, False):
+        rows.clear()
+        llm = LLM(str(tiny_model_dir(arch)), device=DEVICE.type, dtype="float32", kernels=kernels,
+                  small_batch_kernels=on, block_size=4, num_kv_blocks=64, max_num_seqs=4)  # fmt: skip
+        params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+        outputs = llm.generate([[5, 6, 7], list(range(20, 40)), [9] * 11], params, use_tqdm=False)
+        tokens[on], used[on] = [output.outputs[0].token_ids for output in outputs], set(rows)
+    assert tokens[True] == tokens[False]
+    assert used[False] == set() and used[True] and max(used[True]) <= 4
+    assert ON_GPU or used[True] == {3}

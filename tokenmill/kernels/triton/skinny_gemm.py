@@ -1,0 +1,160 @@
+"""GEMV for decode batches of a few tokens, with the layer's neighbouring element-wise kernels fused in
+(references: `reference.linear`, `reference.rms_norm_linear`, `reference.silu_mul_linear`).
+
+At one token per step a decoder layer is ~9 kernels that each move little data, so launch latency, not
+bandwidth, sets the step time. Here the RMSNorm runs in the prologue of the GEMV that reads its output
+(the norm's row is short enough for every program to normalise it), SiLU-and-mul in the prologue of the
+down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections.
+
+Each program computes BLOCK_N outputs of one token row, streaming BLOCK_N weight rows ([N, K], K
+contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator that is summed once at the end. Filling the
+GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (16 down to 1 row) until the
+tiles alone cover every SM. For the Qwen3 0.6B-8B projections on 132 SMs (N from 1024 to 24576) that is
+at least 160 tiles per launch with no split, so no partial sums and no reduction kernel: every output
+is one program's fixed-order sum, the same whatever the batch (a row's result does not depend on the
+other rows either) and the same run after run. The token rows of one tile are neighbouring programs,
+so a batch of up to 8 reads each weight tile from HBM once and from L2 for the other rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels.triton.split_k import num_sms
+
+TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
+MAX_BLOCK_N = 16
+NO_PROLOGUE, RMS_NORM, SILU_MUL = 0, 1, 2
+
+
+@triton.jit
+def _activations(x_row, norm_weight_ptr, ks, k_mask, k, rstd, PROLOGUE: tl.constexpr):
+    """One K block of the token's GEMV input in fp32, rounded to the activation dtype as the unfused
+    kernels round their outputs: the raw row, its RMSNorm, or SiLU(gate) * up of its gate|up halves."""
+    dtype = x_row.dtype.element_ty
+    if PROLOGUE == 1:
+        x = tl.load(x_row + ks, mask=k_mask, other=0.0).to(tl.float32)
+        weight = tl.load(norm_weight_ptr + ks, mask=k_mask, other=0.0)
+        return (weight * (x * rstd).to(dtype)).to(tl.float32)
+    if PROLOGUE == 2:
+        gate = tl.load(x_row + ks, mask=k_mask, other=0.0).to(tl.float32)
+        up = tl.load(x_row + k + ks, mask=k_mask, other=0.0).to(tl.float32)
+        return (gate * tl.sigmoid(gate) * up).to(dtype).to(tl.float32)
+    return tl.load(x_row + ks, mask=k_mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _skinny_gemm_kernel(
+    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
+    stride_x, stride_w, stride_o, stride_r, eps,
+    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    tile, row = pid // rows, pid % rows
+    cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n
+    x_row = x_ptr + row * stride_x
+    rstd = 0.0
+    if PROLOGUE == 1:
+        squares = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_row + ks, mask=ks < k, other=0.0).to(tl.float32)
+            squares += x * x
+        rstd = tl.rsqrt(tl.sum(squares, 0) / k + eps)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, k, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_mask = ks < k
+        a = _activations(x_row, norm_weight_ptr, ks, k_mask, k, rstd, PROLOGUE)
+        w = tl.load(
+            weight_ptr + cols[:, None] * stride_w + ks[None, :],
+            mask=col_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        acc += w.to(tl.float32) * a[None, :]
+    y = tl.sum(acc, 1)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    out = y.to(out_ptr.dtype.element_ty)
+    if HAS_RESIDUAL:
+        out = out + tl.load(residual_ptr + row * stride_r + cols, mask=col_mask, other=0.0)
+    tl.store(out_ptr + row * stride_o + cols, out, mask=col_mask)
+
+
+def tile_shape(n: int, k: int, sms: int) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_K): the widest tile (at most 16 rows) whose tiles still cover every SM, and as
+    much K per step as keeps TILE_ELEMENTS weight elements in flight."""
+    block_n = MAX_BLOCK_N
+    while block_n > 1 and triton.cdiv(n, block_n) < sms:
+        block_n //= 2
+    return block_n, min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
+
+
+def _gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    k: int,
+    prologue: int,
+    norm_weight: torch.Tensor | None = None,
+    eps: float = 0.0,
+    bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
+    assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    rows, n = x.shape[0], weight.shape[0]
+    out = x.new_empty(rows, n)
+    tile_n, block_k = tile_shape(n, k, num_sms(x.device))
+    if block_n is not None:  # tests walk the narrow tiles the CPU's one "SM" never picks
+        tile_n, block_k = block_n, min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
+    if rows == 0:
+        return out
+    _skinny_gemm_kernel[(triton.cdiv(n, tile_n) * rows,)](
+        x, weight, out, norm_weight if norm_weight is not None else x, bias if bias is not None else x,
+        residual if residual is not None else x, rows, n, k,
+        x.stride(0), weight.stride(0), out.stride(0), residual.stride(0) if residual is not None else 0, eps,
+        PROLOGUE=prologue, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+        BLOCK_N=tile_n, BLOCK_K=block_k, num_warps=8 if tile_n * block_k >= TILE_ELEMENTS else 4,
+    )  # fmt: skip
+    return out
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
+    return _gemv(x, weight, x.shape[-1], NO_PROLOGUE, bias=bias, residual=residual, block_n=block_n)
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
+    k = x.shape[-1]
+    return _gemv(x, weight, k, RMS_NORM, norm_weight, eps, bias, block_n=block_n)
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
+    k = gate_up.shape[-1] // 2
+    return _gemv(gate_up, weight, k, SILU_MUL, residual=residual, block_n=block_n)
