@@ -103,16 +103,20 @@ def test_small_batch_path_can_be_turned_off() -> None:
 
 
 def compile_every_variant(capability: int) -> None:
-    """Called in a fresh process by the test below: each prologue/epilogue variant, bf16 and fp16."""
+    """Called in a fresh process by the test below: each kernel, bf16 and fp16, its options on."""
+    sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024, BLOCK_N=4, BLOCK_K=2048)
     for dtype in (torch.bfloat16, torch.float16):
         x = torch.empty(0, dtype=dtype)
-        tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x, norm_weight_ptr=x, bias_ptr=x, residual_ptr=x)
-        sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024, stride_r=1024)
-        for prologue in (skinny_gemm.NO_PROLOGUE, skinny_gemm.RMS_NORM, skinny_gemm.SILU_MUL):
-            compile_for(
-                skinny_gemm._skinny_gemm_kernel, capability, **tensors, **sizes, eps=1e-6,
-                PROLOGUE=prologue, HAS_BIAS=True, HAS_RESIDUAL=True, BLOCK_N=4, BLOCK_K=2048,
-            )  # fmt: skip
+        tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x)
+        residual = dict(residual_ptr=x, stride_r=1024, HAS_RESIDUAL=True)
+        compile_for(
+            skinny_gemm._gemv_kernel, capability, **tensors, **sizes, **residual, bias_ptr=x, HAS_BIAS=True
+        )
+        compile_for(
+            skinny_gemm._rms_norm_gemv_kernel, capability, **tensors, **sizes, norm_weight_ptr=x, bias_ptr=x,
+            eps=1e-6, HAS_BIAS=True,
+        )  # fmt: skip
+        compile_for(skinny_gemm._silu_mul_gemv_kernel, capability, **tensors, **sizes, **residual)
 
 
 @pytest.mark.slow
@@ -133,9 +137,9 @@ def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
 def test_fused_layers_decode_what_the_ordinary_layers_decode(
     arch: str, kernels: str, tiny_model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In float32, the same greedy tokens with the small-batch path as without it, and the fused layer
-    really ran, for the decodes of 3 sequences (or, on a GPU, while capturing their graphs) and never
-    for the 34-token prefill."""
+    """In float32, the same greedy tokens with the small-batch path as without it, and it really ran:
+    the fused layers for the decodes of 3 sequences (on a GPU, while capturing their graphs) and never
+    for the 34-token prefill; the LM head's GEMV for every step (each samples 3 rows)."""
     rows: list[int] = []
     fused_forward = small_batch.forward
 
@@ -143,7 +147,15 @@ def test_fused_layers_decode_what_the_ordinary_layers_decode(
         rows.append(hidden.shape[0])
         return fused_forward(ops, layer, positions, hidden, residual, meta)
 
+    heads: list[bool] = []
+    head_takes = small_batch.head_takes
+
+    def counting_heads(ops, lm_head, tokens):
+        heads.append(head_takes(ops, lm_head, tokens))
+        return heads[-1]
+
     monkeypatch.setattr(small_batch, "forward", counting)
+    monkeypatch.setattr(small_batch, "head_takes", counting_heads)
     tokens, used = {}, {}
     for on in (True, False):
         rows.clear()
@@ -154,4 +166,5 @@ def test_fused_layers_decode_what_the_ordinary_layers_decode(
         tokens[on], used[on] = [output.outputs[0].token_ids for output in outputs], set(rows)
     assert tokens[True] == tokens[False]
     assert used[False] == set() and used[True] and max(used[True]) <= 4
+    assert heads and all(heads)  # every step samples at most 3 rows, the prefill's included
     assert ON_GPU or used[True] == {3}

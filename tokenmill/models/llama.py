@@ -80,6 +80,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = lm_head(config)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.small_batch_ops = ops.small_batch
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -92,6 +93,9 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
         tensor parallelism, rank 0 gets them and the other ranks None."""
+        fused = self.small_batch_ops
+        if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
+            return fused.linear(hidden, self.lm_head.weight, None, None)
         return self.lm_head(hidden)
 
     def attention_layers(self) -> list[Attention]:

@@ -5,7 +5,8 @@ At batch 1 the step time is the sum of ~9 kernel launches per layer, most of the
 projection carries its neighbours: the input norm rides in the qkv GEMV, the o projection adds the
 residual, the post-attention norm rides in the gate|up GEMV, and the down projection applies
 SiLU-and-mul to its input and adds the residual. That is 6 launches per layer (with the rope/cache
-write and attention) instead of 9, and no normalised or activated rows written to memory.
+write and attention) instead of 9, and no normalised or activated rows written to memory. The LM
+head's GEMV runs on the same kernel.
 
 The layer returns the residual stream itself with no separate residual (the second element None), so
 the next layer, fused or not, normalises it as the first layer normalises the embeddings, and the
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import SmallBatchOps
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from tokenmill.models.llama import DecoderLayer
 
 
-def _plain(linear: torch.nn.Module) -> bool:
+def _plain(linear: nn.Module) -> bool:
     """A single-rank projection holding its weight in the model dtype, with no wrapper around it."""
     return type(linear) is QuantLinear and type(linear.method) is UnquantizedMethod
 
@@ -38,9 +40,15 @@ def _projections(layer: DecoderLayer) -> tuple[QuantLinear, QuantLinear, QuantLi
     return attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj
 
 
-def takes(ops: SmallBatchOps | None, layer: DecoderLayer, tokens: int) -> bool:
+def takes(ops: SmallBatchOps, layer: DecoderLayer, tokens: int) -> bool:
     """Whether `layer` runs `tokens` tokens on the fused path."""
-    return ops is not None and tokens <= ops.max_rows and all(map(_plain, _projections(layer)))
+    return tokens <= ops.max_rows and all(map(_plain, _projections(layer)))
+
+
+def head_takes(ops: SmallBatchOps, lm_head: nn.Module, tokens: int) -> bool:
+    """Whether the LM head of `tokens` rows runs as a GEMV: a single-rank head (the largest weight of
+    the step: a quarter of Qwen3-0.6B's bytes)."""
+    return tokens <= ops.max_rows and type(lm_head) is nn.Linear
 
 
 def forward(

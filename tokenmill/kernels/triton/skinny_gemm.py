@@ -26,13 +26,13 @@ from tokenmill.kernels.triton.split_k import num_sms
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
 MAX_BLOCK_N = 16
-NO_PROLOGUE, RMS_NORM, SILU_MUL = 0, 1, 2
 
 
 @triton.jit
 def _activations(x_row, norm_weight_ptr, ks, k_mask, k, rstd, PROLOGUE: tl.constexpr):
     """One K block of the token's GEMV input in fp32, rounded to the activation dtype as the unfused
-    kernels round their outputs: the raw row, its RMSNorm, or SiLU(gate) * up of its gate|up halves."""
+    kernels round their outputs: PROLOGUE 0 the raw row, 1 its RMSNorm, 2 SiLU(gate) * up of its
+    gate|up halves."""
     dtype = x_row.dtype.element_ty
     if PROLOGUE == 1:
         x = tl.load(x_row + ks, mask=k_mask, other=0.0).to(tl.float32)
@@ -46,12 +46,13 @@ def _activations(x_row, norm_weight_ptr, ks, k_mask, k, rstd, PROLOGUE: tl.const
 
 
 @triton.jit
-def _skinny_gemm_kernel(
+def _gemv_tile(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    """The body of the three kernels: BLOCK_N outputs of one token row."""
     pid = tl.program_id(0)
     tile, row = pid // rows, pid % rows
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -85,42 +86,80 @@ def _skinny_gemm_kernel(
     tl.store(out_ptr + row * stride_o + cols, out, mask=col_mask)
 
 
+# One kernel per fusion, so a profile tells the projections apart by name.
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, stride_r, 0.0, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+@triton.jit
+def _rms_norm_gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, 0, eps, 1, HAS_BIAS, False, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+@triton.jit
+def _silu_mul_gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, stride_r, 0.0, 2, False, HAS_RESIDUAL, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
 def tile_shape(n: int, k: int, sms: int) -> tuple[int, int]:
     """(BLOCK_N, BLOCK_K): the widest tile (at most 16 rows) whose tiles still cover every SM, and as
     much K per step as keeps TILE_ELEMENTS weight elements in flight."""
     block_n = MAX_BLOCK_N
     while block_n > 1 and triton.cdiv(n, block_n) < sms:
         block_n //= 2
-    return block_n, min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
+    return block_n, _block_k(k, block_n)
 
 
-def _gemv(
+def _block_k(k: int, block_n: int) -> int:
+    return min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
+
+
+def _launch(
+    kernel: triton.JITFunction,
     x: torch.Tensor,
     weight: torch.Tensor,
     k: int,
-    prologue: int,
-    norm_weight: torch.Tensor | None = None,
-    eps: float = 0.0,
-    bias: torch.Tensor | None = None,
+    block_n: int | None,
     residual: torch.Tensor | None = None,
-    block_n: int | None = None,
+    **args: object,
 ) -> torch.Tensor:
-    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype; `block_n`
+    overrides the tile's rows (tests walk the narrow tiles the CPU's one "SM" never picks)."""
     assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
     x = x if x.stride(-1) == 1 else x.contiguous()
     rows, n = x.shape[0], weight.shape[0]
     out = x.new_empty(rows, n)
-    tile_n, block_k = tile_shape(n, k, num_sms(x.device))
-    if block_n is not None:  # tests walk the narrow tiles the CPU's one "SM" never picks
-        tile_n, block_k = block_n, min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
     if rows == 0:
         return out
-    _skinny_gemm_kernel[(triton.cdiv(n, tile_n) * rows,)](
-        x, weight, out, norm_weight if norm_weight is not None else x, bias if bias is not None else x,
-        residual if residual is not None else x, rows, n, k,
-        x.stride(0), weight.stride(0), out.stride(0), residual.stride(0) if residual is not None else 0, eps,
-        PROLOGUE=prologue, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-        BLOCK_N=tile_n, BLOCK_K=block_k, num_warps=8 if tile_n * block_k >= TILE_ELEMENTS else 4,
+    block_n = block_n or tile_shape(n, k, num_sms(x.device))[0]
+    block_k = _block_k(k, block_n)
+    if residual is not None:
+        args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
+    kernel[(triton.cdiv(n, block_n) * rows,)](
+        x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
+        stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4,
     )  # fmt: skip
     return out
 
@@ -133,7 +172,10 @@ def linear(
     block_n: int | None = None,
 ) -> torch.Tensor:
     """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
-    return _gemv(x, weight, x.shape[-1], NO_PROLOGUE, bias=bias, residual=residual, block_n=block_n)
+    return _launch(
+        _gemv_kernel, x, weight, x.shape[-1], block_n, residual, bias_ptr=x if bias is None else bias,
+        residual_ptr=x, stride_r=0, HAS_BIAS=bias is not None, HAS_RESIDUAL=False,
+    )  # fmt: skip
 
 
 def rms_norm_linear(
@@ -145,8 +187,10 @@ def rms_norm_linear(
     block_n: int | None = None,
 ) -> torch.Tensor:
     """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
-    k = x.shape[-1]
-    return _gemv(x, weight, k, RMS_NORM, norm_weight, eps, bias, block_n=block_n)
+    return _launch(
+        _rms_norm_gemv_kernel, x, weight, x.shape[-1], block_n, norm_weight_ptr=norm_weight,
+        bias_ptr=x if bias is None else bias, eps=eps, HAS_BIAS=bias is not None,
+    )  # fmt: skip
 
 
 def silu_mul_linear(
@@ -156,5 +200,7 @@ def silu_mul_linear(
     block_n: int | None = None,
 ) -> torch.Tensor:
     """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
-    k = gate_up.shape[-1] // 2
-    return _gemv(gate_up, weight, k, SILU_MUL, residual=residual, block_n=block_n)
+    return _launch(
+        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, block_n, residual,
+        residual_ptr=gate_up, stride_r=0, HAS_RESIDUAL=False,
+    )  # fmt: skip
