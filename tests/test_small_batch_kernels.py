@@ -22,8 +22,9 @@ from tokenmill.models import small_batch
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
-# (rows, out, in, BLOCK_N): one token or a batch of 8, ragged tiles and K blocks, several K steps
-CASES = [(1, 40, 96, 4), (3, 37, 100, None), (8, 20, 600, 16), (2, 5, 64, 1)]
+# (rows, out, in, SMs): one token or a batch of 8, ragged tiles and K blocks, several K steps; the SM
+# count the tile is chosen for makes it 4, 16, 16 and 1 rows wide
+CASES = [(1, 40, 96, 10), (3, 37, 100, 1), (8, 20, 600, 1), (2, 5, 64, 8)]
 # (out, in) of every projection of Qwen3 0.6B, 1.7B, 4B and 8B (qkv, o, gate|up, down)
 QWEN3_SHAPES = [
     *[(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)],
@@ -39,6 +40,11 @@ def _on_device():
         yield
 
 
+def as_if_on(monkeypatch: pytest.MonkeyPatch, sms: int) -> None:
+    """Tiles chosen as for a GPU of `sms` SMs (the CPU counts as one)."""
+    monkeypatch.setattr(skinny_gemm, "num_sms", lambda device: sms)
+
+
 def close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
     """Within a few roundings of the output: the kernel sums K in another order than the reference."""
     tolerance = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}[dtype]
@@ -50,42 +56,46 @@ def weights(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
-def test_linear_with_bias_and_residual(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+@pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
+def test_linear_with_bias_and_residual(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
+    as_if_on(monkeypatch, sms)
     x, weight = torch.randn(rows, inp, dtype=dtype), weights(out, inp, dtype)
     bias, residual = torch.randn(out, dtype=dtype), torch.randn(rows, out, dtype=dtype)
-    close(skinny_gemm.linear(x, weight, block_n=block_n), reference.linear(x, weight), dtype)
-    got = skinny_gemm.linear(x, weight, bias, residual, block_n=block_n)
+    close(skinny_gemm.linear(x, weight), reference.linear(x, weight), dtype)
+    got = skinny_gemm.linear(x, weight, bias, residual)
     close(got, reference.linear(x, weight, bias, residual), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
-def test_rms_norm_linear(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+@pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
+def test_rms_norm_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
+    as_if_on(monkeypatch, sms)
     x, weight = torch.randn(rows, inp, dtype=dtype) * 3, weights(out, inp, dtype)
     norm_weight, bias = (torch.rand(inp) + 0.5).to(dtype), torch.randn(out, dtype=dtype)
-    got = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, bias, block_n=block_n)
+    got = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, bias)
     close(got, reference.rms_norm_linear(x, norm_weight, 1e-6, weight, bias), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("rows", "out", "inp", "block_n"), CASES)
-def test_silu_mul_linear(dtype, rows: int, out: int, inp: int, block_n: int | None) -> None:
+@pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
+def test_silu_mul_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
+    as_if_on(monkeypatch, sms)
     gate_up, weight = torch.randn(rows, 2 * inp, dtype=dtype), weights(out, inp, dtype)
     residual = torch.randn(rows, out, dtype=dtype)
-    got = skinny_gemm.silu_mul_linear(gate_up, weight, residual, block_n=block_n)
+    got = skinny_gemm.silu_mul_linear(gate_up, weight, residual)
     close(got, reference.silu_mul_linear(gate_up, weight, residual), dtype)
 
 
-def test_a_row_gets_the_same_bits_alone_or_in_a_batch() -> None:
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each output is one program's fixed-order sum: no batch-dependent split, no atomics."""
+    as_if_on(monkeypatch, 3)
     x, weight = torch.randn(8, 200), weights(20, 200, torch.float32)
     norm_weight = torch.rand(200) + 0.5
-    batch = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, block_n=8)
+    batch = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight)
     for row in (0, 5):
-        alone = skinny_gemm.rms_norm_linear(x[row : row + 1], norm_weight, 1e-6, weight, block_n=8)
+        alone = skinny_gemm.rms_norm_linear(x[row : row + 1], norm_weight, 1e-6, weight)
         assert torch.equal(alone[0], batch[row])
-    assert torch.equal(batch, skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight, block_n=8))
+    assert torch.equal(batch, skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight))
 
 
 @pytest.mark.parametrize("sms", [132, 170])

@@ -18,9 +18,9 @@ so a batch of up to 8 reads each weight tile from HBM once and from L2 for the o
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from tokenmill.kernels.triton.split_k import num_sms
 
@@ -128,32 +128,20 @@ def tile_shape(n: int, k: int, sms: int) -> tuple[int, int]:
     block_n = MAX_BLOCK_N
     while block_n > 1 and triton.cdiv(n, block_n) < sms:
         block_n //= 2
-    return block_n, _block_k(k, block_n)
-
-
-def _block_k(k: int, block_n: int) -> int:
-    return min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
+    return block_n, min(triton.next_power_of_2(k), TILE_ELEMENTS // block_n)
 
 
 def _launch(
-    kernel: triton.JITFunction,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    k: int,
-    block_n: int | None,
-    residual: torch.Tensor | None = None,
-    **args: object,
-) -> torch.Tensor:
-    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype; `block_n`
-    overrides the tile's rows (tests walk the narrow tiles the CPU's one "SM" never picks)."""
+    kernel: triton.JITFunction, x: Tensor, weight: Tensor, k: int, residual: Tensor | None, **args: object
+) -> Tensor:
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
     assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
     x = x if x.stride(-1) == 1 else x.contiguous()
     rows, n = x.shape[0], weight.shape[0]
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    block_n = block_n or tile_shape(n, k, num_sms(x.device))[0]
-    block_k = _block_k(k, block_n)
+    block_n, block_k = tile_shape(n, k, num_sms(x.device))
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
     kernel[(triton.cdiv(n, block_n) * rows,)](
@@ -164,43 +152,27 @@ def _launch(
     return out
 
 
-def linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    residual: torch.Tensor | None = None,
-    block_n: int | None = None,
-) -> torch.Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
     """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
     return _launch(
-        _gemv_kernel, x, weight, x.shape[-1], block_n, residual, bias_ptr=x if bias is None else bias,
+        _gemv_kernel, x, weight, x.shape[-1], residual, bias_ptr=x if bias is None else bias,
         residual_ptr=x, stride_r=0, HAS_BIAS=bias is not None, HAS_RESIDUAL=False,
     )  # fmt: skip
 
 
 def rms_norm_linear(
-    x: torch.Tensor,
-    norm_weight: torch.Tensor,
-    eps: float,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    block_n: int | None = None,
-) -> torch.Tensor:
+    x: Tensor, norm_weight: Tensor, eps: float, weight: Tensor, bias: Tensor | None = None
+) -> Tensor:
     """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
     return _launch(
-        _rms_norm_gemv_kernel, x, weight, x.shape[-1], block_n, norm_weight_ptr=norm_weight,
+        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, norm_weight_ptr=norm_weight,
         bias_ptr=x if bias is None else bias, eps=eps, HAS_BIAS=bias is not None,
     )  # fmt: skip
 
 
-def silu_mul_linear(
-    gate_up: torch.Tensor,
-    weight: torch.Tensor,
-    residual: torch.Tensor | None = None,
-    block_n: int | None = None,
-) -> torch.Tensor:
+def silu_mul_linear(gate_up: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
     """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
     return _launch(
-        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, block_n, residual,
+        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual,
         residual_ptr=gate_up, stride_r=0, HAS_RESIDUAL=False,
     )  # fmt: skip
