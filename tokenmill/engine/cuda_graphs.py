@@ -105,6 +105,7 @@ class DecodeGraphs:
                 self._graphs[size] = (graph, hidden)
             for graph, _ in self._graphs.values():  # a graph's first replay also uploads it: not in a request
                 graph.replay()
+            model.warm_up_logits(self._graphs[sizes[0]][1])
         torch.cuda.synchronize(device)
         self._sizes = sizes
 

@@ -86,10 +86,12 @@ def _gemv_tile(
     tl.store(out_ptr + row * stride_o + cols, out, mask=col_mask)
 
 
-# One kernel per fusion, so a profile tells the projections apart by name.
+# One kernel per fusion, so a profile tells the projections apart by name. `rows` is not specialized
+# (not even 1), so one compiled variant serves every batch width: the widths the decode graphs capture
+# and the eager LM head and short prefills alike.
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def _gemv_kernel(
     x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -100,7 +102,7 @@ def _gemv_kernel(
     )  # fmt: skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def _rms_norm_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -111,7 +113,7 @@ def _rms_norm_gemv_kernel(
     )  # fmt: skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def _silu_mul_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
     HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
