@@ -23,9 +23,9 @@ from tokenmill.models import small_batch
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
-# (rows, out, in, SMs): one token or a batch of 8, ragged tiles and K blocks, several K steps; the SM
-# count the tile is chosen for makes it 4, 16, 16 and 1 rows wide
-CASES = [(1, 40, 96, 10), (3, 37, 100, 1), (8, 20, 600, 1), (2, 5, 64, 8)]
+# (rows, out, in, SMs): one token (CUDA-core GEMV) on tiles 4, 16 and 1 weight rows wide (as chosen for a
+# GPU of that many SMs), several K steps, ragged tiles; 3 and 8 tokens (tensor-core dot) likewise
+CASES = [(1, 24, 96, 6), (1, 20, 600, 1), (1, 5, 64, 8), (3, 37, 100, 1), (8, 20, 600, 1)]
 # (out, in) of every projection of Qwen3 0.6B, 1.7B, 4B and 8B (qkv, o, gate|up, down)
 QWEN3_SHAPES = [
     *[(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)],
@@ -87,25 +87,27 @@ def test_silu_mul_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeyp
     close(got, reference.silu_mul_linear(gate_up, weight, residual), dtype)
 
 
-def test_a_row_gets_the_same_bits_alone_or_in_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each output is one program's fixed-order sum: no batch-dependent split, no atomics."""
+def test_a_row_gets_the_same_bits_whatever_the_batch_around_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each output is one program's fixed-order sum, with no batch-dependent split and no atomics: the
+    same bits run after run, and for a row of a batch of 2 or of 8."""
     as_if_on(monkeypatch, 3)
     x, weight = torch.randn(8, 200), weights(20, 200, torch.float32)
     norm_weight = torch.rand(200) + 0.5
     batch = skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight)
-    for row in (0, 5):
-        alone = skinny_gemm.rms_norm_linear(x[row : row + 1], norm_weight, 1e-6, weight)
-        assert torch.equal(alone[0], batch[row])
+    assert torch.equal(skinny_gemm.rms_norm_linear(x[:2], norm_weight, 1e-6, weight), batch[:2])
     assert torch.equal(batch, skinny_gemm.rms_norm_linear(x, norm_weight, 1e-6, weight))
+    one = skinny_gemm.rms_norm_linear(x[:1], norm_weight, 1e-6, weight)
+    assert torch.equal(one, skinny_gemm.rms_norm_linear(x[:1], norm_weight, 1e-6, weight))
 
 
 @pytest.mark.parametrize("sms", [132, 170])
-def test_tiles_cover_every_sm_without_splitting_k(sms: int) -> None:
+def test_one_token_tiles_cover_every_sm_without_splitting_k(sms: int) -> None:
     for out, inp in QWEN3_SHAPES:
-        block_n, block_k = skinny_gemm.tile_shape(out, inp, sms)
-        assert -(-out // block_n) >= sms, (out, inp)
+        block_m, block_n, block_k = skinny_gemm.tile_shape(1, out, inp, sms)
+        assert block_m == 1 and -(-out // block_n) >= sms, (out, inp)
         assert block_n * block_k <= skinny_gemm.TILE_ELEMENTS and block_k >= 256
-    assert skinny_gemm.tile_shape(151936, 1024, 132) == (16, 512)  # the widest tile where N is large
+    assert skinny_gemm.tile_shape(1, 151936, 1024, 132) == (1, 16, 512)  # the widest tile where N is large
+    assert skinny_gemm.tile_shape(8, 1024, 3072, 132) == (16, 16, 256)  # a batch: tensor-core tiles
 
 
 def test_small_batch_path_can_be_turned_off() -> None:
@@ -114,20 +116,23 @@ def test_small_batch_path_can_be_turned_off() -> None:
 
 
 def compile_every_variant(capability: int) -> None:
-    """Called in a fresh process by the test below: each kernel, bf16 and fp16, its options on."""
-    sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024, BLOCK_N=4, BLOCK_K=2048)
+    """Called in a fresh process by the test below: each kernel, bf16 and fp16, its options on, the
+    one-token and the tensor-core tile."""
     for dtype in (torch.bfloat16, torch.float16):
         x = torch.empty(0, dtype=dtype)
         tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x)
         residual = dict(residual_ptr=x, stride_r=1024, HAS_RESIDUAL=True)
-        compile_for(
-            skinny_gemm._gemv_kernel, capability, **tensors, **sizes, **residual, bias_ptr=x, HAS_BIAS=True
-        )
-        compile_for(
-            skinny_gemm._rms_norm_gemv_kernel, capability, **tensors, **sizes, norm_weight_ptr=x, bias_ptr=x,
-            eps=1e-6, HAS_BIAS=True,
-        )  # fmt: skip
-        compile_for(skinny_gemm._silu_mul_gemv_kernel, capability, **tensors, **sizes, **residual)
+        for block_m, block_n, block_k in [(1, 4, 2048), (16, 16, 256)]:
+            sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024)
+            sizes.update(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+            compile_for(
+                skinny_gemm._gemv_kernel, capability, **tensors, **sizes, **residual, bias_ptr=x, HAS_BIAS=True
+            )  # fmt: skip
+            compile_for(
+                skinny_gemm._rms_norm_gemv_kernel, capability, **tensors, **sizes, norm_weight_ptr=x,
+                bias_ptr=x, eps=1e-6, HAS_BIAS=True,
+            )  # fmt: skip
+            compile_for(skinny_gemm._silu_mul_gemv_kernel, capability, **tensors, **sizes, **residual)
 
 
 @pytest.mark.slow
@@ -184,8 +189,8 @@ def test_fused_layers_decode_what_the_ordinary_layers_decode(
 @pytest.mark.skipif(not ON_GPU, reason="compiles and CUDA graphs: on a GPU")
 def test_start_up_compiles_what_a_small_batch_step_runs(tiny_model_dir) -> None:
     """After start-up (graph capture), a short prompt's eager prefill and its decodes, and the LM head
-    of each (eager, at widths 1 and 2), compile no GEMV variant: a server's first few-sequence step may
-    be the tail of the judged batch."""
+    of each (eager, at widths 1 and 2: both tile kinds), compile no GEMV variant: a server's first
+    few-sequence step may be the tail of the judged batch."""
     llm = LLM(str(tiny_model_dir("qwen3")), kernels="triton", max_num_seqs=8, num_kv_blocks=64)
     params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
     with CompileLog() as log:

@@ -99,9 +99,9 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
     def warm_up_logits(self, hidden: torch.Tensor) -> None:
-        """Compile the small-batch LM head now, at start-up: it runs outside the decode graphs, and a
-        server's first few-sequence step may be the tail of the judged batch (one variant serves every
-        width up to `max_rows`). Nothing to do on other heads (a tensor-parallel one would gather)."""
+        """Compile the small-batch LM head for the width of `hidden` now, at start-up: it runs outside the
+        decode graphs, and a server's first few-sequence step may be the tail of the judged batch. Nothing
+        to do for wider batches or other heads (a tensor-parallel one would gather)."""
         fused = self.small_batch_ops
         if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
             fused.linear(hidden, self.lm_head.weight, None, None)
