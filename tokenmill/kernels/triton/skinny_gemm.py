@@ -142,15 +142,15 @@ def _silu_mul_gemv_kernel(
 def tile_shape(rows: int, n: int, k: int, sms: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K). One token: the widest tile (at most 16 weight rows) whose tiles
     still cover every SM, with as much K per step as keeps TILE_ELEMENTS weight elements in flight. More
-    tokens: 16 x 16 tiles (the smallest a tensor-core dot takes), K in steps of DOT_BLOCK_K, which Triton
-    pipelines."""
-    k_steps = triton.next_power_of_2(k)
+    tokens: 16 x 16 tiles (the smallest a tensor-core dot takes), K in steps of DOT_BLOCK_K whose weight
+    loads Triton can pipeline (they feed the dot)."""
+    k_pow2 = triton.next_power_of_2(k)
     if rows > 1:
-        return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_steps, DOT_BLOCK_K))
+        return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
     block_n = MAX_BLOCK_N
     while block_n > 1 and triton.cdiv(n, block_n) < sms:
         block_n //= 2
-    return 1, block_n, min(k_steps, TILE_ELEMENTS // block_n)
+    return 1, block_n, min(k_pow2, TILE_ELEMENTS // block_n)
 
 
 def _launch(
