@@ -1,6 +1,10 @@
 """Where a step's time goes: the first steps of the qa-358 workload one by one (prefill and mixed
 batches), then GPU kernel times from torch.profiler over steady decode steps, for a large batch and for
-a single sequence. Usage: PYTHONPATH=. python bench/profile_step.py [--model M]"""
+a single sequence: per kernel, its µs and launches per step, and the step's totals.
+
+Usage: PYTHONPATH=. python bench/profile_step.py [--model M] [--workload single] [--no-small-batch-kernels]
+(`--workload single` profiles only the single stream and lists every kernel; run it with and without
+`--no-small-batch-kernels` to see what the fused small-batch path changes)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ def timed_step(engine) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def kernel_table(engine, steps: int) -> None:
+def kernel_table(engine, steps: int, top: int | None) -> None:
+    """The `top` kernels by GPU time per step (None: all of them), with launches per step."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             engine.step()
@@ -30,18 +35,15 @@ def kernel_table(engine, steps: int) -> None:
     events = [e for e in prof.key_averages() if e.device_time_total and not e.key.startswith("aten::")]
     events.sort(key=lambda e: -e.device_time_total)
     total = sum(e.device_time_total for e in events) / steps / 1000
-    print(f"  GPU kernel time per step {total:.3f} ms; top kernels (us per step, launches per step):")
-    for e in events[:10]:
-        print(f"    {e.device_time_total / steps:9.1f}  {e.count // steps:4d}  {e.key[:70]}")
+    launches = sum(e.count for e in events) / steps
+    print(f"  GPU kernel time per step {total:.3f} ms in {launches:.0f} launches; kernels by time")
+    print("    (us per step, launches per step, us per launch):")
+    for e in events[:top]:
+        per_step, per_launch = e.device_time_total / steps, e.device_time_total / e.count
+        print(f"    {per_step:9.1f}  {e.count / steps:6.1f}  {per_launch:7.2f}  {e.key[:70]}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="random:qwen3-0.6b")
-    args = parser.parse_args()
-    llm = LLM(args.model, max_num_seqs=358)
-    engine = llm.engine
-    requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
+def large_batch(engine, requests) -> None:
     for index, (prompt, out) in enumerate(requests):
         engine.add_request(
             str(index), prompt, SamplingParams(temperature=0, max_tokens=out, ignore_eos=True), False
@@ -52,17 +54,34 @@ def main() -> None:
         print(f"  {timed_step(engine):8.2f}  {batch_size}")
     steady = [timed_step(engine) for _ in range(20)]
     print(f"steady decode of 358 sequences: {sum(steady) / len(steady):.2f} ms per step (host clock)")
-    kernel_table(engine, 5)
+    kernel_table(engine, 5, top=10)
     while engine.has_unfinished_requests():
         engine.step()
-    engine.add_request(
-        "one", requests[0][0], SamplingParams(temperature=0, max_tokens=300, ignore_eos=True), False
-    )
+
+
+def single_stream(engine, prompt: list[int]) -> None:
+    engine.add_request("one", prompt, SamplingParams(temperature=0, max_tokens=300, ignore_eos=True), False)
     for _ in range(5):
         engine.step()
     single = [timed_step(engine) for _ in range(50)]
     print(f"decode of 1 sequence: {sum(single) / len(single):.3f} ms per step (host clock)")
-    kernel_table(engine, 20)
+    kernel_table(engine, 20, top=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="random:qwen3-0.6b")
+    parser.add_argument("--workload", choices=["all", "single"], default="all")
+    parser.add_argument("--small-batch-kernels", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    max_num_seqs = 358 if args.workload == "all" else 8
+    llm = LLM(args.model, max_num_seqs=max_num_seqs, small_batch_kernels=args.small_batch_kernels)
+    engine = llm.engine
+    requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
+    print(f"small-batch kernels: {'on' if args.small_batch_kernels else 'off'}")
+    if args.workload == "all":
+        large_batch(engine, requests)
+    single_stream(engine, requests[0][0])
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ class EngineConfig(BaseModel):
     kernels: Literal["auto", "triton", "torch"] = Field(
         default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"
     )
+    small_batch_kernels: bool = Field(
+        default=True,
+        description="decode batches of at most 8 tokens on GEMVs with the norms, SiLU-and-mul and "
+        "residual adds fused in (off: the large-batch kernels, to measure the difference)",
+    )
     enforce_eager: bool = Field(default=False, description="no CUDA graphs for decode steps")
     symmetric_all_reduce: bool = Field(
         default=True,

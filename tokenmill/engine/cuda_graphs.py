@@ -103,8 +103,9 @@ class DecodeGraphs:
                 with torch.cuda.graph(graph, pool=pool):
                     hidden = model(input_ids, positions, meta)
                 self._graphs[size] = (graph, hidden)
-            for graph, _ in self._graphs.values():  # a graph's first replay also uploads it: not in a request
+            for graph, hidden in self._graphs.values():  # a first replay uploads the graph: not in a request
                 graph.replay()
+                model.warm_up_logits(hidden)  # nor the first compile of a small batch's LM head
         torch.cuda.synchronize(device)
         self._sizes = sizes
 

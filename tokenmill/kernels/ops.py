@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -44,6 +44,30 @@ LoRAShrinkOp = Callable[[Tensor, Tensor, LoRAMapping], Tensor]
 # (y, h, lora_b [slots, out, rank], out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot and
 # shard, in place
 LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
+# (x, weight, bias, residual) -> x·Wᵀ + bias, then + residual
+LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
+# (x, norm_weight, eps, weight, bias) -> RMSNorm(x)·Wᵀ + bias
+NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None], Tensor]
+# (gate_up, weight, residual) -> (SiLU(gate) * up)·Wᵀ + residual
+SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+SMALL_BATCH_MAX_ROWS = 8  # decode batches up to this many tokens run the fused GEMVs
+
+
+@dataclass(frozen=True)
+class SmallBatchOps:
+    """A decoder layer's projections for a few tokens, with the norms, the SiLU-and-mul and the residual
+    adds fused into them: at one token per step launches, not bytes, set the step time."""
+
+    max_rows: int
+    linear: LinearOp
+    rms_norm_linear: NormLinearOp
+    silu_mul_linear: SiluMulLinearOp
+
+
+REFERENCE_SMALL_BATCH = SmallBatchOps(
+    SMALL_BATCH_MAX_ROWS, reference.linear, reference.rms_norm_linear, reference.silu_mul_linear
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,7 @@ class Ops:
     warm_up: WarmUpOp
     lora_shrink: LoRAShrinkOp = reference.lora_shrink
     lora_expand: LoRAExpandOp = reference.lora_expand
+    small_batch: SmallBatchOps | None = REFERENCE_SMALL_BATCH  # None: small batches run as large ones
 
 
 def _one_split(num_seqs: int, num_kv_heads: int, max_len: int, num_sms: int) -> int:
@@ -87,7 +112,7 @@ TORCH_OPS = Ops(
 
 def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
-    from tokenmill.kernels.triton import activation, lora, norm, paged, rope
+    from tokenmill.kernels.triton import activation, lora, norm, paged, rope, skinny_gemm
 
     return Ops(
         name="triton",
@@ -100,13 +125,21 @@ def triton_ops(device: torch.device) -> Ops:
         warm_up=paged.compile_variants,
         lora_shrink=lora.lora_shrink,
         lora_expand=lora.lora_expand,
+        small_batch=SmallBatchOps(
+            SMALL_BATCH_MAX_ROWS, skinny_gemm.linear, skinny_gemm.rms_norm_linear, skinny_gemm.silu_mul_linear
+        ),
     )
 
 
-def select_ops(kernels: KernelChoice, device: torch.device) -> Ops:
+def select_ops(kernels: KernelChoice, device: torch.device, small_batch: bool = True) -> Ops:
     """`torch`: the references. `triton`: the Triton kernels, which need the triton package and a CUDA
     device (or, for tests, Triton's CPU interpreter: TRITON_INTERPRET=1). `auto`: Triton on CUDA when it
-    imports, else the references."""
+    imports, else the references. `small_batch` False: no fused small-batch path (to measure its gain)."""
+    ops = _select(kernels, device)
+    return ops if small_batch else replace(ops, small_batch=None)
+
+
+def _select(kernels: KernelChoice, device: torch.device) -> Ops:
     if kernels == "torch" or (kernels == "auto" and device.type != "cuda"):
         return TORCH_OPS
     try:

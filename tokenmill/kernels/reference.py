@@ -34,6 +34,35 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x Wᵀ (+ bias), then + residual in x's dtype: a projection followed by the residual add."""
+    y = F.linear(x, weight, bias)
+    return y if residual is None else y + residual
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The projection of x's RMSNorm (the norm that opens each half of a decoder layer)."""
+    return linear(rms_norm(x, norm_weight, eps)[0], weight, bias)
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The down projection of SiLU(gate) * up, then + residual."""
+    return linear(silu_and_mul(gate_up), weight, None, residual)
+
+
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
     """Round to the nearest integer, ties away from zero (what the Triton cache write does)."""
     return torch.where(x >= 0, torch.floor(x + 0.5), torch.ceil(x - 0.5))

@@ -113,7 +113,11 @@ class Attention(nn.Module):
         self.kv_scales: torch.Tensor | None = None  # a quantized cache's scales, attached with it
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.o_proj(self.attend(positions, self.qkv_proj(x), meta))
+
+    def attend(self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Attention of the projected q|k|v over the cache, before o_proj: [tokens, heads * head_dim]."""
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.unflatten(-1, (self.num_heads, self.head_dim))
         k = k.unflatten(-1, (self.num_kv_heads, self.head_dim))
         v = v.unflatten(-1, (self.num_kv_heads, self.head_dim))
@@ -125,8 +129,7 @@ class Attention(nn.Module):
             q, k, v, positions, self.rotary.cos, self.rotary.sin, self.kv_cache, meta.slot_mapping, qk_norm,
             self.kv_scales,
         )  # fmt: skip
-        out = self.ops.paged_attention(q, self.kv_cache, meta, self.scale, self.kv_scales)
-        return self.o_proj(out.flatten(1))
+        return self.ops.paged_attention(q, self.kv_cache, meta, self.scale, self.kv_scales).flatten(1)
 
 
 class MLP(nn.Module):

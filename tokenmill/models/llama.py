@@ -11,6 +11,7 @@ from tokenmill.distributed.sharding import checkpoint_part
 from tokenmill.distributed.vocab import embedding, lm_head
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
+from tokenmill.models import small_batch
 from tokenmill.models.config import ModelConfig
 from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables
 from tokenmill.quantization import QuantLinear
@@ -35,6 +36,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, rotary, ops, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         self.mlp = MLP(config, ops, f"{prefix}.mlp")
+        self.small_batch_ops = ops.small_batch
 
     def forward(
         self,
@@ -42,7 +44,12 @@ class DecoderLayer(nn.Module):
         hidden: torch.Tensor,
         residual: torch.Tensor | None,
         meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden, residual) -> the layer's output and the residual stream; the fused small-batch
+        path returns the stream alone, (stream, None), which the next norm reads the same way."""
+        fused = self.small_batch_ops
+        if fused is not None and small_batch.takes(fused, self, hidden.shape[0]):
+            return small_batch.forward(fused, self, positions, hidden, residual, meta)
         if residual is None:
             residual, (hidden, _) = hidden, self.input_layernorm(hidden)
         else:
@@ -73,6 +80,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = lm_head(config)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.small_batch_ops = ops.small_batch
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -85,7 +93,18 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
         tensor parallelism, rank 0 gets them and the other ranks None."""
+        fused = self.small_batch_ops
+        if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
+            return fused.linear(hidden, self.lm_head.weight, None, None)
         return self.lm_head(hidden)
+
+    def warm_up_logits(self, hidden: torch.Tensor) -> None:
+        """Compile the small-batch LM head for the width of `hidden` now, at start-up: it runs outside the
+        decode graphs, and a server's first few-sequence step may be the tail of the judged batch. Nothing
+        to do for wider batches or other heads (a tensor-parallel one would gather)."""
+        fused = self.small_batch_ops
+        if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
+            fused.linear(hidden, self.lm_head.weight, None, None)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.layers]

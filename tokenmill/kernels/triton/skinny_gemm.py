@@ -1,0 +1,201 @@
+"""GEMV and skinny GEMM for decode batches of a few tokens, with the layer's neighbouring element-wise
+kernels fused in (references: `reference.linear`, `reference.rms_norm_linear`, `reference.silu_mul_linear`).
+
+At one token per step a decoder layer is ~9 kernels that each move little data, so launch latency, not
+bandwidth, sets the step time. Here the RMSNorm runs in the prologue of the GEMV that reads its output
+(the norm's row is short enough for every program to normalise it), SiLU-and-mul in the prologue of the
+down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections.
+
+One token (BLOCK_M 1): each program computes BLOCK_N outputs on the CUDA cores, streaming BLOCK_N weight
+rows ([N, K], K contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator summed once at the end.
+Filling the GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (16 down to 1 row)
+until the tiles alone cover every SM. For the Qwen3 0.6B-8B projections on 132 SMs (N from 1024 to
+24576) that is at least 160 tiles per launch with no split, so no partial sums and no reduction kernel.
+Two to 8 tokens (BLOCK_M 16, rows past the batch masked): each program multiplies every token by a
+16-row weight tile on the tensor cores, so the weight is read once whatever the batch. Either way every
+output is one program's fixed-order sum: the same run after run, and a row's result does not depend on
+the other rows (nor, from 2 to 8, on how many there are).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from tokenmill.kernels.triton.split_k import num_sms
+
+TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
+MAX_BLOCK_N = 16
+DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
+DOT_BLOCK_K = 256  # larger spills the SiLU-and-mul prologue's registers (gate and up tiles)
+
+
+@triton.jit
+def _activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl.constexpr):
+    """One [BLOCK_M, BLOCK_K] block of the GEMV input in fp32, rounded to the activation dtype as the
+    unfused kernels round their outputs: PROLOGUE 0 the raw rows, 1 their RMSNorm (`rstd` [BLOCK_M, 1]),
+    2 SiLU(gate) * up of their gate|up halves (up is `k` columns past gate)."""
+    dtype = x_ptrs.dtype.element_ty
+    x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
+    if PROLOGUE == 1:
+        weight = tl.load(norm_weight_ptrs, mask=k_mask, other=0.0)
+        return (weight[None, :] * (x * rstd).to(dtype)).to(tl.float32)
+    if PROLOGUE == 2:
+        up = tl.load(x_ptrs + k, mask=x_mask, other=0.0).to(tl.float32)
+        return (x * tl.sigmoid(x) * up).to(dtype).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _gemv_tile(
+    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
+    stride_x, stride_w, stride_o, stride_r, eps,
+    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows."""
+    row_blocks = tl.cdiv(rows, BLOCK_M)
+    pid = tl.program_id(0)
+    tile, row_block = pid // row_blocks, pid % row_blocks
+    row_ids = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = row_ids < rows
+    cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n
+    x_rows = x_ptr + row_ids[:, None] * stride_x
+    rstd = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
+    if PROLOGUE == 1:
+        squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            x_mask = row_mask[:, None] & (ks < k)[None, :]
+            x = tl.load(x_rows + ks[None, :], mask=x_mask, other=0.0).to(tl.float32)
+            squares += x * x
+        rstd = tl.rsqrt(tl.sum(squares, 1) / k + eps)[:, None]
+    if BLOCK_M == 1:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, k, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_mask = ks < k
+        x_mask = row_mask[:, None] & k_mask[None, :]
+        a = _activations(x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE)
+        w = tl.load(
+            weight_ptr + cols[:, None] * stride_w + ks[None, :],
+            mask=col_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        if BLOCK_M == 1:
+            acc += w.to(tl.float32) * a
+        else:
+            acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
+    y = tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    out = y.to(out_ptr.dtype.element_ty)
+    mask = row_mask[:, None] & col_mask[None, :]
+    if HAS_RESIDUAL:
+        out = out + tl.load(residual_ptr + row_ids[:, None] * stride_r + cols[None, :], mask=mask, other=0.0)
+    tl.store(out_ptr + row_ids[:, None] * stride_o + cols[None, :], out, mask=mask)
+
+
+# One kernel per fusion, so a profile tells the projections apart by name. `rows` is not specialized
+# (not even 1): one compiled variant per BLOCK_M serves every batch width, the widths the decode graphs
+# capture and the eager LM head and short prefills alike.
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, stride_r, 0.0, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _rms_norm_gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
+    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, 0, eps, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _silu_mul_gemv_kernel(
+    x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    _gemv_tile(
+        x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
+        stride_x, stride_w, stride_o, stride_r, 0.0, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+    )  # fmt: skip
+
+
+def tile_shape(rows: int, n: int, k: int, sms: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K). One token: the widest tile (at most 16 weight rows) whose tiles
+    still cover every SM, with as much K per step as keeps TILE_ELEMENTS weight elements in flight. More
+    tokens: 16 x 16 tiles (the smallest a tensor-core dot takes), K in steps of DOT_BLOCK_K whose weight
+    loads Triton can pipeline (they feed the dot)."""
+    k_pow2 = triton.next_power_of_2(k)
+    if rows > 1:
+        return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
+    block_n = MAX_BLOCK_N
+    while block_n > 1 and triton.cdiv(n, block_n) < sms:
+        block_n //= 2
+    return 1, block_n, min(k_pow2, TILE_ELEMENTS // block_n)
+
+
+def _launch(
+    kernel: triton.JITFunction, x: Tensor, weight: Tensor, k: int, residual: Tensor | None, **args: object
+) -> Tensor:
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
+    assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    rows, n = x.shape[0], weight.shape[0]
+    out = x.new_empty(rows, n)
+    if rows == 0:
+        return out
+    block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device))
+    if residual is not None:
+        args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
+    kernel[(triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
+        x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
+        stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4,
+    )  # fmt: skip
+    return out
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+    """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
+    return _launch(
+        _gemv_kernel, x, weight, x.shape[-1], residual, bias_ptr=x if bias is None else bias,
+        residual_ptr=x, stride_r=0, HAS_BIAS=bias is not None, HAS_RESIDUAL=False,
+    )  # fmt: skip
+
+
+def rms_norm_linear(
+    x: Tensor, norm_weight: Tensor, eps: float, weight: Tensor, bias: Tensor | None = None
+) -> Tensor:
+    """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
+    return _launch(
+        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, norm_weight_ptr=norm_weight,
+        bias_ptr=x if bias is None else bias, eps=eps, HAS_BIAS=bias is not None,
+    )  # fmt: skip
+
+
+def silu_mul_linear(gate_up: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
+    """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
+    return _launch(
+        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual,
+        residual_ptr=gate_up, stride_r=0, HAS_RESIDUAL=False,
+    )  # fmt: skip
