@@ -137,11 +137,12 @@ GROUPS_OF_128 = {
 }
 
 
-@pytest.mark.parametrize(("tokens", "split_k"), SHAPES[1:])
+@pytest.mark.parametrize(("tokens", "split_k"), [*SHAPES[1:], (70, 1)])
 @pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
 def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
     """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
-    scales per tile (ONE_GROUP); act-order groups never do."""
+    scales per tile (ONE_GROUP) and applies the scales to the tile's product; act-order groups never do.
+    5, 33 and 70 tokens take each of the three tile shapes."""
     packed, weight = GROUPS_OF_128[kind]()
     assert packed.one_group_per_tile(128) == (kind != "gptq8-act-order")
     x = draw(tokens, 256, seed=15)
