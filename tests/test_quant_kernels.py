@@ -280,7 +280,8 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
         x = exact_fp8_activations(6, 256, 256, seed=13).unflatten(0, (2, 3))
     expected = layer(x)
-    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
+    dense_from = dict.fromkeys(triton_gemms.DENSE_FROM_TOKENS, 4 if dense else None)
+    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", dense_from)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
     if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # fp8 tensor-core products
@@ -294,7 +295,7 @@ def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
     skip_without_fp8_dot(fp8_dot)
     """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
     layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
-    layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
+    layer.method.gemm = triton_gemms.fp8_block_gemm(fp8_dot)
     x = exact_fp8_activations(5, 256, 32, seed=14)  # the interpreter's fp8 rounding then cannot differ
     if fp8_dot:
         expected = (

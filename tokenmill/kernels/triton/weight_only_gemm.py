@@ -254,12 +254,15 @@ class Tiles:
     num_warps: int = 4
 
 
+TILE_ROWS = (16, 64)  # the most tokens the decode tiles, then the medium tiles, take; prefill tiles above
+
+
 def tiles_for(m: int, weight_format: WeightFormat) -> Tiles:
     """Thin tiles for decode batches, square ones for prefill. AWQ packs along the output columns, so its
     decode tiles are wide and shallow: each row of words loaded is 64 contiguous bytes, not 32."""
-    if m <= 16:
+    if m <= TILE_ROWS[0]:
         return Tiles(16, 128, 64) if weight_format == WeightFormat.AWQ else Tiles(16, 64, 128)
-    if m <= 64:
+    if m <= TILE_ROWS[1]:
         return Tiles(64, 64, 64)
     return Tiles(128, 128, 32)
 
