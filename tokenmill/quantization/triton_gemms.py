@@ -31,23 +31,24 @@ from tokenmill.quantization.fp8 import FP8_DTYPE, FP8_MAX, Fp8BlockMethod, Fp8Ch
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
-# Tokens per call from which each format leaves its Triton kernel for its dense route; None: never.
-# From the H100 run of 2026-11-22 (bench/results/quant-gemm-nvidia-h100-80gb-hbm3-2026-11-22.json,
-# Qwen3-8B projections, speed-up over bf16 cuBLAS at 1/16/256 tokens): every weight-only kernel ran at
-# 0.29-0.45x at 256 tokens, below the dense route's ~0.5x there (dequantizing costs about one bf16 GEMM
-# at batch 1, ~0.8-0.9x of a 256-token one), while at 16 tokens int8 ran at 1.27x and the 4-bit kernels
-# at 0.41-0.83x, against the dense route's ~0.45x. The 4-bit entries sit lower because their kernels
-# dequantize more per byte. fp8 per channel: `torch._scaled_mm` (0.63x at 16 tokens, 0.64x at 256)
-# loses to the W8 kernel at batch 1-16 only. fp8 blocks on GPUs with fp8 dots never leave their kernel
-# (an fp8 tensor-core GEMM, 0.55x at 256; its dense route is the PyTorch reference); without fp8 dots
-# it decodes bytes like int8. Refine with `bench/quant_gemm.py --crossover`, which prints the first
-# token count where each format's dense route wins.
+# Tokens per call from which each format leaves its Triton kernel for its dense route (None: never).
+# Set from the H100 run of 2026-11-22 (bench/results/quant-gemm-nvidia-h100-80gb-hbm3-2026-11-22.json,
+# Qwen3-8B projections, speed-up over bf16 cuBLAS at 1/16/256 tokens), before the 4-bit kernels were
+# reworked: at 256 tokens every weight-only kernel ran at 0.29-0.45x, below the ~0.5x estimated for the
+# dense route (dequantizing writes the bf16 weight: about one batch-1 bf16 GEMM, plus the GEMM itself);
+# at 16 tokens int8 ran at 1.27x. The 4-bit entries sit lower: their kernels spend more per byte.
+# fp8 per channel: torch._scaled_mm ran at 0.69x/0.63x at 1/16 tokens, where the W8 kernel runs about as
+# int8 does, and at 0.64x at 256. fp8 blocks on GPUs with fp8 dots keep their kernel at every size (an
+# fp8 tensor-core GEMM, 0.55x at 256); without fp8 dots they decode bytes like int8. Each token count
+# between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the first count from
+# which each format's dense route wins.
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
     "awq": 128,
-    "gptq": 128,
+    "gptq4": 128,
+    "gptq8": 128,
 }
 
 Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
@@ -173,10 +174,10 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     kernels do not take (the reference `apply` runs)."""
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense)
-    if isinstance(method, (AwqMethod, GptqMethod)):
-        return RoutedGemm(
-            "awq" if isinstance(method, AwqMethod) else "gptq", weight_only_kernel, dequantized_dense
-        )
+    if isinstance(method, AwqMethod):
+        return RoutedGemm("awq", weight_only_kernel, dequantized_dense)
+    if isinstance(method, GptqMethod):
+        return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
         return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows)
     if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
