@@ -150,6 +150,15 @@ def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, spl
     torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("tiles", [wo.Tiles(16, 32, 256, 8), wo.Tiles(16, 128, 64), wo.Tiles(32, 64, 32, 2)])
+@pytest.mark.parametrize("kind", ["int8", "awq", "gptq4", "gptq8-act-order"])
+def test_every_launch_shape_the_tuning_bench_tries_is_exact(kind: str, tiles: wo.Tiles) -> None:
+    """bench/quant_tune.py times other tile shapes than `tiles_for` picks: they compute the same."""
+    packed, weight = GROUPS_OF_128.get(kind, lambda: FORMATS[kind](96, 256))()
+    x = draw(5, 256, seed=16)
+    close(wo.weight_only_gemm(x, packed, 2, tiles), x @ weight, torch.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["int8", "awq", "gptq4-act-order"])
 def test_weight_only_gemm_in_half_precision_and_odd_sizes(kind: str, dtype: torch.dtype) -> None:
