@@ -27,10 +27,11 @@ import triton.language as tl
 from tokenmill.kernels.triton import split_k as split
 from tokenmill.kernels.triton.packed_int import (
     OFFSET,
+    as_half_offset,
     offset_float,
     unpack_awq_columns,
     unpack_rows,
-    zero_point_floats,
+    zero_points,
 )
 
 
@@ -87,7 +88,7 @@ def _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: t
 def _zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg,
                       FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
                       BLOCK_K: tl.constexpr):  # fmt: skip
-    """(2^23 + zero point, scale) as float32 for the tile's rows starting at k0 and columns n: one row
+    """(zero point, scale) as float32 for the tile's rows starting at k0 and columns n: one row
     [1, len(n)] when every row of the tile is in one group (ONE_GROUP), else one per row [BLOCK_K, len(n)]
     (AWQ's groups in row order, GPTQ's named by `g_idx`)."""
     if ONE_GROUP:
@@ -97,7 +98,7 @@ def _zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, st
         k = k0 + tl.arange(0, BLOCK_K)
         group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k < K, other=0)
         mask = (k < K)[:, None] & (n < N)[None, :]
-    zeros = zero_point_floats(zero_ptr, group, n, mask, stride_zg, FORMAT == AWQ, BITS)
+    zeros = zero_points(zero_ptr, group, n, mask, stride_zg, FORMAT == AWQ, BITS)
     scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=mask, other=0.0)
     return zeros, scales.to(tl.float32)
 
@@ -119,7 +120,7 @@ def _dequantized_tile(
         BLOCK_K,
     )  # fmt: skip
     values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
-    return (offset_float(values) - zeros) * scales
+    return (offset_float(values) - (OFFSET + zeros)) * scales
 
 
 @triton.jit
@@ -160,10 +161,13 @@ def _weight_only_gemm_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
     stride_xm, stride_wk, stride_wn, stride_sg, stride_zg, stride_os, stride_om,
     FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
+    HALF_MAGIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT: tl.constexpr,
 ):  # fmt: skip
-    """With ONE_GROUP the dot product takes the exact integers q - zero (in x's dtype) and the group's
-    scales multiply its fp32 result: one multiply per output instead of one per weight."""
+    """With ONE_GROUP the group's scales multiply each K tile's fp32 product, one multiply per output
+    instead of one per weight; the dot product takes the exact integers q - zero, or with HALF_MAGIC
+    (16-bit activations) offset + q, the offset and zero point then taken off once per output as
+    (offset + zero) * the tile's sum of activations."""
     m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
     n0 = tl.program_id(1) * BLOCK_N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -175,8 +179,15 @@ def _weight_only_gemm_kernel(
                 ONE_GROUP, BLOCK_K,
             )  # fmt: skip
             values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
-            w = offset_float(values) - zeros
-            acc += tl.dot(x, w.to(x.dtype), input_precision=DOT) * scales
+            if HALF_MAGIC:
+                offset = tl.full([1, 1], HALF_MAGIC, tl.int16).to(x.dtype, bitcast=True).to(tl.float32)
+                sums = tl.sum(x.to(tl.float32), axis=1)[:, None]
+                w = as_half_offset(values, HALF_MAGIC, x.dtype)
+                part = tl.dot(x, w, input_precision=DOT) - sums * (offset + zeros)
+            else:
+                w = offset_float(values) - (OFFSET + zeros)
+                part = tl.dot(x, w.to(x.dtype), input_precision=DOT)
+            acc += part * scales
         else:
             w = _dequantized_tile(
                 w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg,
@@ -267,6 +278,18 @@ def tiles_for(m: int, weight_format: WeightFormat) -> Tiles:
     return Tiles(128, 128, 32)
 
 
+# 16-bit activation dtype -> (bit pattern of the offset the kernel ORs packed values into, the bound
+# below which offset + value is exact: 7 and 10 explicit mantissa bits)
+HALF_OFFSETS = {torch.bfloat16: (0x4300, 128), torch.float16: (0x6400, 1024)}
+
+
+def half_magic(dtype: torch.dtype, weight: PackedWeight) -> int:
+    """HALF_MAGIC for AWQ/GPTQ weights and `dtype` activations; 0 (float32 dequantization) where the
+    values do not fit (8-bit GPTQ with bf16) or the activations are float32."""
+    pattern, bound = HALF_OFFSETS.get(dtype, (0, 0))
+    return pattern if weight.format >= WeightFormat.AWQ and 2**weight.bits <= bound else 0
+
+
 def dot_precision(x: torch.Tensor) -> str:
     """float32 activations get exact float32 products (Triton would use TF32); 16-bit ones ignore this."""
     return "ieee" if x.dtype == torch.float32 else "tf32"
@@ -284,11 +307,13 @@ def weight_only_gemm(
     splits, k_per_split = split.plan(k, tiles.block_k, grid_m * grid_n, x.device, split_k)
     out = split.output(x, n, splits)
     stride_wk, stride_wn, stride_sg, stride_zg = weight.strides()
+    one_group = weight.one_group_per_tile(tiles.block_k)
     _weight_only_gemm_kernel[(grid_m, grid_n, splits)](
         x, *weight.pointers(), out, m, n, k, k_per_split,
         x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
         FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        ONE_GROUP=weight.one_group_per_tile(tiles.block_k), BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+        ONE_GROUP=one_group, HALF_MAGIC=half_magic(x.dtype, weight) if one_group else 0,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
         BLOCK_K=tiles.block_k, DOT=dot_precision(x), num_warps=tiles.num_warps, num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
