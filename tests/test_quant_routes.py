@@ -10,6 +10,7 @@ from torch import nn
 from tests.helpers.tiny_models import save_tiny_model
 from tokenmill import LLM
 from tokenmill.engine import model_runner
+from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.weight_only_gemm import tiles_for
 from tokenmill.quantization import QuantLinear, QuantMethod, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -122,3 +123,28 @@ def test_the_model_runner_compiles_the_quantized_gemms_before_serving(
         assert warmed and warmed[0] > 0
     finally:
         llm.shutdown()
+
+
+@pytest.mark.parametrize("kind", sorted(METHODS))
+def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triton's own specialisation key (constexprs, and integers' == 1 / % 16 and pointers' alignment) of
+    every quantized-GEMM launch, for batches of many sizes, is one the warm-up launched."""
+    specialisation = pytest.importorskip("tests.test_kernel_specialization")
+    launched: set[tuple] = set()
+    for kernel in (wo._weight_only_gemm_kernel, wo._dequantize_kernel):
+
+        def hook(*args, _kernel=kernel, **kwargs) -> None:
+            launched.add(specialisation._key(_kernel, args, kwargs))
+
+        monkeypatch.setattr(kernel, "pre_run_hooks", [*kernel.pre_run_hooks, hook])
+    model = nn.Sequential(loaded(METHODS[kind]()), loaded(METHODS[kind](), 64, (128,)))
+    triton_gemms.use_triton_gemms(model)
+    compile_gemm_variants(model, torch.float16)
+    warmed = set(launched)
+    launched.clear()
+    for tokens in (2, 16, 17, 64, 65, 127, 128, 255, 256, 300):
+        for layer in model:
+            layer(torch.randn(tokens, layer.in_features, dtype=torch.float16))
+    assert launched and launched <= warmed
