@@ -69,10 +69,10 @@ class RoutedGemm:
 
     def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x)
-        start = self.dense_from()
-        dense = self.dense is not None and start is not None and len(rows) >= start
-        y = (self.dense if dense else self.kernel)(layer, rows)  # type: ignore[misc]
-        return y.view(*x.shape[:-1], layer.out_features)
+        start, route = self.dense_from(), self.kernel
+        if self.dense is not None and start is not None and len(rows) >= start:
+            route = self.dense
+        return route(layer, rows).view(*x.shape[:-1], layer.out_features)
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant a batch can select: the first count
