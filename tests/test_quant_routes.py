@@ -58,15 +58,22 @@ def test_fp8_per_channel_runs_the_w8_kernel_up_to_16_tokens_and_scaled_mm_above(
     assert scaled_mm_tokens == [17]
 
 
-@pytest.mark.parametrize("kind", sorted(METHODS))
-def test_every_format_takes_its_dense_route_from_its_table_entry(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["int8", "awq", "gptq4"])
+def test_every_format_takes_its_dense_route_from_its_table_entry(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layer = loaded(METHODS[kind]())
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     gemm = layer.method.gemm
     assert isinstance(gemm, triton_gemms.RoutedGemm)
-    start = gemm.dense_from()
-    assert start is not None and start <= 256  # at 256 tokens every kernel measured lost to the dense route
-    assert start == triton_gemms.DENSE_FROM_TOKENS[gemm.table_key]
+    start = triton_gemms.DENSE_FROM_TOKENS[gemm.table_key]
+    assert start is not None and gemm.dense_from() == start
+    launched: set[tuple] = set()
+    recorded_variants(monkeypatch, launched)
+    layer(torch.zeros(start - 1, 128))
+    assert {route for _, _, route, _ in launched} == {"kernel"}
+    layer(torch.zeros(start, 128))
+    assert {route for _, _, route, _ in launched} == {"kernel", "dense"}
 
 
 def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> None:
