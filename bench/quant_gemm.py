@@ -5,8 +5,14 @@ every format, builds the `QuantLinear` the model would load (random weights, qua
 it to its Triton GEMM exactly as the loader does (`use_triton_gemms`, size heuristics included) and times
 y = layer(x) at M = 1, 16, 256 tokens with CUDA events (warm-up excluded, median of the timed runs). Reports
 microseconds, the weight bytes the layer stores, achieved weight bytes/s, the speed-up over bf16, and the
-largest error against the format's PyTorch reference `apply` relative to the output's largest magnitude.
-Usage: PYTHONPATH=. python bench/quant_gemm.py [--presets qwen3-8b,qwen3-4b] [--out results.json]
+largest error against the format's PyTorch reference `apply` relative to the output's largest magnitude;
+then one summary line per preset, format and token count (mean speed-up over the projections).
+
+`--crossover` times each format's two routes (its Triton kernel and its dense route, see
+`triton_gemms.DENSE_FROM_TOKENS`) and bf16 cuBLAS, summed over a preset's projections, at 16 to 1024
+tokens, and prints one line per format: the first token count from which the dense route stays faster
+(what its `DENSE_FROM_TOKENS` entry should say) beside the entry it has now.
+Usage: PYTHONPATH=. python bench/quant_gemm.py [--presets qwen3-8b,qwen3-4b] [--crossover] [--out x.json]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ FORMATS: dict[str, Callable[[], QuantMethod]] = {
     "gptq8": lambda: GptqMethod(8, 128, checkpoint_is_gptq=False),
 }
 TOKENS = (1, 16, 256)
+CROSSOVER_TOKENS = (16, 32, 64, 96, 128, 192, 256, 384, 512, 1024)
 # largest |kernel - reference| / max |reference|: bf16 output rounding, plus for fp8 the activation
 # quantization that the fp8-dot kernels (sm_89+) and torch._scaled_mm add and the reference does not
 TOLERANCE = {
@@ -76,7 +83,7 @@ def build(method: QuantMethod, inp: int, shards: list[int], device: torch.device
     return layer
 
 
-def time_call(call: Callable[[], torch.Tensor], repeat: int = 50) -> float:
+def time_call(call: Callable[[], object], repeat: int = 50) -> float:
     """Median microseconds of one `call`, replayed from a CUDA graph as decode steps are (so host launch
     cost is not counted), by CUDA events over batches of 10 replays; warm-up (compilation) excluded."""
     for _ in range(3):
@@ -132,16 +139,85 @@ def measure(preset: str, device: torch.device) -> list[dict]:
     return rows
 
 
+def summarize(rows: list[dict]) -> None:
+    """One line per preset, format and token count: the mean speed-up over the projections."""
+    keys = sorted({(r["preset"], r["format"], r["tokens"]) for r in rows if r["format"] != "bf16"})
+    for preset, fmt, tokens in keys:
+        picked = [r for r in rows if (r["preset"], r["format"], r["tokens"]) == (preset, fmt, tokens)]
+        mean = statistics.mean(r["speedup_vs_bf16"] for r in picked)
+        exact = all(r["matches_reference"] for r in picked)
+        print(f"{preset} {fmt:12} M={tokens:<4} {mean:.2f}x bf16  matches_reference={exact}", flush=True)
+
+
+def first_win(kernel_us: dict[int, float], dense_us: dict[int, float]) -> int | None:
+    """The smallest token count from which the dense route is faster at every larger count measured."""
+    start = None
+    for tokens in sorted(kernel_us):
+        wins = dense_us[tokens] < kernel_us[tokens]
+        start = (start or tokens) if wins else None
+    return start
+
+
+def crossover(preset: str, device: torch.device) -> list[dict]:
+    """Per format: each route's microseconds summed over the preset's projections per token count."""
+    totals: dict[str, dict[str, dict[int, float]]] = {}
+    keys: dict[str, str] = {}
+    now: dict[str, int | None] = {}
+    for inp, shards in projections(preset).values():
+        inputs = {m: torch.randn(m, inp, dtype=torch.bfloat16, device=device) for m in CROSSOVER_TOKENS}
+        for fmt, make in FORMATS.items():
+            layer = build(make(), inp, shards, device)
+            use_triton_gemms(layer)
+            gemm = layer.method.gemm
+            routes: dict[str, Callable[[QuantLinear, torch.Tensor], torch.Tensor]] = {}
+            if gemm is None:
+                routes["cublas"] = lambda layer, x: layer(x)
+            else:
+                keys[fmt], now[fmt] = gemm.table_key, gemm.dense_from()
+                routes["kernel"] = gemm.kernel
+                if gemm.dense is not None:
+                    routes["dense"] = gemm.dense
+            for route_name, route in routes.items():
+                for m, x in inputs.items():
+                    micros = time_call(lambda route=route, layer=layer, x=x: route(layer, x), repeat=20)
+                    by_tokens = totals.setdefault(fmt, {}).setdefault(route_name, {})
+                    by_tokens[m] = by_tokens.get(m, 0.0) + micros
+            del layer
+            torch.cuda.empty_cache()
+    lines = []
+    rounded = {
+        fmt: {f"{route}_us": {m: round(us, 1) for m, us in by_m.items()} for route, by_m in routes.items()}
+        for fmt, routes in totals.items()
+    }
+    for fmt, routes_us in totals.items():
+        if fmt == "bf16":
+            continue
+        dense = routes_us.get("dense")
+        line = {
+            "crossover": preset, "format": fmt, "table_key": keys[fmt],
+            "dense_from_tokens_now": now[fmt],
+            "dense_wins_from": None if dense is None else first_win(routes_us["kernel"], dense),
+            **rounded[fmt], "bf16_us": rounded["bf16"]["cublas_us"],
+        }  # fmt: skip
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--presets", default="qwen3-8b,qwen3-4b")
+    parser.add_argument("--crossover", action="store_true", help="the token count where dense routes win")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda")
-    report = {
-        "device": torch.cuda.get_device_name(device),
-        "rows": [row for preset in args.presets.split(",") for row in measure(preset, device)],
-    }
+    presets = args.presets.split(",")
+    report: dict[str, object] = {"device": torch.cuda.get_device_name(device)}
+    if args.crossover:
+        report["crossover"] = [line for preset in presets for line in crossover(preset, device)]
+    else:
+        report["rows"] = rows = [row for preset in presets for row in measure(preset, device)]
+        summarize(rows)
     if args.out:
         with open(args.out, "w") as file:
             json.dump(report, file, indent=2)

@@ -137,16 +137,48 @@ GROUPS_OF_128 = {
 }
 
 
-@pytest.mark.parametrize(("tokens", "split_k"), SHAPES[1:])
+@pytest.mark.parametrize(("tokens", "split_k"), [*SHAPES[1:], (70, 1)])
 @pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
 def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
     """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
-    scales per tile (ONE_GROUP); act-order groups never do."""
+    scales per tile (ONE_GROUP) and applies the scales to the tile's product; act-order groups never do.
+    5, 33 and 70 tokens take each of the three tile shapes."""
     packed, weight = GROUPS_OF_128[kind]()
     assert packed.one_group_per_tile(128) == (kind != "gptq8-act-order")
     x = draw(tokens, 256, seed=15)
     close(wo.weight_only_gemm(x, packed, split_k), x @ weight, torch.float32)
     torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("dtype", "offset"), [(torch.bfloat16, 128.0), (torch.float16, 1024.0)])
+def test_half_offsets_hold_every_value_below_their_bound_exactly(dtype: torch.dtype, offset: float) -> None:
+    pattern, bound = wo.HALF_OFFSETS[dtype]
+    values = torch.arange(bound, dtype=torch.int32)
+    as_half = (values | pattern).to(torch.int16).view(dtype)
+    assert torch.equal(as_half.float(), offset + values.float())
+
+
+@pytest.mark.parametrize("tokens", [1, 5, 33, 70])
+@pytest.mark.parametrize("kind", ["awq", "gptq4", "gptq8"])
+def test_16_bit_activations_multiply_offset_weights_and_subtract_the_offset(kind: str, tokens: int) -> None:
+    """fp16 activations with groups holding whole K tiles take the HALF_MAGIC path (offset + q as fp16
+    weights, (offset + zero) * sum(x) subtracted per output); bf16 shares it on GPUs (the interpreter's
+    bf16 dot is wrong)."""
+    bits = 8 if kind == "gptq8" else 4
+    packed, weight = packed_awq(96, 256, 128) if kind == "awq" else packed_gptq(96, 256, bits, False, 128)
+    assert wo.half_magic(torch.float16, packed) and packed.one_group_per_tile(128)
+    assert wo.half_magic(torch.bfloat16, packed) == (0 if bits == 8 else 0x4300)
+    x = draw(tokens, 256, seed=17).half()
+    close(wo.weight_only_gemm(x, packed), x.float() @ weight, torch.float16)
+
+
+@pytest.mark.parametrize("tiles", [wo.Tiles(16, 32, 256, 8), wo.Tiles(16, 128, 64), wo.Tiles(32, 64, 32, 2)])
+@pytest.mark.parametrize("kind", ["int8", "awq", "gptq4", "gptq8-act-order"])
+def test_every_launch_shape_the_tuning_bench_tries_is_exact(kind: str, tiles: wo.Tiles) -> None:
+    """bench/quant_tune.py times other tile shapes than `tiles_for` picks: they compute the same."""
+    packed, weight = GROUPS_OF_128.get(kind, lambda: FORMATS[kind](96, 256))()
+    x = draw(5, 256, seed=16)
+    close(wo.weight_only_gemm(x, packed, 2, tiles), x @ weight, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -229,13 +261,25 @@ def compile_every_kernel(capability: int) -> None:
     for weight_format, (weight, scales) in stored.items():
         common = {"w_ptr": weight, "scale_ptr": scales, "zero_ptr": i32, "g_idx_ptr": i32, "out_ptr": bf16}
         for one_group in (False, True) if weight_format >= wo.WeightFormat.AWQ else (False,):
-            constexprs = {"FORMAT": int(weight_format), "BITS": 4, "GROUP": 128, "ONE_GROUP": one_group,
-                          "BLOCK_N": 64, "BLOCK_K": 128}  # fmt: skip
-            compile_for(
-                wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
-                stride_os=0, stride_om=4096, BLOCK_M=16, **constexprs,
-            )  # fmt: skip
-            compile_for(wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs)
+            for bits in (4, 8) if weight_format == wo.WeightFormat.GPTQ else (4,):
+                constexprs = {
+                    "FORMAT": int(weight_format),
+                    "BITS": bits,
+                    "GROUP": 128,
+                    "ONE_GROUP": one_group,
+                }
+                half_magic = 0x4300 if one_group and bits == 4 else 0  # bf16 offset weights
+                for tokens in (1, 17, 65):  # each tile shape `tiles_for` picks
+                    tiles = wo.tiles_for(tokens, weight_format)
+                    compile_for(
+                        wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
+                        stride_os=0, stride_om=4096, **constexprs, HALF_MAGIC=half_magic,
+                        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+                    )  # fmt: skip
+                compile_for(
+                    wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs, BLOCK_N=64,
+                    BLOCK_K=64,
+                )  # fmt: skip
     for fp8_dot in (False, True) if capability >= 89 else (False,):
         compile_for(
             fp8_gemm._fp8_block_gemm_kernel, capability, x_ptr=_pointer(torch.uint8) if fp8_dot else bf16,
@@ -279,7 +323,8 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
         x = exact_fp8_activations(6, 256, 256, seed=13).unflatten(0, (2, 3))
     expected = layer(x)
-    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", 4 if dense else 1024)
+    dense_from = dict.fromkeys(triton_gemms.DENSE_FROM_TOKENS, 4 if dense else None)
+    monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", dense_from)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
     if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # fp8 tensor-core products
@@ -293,7 +338,7 @@ def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
     skip_without_fp8_dot(fp8_dot)
     """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
     layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
-    layer.method.gemm = functools.partial(triton_gemms.fp8_blocks, fp8_dot=fp8_dot)
+    layer.method.gemm = triton_gemms.fp8_block_gemm(fp8_dot)
     x = exact_fp8_activations(5, 256, 32, seed=14)  # the interpreter's fp8 rounding then cannot differ
     if fp8_dot:
         expected = (

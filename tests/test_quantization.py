@@ -306,3 +306,10 @@ def test_the_flag_offers_exactly_the_methods_that_quantize_at_load() -> None:
 
     flag = get_args(EngineConfig.model_fields["quantization"].annotation)[0]
     assert set(get_args(flag)) == set(QUANTIZATION_CHOICES)
+
+
+def test_gptq_at_load_is_symmetric_int4_in_groups_of_128() -> None:
+    config = resolve_quantization("gptq", None, "random:qwen3-8b")
+    assert config is not None and not config.checkpoint_quantized
+    method = config.method_for(["model.layers.0.mlp.down_proj"])
+    assert isinstance(method, GptqMethod) and (method.bits, method.group_size) == (4, 128)

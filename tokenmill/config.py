@@ -68,10 +68,11 @@ class EngineConfig(BaseModel):
         description="KV-cache precision: the model dtype, fp8 (e4m3, CUDA sm_89+) or int8 (a scale per "
         "token and head, any device)",
     )
-    quantization: Literal["fp8", "int8", "awq"] | None = Field(
+    quantization: Literal["fp8", "int8", "awq", "gptq"] | None = Field(
         default=None,
         description="quantize float weights at load: fp8 (per output channel), int8 (weight-only, per "
-        "channel) or awq (int4, groups of 128); quantized checkpoints are detected from config.json",
+        "channel), awq (int4 with zero points, groups of 128) or gptq (symmetric int4, groups of 128); "
+        "quantized checkpoints are detected from config.json",
     )
     kernels: Literal["auto", "triton", "torch"] = Field(
         default="auto", description="Triton kernels on CUDA (auto), or the PyTorch reference everywhere"

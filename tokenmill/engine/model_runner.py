@@ -19,6 +19,7 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.quantization.warm_up import compile_gemm_variants
 from tokenmill.spec_decode.rejection_sampler import RejectionSampler, emitted_tokens
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class ModelRunner:
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
+        compile_gemm_variants(model, self.dtype)
         if cuda_graphs:
             self.graphs.capture(
                 model,

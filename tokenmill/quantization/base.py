@@ -10,11 +10,22 @@ against it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class KernelGemm(Protocol):
+    """(layer, x) -> x W^T on compiled kernels, whose variants depend on the number of tokens."""
+
+    def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor: ...
+
+    def variant_tokens(self) -> tuple[int, ...]:
+        """Token counts that between them launch every kernel variant (see `compile_gemm_variants`)."""
+        ...
 
 
 class QuantMethod(ABC):
@@ -22,8 +33,8 @@ class QuantMethod(ABC):
 
     #: checkpoint tensors of each shard, beside `bias` (e.g. ("weight", "weight_scale_inv"))
     checkpoint_tensors: tuple[str, ...] = ("weight",)
-    #: the Triton GEMM (layer, x) -> x W^T that replaces `apply` on the Triton backend; None: `apply`
-    gemm: Callable[[QuantLinear, torch.Tensor], torch.Tensor] | None = None
+    #: the Triton GEMM that replaces `apply` on the Triton backend; None: `apply`
+    gemm: KernelGemm | None = None
 
     @abstractmethod
     def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:

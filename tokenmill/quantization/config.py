@@ -13,7 +13,7 @@ from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
-QUANTIZATION_CHOICES = ("fp8", "int8", "awq")
+QUANTIZATION_CHOICES = ("fp8", "int8", "awq", "gptq")
 DEFAULT_GROUP_SIZE = 128
 _READ_FROM_CHECKPOINTS = ("fp8", "awq", "gptq")
 _PLANNED = ("compressed-tensors", "awq_marlin", "gptq_marlin")
@@ -66,7 +66,7 @@ def resolve_quantization(
             raise ValueError(
                 f"quantization {requested!r} is not supported (supported: {QUANTIZATION_CHOICES})"
             )
-        group = DEFAULT_GROUP_SIZE if requested == "awq" else None
+        group = DEFAULT_GROUP_SIZE if requested in ("awq", "gptq") else None  # gptq: 4-bit, no act-order
         return QuantizationConfig(requested, False, group_size=group)
     field = f"{source}: quantization_config"
     if not isinstance(checkpoint, dict):

@@ -2,31 +2,85 @@
 runs on the Triton kernel backend: `use_triton_gemms` sets them once at load. This module imports Triton,
 so only that backend imports it.
 
-Small batches (decode) run the kernels that read the stored bytes and dequantize in registers; from
-`DENSE_FROM_TOKENS` tokens on (long prefills, compute-bound) the weight is dequantized once per call and
-multiplied by cuBLAS, which beats per-tile dequantization there. FP8 on GPUs with fp8 tensor cores stays
-on its fp8 kernels at every size: they are compute-efficient too.
+Each format has two routes, chosen per call by the number of tokens (`DENSE_FROM_TOKENS`): its Triton
+kernel, which reads the stored bytes and dequantizes in registers (decode), and a dense route for
+batches large enough to be compute-bound: the weight dequantized once and multiplied by cuBLAS, or for
+fp8 per channel torch._scaled_mm (fp8 tensor cores, activations quantized per token).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tokenmill.kernels.triton import fp8_gemm
-from tokenmill.kernels.triton.weight_only_gemm import PackedWeight, WeightFormat, dequantize, weight_only_gemm
+from tokenmill.kernels.triton.weight_only_gemm import (
+    TILE_ROWS,
+    PackedWeight,
+    WeightFormat,
+    dequantize,
+    weight_only_gemm,
+)
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantLinear, QuantMethod
 from tokenmill.quantization.fp8 import FP8_DTYPE, FP8_MAX, Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
-DENSE_FROM_TOKENS = 1024  # tokens per call from which dequantize + dense GEMM wins (to tune on the GPU)
+# Tokens per call from which each format leaves its Triton kernel for its dense route (None: never).
+# Set from the H100 run of 2026-11-22 (bench/results/quant-gemm-nvidia-h100-80gb-hbm3-2026-11-22.json,
+# Qwen3-8B projections, speed-up over bf16 cuBLAS at 1/16/256 tokens), before the 4-bit kernels were
+# reworked: at 256 tokens every weight-only kernel ran at 0.29-0.45x, below the ~0.5x estimated for the
+# dense route (dequantizing writes the bf16 weight: about one batch-1 bf16 GEMM, plus the GEMM itself);
+# at 16 tokens int8 ran at 1.27x. The 4-bit entries sit lower: their kernels spend more per byte.
+# fp8 per channel: torch._scaled_mm ran at 0.69x/0.63x at 1/16 tokens, where the W8 kernel runs about as
+# int8 does, and at 0.64x at 256. fp8 blocks on GPUs with fp8 dots keep their kernel at every size (an
+# fp8 tensor-core GEMM, 0.55x at 256); without fp8 dots they decode bytes like int8. Each token count
+# between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the first count from
+# which each format's dense route wins.
+DENSE_FROM_TOKENS: dict[str, int | None] = {
+    "int8": 256,
+    "fp8-channel": TILE_ROWS[0] + 1,
+    "fp8-block": 256,
+    "awq": 128,
+    "gptq4": 128,
+    "gptq8": 128,
+}
 
-Gemm = Callable[[QuantLinear, torch.Tensor], torch.Tensor]
+Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
+
+
+@dataclass(frozen=True)
+class RoutedGemm:
+    """A format's Triton kernel and its dense route (None: the kernel at every size), which
+    `DENSE_FROM_TOKENS[table_key]` chooses between per call."""
+
+    table_key: str
+    kernel: Route
+    dense: Route | None
+
+    def dense_from(self) -> int | None:
+        """The token count from which the dense route runs (read per call, so a bench can move it)."""
+        return None if self.dense is None else DENSE_FROM_TOKENS[self.table_key]
+
+    def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        rows = _rows(x)
+        start, route = self.dense_from(), self.kernel
+        if self.dense is not None and start is not None and len(rows) >= start:
+            route = self.dense
+        return route(layer, rows).view(*x.shape[:-1], layer.out_features)
+
+    def variant_tokens(self) -> tuple[int, ...]:
+        """Token counts that between them launch every kernel variant a batch can select: the first count
+        of each tile shape below the dense route, and the dense route's first."""
+        start = self.dense_from()
+        firsts = (1, *(rows + 1 for rows in TILE_ROWS))
+        kernel = tuple(tokens for tokens in firsts if start is None or tokens < start)
+        return kernel if start is None else (*kernel, start)
 
 
 def packed_weight(layer: QuantLinear) -> PackedWeight:
@@ -63,39 +117,40 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
-def weight_only(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    rows, packed = _rows(x), packed_weight(layer)
-    if rows.shape[0] >= DENSE_FROM_TOKENS:
-        y = rows @ dequantize(packed, x.dtype)
-    else:
-        y = weight_only_gemm(rows, packed)
-    return y.view(*x.shape[:-1], layer.out_features)
+def weight_only_kernel(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    return weight_only_gemm(rows, packed_weight(layer))
 
 
-def fp8_blocks(layer: QuantLinear, x: torch.Tensor, fp8_dot: bool | None = None) -> torch.Tensor:
-    """`fp8_dot` None: where the GPU has fp8 tensor cores."""
-    method = layer.method
-    assert isinstance(method, Fp8BlockMethod)
-    rows = _rows(x)
-    fp8_dot = fp8_gemm.has_fp8_dot(x.device) if fp8_dot is None else fp8_dot
-    if not fp8_dot and rows.shape[0] >= DENSE_FROM_TOKENS:
-        return method.apply(layer, x, None)
-    y = fp8_gemm.fp8_block_gemm(rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot)
-    return y.view(*x.shape[:-1], layer.out_features)
+def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """The whole weight dequantized once by a Triton kernel, then a cuBLAS GEMM."""
+    return rows @ dequantize(packed_weight(layer), rows.dtype)
 
 
-def fp8_channels(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    """torch._scaled_mm (cuBLASLt fp8, per-token activation scales) where this torch and GPU run it
-    with row-wise scales; else the weight-only kernel, which decodes the e4m3 bytes in registers."""
-    if not _rowwise_scaled_mm(x.device):
-        return weight_only(layer, x)
-    rows = _rows(x)
+def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales."""
     scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
     quantized = (rows / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    y = torch._scaled_mm(
-        quantized, layer.weight.T, scale_a=scale, scale_b=layer.weight_scale[None, :], out_dtype=x.dtype
+    return torch._scaled_mm(
+        quantized, layer.weight.T, scale_a=scale, scale_b=layer.weight_scale[None, :], out_dtype=rows.dtype
     )
-    return y.view(*x.shape[:-1], layer.out_features)
+
+
+def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
+    method = layer.method
+    assert isinstance(method, Fp8BlockMethod)
+    return fp8_gemm.fp8_block_gemm(rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot)
+
+
+def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """The reference: the weight dequantized by PyTorch, then a dense GEMM."""
+    return layer.method.apply(layer, rows, None)
+
+
+def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
+    """fp8 tensor-core dots (sm_89+) at every size; without them the weight bytes decoded in registers,
+    and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
+    kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot)
+    return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense)
 
 
 @functools.cache
@@ -114,14 +169,22 @@ def _rowwise_scaled_mm(device: torch.device) -> bool:
     return True
 
 
-def _gemm_for(method: QuantMethod) -> Gemm | None:
-    if isinstance(method, (Int8WeightOnlyMethod, AwqMethod, GptqMethod)):
-        return weight_only
-    if isinstance(method, Fp8ChannelMethod):
-        return fp8_channels
+def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
+    """The routed GEMM of `method` on `device`; None: unquantized (cuBLAS already), or a layout the
+    kernels do not take (the reference `apply` runs)."""
+    if isinstance(method, Int8WeightOnlyMethod):
+        return RoutedGemm("int8", weight_only_kernel, dequantized_dense)
+    if isinstance(method, AwqMethod):
+        return RoutedGemm("awq", weight_only_kernel, dequantized_dense)
+    if isinstance(method, GptqMethod):
+        return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense)
+    if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
+        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows)
+    if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
+        return RoutedGemm("int8", weight_only_kernel, dequantized_dense)
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
-        return fp8_blocks
-    return None  # unquantized: cuBLAS already; or a layout the kernels do not take: the reference
+        return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
+    return None
 
 
 def _kernel_reads_blocks(block: tuple[int, int]) -> bool:
@@ -132,4 +195,5 @@ def _kernel_reads_blocks(block: tuple[int, int]) -> bool:
 def use_triton_gemms(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            module.method.gemm = _gemm_for(module.method)
+            device = next(module.parameters()).device
+            module.method.gemm = gemm_for(module.method, device)

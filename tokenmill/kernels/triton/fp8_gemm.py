@@ -19,6 +19,7 @@ import triton.language as tl
 from tokenmill.kernels.triton import split_k as split
 from tokenmill.kernels.triton.weight_only_gemm import (
     FP8_BITS_UNIT,
+    TILE_ROWS,
     dot_precision,
     e4m3_bits_to_half,
     k_step,
@@ -111,7 +112,7 @@ def fp8_block_gemm(
         activation = activation.view(torch.uint8)
     else:
         activation, activation_scales = x, weight_scale_inv  # the scales are not read without fp8 dots
-    block_m, block_n = (16, 64) if m <= 16 else (64, 128)
+    block_m, block_n = (16, 64) if m <= TILE_ROWS[0] else (64, 128)
     grid_m, grid_n = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
     splits, k_per_split = split.plan(k, block_k, grid_m * grid_n, x.device, split_k)
     out = split.output(x, n, splits)

@@ -8,9 +8,11 @@ One kernel serves four storage formats (a constexpr picks the unpacking):
   and zero point per group of input rows;
 - GPTQ: 4- or 8-bit values packed along the input rows, [in*bits/32, out], zero points packed along the
   output columns (stored minus one), the group of each input row named by `g_idx` (act-order included).
-Per-channel scales are applied once to the fp32 accumulator; group scales while dequantizing. Small
-batches split K (`split_k`). The references are the `dequantize_*` functions of `tokenmill.quantization`;
-portable Triton (no Hopper-only instructions).
+Per-channel scales are applied once to the fp32 accumulator; a group's scales to the fp32 product of
+each K tile that lies inside one group (else while dequantizing). Packed words are unpacked as
+`packed_int` describes, with no int -> float conversion. Small batches split K (`split_k`). The
+references are the `dequantize_*` functions of `tokenmill.quantization`; portable Triton (no
+Hopper-only instructions).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import split_k as split
+from tokenmill.kernels.triton.packed_int import (
+    OFFSET,
+    as_half_offset,
+    offset_float,
+    unpack_awq_columns,
+    unpack_rows,
+    zero_points,
+)
 
 
 class WeightFormat(IntEnum):
@@ -46,53 +56,71 @@ def e4m3_bits_to_half(bits):
 
 
 @triton.jit
-def _dequantized_tile(
-    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, K, N, stride_wk, stride_wn, stride_sg,
-    stride_zg, FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-):  # fmt: skip
-    """W^T[k, n] as float32 [BLOCK_K, BLOCK_N] (k and n start at multiples of 8); per-channel scales
-    (INT8, FP8) are left to the caller. Each packed word is loaded once and unpacked into its values.
-    ONE_GROUP: every row of the tile is in the same group (groups in row order, GROUP a multiple of
-    BLOCK_K), so one row of zero points and scales serves the whole tile."""
-    mask = k_mask[:, None] & n_mask[None, :]
-    if FORMAT < AWQ:  # one value per byte, [out, in]
-        stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
-        w = (stored if FORMAT == INT8 else e4m3_bits_to_half(stored)).to(tl.float32)
+def _byte_tile(w_ptr, k, n, mask, stride_wk, stride_wn, FORMAT: tl.constexpr):
+    """INT8 or FP8 W^T[k, n] (one value per byte, stored [out, in]) as float32, per-channel scales left to
+    the caller. int8 + 128 goes through `offset_float` rather than an int -> float conversion."""
+    stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
+    if FORMAT == INT8:
+        return offset_float(stored.to(tl.int32) + 128) - (OFFSET + 128.0)
+    return e4m3_bits_to_half(stored).to(tl.float32)
+
+
+@triton.jit
+def _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: tl.constexpr,
+                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """The stored integers (int32) of AWQ or GPTQ W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N], from one load
+    of the words that hold them (k0 and n0 are multiples of the tile, so the tile holds whole words)."""
+    if FORMAT == AWQ:  # [in, out / 8]
+        k = k0 + tl.arange(0, BLOCK_K)
+        columns = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+        mask = (k < K)[:, None] & (columns * 8 < N)[None, :]
+        return unpack_awq_columns(
+            tl.load(w_ptr + k[:, None] * stride_wk + columns[None, :], mask=mask, other=0)
+        )
+    per_word: tl.constexpr = 32 // BITS  # GPTQ: [in * BITS / 32, out]
+    rows = k0 // per_word + tl.arange(0, BLOCK_K // per_word)
+    n = n0 + tl.arange(0, BLOCK_N)
+    mask = (rows * per_word < K)[:, None] & (n < N)[None, :]
+    return unpack_rows(tl.load(w_ptr + rows[:, None] * stride_wk + n[None, :], mask=mask, other=0), BITS)
+
+
+@triton.jit
+def _zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg,
+                      FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
+                      BLOCK_K: tl.constexpr):  # fmt: skip
+    """(zero point, scale) as float32 for the tile's rows starting at k0 and columns n: one row
+    [1, len(n)] when every row of the tile is in one group (ONE_GROUP), else one per row [BLOCK_K, len(n)]
+    (AWQ's groups in row order, GPTQ's named by `g_idx`)."""
+    if ONE_GROUP:
+        group = tl.zeros([1], tl.int32) + k0 // GROUP
+        mask = (n < N)[None, :]
     else:
-        if ONE_GROUP:
-            group = tl.zeros([1], tl.int32) + tl.min(k, 0) // GROUP
-            group_mask = n_mask[None, :]
-        else:
-            group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k_mask, other=0)
-            group_mask = mask
-        if FORMAT == AWQ:  # column j of a word sits in nibble j // 2 + 4 * (j % 2)
-            block_n: tl.constexpr = n.shape[0]
-            column = tl.arange(0, 8)
-            nibble_shifts = 4 * (column // 2 + 4 * (column % 2))
-            word_columns = tl.min(n, 0) // 8 + tl.arange(0, block_n // 8)
-            word_mask = k_mask[:, None] & (word_columns * 8 < N)[None, :]
-            words = tl.load(w_ptr + k[:, None] * stride_wk + word_columns[None, :], mask=word_mask, other=0)
-            unpacked = (words[:, :, None] >> nibble_shifts[None, None, :]) & 0xF  # [BLOCK_K, BLOCK_N/8, 8]
-            shift = (((n % 8) // 2 + 4 * (n % 2)) * 4)[None, :]
-            zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // 8)[None, :]
-            zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
-            values = tl.reshape(unpacked, [k.shape[0], block_n]) - ((zeros >> shift) & 0xF)
-        else:  # GPTQ: values along the input rows, zero points (minus one) along the output columns
-            per_word: tl.constexpr = 32 // BITS
-            ones: tl.constexpr = (1 << BITS) - 1
-            block_k: tl.constexpr = k.shape[0]
-            word_rows = tl.min(k, 0) // per_word + tl.arange(0, block_k // per_word)
-            word_mask = (word_rows * per_word < K)[:, None] & n_mask[None, :]
-            words = tl.load(w_ptr + word_rows[:, None] * stride_wk + n[None, :], mask=word_mask, other=0)
-            value_shifts = tl.arange(0, per_word) * BITS
-            unpacked = (words[:, None, :] >> value_shifts[None, :, None]) & ones  # [rows/word, word, BLOCK_N]
-            zero_ptrs = zero_ptr + group[:, None] * stride_zg + (n // per_word)[None, :]
-            zeros = tl.load(zero_ptrs, mask=group_mask, other=0)
-            values = tl.reshape(unpacked, [block_k, n.shape[0]])
-            values -= ((zeros >> ((n % per_word) * BITS)[None, :]) & ones) + 1
-        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=group_mask, other=0.0)
-        w = values.to(tl.float32) * scales.to(tl.float32)
-    return w
+        k = k0 + tl.arange(0, BLOCK_K)
+        group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k < K, other=0)
+        mask = (k < K)[:, None] & (n < N)[None, :]
+    zeros = zero_points(zero_ptr, group, n, mask, stride_zg, FORMAT == AWQ, BITS)
+    scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=mask, other=0.0)
+    return zeros, scales.to(tl.float32)
+
+
+@triton.jit
+def _dequantized_tile(
+    w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg, stride_zg,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N] as float32 (k0, n0 multiples of the tile), group scales
+    applied; per-channel scales (INT8, FP8) are left to the caller."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    n = n0 + tl.arange(0, BLOCK_N)
+    if FORMAT < AWQ:
+        return _byte_tile(w_ptr, k, n, (k < K)[:, None] & (n < N)[None, :], stride_wk, stride_wn, FORMAT)
+    zeros, scales = _zeros_and_scales(
+        zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
+        BLOCK_K,
+    )  # fmt: skip
+    values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+    return (offset_float(values) - (OFFSET + zeros)) * scales
 
 
 @triton.jit
@@ -133,17 +161,39 @@ def _weight_only_gemm_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
     stride_xm, stride_wk, stride_wn, stride_sg, stride_zg, stride_os, stride_om,
     FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
+    HALF_MAGIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT: tl.constexpr,
 ):  # fmt: skip
+    """With ONE_GROUP the group's scales multiply each K tile's fp32 product, one multiply per output
+    instead of one per weight; the dot product takes the exact integers q - zero, or with HALF_MAGIC
+    (16-bit activations) offset + q, the offset and zero point then taken off once per output as
+    (offset + zero) * the tile's sum of activations."""
     m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
+    n0 = tl.program_id(1) * BLOCK_N
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
-        k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
-        w = _dequantized_tile(
-            w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k_mask, n_mask, K, N, stride_wk, stride_wn,
-            stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
-        )  # fmt: skip
-        acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
+        _, _, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
+        if ONE_GROUP:
+            zeros, scales = _zeros_and_scales(
+                zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP,
+                ONE_GROUP, BLOCK_K,
+            )  # fmt: skip
+            values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+            if HALF_MAGIC:
+                offset = tl.full([1, 1], HALF_MAGIC, tl.int16).to(x.dtype, bitcast=True).to(tl.float32)
+                sums = tl.sum(x.to(tl.float32), axis=1)[:, None]
+                w = as_half_offset(values, HALF_MAGIC, x.dtype)
+                part = tl.dot(x, w, input_precision=DOT) - sums * (offset + zeros)
+            else:
+                w = offset_float(values) - (OFFSET + zeros)
+                part = tl.dot(x, w.to(x.dtype), input_precision=DOT)
+            acc += part * scales
+        else:
+            w = _dequantized_tile(
+                w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg,
+                stride_zg, FORMAT, BITS, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
+            )  # fmt: skip
+            acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
     if FORMAT < AWQ:
         acc *= _channel_scales(scale_ptr, n, n_mask, FORMAT)[None, :]
     store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
@@ -155,15 +205,16 @@ def _dequantize_kernel(
     FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (k < K)[:, None] & (n < N)[None, :]
+    k0, n0 = tl.program_id(0) * BLOCK_K, tl.program_id(1) * BLOCK_N
+    k = k0 + tl.arange(0, BLOCK_K)
+    n = n0 + tl.arange(0, BLOCK_N)
     w = _dequantized_tile(
-        w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k, n, k < K, n < N, K, N, stride_wk, stride_wn, stride_sg,
-        stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
+        w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg, stride_zg,
+        FORMAT, BITS, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
     )  # fmt: skip
     if FORMAT < AWQ:
         w *= _channel_scales(scale_ptr, n, n < N, FORMAT)[None, :]
+    mask = (k < K)[:, None] & (n < N)[None, :]
     tl.store(out_ptr + k[:, None] * N + n[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -204,13 +255,39 @@ class PackedWeight:
         return weight, self.scales, zeros, g_idx
 
 
-def _tiles(m: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K): thin tiles for decode batches, square ones for prefill."""
-    if m <= 16:
-        return 16, 64, 128
-    if m <= 64:
-        return 64, 64, 64
-    return 128, 128, 32
+@dataclass(frozen=True)
+class Tiles:
+    """One launch shape: BLOCK_M x BLOCK_N outputs per program, stepping BLOCK_K input rows at a time."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+
+
+TILE_ROWS = (16, 64)  # the most tokens the decode tiles, then the medium tiles, take; prefill tiles above
+
+
+def tiles_for(m: int, weight_format: WeightFormat) -> Tiles:
+    """Thin tiles for decode batches, square ones for prefill. AWQ packs along the output columns, so its
+    decode tiles are wide and shallow: each row of words loaded is 64 contiguous bytes, not 32."""
+    if m <= TILE_ROWS[0]:
+        return Tiles(16, 128, 64) if weight_format == WeightFormat.AWQ else Tiles(16, 64, 128)
+    if m <= TILE_ROWS[1]:
+        return Tiles(64, 64, 64)
+    return Tiles(128, 128, 32)
+
+
+# 16-bit activation dtype -> (bit pattern of the offset the kernel ORs packed values into, the bound
+# below which offset + value is exact: 7 and 10 explicit mantissa bits)
+HALF_OFFSETS = {torch.bfloat16: (0x4300, 128), torch.float16: (0x6400, 1024)}
+
+
+def half_magic(dtype: torch.dtype, weight: PackedWeight) -> int:
+    """HALF_MAGIC for AWQ/GPTQ weights and `dtype` activations; 0 (float32 dequantization) where the
+    values do not fit (8-bit GPTQ with bf16) or the activations are float32."""
+    pattern, bound = HALF_OFFSETS.get(dtype, (0, 0))
+    return pattern if weight.format >= WeightFormat.AWQ and 2**weight.bits <= bound else 0
 
 
 def dot_precision(x: torch.Tensor) -> str:
@@ -218,21 +295,26 @@ def dot_precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def weight_only_gemm(x: torch.Tensor, weight: PackedWeight, split_k: int | None = None) -> torch.Tensor:
-    """x [tokens, in] (contiguous rows) -> [tokens, out] in x's dtype. `split_k` None: chosen here."""
+def weight_only_gemm(
+    x: torch.Tensor, weight: PackedWeight, split_k: int | None = None, tiles: Tiles | None = None
+) -> torch.Tensor:
+    """x [tokens, in] (contiguous rows) -> [tokens, out] in x's dtype. `split_k` and `tiles` None: chosen
+    here (bench/quant_gemm.py --tune passes others)."""
     m, k = x.shape
     n = weight.out_features
-    block_m, block_n, block_k = _tiles(m)
-    grid_m, grid_n = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
-    splits, k_per_split = split.plan(k, block_k, grid_m * grid_n, x.device, split_k)
+    tiles = tiles or tiles_for(m, weight.format)
+    grid_m, grid_n = triton.cdiv(m, tiles.block_m), triton.cdiv(n, tiles.block_n)
+    splits, k_per_split = split.plan(k, tiles.block_k, grid_m * grid_n, x.device, split_k)
     out = split.output(x, n, splits)
     stride_wk, stride_wn, stride_sg, stride_zg = weight.strides()
+    one_group = weight.one_group_per_tile(tiles.block_k)
     _weight_only_gemm_kernel[(grid_m, grid_n, splits)](
         x, *weight.pointers(), out, m, n, k, k_per_split,
         x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
         FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        ONE_GROUP=weight.one_group_per_tile(block_k), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        DOT=dot_precision(x), num_warps=4, num_stages=3,
+        ONE_GROUP=one_group, HALF_MAGIC=half_magic(x.dtype, weight) if one_group else 0,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
+        BLOCK_K=tiles.block_k, DOT=dot_precision(x), num_warps=tiles.num_warps, num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
 

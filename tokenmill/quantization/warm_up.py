@@ -1,0 +1,32 @@
+"""Compiling every quantized GEMM variant a batch can select before the engine serves, so that no request
+waits for Triton to compile one (the decode sizes would be compiled by CUDA-graph capture, but prefill
+sizes and the dense route only by the first batch that needs them)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tokenmill.quantization.base import QuantLinear
+
+
+@torch.inference_mode()
+def compile_gemm_variants(model: nn.Module, dtype: torch.dtype) -> int:
+    """Run each distinct quantized linear's GEMM (per method and shape: a model's other layers reuse the
+    same compiled variants) once per token count of its `variant_tokens`, on zero activations in `dtype`.
+    The GEMM is called without the layer's forward, so no tensor-parallel collective runs. Returns the
+    number of calls; none on the reference backend, where no method has a `gemm`."""
+    seen: set[tuple[str, int, int]] = set()
+    calls = 0
+    for module in model.modules():
+        if not isinstance(module, QuantLinear) or module.method.gemm is None:
+            continue
+        key = (type(module.method).__name__, module.in_features, module.out_features)
+        if key in seen:
+            continue
+        seen.add(key)
+        device = next(module.parameters()).device
+        for tokens in module.method.gemm.variant_tokens():
+            module.method.gemm(module, torch.zeros(tokens, module.in_features, dtype=dtype, device=device))
+            calls += 1
+    return calls
