@@ -20,6 +20,7 @@ from tokenmill.kernels.ops import Ops
 from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.spec_decode.rejection_sampler import RejectionSampler, emitted_tokens
+from tokenmill.spec_decode.verify_graphs import VerifyGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class StepPeers(Protocol):
 
 class ModelRunner:
     """Runs one scheduled batch per call. Pure decode batches replay a CUDA graph captured for the
-    next larger batch size; everything else runs eagerly. The cache has one extra "null" block that
+    next larger batch size, and so do verify batches of speculative decoding with `verify_graphs`;
+    everything else runs eagerly. The cache has one extra "null" block that
     padded graph rows read and write, so padding never touches a live sequence. With LoRA, each step's
     token -> adapter-slot mapping is written into `lora_step`'s persistent buffers before the forward
     pass, so the graphs (captured with the LoRA kernels in them) serve any mix of adapters."""
@@ -68,8 +70,10 @@ class ModelRunner:
         cuda_graphs: bool = False,
         peers: StepPeers | None = None,
         lora_step: LoRAStep | None = None,
+        verify_graphs: VerifyGraphs | None = None,
     ) -> None:
-        """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers."""
+        """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers; `verify_graphs`
+        (captured here with the decode graphs) run the verify steps of speculative decoding."""
         self.model = model
         self.peers = peers
         self.block_size = block_size
@@ -99,6 +103,7 @@ class ModelRunner:
         self.lora_step = lora_step
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
+        self.verify_graphs = verify_graphs
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         if cuda_graphs:
             self.graphs.capture(
@@ -108,6 +113,8 @@ class ModelRunner:
                 max_num_seqs,
                 lambda size: self._decode_splits(size, max_model_len),
             )
+            if verify_graphs is not None:
+                verify_graphs.capture(model, block_table, self.device, self.graphs.pool)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -116,8 +123,10 @@ class ModelRunner:
 
         `token_source` (a previous launch's sampled tokens, still on the device) gives the input tokens
         of a continuation batch, whose tokens the host does not know yet."""
-        graph_size = self.graphs.padded_size(batch)
-        inputs = self.inputs.build_inputs(batch, token_source, graph_size)
+        graph_size, width = self.graphs.padded_size(batch), 1
+        if graph_size is None and self.verify_graphs is not None:
+            graph_size, width = self.verify_graphs.plan(batch) or (None, 1)
+        inputs = self.inputs.build_inputs(batch, token_source, graph_size, width)
         if self.lora_step is not None and inputs.lora is not None:
             self.lora_step.load(inputs.lora, always=graph_size is not None)
         if self.peers is not None:
@@ -165,11 +174,17 @@ class ModelRunner:
     def run_model(self, inputs: StepInputs, use_graph: bool) -> torch.Tensor | None:
         """The forward pass, then the logits of the tokens that sample (None if none does, and on a
         tensor-parallel worker, which only contributes its part)."""
-        hidden = self.graphs.replay(inputs) if use_graph else self._forward(inputs)
+        if not use_graph:
+            hidden = self._forward(inputs)
+        elif inputs.width > 1:
+            assert self.verify_graphs is not None, "only verify graphs have rows of several tokens"
+            hidden = self.verify_graphs.replay(inputs)
+        else:
+            hidden = self.graphs.replay(inputs)
         num_sampling = len(inputs.logits_indices)
         if num_sampling == 0:
             return None
-        if num_sampling < inputs.num_real_tokens:
+        if num_sampling < len(hidden):
             hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
         return self.model.compute_logits(hidden)
 

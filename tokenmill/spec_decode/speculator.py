@@ -1,7 +1,8 @@
 """Who speculates this step and how far, and whether speculation is paying off.
 
-Verifying proposals turns a decode into a several-token chunk: the step runs eagerly (no CUDA graph) and
-cannot be launched ahead by async scheduling, and each proposed token costs compute. That pays while
+Verifying proposals turns a decode into a several-token chunk: the step (a CUDA graph replay where one is
+captured, see `verify_graphs`) cannot be launched ahead by async scheduling, and each proposed token
+costs compute. That pays while
 decoding is bound by reading the weights (small batches) and proposals are mostly accepted, so:
 - no proposals while more than `disable_batch_size` sequences decode (the batch is compute-heavy);
 - adaptively, the gain (tokens accepted per eligible sequence per step, a moving average) is watched;
