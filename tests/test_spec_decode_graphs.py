@@ -76,7 +76,7 @@ class StaticReplay:
         return hidden[: inputs.num_seqs * self.width]
 
 
-def test_only_batches_of_decodes_with_room_run_in_a_verify_graph() -> None:
+def test_only_batches_of_short_chunks_with_room_run_in_a_verify_graph() -> None:
     graphs = VerifyGraphs(num_tokens=3, max_num_seqs=2, max_model_len=24)
     graphs.by_width = {w: StaticReplay.__new__(StaticReplay) for w in (2, 3, 4)}
     for width, replay in graphs.by_width.items():
@@ -91,8 +91,10 @@ def test_only_batches_of_decodes_with_room_run_in_a_verify_graph() -> None:
     last = make_seq(22, [1] * 6, 21)
     assert graphs.plan(verify_batch([last], [[7]])) == (1, 2)
     assert graphs.plan(verify_batch([last, make_seq(3, [6], 2)], [[7], [7, 8, 9]])) is None
-    prefill = ScheduledBatch([near_end, make_seq(5, [9], 0)], [3, 5], 0, [[7, 8], []])
-    assert graphs.plan(prefill) is None
+    assert graphs.plan(ScheduledBatch([near_end, make_seq(5, [9], 0)], [3, 5], 0, [[7, 8], []])) is None
+    short_prefill = ScheduledBatch([near_end, make_seq(4, [9], 0)], [3, 4], 0, [[7, 8], []])
+    assert graphs.plan(short_prefill) == (2, 4)  # a short chunk is a chunk like any other
+    assert graphs.plan(ScheduledBatch([near_end], [1], 1)) is None  # decodes: the decode graphs'
 
 
 @pytest.mark.slow

@@ -124,8 +124,6 @@ def test_build_speculator_from_config() -> None:
     assert build_speculator(EngineConfig()) is None
     speculator = build_speculator(EngineConfig(speculative_method="ngram", num_speculative_tokens=3))
     assert speculator is not None and speculator.num_tokens == 3
-    with pytest.raises(ValueError, match="not available yet"):
-        EngineConfig(speculative_method="draft", speculative_model="random:qwen3-tiny")
     with pytest.raises(ValueError, match="prompt_lookup_min"):
         EngineConfig(prompt_lookup_min=3, prompt_lookup_max=2)
     with pytest.raises(ValueError, match="tensor_parallel_size=1"):

@@ -33,6 +33,7 @@ from tokenmill.lora.manager import LoRAManager
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.spec_decode.draft_model import load_draft_proposer
 from tokenmill.spec_decode.speculator import build_speculator
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs
@@ -73,6 +74,7 @@ class LLMEngine:
             rank = load_rank_model(config, device, tp)
             self.max_num_batched_tokens = rank.max_num_batched_tokens
             self.lora = self._lora_manager(rank.loaded.model, rank.ops) if config.lora_enabled else None
+            draft = load_draft_proposer(config, rank) if config.speculative_method == "draft" else None
             kv = rank.plan_kv_cache()
         except BaseException:
             self.shutdown()
@@ -90,7 +92,7 @@ class LLMEngine:
         self.runner = rank.runner(kv, sampler, self.workers, None if self.lora is None else self.lora.step)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
-        self.speculator = build_speculator(config)
+        self.speculator = build_speculator(config, draft)
         self.scheduler = scheduler_class(
             self.block_manager,
             config.max_num_seqs,

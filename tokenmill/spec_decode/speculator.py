@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tokenmill.config import EngineConfig
 from tokenmill.engine.sequence import Sequence
-from tokenmill.spec_decode.proposers import NgramProposer, Proposer
+from tokenmill.spec_decode.proposers import BatchProposer, NgramProposer, Proposer
 
 MIN_GAIN = 0.5  # accepted tokens per sequence-step below which a verify step costs more than it brings
 MIN_PAUSE, MAX_PAUSE = 8, 256  # steps without speculation after it stopped paying
@@ -26,7 +26,11 @@ SMOOTHING = 0.2  # weight of the newest step in the moving average
 
 class Speculator:
     def __init__(
-        self, proposer: Proposer, num_tokens: int, disable_batch_size: int, adaptive: bool = True
+        self,
+        proposer: Proposer | BatchProposer,
+        num_tokens: int,
+        disable_batch_size: int,
+        adaptive: bool = True,
     ) -> None:
         self.proposer = proposer
         self.num_tokens = num_tokens
@@ -51,21 +55,33 @@ class Speculator:
         known for the next token only, not for positions after proposals."""
         if not seqs or not self.wants(len(seqs)):
             return {}
-        proposals = {}
+        eligible: list[Sequence] = []
+        rooms: list[int] = []
         for seq in seqs:
             params = seq.params
             if params.structured_outputs is not None:
                 continue
             tokens_left = (params.max_tokens or max_model_len) - seq.num_output_tokens
             room = min(self.step_tokens(), budget, tokens_left - 1, max_model_len - seq.num_tokens - 1)
-            draft = self.proposer.propose(seq, room) if room > 0 else []
-            if draft:
-                proposals[seq.seq_id] = draft
-                budget -= len(draft)
+            if room > 0:
+                eligible.append(seq)
+                rooms.append(room)
+                budget -= room
+        proposer = self.proposer
+        if isinstance(proposer, BatchProposer):
+            drafts = proposer.propose_batch(eligible, rooms) if eligible else []
+        else:
+            drafts = [proposer.propose(seq, room) for seq, room in zip(eligible, rooms)]
+        proposals = {seq.seq_id: draft for seq, draft in zip(eligible, drafts) if draft}
         self._num_eligible = len(seqs)
         if not proposals:
             self._observe(0.0)
         return proposals
+
+    def release(self, seq: Sequence) -> None:
+        """`seq` finished or was preempted: a proposer's state for it goes."""
+        if isinstance(self.proposer, BatchProposer):
+            self.proposer.release(seq)
 
     def step_tokens(self) -> int:
         """k for this step: `num_tokens`, or adaptively one more than the usual accepted length."""
@@ -96,11 +112,17 @@ class Speculator:
             self._pause = MIN_PAUSE
 
 
-def build_speculator(config: EngineConfig) -> Speculator | None:
-    """The speculator `config` asks for, or None without speculation."""
+def build_speculator(config: EngineConfig, draft: BatchProposer | None = None) -> Speculator | None:
+    """The speculator `config` asks for (with `draft`, the loaded draft model's proposer, for 'draft'),
+    or None without speculation."""
     if config.speculative_method == "none":
         return None
-    proposer = NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max)
+    proposer: Proposer | BatchProposer
+    if config.speculative_method == "draft":
+        assert draft is not None, "the engine loads the draft model first"
+        proposer = draft
+    else:
+        proposer = NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max)
     return Speculator(
         proposer,
         config.num_speculative_tokens,

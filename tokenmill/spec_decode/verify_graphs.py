@@ -5,6 +5,8 @@ A verify step of decodes with at most k proposals each has a fixed shape once ev
 padded to k + 1 tokens and the batch to a captured size: one `DecodeGraphs` of width k + 1 per k up to
 `num_speculative_tokens`, for batches up to the size above which nothing is proposed. Padding tokens write
 only the null block and their logits are never computed, so sampling sees exactly the eager step's rows.
+Any batch of such short chunks qualifies: a draft model's catch-up on the tokens its target accepted
+is one too.
 """
 
 from __future__ import annotations
@@ -36,20 +38,17 @@ class VerifyGraphs:
             graphs.capture(model, block_table, device, self.max_num_seqs, lambda size: 1, pool)
 
     def plan(self, batch: ScheduledBatch) -> tuple[int, int] | None:
-        """(rows, width) of the graph that runs `batch`, or None if it runs eagerly: a batch of decodes
-        and their proposals only, each of which has room for the padded chunk within max_model_len."""
-        proposals = batch.proposals
-        if proposals is None:
-            return None
-        width = 1 + max(len(draft) for draft in proposals)
+        """(rows, width) of the graph that runs `batch`, or None if it runs eagerly: a batch whose chunks
+        (a decode and its proposals, or a draft model's catch-up) are all short enough for a captured
+        width, and each of which has room for its padded chunk within max_model_len."""
+        width = max(batch.num_new_tokens, default=0)
         graphs = self.by_width.get(width)
         rows = None if graphs is None else graphs.size_for(len(batch))
         if rows is None:
             return None
         last_position = self.max_model_len - width
-        for seq, num_new, draft in zip(batch.seqs, batch.num_new_tokens, proposals):
-            if num_new != 1 + len(draft) or seq.num_computed_tokens > last_position:
-                return None
+        if any(seq.num_computed_tokens > last_position for seq in batch.seqs):
+            return None
         return rows, width
 
     def replay(self, inputs: StepInputs) -> torch.Tensor:
