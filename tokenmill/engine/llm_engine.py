@@ -261,12 +261,13 @@ class LLMEngine:
             return
         emitted = Counter(seq.seq_id for seq, _ in sampled)
         stats = self.stats
-        drafts_in_step = accepted_in_step = 0
+        drafts_in_step = accepted_in_step = rejections_in_step = 0
         for seq, draft in zip(batch.seqs, batch.proposals):
             if not draft:
                 continue
             accepted = emitted[seq.seq_id] - 1
             drafts_in_step += 1
+            rejections_in_step += accepted < len(draft) and not seq.is_finished
             stats.spec_proposed_tokens += len(draft)
             accepted_in_step += accepted
             if seq.logprobs is not None:
@@ -275,9 +276,11 @@ class LLMEngine:
                 self.scheduler.rollback(seq)
         stats.spec_drafts += drafts_in_step
         stats.spec_accepted_tokens += accepted_in_step
-        self.speculator.record(drafts_in_step, accepted_in_step)
+        self.speculator.record(drafts_in_step, accepted_in_step, rejections_in_step)
 
     def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
+        if self.speculator is not None:
+            self.speculator.record_time(batch, seconds)
         self.stats.steps += 1
         if batch.num_decodes == len(batch):
             self.stats.decode_steps += 1
