@@ -14,7 +14,7 @@ from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.spec_decode.proposers import NgramProposer
 from tokenmill.spec_decode.rejection_sampler import NO_TOKEN, RejectionSampler, emitted_tokens
 from tokenmill.spec_decode.speculator import MIN_PAUSE, Speculator, build_speculator
-from tokenmill.spec_decode.step_costs import StepCosts, expected_tokens
+from tokenmill.spec_decode.step_costs import RECALIBRATE_STEPS, StepCosts, expected_tokens
 
 
 @pytest.mark.parametrize(
@@ -108,6 +108,7 @@ def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay(
 def test_adaptive_k_follows_the_acceptance_under_the_prior_costs() -> None:
     """Unmeasured, a verify step of k is assumed to cost 1 + k/8 decode steps: k grows with acceptance."""
     speculator = Speculator(NgramProposer(1, 2), num_tokens=6, disable_batch_size=8)
+    speculator.costs.record(1, 0, 1.0)  # a decode step's time: only verify steps' are assumed
     seq = make_seq([5, 6] * 10)
     assert speculator.propose([seq], 100, 1000) == {seq.seq_id: [5, 6, 5, 6, 5, 6]}
     for _ in range(12):
@@ -158,6 +159,18 @@ def test_speculation_pauses_when_the_measured_verify_cost_exceeds_the_gain() -> 
 
     assert steps_until_paused(2.0, accepted=4) < 10
     assert steps_until_paused(1.1, accepted=1) == 40
+
+
+def test_a_plain_decode_step_is_timed_first_and_again_when_stale() -> None:
+    speculator = Speculator(NgramProposer(1, 2), num_tokens=2, disable_batch_size=8)
+    seq = make_seq([5, 6] * 4)
+    assert not speculator.wants(1) and speculator.propose([seq], 100, 1000) == {}
+    speculator.record_time(ScheduledBatch([seq], [1], 1), 1.0)
+    assert speculator.wants(1) and not speculator.wants(2)  # another batch-size bucket
+    for _ in range(RECALIBRATE_STEPS + 1):
+        speculator.record_time(ScheduledBatch([seq], [3], 0, [[5, 6]]), 1.2)
+    assert not speculator.wants(1)
+    assert Speculator(NgramProposer(1, 2), 2, 8, adaptive=False).wants(1)
 
 
 def test_step_times_feed_the_cost_model_by_kind() -> None:

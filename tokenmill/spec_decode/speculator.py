@@ -7,7 +7,7 @@ are mostly accepted, so:
 - no proposals while more than `disable_batch_size` sequences decode (the batch is compute-heavy);
 - adaptively, k is chosen each step from the measured acceptance and the measured time of verify steps
   of each k relative to decode steps at this batch size (`step_costs`): the k with the most tokens per
-  unit of time;
+  unit of time; a plain decode step is run now and then to keep its time measured;
 - adaptively, the gain (tokens accepted per eligible sequence per step, a moving average) is watched:
   when it is below the break-even of the step's measured cost (a verify step taking 1.3 decode steps
   needs 0.3 accepted tokens per sequence), speculation pauses, then one step probes again. Each failed
@@ -51,7 +51,9 @@ class Speculator:
     def wants(self, num_decoding: int) -> bool:
         """Whether a step of `num_decoding` decoding sequences would speculate (so none may be launched
         before the previous step's tokens are known)."""
-        return num_decoding <= self.disable_batch_size and self._clock >= self._paused_until
+        if num_decoding > self.disable_batch_size or self._clock < self._paused_until:
+            return False
+        return not (self.adaptive and self.costs.needs_decode_step(num_decoding))
 
     def propose(self, seqs: list[Sequence], budget: int, max_model_len: int) -> dict[int, list[int]]:
         """Proposals by seq_id for decoding sequences (all their tokens known), at most `budget` tokens
