@@ -32,27 +32,41 @@ GREEDY = SamplingParams(temperature=0)
 
 
 class DraftModelProposer:
-    def __init__(self, runner: ModelRunner, block_size: int) -> None:
+    def __init__(self, runner: ModelRunner, block_size: int, max_chunk_tokens: int) -> None:
+        """`max_chunk_tokens`: most tokens one catch-up pass computes (the target's step budget), so
+        sequences that start speculating together do not prefill all their prompts in one pass."""
         self.runner = runner
         self.block_manager = BlockManager(runner.num_blocks, block_size, enable_prefix_caching=False)
+        self.max_chunk_tokens = max_chunk_tokens
         self._shadows: dict[int, Sequence] = {}  # the target's seq_id -> the draft's sequence
         self._synced: dict[int, int] = {}  # seq_id -> how many leading tokens are known to agree
 
     def propose_batch(self, seqs: list[Sequence], max_tokens: list[int]) -> list[list[int]]:
-        """Up to `max_tokens[i]` greedy guesses for each of `seqs` (fewer where the draft's cache is full)."""
-        rows = [(seq, room) for seq, room in zip(seqs, max_tokens) if self._catch_up(seq)]
+        """Up to `max_tokens[i]` greedy guesses for each of `seqs`: none where the draft's cache is full
+        or its catch-up did not fit this step's chunk budget."""
+        rows: list[tuple[Sequence, int, int]] = []  # (sequence, room, tokens its shadow computes now)
+        budget = self.max_chunk_tokens
+        for seq, room in zip(seqs, max_tokens):
+            if budget == 0:
+                break
+            chunk = min(self._catch_up(seq), budget)
+            if self.block_manager.allocate(self._shadows[seq.seq_id], chunk):
+                rows.append((seq, room, chunk))
+                budget -= chunk
+            else:
+                self.release(seq)
         if not rows:
             return [[] for _ in seqs]
-        rows.sort(key=lambda row: self._shadows[row[0].seq_id].num_uncomputed_tokens > 1)  # decodes first
-        shadows = [self._shadows[seq.seq_id] for seq, _ in rows]
-        batch = ScheduledBatch(shadows, [s.num_uncomputed_tokens for s in shadows])
+        rows.sort(key=lambda row: row[2] > 1)  # decodes first
+        shadows = [self._shadows[seq.seq_id] for seq, _, _ in rows]
+        batch = ScheduledBatch(shadows, [chunk for _, _, chunk in rows])
         batch.num_decodes = sum(1 for n in batch.num_new_tokens if n == 1)
         launch = self._launch(batch)
-        for round_ in range(2, max(room for _, room in rows) + 1):
+        for round_ in range(2, max(room for _, room, _ in rows) + 1):
             previous = {id(shadow): row for row, shadow in enumerate(launch.seqs)}
             following = [
                 shadow
-                for shadow, (_, room) in zip(shadows, rows)
+                for shadow, (_, room, _) in zip(shadows, rows)
                 if room >= round_ and id(shadow) in previous and self.block_manager.allocate(shadow, 1)
             ]
             if not following:
@@ -66,7 +80,7 @@ class DraftModelProposer:
             self._collect(launch)
             launch = next_launch
         self._collect(launch)
-        drafts = {seq.seq_id: self._guesses(seq, room) for seq, room in rows}
+        drafts = {seq.seq_id: self._guesses(seq, room) for seq, room, _ in rows}
         return [drafts.get(seq.seq_id, []) for seq in seqs]
 
     def release(self, seq: Sequence) -> None:
@@ -76,15 +90,14 @@ class DraftModelProposer:
         if shadow is not None:
             self.block_manager.free(shadow)
 
-    def _catch_up(self, seq: Sequence) -> bool:
-        """Make the shadow's tokens the target's known ones, keeping the K/V of their common prefix and
-        reserving blocks for the rest; False (and the shadow forgotten) if blocks run out."""
+    def _catch_up(self, seq: Sequence) -> int:
+        """Make the shadow's tokens the target's known ones, keeping the K/V of their common prefix;
+        returns how many of its tokens are left to compute."""
         target = seq.token_ids
         shadow = self._shadows.get(seq.seq_id)
         if shadow is None:
             shadow = Sequence(seq.request_id, 0, target, GREEDY, self.runner.device)
             self._shadows[seq.seq_id] = shadow
-            common = 0
         else:
             common = self._synced[seq.seq_id]
             tokens = shadow.token_ids
@@ -95,10 +108,7 @@ class DraftModelProposer:
             del tokens[common:]
             tokens.extend(target[common:])
         self._synced[seq.seq_id] = len(target)
-        if self.block_manager.allocate(shadow, shadow.num_uncomputed_tokens):
-            return True
-        self.release(seq)
-        return False
+        return shadow.num_uncomputed_tokens
 
     def _launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
         launch = self.runner.launch(batch, token_source)
@@ -143,4 +153,4 @@ def load_draft_proposer(config: EngineConfig, rank: RankModel) -> DraftModelProp
         cuda_graphs=rank.ops.supports_cuda_graphs and not config.enforce_eager,
         verify_graphs=VerifyGraphs(config.num_speculative_tokens, num_seqs, model_len),
     )
-    return DraftModelProposer(runner, config.block_size)
+    return DraftModelProposer(runner, config.block_size, rank.max_num_batched_tokens)
