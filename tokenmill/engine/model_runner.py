@@ -106,15 +106,10 @@ class ModelRunner:
         self.verify_graphs = verify_graphs
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         if cuda_graphs:
-            self.graphs.capture(
-                model,
-                block_table,
-                self.device,
-                max_num_seqs,
-                lambda size: self._decode_splits(size, max_model_len),
-            )
+            splits = self._graph_splits
+            self.graphs.capture(model, block_table, self.device, max_num_seqs, splits)
             if verify_graphs is not None:
-                verify_graphs.capture(model, block_table, self.device, self.graphs.pool)
+                verify_graphs.capture(model, block_table, self.device, self.graphs.pool, splits)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -209,6 +204,10 @@ class ModelRunner:
         )
         input_ids = inputs.token_source if inputs.input_ids is None else upload(inputs.input_ids)
         return self.model(input_ids, upload(inputs.positions), meta)
+
+    def _graph_splits(self, num_seqs: int) -> int:
+        """The split count a graph of `num_seqs` rows is captured with: for the longest context."""
+        return self._decode_splits(num_seqs, self.max_model_len)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
         return self.ops.decode_splits(num_seqs, self.num_kv_heads, max_len, self.num_sms)

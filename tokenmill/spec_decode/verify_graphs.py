@@ -11,6 +11,8 @@ is one too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tokenmill.engine.block_table import BlockTable
@@ -31,11 +33,17 @@ class VerifyGraphs:
         return sum(len(graphs) for graphs in self.by_width.values())
 
     def capture(
-        self, model: LlamaForCausalLM, block_table: BlockTable, device: torch.device, pool: object
+        self,
+        model: LlamaForCausalLM,
+        block_table: BlockTable,
+        device: torch.device,
+        pool: object,
+        decode_splits: Callable[[int], int],
     ) -> None:
-        """Capture every width and size into `pool` (the decode graphs'): one step replays at a time."""
+        """Capture every width and size into `pool` (the decode graphs'): one step replays at a time.
+        `decode_splits(size)`: programs per sequence and KV head of the multi-query attention."""
         for graphs in self.by_width.values():
-            graphs.capture(model, block_table, device, self.max_num_seqs, lambda size: 1, pool)
+            graphs.capture(model, block_table, device, self.max_num_seqs, decode_splits, pool)
 
     def plan(self, batch: ScheduledBatch) -> tuple[int, int] | None:
         """(rows, width) of the graph that runs `batch`, or None if it runs eagerly: a batch whose chunks
