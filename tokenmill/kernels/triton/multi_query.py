@@ -68,17 +68,12 @@ def _multi_query_kernel(
     total = tl.zeros([BLOCK_R], tl.float32)
     acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
     block_table = block_tables_ptr + seq * stride_bt
-    for n0 in range(start, end, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = n < end
-        k, v = _load_kv_tile(
-            k_cache_ptr, v_cache_ptr, block_table, k_scale_ptr, v_scale_ptr, n, n_mask, d, d_mask, kv_head,
-            stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
-        )  # fmt: skip
-        m, total, acc = _attend_tile(q, k, v, n_mask[None, :], scale * k_scale, m, total, acc, DOT)
-    if split == 0:  # the chunk's own keys after its first token, causally
-        n = seen_by_all + tl.arange(0, BLOCK_N)
-        n_mask = n < seq_len
+    # this split's tiles of the keys all rows see, then for split 0 one tile of the chunk's later keys
+    main_tiles = tl.cdiv(tl.maximum(end - start, 0), BLOCK_N)
+    for i in range(0, main_tiles + (split == 0).to(tl.int32)):
+        in_main = i < main_tiles
+        n = tl.where(in_main, start + i * BLOCK_N, seen_by_all) + tl.arange(0, BLOCK_N)
+        n_mask = n < tl.where(in_main, end, seq_len)
         k, v = _load_kv_tile(
             k_cache_ptr, v_cache_ptr, block_table, k_scale_ptr, v_scale_ptr, n, n_mask, d, d_mask, kv_head,
             stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
