@@ -1,16 +1,20 @@
 """Speculative decoding on a GPU: each workload without speculation, then with n-gram speculation at each
-`--k`, in one process; reports tokens/s, the speed-up over no speculation, whether the greedy output is
-identical (same token digest), and the acceptance of every run. With `--replay-acceptance A`, also runs
-with the bench-only ReplayProposer (the target's own greedy tokens, each kept with probability A): the
-speed-up as a function of acceptance, which random-weight models cannot show with real proposals.
+`--k` (and with `--draft MODEL`, draft-model speculation at each `--k`), in one process; reports tokens/s, the
+speed-up over no speculation, whether the greedy output is identical (same token digest), and the acceptance
+of every run. With `--replay-acceptance A`, also runs with the bench-only ReplayProposer (the target's own
+greedy tokens, each kept with probability A): the speed-up as a function of acceptance, which random-weight
+models cannot show with real proposals.
 
 Targets (issue 13): `copy` (one stream repeating its prompt) >= 2x with identical text; `qa-358` with
 adaptive speculation >= 0.98x of the throughput without.
 
 Usage: python bench/spec_decode.py --model /models/Qwen3-0.6B --out spec-decode.json
        [--workload copy --workload qa-358] [--k 2 --k 4 --k 8] [--repeat 3] [--no-adaptive]
-       [--replay-acceptance 0.3 --replay-acceptance 0.6 --replay-acceptance 0.9]
-"""
+       [--replay-acceptance 0.3 --replay-acceptance 0.6 --replay-acceptance 0.9] [--draft random:qwen3-0.6b]
+
+A `random:` draft of the target's own preset has the target's weights (same seed): acceptance 1.0, so it
+shows the draft's own cost; a smaller random draft accepts nothing, and the adaptive policy should turn it
+off rather than slow decoding."""
 
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument(
         "--replay-acceptance", action="append", type=float, default=[], help="bench-only replay runs"
     )
+    parser.add_argument("--draft", help="also run draft-model speculation with this draft model")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     report = []
@@ -69,6 +74,10 @@ def main() -> None:
                 speculative_adaptive=not args.no_adaptive,
             )
             runs.append((f"ngram-k{k}", spec, None))
+            if args.draft:
+                update = {"speculative_method": "draft", "speculative_model": args.draft}
+                draft = spec.model_copy(update=update)
+                runs.append((f"draft-k{k} ({args.draft})", draft, None))
             for acceptance in args.replay_acceptance:
                 replayed = spec.model_copy(update={"speculative_adaptive": False})
                 replay_label = f"replay-a{acceptance}-k{k} (bench-only proposer)"

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow  # the real default model's weights, decoded twice
 def test_ngram_on_a_copy_heavy_prompt_is_exact_and_mostly_accepted() -> None:
     results = {}
     for method in ("none", "ngram"):
-        llm = LLM(device="cpu", max_num_seqs=1, speculative_method=method)
+        # k fixed at 4: the adaptive policy follows measured step times, which a shared CPU's load skews
+        llm = LLM(device="cpu", max_num_seqs=1, speculative_method=method, speculative_adaptive=False)
         ((prompt, _),) = CopyWorkload("copy").requests(llm.tokenizer)
         params = SamplingParams(temperature=0, max_tokens=96)
         llm.generate([prompt[:8]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm up

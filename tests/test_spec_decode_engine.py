@@ -29,8 +29,11 @@ def copy_heavy_prompts(seed: int = 0) -> list[list[int]]:
     return prompts
 
 
-def generate(model_dir, prompts, params, method: str = "none", proposer=None, **engine_args):
-    """Outputs of a fresh engine, which must hold no KV block afterwards; and the engine."""
+def generate(
+    model_dir, prompts, params, method: str = "none", proposer=None, before_generate=None, **engine_args
+):
+    """Outputs of a fresh engine, which must hold no KV block afterwards; and the engine.
+    `before_generate(engine)` may replace parts of the engine first."""
     llm = LLM(
         str(model_dir),
         device="cpu",
@@ -41,6 +44,8 @@ def generate(model_dir, prompts, params, method: str = "none", proposer=None, **
     )
     if proposer is not None:
         llm.engine.speculator.proposer = proposer
+    if before_generate is not None:
+        before_generate(llm.engine)
     outputs = llm.generate(prompts, params, use_tqdm=False)
     assert llm.engine.block_manager.usage == 0, "KV blocks leaked"
     return outputs, llm.engine

@@ -10,10 +10,11 @@ from tests.helpers.fake_sequences import make_seq
 from tokenmill.config import EngineConfig
 from tokenmill.engine.block_manager import BlockManager
 from tokenmill.engine.sampler import Sampler
-from tokenmill.engine.scheduler import Scheduler
+from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.spec_decode.proposers import NgramProposer
 from tokenmill.spec_decode.rejection_sampler import NO_TOKEN, RejectionSampler, emitted_tokens
 from tokenmill.spec_decode.speculator import MIN_PAUSE, Speculator, build_speculator
+from tokenmill.spec_decode.step_costs import RECALIBRATE_STEPS, StepCosts, expected_tokens
 
 
 @pytest.mark.parametrize(
@@ -73,6 +74,8 @@ def test_speculator_caps_proposals_by_max_tokens_model_len_and_budget() -> None:
 
 def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay() -> None:
     speculator = Speculator(NgramProposer(1, 2), num_tokens=2, disable_batch_size=2)
+    for k, seconds in ((0, 1.0), (1, 1.5), (2, 1.5)):  # verify steps measured at 1.5 decode steps:
+        speculator.costs.record(2, k, seconds)  # they break even at 0.5 accepted tokens per sequence
     seqs = [make_seq([5, 6] * 4) for _ in range(3)]
     assert speculator.propose(seqs, 100, 1000) == {} and not speculator.wants(3)
 
@@ -102,30 +105,88 @@ def test_speculator_is_off_for_large_batches_and_backs_off_when_it_does_not_pay(
     assert paused_steps() == MIN_PAUSE
 
 
-def test_adaptive_k_follows_the_accepted_length() -> None:
+def test_adaptive_k_follows_the_acceptance_under_the_prior_costs() -> None:
+    """Unmeasured, a verify step of k is assumed to cost 1 + k/8 decode steps: k grows with acceptance."""
     speculator = Speculator(NgramProposer(1, 2), num_tokens=6, disable_batch_size=8)
+    speculator.costs.record(1, 0, 1.0)  # a decode step's time: only verify steps' are assumed
     seq = make_seq([5, 6] * 10)
     assert speculator.propose([seq], 100, 1000) == {seq.seq_id: [5, 6, 5, 6, 5, 6]}
     for _ in range(12):
         speculator.tick()
-        speculator.record(1, 1)  # one of six accepted each time: the average falls towards 1
+        speculator.record(1, 1)  # one accepted, then a rejection: acceptance falls towards 1/2
     assert speculator.step_tokens() == 2
     assert speculator.propose([seq], 100, 1000) == {seq.seq_id: [5, 6]}
     for _ in range(12):
         speculator.tick()
-        speculator.record(1, 2)  # both accepted: k grows again, one token at a time
+        speculator.record(1, 2)  # two accepted per rejection: 2/3
     assert speculator.step_tokens() == 3
     fixed = Speculator(NgramProposer(1, 2), num_tokens=6, disable_batch_size=8, adaptive=False)
     fixed.record(1, 0)
     assert fixed.step_tokens() == 6
 
 
+def test_step_costs_choose_the_k_with_the_most_tokens_per_second() -> None:
+    assert expected_tokens(0, 0.5) == 1 and expected_tokens(3, 0.5) == 1.875 and expected_tokens(4, 1.0) == 5
+    costs = StepCosts()
+    assert costs.ratio(3, 4) == 1.5  # the prior, until both times are measured
+    costs.record(3, 0, 1.0)  # batch sizes 3 and 4 share a bucket
+    costs.record(4, 4, 1.2)
+    costs.record(4, 4, 2.2)  # a moving average: 1.2 + 0.2 * 1.0
+    assert costs.ratio(3, 4) == pytest.approx(1.4) and costs.ratio(8, 4) == 1.5
+    assert costs.best_k(3, 4, 0.9) == (4, pytest.approx(expected_tokens(4, 0.9) / 1.4))
+    assert costs.best_k(3, 4, 0.3)[0] == 1  # poor acceptance: the cheapest verify step
+    costs.record(16, 0, 1.0)
+    for k in range(1, 5):  # slow verify steps (eager, or a large batch): nothing pays at 0.5
+        costs.record(16, k, 3.0)
+    assert costs.best_k(16, 4, 0.5)[1] < 1 and costs.best_k(3, 4, 0.5)[1] > 1
+
+
+def test_speculation_pauses_when_the_measured_verify_cost_exceeds_the_gain() -> None:
+    """The break-even gain is the measured verify/decode time ratio - 1: 0.8 accepted tokens per
+    sequence do not pay for verify steps of 2 decode steps, 0.2 pay for steps of 1.1."""
+
+    def steps_until_paused(verify_seconds: float, accepted: int) -> int:
+        speculator = Speculator(NgramProposer(1, 2), num_tokens=1, disable_batch_size=8)
+        speculator.costs.record(5, 0, 1.0)
+        speculator.costs.record(5, 1, verify_seconds)
+        seqs = [make_seq([5, 6] * 4) for _ in range(5)]
+        for step in range(40):
+            if not speculator.propose(seqs, 100, 1000):
+                return step
+            speculator.tick()
+            speculator.record(5, accepted)
+        return 40
+
+    assert steps_until_paused(2.0, accepted=4) < 10
+    assert steps_until_paused(1.1, accepted=1) == 40
+
+
+def test_a_plain_decode_step_is_timed_first_and_again_when_stale() -> None:
+    speculator = Speculator(NgramProposer(1, 2), num_tokens=2, disable_batch_size=8)
+    seq = make_seq([5, 6] * 4)
+    assert not speculator.wants(1) and speculator.propose([seq], 100, 1000) == {}
+    speculator.record_time(ScheduledBatch([seq], [1], 1), 1.0)
+    assert speculator.wants(1) and not speculator.wants(2)  # another batch-size bucket
+    for _ in range(RECALIBRATE_STEPS + 1):
+        speculator.record_time(ScheduledBatch([seq], [3], 0, [[5, 6]]), 1.2)
+    assert not speculator.wants(1)
+    assert Speculator(NgramProposer(1, 2), 2, 8, adaptive=False).wants(1)
+
+
+def test_step_times_feed_the_cost_model_by_kind() -> None:
+    speculator = Speculator(NgramProposer(1, 2), num_tokens=4, disable_batch_size=8)
+    a, b = make_seq([1, 2, 3]), make_seq([4, 5, 6])
+    speculator.record_time(ScheduledBatch([a, b], [1, 1], 2), 1.0)  # decode
+    speculator.record_time(ScheduledBatch([a, b], [3, 1], 1, [[7, 8], []]), 1.3)  # verify, k = 2
+    speculator.record_time(ScheduledBatch([a, b], [1, 3], 1), 9.0)  # a prefill chunk: not a decode's cost
+    speculator.record_time(ScheduledBatch([a, b], [3, 5], 0, [[7, 8], []]), 9.0)  # nor a verify's
+    assert speculator.costs.ratio(2, 2) == pytest.approx(1.3)
+
+
 def test_build_speculator_from_config() -> None:
     assert build_speculator(EngineConfig()) is None
     speculator = build_speculator(EngineConfig(speculative_method="ngram", num_speculative_tokens=3))
     assert speculator is not None and speculator.num_tokens == 3
-    with pytest.raises(ValueError, match="not available yet"):
-        EngineConfig(speculative_method="draft", speculative_model="random:qwen3-tiny")
     with pytest.raises(ValueError, match="prompt_lookup_min"):
         EngineConfig(prompt_lookup_min=3, prompt_lookup_max=2)
     with pytest.raises(ValueError, match="tensor_parallel_size=1"):

@@ -178,8 +178,12 @@ class EngineConfig(BaseModel):
                 f"prompt_lookup_min ({self.prompt_lookup_min}) exceeds prompt_lookup_max "
                 f"({self.prompt_lookup_max})"
             )
-        if self.speculative_method == "draft":
-            raise ValueError("speculative_method='draft' is not available yet: use 'ngram'")
+        if (self.speculative_method == "draft") != (self.speculative_model is not None):
+            raise ValueError(
+                "speculative_model (the draft model) goes with speculative_method='draft', and "
+                f"speculative_method='draft' needs it (got method {self.speculative_method!r}, model "
+                f"{self.speculative_model!r})"
+            )
         if self.speculative_method != "none" and self.tensor_parallel_size > 1:
             raise ValueError(
                 "speculative_method needs tensor_parallel_size=1 (verify steps are not sent to "

@@ -4,6 +4,10 @@ One graph per size in GRAPH_BATCH_SIZES up to `max_num_seqs` (at most 512), capt
 one shared memory pool. A decode batch replays the graph of the next size up, its inputs padded to that
 size by the input builder. Every graph reads the same static buffers, so replaying is a few copies
 into them and one launch; the copies are tested on CPU.
+
+A `DecodeGraphs` of `width` > 1 holds the same graphs for verify steps of speculative decoding: every
+row is `width` query tokens (the last known token and up to `width - 1` proposals, padded), attended
+by the chunk path of the attention kernels, whose launch depends only on the batch's shape.
 """
 
 from __future__ import annotations
@@ -23,63 +27,76 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
 
 
 class StaticInputs:
-    """The input buffers every decode graph reads. They start as padding rows (token 0 at position 0,
-    the null block's first slot, context length 1), so warm-up and capture touch only the null block."""
+    """The input buffers every graph of one width reads. They start as padding rows (token 0 at position
+    0, the null block's first slots, context length `width`), so warm-up and capture touch only the null
+    block."""
 
-    def __init__(self, largest: int, block_table: BlockTable, device: torch.device) -> None:
+    def __init__(self, largest: int, block_table: BlockTable, device: torch.device, width: int = 1) -> None:
         null_block, block_size = block_table.null_block, block_table.block_size
-        self.input_ids = torch.zeros(largest, dtype=torch.long, device=device)
-        self.positions = torch.zeros(largest, dtype=torch.long, device=device)
-        self.slot_mapping = torch.full((largest,), null_block * block_size, dtype=torch.long, device=device)
-        self.seq_lens = torch.ones(largest, dtype=torch.int32, device=device)
-        self.query_start_loc = torch.arange(largest + 1, dtype=torch.int32, device=device)  # one token a row
+        tokens = largest * width
+        self.width = width
+        self.input_ids = torch.zeros(tokens, dtype=torch.long, device=device)
+        self.positions = torch.zeros(tokens, dtype=torch.long, device=device)
+        self.slot_mapping = torch.full((tokens,), null_block * block_size, dtype=torch.long, device=device)
+        self.seq_lens = torch.full((largest,), width, dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(0, tokens + 1, width, dtype=torch.int32, device=device)
         shape = (largest, block_table.max_blocks_per_seq)
         self.block_tables = torch.full(shape, null_block, dtype=torch.int32, device=device)
         self.block_size = block_size
 
     def load(self, inputs: StepInputs) -> None:
-        """Copy a step's decode inputs, padded to a graph size, into the buffers."""
-        size = inputs.num_rows
+        """Copy a step's decode (or verify) inputs, padded to a graph size, into the buffers."""
+        assert inputs.width == self.width, "a step replays a graph of its own width"
+        size, tokens = inputs.num_rows, len(inputs.positions)
         if inputs.token_source is not None:
             self.input_ids[: inputs.num_seqs].copy_(inputs.token_source)
         else:
             assert inputs.input_ids is not None
-            self.input_ids[:size].copy_(inputs.input_ids, non_blocking=True)
-        self.positions[:size].copy_(inputs.positions, non_blocking=True)
-        self.slot_mapping[:size].copy_(inputs.slot_mapping, non_blocking=True)
+            self.input_ids[:tokens].copy_(inputs.input_ids, non_blocking=True)
+        self.positions[:tokens].copy_(inputs.positions, non_blocking=True)
+        self.slot_mapping[:tokens].copy_(inputs.slot_mapping, non_blocking=True)
         self.seq_lens[:size].copy_(inputs.seq_lens, non_blocking=True)
         width = inputs.block_tables.shape[1]
         self.block_tables[:size, :width].copy_(inputs.block_tables, non_blocking=True)
 
     def metadata(self, size: int, decode_splits: int) -> AttentionMetadata:
         """Attention metadata over the first `size` rows, for capture (so it holds no host lists)."""
+        width = self.width
         return AttentionMetadata(
-            slot_mapping=self.slot_mapping[:size],
+            slot_mapping=self.slot_mapping[: size * width],
             block_tables=self.block_tables[:size],
             seq_lens=self.seq_lens[:size],
             query_start_loc=self.query_start_loc[: size + 1],
-            num_decodes=size,
+            num_decodes=size if width == 1 else 0,
             seq_lens_cpu=[],
             query_lens_cpu=[],
             block_size=self.block_size,
+            max_query_len=width,
             decode_splits=decode_splits,
         )
 
 
 class DecodeGraphs:
-    def __init__(self) -> None:
+    def __init__(self, width: int = 1) -> None:
+        """`width`: query tokens per row (1: decode steps; k + 1: verify steps of k proposals)."""
+        self.width = width
         self._sizes: list[int] = []
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: StaticInputs | None = None
+        self.pool: object | None = None  # the memory pool of the captured graphs
 
     def __len__(self) -> int:
         return len(self._graphs)
 
     def padded_size(self, batch: ScheduledBatch) -> int | None:
         """The graph size that runs `batch`, or None if it runs eagerly."""
-        if not self._sizes or batch.num_decodes != len(batch) or len(batch) > self._sizes[-1]:
+        return self.size_for(len(batch)) if batch.num_decodes == len(batch) else None
+
+    def size_for(self, num_seqs: int) -> int | None:
+        """The smallest captured size of at least `num_seqs` rows, or None."""
+        if not self._sizes or num_seqs > self._sizes[-1]:
             return None
-        return self._sizes[bisect_left(self._sizes, len(batch))]
+        return self._sizes[bisect_left(self._sizes, num_seqs)]
 
     def capture(
         self,
@@ -88,15 +105,18 @@ class DecodeGraphs:
         device: torch.device,
         max_num_seqs: int,
         decode_splits: Callable[[int], int],
+        pool: object | None = None,
     ) -> None:
-        """Capture every size, largest first (later, smaller graphs reuse the pool's memory)."""
+        """Capture every size, largest first (later, smaller graphs reuse the pool's memory); `pool`
+        is another set of graphs' `pool` to share (one step replays at a time)."""
         sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
-        static = self._static = StaticInputs(sizes[-1], block_table, device)
-        pool = torch.cuda.graph_pool_handle()
+        static = self._static = StaticInputs(sizes[-1], block_table, device, self.width)
+        pool = self.pool = pool or torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
                 meta = static.metadata(size, decode_splits(size))
-                input_ids, positions = static.input_ids[:size], static.positions[:size]
+                tokens = size * self.width
+                input_ids, positions = static.input_ids[:tokens], static.positions[:tokens]
                 model(input_ids, positions, meta)  # compiles and warms up outside the capture
                 torch.cuda.synchronize(device)
                 graph = torch.cuda.CUDAGraph()
@@ -118,9 +138,9 @@ class DecodeGraphs:
         self._static = None
 
     def replay(self, inputs: StepInputs) -> torch.Tensor:
-        """Run the forward pass of padded decode inputs; returns the hidden states of the real rows."""
+        """Run the forward pass of padded inputs; returns the hidden states of the real rows' tokens."""
         assert self._static is not None, "graphs are captured before the first step"
         self._static.load(inputs)
         graph, hidden = self._graphs[inputs.num_rows]
         graph.replay()
-        return hidden[: inputs.num_seqs]
+        return hidden[: inputs.num_seqs * self.width]

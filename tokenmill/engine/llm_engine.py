@@ -32,6 +32,7 @@ from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.manager import LoRAManager
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
+from tokenmill.spec_decode.draft_model import load_draft_proposer
 from tokenmill.spec_decode.speculator import build_speculator
 from tokenmill.structured_output.compiler import GrammarCompiler
 from tokenmill.structured_output.manager import StructuredOutputs
@@ -73,6 +74,7 @@ class LLMEngine:
             rank = load_rank_model(config, device, tp)
             self.max_num_batched_tokens = rank.max_num_batched_tokens
             self.lora = self._lora_manager(rank) if config.lora_enabled else None
+            draft = load_draft_proposer(config, rank) if config.speculative_method == "draft" else None
             kv = rank.plan_kv_cache()
         except BaseException:
             self.shutdown()
@@ -93,7 +95,7 @@ class LLMEngine:
         self.runner = rank.runner(kv, sampler, self.workers, None if self.lora is None else self.lora.step)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler_class = AsyncScheduler if config.async_scheduling else Scheduler
-        self.speculator = build_speculator(config)
+        self.speculator = build_speculator(config, draft)
         self.scheduler = scheduler_class(
             self.block_manager,
             config.max_num_seqs,
@@ -278,12 +280,13 @@ class LLMEngine:
             return
         emitted = Counter(seq.seq_id for seq, _ in sampled)
         stats = self.stats
-        drafts_in_step = accepted_in_step = 0
+        drafts_in_step = accepted_in_step = rejections_in_step = 0
         for seq, draft in zip(batch.seqs, batch.proposals):
             if not draft:
                 continue
             accepted = emitted[seq.seq_id] - 1
             drafts_in_step += 1
+            rejections_in_step += accepted < len(draft) and not seq.is_finished
             stats.spec_proposed_tokens += len(draft)
             accepted_in_step += accepted
             if seq.logprobs is not None:
@@ -292,9 +295,11 @@ class LLMEngine:
                 self.scheduler.rollback(seq)
         stats.spec_drafts += drafts_in_step
         stats.spec_accepted_tokens += accepted_in_step
-        self.speculator.record(drafts_in_step, accepted_in_step)
+        self.speculator.record(drafts_in_step, accepted_in_step, rejections_in_step)
 
     def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
+        if self.speculator is not None:
+            self.speculator.record_time(batch, seconds)
         self.stats.steps += 1
         if batch.num_decodes == len(batch):
             self.stats.decode_steps += 1

@@ -21,6 +21,7 @@ from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.quantization.warm_up import compile_gemm_variants
 from tokenmill.spec_decode.rejection_sampler import RejectionSampler, emitted_tokens
+from tokenmill.spec_decode.verify_graphs import VerifyGraphs
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class StepPeers(Protocol):
 
 class ModelRunner:
     """Runs one scheduled batch per call. Pure decode batches replay a CUDA graph captured for the
-    next larger batch size; everything else runs eagerly. The cache has one extra "null" block that
+    next larger batch size, and so do verify batches of speculative decoding with `verify_graphs`;
+    everything else runs eagerly. The cache has one extra "null" block that
     padded graph rows read and write, so padding never touches a live sequence. With LoRA, each step's
     token -> adapter-slot mapping is written into `lora_step`'s persistent buffers before the forward
     pass, so the graphs (captured with the LoRA kernels in them) serve any mix of adapters."""
@@ -70,8 +72,10 @@ class ModelRunner:
         cuda_graphs: bool = False,
         peers: StepPeers | None = None,
         lora_step: LoRAStep | None = None,
+        verify_graphs: VerifyGraphs | None = None,
     ) -> None:
-        """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers."""
+        """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers; `verify_graphs`
+        (captured here with the decode graphs) run the verify steps of speculative decoding."""
         self.model = model
         self.peers = peers
         self.block_size = block_size
@@ -101,16 +105,14 @@ class ModelRunner:
         self.lora_step = lora_step
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
+        self.verify_graphs = verify_graphs
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         compile_gemm_variants(model, self.dtype)
         if cuda_graphs:
-            self.graphs.capture(
-                model,
-                block_table,
-                self.device,
-                max_num_seqs,
-                lambda size: self._decode_splits(size, max_model_len),
-            )
+            splits = self._graph_splits
+            self.graphs.capture(model, block_table, self.device, max_num_seqs, splits)
+            if verify_graphs is not None:
+                verify_graphs.capture(model, block_table, self.device, self.graphs.pool, splits)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -127,8 +129,10 @@ class ModelRunner:
     def launch_forward(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
         """`launch` without the sampling: the caller queues that with `sample`, once what the sampler
         reads (grammar matchers) has caught up with the step before."""
-        graph_size = self.graphs.padded_size(batch)
-        inputs = self.inputs.build_inputs(batch, token_source, graph_size)
+        graph_size, width = self.graphs.padded_size(batch), 1
+        if graph_size is None and self.verify_graphs is not None:
+            graph_size, width = self.verify_graphs.plan(batch) or (None, 1)
+        inputs = self.inputs.build_inputs(batch, token_source, graph_size, width)
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
         logits = self.run_model(inputs, graph_size is not None)
@@ -182,11 +186,17 @@ class ModelRunner:
         mapping here, so all of them run (or skip) the same LoRA collectives."""
         if self.lora_step is not None and inputs.lora is not None:
             self.lora_step.load(inputs.lora, always=use_graph)
-        hidden = self.graphs.replay(inputs) if use_graph else self._forward(inputs)
+        if not use_graph:
+            hidden = self._forward(inputs)
+        elif inputs.width > 1:
+            assert self.verify_graphs is not None, "only verify graphs have rows of several tokens"
+            hidden = self.verify_graphs.replay(inputs)
+        else:
+            hidden = self.graphs.replay(inputs)
         num_sampling = len(inputs.logits_indices)
         if num_sampling == 0:
             return None
-        if num_sampling < inputs.num_real_tokens:
+        if num_sampling < len(hidden):
             hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
         return self.model.compute_logits(hidden)
 
@@ -211,6 +221,10 @@ class ModelRunner:
         )
         input_ids = inputs.token_source if inputs.input_ids is None else upload(inputs.input_ids)
         return self.model(input_ids, upload(inputs.positions), meta)
+
+    def _graph_splits(self, num_seqs: int) -> int:
+        """The split count a graph of `num_seqs` rows is captured with: for the longest context."""
+        return self._decode_splits(num_seqs, self.max_model_len)
 
     def _decode_splits(self, num_seqs: int, max_len: int) -> int:
         return self.ops.decode_splits(num_seqs, self.num_kv_heads, max_len, self.num_sms)

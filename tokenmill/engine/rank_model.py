@@ -21,6 +21,7 @@ from tokenmill.engine.sampler import Sampler
 from tokenmill.kernels.ops import Ops, select_ops
 from tokenmill.lora.layers import LoRAModel, LoRAStep
 from tokenmill.models.loader import LoadedModel, load_model
+from tokenmill.spec_decode.verify_graphs import VerifyGraphs
 
 
 @dataclass
@@ -67,7 +68,16 @@ class RankModel:
             cuda_graphs=self.ops.supports_cuda_graphs and not config.enforce_eager,
             peers=peers,
             lora_step=lora_step,
+            verify_graphs=self.verify_graphs(kv.max_model_len),
         )
+
+    def verify_graphs(self, max_model_len: int) -> VerifyGraphs | None:
+        """Graphs of speculative decoding's verify steps, for every k and batch size that speculates."""
+        config = self.config
+        if config.speculative_method == "none":
+            return None
+        max_num_seqs = min(config.speculative_disable_batch_size, config.max_num_seqs)
+        return VerifyGraphs(config.num_speculative_tokens, max_num_seqs, max_model_len)
 
 
 def load_rank_model(

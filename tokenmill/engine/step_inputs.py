@@ -9,7 +9,9 @@ A sequence verifying proposals is a chunk of its last known token and the propos
 one of its positions (see tokenmill/spec_decode/).
 
 A pure-decode batch may be padded up to a captured graph's size: padding rows are sequences with no
-blocks and one new token at position 0, so they attend to, and write into, only the null block.
+blocks and one new token at position 0, so they attend to, and write into, only the null block. A verify
+batch replayed by a graph of `width` tokens per row is padded twice: each sequence's chunk up to `width`
+tokens (the extra tokens write the null block and are never sampled), and padding rows of `width` tokens.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class StepInputs:
     block_tables: torch.Tensor  # [num_rows, widest block list] int32, null-padded
     num_seqs: int
     num_decodes: int  # the first rows that contribute one token each (padding rows included)
+    width: int  # tokens per row of a graph-padded verify step; 1 otherwise
     query_lens: list[int]  # per row
     seq_lens_cpu: list[int]  # per row
     sampling_seqs: list[Sequence]
@@ -52,10 +55,6 @@ class StepInputs:
     def num_rows(self) -> int:
         return len(self.query_lens)
 
-    @property
-    def num_real_tokens(self) -> int:
-        return len(self.positions) - (self.num_rows - self.num_seqs)
-
 
 class InputBuilder:
     def __init__(self, block_table: BlockTable, device: torch.device, lora_slots: int = 0) -> None:
@@ -65,30 +64,43 @@ class InputBuilder:
         self.lora_slots = lora_slots
 
     def build_inputs(
-        self, batch: ScheduledBatch, token_source: torch.Tensor | None = None, num_rows: int | None = None
+        self,
+        batch: ScheduledBatch,
+        token_source: torch.Tensor | None = None,
+        num_rows: int | None = None,
+        width: int = 1,
     ) -> StepInputs:
-        """The inputs of `batch`, padded to `num_rows` rows (a pure-decode batch only). With
-        `token_source`, the input tokens are that tensor's, which the host does not know yet."""
+        """The inputs of `batch`, padded to `num_rows` rows (a pure-decode batch, or with `width` > 1 a
+        verify batch of decodes, each padded to `width` tokens). With `token_source`, the input tokens
+        are that tensor's, which the host does not know yet."""
         seqs = batch.seqs
         num_seqs = len(seqs)
         num_rows = num_rows or num_seqs
-        assert num_rows == num_seqs or batch.num_decodes == num_seqs, "only decode batches are padded"
+        padded = width > 1 or batch.num_decodes == num_seqs
+        assert num_rows == num_seqs or padded, "only decode and verify batches are padded"
         assert token_source is None or len(token_source) == batch.num_tokens, "one device token per new token"
         self.staging.next_step()
         padding = num_rows - num_seqs
-        query_lens = np.array(batch.num_new_tokens + [1] * padding, dtype=np.int64)
+        new_lens = np.array(batch.num_new_tokens + [width] * padding, dtype=np.int64)
+        query_lens = np.maximum(new_lens, width)
+        assert width == 1 or (query_lens == width).all(), "a verify chunk fits its graph's width"
         computed = np.array([seq.num_computed_tokens for seq in seqs] + [0] * padding, dtype=np.int64)
         seq_lens = computed + query_lens
         ends = np.cumsum(query_lens)
         num_tokens = int(ends[-1])
         rows = np.repeat(np.arange(num_rows), query_lens)
-        positions = np.arange(num_tokens) + np.repeat(seq_lens - ends, query_lens)
+        offsets = np.arange(num_tokens) - np.repeat(ends - query_lens, query_lens)
+        positions = offsets + computed[rows]
 
         table_rows = self.block_table.update(seqs, num_rows)
         slots = self.block_table.compute_slot_mapping(rows, positions)
-        samples = seq_lens[:num_seqs] >= np.array([len(seq.token_ids) for seq in seqs], dtype=np.int64)
+        unused = offsets >= new_lens[rows]  # a verify chunk's padding: it writes only the null block
+        slots[unused] = self.block_table.null_block * self.block_table.block_size
+        new_ends = (ends - query_lens + new_lens)[:num_seqs]
+        num_known = np.fromiter((len(seq.token_ids) for seq in seqs), np.int64, num_seqs)
+        samples = (computed + new_lens)[:num_seqs] >= num_known
         proposals = batch.proposals
-        logits_indices = _logits_indices(ends[:num_seqs], samples, proposals)
+        logits_indices = _logits_indices(new_ends, samples, proposals)
         stage = self.staging.fill
         input_ids = None
         if token_source is None:
@@ -99,8 +111,8 @@ class InputBuilder:
             if proposals:
                 chunks = (chunk + draft for chunk, draft in zip(chunks, proposals))
             known = itertools.chain.from_iterable(chunks)
-            ids = np.zeros(num_tokens, dtype=np.int64)  # padding rows read token 0
-            ids[: num_tokens - padding] = np.fromiter(known, np.int64, num_tokens - padding)
+            ids = np.zeros(num_tokens, dtype=np.int64)  # padding reads token 0
+            ids[~unused & (rows < num_seqs)] = np.fromiter(known, np.int64, batch.num_tokens)
             input_ids = stage("input_ids", ids, torch.long)
         return StepInputs(
             input_ids=input_ids,
@@ -112,7 +124,8 @@ class InputBuilder:
             logits_indices=stage("logits_indices", logits_indices, torch.long),
             block_tables=stage("block_tables", table_rows, torch.int32),
             num_seqs=num_seqs,
-            num_decodes=batch.num_decodes + padding,
+            num_decodes=0 if width > 1 else batch.num_decodes + padding,
+            width=width,
             query_lens=query_lens.tolist(),
             seq_lens_cpu=seq_lens.tolist(),
             sampling_seqs=list(seqs) if samples.all() else list(itertools.compress(seqs, samples.tolist())),

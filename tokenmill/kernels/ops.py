@@ -112,7 +112,7 @@ TORCH_OPS = Ops(
 
 def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
-    from tokenmill.kernels.triton import activation, lora, norm, paged, rope, skinny_gemm
+    from tokenmill.kernels.triton import activation, lora, multi_query, norm, paged, rope, skinny_gemm
 
     return Ops(
         name="triton",
@@ -120,9 +120,9 @@ def triton_ops(device: torch.device) -> Ops:
         rms_norm=norm.rms_norm,
         silu_and_mul=activation.silu_and_mul,
         norm_rope_and_cache=rope.norm_rope_and_cache,
-        paged_attention=paged.paged_attention,
+        paged_attention=multi_query.paged_attention,
         decode_splits=paged.decode_splits,
-        warm_up=paged.compile_variants,
+        warm_up=multi_query.compile_variants,
         lora_shrink=lora.lora_shrink,
         lora_expand=lora.lora_expand,
         small_batch=SmallBatchOps(

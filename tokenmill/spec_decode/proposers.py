@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,6 +12,20 @@ from tokenmill.engine.sequence import Sequence
 class Proposer(Protocol):
     def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
         """Up to `max_tokens` guesses of the tokens that follow `seq`'s tokens (possibly none)."""
+        ...
+
+
+@runtime_checkable
+class BatchProposer(Protocol):
+    """A proposer that guesses for the whole batch at once (a draft model runs one batched pass per
+    guessed position) and keeps state per sequence that must be dropped when the sequence leaves."""
+
+    def propose_batch(self, seqs: list[Sequence], max_tokens: list[int]) -> list[list[int]]:
+        """Up to `max_tokens[i]` guesses of the tokens that follow `seqs[i]`'s tokens."""
+        ...
+
+    def release(self, seq: Sequence) -> None:
+        """`seq` finished or was preempted."""
         ...
 
 
