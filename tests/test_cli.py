@@ -80,7 +80,11 @@ SPECIAL_SAMPLES = {
     "host": "127.0.0.1",
     "warmup_file": "data/official_test.txt",
     "lora_modules": ["ft=/adapters/ft"],
+    "speculative_model": "random:qwen3-tiny",
 }
+
+# Settings valid only beside another: the round trip sets that one too.
+COMPANIONS = {"speculative_model": {"speculative_method": "draft"}}
 
 
 def _without_none(annotation):
@@ -136,18 +140,21 @@ def test_every_server_flag_round_trips(name: str, monkeypatch) -> None:
         if variable.startswith("TOKENMILL_") or variable in SEED_ENV_ALIASES:
             monkeypatch.delenv(variable)
     value = _sample(ServerConfig, name)
-    config = _parsed("serve", *_flags(name, value))
+    companions = COMPANIONS.get(name, {})
+    extra = [flag for key, other in companions.items() for flag in _flags(key, other)]
+    config = _parsed("serve", *_flags(name, value), *extra)
     assert getattr(config, name) == value
     assert type(getattr(config, name)) is type(value)
-    untouched = ServerConfig()
-    assert {k: v for k, v in config if k != name} == {k: v for k, v in untouched if k != name}
+    untouched, changed = ServerConfig(), {name, *companions}
+    assert {k: v for k, v in config if k not in changed} == {k: v for k, v in untouched if k not in changed}
 
 
 @pytest.mark.parametrize("command", ["generate", "bench"])
 @pytest.mark.parametrize("name", list(EngineConfig.model_fields))
 def test_every_engine_flag_round_trips(command: str, name: str) -> None:
     value = _sample(EngineConfig, name)
-    assert getattr(_parsed(command, *_flags(name, value)), name) == value
+    extra = [flag for key, other in COMPANIONS.get(name, {}).items() for flag in _flags(key, other)]
+    assert getattr(_parsed(command, *_flags(name, value), *extra), name) == value
 
 
 @pytest.mark.parametrize("command", ["generate", "bench", "serve"])

@@ -86,7 +86,7 @@ def test_the_step_message_carries_arrays_not_sequences() -> None:
         slot_mapping=torch.tensor([8, 9, 10]), seq_lens=torch.tensor([3], dtype=torch.int32),
         query_start_loc=torch.tensor([0, 3], dtype=torch.int32), logits_indices=torch.tensor([2]),
         block_tables=torch.tensor([[1]], dtype=torch.int32), num_seqs=1, num_decodes=0, query_lens=[3],
-        seq_lens_cpu=[3], sampling_seqs=[object()],  # type: ignore[list-item]
+        seq_lens_cpu=[3], sampling_seqs=[object()], width=1,  # type: ignore[list-item]
     )  # fmt: skip
     previous = torch.tensor([42])
     header = StepHeader(step=7, use_graph=True, mark=(12, 0xABC))

@@ -74,12 +74,14 @@ def _multi_query_kernel(
         in_main = i < main_tiles
         n = tl.where(in_main, start + i * BLOCK_N, seen_by_all) + tl.arange(0, BLOCK_N)
         n_mask = n < tl.where(in_main, end, seq_len)
-        k, v = _load_kv_tile(
+        k, v, k_rows, v_rows = _load_kv_tile(
             k_cache_ptr, v_cache_ptr, block_table, k_scale_ptr, v_scale_ptr, n, n_mask, d, d_mask, kv_head,
             stride_cb, stride_cs, stride_ch, q.dtype, PAGE, INT8,
         )  # fmt: skip
         visible = (n[None, :] <= positions[:, None]) & n_mask[None, :]
-        m, total, acc = _attend_tile(q, k, v, visible, scale * k_scale, m, total, acc, DOT)
+        m, total, acc = _attend_tile(
+            q, k, v, k_rows, v_rows, visible, scale * k_scale, m, total, acc, DOT, INT8
+        )
     empty = total == 0.0
     out = acc * (v_scale / tl.where(empty, 1.0, total))[:, None]
     mask = r_mask[:, None] & d_mask[None, :]

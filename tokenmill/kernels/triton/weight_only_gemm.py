@@ -113,14 +113,18 @@ def _dequantized_tile(
     applied; per-channel scales (INT8, FP8) are left to the caller."""
     k = k0 + tl.arange(0, BLOCK_K)
     n = n0 + tl.arange(0, BLOCK_N)
+    # if/else, not an early return: Triton before 3.9 compiles the statements after a static return,
+    # and INT8/FP8 pass placeholder pointers the group-scale code cannot take
     if FORMAT < AWQ:
-        return _byte_tile(w_ptr, k, n, (k < K)[:, None] & (n < N)[None, :], stride_wk, stride_wn, FORMAT)
-    zeros, scales = _zeros_and_scales(
-        zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
-        BLOCK_K,
-    )  # fmt: skip
-    values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
-    return (offset_float(values) - (OFFSET + zeros)) * scales
+        tile = _byte_tile(w_ptr, k, n, (k < K)[:, None] & (n < N)[None, :], stride_wk, stride_wn, FORMAT)
+    else:
+        zeros, scales = _zeros_and_scales(
+            zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
+            BLOCK_K,
+        )  # fmt: skip
+        values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+        tile = (offset_float(values) - (OFFSET + zeros)) * scales
+    return tile
 
 
 @triton.jit
