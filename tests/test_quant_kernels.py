@@ -259,7 +259,16 @@ def compile_every_kernel(capability: int) -> None:
         wo.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
     }
     for weight_format, (weight, scales) in stored.items():
-        common = {"w_ptr": weight, "scale_ptr": scales, "zero_ptr": i32, "g_idx_ptr": i32, "out_ptr": bf16}
+        # the pointers PackedWeight.pointers() passes: INT8/FP8 have no zero points or g_idx, and pass
+        # their scales in those places (a kernel must not compile code that reads them)
+        unused = scales if weight_format < wo.WeightFormat.AWQ else i32
+        common = {
+            "w_ptr": weight,
+            "scale_ptr": scales,
+            "zero_ptr": unused,
+            "g_idx_ptr": unused,
+            "out_ptr": bf16,
+        }
         for one_group in (False, True) if weight_format >= wo.WeightFormat.AWQ else (False,):
             for bits in (4, 8) if weight_format == wo.WeightFormat.GPTQ else (4,):
                 constexprs = {
