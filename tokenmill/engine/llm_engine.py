@@ -77,7 +77,8 @@ class LLMEngine:
             draft = load_draft_proposer(config, rank) if config.speculative_method == "draft" else None
             kv = rank.plan_kv_cache()
         except BaseException:
-            self.shutdown()
+            if self.workers is not None:  # no runner yet, so no graphs to release first
+                self.workers.shutdown()
             raise
         loaded, dtype, ops = rank.loaded, rank.dtype, rank.ops
         self.model_name = loaded.name
