@@ -22,7 +22,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 from tokenmill.config import EngineConfig
 from tokenmill.engine.batch_stream import BatchStream, OutputStream
 from tokenmill.engine.engine_client import (
+    BatchRequest,
     EngineDeadError,
     StreamingClient,
     Submission,
@@ -149,37 +150,24 @@ class AsyncLLM(StreamingClient):
         if not finished:
             self._inbox.put(_Abort(request.request_id))
 
-    async def generate_batch(
-        self,
-        prompts: Sequence[Prompt],
-        params: SamplingParams,
-        request_ids: Sequence[str],
-        lora: str | None = None,
-        on_start: Callable[[], None] | None = None,
-    ) -> list[RequestOutput]:
-        """The final outputs of many requests, in order, submitted as one: the engine admits them all
-        before its next step (as `LLM.generate` does), and this event loop hears from the batch twice
-        (`on_start` at its first output, then its end) rather than per request per step. Cancelling
-        aborts the requests not finished. A request that admission refuses fails the batch with its
-        ValueError (the others are aborted)."""
-        if not self.is_alive:
-            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
-        if len(prompts) != len(request_ids):
-            raise ValueError(f"got {len(request_ids)} request ids for {len(prompts)} prompts")
-        clash = next((request_id for request_id in request_ids if request_id in self._streams), None)
-        if clash is not None:
-            raise ValueError(f"request_id {clash!r} is already in use")
-        stream = BatchStream(request_ids, on_start)
-        for request_id in request_ids:
+    async def _batch(self, batch: BatchRequest) -> list[RequestOutput]:
+        """Submitted as one: the engine admits them all before its next step (as `LLM.generate` does),
+        and this event loop hears from the batch twice (`on_start` at its first output, then its end)
+        rather than per request per step."""
+        stream = BatchStream(batch.request_ids, batch.on_start)
+        for request_id in batch.request_ids:
             self._streams[request_id] = stream
-        adds = [Submission(r, prompt, params, True, lora) for r, prompt in zip(request_ids, prompts)]
+        adds = [
+            Submission(request_id, prompt, batch.params, True, batch.lora)
+            for request_id, prompt in zip(batch.request_ids, batch.prompts)
+        ]
         self._inbox.put(_AddBatch(adds))
         try:
             return await stream.done
         finally:
             for request_id in stream.unfinished():
                 self._inbox.put(_Abort(request_id))
-            for request_id in request_ids:
+            for request_id in batch.request_ids:
                 self._streams.pop(request_id, None)
 
     async def call(self, function: Callable[[LLMEngine], Any]) -> Any:

@@ -104,6 +104,17 @@ class Submission:
     lora: str | None = None
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """Requests a client's caller hands over together (`generate_batch`), all with the same parameters."""
+
+    prompts: Sequence[Prompt]
+    params: SamplingParams
+    request_ids: Sequence[str]
+    lora: str | None
+    on_start: Callable[[], None] | None
+
+
 class StreamingClient(ABC):
     """`generate` over a registry of streams (`_streams`, filled by the subclass's delivery side)."""
 
@@ -157,11 +168,25 @@ class StreamingClient(ABC):
         on_start: Callable[[], None] | None = None,
     ) -> list[RequestOutput]:
         """The final outputs of many requests, in order (`on_start` runs at the batch's first output).
-        Here each is submitted on its own; a client that can hand its engine a batch at once does so."""
+        Cancelling aborts the requests not finished; a request that admission refuses fails the batch
+        with its ValueError (the others are aborted)."""
+        if not self.is_alive:
+            raise EngineDeadError(f"the engine has stopped: {self.error!r}")
+        if len(prompts) != len(request_ids):
+            raise ValueError(f"got {len(request_ids)} request ids for {len(prompts)} prompts")
+        clash = next((request_id for request_id in request_ids if request_id in self._streams), None)
+        if clash is not None:
+            raise ValueError(f"request_id {clash!r} is already in use")
+        return await self._batch(BatchRequest(prompts, params, request_ids, lora, on_start))
+
+    async def _batch(self, batch: BatchRequest) -> list[RequestOutput]:
+        """`generate_batch` after its checks. Here each request is submitted on its own; a client that
+        can hand its engine a batch at once does so."""
         streams = [
-            self.generate(p, params, r, final_only=True, lora=lora) for p, r in zip(prompts, request_ids)
+            self.generate(prompt, batch.params, request_id, final_only=True, lora=batch.lora)
+            for prompt, request_id in zip(batch.prompts, batch.request_ids)
         ]
-        return await final_outputs(streams, on_start)
+        return await final_outputs(streams, batch.on_start)
 
 
 class EngineClient(Protocol):
