@@ -245,13 +245,7 @@ def decode_attention(
     tiling = tiling or DEFAULT_DECODE_TILING
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
-    if num_splits > 1:
-        part_out = torch.empty(
-            num_seqs * num_heads * num_splits, head_dim, dtype=torch.float32, device=q.device
-        )
-        part_lse = torch.empty(num_seqs * num_heads * num_splits, dtype=torch.float32, device=q.device)
-    else:
-        part_out = part_lse = out
+    part_out, part_lse = split_partials(out, num_splits)
     k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, k_scale, v_scale, scale,
@@ -263,12 +257,32 @@ def decode_attention(
         STAGES=tiling.stages,
         num_warps=tiling.num_warps,
     )  # fmt: skip
-    if num_splits > 1:
-        _merge_splits_kernel[(num_seqs, num_heads)](
-            part_out, part_lse, out, out.stride(0), out.stride(1), num_heads,
-            HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), NUM_SPLITS=num_splits,
-        )  # fmt: skip
+    merge_splits(part_out, part_lse, out, num_splits)
     return out
+
+
+def split_partials(out: torch.Tensor, num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 partial outputs and log-sum-exps, a row per (token, head, split), for a split decode of
+    `out` ([tokens, heads, head_dim]); unsplit, the kernel never reads them, so `out` stands in."""
+    if num_splits == 1:
+        return out, out
+    tokens, heads, head_dim = out.shape
+    rows = tokens * heads * num_splits
+    return (
+        torch.empty(rows, head_dim, dtype=torch.float32, device=out.device),
+        torch.empty(rows, dtype=torch.float32, device=out.device),
+    )
+
+
+def merge_splits(part_out: torch.Tensor, part_lse: torch.Tensor, out: torch.Tensor, num_splits: int) -> None:
+    """Combine the splits' partial outputs into `out` by their log-sum-exps (nothing if unsplit)."""
+    if num_splits == 1:
+        return
+    tokens, heads, head_dim = out.shape
+    _merge_splits_kernel[(tokens, heads)](
+        part_out, part_lse, out, out.stride(0), out.stride(1), heads,
+        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), NUM_SPLITS=num_splits,
+    )  # fmt: skip
 
 
 def prefill_attention(

@@ -28,8 +28,9 @@ from tokenmill.kernels.triton.attention import (
     _dot_precision,
     _kv_scales,
     _load_kv_tile,
-    _merge_splits_kernel,
     _scale_pointers,
+    merge_splits,
+    split_partials,
 )
 
 
@@ -119,12 +120,7 @@ def multi_query_attention(
     assert 1 < width <= MAX_WIDTH and num_seqs * width == num_tokens, "every sequence brings `width` tokens"
     out = torch.empty_like(q) if out is None else out
     k_cache, v_cache = kv_cache[0], kv_cache[1]
-    if num_splits > 1:
-        rows = num_tokens * num_heads * num_splits
-        part_out = torch.empty(rows, head_dim, dtype=torch.float32, device=q.device)
-        part_lse = torch.empty(rows, dtype=torch.float32, device=q.device)
-    else:
-        part_out = part_lse = out
+    part_out, part_lse = split_partials(out, num_splits)
     k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
     block_r = max(16, triton.next_power_of_2(width * group))  # tl.dot takes at least 16 rows
     _multi_query_kernel[(num_seqs, num_kv_heads, num_splits)](
@@ -135,11 +131,7 @@ def multi_query_attention(
         PAGE=page, BLOCK_N=64, FP8=kv_cache.dtype == torch.float8_e4m3fn, INT8=kv_cache.dtype == torch.int8,
         DOT=_dot_precision(q), num_warps=4,
     )  # fmt: skip
-    if num_splits > 1:
-        _merge_splits_kernel[(num_tokens, num_heads)](
-            part_out, part_lse, out, out.stride(0), out.stride(1), num_heads,
-            HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), NUM_SPLITS=num_splits,
-        )  # fmt: skip
+    merge_splits(part_out, part_lse, out, num_splits)
     return out
 
 
