@@ -13,6 +13,8 @@ set up lazily at the first step, which the collectives (warmed and captured at s
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,13 +22,15 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from tokenmill.distributed.symmetric import SymmetricAllReduce
+from tokenmill.distributed.symmetric import MAX_BYTES, SymmetricAllReduce
 from tokenmill.distributed.trace import CollectiveLog
 
 # torch >= 2.13 names it all_gather_single (the old name warns); the GPU images may be older.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 WARM_UP_ELEMENTS = (256, 1 << 20)  # NCCL's low-latency protocols, then its bulk one
+
+logger = logging.getLogger(__name__)
 
 # Start-up (loading a checkpoint, capturing graphs) happens between collectives, but every rank does
 # it at once: the wait is the difference between the ranks, not the whole.
@@ -131,9 +135,15 @@ def init_tensor_parallel(
         timeout=timeout,
         device_id=device if device.type == "cuda" else None,
     )
-    group = dist.group.WORLD
-    fast = SymmetricAllReduce.create(group, device) if symmetric and device.type == "cuda" else None
-    return TensorParallel(rank=rank, size=size, group=group, symmetric=fast)
+    tp = TensorParallel(rank=rank, size=size, group=dist.group.WORLD)
+    if not symmetric or device.type != "cuda":
+        return tp
+    fast = SymmetricAllReduce.create(tp.group, device)
+    if tp.minimum(int(fast is not None), device) == 0:  # every rank takes the same path, or they hang
+        logger.info("NCCL for every all-reduce: a rank cannot map its peers' memory")
+        return tp
+    logger.info("small all-reduces go through symmetric memory (one-shot, up to %d bytes)", MAX_BYTES)
+    return dataclasses.replace(tp, symmetric=fast)
 
 
 def destroy_tensor_parallel() -> None:

@@ -18,9 +18,8 @@ import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
-MAX_BYTES = (
-    4 << 20
-)  # one-shot reads every peer's copy: past a few MiB NCCL's bandwidth-optimal algorithms win
+# One-shot reads every peer's whole copy: past a few MiB, NCCL's bandwidth-optimal algorithms win.
+MAX_BYTES = 4 << 20
 
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # activations, and LoRA's float32 shrink sums
@@ -33,15 +32,8 @@ class SymmetricAllReduce:
 
     @classmethod
     def create(cls, group: dist.ProcessGroup, device: torch.device) -> SymmetricAllReduce | None:
-        """The all-reduce for `group` if every rank can map its peers' buffers, else None on every rank
-        (the ranks agree, since a collective taken by one rank and not another would hang)."""
-        fast = cls._try_create(group, device)
-        everyone = torch.tensor([fast is not None], dtype=torch.int32, device=device)
-        dist.all_reduce(everyone, op=dist.ReduceOp.MIN, group=group)
-        return fast if everyone.item() else None
-
-    @classmethod
-    def _try_create(cls, group: dist.ProcessGroup, device: torch.device) -> SymmetricAllReduce | None:
+        """The all-reduce for `group` if this rank can map its peers' buffers, else None. The caller
+        makes the ranks agree: a collective taken by one rank and not another would hang."""
         try:
             import torch.distributed._symmetric_memory as symmetric_memory
 
@@ -55,7 +47,6 @@ class SymmetricAllReduce:
         except (ImportError, AttributeError, RuntimeError) as exc:
             logger.info("symmetric-memory all-reduce unavailable, NCCL for all: %s", exc)
             return None
-        logger.info("small all-reduces go through symmetric memory (one-shot, up to %d bytes)", MAX_BYTES)
         return cls(buffers, group.group_name)
 
     def handles(self, x: torch.Tensor) -> bool:
