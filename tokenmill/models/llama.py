@@ -93,18 +93,20 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
         tensor parallelism, rank 0 gets them and the other ranks None."""
-        fused = self.small_batch_ops
-        if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
-            return fused.linear(hidden, self.lm_head.weight, None, None)
+        if self._head_is_gemv(hidden):
+            return self.small_batch_ops.linear(hidden, self.lm_head.weight, None, None)
         return self.lm_head(hidden)
 
     def warm_up_logits(self, hidden: torch.Tensor) -> None:
         """Compile the small-batch LM head for the width of `hidden` now, at start-up: it runs outside the
         decode graphs, and a server's first few-sequence step may be the tail of the judged batch. Nothing
         to do for wider batches or other heads (a tensor-parallel one would gather)."""
+        if self._head_is_gemv(hidden):
+            self.compute_logits(hidden)
+
+    def _head_is_gemv(self, hidden: torch.Tensor) -> bool:
         fused = self.small_batch_ops
-        if fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0]):
-            fused.linear(hidden, self.lm_head.weight, None, None)
+        return fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0])
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.layers]
