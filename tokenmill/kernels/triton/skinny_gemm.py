@@ -8,13 +8,15 @@ down projection (it reads gate|up), and the residual add in the epilogue of the 
 
 One token (BLOCK_M 1): each program computes BLOCK_N outputs on the CUDA cores, streaming BLOCK_N weight
 rows ([N, K], K contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator summed once at the end.
-Filling the GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (16 down to 1 row)
-until the tiles alone cover every SM. For the Qwen3 0.6B-8B projections on 132 SMs (N from 1024 to
-24576) that is at least 160 tiles per launch with no split, so no partial sums and no reduction kernel.
-Two to 8 tokens (BLOCK_M 16, rows past the batch masked): each program multiplies every token by a
-16-row weight tile on the tensor cores, so the weight is read once whatever the batch. Either way every
-output is one program's fixed-order sum: the same run after run, and a row's result does not depend on
-the other rows (nor, from 2 to 8, on how many there are).
+Filling the GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (8 down to 1 row)
+until the tiles alone cover every SM, so no partial sums and no reduction kernel. Two to 8 tokens
+(BLOCK_M 16, rows past the batch masked): each program multiplies every token by a 16-row weight tile on
+the tensor cores, so the weight is read once whatever the batch — except behind the SiLU-and-mul
+prologue, whose tensor-core variant ran 8-12x slower than one program per token and tile (H100:
+54 vs 7 us for Qwen3-0.6B's down projection at 5 tokens), so there each token runs the one-token tiles
+and re-reads the weight tiles from L2. Either way every output is one program's fixed-order sum: the
+same run after run, and a row's result does not depend on the other rows (nor, from 2 to 8, on how
+many there are). The tile sizes come from a sweep of in-graph launches on an H100 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from torch import Tensor
 
 from tokenmill.kernels.triton.split_k import num_sms
 
-TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
-MAX_BLOCK_N = 16
+TILE_ELEMENTS = 4096  # weight elements per program per K step: 8 KB of bf16 in flight per program
+MAX_BLOCK_N = 8
+NARROW_BLOCK_N = 4  # tiles this narrow stream long K rows: 8 warps, more loads in flight per program
 DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
-DOT_BLOCK_K = 256  # larger spills the SiLU-and-mul prologue's registers (gate and up tiles)
+DOT_BLOCK_K = 256
+DOT_STAGES = 3
 
 
 @triton.jit
@@ -139,16 +143,17 @@ def _silu_mul_gemv_kernel(
     )  # fmt: skip
 
 
-def tile_shape(rows: int, n: int, k: int, sms: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K). One token: the widest tile (at most 16 weight rows) whose tiles
-    still cover every SM, with as much K per step as keeps TILE_ELEMENTS weight elements in flight. More
-    tokens: 16 x 16 tiles (the smallest a tensor-core dot takes), K in steps of DOT_BLOCK_K whose weight
-    loads Triton can pipeline (they feed the dot)."""
+def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K). One token: the widest tile (at most MAX_BLOCK_N weight rows) whose
+    tiles still cover every SM, with TILE_ELEMENTS weight elements per K step. More tokens: 16 x 16
+    tensor-core tiles (the smallest a dot takes), K in steps of DOT_BLOCK_K whose weight loads Triton
+    pipelines (they feed the dot); behind the SiLU-and-mul prologue, the widest one-token tile for each
+    token (the tokens' programs already cover the SMs)."""
     k_pow2 = triton.next_power_of_2(k)
-    if rows > 1:
-        return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
+    if rows > 1 and not silu_prologue:
+        return DOT_ROWS, 16, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
     block_n = MAX_BLOCK_N
-    while block_n > 1 and triton.cdiv(n, block_n) < sms:
+    while rows == 1 and block_n > 1 and triton.cdiv(n, block_n) < sms:
         block_n //= 2
     return 1, block_n, min(k_pow2, TILE_ELEMENTS // block_n)
 
@@ -163,14 +168,16 @@ def _launch(
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device))
+    silu_prologue = kernel is _silu_mul_gemv_kernel
+    block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device), silu_prologue)
+    pipelining = {"num_stages": DOT_STAGES} if block_m > 1 else {}
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
     kernel[(triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4,
+        num_warps=8 if block_m == 1 and block_n <= NARROW_BLOCK_N else 4, **pipelining,
     )  # fmt: skip
     return out
 
