@@ -1,7 +1,10 @@
 """What structured outputs add to one decode step, part by part, without a model.
 
-`--constrained` of `--batch` sequences are under one JSON schema (the offline benchmark's `--structured
-json` one: a string longer than any output), the rest plain. Each step times, as the engine runs them:
+`--constrained` of `--batch` sequences are under one JSON schema (by default the offline benchmark's
+`--structured json` one for `--steps` output tokens, or `--schema`), the rest plain, for `--steps` steps:
+a whole output's length, since a grammar's cost per token can grow along the output (a long
+length-bounded string's does), and the summary gives the first and the last quarter's medians. Each
+step times, as the engine runs them:
 the bitmask fill on the host (xgrammar, `--threads`), the upload of the filled rows, the mask kernel on
 `--device` (these two waited for), and advancing every matcher by its token. Tokens are drawn greedily
 from random logits among the allowed ones, so the matchers walk real paths through the schema.
@@ -11,18 +14,19 @@ With async scheduling the host's part (fill + advance) overlaps the device's for
 `--model random:qwen3-0.6b` uses the engine's tokenizer for random presets (256 bytes) padded to the
 preset's 151,936 ids, as `tokenmill bench --model random:...` does.
 Usage: PYTHONPATH=. python bench/structured_step.py [--model DIR|random:PRESET] [--batch 358]
-       [--constrained N] [--threads N] [--steps 64] [--device cuda]
+       [--constrained N] [--threads N] [--steps 200] [--schema JSON] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
 
-from tokenmill.bench.structured import long_answer_schema
+from tokenmill.bench.structured import long_answer_schema, longest_token_bytes
 from tokenmill.engine.sequence import Sequence
 from tokenmill.models.loader import default_model_path
 from tokenmill.models.presets import preset_config
@@ -64,17 +68,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=358)
     parser.add_argument("--constrained", type=int, default=None, help="sequences under the schema (all)")
     parser.add_argument("--threads", type=int, default=None, help="fill threads (default min(8, cores))")
-    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=200, help="output tokens per sequence (qa-358's)")
+    parser.add_argument("--schema", type=json.loads, default=None, help="JSON schema (the benchmark's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine's default logits
     tokenizer, vocab = tokenizer_and_vocab(args.model)
     compiler = GrammarCompiler(tokenizer, vocab, (tokenizer.eos_token_id or 0,))
+    schema = args.schema or long_answer_schema(args.steps, longest_token_bytes(tokenizer))
     clock = Stopwatch(device)
     _ = compiler.xgrammar_compiler
     prepare_ms = clock.lap()
-    constraint = StructuredOutputsParams(json=long_answer_schema(4096))
+    constraint = StructuredOutputsParams(json=schema)
     compiler.compile(constraint)
     compile_ms = clock.lap()
     mask_op = token_mask_op("triton" if device.type == "cuda" else "torch")
@@ -102,16 +108,19 @@ def main() -> None:
         for seq, token in zip(seqs[:constrained], tokens):
             structured.advance(seq, token)
         parts["advance"].append(clock.lap())
-    median = {name: statistics.median(times or [0.0]) for name, times in parts.items()}
+    quarter = max(1, args.steps // 4)
+    early = {name: statistics.median(times[:quarter] or [0.0]) for name, times in parts.items()}
+    late = {name: statistics.median(times[-quarter:] or [0.0]) for name, times in parts.items()}
     print(
         f"vocab {vocab} (grammar {compiler.grammar_vocab_size}), batch {args.batch}, constrained "
         f"{constrained}, fill threads {structured.fill_threads}, device {device}"
     )
     print(f"vocabulary preparation {prepare_ms:.0f} ms, schema compile {compile_ms:.1f} ms")
     print(
-        f"per step (medians of {args.steps}): "
-        + ", ".join(f"{name} {ms:.3f} ms" for name, ms in median.items())
-        + f"; host total (fill + advance) {median['fill'] + median['advance']:.3f} ms"
+        f"per step, medians of steps 1-{quarter} | {args.steps - quarter + 1}-{args.steps}: "
+        + ", ".join(f"{name} {early[name]:.3f} | {late[name]:.3f} ms" for name in parts)
+        + f"; host (fill + advance) {early['fill'] + early['advance']:.3f} | "
+        f"{late['fill'] + late['advance']:.3f} ms"
     )
 
 

@@ -291,7 +291,7 @@ def benchmark(
             prepare(llm, requests)
         constraint, compile_ms = None, None
         if structured is not None:
-            constraint = workload_constraint(structured, max(out for _, out in requests))
+            constraint = workload_constraint(structured, max(out for _, out in requests), engine.tokenizer)
             compile_ms = None if data_parallel else compile_times_ms(engine, constraint)
         with tempfile.TemporaryDirectory() as adapters_dir:
             loras = write_random_adapters(
