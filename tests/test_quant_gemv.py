@@ -144,7 +144,7 @@ def compile_every_gemv(capability: int) -> None:
                 w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16, **sizes,
                 stride_w=12288, stride_s=96 if block else 0, FORMAT=int(wo.INT8 if is_int8 else wo.FP8),
                 NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
-                CHUNK=block[1] if block else 1024, num_warps=8,
+                CHUNK=block[1] if block else 512, num_warps=8,
             )  # fmt: skip
     for weight_format, bits, one_group, block_n in (
         (wo.WeightFormat.AWQ, 4, True, 64),

@@ -12,9 +12,11 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   in/bi], the weight only: activations stay unquantized) multiply each bi-column chunk.
 - `_packed_gemv_kernel`: AWQ and GPTQ (4 or 8 bits) in their stored layouts (see `weight_only_gemm`),
   one chunk of CHUNK input rows at a time, several chunks per K step (unrolled) to keep about
-  PACKED_TILE_BYTES of words in flight. Where a chunk lies inside one group (groups in row order) its
-  zero point is folded into the integer-to-float offset and its scale multiplies the chunk's sum, once
-  per output; act-order groups take both per weight.
+  PACKED_TILE_BYTES of words in flight. The zero point is folded into the integer-to-float offset and
+  the scale into the activation (x * scale, then one FMA per weight); where a chunk lies inside one
+  group (groups in row order) both are read once per chunk and output, act-order groups per weight.
+  The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
+  warps inside the loop would put a barrier between the chunks' loads.
 The references are the quantization methods' `apply` (x times the `dequantize_*` weight).
 """
 
@@ -39,6 +41,7 @@ from tokenmill.kernels.triton.weight_only_gemm import (
 )
 
 BYTE_TILE_BYTES = 16384  # weight bytes per program per K step of the byte kernel (skinny_gemm's 16 KB)
+BYTE_CHUNK_ELEMENTS = 8192  # the byte kernel's accumulator (its K step is two such chunks)
 PACKED_TILE_BYTES = 8192  # packed weight bytes per program per K step (its chunks unrolled)
 MAX_CHUNK = 128  # input rows per packed chunk: a group of up to 128 rows, or a part of a larger one
 MAX_CHUNKS = 16
@@ -70,7 +73,7 @@ def _byte_gemv_kernel(
     FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr, BLOCK_OUT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    """BLOCK_OUT 0: one scale per output row (CHUNK == BLOCK_K). Else fp8 blocks of BLOCK_OUT rows and
+    """BLOCK_OUT 0: one scale per output row. Else fp8 blocks of BLOCK_OUT rows and
     CHUNK columns, each chunk's [BLOCK_N] scales applied to its weights (clamped to the last block
     column where a chunk starts past K: its activations are masked to zero there)."""
     tile, row = _tile_and_row(rows)
@@ -115,7 +118,7 @@ def _packed_gemv_kernel(
     n0 = tile * BLOCK_N
     n = n0 + tl.arange(0, BLOCK_N)
     x_row = x_ptr + row * stride_x
-    acc = tl.zeros([1, BLOCK_N], tl.float32)
+    acc = tl.zeros([CHUNK, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             start = k0 + c * CHUNK
@@ -126,13 +129,9 @@ def _packed_gemv_kernel(
                 stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP, CHUNK,
             )  # fmt: skip
             values = packed_values(w_ptr, start, n0, K, N, stride_wk, FORMAT, BITS, CHUNK, BLOCK_N)
-            w = offset_float(values) - (OFFSET + zeros)  # q - zero, exactly
-            if ONE_GROUP:
-                acc += tl.sum(w * x, 0, keep_dims=True) * scales
-            else:
-                acc += tl.sum(w * scales * x, 0, keep_dims=True)
-    out = out_ptr + row * stride_o + n[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(n < N)[None, :])
+            acc += (offset_float(values) - (OFFSET + zeros)) * (x * scales)  # (q - zero) * scale * x
+    out = out_ptr + row * stride_o + n
+    tl.store(out, tl.sum(acc, 0).to(out_ptr.dtype.element_ty), mask=n < N)
 
 
 def _widest(n: int, narrowest: int, widest: int, sms: int) -> int:
@@ -159,14 +158,14 @@ def _byte_gemv(
         return out
     block_n = _widest(n, 1, 16, num_sms(x.device))
     block_k = min(triton.next_power_of_2(k), BYTE_TILE_BYTES // block_n)
-    chunk = block_k if block is None else block[1]
+    chunk = min(block_k, BYTE_CHUNK_ELEMENTS // block_n) if block is None else block[1]
     block_k = max(block_k, chunk) // chunk * chunk
     weight_format = WeightFormat.INT8 if is_int8 else WeightFormat.FP8
     _byte_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
         x, weight.view(torch.uint8) if not is_int8 else weight, scales, out, rows, n, k,
         x.stride(0), weight.stride(0), scales.stride(0) if block else 0, out.stride(0),
         FORMAT=int(weight_format), NATIVE_FP8=native_fp8(x.device), BLOCK_OUT=block[0] if block else 0,
-        BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk, num_warps=8 if block_n * block_k >= 8192 else 4,
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk, num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip
     return out
 
