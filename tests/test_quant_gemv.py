@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
-from tests.test_quant_kernels import DEVICE, close, draw, packed_awq, packed_fp8, packed_gptq, packed_int8
+from tests.test_quant_kernels import (
+    DEVICE,
+    _pointer,
+    close,
+    draw,
+    packed_awq,
+    packed_fp8,
+    packed_gptq,
+    packed_int8,
+)
 from tokenmill.kernels.triton import quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.quantization import QuantLinear, triton_gemms
@@ -121,10 +130,6 @@ def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
     close(layer(x[:3]), expected[:3], torch.float32)
     assert routes == ["gemv", "kernel"]
     assert gemm.variant_tokens()[:2] == (1, 3)
-
-
-def _pointer(dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty(0, dtype=dtype, device="meta")
 
 
 @pytest.mark.slow
