@@ -12,7 +12,12 @@ then one summary line per preset, format and token count (mean speed-up over the
 `triton_gemms.DENSE_FROM_TOKENS`) and bf16 cuBLAS, summed over a preset's projections, at 16 to 1024
 tokens, and prints one line per format: the first token count from which the dense route stays faster
 (what its `DENSE_FROM_TOKENS` entry should say) beside the entry it has now.
-Usage: PYTHONPATH=. python bench/quant_gemm.py [--presets qwen3-8b,qwen3-4b] [--crossover] [--out x.json]
+`--gemv` times, at 1, 2, 4 and 8 tokens, each format's decode GEMV (`quant_gemv`), its previous route
+(the Triton GEMM kernel) and bf16 on the fused small-batch GEMV (`skinny_gemm.linear`, what bf16 decode
+runs), each checked against the format's reference; one summary line per preset, format and token
+count gives both quantized routes' speed-up over bf16 (what `GEMV_UP_TO_TOKENS` should say).
+Usage: PYTHONPATH=. python bench/quant_gemm.py [--presets qwen3-8b,qwen3-4b] [--crossover | --gemv]
+[--out x.json]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tokenmill.kernels.triton import skinny_gemm
 from tokenmill.models.presets import preset_config
 from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod
 from tokenmill.quantization.awq import AwqMethod
@@ -43,6 +49,7 @@ FORMATS: dict[str, Callable[[], QuantMethod]] = {
     "gptq8": lambda: GptqMethod(8, 128, checkpoint_is_gptq=False),
 }
 TOKENS = (1, 16, 256)
+GEMV_TOKENS = (1, 2, 4, 8)
 CROSSOVER_TOKENS = (16, 32, 64, 96, 128, 192, 256, 384, 512, 1024)
 # largest |kernel - reference| / max |reference|: bf16 output rounding, plus for fp8 the activation
 # quantization that the fp8-dot kernels (sm_89+) and torch._scaled_mm add and the reference does not
@@ -204,10 +211,62 @@ def crossover(preset: str, device: torch.device) -> list[dict]:
     return lines
 
 
+def gemv_rows(preset: str, device: torch.device) -> list[dict]:
+    """Per projection, format and token count: the GEMV, the previous kernel and the bf16 GEMV."""
+    rows = []
+    for name, (inp, shards) in projections(preset).items():
+        inputs = {m: torch.randn(m, inp, dtype=torch.bfloat16, device=device) for m in GEMV_TOKENS}
+        weight = build(UnquantizedMethod(), inp, shards, device).weight
+        bf16_us = {m: time_call(lambda x=x, w=weight: skinny_gemm.linear(x, w)) for m, x in inputs.items()}
+        for fmt, make in FORMATS.items():
+            if fmt == "bf16":
+                continue
+            layer = build(make(), inp, shards, device)
+            references = {m: layer(x).float() for m, x in inputs.items()}
+            use_triton_gemms(layer)
+            gemm = layer.method.gemm
+            for m, x in inputs.items():
+                row = {"preset": preset, "projection": name, "format": fmt, "tokens": m}
+                row["bf16_gemv_us"] = round(bf16_us[m], 2)
+                for route_name in ("gemv", "kernel"):
+                    route = getattr(gemm, route_name)
+                    micros = time_call(lambda route=route, layer=layer, x=x: route(layer, x))
+                    got = route(layer, x).float()
+                    error = ((got - references[m]).abs().max() / references[m].abs().max()).item()
+                    row.update({
+                        f"{route_name}_us": round(micros, 2),
+                        f"{route_name}_speedup_vs_bf16": round(bf16_us[m] / micros, 3),
+                        f"{route_name}_matches_reference": error <= TOLERANCE[fmt],
+                    })  # fmt: skip
+                row["weight_gb_s_gemv"] = round(weight_bytes(layer) / row["gemv_us"] / 1e3, 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del layer
+            torch.cuda.empty_cache()
+    return rows
+
+
+def summarize_gemv(rows: list[dict]) -> None:
+    """One line per preset, format and token count: both routes' speed-up over bf16, summed over the
+    projections (a layer's time), and whether every output matched its reference."""
+    keys = sorted({(r["preset"], r["format"], r["tokens"]) for r in rows})
+    for preset, fmt, tokens in keys:
+        picked = [r for r in rows if (r["preset"], r["format"], r["tokens"]) == (preset, fmt, tokens)]
+        bf16 = sum(r["bf16_gemv_us"] for r in picked)
+        gemv, kernel = (sum(r[f"{route}_us"] for r in picked) for route in ("gemv", "kernel"))
+        exact = {route: all(r[f"{route}_matches_reference"] for r in picked) for route in ("gemv", "kernel")}
+        print(
+            f"{preset} {fmt:12} M={tokens}  gemv {bf16 / gemv:.2f}x  kernel {bf16 / kernel:.2f}x bf16 GEMV"
+            f"  matches_reference gemv={exact['gemv']} kernel={exact['kernel']}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--presets", default="qwen3-8b,qwen3-4b")
     parser.add_argument("--crossover", action="store_true", help="the token count where dense routes win")
+    parser.add_argument("--gemv", action="store_true", help="decode GEMVs vs previous kernels vs bf16")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -215,6 +274,9 @@ def main() -> None:
     report: dict[str, object] = {"device": torch.cuda.get_device_name(device)}
     if args.crossover:
         report["crossover"] = [line for preset in presets for line in crossover(preset, device)]
+    elif args.gemv:
+        report["gemv"] = rows = [row for preset in presets for row in gemv_rows(preset, device)]
+        summarize_gemv(rows)
     else:
         report["rows"] = rows = [row for preset in presets for row in measure(preset, device)]
         summarize(rows)

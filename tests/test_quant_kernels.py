@@ -16,7 +16,7 @@ from torch import nn
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
 from tokenmill import LLM, SamplingParams
-from tokenmill.kernels.triton import fp8_gemm
+from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
 from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
@@ -380,11 +380,18 @@ CHECKPOINTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(CHECKPOINTS))
 def test_quantized_engine_on_triton_kernels_generates_what_it_does_on_the_references(
-    tiny_model_dir, tmp_path, kind: str
+    tiny_model_dir, tmp_path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Token-exact in float32. On GPUs with fp8 dots the FP8 kernels quantize activations as well, so
-    there only the first token, before differences can accumulate into a flipped near-tie, is compared."""
+    """Token-exact in float32, the decode steps (two sequences) on the GEMVs. On GPUs with fp8 dots the
+    FP8 kernels quantize activations as well, so there only the first token, before differences can
+    accumulate into a flipped near-tie, is compared."""
     model, quantization = CHECKPOINTS[kind](tiny_model_dir, tmp_path / "model")
+    gemv_calls: list[int] = []
+    for name in ("gemv", "fp8_block_gemv"):
+        launch = getattr(quant_gemv, name)
+        monkeypatch.setattr(
+            quant_gemv, name, lambda x, *args, launch=launch: gemv_calls.append(len(x)) or launch(x, *args)
+        )
     prompts = [[5, 6, 7], list(range(20, 60))]
     params = SamplingParams(temperature=0, max_tokens=6)
     tokens = {}
@@ -399,3 +406,4 @@ def test_quantized_engine_on_triton_kernels_generates_what_it_does_on_the_refere
             for output in outputs
         ]
     assert tokens["triton"] == tokens["torch"]
+    assert 2 in gemv_calls  # the decode steps of both sequences (1: the warm-up)

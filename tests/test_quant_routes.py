@@ -10,6 +10,7 @@ from torch import nn
 from tests.helpers.tiny_models import save_tiny_model
 from tokenmill import LLM
 from tokenmill.engine import model_runner
+from tokenmill.kernels.triton import quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.weight_only_gemm import tiles_for
 from tokenmill.quantization import QuantLinear, QuantMethod, triton_gemms
@@ -87,7 +88,12 @@ def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> 
         launched.add((weight.in_features, weight.out_features, "dense", None))
         return torch.zeros(weight.in_features, weight.out_features, dtype=dtype)
 
+    def gemv(x: torch.Tensor, weight) -> torch.Tensor:
+        launched.add((weight.in_features, weight.out_features, "gemv", None))
+        return x.new_zeros(len(x), weight.out_features)
+
     monkeypatch.setattr(triton_gemms, "weight_only_gemm", kernel)
+    monkeypatch.setattr(quant_gemv, "gemv", gemv)
     monkeypatch.setattr(triton_gemms, "dequantize", dense)
 
 
@@ -140,7 +146,8 @@ def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
     every quantized-GEMM launch, for batches of many sizes, is one the warm-up launched."""
     specialisation = pytest.importorskip("tests.test_kernel_specialization")
     launched: set[tuple] = set()
-    for kernel in (wo._weight_only_gemm_kernel, wo._dequantize_kernel):
+    kernels = (wo._weight_only_gemm_kernel, wo._dequantize_kernel)
+    for kernel in (*kernels, quant_gemv._byte_gemv_kernel, quant_gemv._packed_gemv_kernel):
 
         def hook(*args, _kernel=kernel, **kwargs) -> None:
             launched.add(specialisation._key(_kernel, args, kwargs))
@@ -151,7 +158,7 @@ def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
     compile_gemm_variants(model, torch.float16)
     warmed = set(launched)
     launched.clear()
-    for tokens in (2, 16, 17, 64, 65, 127, 128, 255, 256, 300):
+    for tokens in (1, 2, 3, 16, 17, 64, 65, 127, 128, 255, 256, 300):
         for layer in model:
             layer(torch.randn(tokens, layer.in_features, dtype=torch.float16))
     assert launched and launched <= warmed

@@ -2,9 +2,11 @@
 runs on the Triton kernel backend: `use_triton_gemms` sets them once at load. This module imports Triton,
 so only that backend imports it.
 
-Each format has two routes, chosen per call by the number of tokens (`DENSE_FROM_TOKENS`): its Triton
-kernel, which reads the stored bytes and dequantizes in registers (decode), and a dense route for
-batches large enough to be compute-bound: the weight dequantized once and multiplied by cuBLAS, or for
+Each format has up to three routes, chosen per call by the number of tokens: a GEMV on the CUDA cores
+(`kernels/triton/quant_gemv.py`) up to `GEMV_UP_TO_TOKENS`, which streams the stored bytes at memory
+bandwidth for decode; its Triton GEMM kernel, which reads the stored bytes and dequantizes in registers
+(batches of a few dozen tokens); and from `DENSE_FROM_TOKENS` a dense route for batches large enough to
+be compute-bound: the weight dequantized once and multiplied by cuBLAS, or for
 fp8 per channel torch._scaled_mm (fp8 tensor cores, activations quantized per token).
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenmill.kernels.triton import fp8_gemm
+from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton.weight_only_gemm import (
     TILE_ROWS,
     PackedWeight,
@@ -51,36 +53,61 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "gptq8": 128,
 }
 
+# Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the
+# rows of a tile meeting in L2). A guess before the first H100 run: one token reads the weight once; a
+# second row re-reads it from L2 and decodes it again. `bench/quant_gemm.py` times the GEMV, the kernel
+# and bf16 at 1, 2, 4 and 8 tokens to set these.
+GEMV_UP_TO_TOKENS: dict[str, int] = {
+    "int8": 2,
+    "fp8-channel": 2,
+    "fp8-block": 2,
+    "awq": 2,
+    "gptq4": 2,
+    "gptq8": 2,
+}
+
 Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
 
 
 @dataclass(frozen=True)
 class RoutedGemm:
-    """A format's Triton kernel and its dense route (None: the kernel at every size), which
-    `DENSE_FROM_TOKENS[table_key]` chooses between per call."""
+    """A format's GEMV, Triton kernel and dense route (None: the kernel at every size), which
+    `GEMV_UP_TO_TOKENS` and `DENSE_FROM_TOKENS` (under `table_key`) choose between per call."""
 
     table_key: str
     kernel: Route
     dense: Route | None
+    gemv: Route
 
     def dense_from(self) -> int | None:
         """The token count from which the dense route runs (read per call, so a bench can move it)."""
         return None if self.dense is None else DENSE_FROM_TOKENS[self.table_key]
 
+    def gemv_up_to(self) -> int:
+        """The most tokens the GEMV runs (read per call, like `dense_from`)."""
+        return GEMV_UP_TO_TOKENS[self.table_key]
+
     def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x)
         start, route = self.dense_from(), self.kernel
-        if self.dense is not None and start is not None and len(rows) >= start:
+        if len(rows) <= self.gemv_up_to():
+            route = self.gemv
+        elif self.dense is not None and start is not None and len(rows) >= start:
             route = self.dense
         return route(layer, rows).view(*x.shape[:-1], layer.out_features)
 
     def variant_tokens(self) -> tuple[int, ...]:
-        """Token counts that between them launch every kernel variant a batch can select: the first count
-        of each tile shape below the dense route, and the dense route's first."""
-        start = self.dense_from()
-        firsts = (1, *(rows + 1 for rows in TILE_ROWS))
-        kernel = tuple(tokens for tokens in firsts if start is None or tokens < start)
-        return kernel if start is None else (*kernel, start)
+        """Token counts that between them launch every kernel variant a batch can select: one GEMV (its
+        launch shape does not depend on the tokens), the first count of each kernel tile shape between
+        the GEMV and the dense route, and the dense route's first."""
+        start, kernel_from = self.dense_from(), self.gemv_up_to() + 1
+        kernel = []
+        for first, last in zip((1, *(rows + 1 for rows in TILE_ROWS)), (*TILE_ROWS, None), strict=True):
+            tokens = max(first, kernel_from)
+            if (last is None or tokens <= last) and (start is None or tokens < start):
+                kernel.append(tokens)
+        gemv = (1,) if kernel_from > 1 else ()
+        return (*gemv, *kernel) if start is None else (*gemv, *kernel, start)
 
 
 def packed_weight(layer: QuantLinear) -> PackedWeight:
@@ -121,6 +148,16 @@ def weight_only_kernel(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return weight_only_gemm(rows, packed_weight(layer))
 
 
+def packed_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    return quant_gemv.gemv(rows, packed_weight(layer))
+
+
+def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    method = layer.method
+    assert isinstance(method, Fp8BlockMethod)
+    return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block)
+
+
 def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     """The whole weight dequantized once by a Triton kernel, then a cuBLAS GEMM."""
     return rows @ dequantize(packed_weight(layer), rows.dtype)
@@ -150,7 +187,7 @@ def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
     """fp8 tensor-core dots (sm_89+) at every size; without them the weight bytes decoded in registers,
     and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
     kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot)
-    return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense)
+    return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
 
 
 @functools.cache
@@ -173,15 +210,15 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     """The routed GEMM of `method` on `device`; None: unquantized (cuBLAS already), or a layout the
     kernels do not take (the reference `apply` runs)."""
     if isinstance(method, Int8WeightOnlyMethod):
-        return RoutedGemm("int8", weight_only_kernel, dequantized_dense)
+        return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, AwqMethod):
-        return RoutedGemm("awq", weight_only_kernel, dequantized_dense)
+        return RoutedGemm("awq", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, GptqMethod):
-        return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense)
+        return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
-        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows)
+        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv)
     if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
-        return RoutedGemm("int8", weight_only_kernel, dequantized_dense)
+        return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
         return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
     return None

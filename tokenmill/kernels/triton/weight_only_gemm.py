@@ -66,7 +66,7 @@ def _byte_tile(w_ptr, k, n, mask, stride_wk, stride_wn, FORMAT: tl.constexpr):
 
 
 @triton.jit
-def _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: tl.constexpr,
+def packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: tl.constexpr,
                    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
     """The stored integers (int32) of AWQ or GPTQ W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N], from one load
     of the words that hold them (k0 and n0 are multiples of the tile, so the tile holds whole words)."""
@@ -85,7 +85,7 @@ def _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: t
 
 
 @triton.jit
-def _zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg,
+def zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg,
                       FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
                       BLOCK_K: tl.constexpr):  # fmt: skip
     """(zero point, scale) as float32 for the tile's rows starting at k0 and columns n: one row
@@ -118,11 +118,11 @@ def _dequantized_tile(
     if FORMAT < AWQ:
         tile = _byte_tile(w_ptr, k, n, (k < K)[:, None] & (n < N)[None, :], stride_wk, stride_wn, FORMAT)
     else:
-        zeros, scales = _zeros_and_scales(
+        zeros, scales = zeros_and_scales(
             zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
             BLOCK_K,
         )  # fmt: skip
-        values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+        values = packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
         tile = (offset_float(values) - (OFFSET + zeros)) * scales
     return tile
 
@@ -178,11 +178,11 @@ def _weight_only_gemm_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         _, _, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         if ONE_GROUP:
-            zeros, scales = _zeros_and_scales(
+            zeros, scales = zeros_and_scales(
                 zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP,
                 ONE_GROUP, BLOCK_K,
             )  # fmt: skip
-            values = _packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+            values = packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
             if HALF_MAGIC:
                 offset = tl.full([1, 1], HALF_MAGIC, tl.int16).to(x.dtype, bitcast=True).to(tl.float32)
                 sums = tl.sum(x.to(tl.float32), axis=1)[:, None]

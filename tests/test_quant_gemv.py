@@ -1,0 +1,166 @@
+"""The quantized decode GEMVs equal their PyTorch references (x times the dequantized weight) for every
+format, odd sizes (N and K not multiples of any tile or block), group sizes 32/64/128 and act-order, one
+and several token rows; they compile for every GPU generation; the quantized layers route small batches
+to them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.test_quant_kernels import (
+    DEVICE,
+    _pointer,
+    close,
+    draw,
+    packed_awq,
+    packed_fp8,
+    packed_gptq,
+    packed_int8,
+)
+from tokenmill.kernels.triton import quant_gemv
+from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.quantization import QuantLinear, triton_gemms
+from tokenmill.quantization.awq import AwqMethod
+from tokenmill.quantization.fp8 import Fp8BlockMethod, dequantize_fp8_blocks, quantize_fp8_blocks
+from tokenmill.quantization.gptq import GptqMethod
+from tokenmill.quantization.int8 import Int8WeightOnlyMethod
+
+OUT, IN = 88, 384  # 88: not a multiple of any tile width; 384: three groups of 128, a partial K step
+FORMATS = {
+    "int8": lambda: packed_int8(OUT, IN),
+    "fp8": lambda: packed_fp8(OUT, IN),
+    **{f"awq-g{group}": lambda group=group: packed_awq(OUT, IN, group) for group in (32, 64, 128)},
+    **{
+        f"gptq4-g{group}": lambda group=group: packed_gptq(OUT, IN, 4, False, group)
+        for group in (32, 64, 128)
+    },
+    "gptq8-g128": lambda: packed_gptq(OUT, IN, 8, False, 128),
+    "gptq4-act-order": lambda: packed_gptq(OUT, IN, 4, True, 64),
+    "gptq8-act-order": lambda: packed_gptq(OUT, IN, 8, True, 32),
+    "awq-g96": lambda: packed_awq(OUT, IN, 96),  # a group of 96 rows: chunks of 32, groups read per row
+}
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    with torch.device(DEVICE):
+        yield
+
+
+@pytest.mark.parametrize("tokens", [1, 3])
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
+    packed, weight = FORMATS[kind]()
+    x = draw(tokens, IN, seed=21)
+    close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
+
+
+def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() -> None:
+    assert quant_gemv.packed_chunk(packed_awq(OUT, IN, 128)[0]) == (128, True)
+    assert quant_gemv.packed_chunk(packed_gptq(OUT, IN, 4, False, 32)[0]) == (32, True)
+    assert quant_gemv.packed_chunk(packed_awq(OUT, IN, 96)[0]) == (32, True)  # 96 = 3 x 32
+    assert quant_gemv.packed_chunk(packed_awq(96, 320, 40)[0]) == (quant_gemv.ACT_ORDER_CHUNK, False)
+    assert quant_gemv.packed_chunk(packed_gptq(OUT, IN, 4, True, 64)[0]) == (
+        quant_gemv.ACT_ORDER_CHUNK,
+        False,
+    )
+
+
+def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUs before sm_89 decode the e4m3 bit fields (scaled by 2^-8, undone on the sums)."""
+    monkeypatch.setattr(quant_gemv, "native_fp8", lambda device: False)
+    packed, weight = packed_fp8(OUT, IN)
+    x = draw(2, IN, seed=22)
+    close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("block", [(128, 128), (64, 32), (16, 64)])
+def test_fp8_block_gemv_equals_the_dequantized_reference(
+    block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partial blocks along both dimensions (100 x 300); activations are not quantized on this path."""
+    monkeypatch.setattr(quant_gemv, "native_fp8", lambda device: native)
+    weight, scale_inv = quantize_fp8_blocks(draw(100, 300, seed=23) * 0.05, block)
+    x = draw(3, 300, seed=24)
+    expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
+    close(quant_gemv.fp8_block_gemv(x, weight, scale_inv, block), expected, torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["int8", "awq-g128", "gptq4-act-order"])
+def test_gemv_in_half_precision_and_for_each_row_alone(kind: str) -> None:
+    """fp16 activations and output; each row's result is the one it gets alone (no cross-row terms)."""
+    packed, weight = FORMATS[kind]()
+    x = draw(3, IN, seed=25).half()
+    got = quant_gemv.gemv(x, packed)
+    assert got.dtype == torch.float16 and got.shape == (3, OUT)
+    close(got, x.float() @ weight, torch.float16)
+    assert torch.equal(got[1:2], quant_gemv.gemv(x[1:2], packed))
+
+
+LAYERS = {
+    "int8": Int8WeightOnlyMethod,
+    "fp8-block": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
+    "awq": lambda: AwqMethod(32, checkpoint_is_awq=False),
+    "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer = QuantLinear(128, [64, 32], False, LAYERS[kind]())
+    for index, rows in enumerate(draw(96, 128, seed=26).mul(0.05).split([64, 32])):
+        layer.load("weight", rows, index)
+    x = draw(4, 128, seed=27)
+    expected = layer(x)
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    gemm = layer.method.gemm
+    routes: list[str] = []
+    for name in ("gemv", "kernel"):
+        route = getattr(gemm, name)
+        spy = lambda layer, rows, route=route, name=name: routes.append(name) or route(layer, rows)  # noqa: E731
+        object.__setattr__(gemm, name, spy)
+    monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, gemm.table_key, 2)
+    close(layer(x[:2]), expected[:2], torch.float32)
+    close(layer(x[:3]), expected[:3], torch.float32)
+    assert routes == ["gemv", "kernel"]
+    assert gemm.variant_tokens()[:2] == (1, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", sorted(ARCHITECTURES.values()))
+def test_gemvs_compile_for_every_gpu_generation(capability: int) -> None:
+    run_compiled("tests.test_quant_gemv:compile_every_gemv", capability)
+
+
+def compile_every_gemv(capability: int) -> None:
+    """Every constexpr combination the launchers pick, for Qwen3-8B's widest and narrowest projections."""
+    bf16, i32, f32 = _pointer(torch.bfloat16), _pointer(torch.int32), _pointer(torch.float32)
+    sizes = {"rows": 1, "N": 4096, "K": 12288, "stride_x": 12288, "stride_o": 4096}
+    for is_int8, block in ((True, None), (False, None), (False, (128, 128))):
+        for native in (True, False) if not is_int8 and capability >= 89 else (False,):
+            compile_for(
+                quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
+                w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16, **sizes,
+                stride_w=12288, stride_s=96 if block else 0, FORMAT=int(wo.INT8 if is_int8 else wo.FP8),
+                NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
+                CHUNK=block[1] if block else 512, num_warps=8,
+            )  # fmt: skip
+    for weight_format, bits, one_group, block_n in (
+        (wo.WeightFormat.AWQ, 4, True, 64),
+        (wo.WeightFormat.GPTQ, 4, True, 16),
+        (wo.WeightFormat.GPTQ, 8, True, 32),
+        (wo.WeightFormat.GPTQ, 4, False, 16),
+    ):
+        chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
+        compile_for(
+            quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=_pointer(torch.float16),
+            zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes, stride_wk=4096, stride_sg=4096, stride_zg=512,
+            FORMAT=int(weight_format), BITS=bits, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
+            BLOCK_K=4 * chunk, CHUNK=chunk,
+        )  # fmt: skip
