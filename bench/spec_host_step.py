@@ -12,24 +12,25 @@ On a GPU, `--model random:qwen3-0.6b` runs the real model with its CUDA graphs; 
 with the device synchronized before and after, and `collect` includes the wait for the device.
 
 Usage: PYTHONPATH=. python bench/spec_host_step.py [--k 4] [--steps 200] [--repeat 3] [--profile]
-       PYTHONPATH=. python bench/spec_host_step.py --model random:qwen3-0.6b   # on a GPU
+       PYTHONPATH=. python bench/spec_host_step.py --model random:qwen3-0.6b [--sync-debug warn]  # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
-import functools
 import gc
 import pstats
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Iterator
 
 import torch
+from host_step import PHASE_TIMES, timed  # bench/host_step.py (this script's folder): the phase timers
 
 from tokenmill import SamplingParams
+from tokenmill.bench.copy_workload import CopyWorkload
 from tokenmill.config import EngineConfig
 from tokenmill.engine.llm_engine import LLMEngine
 
@@ -44,7 +45,6 @@ PHASES = (
     "settle",
     "outputs",
 )
-PHASE_TIMES: dict[str, float] = defaultdict(float)
 PERIOD = 97  # tokens in the stub's cycle: longer than any n-gram, so lookups see a real context
 FIRST = 3  # the cycle's first token id (clear of special ids)
 
@@ -64,18 +64,6 @@ class CycleModel:
         logits = torch.zeros(len(hidden), self.vocab_size)
         logits[torch.arange(len(hidden)), successor] = 1.0
         return logits
-
-
-def timed(phase: str, method: Callable) -> Callable:
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            PHASE_TIMES[phase] += time.perf_counter() - started
-
-    return wrapper
 
 
 def make_engine(args: argparse.Namespace, speculate: bool) -> LLMEngine:
@@ -110,13 +98,28 @@ def synchronize(engine: LLMEngine) -> None:
         torch.cuda.synchronize(engine.device)
 
 
+@contextlib.contextmanager
+def hidden_syncs(engine: LLMEngine, mode: str | None) -> Iterator[None]:
+    """With `mode` ('warn' or 'error') on CUDA, PyTorch reports every operation inside that waits for the
+    device (a blocking upload, `.item()`, `.tolist()` of a device tensor): a step should wait only
+    for its sampled tokens' event."""
+    if mode is None or engine.device.type != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def run(engine: LLMEngine, args: argparse.Namespace, tag: str) -> list[dict[str, float]]:
     """Generate `args.steps` steady steps of one stream; the ms of each phase and of the whole step, and
     the tokens it emitted, of every verify step (or, without speculation, every decode step)."""
     if args.model is None:
         prompt = [FIRST + i % PERIOD for i in range(args.prompt_len)]
-    else:  # a random model's greedy output loops soon: n-gram lookup then catches it
-        prompt = [FIRST + (i * 7919) % 5000 for i in range(args.prompt_len)]
+    else:  # bench/spec_decode.py's copy workload (a random model's output loops: n-gram catches that)
+        prompt = CopyWorkload("copy").requests(engine.tokenizer)[0][0]
     params = SamplingParams(temperature=0, max_tokens=args.steps * (args.k + 1), ignore_eos=True)
     engine.add_request(tag, prompt, params, stream=True)
     for _ in range(args.warmup):
@@ -128,7 +131,8 @@ def run(engine: LLMEngine, args: argparse.Namespace, tag: str) -> list[dict[str,
         before, drafts = seq.num_tokens, engine.stats.spec_drafts
         synchronize(engine)
         started = time.perf_counter()
-        engine.step()
+        with hidden_syncs(engine, args.sync_debug):
+            engine.step()
         synchronize(engine)
         elapsed = time.perf_counter() - started
         if (engine.stats.spec_drafts > drafts) == (engine.speculator is not None):
@@ -143,10 +147,11 @@ def main() -> None:
     parser.add_argument("--model", help="a real model (GPU); default: random:qwen3-tiny with a stub forward")
     parser.add_argument("--k", type=int, default=4, help="num_speculative_tokens")
     parser.add_argument("--no-adaptive", action="store_true", help="speculate k tokens every step")
-    parser.add_argument("--prompt-len", type=int, default=1000)
+    parser.add_argument("--prompt-len", type=int, default=1000, help="of the stub's prompt")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (medians over all their steps)")
+    parser.add_argument("--sync-debug", choices=("warn", "error"), help="CUDA: report hidden syncs in steps")
     parser.add_argument("--profile", action="store_true", help="cProfile's top entries of each case")
     args = parser.parse_args()
     columns = (*PHASES, "step")

@@ -43,9 +43,8 @@ class NgramIndex:
         """Index the occurrences that end before one of `tokens` (so that a token follows them)."""
         length, ends = len(tokens), self._ends
         for n in self.sizes:
-            first = max(self._indexed, n)
-            grams = zip(*(tokens[first - n + i : length - n + i] for i in range(n)))
-            for end, gram in enumerate(grams, first):
+            for end in range(max(self._indexed, n), length):
+                gram = tuple(tokens[end - n : end])
                 found = ends.get(gram)
                 if found is None:
                     ends[gram] = [end]
