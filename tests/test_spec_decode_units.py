@@ -244,6 +244,16 @@ def test_greedy_acceptance_takes_proposals_up_to_the_first_miss_then_the_target(
     assert rows == [0, 1, 2, 3, 4, 7, 8]
 
 
+def test_emitted_run_ends_at_the_first_row_off_its_proposal_or_at_no_token() -> None:
+    """Greedy rows hold the target's token (the run ends at the first that differs from its proposal);
+    sampled rows after a rejection hold NO_TOKEN, which also ends it, even when the rejected row's
+    replacement happens to be the proposal itself."""
+    seq = make_seq([1, 2])
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, 4, 9])[0]] == [3, 4, 9]
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, 8, 9])[0]] == [3, 8]
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, NO_TOKEN, NO_TOKEN])[0]] == [3]
+
+
 def test_greedy_verification_uploads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A greedy batch is verified from the target's argmax alone: no host list becomes a device tensor
     (on CUDA, `torch.tensor(list, device=...)` waits for the forward pass to finish)."""
