@@ -3,6 +3,8 @@ acceptance rule, the output distribution of rejection sampling, and the K/V roll
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -43,8 +45,36 @@ def test_ngram_longest_match_is_capped_by_max_n() -> None:
     assert NgramProposer(2, 2).propose(make_seq(tokens), 2) == [7, 3]
 
 
+def _ngram_reference(tokens: list[int], k: int, min_n: int, max_n: int) -> list[int]:
+    """The proposal rule spelled out: the longest suffix (min_n..max_n) that occurred before with a token
+    after it; of its occurrences the latest with k tokens after it, else the earliest."""
+    for n in range(min(max_n, len(tokens) - 1), min_n - 1, -1):
+        suffix = tokens[len(tokens) - n :]
+        ends = [end for end in range(n, len(tokens)) if tokens[end - n : end] == suffix]
+        if ends and k > 0:
+            with_room = [end for end in ends if end <= len(tokens) - k]
+            end = with_room[-1] if with_room else ends[0]
+            return tokens[end : end + k]
+    return []
+
+
+def test_ngram_index_matches_the_rule_as_the_sequence_grows() -> None:
+    """The incremental index, probed after every appended token (one or several at a time, as verify
+    steps append), proposes what a scan of the whole sequence does."""
+    rng = random.Random(0)
+    for trial in range(20):
+        min_n, max_n = rng.choice([(1, 2), (2, 3), (2, 4), (3, 3)])
+        proposer = NgramProposer(min_n, max_n)
+        seq = make_seq([rng.randrange(6) for _ in range(rng.randrange(1, 12))])
+        for _ in range(40):
+            k = rng.randrange(0, 6)
+            assert proposer.propose(seq, k) == _ngram_reference(seq.token_ids, k, min_n, max_n), trial
+            for _ in range(rng.randrange(1, 4)):
+                seq.append_token(rng.randrange(6))
+
+
 def test_ngram_lookup_follows_a_growing_sequence() -> None:
-    """The numpy copy of the tokens grows with the sequence, past its first capacity."""
+    """The index grows with the sequence."""
     proposer = NgramProposer(2, 4)
     seq = make_seq([9, 8, 7])
     assert proposer.propose(seq, 3) == []
@@ -208,10 +238,34 @@ def test_greedy_acceptance_takes_proposals_up_to_the_first_miss_then_the_target(
     # target argmax per row:  seq 0: 3 4 | 7   seq 1: 3 0 5 | 1   seq 2: 2   seq 3: 1 | 6
     logits = _logits_preferring([3, 4, 7, 3, 0, 5, 1, 2, 1, 6])
     tokens = sampler(logits, seqs, proposals).tolist()
-    assert tokens == [3, 4, 7, 3, 0, NO_TOKEN, NO_TOKEN, 2, 1, NO_TOKEN]
+    assert tokens == [3, 4, 7, 3, 0, 5, 1, 2, 1, 6]  # greedy: the target's argmax, cut on the host
     pairs, rows = emitted_tokens(seqs, proposals, tokens)
     assert [(seqs.index(s), t) for s, t in pairs] == [(0, 3), (0, 4), (0, 7), (1, 3), (1, 0), (2, 2), (3, 1)]
     assert rows == [0, 1, 2, 3, 4, 7, 8]
+
+
+def test_emitted_run_ends_at_the_first_row_off_its_proposal_or_at_no_token() -> None:
+    """Greedy rows hold the target's token (the run ends at the first that differs from its proposal);
+    sampled rows after a rejection hold NO_TOKEN, which also ends it, even when the rejected row's
+    replacement happens to be the proposal itself."""
+    seq = make_seq([1, 2])
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, 4, 9])[0]] == [3, 4, 9]
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, 8, 9])[0]] == [3, 8]
+    assert [t for _, t in emitted_tokens([seq], [[3, 4]], [3, NO_TOKEN, NO_TOKEN])[0]] == [3]
+
+
+def test_greedy_verification_uploads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A greedy batch is verified from the target's argmax alone: no host list becomes a device tensor
+    (on CUDA, `torch.tensor(list, device=...)` waits for the forward pass to finish)."""
+    sampler = RejectionSampler(Sampler(torch.device("cpu"), 0, ()))
+    seqs = [make_seq([1, 2], temperature=0) for _ in range(2)]
+    logits = _logits_preferring([3, 4, 7, 1, 6])
+
+    def no_upload(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a greedy verify step built a tensor from a host list")
+
+    monkeypatch.setattr(torch, "tensor", no_upload)
+    assert sampler(logits, seqs, [[3, 4], [6]]).tolist() == [3, 4, 7, 1, 6]
 
 
 def test_verification_applies_min_tokens_per_row() -> None:
@@ -221,7 +275,8 @@ def test_verification_applies_min_tokens_per_row() -> None:
     seq = make_seq([1, 2], temperature=0, min_tokens=2)
     logits = _logits_preferring([3, eos, eos])  # the raw argmax is EOS after the first proposal
     logits[:, 5] = 4.0  # the runner-up
-    assert sampler(logits, [seq], [[3, eos]]).tolist() == [3, 5, NO_TOKEN]
+    pairs, _ = emitted_tokens([seq], [[3, eos]], sampler(logits, [seq], [[3, eos]]).tolist())
+    assert [token for _, token in pairs] == [3, 5]
     seq_done = make_seq([1, 2], temperature=0, min_tokens=1)  # the second row may end the sequence
     assert sampler(logits, [seq_done], [[3, eos]]).tolist() == [3, eos, eos]
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Protocol, runtime_checkable
-
-import numpy as np
 
 from tokenmill.engine.sequence import Sequence
 
@@ -29,23 +28,44 @@ class BatchProposer(Protocol):
         ...
 
 
-class TokenArray:
-    """An append-only numpy copy of a sequence's token ids, so each step converts only the new tokens."""
+class NgramIndex:
+    """Where every n-gram of a sequence (min_n <= n <= max_n tokens) occurs, by its end, kept up to date
+    as the sequence grows: a step indexes only the tokens it appended (token ids are append-only), and
+    a lookup is one dictionary probe per n instead of a scan of the whole context."""
 
-    def __init__(self) -> None:
-        self._buffer = np.empty(0, dtype=np.int64)
-        self._length = 0
+    def __init__(self, min_n: int, max_n: int) -> None:
+        self.bounds = (min_n, max_n)
+        self.sizes = range(max_n, min_n - 1, -1)  # longest first: the longest match wins
+        self._ends: dict[tuple[int, ...], list[int]] = {}  # n-gram -> (exclusive) ends, ascending
+        self._indexed = 1  # occurrences ending before this are indexed
 
-    def sync(self, token_ids: list[int]) -> np.ndarray:
-        length = len(token_ids)
-        if length > len(self._buffer):
-            grown = np.empty(max(2 * len(self._buffer), length, 256), dtype=np.int64)
-            grown[: self._length] = self._buffer[: self._length]
-            self._buffer = grown
-        if length > self._length:
-            self._buffer[self._length : length] = token_ids[self._length :]
-            self._length = length
-        return self._buffer[:length]
+    def update(self, tokens: list[int]) -> None:
+        """Index the occurrences that end before one of `tokens` (so that a token follows them)."""
+        length, ends = len(tokens), self._ends
+        for n in self.sizes:
+            for end in range(max(self._indexed, n), length):
+                gram = tuple(tokens[end - n : end])
+                found = ends.get(gram)
+                if found is None:
+                    ends[gram] = [end]
+                else:
+                    found.append(end)
+        self._indexed = max(self._indexed, length)
+
+    def lookup(self, tokens: list[int], max_tokens: int) -> list[int]:
+        """The proposal for `tokens` (indexed up to their end): what followed the longest earlier
+        occurrence of their suffix, its latest occurrence with `max_tokens` tokens after it, else its
+        earliest."""
+        length = len(tokens)
+        if max_tokens <= 0:
+            return []
+        for n in self.sizes:
+            ends = self._ends.get(tuple(tokens[length - n :])) if n < length else None
+            if ends:
+                latest_with_room = bisect_right(ends, length - max_tokens)
+                end = ends[latest_with_room - 1] if latest_with_room else ends[0]
+                return tokens[end : end + max_tokens]
+        return []
 
 
 class NgramProposer:
@@ -54,38 +74,17 @@ class NgramProposer:
     one with `max_tokens` tokens after it, else the earliest (a loop's latest turn is cut short).
     Copying, editing and quoting reuse long runs of the prompt, which this catches for free.
 
-    One numpy comparison over the sequence finds the earlier occurrences of the last token; the match
-    is then extended backwards only at those."""
+    Each sequence keeps an `NgramIndex` of its tokens, so a step's lookup costs a few dictionary
+    operations per appended token, whatever the context's length."""
 
     def __init__(self, min_n: int, max_n: int) -> None:
         self.min_n = min_n
         self.max_n = max_n
 
     def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
-        if not isinstance(seq.proposer_state, TokenArray):
-            seq.proposer_state = TokenArray()
-        return self.lookup(seq.proposer_state.sync(seq.token_ids), max_tokens)
-
-    def lookup(self, tokens: np.ndarray, max_tokens: int) -> list[int]:
-        """The proposal for a sequence of `tokens`."""
-        length = len(tokens)
-        if max_tokens <= 0 or length <= self.min_n:
-            return []
-        # ends: (exclusive) ends of earlier occurrences of the suffix, at most length - 1 so that a
-        # token follows; matched: how many of the suffix's last tokens each occurrence shares.
-        ends = np.flatnonzero(tokens[: length - 1] == tokens[length - 1]) + 1
-        matched = np.ones(len(ends), dtype=np.int64)
-        alive = np.ones(len(ends), dtype=bool)
-        for offset in range(2, self.max_n + 1):
-            starts = ends - offset
-            alive &= (starts >= 0) & (tokens[np.maximum(starts, 0)] == tokens[length - offset])
-            if not alive.any():
-                break
-            matched += alive
-        best = matched.max(initial=0)
-        if best < self.min_n:
-            return []
-        candidates = ends[matched == best]
-        with_room = candidates[candidates <= length - max_tokens]
-        end = int(with_room[-1] if len(with_room) else candidates[0])
-        return tokens[end : end + max_tokens].tolist()
+        index = seq.proposer_state
+        if not isinstance(index, NgramIndex) or index.bounds != (self.min_n, self.max_n):
+            index = seq.proposer_state = NgramIndex(self.min_n, self.max_n)
+        tokens = seq.token_ids
+        index.update(tokens)
+        return index.lookup(tokens, max_tokens)

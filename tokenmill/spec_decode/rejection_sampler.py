@@ -61,27 +61,28 @@ class RejectionSampler:
         self, logits: torch.Tensor, seqs: list[Sequence], proposals: list[list[int]]
     ) -> torch.Tensor:
         """logits: [sum(len(d) + 1 for d in proposals), vocab], each sequence's rows in order.
-        Returns a token per row: accepted proposals, then the target's token, then NO_TOKEN."""
-        device = logits.device
+        Returns a token per row: the one the row emits if every proposal before it was accepted (the
+        proposal itself where accepted, else the target's token), NO_TOKEN after a sampled rejection.
+        `emitted_tokens` ends each sequence's run at its first row that is not its proposal, so a
+        greedy batch needs only the target's argmax on the device: no proposals uploaded, no sync."""
         rows = verify_rows(seqs, proposals)
+        logits = self.sampler.adjust(logits, rows)
+        target = logits.argmax(dim=-1)
+        if all(row.params.greedy for row in rows):
+            return target
+        device = logits.device
         draft_list: list[int] = []
         first_rows: list[int] = []
         for draft in proposals:
             first_rows += [len(draft_list)] * (len(draft) + 1)
             draft_list += [*draft, NO_TOKEN]
-        draft = torch.tensor(draft_list, device=device)
+        draft = _upload(draft_list, device)
         has_draft = draft != NO_TOKEN
-        logits = self.sampler.adjust(logits, rows)
-        target = logits.argmax(dim=-1)
-        if all(row.params.greedy for row in rows):
-            accept, correction = draft == target, target
-        else:
-            accept, correction = self._sample_rows(logits, rows, draft, has_draft, target)
+        accept, correction = self._sample_rows(logits, rows, draft, has_draft, target)
         token = torch.where(accept, draft, correction)
         rejected = (~accept).long()
         rejected_before = rejected.cumsum(0) - rejected
-        first = torch.tensor(first_rows, device=device)
-        emitted = rejected_before == rejected_before[first]
+        emitted = rejected_before == rejected_before[_upload(first_rows, device)]
         return torch.where(emitted, token, NO_TOKEN)
 
     def _sample_rows(
@@ -101,7 +102,7 @@ class RejectionSampler:
         # A rejected draft that held (to rounding) all of the mass leaves nothing: draw from p itself.
         residual = torch.where(residual.sum(dim=-1, keepdim=True) > 0, residual, probs)
         sampled = self.sampler.draw(residual, rows)
-        greedy = torch.tensor([row.params.greedy for row in rows], device=logits.device)
+        greedy = _upload([row.params.greedy for row in rows], logits.device)
         accept = torch.where(greedy, draft == target, accept_sampled)
         return accept, torch.where(greedy, target, sampled)
 
@@ -116,15 +117,25 @@ class RejectionSampler:
 def emitted_tokens(
     seqs: list[Sequence], proposals: list[list[int]], tokens: list[int]
 ) -> tuple[list[tuple[Sequence, int]], list[int]]:
-    """The (sequence, token) pairs a verified step emits, in order, and the logit row of each."""
+    """The (sequence, token) pairs a verified step emits, in order, and the logit row of each: each
+    sequence's rows up to and including the first whose token is not its proposal (the target's own)."""
     pairs: list[tuple[Sequence, int]] = []
     rows: list[int] = []
     start = 0
     for seq, draft in zip(seqs, proposals):
-        for row in range(start, start + len(draft) + 1):
-            if tokens[row] == NO_TOKEN:
+        for row, proposed in zip(range(start, start + len(draft) + 1), [*draft, NO_TOKEN]):
+            token = tokens[row]
+            if token == NO_TOKEN:
                 break
-            pairs.append((seq, tokens[row]))
+            pairs.append((seq, token))
             rows.append(row)
+            if token != proposed:
+                break
         start += len(draft) + 1
     return pairs, rows
+
+
+def _upload(values: list, device: torch.device) -> torch.Tensor:
+    """A small host list on the device without waiting for the device (a plain `torch.tensor(...,
+    device=...)` synchronizes the stream, which would stall the host until the forward pass is done)."""
+    return torch.tensor(values).to(device, non_blocking=True)

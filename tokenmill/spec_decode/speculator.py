@@ -18,6 +18,8 @@ are mostly accepted, so:
 
 from __future__ import annotations
 
+import functools
+
 from tokenmill.config import EngineConfig
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
@@ -76,7 +78,7 @@ class Speculator:
                 rooms.append(room)
                 budget -= room
         proposer = self.proposer
-        if isinstance(proposer, BatchProposer):
+        if _proposes_in_batches(type(proposer)):
             drafts = proposer.propose_batch(eligible, rooms) if eligible else []
         else:
             drafts = [proposer.propose(seq, room) for seq, room in zip(eligible, rooms)]
@@ -89,7 +91,7 @@ class Speculator:
 
     def release(self, seq: Sequence) -> None:
         """`seq` finished or was preempted: a proposer's state for it goes."""
-        if isinstance(self.proposer, BatchProposer):
+        if _proposes_in_batches(type(self.proposer)):
             self.proposer.release(seq)
 
     def step_tokens(self, num_seqs: int = 1) -> int:
@@ -133,6 +135,13 @@ class Speculator:
             self.gain = break_even  # after the pause, one probe decides
         elif gain >= break_even:
             self._pause = MIN_PAUSE
+
+
+@functools.cache
+def _proposes_in_batches(proposer_type: type) -> bool:
+    """Whether a proposer class is a `BatchProposer`: a protocol check walks the class's attributes, so
+    it is made once per class rather than per step."""
+    return issubclass(proposer_type, BatchProposer)
 
 
 def build_speculator(config: EngineConfig, draft: BatchProposer | None = None) -> Speculator | None:
