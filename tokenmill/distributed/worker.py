@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, decode_lora_fill, decode_step, staged_in
+from tokenmill.distributed.control import ControlReceiver, LoRAFill
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
 from tokenmill.distributed.watchdog import print_stacks_on_signal
@@ -69,22 +69,16 @@ def serve_steps(
     runner: ModelRunner, tp: TensorParallel, control: Connection, lora: LoRAModel | None = None
 ) -> None:
     previous_sampled: torch.Tensor | None = None
-    staging = runner.inputs.staging
-    stage = staged_in(staging)
+    receiver = ControlReceiver(control, runner.inputs.staging)
     while True:
-        try:
-            data = control.recv_bytes()
-        except EOFError:  # rank 0 is gone
+        message = receiver.receive(previous_sampled)
+        if message is None:  # rank 0 said so, or is gone
             return
-        if data == SHUTDOWN:
-            return
-        fill = decode_lora_fill(data)
-        if fill is not None:
+        if isinstance(message, LoRAFill):
             assert lora is not None, "rank 0 fills LoRA slots only with LoRA on"
-            lora.fill_slot(fill.slot, read_adapter(fill.name, fill.path, lora.max_rank))
+            lora.fill_slot(message.slot, read_adapter(message.name, message.path, lora.max_rank))
             continue
-        staging.next_step()
-        inputs, header = decode_step(data, previous_sampled, stage)
+        inputs, header = message
         tp.log.check(tp.rank, header.step, header.mark)
         with torch.inference_mode():
             runner.run_model(inputs, header.use_graph)
