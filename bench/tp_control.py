@@ -2,12 +2,14 @@
 
 Rank 0 builds real decode inputs (the engine's `InputBuilder`, sequences growing one token a step, a new
 KV block every `block_size` steps, continuation steps as async scheduling launches them) and sends them
-to one spawned worker through the engine's control channel; the worker receives and stages them as it
-does before its forward pass. Steps are sent every `--interval-ms` (a device step's time), so the
-figures are latencies, not a queue. Per batch size it prints the medians (and p90) of:
-  encode: rank 0's time to serialise a step; send: its time in the pipe write; bytes per message;
+through the engine's control channel; the worker's end receives and stages them as before its forward
+pass. Per batch size it prints the medians (and p90, min) of, first with both ends in one process:
+  rank0: rank 0's time to encode a step and write it to the pipe; worker: the time to read and stage it;
+then with a spawned worker, the steps sent every `--interval-ms` (a device step's time, so the figures
+are latencies, not a queue): bytes per message (the median: a continuation step's; the largest: the
+  first, with the whole block table);
   ready: from rank 0's encode start to the worker's inputs staged (what delays the worker's launch);
-  decode: the worker's time from the message's arrival to staged inputs.
+  decode: the worker's time from the message's arrival (its pipe readable) to staged inputs.
 Clocks: both processes read CLOCK_MONOTONIC (`time.perf_counter` on Linux), so `ready` spans them.
 Usage: PYTHONPATH=. python bench/tp_control.py [--batches 1 256] [--context 1024] [--device cpu|cuda]
 """
@@ -18,35 +20,36 @@ import argparse
 import json
 import multiprocessing as mp
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 import numpy as np
 import torch
 
-from tokenmill.distributed.control import StepHeader, decode_step, encode_step, staged_in
+from tokenmill.distributed.control import ControlReceiver, ControlSender
+from tokenmill.distributed.step_message import StepEncoder, StepHeader
 from tokenmill.engine.block_table import BlockTable
 from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
-from tokenmill.engine.step_inputs import InputBuilder
+from tokenmill.engine.step_inputs import InputBuilder, StepInputs
 from tokenmill.sampling_params import SamplingParams
 
 MAX_NUM_SEQS = 256
 
 
 def _worker(device: str, receive: Connection, results: Connection) -> None:
-    staging = HostStaging(torch.device(device))
-    stage = staged_in(staging)
+    receiver = ControlReceiver(receive, HostStaging(torch.device(device)))
     previous = torch.zeros(MAX_NUM_SEQS, dtype=torch.long)
     stamps = []
     results.send("ready")
     while True:
-        data = receive.recv_bytes()
+        receive.poll(None)
         arrived = time.perf_counter()
-        if data == b"stop":
+        message = receiver.receive(previous)
+        if message is None:
             break
-        staging.next_step()
-        _, header = decode_step(data, previous, stage)
+        _, header = message
         stamps.append((header.step, arrived, time.perf_counter()))
     results.send(stamps)
 
@@ -54,16 +57,36 @@ def _worker(device: str, receive: Connection, results: Connection) -> None:
 def _sequences(batch: int, context: int, block_size: int) -> list[Sequence]:
     seqs = []
     params = SamplingParams(temperature=0)
-    blocks = -(-(context + 1) // block_size)
-    for index in range(batch):
-        seq = Sequence(str(index), 0, [1] * context, params, torch.device("cpu"))
-        seq.block_ids = list(range(index * 1000, index * 1000 + blocks))
-        seq.num_computed_tokens = context - 1
+    for index in range(batch):  # contexts staggered, so their new blocks come at different steps
+        tokens = context + index % block_size
+        seq = Sequence(str(index), 0, [1] * tokens, params, torch.device("cpu"))
+        seq.block_ids = list(range(index * 1000, index * 1000 + -(-(tokens + 1) // block_size)))
+        seq.num_computed_tokens = tokens - 1
         seqs.append(seq)
     return seqs
 
 
-def measure(batch: int, args: argparse.Namespace) -> dict[str, float]:
+def _decode_steps(batch: int, args: argparse.Namespace, device: torch.device) -> Iterator[StepInputs]:
+    """The inputs of `args.steps` decode steps of `batch` sequences, as async scheduling launches them."""
+    max_blocks = -(-args.max_model_len // args.block_size)
+    null_block = 1000 * MAX_NUM_SEQS
+    builder = InputBuilder(BlockTable(args.block_size, MAX_NUM_SEQS, max_blocks, null_block), device)
+    seqs = _sequences(batch, args.context, args.block_size)
+    token_source = torch.zeros(batch, dtype=torch.long, device=device)
+    for step in range(1, args.steps + 1):
+        for seq in seqs:  # the scheduler's part: a new block when the last one is full
+            if seq.num_computed_tokens >= len(seq.block_ids) * args.block_size:
+                seq.block_ids.append(seq.block_ids[-1] + 1)
+        continues = step % args.fresh_every != 0
+        scheduled = ScheduledBatch(list(seqs), [1] * batch, batch)
+        yield builder.build_inputs(scheduled, token_source if continues else None, batch)
+        for seq in seqs:
+            seq.num_computed_tokens += 1
+            seq.token_ids.append(0)
+
+
+def across_processes(batch: int, args: argparse.Namespace) -> dict[str, float]:
+    """Paced steps to a spawned worker: what the worker's launch waits for."""
     context = mp.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     results_in, results_out = context.Pipe(duplex=False)
@@ -72,45 +95,52 @@ def measure(batch: int, args: argparse.Namespace) -> dict[str, float]:
     worker = context.Process(target=_worker, args=(worker_device, receive, results_out))
     worker.start()
     results_in.recv()  # the worker is up: no step waits for its start-up
-    max_blocks = -(-args.max_model_len // args.block_size)
-    null_block = 1000 * MAX_NUM_SEQS
-    builder = InputBuilder(BlockTable(args.block_size, MAX_NUM_SEQS, max_blocks, null_block), device)
-    seqs = _sequences(batch, args.context, args.block_size)
-    token_source = torch.zeros(batch, dtype=torch.long, device=device)
+    sender, sizer = ControlSender([send]), StepEncoder()  # the sizer's messages are the sender's
     sent = []
-    for step in range(1, args.steps + 1):
-        for seq in seqs:  # the scheduler's part: a new block when the last one is full
-            if seq.num_computed_tokens >= len(seq.block_ids) * args.block_size:
-                seq.block_ids.append(seq.block_ids[-1] + 1)
-        continues = step % args.fresh_every != 0
-        scheduled = ScheduledBatch(list(seqs), [1] * batch, batch)
-        inputs = builder.build_inputs(scheduled, token_source if continues else None, batch)
+    for step, inputs in enumerate(_decode_steps(batch, args, device), start=1):
+        header = StepHeader(step, True, (step, 0))
         started = time.perf_counter()
-        data = encode_step(inputs, StepHeader(step, True, (step, 0)))
-        encoded = time.perf_counter()
-        send.send_bytes(data)
-        sent.append((started, encoded - started, time.perf_counter() - encoded, len(data)))
-        for seq in seqs:
-            seq.num_computed_tokens += 1
-            seq.token_ids.append(0)
+        sender.send_step(inputs, header)
+        sent.append((started, len(sizer.encode(inputs, header))))
         time.sleep(max(0.0, started + args.interval_ms / 1000 - time.perf_counter()))
-    send.send_bytes(b"stop")
+    sender.send_shutdown()
     stamps = results_in.recv()
     worker.join()
     skip = args.steps // 10  # warm-up
-    ready = [stamp[2] - sent[stamp[0] - 1][0] for stamp in stamps][skip:]
-    decode = [stamp[2] - stamp[1] for stamp in stamps][skip:]
-    encode, send_s, sizes = (np.array(column[skip:]) for column in list(zip(*sent))[1:])
-    us = 1e6
+    ready = np.array([stamp[2] - sent[stamp[0] - 1][0] for stamp in stamps][skip:]) * 1e6
+    decode = np.array([stamp[2] - stamp[1] for stamp in stamps][skip:]) * 1e6
+    sizes = np.array([size for _, size in sent][skip:])
     return {
-        "batch": batch,
-        "encode_us": float(np.median(encode) * us),
-        "send_us": float(np.median(send_s) * us),
         "bytes_continuation": int(np.median(sizes)),
         "bytes_max": int(sizes.max()),
-        "ready_us": float(np.median(ready) * us),
-        "ready_p90_us": float(np.percentile(ready, 90) * us),
-        "decode_us": float(np.median(decode) * us),
+        "ready_us": float(np.median(ready)),
+        "ready_p90_us": float(np.percentile(ready, 90)),
+        "decode_us": float(np.median(decode)),
+    }
+
+
+def in_process(batch: int, args: argparse.Namespace) -> dict[str, float]:
+    """Both ends in this process, unpaced: each side's own CPU time per step (send, then receive),
+    without the wake-ups of a second process; the least figure is the least disturbed."""
+    device = torch.device(args.device)
+    rank0_end, worker_end = mp.Pipe(duplex=True)  # a socket pair: room for a whole first message
+    sender, receiver = ControlSender([rank0_end]), ControlReceiver(worker_end, HostStaging(device))
+    previous = torch.zeros(MAX_NUM_SEQS, dtype=torch.long)
+    rank0, worker = [], []
+    for step, inputs in enumerate(_decode_steps(batch, args, device), start=1):
+        started = time.perf_counter()
+        sender.send_step(inputs, StepHeader(step, True, (step, 0)))
+        sent = time.perf_counter()
+        receiver.receive(previous)
+        rank0.append(sent - started)
+        worker.append(time.perf_counter() - sent)
+    skip = args.steps // 10
+    rank0_us, worker_us = np.array(rank0[skip:]) * 1e6, np.array(worker[skip:]) * 1e6
+    return {
+        "rank0_us": float(np.median(rank0_us)),
+        "rank0_min_us": float(rank0_us.min()),
+        "worker_us": float(np.median(worker_us)),
+        "worker_min_us": float(worker_us.min()),
     }
 
 
@@ -127,7 +157,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
-    rows = [measure(batch, args) for batch in args.batches]
+    rows = [{"batch": b, **in_process(b, args), **across_processes(b, args)} for b in args.batches]
     for row in rows:
         print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if args.out:
