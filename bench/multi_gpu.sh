@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14 on a 2-GPU machine (nvidia-h200-x2) in one call of at most ~8 minutes.
-#   1. bench/tp_probe.py: each collective pattern of a TP step alone (<= 20 s a stage): pins an NCCL hang
+#   1. bench/tp_probe.py: each collective pattern of a TP step alone (<= 20 s a stage): pins an NCCL hang;
+#      bench/tp_control.py: the control channel's host cost per decode step at batch 1 and 256 (~15 s)
 #   2. TP=2 smoke tests (Qwen3-0.6B, single stream), eager then with CUDA graphs, each under a 100 s limit:
 #      a step stuck 40 s prints every rank's stacks (the engine's watchdog); a start-up stuck past the
 #      limit gets SIGUSR1 (every tokenmill process prints its stacks) and is killed. Collectives traced.
@@ -49,6 +50,7 @@ guarded() {
 }
 
 guarded 120 tp-probe python bench/tp_probe.py --world-size 2 --stage-timeout 20
+run timeout 120 python bench/tp_control.py --device cuda --out "$LOGS/tp-control.json"
 
 smoke=(python -m tokenmill bench --workload single --model random:qwen3-0.6b --tensor-parallel-size 2
   --step-timeout-s 40 --collective-timeout-s 60 --no-save)

@@ -4,7 +4,9 @@ a single sequence: per kernel, its µs and launches per step, and the step's tot
 
 Usage: PYTHONPATH=. python bench/profile_step.py [--model M] [--workload single] [--no-small-batch-kernels]
 (`--workload single` profiles only the single stream and lists every kernel; run it with and without
-`--no-small-batch-kernels` to see what the fused small-batch path changes)."""
+`--no-small-batch-kernels` to see what the fused small-batch path changes). With
+`--tensor-parallel-size 2` the kernels are rank 0's: its GEMVs against its all-reduces, whose time
+includes waiting for the other rank."""
 
 from __future__ import annotations
 
@@ -73,15 +75,22 @@ def main() -> None:
     parser.add_argument("--model", default="random:qwen3-0.6b")
     parser.add_argument("--workload", choices=["all", "single"], default="all")
     parser.add_argument("--small-batch-kernels", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="kernels are rank 0's")
     args = parser.parse_args()
     max_num_seqs = 358 if args.workload == "all" else 8
-    llm = LLM(args.model, max_num_seqs=max_num_seqs, small_batch_kernels=args.small_batch_kernels)
+    llm = LLM(
+        args.model,
+        max_num_seqs=max_num_seqs,
+        small_batch_kernels=args.small_batch_kernels,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
     engine = llm.engine
     requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
     print(f"small-batch kernels: {'on' if args.small_batch_kernels else 'off'}")
     if args.workload == "all":
         large_batch(engine, requests)
     single_stream(engine, requests[0][0])
+    llm.shutdown()  # under tensor parallelism: graphs released before the process group
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tensor parallelism on CPU (gloo): how tensors split, the control message, and whole engines whose
+"""Tensor parallelism on CPU (gloo): how tensors split, and whole engines whose
 greedy tokens must equal a single rank's, with chunked prefill, prefix caching and preemption."""
 
 from __future__ import annotations
@@ -8,22 +8,18 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from tests.test_correctness import mixed_prompts
 from tokenmill import LLM, SamplingParams
 from tokenmill.config import ServerConfig
-from tokenmill.distributed.control import StepHeader, decode_step, encode_step, staged_in
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.distributed.sharding import check_splits, rank_units
 from tokenmill.distributed.vocab import VocabParallelEmbedding
 from tokenmill.distributed.workers import WorkerDiedError
-from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
-from tokenmill.engine.step_inputs import StepInputs
 from tokenmill.models.config import ModelConfig
 from tokenmill.quantization import UnquantizedMethod
 
@@ -78,30 +74,6 @@ def test_vocab_rows_are_padded_on_the_last_rank() -> None:
     full = torch.randn(10, 4)
     part = embedding.checkpoint_part(full)
     torch.testing.assert_close(part, torch.cat([full[8:], torch.zeros(2, 4)]), rtol=0, atol=0)
-
-
-def test_the_step_message_carries_arrays_not_sequences() -> None:
-    inputs = StepInputs(
-        input_ids=torch.tensor([5, 6, 7]), token_source=torch.tensor([1]), positions=torch.tensor([0, 1, 2]),
-        slot_mapping=torch.tensor([8, 9, 10]), seq_lens=torch.tensor([3], dtype=torch.int32),
-        query_start_loc=torch.tensor([0, 3], dtype=torch.int32), logits_indices=torch.tensor([2]),
-        block_tables=torch.tensor([[1]], dtype=torch.int32), num_seqs=1, num_decodes=0, query_lens=[3],
-        seq_lens_cpu=[3], sampling_seqs=[object()], width=1,  # type: ignore[list-item]
-    )  # fmt: skip
-    previous = torch.tensor([42])
-    header = StepHeader(step=7, use_graph=True, mark=(12, 0xABC))
-    decoded, received = decode_step(encode_step(inputs, header), previous)
-    assert received == header and decoded.sampling_seqs == [] and decoded.token_source is previous
-    assert decoded.block_tables.dtype == torch.int32 and decoded.query_lens == [3]
-    np.testing.assert_array_equal(decoded.slot_mapping.numpy(), [8, 9, 10])
-    staged, _ = decode_step(
-        encode_step(inputs, header), previous, staged_in(HostStaging(torch.device("cpu")))
-    )
-    torch.testing.assert_close(staged.block_tables, inputs.block_tables, rtol=0, atol=0)
-    fresh, _ = decode_step(encode_step(StepInputs(**{**vars(inputs), "token_source": None}), header), None)
-    assert fresh.token_source is None
-    with pytest.raises(RuntimeError, match="continuation"):
-        decode_step(encode_step(inputs, header), None)
 
 
 def test_mp_num_sets_the_tensor_parallel_size(monkeypatch) -> None:

@@ -1,53 +1,37 @@
-"""The control channel's one message per step: the step's inputs, as the input builder made them.
+"""The control channel from rank 0 to each tensor-parallel worker: one pipe message per step.
 
 Rank 0 builds a step's inputs once (scheduler, block tables, slots) and sends them to every worker,
-which runs the same forward pass on them. A message carries the batch's arrays, not its sequences, so
-its cost does not grow with per-sequence Python objects. A continuation step (launched before the
-previous step's tokens reached the host) carries no input tokens: each worker uses the tokens that
-rank 0 broadcast after sampling the previous step. Each message also carries its step number and
-rank 0's collective mark (`trace.py`), so a worker that went out of step stops before its next step.
+which runs the same forward pass on them. A step message is a flat binary layout (`step_message.py`):
+rank 0 writes it into one reused buffer and the worker receives it straight into its staging memory
+(pinned on CUDA), so neither side pickles or allocates per step, and the worker's host runs ahead of
+its device as rank 0's does. A continuation step (launched before the previous step's tokens reached
+the host) carries no input tokens: each worker uses the tokens that rank 0 broadcast after sampling
+the previous step. Each message also carries its step number and rank 0's collective mark
+(`trace.py`), so a worker that went out of step stops before its next step.
 
-With LoRA, rank 0 also sends `LoRAFill` messages: which adapter (by name and directory, read by each
-worker itself) goes into which resident slot. One is sent before the step that first uses the slot,
-and the pipe keeps them in order.
+With LoRA, rank 0 also sends `LoRAFill` messages (pickled: they are rare): which adapter (by name and
+directory, read by each worker itself) goes into which resident slot. One is sent before the step that
+first uses the slot, and the pipe keeps them in order. The first byte of every message says its kind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
-from collections.abc import Callable
-from typing import NamedTuple
+from multiprocessing import BufferTooShort
+from multiprocessing.connection import Connection
 
 import numpy as np
 import torch
 
-from tokenmill.distributed.trace import Mark
+from tokenmill.distributed.step_message import STEP, StepDecoder, StepEncoder, StepHeader
 from tokenmill.engine.host_staging import HostStaging
 from tokenmill.engine.step_inputs import StepInputs
 
-SHUTDOWN = b"shutdown"
-LORA_FILL = b"lora-fill:"
-
-_NOT_SENT = {"token_source", "sampling_seqs"}  # on the device, and rank 0's own
-
-Stage = Callable[[str, np.ndarray], torch.Tensor]  # a received array -> the host tensor the step reads
-
-
-class StepHeader(NamedTuple):
-    step: int  # rank 0's count of steps sent, from 1
-    use_graph: bool  # the step replays a CUDA graph
-    mark: Mark  # rank 0's collectives before this step
-
-
-def encode_step(inputs: StepInputs, header: StepHeader) -> bytes:
-    fields = {
-        field.name: _host_value(getattr(inputs, field.name))
-        for field in dataclasses.fields(StepInputs)
-        if field.name not in _NOT_SENT
-    }
-    message = (fields, inputs.token_source is not None, tuple(header))
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+LORA_FILL = 1
+SHUTDOWN = 2
+_FIRST_CAPACITY = 4096  # bytes; the receive buffer grows to the largest message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,43 +41,74 @@ class LoRAFill:
     path: str
 
 
-def encode_lora_fill(fill: LoRAFill) -> bytes:
-    return LORA_FILL + pickle.dumps(fill, protocol=pickle.HIGHEST_PROTOCOL)
+Received = tuple[StepInputs, StepHeader] | LoRAFill | None
 
 
-def decode_lora_fill(data: bytes) -> LoRAFill | None:
-    """The fill a message carries, or None if it is another message."""
-    return pickle.loads(data[len(LORA_FILL) :]) if data.startswith(LORA_FILL) else None
+class ControlSender:
+    """Rank 0's end of every worker's pipe."""
+
+    def __init__(self, connections: list[Connection]) -> None:
+        self._connections = connections
+        self._encoder = StepEncoder()
+
+    def send_step(self, inputs: StepInputs, header: StepHeader) -> None:
+        self._send(self._encoder.encode(inputs, header))
+
+    def send_lora_fill(self, fill: LoRAFill) -> None:
+        self._send(bytes([LORA_FILL]) + pickle.dumps(fill, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def send_shutdown(self) -> None:
+        """Tell every worker still listening to exit."""
+        for connection in self._connections:
+            with contextlib.suppress(OSError):  # that worker is gone already
+                connection.send_bytes(bytes([SHUTDOWN]))
+
+    def _send(self, message: bytes | memoryview) -> None:
+        """Raises OSError if a worker's end is closed."""
+        for connection in self._connections:
+            connection.send_bytes(message)
 
 
-def staged_in(staging: HostStaging) -> Stage:
-    """Received arrays copied into the worker's staging buffers: pinned on CUDA, so the step's uploads
-    stay asynchronous and the worker's host runs ahead of its device as rank 0's does."""
+class ControlReceiver:
+    """A worker's end of its pipe. Messages land in the current set of the worker's `HostStaging`; a
+    step moves on to the other set first, so a step's message stays untouched until the device has
+    read it (the staging's rule), while a LoRA fill or shutdown takes no set."""
 
-    def stage(name: str, value: np.ndarray) -> torch.Tensor:
-        return staging.fill(name, value, torch.from_numpy(value).dtype)
+    def __init__(self, connection: Connection, staging: HostStaging) -> None:
+        self._connection = connection
+        self._staging = staging
+        self._decoder = StepDecoder()
+        self._capacity = _FIRST_CAPACITY
+        self._set_used = True  # the current staging set holds a step that may still be read
 
-    return stage
+    def receive(self, previous_sampled: torch.Tensor | None) -> Received:
+        """The next step (its inputs, with `previous_sampled` as a continuation's input tokens, and its
+        header), a LoRA fill, or None once rank 0 says to stop or is gone."""
+        if self._set_used:
+            self._staging.next_step()
+            self._set_used = False
+        try:
+            message = self._receive_bytes()
+        except EOFError:
+            return None
+        kind = int(message[0])
+        if kind == SHUTDOWN:
+            return None
+        if kind == LORA_FILL:
+            return pickle.loads(message[1:].numpy().tobytes())
+        if kind != STEP:
+            raise ValueError(f"unknown control message kind {kind}")
+        self._set_used = True
+        return self._decoder.decode(message, previous_sampled, self._staging)
 
-
-def decode_step(
-    data: bytes, previous_sampled: torch.Tensor | None, stage: Stage | None = None
-) -> tuple[StepInputs, StepHeader]:
-    """The step's inputs (their token source: `previous_sampled`, for a continuation) and its header.
-    `stage` places the arrays (default: tensors over the received memory)."""
-    fields, continues, header = pickle.loads(data)
-    if continues and previous_sampled is None:
-        raise RuntimeError("a continuation step arrived before any sampled tokens")
-    arrays = {name: value for name, value in fields.items() if isinstance(value, np.ndarray)}
-    stage = stage or (lambda _, value: torch.from_numpy(value))
-    tensors = {name: stage(name, value) for name, value in arrays.items()}
-    inputs = StepInputs(
-        **{**fields, **tensors},
-        token_source=previous_sampled if continues else None,
-        sampling_seqs=[],
-    )
-    return inputs, StepHeader(*header)
-
-
-def _host_value(value: object) -> object:
-    return value.numpy() if isinstance(value, torch.Tensor) else value
+    def _receive_bytes(self) -> torch.Tensor:
+        buffer = self._staging.tensor("control", self._capacity, torch.uint8)
+        try:
+            size = self._connection.recv_bytes_into(buffer.numpy())
+        except BufferTooShort as short:
+            data = short.args[0]
+            size = len(data)
+            self._capacity = max(self._capacity, 2 * size)
+            buffer = self._staging.tensor("control", self._capacity, torch.uint8)
+            buffer.numpy()[:size] = np.frombuffer(data, dtype=np.uint8)
+        return buffer[:size]

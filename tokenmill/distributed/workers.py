@@ -19,7 +19,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from multiprocessing.connection import wait
@@ -27,13 +27,14 @@ from multiprocessing.connection import wait
 import torch
 
 from tokenmill.config import EngineConfig
-from tokenmill.distributed.control import SHUTDOWN, LoRAFill, StepHeader, encode_lora_fill, encode_step
+from tokenmill.distributed.control import ControlSender, LoRAFill
 from tokenmill.distributed.group import (
     SINGLE_RANK,
     TensorParallel,
     destroy_tensor_parallel,
     init_tensor_parallel,
 )
+from tokenmill.distributed.step_message import StepHeader
 from tokenmill.distributed.trace import tracing
 from tokenmill.distributed.watchdog import StepWatchdog, bounded, print_stacks_on_signal
 from tokenmill.distributed.worker import rank_device, run_worker
@@ -62,7 +63,7 @@ class TensorParallelWorkers:
         """Spawn the workers and join their group as rank 0 (returns once every rank has joined)."""
         context = mp.get_context("spawn")
         port = free_port()
-        self._controls = []
+        controls = []
         self.processes = []
         for rank in range(1, config.tensor_parallel_size):
             receive, send = context.Pipe(duplex=False)
@@ -75,7 +76,8 @@ class TensorParallelWorkers:
             process.start()
             receive.close()
             self.processes.append(process)
-            self._controls.append(send)
+            controls.append(send)
+        self._control = ControlSender(controls)
         self.failure: WorkerDiedError | None = None
         self.on_death: Callable[[WorkerDiedError], None] = _exit_process
         self._stopping = threading.Event()
@@ -110,17 +112,19 @@ class TensorParallelWorkers:
         header = StepHeader(self._steps_sent, use_graph, self.tp.log.mark())
         if self._trace:
             logger.info("rank 0 step #%d sent: graph=%s, collectives %s", *header)
-        self._send(encode_step(inputs, header))
+        with self._sending():
+            self._control.send_step(inputs, header)
 
     def fill_lora_slot(self, fill: LoRAFill) -> None:
         """Every worker puts the adapter into the slot too (before any step that uses it)."""
-        self._send(encode_lora_fill(fill))
+        with self._sending():
+            self._control.send_lora_fill(fill)
 
-    def _send(self, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
         self._check()
         try:
-            for control in self._controls:
-                control.send_bytes(data)
+            yield
         except OSError as exc:
             raise WorkerDiedError(f"a tensor-parallel worker is gone: {exc}") from exc
 
@@ -133,9 +137,7 @@ class TensorParallelWorkers:
         self._stopping.set()
         self._watchdog.stop()
         self._waker.send_bytes(b"")
-        for control in self._controls:
-            with contextlib.suppress(OSError):  # that worker is gone already
-                control.send_bytes(SHUTDOWN)
+        self._control.send_shutdown()
         for process in self.processes:
             process.join(SHUTDOWN_SECONDS)
             if process.is_alive():
