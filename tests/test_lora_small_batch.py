@@ -5,12 +5,15 @@ shards and mixed adapters; and that it compiles for Hopper and Blackwell."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.helpers.launch_count import count_launches
+from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
 from tokenmill.kernels.lora_mapping import NO_ADAPTER
 
@@ -116,3 +119,42 @@ def compile_every_prologue(capability: int) -> None:
 @pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
 def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
     run_compiled("tests.test_lora_small_batch:compile_every_prologue", capability)
+
+
+def _decode_launches(llm, lora_request) -> Counter:
+    """The launches of the model forward pass of one single-sequence decode step."""
+    model = llm.engine.runner.model
+    counts: list[Counter] = []
+    forward = model.forward
+
+    def counted(input_ids, positions, meta):
+        with count_launches() as launches:
+            hidden = forward(input_ids, positions, meta)
+        counts.append((input_ids.shape[0], launches))
+        return hidden
+
+    model.forward = counted
+    try:
+        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+        llm.generate([[5, 6, 7]], params, use_tqdm=False, lora_request=lora_request)
+    finally:
+        del model.forward
+    decodes = [launches for rows, launches in counts if rows == 1]
+    assert decodes, "no single-token forward pass ran"
+    return decodes[-1]
+
+
+@pytest.mark.slow
+def test_an_adapter_adds_one_launch_per_projection_to_a_decode_step(tiny_model_dir, tmp_path) -> None:
+    """Single stream, every module targeted: the base decode step's launches plus exactly four LoRA
+    delta launches per layer (q|k|v, o, gate|up, down), and nothing else."""
+    from tests.helpers.lora_adapters import save_adapter
+
+    path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1)
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
+    layers = llm.engine.model_config.num_hidden_layers
+    base = _decode_launches(llm, None)
+    lora = _decode_launches(llm, LoRARequest("a", str(path)))
+    print(f"decode step launches, {layers} layers: base {base.total()}, one adapter {lora.total()}")
+    assert lora - base == Counter({"triton._lora_delta_kernel": 4 * layers})
+    assert sum(n for name, n in base.items() if "gemv" in name) == 4 * layers  # the fused path ran
