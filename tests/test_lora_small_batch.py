@@ -92,14 +92,16 @@ def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
 
 def test_tiles_are_few_and_wide_for_qwen3_0_6b_at_rank_16() -> None:
     """Every program repeats its row's shrink, so a launch has tens of programs, not hundreds."""
-    programs = {}
+    programs, steps = {}, {}
     for name, (ranks, n, k) in {
         "qkv": (48, 4096, 1024), "o": (16, 1024, 2048), "gate_up": (32, 6144, 1024), "down": (16, 1024, 3072),
     }.items():  # fmt: skip
         block_n, block_r, block_k = lora_small_batch.tile_shape(ranks, n, k)
-        assert block_r >= ranks and block_r * block_k <= 8192 and block_n * block_r <= 8192
+        assert block_r >= ranks and block_r * block_k <= 16384 and block_n * block_r <= 8192
+        steps[name] = -(-k // block_k)
         programs[name] = -(-n // block_n)
     assert programs == {"qkv": 32, "o": 2, "gate_up": 24, "down": 2}
+    assert steps == {"qkv": 4, "o": 2, "gate_up": 2, "down": 3}
 
 
 def compile_every_prologue(capability: int) -> None:
@@ -111,7 +113,8 @@ def compile_every_prologue(capability: int) -> None:
     for prologue in (0, 1, 2):
         compile_for(
             lora_small_batch._lora_delta_kernel, capability, x_ptr=x, out_ptr=x, a_ptr=x, b_ptr=x,
-            slots_ptr=slots, norm_weight_ptr=x, **sizes, PROLOGUE=prologue, BLOCK_N=128, BLOCK_R=64, BLOCK_K=128,
+            slots_ptr=slots, norm_weight_ptr=x, **sizes, PROLOGUE=prologue, BLOCK_N=128, BLOCK_R=64, BLOCK_K=256,
+            NORM_BLOCK=1024,
         )  # fmt: skip
 
 

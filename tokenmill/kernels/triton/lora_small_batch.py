@@ -25,7 +25,11 @@ import triton.language as tl
 
 from tokenmill.kernels.triton.skinny_gemm import _activations
 
-_TILE_ELEMENTS = 8192  # fp32 accumulator elements per program ([BLOCK_R, BLOCK_K] and [BLOCK_N, BLOCK_R])
+# Elements of A ([BLOCK_R, BLOCK_K]) and of B ([BLOCK_N, BLOCK_R]) a program loads at once. The shrink's
+# K loop is a chain of L2 round trips that no other program hides, so its steps are few and wide.
+_A_TILE = 16384
+_B_TILE = 8192
+_NORM_BLOCK = 4096
 MAX_SHARDS = 3
 
 
@@ -34,6 +38,7 @@ def _lora_delta_kernel(
     x_ptr, out_ptr, a_ptr, b_ptr, slots_ptr, norm_weight_ptr, n, k, rank, ranks, shard_end0, shard_end1,
     stride_x, stride_o, stride_a_slot, stride_b_slot, stride_b_row, eps,
     PROLOGUE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
     row, tile = tl.program_id(0), tl.program_id(1)
     slot = tl.load(slots_ptr + row)
@@ -41,16 +46,16 @@ def _lora_delta_kernel(
         x_row = x_ptr + row.to(tl.int64) * stride_x
         rstd = tl.zeros([1, 1], dtype=tl.float32)
         if PROLOGUE == 1:
-            squares = tl.zeros([1, BLOCK_K], dtype=tl.float32)
-            for k0 in range(0, k, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
+            squares = tl.zeros([1, NORM_BLOCK], dtype=tl.float32)
+            for k0 in range(0, k, NORM_BLOCK):  # the whole row at once up to 4096 wide
+                ks = k0 + tl.arange(0, NORM_BLOCK)
                 x = tl.load(x_row + ks[None, :], mask=(ks < k)[None, :], other=0.0).to(tl.float32)
                 squares += x * x
             rstd = tl.rsqrt(tl.sum(squares, 1) / k + eps)[:, None]
         r = tl.arange(0, BLOCK_R)
         a_rows = a_ptr + slot.to(tl.int64) * stride_a_slot + r[:, None] * k
         r_mask = r < ranks
-        acc = tl.zeros([BLOCK_R, BLOCK_K], dtype=tl.float32)
+        h = tl.zeros([BLOCK_R], dtype=tl.float32)
         for k0 in range(0, k, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
             k_mask = ks < k
@@ -58,9 +63,9 @@ def _lora_delta_kernel(
                 x_row + ks[None, :], k_mask[None, :], k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE
             )
             a = tl.load(a_rows + ks[None, :], mask=r_mask[:, None] & k_mask[None, :], other=0.0)
-            acc += a.to(tl.float32) * act
+            h += tl.sum(a.to(tl.float32) * act, 1)
         dtype = out_ptr.dtype.element_ty
-        h = tl.sum(acc, 1).to(dtype).to(tl.float32)  # the batched path rounds h before its expand too
+        h = h.to(dtype).to(tl.float32)  # the batched path rounds h before its expand too
         cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         col_mask = cols < n
         shard = (cols >= shard_end0).to(tl.int32) + (cols >= shard_end1).to(tl.int32)
@@ -78,11 +83,11 @@ def _lora_delta_kernel(
 
 def tile_shape(ranks: int, n: int, k: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_R, BLOCK_K) for `ranks` rows of A (shards x rank), `n` outputs and `k` inputs:
-    _TILE_ELEMENTS of accumulator on each side, so few, wide column tiles (Qwen3-0.6B at rank 16: 32
-    programs for q|k|v, 24 for gate|up, 2 for o and down)."""
+    few, wide column tiles (Qwen3-0.6B at rank 16: 32 programs a row for q|k|v, 24 for gate|up, 2 for o
+    and down) and 1 to 4 K steps."""
     block_r = max(16, triton.next_power_of_2(ranks))
-    block_k = max(16, min(triton.next_power_of_2(k), _TILE_ELEMENTS // block_r))
-    block_n = max(16, min(triton.next_power_of_2(n), _TILE_ELEMENTS // block_r))
+    block_k = max(16, min(triton.next_power_of_2(k), _A_TILE // block_r))
+    block_n = max(16, min(triton.next_power_of_2(n), _B_TILE // block_r))
     return block_n, block_r, block_k
 
 
@@ -113,5 +118,6 @@ def lora_delta(
         x, out, lora_a, lora_b, token_slots, norm_weight, n, k, rank, shards * rank, ends[0], ends[1],
         x.stride(0), out.stride(0), lora_a.stride(0), lora_b.stride(0), lora_b.stride(1), eps,
         PROLOGUE=1 if norm is not None else 2 if silu_mul else 0,
-        BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=4,
+        BLOCK_N=block_n, BLOCK_R=block_r, BLOCK_K=block_k,
+        NORM_BLOCK=min(triton.next_power_of_2(k), _NORM_BLOCK), num_warps=8,
     )  # fmt: skip
