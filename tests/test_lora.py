@@ -12,6 +12,7 @@ import torch
 
 from tests.helpers.lora_adapters import peft_greedy, save_adapter
 from tokenmill import LLM, LoRARequest, SamplingParams
+from tokenmill.models import small_batch
 
 MAX_TOKENS = 10
 PARAMS = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
@@ -61,14 +62,31 @@ def _tokens(outputs) -> list[list[int]]:
     return [o.outputs[0].token_ids for o in outputs]
 
 
+@pytest.fixture
+def fused_lora_rows(monkeypatch) -> list[int]:
+    """The widths of the layer passes that ran on the fused small-batch path with LoRA wrappers (the
+    decode steps of up to `max_rows` sequences), so a test knows which path it checked."""
+    rows: list[int] = []
+    forward = small_batch.forward
+
+    def spy(ops, layer, positions, hidden, residual, meta):
+        if isinstance(layer.self_attn.qkv_proj, small_batch.DeltaProjection):
+            rows.append(hidden.shape[0])
+        return forward(ops, layer, positions, hidden, residual, meta)
+
+    monkeypatch.setattr(small_batch, "forward", spy)
+    return rows
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["qwen3", "qwen2", "llama"])
-def test_one_adapter_matches_peft(arch: str, tiny_model_dir, adapters, expected) -> None:
+def test_one_adapter_matches_peft(arch: str, tiny_model_dir, adapters, expected, fused_lora_rows) -> None:
     llm = LLM(str(tiny_model_dir(arch)), device="cpu", enable_lora=True, block_size=8)
     got = _tokens(
         llm.generate(prompts(), PARAMS, use_tqdm=False, lora_request=LoRARequest("a", str(adapters(arch, 0))))
     )
     assert got == expected(arch, 0)
+    assert 4 in fused_lora_rows, "the decode steps (4 sequences) ran the fused small-batch path"
     assert got != expected(arch, None), "the adapter must change the output, or this test proves nothing"
 
 
@@ -194,17 +212,35 @@ class _EagerGraphs:
 
 
 @pytest.mark.slow
-def test_padded_graph_steps_keep_each_sequence_on_its_adapter(tiny_model_dir, adapters, expected) -> None:
-    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True, max_loras=3, block_size=8)
+@pytest.mark.parametrize(
+    ("kernels", "per_request", "fused"),
+    [
+        ("torch", 3, False),  # 12 sequences padded to 16: the batched shrink and expand
+        ("torch", 2, True),  # 8 sequences: the fused small-batch path, one delta launch per projection
+        ("triton", 2, True),  # the same through the Triton kernels (the interpreter)
+    ],
+)
+def test_padded_graph_steps_keep_each_sequence_on_its_adapter(
+    kernels, per_request, fused, tiny_model_dir, adapters, expected, fused_lora_rows
+) -> None:
+    llm = LLM(
+        str(tiny_model_dir("qwen3")),
+        device="cpu",
+        enable_lora=True,
+        max_loras=3,
+        block_size=8,
+        kernels=kernels,
+    )
     runner = llm.engine.runner
     runner.graphs = _EagerGraphs(runner)
     requests = [None, *(LoRARequest(f"lora{i}", str(adapters("qwen3", i))) for i in range(3))]
-    batch = [(p, r) for r in requests for p in prompts()[:3]]  # 12 sequences: padded to 16
+    batch = [(p, r) for r in requests for p in prompts()[:per_request]]
     outputs = llm.generate([p for p, _ in batch], PARAMS, use_tqdm=False, lora_request=[r for _, r in batch])
     want = {None: expected("qwen3", None), **{f"lora{i}": expected("qwen3", i) for i in range(3)}}
     for (prompt, request), got in zip(batch, _tokens(outputs)):
         assert got == want[None if request is None else request.name][prompts().index(prompt)]
     assert runner.graphs.replays > 0
+    assert (len(batch) in fused_lora_rows) == fused
 
 
 def test_a_lora_request_for_a_missing_directory_names_the_field(tiny_model_dir, tmp_path) -> None:

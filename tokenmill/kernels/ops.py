@@ -51,6 +51,11 @@ LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
 NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None], Tensor]
 # (gate_up, weight, residual) -> (SiLU(gate) * up)·Wᵀ + residual
 SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+# (out, x, lora_a, lora_b, out_shards, token_slots, norm, silu_mul): out += B·A·f(x) per row's slot in
+# place, f the RMSNorm (weight, eps), SiLU-and-mul or nothing, as the projection's fused GEMV applies it
+LoRADeltaOp = Callable[
+    [Tensor, Tensor, Tensor, Tensor, tuple[int, ...], Tensor, tuple[Tensor, float] | None, bool], None
+]
 
 SMALL_BATCH_MAX_ROWS = 8  # decode batches up to this many tokens run the fused GEMVs
 
@@ -64,10 +69,15 @@ class SmallBatchOps:
     linear: LinearOp
     rms_norm_linear: NormLinearOp
     silu_mul_linear: SiluMulLinearOp
+    lora_delta: LoRADeltaOp  # a LoRA projection's whole delta in one launch
 
 
 REFERENCE_SMALL_BATCH = SmallBatchOps(
-    SMALL_BATCH_MAX_ROWS, reference.linear, reference.rms_norm_linear, reference.silu_mul_linear
+    SMALL_BATCH_MAX_ROWS,
+    reference.linear,
+    reference.rms_norm_linear,
+    reference.silu_mul_linear,
+    reference.lora_delta,
 )
 
 
@@ -113,7 +123,16 @@ TORCH_OPS = Ops(
 
 def triton_ops(device: torch.device) -> Ops:
     """The Triton backend; raises ImportError when the triton package cannot be imported."""
-    from tokenmill.kernels.triton import activation, lora, multi_query, norm, paged, rope, skinny_gemm
+    from tokenmill.kernels.triton import (
+        activation,
+        lora,
+        lora_small_batch,
+        multi_query,
+        norm,
+        paged,
+        rope,
+        skinny_gemm,
+    )
 
     return Ops(
         name="triton",
@@ -127,7 +146,11 @@ def triton_ops(device: torch.device) -> Ops:
         lora_shrink=lora.lora_shrink,
         lora_expand=lora.lora_expand,
         small_batch=SmallBatchOps(
-            SMALL_BATCH_MAX_ROWS, skinny_gemm.linear, skinny_gemm.rms_norm_linear, skinny_gemm.silu_mul_linear
+            SMALL_BATCH_MAX_ROWS,
+            skinny_gemm.linear,
+            skinny_gemm.rms_norm_linear,
+            skinny_gemm.silu_mul_linear,
+            lora_small_batch.lora_delta,
         ),
     )
 

@@ -205,8 +205,40 @@ def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> 
     """h = x·Aᵀ under each token's slot: x [tokens, in], lora_a [slots, shards, rank, in] ->
     h [parts, tokens, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds up
     (here one part; zeros for tokens without an adapter). One matmul per slot present."""
+    return _shrink_by_slot(x, lora_a, mapping.token_slots[: x.shape[0]])
+
+
+def lora_expand(
+    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
+) -> None:
+    """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
+    out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
+    _expand_by_slot(y, h, lora_b, out_shards, mapping.token_slots[: y.shape[0]])
+
+
+def lora_delta(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    out_shards: tuple[int, ...],
+    token_slots: torch.Tensor,
+    norm: tuple[torch.Tensor, float] | None = None,
+    silu_mul: bool = False,
+) -> None:
+    """out += B·A·f(x) under each row's slot (token_slots [rows], NO_ADAPTER rows untouched), in place;
+    f is RMSNorm with `norm` (weight, eps), SiLU(gate) * up of a gate|up x with `silu_mul`, else the
+    identity: the LoRA of a projection whose input the small-batch GEMVs compute in their prologue."""
+    if norm is not None:
+        x = rms_norm(x, *norm)[0]
+    elif silu_mul:
+        x = silu_and_mul(x)
+    _expand_by_slot(out, _shrink_by_slot(x, lora_a, token_slots), lora_b, out_shards, token_slots)
+
+
+def _shrink_by_slot(x: torch.Tensor, lora_a: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
     num_tokens, (_, shards, rank, _) = x.shape[0], lora_a.shape
-    slots = mapping.token_slots[:num_tokens].long()
+    slots = token_slots.long()
     h = torch.zeros(1, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
     for slot in slots.unique().tolist():
         if slot >= 0:
@@ -215,12 +247,14 @@ def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> 
     return h
 
 
-def lora_expand(
-    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
+def _expand_by_slot(
+    y: torch.Tensor,
+    h: torch.Tensor,
+    lora_b: torch.Tensor,
+    out_shards: tuple[int, ...],
+    token_slots: torch.Tensor,
 ) -> None:
-    """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
-    out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
-    slots = mapping.token_slots[: y.shape[0]].long()
+    slots = token_slots.long()
     bounds = [0, *itertools.accumulate(out_shards)]
     summed = h.sum(0).to(lora_b.dtype)
     for slot in slots.unique().tolist():

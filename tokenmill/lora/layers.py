@@ -22,13 +22,13 @@ of adapters (and the base model) in its batch.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels.lora_mapping import LoRAMapping
-from tokenmill.kernels.ops import Ops
+from tokenmill.kernels.ops import Ops, SmallBatchOps
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.models.small_batch import DeltaProjection
 from tokenmill.quantization import QuantLinear
 
 
@@ -56,8 +56,9 @@ class LoRAStep:
         mapping.tile_ends[:tiles].copy_(host.tile_ends, non_blocking=True)
 
 
-class LoRALinear(nn.Module):
-    """`base(x)` plus, for each token, its slot's B·A·x."""
+class LoRALinear(DeltaProjection):
+    """`base(x)` plus, for each token, its slot's B·A·x: on the batched shrink and expand kernels in
+    `forward`, or for a decode batch on the fused small-batch path, in one launch (`add_delta`)."""
 
     def __init__(
         self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops, dtype: torch.dtype
@@ -90,6 +91,18 @@ class LoRALinear(nn.Module):
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
             self.ops.lora_expand(y, h, self.lora_b, self.out_shards, self.step.mapping)
         return y
+
+    def add_delta(
+        self,
+        ops: SmallBatchOps,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+    ) -> None:
+        if self.step.active:
+            slots = self.step.mapping.token_slots[: x.shape[0]]
+            ops.lora_delta(out, x, self.lora_a, self.lora_b, self.out_shards, slots, norm, silu_mul)
 
     def fill_slot(
         self, slot: int, shards: list[tuple[torch.Tensor, torch.Tensor] | None], scaling: float

@@ -10,8 +10,9 @@ head's GEMV runs on the same kernel.
 
 The layer returns the residual stream itself with no separate residual (the second element None), so
 the next layer, fused or not, normalises it as the first layer normalises the embeddings, and the
-final norm does the same. Projections the fused kernels cannot read (quantized, tensor-parallel, or
-wrapped for LoRA) keep the layer on its ordinary path.
+final norm does the same. Projections the fused kernels cannot read (quantized, tensor-parallel) keep
+the layer on its ordinary path. A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
+fused GEMV and then adds its own delta in place, from the same input and prologue the GEMV read.
 """
 
 from __future__ import annotations
@@ -29,15 +30,53 @@ if TYPE_CHECKING:
     from tokenmill.models.llama import DecoderLayer
 
 
+class DeltaProjection(nn.Module):
+    """A wrapper adding a per-row delta to its `base` projection's output (LoRA), which the fused path
+    runs as the base's GEMV followed by `add_delta`."""
+
+    base: nn.Module
+
+    def add_delta(
+        self,
+        ops: SmallBatchOps,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+    ) -> None:
+        """out += the delta of the projection's input f(x) (f: RMSNorm with `norm`, or SiLU-and-mul of
+        a gate|up x, or nothing), in place."""
+        raise NotImplementedError
+
+
+def _base(linear: nn.Module) -> nn.Module:
+    return linear.base if isinstance(linear, DeltaProjection) else linear
+
+
 def _plain(linear: nn.Module) -> bool:
-    """A single-rank projection holding its weight in the model dtype, with no wrapper around it."""
+    """A single-rank projection holding its weight in the model dtype, bare or under a DeltaProjection."""
+    linear = _base(linear)
     return type(linear) is QuantLinear and type(linear.method) is UnquantizedMethod
 
 
-def _projections(layer: DecoderLayer) -> tuple[QuantLinear, QuantLinear, QuantLinear, QuantLinear]:
-    """qkv, o, gate|up and down."""
+def _projections(layer: DecoderLayer) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+    """qkv, o, gate|up and down (each maybe a DeltaProjection)."""
     attention, mlp = layer.self_attn, layer.mlp
     return attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj
+
+
+def _add_delta(
+    ops: SmallBatchOps,
+    linear: nn.Module,
+    out: torch.Tensor,
+    x: torch.Tensor,
+    norm: tuple[torch.Tensor, float] | None = None,
+    silu_mul: bool = False,
+) -> torch.Tensor:
+    """`out` after `linear`'s delta (if it has one) is added in place."""
+    if isinstance(linear, DeltaProjection):
+        linear.add_delta(ops, out, x, norm, silu_mul)
+    return out
 
 
 def takes(ops: SmallBatchOps, layer: DecoderLayer, tokens: int) -> bool:
@@ -63,9 +102,15 @@ def forward(
     qkv, o, gate_up, down = _projections(layer)
     stream = hidden if residual is None else hidden + residual
     norm = layer.input_layernorm
-    qkv_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, qkv.weight, qkv.bias)
+    base = _base(qkv)
+    qkv_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
+    qkv_out = _add_delta(ops, qkv, qkv_out, stream, norm=(norm.weight, norm.eps))
     out = layer.self_attn.attend(positions, qkv_out, meta)
-    stream = ops.linear(out, o.weight, o.bias, stream)
+    base = _base(o)
+    stream = _add_delta(ops, o, ops.linear(out, base.weight, base.bias, stream), out)
     norm = layer.post_attention_layernorm
-    gate_up_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, gate_up.weight, gate_up.bias)
-    return ops.silu_mul_linear(gate_up_out, down.weight, stream), None
+    base = _base(gate_up)
+    gate_up_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
+    gate_up_out = _add_delta(ops, gate_up, gate_up_out, stream, norm=(norm.weight, norm.eps))
+    stream = ops.silu_mul_linear(gate_up_out, _base(down).weight, stream)
+    return _add_delta(ops, down, stream, gate_up_out, silu_mul=True), None
