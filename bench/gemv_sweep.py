@@ -111,7 +111,7 @@ def main() -> None:
             x = torch.randn(rows, 2 * k if prologue == 2 else k, device=device, dtype=torch.bfloat16)
             outs = [torch.empty(rows, n, device=device, dtype=torch.bfloat16) for _ in range(4)]
             block_m, block_n, block_k = skinny_gemm.tile_shape(rows, n, k, sms, prologue == 2)
-            warps = 8 if block_m == 1 and block_n <= skinny_gemm.NARROW_BLOCK_N else 4
+            warps = 8 if block_n * block_k >= skinny_gemm.TILE_ELEMENTS else 4
             shipped = (block_m, block_n, block_k, warps, None if block_m == 1 else skinny_gemm.DOT_STAGES)
             timed = []
             for variant in sorted(variants(rows, n, k, shipped), key=str):

@@ -12,6 +12,7 @@ from torch import nn
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.test_quant_kernels import (
     DEVICE,
+    ON_GPU,
     _pointer,
     close,
     draw,
@@ -127,7 +128,8 @@ def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
         object.__setattr__(gemm, name, spy)
     monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, gemm.table_key, 2)
     close(layer(x[:2]), expected[:2], torch.float32)
-    close(layer(x[:3]), expected[:3], torch.float32)
+    # fp8 blocks on sm_89+: the kernel quantizes the activations to fp8, the GEMV does not
+    close(layer(x[:3]), expected[:3], torch.bfloat16 if kind == "fp8-block" and ON_GPU else torch.float32)
     assert routes == ["gemv", "kernel"]
     assert gemm.variant_tokens()[:2] == (1, 3)
 

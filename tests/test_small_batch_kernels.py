@@ -107,11 +107,11 @@ def test_one_token_tiles_cover_every_sm_without_splitting_k(sms: int) -> None:
         block_m, block_n, block_k = skinny_gemm.tile_shape(1, out, inp, sms)
         assert block_m == 1 and -(-out // block_n) >= sms, (out, inp)
         assert block_n * block_k <= skinny_gemm.TILE_ELEMENTS and block_k >= 256
-    assert skinny_gemm.tile_shape(1, 151936, 1024, 132) == (1, 8, 512)  # the widest tile where N is large
-    assert skinny_gemm.tile_shape(1, 1024, 3072, 132) == (1, 4, 1024)  # narrower to cover the SMs
+    assert skinny_gemm.tile_shape(1, 151936, 1024, 132) == (1, 16, 512)  # the widest tile where N is large
+    assert skinny_gemm.tile_shape(1, 1024, 3072, 132) == (1, 4, 2048)  # narrower to cover the SMs
     assert skinny_gemm.tile_shape(8, 1024, 3072, 132) == (16, 16, 256)  # a batch: tensor-core tiles
     # behind SiLU-and-mul, a batch runs one-token tiles per token (the tensor-core variant was 8x slower)
-    assert skinny_gemm.tile_shape(5, 1024, 3072, 132, silu_prologue=True) == (1, 8, 512)
+    assert skinny_gemm.tile_shape(5, 1024, 3072, 132, silu_prologue=True) == (1, 16, 512)
 
 
 def test_small_batch_path_can_be_turned_off() -> None:

@@ -57,11 +57,14 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
 # rows of a tile meeting in L2). A guess before the first H100 run: one token reads the weight once; a
 # second row re-reads it from L2 and decodes it again. `bench/quant_gemm.py` times the GEMV, the kernel
 # and bf16 at 1, 2, 4 and 8 tokens to set these.
+# Measured on an H100 (`bench/quant_gemm.py --presets qwen3-8b --gemv`, docs/benchmarks.md): the largest
+# batch at which the GEMV beat the Triton kernel on Qwen3-8B's projections. 0: the kernel from one token
+# (fp8 blocks: activations quantized to fp8 feed the tensor cores, faster than the GEMV's dequantization).
 GEMV_UP_TO_TOKENS: dict[str, int] = {
-    "int8": 2,
+    "int8": 1,
     "fp8-channel": 2,
-    "fp8-block": 2,
-    "awq": 2,
+    "fp8-block": 0,
+    "awq": 1,
     "gptq4": 2,
     "gptq8": 2,
 }

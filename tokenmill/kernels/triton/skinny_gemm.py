@@ -8,7 +8,7 @@ down projection (it reads gate|up), and the residual add in the epilogue of the 
 
 One token (BLOCK_M 1): each program computes BLOCK_N outputs on the CUDA cores, streaming BLOCK_N weight
 rows ([N, K], K contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator summed once at the end.
-Filling the GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (8 down to 1 row)
+Filling the GPU comes from narrow tiles rather than from splitting K: BLOCK_N shrinks (16 down to 1 row)
 until the tiles alone cover every SM, so no partial sums and no reduction kernel. Two to 8 tokens
 (BLOCK_M 16, rows past the batch masked): each program multiplies every token by a 16-row weight tile on
 the tensor cores, so the weight is read once whatever the batch — except behind the SiLU-and-mul
@@ -16,7 +16,8 @@ prologue, whose tensor-core variant ran 8-12x slower than one program per token 
 54 vs 7 us for Qwen3-0.6B's down projection at 5 tokens), so there each token runs the one-token tiles
 and re-reads the weight tiles from L2. Either way every output is one program's fixed-order sum: the
 same run after run, and a row's result does not depend on the other rows (nor, from 2 to 8, on how
-many there are). The tile sizes come from a sweep of in-graph launches on an H100 (docs/benchmarks.md).
+many there are). `bench/gemv_sweep.py` times tile variants (docs/benchmarks.md): the one-token tiles
+that won there in isolation did not speed up a whole decode step, so these stayed.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from tokenmill.kernels.triton.dependent_launch import dependent_launch
 from tokenmill.kernels.triton.split_k import num_sms
 
-TILE_ELEMENTS = 4096  # weight elements per program per K step: 8 KB of bf16 in flight per program
-MAX_BLOCK_N = 8
-NARROW_BLOCK_N = 4  # tiles this narrow stream long K rows: 8 warps, more loads in flight per program
+TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
+MAX_BLOCK_N = 16
 DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
 DOT_BLOCK_K = 256
 DOT_STAGES = 3
@@ -207,7 +207,7 @@ def _launch(
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, launch_pdl=pdl,
-        num_warps=8 if block_m == 1 and block_n <= NARROW_BLOCK_N else 4, **pipelining,
+        num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4, **pipelining,
     )  # fmt: skip
     return out
 
