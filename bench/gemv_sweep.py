@@ -55,7 +55,7 @@ def launcher(prologue: int, x, weights, outs, norm, rows, n, k, variant) -> Call
         KERNELS[prologue][grid](
             x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k, stride_x=x.stride(0),
             stride_w=weight.stride(0), stride_o=out.stride(0), BLOCK_M=block_m, BLOCK_N=block_n,
-            BLOCK_K=block_k, PDL=False, num_warps=warps, **options, **extra,
+            BLOCK_K=block_k, num_warps=warps, **options, **extra,
         )  # fmt: skip
 
     return launch

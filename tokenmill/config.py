@@ -82,11 +82,6 @@ class EngineConfig(BaseModel):
         description="decode batches of at most 8 tokens on GEMVs with the norms, SiLU-and-mul and "
         "residual adds fused in (off: the large-batch kernels, to measure the difference)",
     )
-    dependent_launch: bool = Field(
-        default=True,
-        description="Hopper and later: the small-batch GEMVs start while the previous kernel ends "
-        "(programmatic dependent launch), fetching their first weight tile under its tail",
-    )
     enforce_eager: bool = Field(default=False, description="no CUDA graphs for decode steps")
     symmetric_all_reduce: bool = Field(
         default=True,

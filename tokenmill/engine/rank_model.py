@@ -84,7 +84,7 @@ def load_rank_model(
     config: EngineConfig, device: torch.device, tp: TensorParallel = SINGLE_RANK
 ) -> RankModel:
     dtype = config.resolved_dtype(device)
-    ops = select_ops(config.kernels, device, config.small_batch_kernels, config.dependent_launch)
+    ops = select_ops(config.kernels, device, config.small_batch_kernels)
     loaded = load_model(
         config.model, device, dtype, config.max_model_len, config.seed, ops, config.quantization, tp
     )

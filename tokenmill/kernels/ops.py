@@ -7,7 +7,6 @@ torch, macOS).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -155,28 +154,12 @@ def triton_ops(device: torch.device) -> Ops:
     )
 
 
-def select_ops(
-    kernels: KernelChoice, device: torch.device, small_batch: bool = True, dependent_launch: bool = True
-) -> Ops:
+def select_ops(kernels: KernelChoice, device: torch.device, small_batch: bool = True) -> Ops:
     """`torch`: the references. `triton`: the Triton kernels, which need the triton package and a CUDA
     device (or, for tests, Triton's CPU interpreter: TRITON_INTERPRET=1). `auto`: Triton on CUDA when it
-    imports, else the references. `small_batch` False: no fused small-batch path (to measure its gain);
-    `dependent_launch` False: its GEMVs wait for the previous kernel to end before they start."""
+    imports, else the references. `small_batch` False: no fused small-batch path (to measure its gain)."""
     ops = _select(kernels, device)
-    if not small_batch or ops.small_batch is None:
-        return replace(ops, small_batch=None)
-    if ops.name == "triton" and not dependent_launch:
-        fused = ops.small_batch
-        ops = replace(
-            ops,
-            small_batch=replace(
-                fused,
-                linear=functools.partial(fused.linear, pdl=False),
-                rms_norm_linear=functools.partial(fused.rms_norm_linear, pdl=False),
-                silu_mul_linear=functools.partial(fused.silu_mul_linear, pdl=False),
-            ),
-        )
-    return ops
+    return ops if small_batch else replace(ops, small_batch=None)
 
 
 def _select(kernels: KernelChoice, device: torch.device) -> Ops:

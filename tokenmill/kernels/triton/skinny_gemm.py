@@ -17,7 +17,8 @@ prologue, whose tensor-core variant ran 8-12x slower than one program per token 
 and re-reads the weight tiles from L2. Either way every output is one program's fixed-order sum: the
 same run after run, and a row's result does not depend on the other rows (nor, from 2 to 8, on how
 many there are). `bench/gemv_sweep.py` times tile variants (docs/benchmarks.md): the one-token tiles
-that won there in isolation did not speed up a whole decode step, so these stayed.
+that won there in isolation did not speed up a whole decode step, nor did launching the GEMVs with
+programmatic dependent launch (their first weight tile loaded under the previous kernel's tail).
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from torch import Tensor
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tokenmill.kernels.triton.dependent_launch import dependent_launch
 from tokenmill.kernels.triton.split_k import num_sms
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
@@ -54,26 +53,13 @@ def _activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl
 
 
 @triton.jit
-def _accumulate(acc, w, a, BLOCK_M: tl.constexpr):
-    """One K step: CUDA-core products summed at the end for one token, a tensor-core dot for more."""
-    if BLOCK_M == 1:
-        acc += w.to(tl.float32) * a
-    else:  # not an early return: Triton 3.6 compiles the code after a static one
-        acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
-    return acc
-
-
-@triton.jit
 def _gemv_tile(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows. With PDL (programmatic
-    dependent launch) the program starts while the previous kernel finishes: it lets the next kernel
-    launch, loads its first weight tile (weights do not depend on the previous kernel), and only then
-    waits for the previous kernel's outputs."""
+    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows."""
     row_blocks = tl.cdiv(rows, BLOCK_M)
     pid = tl.program_id(0)
     tile, row_block = pid // row_blocks, pid % row_blocks
@@ -81,12 +67,6 @@ def _gemv_tile(
     row_mask = row_ids < rows
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < n
-    w_rows = weight_ptr + cols[:, None] * stride_w
-    ks = tl.arange(0, BLOCK_K)
-    w = tl.load(w_rows + ks[None, :], mask=col_mask[:, None] & (ks < k)[None, :], other=0.0)
-    if PDL:
-        gdc_launch_dependents()
-        gdc_wait()
     x_rows = x_ptr + row_ids[:, None] * stride_x
     rstd = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
     if PROLOGUE == 1:
@@ -101,18 +81,20 @@ def _gemv_tile(
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    ks = tl.arange(0, BLOCK_K)  # the first K step, peeled: its weight tile is already loaded
-    k_mask = ks < k
-    a = _activations(x_rows + ks[None, :], row_mask[:, None] & k_mask[None, :], k, norm_weight_ptr + ks,
-                     k_mask, rstd, PROLOGUE)  # fmt: skip
-    acc = _accumulate(acc, w, a, BLOCK_M)
-    for k0 in range(BLOCK_K, k, BLOCK_K):
+    for k0 in range(0, k, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < k
         x_mask = row_mask[:, None] & k_mask[None, :]
         a = _activations(x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE)
-        w = tl.load(w_rows + ks[None, :], mask=col_mask[:, None] & k_mask[None, :], other=0.0)
-        acc = _accumulate(acc, w, a, BLOCK_M)
+        w = tl.load(
+            weight_ptr + cols[:, None] * stride_w + ks[None, :],
+            mask=col_mask[:, None] & k_mask[None, :],
+            other=0.0,
+        )
+        if BLOCK_M == 1:
+            acc += w.to(tl.float32) * a
+        else:
+            acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
     y = tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
     if HAS_BIAS:
         y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
@@ -132,12 +114,11 @@ def _gemv_tile(
 def _gemv_kernel(
     x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
         stride_x, stride_w, stride_o, stride_r, 0.0, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
-        PDL,
     )  # fmt: skip
 
 
@@ -145,11 +126,10 @@ def _gemv_kernel(
 def _rms_norm_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
-        stride_x, stride_w, stride_o, 0, eps, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K, PDL,
+        stride_x, stride_w, stride_o, 0, eps, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K,
     )  # fmt: skip
 
 
@@ -157,11 +137,10 @@ def _rms_norm_gemv_kernel(
 def _silu_mul_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
     HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    PDL: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
-        stride_x, stride_w, stride_o, stride_r, 0.0, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K, PDL,
+        stride_x, stride_w, stride_o, stride_r, 0.0, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
     )  # fmt: skip
 
 
@@ -173,7 +152,7 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
     token (the tokens' programs already cover the SMs)."""
     k_pow2 = triton.next_power_of_2(k)
     if rows > 1 and not silu_prologue:
-        return DOT_ROWS, 16, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
+        return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
     block_n = MAX_BLOCK_N
     while rows == 1 and block_n > 1 and triton.cdiv(n, block_n) < sms:
         block_n //= 2
@@ -181,16 +160,9 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
 
 
 def _launch(
-    kernel: triton.JITFunction,
-    x: Tensor,
-    weight: Tensor,
-    k: int,
-    residual: Tensor | None,
-    pdl: bool,
-    **args: object,
+    kernel: triton.JITFunction, x: Tensor, weight: Tensor, k: int, residual: Tensor | None, **args: object
 ) -> Tensor:
-    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype; `pdl`: launch
-    dependent on the previous kernel where the device can (see dependent_launch.py)."""
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
     assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
     x = x if x.stride(-1) == 1 else x.contiguous()
     rows, n = x.shape[0], weight.shape[0]
@@ -200,48 +172,38 @@ def _launch(
     silu_prologue = kernel is _silu_mul_gemv_kernel
     block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device), silu_prologue)
     pipelining = {"num_stages": DOT_STAGES} if block_m > 1 else {}
-    pdl = dependent_launch(x.device, pdl)
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
     kernel[(triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, launch_pdl=pdl,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4, **pipelining,
     )  # fmt: skip
     return out
 
 
-def linear(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None, pdl: bool = True
-) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
     """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
     return _launch(
-        _gemv_kernel, x, weight, x.shape[-1], residual, pdl, bias_ptr=x if bias is None else bias,
+        _gemv_kernel, x, weight, x.shape[-1], residual, bias_ptr=x if bias is None else bias,
         residual_ptr=x, stride_r=0, HAS_BIAS=bias is not None, HAS_RESIDUAL=False,
     )  # fmt: skip
 
 
 def rms_norm_linear(
-    x: Tensor,
-    norm_weight: Tensor,
-    eps: float,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    pdl: bool = True,
+    x: Tensor, norm_weight: Tensor, eps: float, weight: Tensor, bias: Tensor | None = None
 ) -> Tensor:
     """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
     return _launch(
-        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, pdl, norm_weight_ptr=norm_weight,
+        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, norm_weight_ptr=norm_weight,
         bias_ptr=x if bias is None else bias, eps=eps, HAS_BIAS=bias is not None,
     )  # fmt: skip
 
 
-def silu_mul_linear(
-    gate_up: Tensor, weight: Tensor, residual: Tensor | None = None, pdl: bool = True
-) -> Tensor:
+def silu_mul_linear(gate_up: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
     """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
     return _launch(
-        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual, pdl,
+        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual,
         residual_ptr=gate_up, stride_r=0, HAS_RESIDUAL=False,
     )  # fmt: skip
