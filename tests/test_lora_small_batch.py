@@ -119,7 +119,9 @@ def compile_every_prologue(capability: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
+@pytest.mark.parametrize(
+    "capability", [ARCHITECTURES["ampere"], ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]]
+)
 def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
     run_compiled("tests.test_lora_small_batch:compile_every_prologue", capability)
 

@@ -2,7 +2,8 @@
 
 Rank 0 writes the arrays of `StepInputs` (the ones the forward pass reads) into one reused buffer, and a
 worker reads them as views of the buffer it received the message into: no pickling, no per-array
-objects, and on CUDA no copy between receiving and uploading (the worker receives into pinned memory).
+objects, and on CUDA no copy between receiving and uploading (the worker receives into pinned memory)
+except the block table's, copied from the worker's mirror into staging.
 The block table goes as the rows that changed since the last message, not whole: both sides keep the
 same `TableMirror` of what was sent, and in decoding a row changes only when its sequence gets a new
 block (once every `block_size` steps), so a decode step of 256 sequences costs kilobytes, not its table.
@@ -178,6 +179,7 @@ class StepDecoder:
 
     def __init__(self) -> None:
         self.mirror = TableMirror()
+        self.last_step = 0
 
     def decode(
         self, buffer: torch.Tensor, previous_sampled: torch.Tensor | None, staging: HostStaging
@@ -185,6 +187,11 @@ class StepDecoder:
         """`previous_sampled`: the input tokens of a continuation step; the step's block table is copied
         into `staging` (the mirror itself changes with the next message)."""
         _, step, count, signature, use_graph, *sizes = _HEADER.unpack_from(buffer.numpy())
+        if step != self.last_step + 1:  # the table's changed rows are relative to the previous message
+            raise RuntimeError(
+                f"step message {step} arrived after {self.last_step}: the block table would be wrong"
+            )
+        self.last_step = step
         shape = Shape(*sizes)
         if not shape.has_input_ids and previous_sampled is None:
             raise RuntimeError("a continuation step arrived before any sampled tokens")

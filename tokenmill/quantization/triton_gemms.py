@@ -54,12 +54,10 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
 }
 
 # Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the
-# rows of a tile meeting in L2). A guess before the first H100 run: one token reads the weight once; a
-# second row re-reads it from L2 and decodes it again. `bench/quant_gemm.py` times the GEMV, the kernel
-# and bf16 at 1, 2, 4 and 8 tokens to set these.
-# Measured on an H100 (`bench/quant_gemm.py --presets qwen3-8b --gemv`, docs/benchmarks.md): the largest
-# batch at which the GEMV beat the Triton kernel on Qwen3-8B's projections. 0: the kernel from one token
-# (fp8 blocks: activations quantized to fp8 feed the tensor cores, faster than the GEMV's dequantization).
+# rows of a tile meeting in L2: a second row re-reads the weight from L2 and decodes it again). Measured
+# on an H100 (`bench/quant_gemm.py --presets qwen3-8b --gemv`, docs/benchmarks.md): the largest batch at
+# which the GEMV beat the Triton kernel on Qwen3-8B's projections. 0: the kernel from one token (fp8
+# blocks: activations quantized to fp8 feed the tensor cores, faster than the GEMV's dequantization).
 GEMV_UP_TO_TOKENS: dict[str, int] = {
     "int8": 1,
     "fp8-channel": 2,
@@ -93,7 +91,7 @@ class RoutedGemm:
     def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x)
         start, route = self.dense_from(), self.kernel
-        if len(rows) <= self.gemv_up_to():
+        if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
             route = self.gemv
         elif self.dense is not None and start is not None and len(rows) >= start:
             route = self.dense

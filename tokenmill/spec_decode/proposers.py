@@ -31,7 +31,9 @@ class BatchProposer(Protocol):
 class NgramIndex:
     """Where every n-gram of a sequence (min_n <= n <= max_n tokens) occurs, by its end, kept up to date
     as the sequence grows: a step indexes only the tokens it appended (token ids are append-only), and
-    a lookup is one dictionary probe per n instead of a scan of the whole context."""
+    a lookup is one dictionary probe per n instead of a scan of the whole context. The price is paid
+    once, at a sequence's first proposal: indexing its prompt costs ~7 µs and three dictionary entries
+    per token (0.2 s and ~20 MB for 32k tokens, CPU)."""
 
     def __init__(self, min_n: int, max_n: int) -> None:
         self.bounds = (min_n, max_n)

@@ -32,7 +32,7 @@ from tokenmill.kernels.triton.split_k import num_sms
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
 MAX_BLOCK_N = 16
 DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
-DOT_BLOCK_K = 256
+DOT_BLOCK_K = 256  # K per tensor-core step: larger spilled the SiLU-and-mul prologue's registers
 DOT_STAGES = 3
 
 
@@ -43,12 +43,12 @@ def _activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl
     2 SiLU(gate) * up of their gate|up halves (up is `k` columns past gate)."""
     dtype = x_ptrs.dtype.element_ty
     x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-    if PROLOGUE == 1:
+    if PROLOGUE == 1:  # one return at the end: Triton 3.6 compiles the code after a static early return
         weight = tl.load(norm_weight_ptrs, mask=k_mask, other=0.0)
-        return (weight[None, :] * (x * rstd).to(dtype)).to(tl.float32)
-    if PROLOGUE == 2:
+        x = (weight[None, :] * (x * rstd).to(dtype)).to(tl.float32)
+    elif PROLOGUE == 2:
         up = tl.load(x_ptrs + k, mask=x_mask, other=0.0).to(tl.float32)
-        return (x * tl.sigmoid(x) * up).to(dtype).to(tl.float32)
+        x = (x * tl.sigmoid(x) * up).to(dtype).to(tl.float32)
     return x
 
 
@@ -149,7 +149,7 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
     tiles still cover every SM, with TILE_ELEMENTS weight elements per K step. More tokens: 16 x 16
     tensor-core tiles (the smallest a dot takes), K in steps of DOT_BLOCK_K whose weight loads Triton
     pipelines (they feed the dot); behind the SiLU-and-mul prologue, the widest one-token tile for each
-    token (the tokens' programs already cover the SMs)."""
+    token (not narrowed to cover the SMs: narrower tiles did not help in the sweep)."""
     k_pow2 = triton.next_power_of_2(k)
     if rows > 1 and not silu_prologue:
         return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
