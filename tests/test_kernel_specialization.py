@@ -73,6 +73,7 @@ def _batch(lens: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tables.to(DEVICE), torch.tensor(lens, dtype=torch.int32, device=DEVICE)
 
 
+@pytest.mark.slow  # ~8 s in the interpreter
 def test_batches_select_only_variants_the_warm_up_compiled(launches: set[tuple]) -> None:
     heads = KV_HEADS * GROUP
     cache = torch.randn(2, BLOCKS, PAGE, KV_HEADS, HEAD_DIM, device=DEVICE)

@@ -79,7 +79,7 @@ def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("block", [(128, 128), (64, 32), (16, 64)])
+@pytest.mark.parametrize("block", [(128, 128), pytest.param((64, 32), marks=pytest.mark.slow), (16, 64)])
 def test_fp8_block_gemv_equals_the_dequantized_reference(
     block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,7 +91,9 @@ def test_fp8_block_gemv_equals_the_dequantized_reference(
     close(quant_gemv.fp8_block_gemv(x, weight, scale_inv, block), expected, torch.float32)
 
 
-@pytest.mark.parametrize("kind", ["int8", "awq-g128", "gptq4-act-order"])
+@pytest.mark.parametrize(
+    "kind", ["int8", "awq-g128", pytest.param("gptq4-act-order", marks=pytest.mark.slow)]
+)
 def test_gemv_in_half_precision_and_for_each_row_alone(kind: str) -> None:
     """fp16 activations and output; each row's result is the one it gets alone (no cross-row terms)."""
     packed, weight = FORMATS[kind]()
