@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
-from tokenmill.kernels.triton.split_k import num_sms
+from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 from tokenmill.kernels.triton.weight_only_gemm import (
     FP8_BITS_UNIT,
     INT8,
@@ -134,14 +134,6 @@ def _packed_gemv_kernel(
     tl.store(out, tl.sum(acc, 0).to(out_ptr.dtype.element_ty), mask=n < N)
 
 
-def _widest(n: int, narrowest: int, widest: int, sms: int) -> int:
-    """The widest power-of-two tile in [narrowest, widest] whose tiles still cover every SM."""
-    block_n = widest
-    while block_n > narrowest and triton.cdiv(n, block_n) < sms:
-        block_n //= 2
-    return block_n
-
-
 @functools.cache
 def native_fp8(device: torch.device) -> bool:
     """fp8 -> float conversion instructions: sm_89+ (and Triton's interpreter); elsewhere bit decoding."""
@@ -156,7 +148,7 @@ def _byte_gemv(
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    block_n = _widest(n, 1, 16, num_sms(x.device))
+    block_n = widest_covering_tile(n, 1, 16, num_sms(x.device))
     block_k = min(triton.next_power_of_2(k), BYTE_TILE_BYTES // block_n)
     chunk = min(block_k, BYTE_CHUNK_ELEMENTS // block_n) if block is None else block[1]
     block_k = max(block_k, chunk) // chunk * chunk
@@ -199,7 +191,7 @@ def gemv(x: torch.Tensor, weight: PackedWeight) -> torch.Tensor:
     chunk, one_group = packed_chunk(weight)
     is_awq = weight.format == WeightFormat.AWQ
     # AWQ packs eight columns per word: 64 columns make each row of words one 32-byte sector
-    block_n = _widest(n, 64 if is_awq else 16, 128 if is_awq else 64, num_sms(x.device))
+    block_n = widest_covering_tile(n, 64 if is_awq else 16, 128 if is_awq else 64, num_sms(x.device))
     chunks = PACKED_TILE_BYTES * 8 // (weight.bits * block_n * chunk)
     chunks = max(1, min(chunks, MAX_CHUNKS, triton.cdiv(k, chunk)))
     _, _, stride_sg, stride_zg = weight.strides()

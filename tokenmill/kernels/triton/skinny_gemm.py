@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tokenmill.kernels.triton.split_k import num_sms
+from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
 MAX_BLOCK_N = 16
@@ -153,9 +153,7 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
     k_pow2 = triton.next_power_of_2(k)
     if rows > 1 and not silu_prologue:
         return DOT_ROWS, MAX_BLOCK_N, max(DOT_ROWS, min(k_pow2, DOT_BLOCK_K))
-    block_n = MAX_BLOCK_N
-    while rows == 1 and block_n > 1 and triton.cdiv(n, block_n) < sms:
-        block_n //= 2
+    block_n = widest_covering_tile(n, 1, MAX_BLOCK_N, sms) if rows == 1 else MAX_BLOCK_N
     return 1, block_n, min(k_pow2, TILE_ELEMENTS // block_n)
 
 

@@ -23,6 +23,15 @@ def num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
+def widest_covering_tile(n: int, narrowest: int, widest: int, sms: int) -> int:
+    """The widest power-of-two tile of `n` outputs in [narrowest, widest] whose tiles still cover every
+    SM (a GEMV fills the GPU with narrow tiles rather than by splitting K)."""
+    block_n = widest
+    while block_n > narrowest and triton.cdiv(n, block_n) < sms:
+        block_n //= 2
+    return block_n
+
+
 def choose_split_k(tiles: int, k: int, block_k: int, sms: int) -> int:
     """Programs per output tile: enough to give every SM work, each still reducing enough K blocks."""
     if tiles >= sms:
