@@ -129,7 +129,7 @@ def measure(preset: str, device: torch.device) -> list[dict]:
             for m, x in inputs.items():
                 micros = time_call(lambda layer=layer, x=x: layer(x))
                 got = layer(x).float()
-                error = ((got - references[m]).abs().max() / references[m].abs().max()).item()
+                error = max_relative_error(got, references[m])
                 if fmt == "bf16":
                     baseline[m] = micros
                 row = {
@@ -144,6 +144,11 @@ def measure(preset: str, device: torch.device) -> list[dict]:
             del layer
             torch.cuda.empty_cache()
     return rows
+
+
+def max_relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest difference from `expected`, relative to its largest magnitude."""
+    return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
 def summarize(rows: list[dict]) -> None:
@@ -232,7 +237,7 @@ def gemv_rows(preset: str, device: torch.device) -> list[dict]:
                     route = getattr(gemm, route_name)
                     micros = time_call(lambda route=route, layer=layer, x=x: route(layer, x))
                     got = route(layer, x).float()
-                    error = ((got - references[m]).abs().max() / references[m].abs().max()).item()
+                    error = max_relative_error(got, references[m])
                     row.update({
                         f"{route_name}_us": round(micros, 2),
                         f"{route_name}_speedup_vs_bf16": round(bf16_us[m] / micros, 3),
