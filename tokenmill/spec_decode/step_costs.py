@@ -57,11 +57,7 @@ class StepCosts:
 
     def best_k(self, num_seqs: int, max_k: int, acceptance: float) -> tuple[int, float]:
         """The k in 1..max_k with the most tokens per unit of time, and its speed-up over decoding."""
-        best, tokens, accepted_all = (1, 0.0), 1.0, 1.0
-        for k in range(1, max_k + 1):
-            accepted_all *= acceptance
-            tokens += accepted_all  # expected_tokens(k, acceptance), one term at a time
-            speedup = tokens / self.ratio(num_seqs, k)
-            if speedup > best[1]:
-                best = (k, speedup)
-        return best
+        return max(
+            ((k, expected_tokens(k, acceptance) / self.ratio(num_seqs, k)) for k in range(1, max_k + 1)),
+            key=lambda item: item[1],
+        )
