@@ -2,8 +2,11 @@
 batches), then GPU kernel times from torch.profiler over steady decode steps, for a large batch and for
 a single sequence: per kernel, its µs and launches per step, and the step's totals.
 
-Usage: PYTHONPATH=. python bench/profile_step.py [--model M] [--workload single] [--no-small-batch-kernels]
-(`--workload single` profiles only the single stream and lists every kernel; run it with and without
+Usage: PYTHONPATH=. python bench/profile_step.py [--model M] [--workload single|nano-256]
+[--no-small-batch-kernels] (`--workload nano-256` runs that whole workload a step at a time and splits
+its time and its bytes floor by kind of step: prompt-carrying steps, and decode steps by batch size, so
+a ratio to the floor below the target shows which steps hold it down; `--workload single` profiles
+only the single stream and lists every kernel; run it with and without
 `--no-small-batch-kernels` to see what the fused small-batch path changes). With
 `--tensor-parallel-size 2` the kernels are rank 0's: its GEMVs against its all-reduces, whose time
 includes waiting for the other rank."""
@@ -17,7 +20,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from tokenmill import LLM, SamplingParams
-from tokenmill.bench.offline import WORKLOADS, make_requests
+from tokenmill.bench.offline import WORKLOADS, make_requests, measure_copy_bandwidth
+from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
+
+DECODE_BUCKETS = (128, 32, 8, 1)  # decode steps grouped by batch size: at least 128, 32, 8, 1 sequences
 
 
 def timed_step(engine) -> float:
@@ -70,23 +76,72 @@ def single_stream(engine, prompt: list[int]) -> None:
     kernel_table(engine, 20, top=None)
 
 
+def step_kind(engine) -> str:
+    """The bucket of the step about to run: prompt tokens in it, or decode at its batch size."""
+    scheduler = engine.scheduler
+    if scheduler.waiting or any(seq.num_uncomputed_tokens > 1 for seq in scheduler.running):
+        return "steps with prompt tokens"
+    size = len(scheduler.running)
+    low = next(bound for bound in DECODE_BUCKETS if size >= bound)
+    return f"decode, >= {low} sequences"
+
+
+def steps_by_kind(engine, requests, weights: int, kv_per_token: int, bandwidth: float, run: str) -> dict:
+    """{kind of step: [steps, ms, floor ms, decode tokens]} over one run of the whole batch."""
+    for index, (prompt, out) in enumerate(requests):
+        params = SamplingParams(temperature=0, max_tokens=out, ignore_eos=True)
+        engine.add_request(f"{run}-{index}", prompt, params, False)
+    totals: dict[str, list[float]] = {}
+    while engine.has_unfinished_requests():
+        kind = step_kind(engine)
+        running = engine.scheduler.running
+        floor_ms = 1000 * (weights + kv_per_token * sum(map(len, running))) / bandwidth
+        entry = totals.setdefault(kind, [0, 0.0, 0.0, 0])
+        entry[3] += sum(seq.num_uncomputed_tokens == 1 for seq in running)
+        entry[0] += 1
+        entry[1] += timed_step(engine)
+        entry[2] += floor_ms
+    return totals
+
+
+def by_kind_of_step(engine, requests) -> None:
+    """Runs the whole batch a step at a time (synchronised, so async overlap is lost) and prints, per
+    kind of step, its steps, time and bytes floor (weights once, each running sequence's context once)."""
+    weights = sum(p.numel() * p.element_size() for p in engine.runner.model.parameters())
+    kv_per_token = kv_bytes_per_block(engine.runner.model, 1, engine.runner.kv_caches[0].dtype)
+    bandwidth = measure_copy_bandwidth(engine.runner.device)
+    for run in ("warm-up", "measured"):  # the first run compiles what the batch's shapes need
+        totals = steps_by_kind(engine, requests, weights, kv_per_token, bandwidth, run)
+    wall = sum(entry[1] for entry in totals.values())
+    print(f"whole batch a step at a time: {wall / 1000:.2f} s; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    print("  kind of step: steps, ms, share of time, floor ms, ratio to floor, decode tokens")
+    for kind, (steps, ms, floor_ms, tokens) in sorted(totals.items()):
+        share, ratio = ms / wall, floor_ms / ms
+        print(f"  {kind:26s} {steps:5.0f} {ms:9.1f} {share:6.1%} {floor_ms:9.1f} {ratio:6.3f} {tokens:7d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="random:qwen3-0.6b")
-    parser.add_argument("--workload", choices=["all", "single"], default="all")
+    parser.add_argument("--workload", choices=["all", "single", "nano-256"], default="all")
     parser.add_argument("--small-batch-kernels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="kernels are rank 0's")
     args = parser.parse_args()
-    max_num_seqs = 358 if args.workload == "all" else 8
+    max_num_seqs = {"all": 358, "single": 8, "nano-256": 256}[args.workload]
     llm = LLM(
         args.model,
         max_num_seqs=max_num_seqs,
         small_batch_kernels=args.small_batch_kernels,
         tensor_parallel_size=args.tensor_parallel_size,
+        async_scheduling=args.workload != "nano-256",  # there: each step's kind read before it runs
     )
     engine = llm.engine
-    requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
     print(f"small-batch kernels: {'on' if args.small_batch_kernels else 'off'}")
+    if args.workload == "nano-256":
+        by_kind_of_step(engine, make_requests(WORKLOADS["nano-256"], engine.model_config.vocab_size))
+        llm.shutdown()
+        return
+    requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
     if args.workload == "all":
         large_batch(engine, requests)
     single_stream(engine, requests[0][0])
