@@ -95,7 +95,7 @@ def steps_by_kind(engine, requests, weights: int, kv_per_token: int, bandwidth: 
     while engine.has_unfinished_requests():
         kind = step_kind(engine)
         running = engine.scheduler.running
-        floor_ms = 1000 * (weights + kv_per_token * sum(map(len, running))) / bandwidth
+        floor_ms = 1000 * (weights + kv_per_token * sum(seq.num_tokens for seq in running)) / bandwidth
         entry = totals.setdefault(kind, [0, 0.0, 0.0, 0])
         entry[3] += sum(seq.num_uncomputed_tokens == 1 for seq in running)
         entry[0] += 1
