@@ -29,7 +29,7 @@ from tokenmill.kernels.triton.weight_only_gemm import (
 )
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantLinear, QuantMethod
-from tokenmill.quantization.fp8 import FP8_DTYPE, FP8_MAX, Fp8BlockMethod, Fp8ChannelMethod
+from tokenmill.quantization.fp8 import FP8_DTYPE, Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
@@ -165,9 +165,10 @@ def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
 
 
 def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
-    """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales."""
-    scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
-    quantized = (rows / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales.
+    The activations are quantized by one kernel (a row per program): as seven PyTorch ops, 144 of them
+    per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved."""
+    quantized, scale = fp8_gemm.quantize_token_groups(rows, rows.shape[1])
     return torch._scaled_mm(
         quantized, layer.weight.T, scale_a=scale, scale_b=layer.weight_scale[None, :], out_dtype=rows.dtype
     )
