@@ -68,7 +68,8 @@ def make_batch(num_seqs: int, context: int, cache_dtype: torch.dtype) -> dict:
     tables = torch.randperm(num_blocks, device="cuda", dtype=torch.int32).view(num_seqs, blocks_per_seq)
     seq_lens = torch.full((num_seqs,), context, dtype=torch.int32, device="cuda")
     q = torch.randn(num_seqs, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
-    return {"q": q, "cache": cache, "tables": tables, "seq_lens": seq_lens, "scales": scales}
+    starts = torch.arange(num_seqs + 1, dtype=torch.int32, device="cuda")
+    return dict(q=q, cache=cache, tables=tables, seq_lens=seq_lens, starts=starts, scales=scales)
 
 
 def compiled_kernels() -> dict:
@@ -91,7 +92,7 @@ def resources(batch: dict, splits: int, tiling: DecodeTiling) -> dict:
 def run(batch: dict, splits: int, tiling: DecodeTiling) -> torch.Tensor:
     return decode_attention(
         batch["q"], batch["cache"], batch["tables"], batch["seq_lens"], HEAD_DIM**-0.5, splits,
-        batch["scales"], tiling=tiling,
+        batch["scales"], tiling=tiling, query_start_loc=batch["starts"],
     )  # fmt: skip
 
 
@@ -102,7 +103,7 @@ def reference(batch: dict) -> torch.Tensor:
         slot_mapping=torch.zeros(n, dtype=torch.long, device="cuda"),
         block_tables=batch["tables"],
         seq_lens=batch["seq_lens"],
-        query_start_loc=torch.arange(n + 1, dtype=torch.int32, device="cuda"),
+        query_start_loc=batch["starts"],
         num_decodes=n,
         seq_lens_cpu=seq_lens,
         query_lens_cpu=[1] * n,

@@ -2,8 +2,12 @@
 `--k` (and with `--draft MODEL`, draft-model speculation at each `--k`), in one process; reports tokens/s, the
 speed-up over no speculation, whether the greedy output is identical (same token digest), and the acceptance
 of every run. With `--replay-acceptance A`, also runs with the bench-only ReplayProposer (the target's own
-greedy tokens, each kept with probability A): the speed-up as a function of acceptance, which random-weight
-models cannot show with real proposals.
+greedy tokens, each kept with probability A; k fixed, the adaptive policy off): the speed-up as a function
+of acceptance, which random-weight models cannot show with real proposals. The replayed tokens are recorded
+from a speculative pass (every step verifies k proposals), not from the run without speculation: under
+bf16 the two may round differently, and the replay must propose what its own verify steps compute. Each
+replay point reports the requested and measured acceptance and whether its text equals the recording
+(`replay`, with `replay_source: "speculative pass"`).
 
 Targets (issue 13): `copy` (one stream repeating its prompt) >= 2x with identical text; `qa-358` with
 adaptive speculation >= 0.98x of the throughput without.
@@ -20,32 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from tokenmill.bench.offline import WORKLOADS, benchmark, greedy_params
-from tokenmill.bench.replay_proposer import ReplayProposer
+from tokenmill.bench.offline import WORKLOADS, benchmark
+from tokenmill.bench.replay_proposer import Replay
 from tokenmill.config import EngineConfig
-from tokenmill.engine.llm import LLM
-
-Prepare = Callable[[LLM, list[tuple[list[int], int]]], None]
-
-
-def replay(acceptance: float) -> Prepare:
-    """Installs a ReplayProposer over the engine's own greedy run of the requests (run with no
-    proposals, so untimed and identical to what the timed runs produce)."""
-
-    def prepare(llm: LLM, requests: list[tuple[list[int], int]]) -> None:
-        speculator = llm.engine.speculator
-        assert speculator is not None
-        vocab_size = llm.engine.model_config.vocab_size
-        speculator.proposer = ReplayProposer([], acceptance, vocab_size)
-        outputs = llm.generate([p for p, _ in requests], greedy_params(requests), use_tqdm=False)
-        references = [o.prompt_token_ids + o.outputs[0].token_ids for o in outputs]
-        speculator.proposer = ReplayProposer(references, acceptance, vocab_size)
-
-    return prepare
 
 
 def main() -> None:
@@ -65,7 +49,7 @@ def main() -> None:
     for name in args.workload or ["copy"]:
         workload = WORKLOADS[name]
         base = dict(model=args.model, max_num_seqs=max(workload.num_prompts, 1))
-        runs: list[tuple[str, EngineConfig, Prepare | None]] = [("none", EngineConfig(**base), None)]
+        runs: list[tuple[str, EngineConfig, Replay | None]] = [("none", EngineConfig(**base), None)]
         for k in args.k or [4]:
             spec = EngineConfig(
                 **base,
@@ -81,7 +65,7 @@ def main() -> None:
             for acceptance in args.replay_acceptance:
                 replayed = spec.model_copy(update={"speculative_adaptive": False})
                 replay_label = f"replay-a{acceptance}-k{k} (bench-only proposer)"
-                runs.append((replay_label, replayed, replay(acceptance)))
+                runs.append((replay_label, replayed, Replay(acceptance)))
         baseline = None
         for label, config, prepare in runs:
             result = benchmark(
@@ -97,6 +81,14 @@ def main() -> None:
                 "speculation": result.speculation,
                 "result": asdict(result),
             }
+            if prepare is not None:
+                entry["replay"] = {
+                    "replay_source": "speculative pass",
+                    "requested_acceptance": prepare.acceptance,  # each proposed token kept with it
+                    "measured_acceptance": result.speculation.get("acceptance_rate"),  # accepted / proposed
+                    "expected_acceptance": round(prepare.expected_rate(config.num_speculative_tokens), 3),
+                    "identical_to_recording": result.output_digest == prepare.recording,
+                }
             print(json.dumps({k: v for k, v in entry.items() if k != "result"}), flush=True)
             report.append(entry)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

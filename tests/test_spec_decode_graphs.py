@@ -71,7 +71,7 @@ class StaticReplay:
         self.replays += 1
         self.static.load(inputs)
         tokens = inputs.num_rows * self.width
-        meta = self.static.metadata(inputs.num_rows, 2)  # the multi-query kernel, split in two
+        meta = self.static.metadata(inputs.num_rows, 2)  # every token attended as a decode split in two
         hidden = self.runner.model(self.static.input_ids[:tokens], self.static.positions[:tokens], meta)
         return hidden[: inputs.num_seqs * self.width]
 

@@ -201,9 +201,13 @@ def run_tokenmill(
         expected = sum(out for _, out in requests)
         if produced != expected:
             raise RuntimeError(f"tokenmill produced {produced} tokens, expected {expected}")
-        token_ids = [o.outputs[0].token_ids for o in outputs]
-        runs.digest = hashlib.sha256(json.dumps(token_ids).encode()).hexdigest()[:16]
+        runs.digest = output_digest([o.outputs[0].token_ids for o in outputs])
     return runs
+
+
+def output_digest(token_ids: list[list[int]]) -> str:
+    """A short sha256 of every request's output token ids, in request order: equal greedy outputs."""
+    return hashlib.sha256(json.dumps(token_ids).encode()).hexdigest()[:16]
 
 
 def run_hf(

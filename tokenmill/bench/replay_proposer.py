@@ -2,14 +2,17 @@
 
 Random-weight models accept nothing from real proposers, so speculation's speed-up as a function of the
 acceptance rate is drawn with this stand-in: it replays a reference greedy run of the same requests and
-replaces each proposed token by a wrong one with probability 1 - `acceptance` (seeded). Results with it
-must be labelled as such; it is not a way to generate text.
+replaces each proposed token by a wrong one with probability 1 - `acceptance` (seeded). The reference is
+recorded through verify steps (`Replay`), which round as the replay's own steps do. Results with it must
+be labelled as such; it is not a way to generate text.
 """
 
 from __future__ import annotations
 
 import random
 
+from tokenmill.bench.offline import greedy_params, output_digest
+from tokenmill.engine.llm import LLM
 from tokenmill.engine.sequence import Sequence
 
 
@@ -35,3 +38,42 @@ class ReplayProposer:
         if self.rng.random() < self.acceptance:
             return token
         return (token + 1 + self.rng.randrange(self.vocab_size - 1)) % self.vocab_size
+
+
+class FillerProposer:
+    """Proposes `max_tokens` copies of one token every step, so that every step verifies a full chunk:
+    a replay's reference is recorded through the same verify steps it will be replayed through."""
+
+    def __init__(self, token: int = 0) -> None:
+        self.token = token
+
+    def propose(self, seq: Sequence, max_tokens: int) -> list[int]:
+        return [self.token] * max_tokens
+
+
+class Replay:
+    """Installs a ReplayProposer over the engine's own greedy text of the requests, recorded (untimed)
+    through a speculative pass: a FillerProposer proposes k tokens every step, so every token is
+    computed by a verify step as in the replays. Under bf16, plain decoding and verify steps round
+    differently (the fused GEMVs tile one row apart from several), so text recorded without speculation
+    would stop matching the replay after the first near-tie and the measured acceptance would collapse.
+    `recording` keeps the recorded text's digest, to check the replay emitted the same."""
+
+    def __init__(self, acceptance: float) -> None:
+        self.acceptance = acceptance
+        self.recording = ""
+
+    def __call__(self, llm: LLM, requests: list[tuple[list[int], int]]) -> None:
+        speculator = llm.engine.speculator
+        assert speculator is not None and not speculator.adaptive, "replay points speculate every step"
+        speculator.proposer = FillerProposer()
+        outputs = llm.generate([p for p, _ in requests], greedy_params(requests), use_tqdm=False)
+        self.recording = output_digest([o.outputs[0].token_ids for o in outputs])
+        references = [o.prompt_token_ids + o.outputs[0].token_ids for o in outputs]
+        vocab_size = llm.engine.model_config.vocab_size
+        speculator.proposer = ReplayProposer(references, self.acceptance, vocab_size)
+
+    def expected_rate(self, k: int) -> float:
+        """Accepted / proposed tokens for drafts of k tokens, each kept with probability `acceptance`:
+        a draft is accepted up to its first wrong token."""
+        return sum(self.acceptance**i for i in range(1, k + 1)) / k

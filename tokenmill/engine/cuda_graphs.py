@@ -6,8 +6,8 @@ size by the input builder. Every graph reads the same static buffers, so replayi
 into them and one launch; the copies are tested on CPU.
 
 A `DecodeGraphs` of `width` > 1 holds the same graphs for verify steps of speculative decoding: every
-row is `width` query tokens (the last known token and up to `width - 1` proposals, padded), attended
-by the chunk path of the attention kernels, whose launch depends only on the batch's shape.
+row is `width` query tokens (the last known token and up to `width - 1` proposals, padded), each attended
+as a decode (`AttentionMetadata.attends_as_decodes`), whose launch depends only on the batch's shape.
 """
 
 from __future__ import annotations

@@ -206,19 +206,20 @@ class ModelRunner:
         def upload(host: torch.Tensor) -> torch.Tensor:
             return host.to(self.device, non_blocking=True)
 
-        decodes = inputs.num_decodes
         meta = AttentionMetadata(
             slot_mapping=upload(inputs.slot_mapping),
             block_tables=upload(inputs.block_tables),
             seq_lens=upload(inputs.seq_lens),
             query_start_loc=upload(inputs.query_start_loc),
-            num_decodes=decodes,
+            num_decodes=inputs.num_decodes,
             seq_lens_cpu=inputs.seq_lens_cpu,
             query_lens_cpu=inputs.query_lens,
             block_size=self.block_size,
             max_query_len=max(inputs.query_lens),
-            decode_splits=self._decode_splits(decodes, max(inputs.seq_lens_cpu[:decodes], default=1)),
         )
+        # the sequences whose tokens attend as decodes: all of them in a step of decodes and verify chunks
+        decoded = inputs.num_rows if meta.attends_as_decodes else inputs.num_decodes
+        meta.decode_splits = self._decode_splits(decoded, max(inputs.seq_lens_cpu[:decoded], default=1))
         input_ids = inputs.token_source if inputs.input_ids is None else upload(inputs.input_ids)
         return self.model(input_ids, upload(inputs.positions), meta)
 

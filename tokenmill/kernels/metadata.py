@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+# Speculative decoding's verify chunks (the last known token and up to 16 proposals) are at most this long.
+MAX_VERIFY_WIDTH = 17
+
 
 @dataclass
 class AttentionMetadata:
@@ -24,3 +27,10 @@ class AttentionMetadata:
     block_size: int
     max_query_len: int = 1
     decode_splits: int = 1  # programs per sequence and KV head in a split decode (`Ops.decode_splits`)
+
+    @property
+    def attends_as_decodes(self) -> bool:
+        """Whether every token of the step attends as its own decode step would (a step of decodes and
+        verify chunks only), so that its rounding does not depend on the rest of its chunk; a step with a
+        longer prefill chunk runs its chunks through the prefill kernel."""
+        return self.max_query_len <= MAX_VERIFY_WIDTH

@@ -41,7 +41,8 @@ class VerifyGraphs:
         decode_splits: Callable[[int], int],
     ) -> None:
         """Capture every width and size into `pool` (the decode graphs'): one step replays at a time.
-        `decode_splits(size)`: programs per sequence and KV head of the multi-query attention."""
+        `decode_splits(size)`: programs per token and KV head of the attention, the decode graph's of the
+        same size, so that each verified token rounds as its decode step would."""
         for graphs in self.by_width.values():
             graphs.capture(model, block_table, device, self.max_num_seqs, decode_splits, pool)
 

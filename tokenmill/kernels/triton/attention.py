@@ -1,10 +1,12 @@
 """Triton attention over the paged KV cache (reference: `reference.paged_attention`).
 
-Decode: one program per (sequence, KV head, split) computes all query heads of the GQA group at once,
+Decode: one program per (token, KV head, split) computes all query heads of the GQA group at once,
 so each K/V tile is read once per group; long contexts are split across programs and merged with a
-log-sum-exp reduction. Prefill: flash-attention over query tiles of one head, reading K/V through the
-block table, so chunked prefill and cached prefixes need no copy. Portable Triton (no Hopper-only
-instructions): runs on Ampere, Ada, Hopper and Blackwell, and on CPU under TRITON_INTERPRET=1.
+log-sum-exp reduction. A verify step's few tokens per sequence run it too, one program per token, so
+each rounds exactly as its own decode step would. Prefill: flash-attention over query tiles of one head,
+reading K/V through the block table, so chunked prefill and cached prefixes need no copy. Portable
+Triton (no Hopper-only instructions): runs on Ampere, Ada, Hopper and Blackwell, and on CPU under
+TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
@@ -69,31 +71,37 @@ def _attend_tile(
 
 
 # Block-table rows are as wide as the batch's longest context, so their stride changes from step to step:
-# specialising on it (== 1, % 16 == 0) would compile new variants mid-serving for no gain.
-@triton.jit(do_not_specialize=["stride_bt"])
+# specialising on it (== 1, % 16 == 0) would compile new variants mid-serving for no gain. Nor on `width`:
+# decode (1) and verify steps (k + 1) run one compiled kernel, and so round alike.
+@triton.jit(do_not_specialize=["stride_bt", "width"])
 def _decode_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, out_ptr, part_out_ptr, part_lse_ptr,
-    k_scale_ptr, v_scale_ptr, scale,
+    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr, query_start_ptr, out_ptr, part_out_ptr,
+    part_lse_ptr, k_scale_ptr, v_scale_ptr, scale, width,
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt, stride_ot, stride_oh,
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, FP8: tl.constexpr, DOT: tl.constexpr,
     STAGES: tl.constexpr, INT8: tl.constexpr,
 ):  # fmt: skip
-    seq = tl.program_id(0)
+    seq = tl.program_id(0) // width
+    t = tl.program_id(0) % width  # which of the sequence's new tokens; none past its query length
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
-    seq_len = tl.load(seq_lens_ptr + seq)
+    q_start = tl.load(query_start_ptr + seq)
+    q_len = tl.load(query_start_ptr + seq + 1) - q_start
+    live = t < q_len
+    token = q_start + t
+    seq_len = tl.load(seq_lens_ptr + seq) - q_len + 1 + t  # the context of this token's decode
     per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
     start = split * per_split
-    end = tl.minimum(start + per_split, seq_len)
+    end = tl.where(live, tl.minimum(start + per_split, seq_len), start)
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
     heads = kv_head * GROUP + g
-    g_mask = g < GROUP
+    g_mask = g < tl.where(live, GROUP, 0)  # no head of a token past the sequence's query length
     d_mask = d < HEAD_DIM
     q = tl.load(
-        q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
+        q_ptr + token * stride_qt + heads[:, None] * stride_qh + d[None, :],
         mask=g_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
@@ -115,9 +123,9 @@ def _decode_kernel(
     out = acc * (v_scale / tl.where(empty, 1.0, total))[:, None]
     mask = g_mask[:, None] & d_mask[None, :]
     if NUM_SPLITS == 1:
-        tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + d[None, :], out, mask=mask)
+        tl.store(out_ptr + token * stride_ot + heads[:, None] * stride_oh + d[None, :], out, mask=mask)
     else:
-        row = (seq * GROUP * tl.num_programs(1) + heads) * NUM_SPLITS + split
+        row = (token * GROUP * tl.num_programs(1) + heads) * NUM_SPLITS + split
         tl.store(part_out_ptr + row[:, None] * HEAD_DIM + d[None, :], out, mask=mask)
         lse = tl.where(empty, float("-inf"), m + tl.log(tl.where(empty, 1.0, total)))
         tl.store(part_lse_ptr + row, lse, mask=g_mask)
@@ -237,20 +245,30 @@ def decode_attention(
     kv_scales: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     tiling: DecodeTiling | None = None,
+    query_start_loc: torch.Tensor | None = None,
+    width: int = 1,
 ) -> torch.Tensor:
-    """q: [seqs, heads, head_dim], one token per sequence -> [seqs, heads, head_dim]."""
-    num_seqs, num_heads, head_dim = q.shape
+    """q: [tokens, heads, head_dim] -> [tokens, heads, head_dim]. Without `query_start_loc`, one token
+    per sequence. With it, each sequence's newest tokens (rows query_start_loc[i]:[i + 1] of q, at most
+    `width`, their K/V already in the cache and counted by `seq_lens`): each token attends exactly as
+    the decode of that token would, bit for bit, whatever the other tokens of its step (a verify step's
+    rows then round as its decode steps would, whichever proposals were accepted)."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_seqs = seq_lens.shape[0]
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
     tiling = tiling or DEFAULT_DECODE_TILING
     out = torch.empty_like(q) if out is None else out
+    if query_start_loc is None:
+        assert width == 1 and num_tokens == num_seqs, "one token per sequence without query_start_loc"
+        query_start_loc = torch.arange(num_seqs + 1, dtype=torch.int32, device=q.device)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     part_out, part_lse = split_partials(out, num_splits)
     k_scale, v_scale = _scale_pointers(kv_scales, seq_lens)
-    _decode_kernel[(num_seqs, num_kv_heads, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse, k_scale, v_scale, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0), out.stride(0), out.stride(1),
+    _decode_kernel[(num_seqs * width, num_kv_heads, num_splits)](
+        q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out, part_out, part_lse, k_scale,
+        v_scale, scale, width, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
+        k_cache.stride(2), block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), PAGE=page, BLOCK_N=tiling.block_n, NUM_SPLITS=num_splits,
         FP8=kv_cache.dtype == torch.float8_e4m3fn, INT8=kv_cache.dtype == torch.int8, DOT=_dot_precision(q),

@@ -1,5 +1,6 @@
-"""How a step's batch drives the two attention kernels: decodes and prefill chunks dispatched, the decode
-split count chosen from a fixed set, and every variant those choices can select compiled at start-up."""
+"""How a step's batch drives the two attention kernels: decodes, verify chunks and prefill chunks
+dispatched, the decode split count chosen from a fixed set, and every variant those choices can select
+compiled at start-up."""
 
 from __future__ import annotations
 
@@ -17,19 +18,25 @@ def paged_attention(
     scale: float,
     kv_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """A step's mixed batch: its decodes through the decode kernel, then its prefill chunks."""
+    """A step's mixed batch. A step of decodes and verify chunks runs every token through the decode
+    kernel (a verify row then rounds as the decode of its token, whichever proposals its step
+    verifies); otherwise the decodes run through it and the chunks through the prefill kernel."""
     out = torch.empty_like(q)
+    if meta.attends_as_decodes:
+        return decode_attention(
+            q, kv_cache, meta.block_tables, meta.seq_lens, scale, meta.decode_splits, kv_scales, out=out,
+            query_start_loc=meta.query_start_loc, width=meta.max_query_len,
+        )  # fmt: skip
     nd = meta.num_decodes
     if nd:
         decode_attention(
             q[:nd], kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale, meta.decode_splits,
-            kv_scales, out=out[:nd],
+            kv_scales, out=out[:nd], query_start_loc=meta.query_start_loc[: nd + 1],
         )  # fmt: skip
-    if nd < meta.block_tables.shape[0]:
-        prefill_attention(
-            q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
-            scale, kv_scales, out=out, first_seq=nd,
-        )  # fmt: skip
+    prefill_attention(
+        q, kv_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, meta.max_query_len,
+        scale, kv_scales, out=out, first_seq=nd,
+    )  # fmt: skip
     return out
 
 
