@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tokenmill.engine.sequence import Sequence
 
 TIMELINE_ENV = "TOKENMILL_TP_TIMELINE"
-EVENTS_AHEAD = 1024  # CUDA events made at once, ahead of use
+EVENTS_AHEAD = 4096  # CUDA events made at once, ahead of use (a few per step)
 
 Stamp = tuple[str, int, float]  # what, step, seconds on the host clock
 
@@ -43,10 +43,11 @@ class StepTimeline:
         self._spare: list[torch.cuda.Event] = []
         self._origin: tuple[float, torch.cuda.Event] | None = None
         if self._cuda:
+            self._spare = self._new_events()
             torch.cuda.synchronize(device)
             origin = torch.cuda.Event(enable_timing=True)
             at = time.perf_counter()
-            origin.record()  # the stream is idle: it fires at once, at `at` on the host clock
+            origin.record()  # the stream is idle: it fires at once (a few µs after `at`)
             self._origin = (at, origin)
 
     def host(self, what: str, step: int) -> None:
@@ -57,10 +58,14 @@ class StepTimeline:
         if not self._cuda:
             return
         if not self._spare:
-            self._spare = [torch.cuda.Event(enable_timing=True) for _ in range(EVENTS_AHEAD)]
+            self._spare = self._new_events()
         event = self._spare.pop()
         event.record()
         self._device_marks.append((what, step, event))
+
+    @staticmethod
+    def _new_events() -> list[torch.cuda.Event]:
+        return [torch.cuda.Event(enable_timing=True) for _ in range(EVENTS_AHEAD)]
 
     def save(self) -> None:
         """Write the log (waits for the device to reach every mark)."""

@@ -102,6 +102,7 @@ def serve_steps(
             runner.run_model(inputs, header.use_graph)
             if timeline is not None:
                 timeline.host("launched", header.step)
+                timeline.device("forward", header.step)
             if len(inputs.logits_indices):
                 previous_sampled = tp.broadcast_from_first(sampled_tokens.take(len(inputs.logits_indices)))
         steps += 1

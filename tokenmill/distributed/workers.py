@@ -110,10 +110,17 @@ class TensorParallelWorkers:
         """Wrap one engine step: if it does not end in `step_timeout_s`, the watchdog steps in."""
         return self._watchdog
 
+    @property
+    def steps_sent(self) -> int:
+        """Steps sent so far (the last one's number)."""
+        return self._steps_sent
+
     def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
         """Called as soon as the step's inputs exist: before rank 0 queues the step itself, and (for a
         step launched ahead) before it waits for the previous step's tokens."""
         self._steps_sent += 1
+        if self.timeline is not None:
+            self.timeline.host("sending", self._steps_sent)
         header = StepHeader(self._steps_sent, use_graph, self.tp.log.mark())
         if self._trace:
             logger.info("rank 0 step #%d sent: graph=%s, collectives %s", *header)
