@@ -129,3 +129,22 @@ def test_a_continuation_before_any_sampled_tokens_is_refused() -> None:
     sender.send_step(sent, StepHeader(1, False, (0, 0)))
     with pytest.raises(RuntimeError, match="continuation"):
         receiver.receive(None)
+
+
+def test_steps_of_a_repeated_layout_each_arrive_with_their_own_values() -> None:
+    """Steady decoding repeats one layout, whose views both ends make once: each step must still carry
+    its own positions, slots and context lengths (the two staging sets alternate under the worker)."""
+    sender, receiver = _channel()
+    builder = _builder()
+    seq = _sequence(9, 0, 8)
+    previous = torch.tensor([0])
+    for step in range(1, 6):
+        if seq.num_computed_tokens + 1 > len(seq.block_ids) * BLOCK:
+            seq.block_ids.append(seq.block_ids[-1] + 1)
+        sent = builder.build_inputs(ScheduledBatch([seq], [1], 1), previous, 1)
+        sender.send_step(sent, StepHeader(step, True, (step, 0)))
+        got, _ = receiver.receive(previous)
+        _assert_same(got, sent)
+        assert got.positions.tolist() == [8 + step - 1]
+        seq.num_computed_tokens += 1
+        seq.append_token(step)

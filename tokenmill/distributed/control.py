@@ -81,6 +81,11 @@ class ControlReceiver:
         self._capacity = _FIRST_CAPACITY
         self._set_used = True  # the current staging set holds a step that may still be read
 
+    @property
+    def last_step(self) -> int:
+        """The number of the last step received (0 before the first)."""
+        return self._decoder.last_step
+
     def receive(self, previous_sampled: torch.Tensor | None) -> Received:
         """The next step (its inputs, with `previous_sampled` as a continuation's input tokens, and its
         header), a LoRA fill, or None once rank 0 says to stop or is gone."""

@@ -10,14 +10,17 @@ multiplies the local weight as it would a whole one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.sharding import CheckpointTensor, float_part, rank_rows
-from tokenmill.quantization import QuantLinear
+from tokenmill.quantization import QuantLinear, UnquantizedMethod
 from tokenmill.quantization.base import QuantMethod
+
+if TYPE_CHECKING:
+    from tokenmill.kernels.ops import SmallBatchOps
 
 Split = Literal["column", "row"]
 
@@ -71,6 +74,32 @@ class ShardedLinear(QuantLinear):
             return super().forward(x)
         out = self.tp.all_reduce(self.method.apply(self, x, None))
         return out if self.bias is None else out + self.bias
+
+    def fused_gemv(
+        self,
+        ops: SmallBatchOps,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The projection of f(x) (+ bias, + residual) on the small-batch GEMVs (f: the RMSNorm `norm`,
+        SiLU-and-mul of a gate|up x, or nothing), so a decode step under tensor parallelism keeps the
+        fused path's launches. Column-parallel: this rank's output rows (f sees the whole x, which every
+        rank holds). Row-parallel: rank 0 adds the bias and the residual inside its GEMV and the
+        partial products are summed over the ranks, which adds them exactly once."""
+        assert type(self.method) is UnquantizedMethod, "the small-batch GEMVs read model-dtype weights"
+        once = self.split == "column" or self.tp.is_first
+        bias, residual = (self.bias, residual) if once else (None, None)
+        if norm is not None:
+            assert residual is None, "a normed projection opens a half-layer: no residual to add"
+            out = ops.rms_norm_linear(x, *norm, self.weight, bias)
+        elif silu_mul:
+            out = ops.silu_mul_linear(x, self.weight, residual)
+            out = out if bias is None else out + bias
+        else:
+            out = ops.linear(x, self.weight, bias, residual)
+        return out if self.split == "column" else self.tp.all_reduce(out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.split}-parallel rank {self.tp.rank}/{self.tp.size}"

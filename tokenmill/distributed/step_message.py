@@ -106,6 +106,27 @@ def views(buffer: Buffer, shape: Shape) -> dict[str, Buffer]:
     return result
 
 
+class ViewCache:
+    """`views` of the messages of one side, made once per buffer and layout: a decode batch's layout
+    repeats step after step, and each side writes or receives into the same few buffers, so a steady
+    step slices nothing. A cached view keeps its buffer alive, so an address is never reused under it."""
+
+    MAX_ENTRIES = 64
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[int, Shape], dict] = {}
+
+    def __call__(self, buffer: Buffer, shape: Shape) -> dict[str, Buffer]:
+        address = buffer.ctypes.data if isinstance(buffer, np.ndarray) else buffer.data_ptr()
+        key = (address, shape)
+        arrays = self._views.get(key)
+        if arrays is None:
+            if len(self._views) >= self.MAX_ENTRIES:
+                self._views.clear()
+            arrays = self._views[key] = views(buffer, shape)
+        return arrays
+
+
 class TableMirror:
     """The block-table rows as the last message left them; rank 0 and each worker keep identical ones.
     It grows (with zeros) to the widest batch seen, the same way on both sides."""
@@ -140,6 +161,7 @@ class StepEncoder:
     def __init__(self) -> None:
         self.mirror = TableMirror()
         self._buffer = np.empty(0, dtype=np.uint8)
+        self._views = ViewCache()
 
     def encode(self, inputs: StepInputs, header: StepHeader) -> memoryview:
         """The step's message, valid until the next call."""
@@ -166,7 +188,7 @@ class StepEncoder:
             self._buffer = np.empty(2 * size, dtype=np.uint8)
         message = self._buffer[:size]
         _HEADER.pack_into(message, 0, STEP, header.step, *header.mark, header.use_graph, *shape)
-        for name, target in views(message, shape).items():
+        for name, target in self._views(message, shape).items():
             if target.size:
                 value = values[name]
                 target[...] = value.numpy() if isinstance(value, torch.Tensor) else value
@@ -180,6 +202,7 @@ class StepDecoder:
     def __init__(self) -> None:
         self.mirror = TableMirror()
         self.last_step = 0
+        self._views = ViewCache()
 
     def decode(
         self, buffer: torch.Tensor, previous_sampled: torch.Tensor | None, staging: HostStaging
@@ -195,7 +218,7 @@ class StepDecoder:
         shape = Shape(*sizes)
         if not shape.has_input_ids and previous_sampled is None:
             raise RuntimeError("a continuation step arrived before any sampled tokens")
-        arrays = views(buffer, shape)
+        arrays = self._views(buffer, shape)
         changed, blocks = arrays["changed_rows"].numpy(), arrays["changed_blocks"].numpy()
         table = self.mirror.apply(changed, blocks, shape.num_rows, shape.table_width)
         query_start_loc, seq_lens = arrays["query_start_loc"], arrays["seq_lens"]

@@ -13,6 +13,7 @@ and its sequence number, so the logs of one run show where the ranks parted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zlib
@@ -43,8 +44,7 @@ class CollectiveLog:
 
     def record(self, rank: int, op: str, tensor: torch.Tensor) -> None:
         self.count += 1
-        # CRC, not hash(): str hashes are salted per process, and the ranks are separate processes.
-        key = f"{op} {tuple(tensor.shape)} {tensor.dtype}".encode()
+        key = _key(op, tensor.shape, tensor.dtype)
         self.signature = zlib.crc32(key, self.signature)
         if self.trace:
             where = _captured(tensor)
@@ -64,6 +64,13 @@ class CollectiveLog:
                 f"{self.signature:08x}) and rank 0 {first[0]} (signature {first[1]:08x}): the ranks ran "
                 f"different code; rerun with {TRACE_ENV}=1 to log each collective of every rank"
             )
+
+
+@functools.lru_cache(maxsize=1024)  # a step issues the same few shapes every time
+def _key(op: str, shape: torch.Size, dtype: torch.dtype) -> bytes:
+    """What a collective's signature folds in. CRC over it, not hash(): str hashes are salted per
+    process, and the ranks are separate processes."""
+    return f"{op} {tuple(shape)} {dtype}".encode()
 
 
 def _captured(tensor: torch.Tensor) -> str:

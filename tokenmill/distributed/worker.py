@@ -23,6 +23,7 @@ from tokenmill.config import EngineConfig
 from tokenmill.distributed.control import ControlReceiver, LoRAFill
 from tokenmill.distributed.group import TensorParallel, init_tensor_parallel
 from tokenmill.distributed.process import configure_logging, exit_now, exit_with_parent
+from tokenmill.distributed.timeline import timeline_from_env
 from tokenmill.distributed.watchdog import print_stacks_on_signal
 from tokenmill.lora.adapter import read_adapter
 
@@ -69,15 +70,21 @@ def run_worker(config: EngineConfig, rank: int, port: int, control: Connection, 
 def serve_steps(
     runner: ModelRunner, tp: TensorParallel, control: Connection, lora: LoRAModel | None = None
 ) -> None:
-    """Run rank 0's steps until it says stop. At the end, logs where this host's time went per step:
-    receiving (mostly waiting for rank 0's next message, or for the device to free a staging set)
-    against issuing the step; a worker whose issuing is a small part of a device step does not hold a
-    tensor-parallel step back."""
+    """Run rank 0's steps until it says stop. Between a message and the step's launch the worker only
+    decodes the message into its staging memory and checks its collectives: the buffer the sampled
+    tokens land in is made once, and the broadcast that fills it is queued on the device like the step
+    (the next step's forward pass reads it from there), so the host goes straight back to waiting for
+    rank 0. At the end it logs where this host's time went per step: receiving (mostly waiting for rank
+    0's next message) against issuing the step."""
     previous_sampled: torch.Tensor | None = None
     receiver = ControlReceiver(control, runner.inputs.staging)
+    sampled_tokens = SampledTokens(runner.device)
+    timeline = timeline_from_env(tp.rank, runner.device)
     steps, receiving, issuing = 0, 0.0, 0.0
     while True:
         started = time.perf_counter()
+        if timeline is not None:
+            timeline.host("waiting", receiver.last_step + 1)
         message = receiver.receive(previous_sampled)
         if message is None:  # rank 0 said so, or is gone
             break
@@ -88,16 +95,39 @@ def serve_steps(
         received = time.perf_counter()
         inputs, header = message
         tp.log.check(tp.rank, header.step, header.mark)
+        if timeline is not None:
+            timeline.host("received", header.step)
+            timeline.device("begin", header.step)
         with torch.inference_mode():
             runner.run_model(inputs, header.use_graph)
+            if timeline is not None:
+                timeline.host("launched", header.step)
+                timeline.device("forward", header.step)
             if len(inputs.logits_indices):
-                sampled = torch.empty(len(inputs.logits_indices), dtype=torch.long, device=runner.device)
-                previous_sampled = tp.broadcast_from_first(sampled)
+                previous_sampled = tp.broadcast_from_first(sampled_tokens.take(len(inputs.logits_indices)))
         steps += 1
         receiving += received - started
         issuing += time.perf_counter() - received
+    if timeline is not None:
+        timeline.save()
     if steps:
         logger.info(
             "rank %d: %d steps; per step %.0f us receiving (waits for rank 0 included), %.0f us issuing",
             tp.rank, steps, 1e6 * receiving / steps, 1e6 * issuing / steps,
         )  # fmt: skip
+
+
+class SampledTokens:
+    """Where rank 0's broadcast of a step's sampled tokens lands on a worker: one buffer, grown to the
+    largest step, so no step allocates. Reusing it is safe: each broadcast is queued after the forward
+    pass that read the previous tokens (on CUDA, the collective's stream waits for the compute stream)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._buffer = torch.empty(0, dtype=torch.long, device=device)
+
+    def take(self, count: int) -> torch.Tensor:
+        if count > len(self._buffer):
+            self._buffer = torch.empty(
+                max(count, 2 * len(self._buffer), 64), dtype=torch.long, device=self._buffer.device
+            )
+        return self._buffer[:count]

@@ -35,6 +35,7 @@ from tokenmill.distributed.group import (
     init_tensor_parallel,
 )
 from tokenmill.distributed.step_message import StepHeader
+from tokenmill.distributed.timeline import StepTimeline, timeline_from_env
 from tokenmill.distributed.trace import tracing
 from tokenmill.distributed.watchdog import StepWatchdog, bounded, print_stacks_on_signal
 from tokenmill.distributed.worker import rank_device, run_worker
@@ -86,6 +87,7 @@ class TensorParallelWorkers:
         self._monitor.start()
         self._steps_sent = 0
         self._trace = tracing()
+        self.timeline: StepTimeline | None = None  # a log of each step's events, when asked for
         print_stacks_on_signal()
         self._watchdog = StepWatchdog(
             config.step_timeout_s, lambda: [p.pid for p in self.processes if p.pid], self._hung
@@ -98,6 +100,7 @@ class TensorParallelWorkers:
         except BaseException:
             self.shutdown()
             raise
+        self.timeline = timeline_from_env(0, device)
 
     def started(self, on_death: Callable[[WorkerDiedError], None] | None = None) -> None:
         """The engine is up: from now on a death raises in the next step and calls `on_death`."""
@@ -107,13 +110,25 @@ class TensorParallelWorkers:
         """Wrap one engine step: if it does not end in `step_timeout_s`, the watchdog steps in."""
         return self._watchdog
 
+    @property
+    def steps_sent(self) -> int:
+        """Steps sent so far (the last one's number)."""
+        return self._steps_sent
+
     def send_step(self, inputs: StepInputs, use_graph: bool) -> None:
+        """Called as soon as the step's inputs exist: before rank 0 queues the step itself, and (for a
+        step launched ahead) before it waits for the previous step's tokens."""
         self._steps_sent += 1
+        if self.timeline is not None:
+            self.timeline.host("sending", self._steps_sent)
         header = StepHeader(self._steps_sent, use_graph, self.tp.log.mark())
         if self._trace:
             logger.info("rank 0 step #%d sent: graph=%s, collectives %s", *header)
         with self._sending():
             self._control.send_step(inputs, header)
+        if self.timeline is not None:
+            self.timeline.host("sent", header.step)
+            self.timeline.device("begin", header.step)
 
     def fill_lora_slot(self, fill: LoRAFill) -> None:
         """Every worker puts the adapter into the slot too (before any step that uses it)."""
@@ -130,6 +145,9 @@ class TensorParallelWorkers:
 
     def share_sampled(self, sampled: torch.Tensor) -> None:
         self._check()
+        if self.timeline is not None:  # the step's forward pass and sampling are queued
+            self.timeline.host("launched", self._steps_sent)
+            self.timeline.device("sampled", self._steps_sent)
         self.tp.broadcast_from_first(sampled if sampled.dtype == torch.long else sampled.long())
 
     def shutdown(self) -> None:
@@ -138,6 +156,8 @@ class TensorParallelWorkers:
         self._watchdog.stop()
         self._waker.send_bytes(b"")
         self._control.send_shutdown()
+        if self.timeline is not None and self.failure is None:
+            self.timeline.save()
         for process in self.processes:
             process.join(SHUTDOWN_SECONDS)
             if process.is_alive():
