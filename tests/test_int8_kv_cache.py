@@ -151,8 +151,8 @@ def compile_int8_cache_kernels(capability: int) -> None:
                  "scale": 0.1, "stride_bt": 64, "stride_ot": 4096, "stride_oh": 128, "GROUP": 4, "HEAD_DIM": 128,
                  "BLOCK_D": 128, "PAGE": 16, "FP8": False, "INT8": True, "DOT": "tf32"}  # fmt: skip
     compile_for(
-        attention_kernels._decode_kernel, capability, **attention, part_out_ptr=f32, part_lse_ptr=f32,
-        BLOCK_G=16, BLOCK_N=64, NUM_SPLITS=4, STAGES=3,
+        attention_kernels._decode_kernel, capability, **attention, query_start_ptr=i32, width=5, part_out_ptr=f32,
+        part_lse_ptr=f32, BLOCK_G=16, BLOCK_N=64, NUM_SPLITS=4, STAGES=3,
     )  # fmt: skip
     compile_for(
         attention_kernels._prefill_kernel, capability, **attention, query_start_ptr=i32, seq_offset=3,
