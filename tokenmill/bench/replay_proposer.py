@@ -57,7 +57,10 @@ class Replay:
     computed by a verify step as in the replays. Under bf16, plain decoding and verify steps round
     differently (the fused GEMVs tile one row apart from several), so text recorded without speculation
     would stop matching the replay after the first near-tie and the measured acceptance would collapse.
-    `recording` keeps the recorded text's digest, to check the replay emitted the same."""
+    The recording is the second of two such passes: a prompt's prefill rounds differently once the
+    prefix cache serves all but its last few tokens (a short chunk, not the whole prompt, goes through
+    the GEMMs), and every timed run finds the cache as the first pass leaves it. `recording` keeps the
+    recorded text's digest, to check the replay emitted the same."""
 
     def __init__(self, acceptance: float) -> None:
         self.acceptance = acceptance
@@ -67,7 +70,9 @@ class Replay:
         speculator = llm.engine.speculator
         assert speculator is not None and not speculator.adaptive, "replay points speculate every step"
         speculator.proposer = FillerProposer()
-        outputs = llm.generate([p for p, _ in requests], greedy_params(requests), use_tqdm=False)
+        prompts, params = [p for p, _ in requests], greedy_params(requests)
+        llm.generate(prompts, params, use_tqdm=False)  # leaves the prompts' blocks in the prefix cache
+        outputs = llm.generate(prompts, params, use_tqdm=False)
         self.recording = output_digest([o.outputs[0].token_ids for o in outputs])
         references = [o.prompt_token_ids + o.outputs[0].token_ids for o in outputs]
         vocab_size = llm.engine.model_config.vocab_size
