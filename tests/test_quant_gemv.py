@@ -126,7 +126,7 @@ def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
     routes: list[str] = []
     for name in ("gemv", "kernel"):
         route = getattr(gemm, name)
-        spy = lambda layer, rows, route=route, name=name: routes.append(name) or route(layer, rows)  # noqa: E731
+        spy = lambda *args, route=route, name=name: routes.append(name) or route(*args)  # noqa: E731
         object.__setattr__(gemm, name, spy)
     monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, gemm.table_key, 2)
     close(layer(x[:2]), expected[:2], torch.float32)

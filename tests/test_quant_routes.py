@@ -88,7 +88,7 @@ def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> 
         launched.add((weight.in_features, weight.out_features, "dense", None))
         return torch.zeros(weight.in_features, weight.out_features, dtype=dtype)
 
-    def gemv(x: torch.Tensor, weight) -> torch.Tensor:
+    def gemv(x: torch.Tensor, weight, fusion=quant_gemv.NO_FUSION) -> torch.Tensor:
         launched.add((weight.in_features, weight.out_features, "gemv", None))
         return x.new_zeros(len(x), weight.out_features)
 

@@ -68,6 +68,8 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
 }
 
 Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
+# (layer, rows, what it fuses) -> [tokens, out]; rows are [tokens, 2 in] under `Fusion.silu_mul`
+GemvRoute = Callable[[QuantLinear, torch.Tensor, quant_gemv.Fusion], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class RoutedGemm:
     table_key: str
     kernel: Route
     dense: Route | None
-    gemv: Route
+    gemv: GemvRoute
 
     def dense_from(self) -> int | None:
         """The token count from which the dense route runs (read per call, so a bench can move it)."""
@@ -90,12 +92,27 @@ class RoutedGemm:
 
     def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x)
-        start, route = self.dense_from(), self.kernel
+        start = self.dense_from()
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
-            route = self.gemv
+            y = self.gemv(layer, rows, quant_gemv.NO_FUSION)
         elif self.dense is not None and start is not None and len(rows) >= start:
-            route = self.dense
-        return route(layer, rows).view(*x.shape[:-1], layer.out_features)
+            y = self.dense(layer, rows)
+        else:
+            y = self.kernel(layer, rows)
+        return y.view(*x.shape[:-1], layer.out_features)
+
+    def fused_gemv(
+        self,
+        layer: QuantLinear,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The GEMV of f(x) (+ the layer's bias) (+ residual) in one launch, f the RMSNorm `norm` or
+        SiLU-and-mul of a gate|up x [tokens, 2 in] (see `quant_gemv.Fusion`); for the fused small-batch
+        path, up to `gemv_up_to()` tokens."""
+        return self.gemv(layer, x, quant_gemv.Fusion(norm, silu_mul, layer.bias, residual))
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant a batch can select: one GEMV (its
@@ -149,14 +166,14 @@ def weight_only_kernel(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return weight_only_gemm(rows, packed_weight(layer))
 
 
-def packed_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
-    return quant_gemv.gemv(rows, packed_weight(layer))
+def packed_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: quant_gemv.Fusion) -> torch.Tensor:
+    return quant_gemv.gemv(rows, packed_weight(layer), fusion)
 
 
-def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: quant_gemv.Fusion) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
-    return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block)
+    return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block, fusion)
 
 
 def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:

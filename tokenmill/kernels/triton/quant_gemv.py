@@ -17,18 +17,24 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   group (groups in row order) both are read once per chunk and output, act-order groups per weight.
   The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
   warps inside the loop would put a barrier between the chunks' loads.
-The references are the quantization methods' `apply` (x times the `dequantize_*` weight).
+Both take the fused small-batch path's element-wise neighbours (`Fusion`), as `skinny_gemm`'s bf16
+GEMVs do and through its `_activations`: the RMSNorm of the input row or SiLU(gate) * up of a gate|up
+row in the prologue (each program normalises its own row: a row is short), the bias and the residual
+add in the epilogue. The references are the quantization methods' `apply` (x times the `dequantize_*`
+weight), with the unfused norm, activation and add around it.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
+from tokenmill.kernels.triton.skinny_gemm import _activations
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 from tokenmill.kernels.triton.weight_only_gemm import (
     FP8_BITS_UNIT,
@@ -46,6 +52,40 @@ PACKED_TILE_BYTES = 8192  # packed weight bytes per program per K step (its chun
 MAX_CHUNK = 128  # input rows per packed chunk: a group of up to 128 rows, or a part of a larger one
 MAX_CHUNKS = 16
 ACT_ORDER_CHUNK = 32  # chunk of rows whose groups are read per row (act-order, or groups of odd sizes)
+NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
+PROLOGUES = {"none": 0, "norm": 1, "silu_mul": 2}  # skinny_gemm's PROLOGUE values
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The element-wise work a GEMV does around its product for the fused small-batch path: the input
+    row's RMSNorm (`norm`: weight, eps) or SiLU(gate) * up (`silu_mul`: x is gate|up, twice the weight's
+    input width), then `bias` added to the fp32 sums and `residual` after rounding to x's dtype (as a
+    separate add would)."""
+
+    norm: tuple[torch.Tensor, float] | None = None
+    silu_mul: bool = False
+    bias: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+
+    def in_features(self, x: torch.Tensor) -> int:
+        return x.shape[1] // 2 if self.silu_mul else x.shape[1]
+
+    def kernel_args(self, x: torch.Tensor) -> dict[str, object]:
+        """The fusion's kernel arguments (placeholder pointers where it has nothing)."""
+        norm_weight, eps = self.norm or (x, 0.0)
+        prologue = "norm" if self.norm is not None else "silu_mul" if self.silu_mul else "none"
+        bias, residual = self.bias, self.residual
+        return dict(
+            norm_weight_ptr=norm_weight, bias_ptr=x if bias is None else bias,
+            residual_ptr=x if residual is None else residual,
+            stride_r=0 if residual is None else residual.stride(0), eps=eps, PROLOGUE=PROLOGUES[prologue],
+            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
+            NORM_BLOCK=min(NORM_BLOCK, triton.next_power_of_2(self.in_features(x))),
+        )  # fmt: skip
+
+
+NO_FUSION = Fusion()
 
 
 @triton.jit
@@ -53,6 +93,39 @@ def _tile_and_row(rows):
     """(output tile, token row) of this program: the rows of one tile are adjacent programs."""
     pid = tl.program_id(0)
     return pid // rows, pid % rows
+
+
+@triton.jit
+def _row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
+    """[1, 1]: the RMSNorm factor 1 / sqrt(mean(x^2) + eps) of the row under PROLOGUE 1, else 0."""
+    rstd = tl.zeros([1, 1], tl.float32)
+    if PROLOGUE == 1:
+        squares = tl.zeros([1, NORM_BLOCK], tl.float32)
+        for k0 in range(0, K, NORM_BLOCK):
+            k = k0 + tl.arange(0, NORM_BLOCK)[None, :]
+            x = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            squares += x * x
+        rstd = tl.rsqrt(tl.sum(squares, 1)[:, None] / K + eps)
+    return rstd
+
+
+@triton.jit
+def _row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
+    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue (`skinny_gemm._activations`)."""
+    k_mask = k < K
+    return _activations(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, rstd, PROLOGUE)
+
+
+@triton.jit
+def _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r,
+               HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr):  # fmt: skip
+    """fp32 sums y [BLOCK_N] (+ bias), rounded to the output dtype (+ residual), stored at columns n."""
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + n, mask=n_mask, other=0.0).to(tl.float32)
+    out = y.to(out_ptr.dtype.element_ty)
+    if HAS_RESIDUAL:
+        out = out + tl.load(residual_ptr + row * stride_r + n, mask=n_mask, other=0.0)
+    tl.store(out_ptr + row * stride_o + n, out, mask=n_mask)
 
 
 @triton.jit
@@ -69,9 +142,11 @@ def _decode_bytes(stored, FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr):
 
 @triton.jit(do_not_specialize=["rows"])
 def _byte_gemv_kernel(
-    x_ptr, w_ptr, scale_ptr, out_ptr, rows, N, K, stride_x, stride_w, stride_s, stride_o,
+    x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, N, K,
+    stride_x, stride_w, stride_s, stride_o, stride_r, eps,
     FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr, BLOCK_OUT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PROLOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """BLOCK_OUT 0: one scale per output row. Else fp8 blocks of BLOCK_OUT rows and
     CHUNK columns, each chunk's [BLOCK_N] scales applied to its weights (clamped to the last block
@@ -80,14 +155,14 @@ def _byte_gemv_kernel(
     n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < N
     x_row = x_ptr + row * stride_x
+    rstd = _row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, CHUNK], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             k = k0 + c * CHUNK + tl.arange(0, CHUNK)
-            k_mask = k < K
-            x = tl.load(x_row + k, mask=k_mask, other=0.0).to(tl.float32)
+            x = _row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE)
             stored = tl.load(
-                w_ptr + n[:, None] * stride_w + k[None, :], mask=n_mask[:, None] & k_mask[None, :], other=0
+                w_ptr + n[:, None] * stride_w + k[None, :], mask=n_mask[:, None] & (k < K)[None, :], other=0
             )
             w = _decode_bytes(stored, FORMAT, NATIVE_FP8)
             if BLOCK_OUT > 0:
@@ -96,21 +171,22 @@ def _byte_gemv_kernel(
                     scale_ptr + (n // BLOCK_OUT) * stride_s + block_column, mask=n_mask, other=0.0
                 )
                 w = w * scale[:, None]
-            acc += w * x[None, :]
+            acc += w * x
     y = tl.sum(acc, 1)
     if BLOCK_OUT == 0:
         y = y * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
     if FORMAT != INT8 and not NATIVE_FP8:
         y = y * FP8_BITS_UNIT
-    tl.store(out_ptr + row * stride_o + n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+    _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
 @triton.jit(do_not_specialize=["rows"])
 def _packed_gemv_kernel(
-    x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, rows, N, K,
-    stride_x, stride_wk, stride_sg, stride_zg, stride_o,
+    x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr,
+    rows, N, K, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
     FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PROLOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """ONE_GROUP: every CHUNK rows lie in one group (read at the chunk's first row, clamped to K - 1
     where a chunk starts past K: its activations are masked to zero there)."""
@@ -118,20 +194,20 @@ def _packed_gemv_kernel(
     n0 = tile * BLOCK_N
     n = n0 + tl.arange(0, BLOCK_N)
     x_row = x_ptr + row * stride_x
+    rstd = _row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([CHUNK, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             start = k0 + c * CHUNK
-            k = start + tl.arange(0, CHUNK)
-            x = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)[:, None]
+            x = tl.trans(_row_inputs(x_row, start + tl.arange(0, CHUNK), K, norm_weight_ptr, rstd, PROLOGUE))
             zeros, scales = zeros_and_scales(
                 zero_ptr, scale_ptr, g_idx_ptr, tl.minimum(start, K - 1) if ONE_GROUP else start, n, K, N,
                 stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP, CHUNK,
             )  # fmt: skip
             values = packed_values(w_ptr, start, n0, K, N, stride_wk, FORMAT, BITS, CHUNK, BLOCK_N)
             acc += (offset_float(values) - (OFFSET + zeros)) * (x * scales)  # (q - zero) * scale * x
-    out = out_ptr + row * stride_o + n
-    tl.store(out, tl.sum(acc, 0).to(out_ptr.dtype.element_ty), mask=n < N)
+    y = tl.sum(acc, 0)
+    _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
 @functools.cache
@@ -141,9 +217,14 @@ def native_fp8(device: torch.device) -> bool:
 
 
 def _byte_gemv(
-    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, is_int8: bool, block: tuple[int, int] | None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scales: torch.Tensor,
+    is_int8: bool,
+    block: tuple[int, int] | None,
+    fusion: Fusion,
 ) -> torch.Tensor:
-    rows, k = x.shape
+    rows, k = x.shape[0], fusion.in_features(x)
     n = weight.shape[0]
     out = x.new_empty(rows, n)
     if rows == 0:
@@ -154,8 +235,9 @@ def _byte_gemv(
     block_k = max(block_k, chunk) // chunk * chunk
     weight_format = WeightFormat.INT8 if is_int8 else WeightFormat.FP8
     _byte_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
-        x, weight.view(torch.uint8) if not is_int8 else weight, scales, out, rows, n, k,
-        x.stride(0), weight.stride(0), scales.stride(0) if block else 0, out.stride(0),
+        x_ptr=x, w_ptr=weight.view(torch.uint8) if not is_int8 else weight, scale_ptr=scales, out_ptr=out,
+        rows=rows, N=n, K=k, stride_x=x.stride(0), stride_w=weight.stride(0),
+        stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
         FORMAT=int(weight_format), NATIVE_FP8=native_fp8(x.device), BLOCK_OUT=block[0] if block else 0,
         BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk, num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip
@@ -163,11 +245,16 @@ def _byte_gemv(
 
 
 def fp8_block_gemv(
-    x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor, block: tuple[int, int]
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale_inv: torch.Tensor,
+    block: tuple[int, int],
+    fusion: Fusion = NO_FUSION,
 ) -> torch.Tensor:
-    """x [tokens, in] times an e4m3 weight [out, in] with block scales -> [tokens, out] in x's dtype.
-    block[1] (the block's input columns) must be a power of two of at least 16."""
-    return _byte_gemv(_rows(x), weight, weight_scale_inv, False, block)
+    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) times an e4m3 weight [out, in]
+    with block scales -> [tokens, out] in x's dtype. block[1] (the block's input columns) must be a
+    power of two of at least 16."""
+    return _byte_gemv(_rows(x), weight, weight_scale_inv, False, block, fusion)
 
 
 def packed_chunk(weight: PackedWeight) -> tuple[int, bool]:
@@ -178,12 +265,13 @@ def packed_chunk(weight: PackedWeight) -> tuple[int, bool]:
     return (chunk, True) if in_row_order and chunk >= 16 else (ACT_ORDER_CHUNK, False)
 
 
-def gemv(x: torch.Tensor, weight: PackedWeight) -> torch.Tensor:
-    """x [tokens, in] -> [tokens, out] in x's dtype, for any `PackedWeight` format."""
+def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION) -> torch.Tensor:
+    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype,
+    for any `PackedWeight` format."""
     x = _rows(x)
     if weight.format < WeightFormat.AWQ:
-        return _byte_gemv(x, weight.weight, weight.scales, weight.format == WeightFormat.INT8, None)
-    rows, k = x.shape
+        return _byte_gemv(x, weight.weight, weight.scales, weight.format == WeightFormat.INT8, None, fusion)
+    rows, k = x.shape[0], fusion.in_features(x)
     n = weight.out_features
     out = x.new_empty(rows, n)
     if rows == 0:
@@ -194,12 +282,14 @@ def gemv(x: torch.Tensor, weight: PackedWeight) -> torch.Tensor:
     block_n = widest_covering_tile(n, 64 if is_awq else 16, 128 if is_awq else 64, num_sms(x.device))
     chunks = PACKED_TILE_BYTES * 8 // (weight.bits * block_n * chunk)
     chunks = max(1, min(chunks, MAX_CHUNKS, triton.cdiv(k, chunk)))
+    w_ptr, scale_ptr, zero_ptr, g_idx_ptr = weight.pointers()
     _, _, stride_sg, stride_zg = weight.strides()
     _packed_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
-        x, *weight.pointers(), out, rows, n, k, x.stride(0), weight.weight.stride(0), stride_sg, stride_zg,
-        out.stride(0), FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        ONE_GROUP=one_group, BLOCK_N=block_n, BLOCK_K=chunks * chunk, CHUNK=chunk,
-        num_warps=8 if chunk * block_n >= 8192 else 4,
+        x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, g_idx_ptr=g_idx_ptr, out_ptr=out,
+        rows=rows, N=n, K=k, stride_x=x.stride(0), stride_wk=weight.weight.stride(0), stride_sg=stride_sg,
+        stride_zg=stride_zg, stride_o=out.stride(0), **fusion.kernel_args(x), FORMAT=int(weight.format),
+        BITS=weight.bits, GROUP=weight.group_size, ONE_GROUP=one_group, BLOCK_N=block_n,
+        BLOCK_K=chunks * chunk, CHUNK=chunk, num_warps=8 if chunk * block_n >= 8192 else 4,
     )  # fmt: skip
     return out
 
