@@ -142,19 +142,34 @@ def test_gemvs_compile_for_every_gpu_generation(capability: int) -> None:
     run_compiled("tests.test_quant_gemv:compile_every_gemv", capability)
 
 
+# (PROLOGUE, HAS_BIAS, HAS_RESIDUAL) of the fused small-batch path's projections: none, q|k|v and
+# gate|up (RMSNorm, with and without bias), o (residual) and down (SiLU-and-mul, residual)
+FUSIONS = ((0, False, False), (1, True, False), (1, False, False), (0, False, True), (2, False, True))
+
+
+def _fusion_args(pointer: torch.Tensor, prologue: int, bias: bool, residual: bool) -> dict[str, object]:
+    return dict(
+        norm_weight_ptr=pointer, bias_ptr=pointer, residual_ptr=pointer, stride_r=4096, eps=1e-6,
+        PROLOGUE=prologue, HAS_BIAS=bias, HAS_RESIDUAL=residual, NORM_BLOCK=1024,
+    )  # fmt: skip
+
+
 def compile_every_gemv(capability: int) -> None:
-    """Every constexpr combination the launchers pick, for Qwen3-8B's widest and narrowest projections."""
+    """Every constexpr combination the launchers pick, for Qwen3-8B's widest and narrowest projections,
+    and each fusion of the small-batch path."""
     bf16, i32, f32 = _pointer(torch.bfloat16), _pointer(torch.int32), _pointer(torch.float32)
     sizes = {"rows": 1, "N": 4096, "K": 12288, "stride_x": 12288, "stride_o": 4096}
     for is_int8, block in ((True, None), (False, None), (False, (128, 128))):
         for native in (True, False) if not is_int8 and capability >= 89 else (False,):
-            compile_for(
-                quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
-                w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16, **sizes,
-                stride_w=12288, stride_s=96 if block else 0, FORMAT=int(wo.INT8 if is_int8 else wo.FP8),
-                NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
-                CHUNK=block[1] if block else 512, num_warps=8,
-            )  # fmt: skip
+            for fusion in FUSIONS:
+                compile_for(
+                    quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
+                    w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16,
+                    **sizes, **_fusion_args(bf16, *fusion), stride_w=12288, stride_s=96 if block else 0,
+                    FORMAT=int(wo.INT8 if is_int8 else wo.FP8), NATIVE_FP8=native,
+                    BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
+                    CHUNK=block[1] if block else 512, num_warps=8,
+                )  # fmt: skip
     for weight_format, bits, one_group, block_n in (
         (wo.WeightFormat.AWQ, 4, True, 64),
         (wo.WeightFormat.GPTQ, 4, True, 16),
@@ -162,9 +177,11 @@ def compile_every_gemv(capability: int) -> None:
         (wo.WeightFormat.GPTQ, 4, False, 16),
     ):
         chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
-        compile_for(
-            quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=_pointer(torch.float16),
-            zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes, stride_wk=4096, stride_sg=4096, stride_zg=512,
-            FORMAT=int(weight_format), BITS=bits, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
-            BLOCK_K=4 * chunk, CHUNK=chunk,
-        )  # fmt: skip
+        for fusion in FUSIONS if one_group else FUSIONS[:1]:
+            compile_for(
+                quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
+                scale_ptr=_pointer(torch.float16), zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes,
+                **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
+                FORMAT=int(weight_format), BITS=bits, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
+                BLOCK_K=4 * chunk, CHUNK=chunk,
+            )  # fmt: skip
