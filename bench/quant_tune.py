@@ -40,7 +40,7 @@ def sweep(fmt: str, device: torch.device) -> list[dict]:
     for tokens, candidates in CANDIDATES.items():
         inputs = [torch.randn(tokens, p.in_features, dtype=torch.bfloat16, device=device) for p in packed]
         bf16 = sum(time_call(lambda layer=layer, x=x: layer(x), repeat=10) for layer, x in zip(dense, inputs))
-        default = tiles_for(tokens, packed[0].format)
+        default = tiles_for(tokens)
         timed: dict[tuple[Tiles, int | None], float] = {}
         for tiles, split in itertools.product(candidates, SPLITS[tokens]):
             try:

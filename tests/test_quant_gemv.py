@@ -170,18 +170,13 @@ def compile_every_gemv(capability: int) -> None:
                     BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
                     CHUNK=block[1] if block else 512, num_warps=8,
                 )  # fmt: skip
-    for weight_format, bits, one_group, block_n in (
-        (wo.WeightFormat.AWQ, 4, True, 64),
-        (wo.WeightFormat.GPTQ, 4, True, 16),
-        (wo.WeightFormat.GPTQ, 8, True, 32),
-        (wo.WeightFormat.GPTQ, 4, False, 16),
-    ):
+    for bits, one_group, block_n, zero_offset in ((4, True, 16, 0), (8, True, 32, 1), (4, False, 16, 1)):
         chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
         for fusion in FUSIONS if one_group else FUSIONS[:1]:
             compile_for(
                 quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes,
                 **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
-                FORMAT=int(weight_format), BITS=bits, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
+                BITS=bits, ZERO_OFFSET=zero_offset, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
                 BLOCK_K=4 * chunk, CHUNK=chunk,
             )  # fmt: skip

@@ -27,7 +27,6 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     dequantize,
     weight_only_gemm,
 )
-from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantLinear, QuantMethod
 from tokenmill.quantization.fp8 import FP8_DTYPE, FP8_MAX, Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
@@ -48,8 +47,7 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
-    "awq": 128,
-    "gptq4": 128,
+    "gptq4": 128,  # and AWQ, repacked into GPTQ's layout at load
     "gptq8": 128,
 }
 
@@ -62,8 +60,7 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "int8": 1,
     "fp8-channel": 2,
     "fp8-block": 0,
-    "awq": 1,
-    "gptq4": 2,
+    "gptq4": 2,  # and AWQ
     "gptq8": 2,
 }
 
@@ -143,16 +140,12 @@ def _pack(layer: QuantLinear) -> PackedWeight:
         return PackedWeight(WeightFormat.INT8, layer.weight, layer.weight_scale, *sizes)
     if isinstance(method, Fp8ChannelMethod):
         return PackedWeight(WeightFormat.FP8, layer.weight, layer.weight_scale, *sizes)
-    if isinstance(method, AwqMethod):
-        return PackedWeight(
-            WeightFormat.AWQ, layer.qweight, layer.scales, *sizes, layer.qzeros, group_size=method.group_size
-        )
-    assert isinstance(method, GptqMethod)
+    assert isinstance(method, GptqMethod)  # AwqMethod too: its tensors are in GPTQ's layout
     rows = torch.arange(layer.in_features, device=layer.g_idx.device)
     in_row_order = torch.equal(layer.g_idx, (rows // layer.group_size).to(layer.g_idx.dtype))  # no act-order
     return PackedWeight(
         WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits,
-        layer.group_size, in_row_order,
+        layer.group_size, in_row_order, method.zero_offset,
     )  # fmt: skip
 
 
@@ -229,9 +222,7 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     kernels do not take (the reference `apply` runs)."""
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
-    if isinstance(method, AwqMethod):
-        return RoutedGemm("awq", weight_only_kernel, dequantized_dense, packed_gemv)
-    if isinstance(method, GptqMethod):
+    if isinstance(method, GptqMethod):  # AWQ included
         return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
         return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv)

@@ -10,7 +10,7 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
 - `_byte_gemv_kernel`: one value per byte, stored [out, in] (int8 or fp8-e4m3), so a program reads
   BLOCK_N contiguous rows. Per-channel scales multiply the finished sums; fp8 block scales ([out/bo,
   in/bi], the weight only: activations stay unquantized) multiply each bi-column chunk.
-- `_packed_gemv_kernel`: AWQ and GPTQ (4 or 8 bits) in their stored layouts (see `weight_only_gemm`),
+- `_packed_gemv_kernel`: GPTQ's layout (4 or 8 bits; AWQ repacked into it at load, see `weight_only_gemm`),
   one chunk of CHUNK input rows at a time, several chunks per K step (unrolled) to keep about
   PACKED_TILE_BYTES of words in flight. The zero point is folded into the integer-to-float offset and
   the scale into the activation (x * scale, then one FMA per weight); where a chunk lies inside one
@@ -184,7 +184,7 @@ def _byte_gemv_kernel(
 def _packed_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr,
     rows, N, K, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
+    BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PROLOGUE: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -202,9 +202,9 @@ def _packed_gemv_kernel(
             x = tl.trans(_row_inputs(x_row, start + tl.arange(0, CHUNK), K, norm_weight_ptr, rstd, PROLOGUE))
             zeros, scales = zeros_and_scales(
                 zero_ptr, scale_ptr, g_idx_ptr, tl.minimum(start, K - 1) if ONE_GROUP else start, n, K, N,
-                stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP, CHUNK,
+                stride_sg, stride_zg, BITS, ZERO_OFFSET, GROUP, ONE_GROUP, CHUNK,
             )  # fmt: skip
-            values = packed_values(w_ptr, start, n0, K, N, stride_wk, FORMAT, BITS, CHUNK, BLOCK_N)
+            values = packed_values(w_ptr, start, n0, K, N, stride_wk, BITS, CHUNK, BLOCK_N)
             acc += (offset_float(values) - (OFFSET + zeros)) * (x * scales)  # (q - zero) * scale * x
     y = tl.sum(acc, 0)
     _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
@@ -260,16 +260,15 @@ def fp8_block_gemv(
 def packed_chunk(weight: PackedWeight) -> tuple[int, bool]:
     """(CHUNK, ONE_GROUP): the largest power-of-two divisor of the group (at most MAX_CHUNK) where groups
     follow the row order and that divisor is at least 16; else ACT_ORDER_CHUNK rows, groups per row."""
-    in_row_order = weight.format == WeightFormat.AWQ or weight.groups_in_row_order
     chunk = min(MAX_CHUNK, weight.group_size & -weight.group_size)
-    return (chunk, True) if in_row_order and chunk >= 16 else (ACT_ORDER_CHUNK, False)
+    return (chunk, True) if weight.groups_in_row_order and chunk >= 16 else (ACT_ORDER_CHUNK, False)
 
 
 def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype,
     for any `PackedWeight` format."""
     x = _rows(x)
-    if weight.format < WeightFormat.AWQ:
+    if weight.format < WeightFormat.GPTQ:
         return _byte_gemv(x, weight.weight, weight.scales, weight.format == WeightFormat.INT8, None, fusion)
     rows, k = x.shape[0], fusion.in_features(x)
     n = weight.out_features
@@ -277,9 +276,7 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION) -> t
     if rows == 0:
         return out
     chunk, one_group = packed_chunk(weight)
-    is_awq = weight.format == WeightFormat.AWQ
-    # AWQ packs eight columns per word: 64 columns make each row of words one 32-byte sector
-    block_n = widest_covering_tile(n, 64 if is_awq else 16, 128 if is_awq else 64, num_sms(x.device))
+    block_n = widest_covering_tile(n, 16, 64, num_sms(x.device))
     chunks = PACKED_TILE_BYTES * 8 // (weight.bits * block_n * chunk)
     chunks = max(1, min(chunks, MAX_CHUNKS, triton.cdiv(k, chunk)))
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr = weight.pointers()
@@ -287,8 +284,8 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION) -> t
     _packed_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
         x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, g_idx_ptr=g_idx_ptr, out_ptr=out,
         rows=rows, N=n, K=k, stride_x=x.stride(0), stride_wk=weight.weight.stride(0), stride_sg=stride_sg,
-        stride_zg=stride_zg, stride_o=out.stride(0), **fusion.kernel_args(x), FORMAT=int(weight.format),
-        BITS=weight.bits, GROUP=weight.group_size, ONE_GROUP=one_group, BLOCK_N=block_n,
+        stride_zg=stride_zg, stride_o=out.stride(0), **fusion.kernel_args(x), BITS=weight.bits,
+        ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, ONE_GROUP=one_group, BLOCK_N=block_n,
         BLOCK_K=chunks * chunk, CHUNK=chunk, num_warps=8 if chunk * block_n >= 8192 else 4,
     )  # fmt: skip
     return out
