@@ -6,13 +6,12 @@ kernels as the bf16 model's, and greedy decoding matches the unfused engine toke
 from __future__ import annotations
 
 import os
-from collections import Counter
 
 import pytest
 import torch
 from torch import nn
 
-from tests.helpers.launch_count import count_launches
+from tests.helpers.launch_count import decode_step_launches
 from tests.helpers.quantized_models import save_awq_checkpoint, save_gptq_checkpoint
 from tests.test_quant_kernels import DEVICE, ON_GPU, draw
 from tokenmill import LLM, SamplingParams
@@ -136,29 +135,6 @@ def test_a_quantized_layer_takes_the_fused_path_up_to_its_gemv_rows(monkeypatch:
     assert not small_batch.takes(ops, reference_layer, 1)  # no Triton GEMM set: no fused GEMV
 
 
-def _decode_step_launches(llm: LLM) -> Counter:
-    """The launches of the model forward pass of the last single-sequence decode step."""
-    model = llm.engine.runner.model
-    counts: list[tuple[int, Counter]] = []
-    forward = model.forward
-
-    def counted(input_ids, positions, meta):
-        with count_launches() as launches:
-            hidden = forward(input_ids, positions, meta)
-        counts.append((input_ids.shape[0], launches))
-        return hidden
-
-    model.forward = counted
-    try:
-        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
-        llm.generate([[5, 6, 7]], params, use_tqdm=False)
-    finally:
-        del model.forward
-    decodes = [launches for rows, launches in counts if rows == 1]
-    assert decodes, "no single-token forward pass ran"
-    return decodes[-1]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
 @pytest.mark.parametrize("kind", ["int8", "awq"])
@@ -167,11 +143,11 @@ def test_a_quantized_decode_step_launches_as_many_kernels_as_the_bf16_one(
 ) -> None:
     """int8 (byte GEMV, quantized at load) and an AWQ checkpoint (packed GEMV)."""
     model = tiny_model_dir("qwen3")
-    plain = _decode_step_launches(LLM(str(model), device="cpu", kernels="triton", num_kv_blocks=16))
+    plain = decode_step_launches(LLM(str(model), device="cpu", kernels="triton", num_kv_blocks=16))
     quantization = "int8" if kind == "int8" else None
     source = model if kind == "int8" else save_awq_checkpoint(model, tmp_path, 32)
     llm = LLM(str(source), device="cpu", kernels="triton", quantization=quantization, num_kv_blocks=16)
-    quantized_launches = _decode_step_launches(llm)
+    quantized_launches = decode_step_launches(llm)
     layers = llm.engine.model_config.num_hidden_layers
     print(f"decode step launches, {layers} layers: bf16 {plain.total()}, {kind} {quantized_launches.total()}")
     gemvs = {"_byte_gemv_kernel", "_packed_gemv_kernel"}
