@@ -59,6 +59,21 @@ def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
 
 
+@pytest.mark.parametrize(
+    ("kind", "block_n", "tile_bytes"),
+    [("int8", 64, 4096), ("fp8", 4, 32768), ("gptq4-g64", 128, 4096), ("awq-g32", 32, 32768)],
+)
+def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
+    kind: str, block_n: int, tile_bytes: int
+) -> None:
+    """bench/quant_tune.py --gemv times other shapes than `default_shape` picks."""
+    packed, weight = FORMATS[kind]()
+    x = draw(1, IN, seed=28)
+    close(
+        quant_gemv.gemv(x, packed, shape=quant_gemv.GemvShape(block_n, tile_bytes)), x @ weight, torch.float32
+    )
+
+
 def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() -> None:
     assert quant_gemv.packed_chunk(packed_awq(OUT, IN, 128)[0]) == (128, True)
     assert quant_gemv.packed_chunk(packed_gptq(OUT, IN, 4, False, 32)[0]) == (32, True)

@@ -88,6 +88,22 @@ class Fusion:
 NO_FUSION = Fusion()
 
 
+@dataclass(frozen=True)
+class GemvShape:
+    """One launch shape: BLOCK_N outputs per program, about `tile_bytes` weight bytes per program per K
+    step (`bench/quant_tune.py --gemv` sweeps others than `default_shape`)."""
+
+    block_n: int
+    tile_bytes: int
+
+
+def default_shape(packed: bool, n: int, device: torch.device) -> GemvShape:
+    """The widest tile (16 outputs for bytes, 64 for packed words) whose tiles still cover every SM."""
+    if packed:
+        return GemvShape(widest_covering_tile(n, 16, 64, num_sms(device)), PACKED_TILE_BYTES)
+    return GemvShape(widest_covering_tile(n, 1, 16, num_sms(device)), BYTE_TILE_BYTES)
+
+
 @triton.jit
 def _tile_and_row(rows):
     """(output tile, token row) of this program: the rows of one tile are adjacent programs."""
@@ -223,14 +239,16 @@ def _byte_gemv(
     is_int8: bool,
     block: tuple[int, int] | None,
     fusion: Fusion,
+    shape: GemvShape | None = None,
 ) -> torch.Tensor:
     rows, k = x.shape[0], fusion.in_features(x)
     n = weight.shape[0]
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    block_n = widest_covering_tile(n, 1, 16, num_sms(x.device))
-    block_k = min(triton.next_power_of_2(k), BYTE_TILE_BYTES // block_n)
+    shape = shape or default_shape(False, n, x.device)
+    block_n = shape.block_n
+    block_k = min(triton.next_power_of_2(k), shape.tile_bytes // block_n)
     chunk = min(block_k, BYTE_CHUNK_ELEMENTS // block_n) if block is None else block[1]
     block_k = max(block_k, chunk) // chunk * chunk
     weight_format = WeightFormat.INT8 if is_int8 else WeightFormat.FP8
@@ -264,20 +282,24 @@ def packed_chunk(weight: PackedWeight) -> tuple[int, bool]:
     return (chunk, True) if weight.groups_in_row_order and chunk >= 16 else (ACT_ORDER_CHUNK, False)
 
 
-def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION) -> torch.Tensor:
+def gemv(
+    x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION, shape: GemvShape | None = None
+) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype,
-    for any `PackedWeight` format."""
+    for any `PackedWeight` format; `shape` None: `default_shape`."""
     x = _rows(x)
     if weight.format < WeightFormat.GPTQ:
-        return _byte_gemv(x, weight.weight, weight.scales, weight.format == WeightFormat.INT8, None, fusion)
+        is_int8 = weight.format == WeightFormat.INT8
+        return _byte_gemv(x, weight.weight, weight.scales, is_int8, None, fusion, shape)
     rows, k = x.shape[0], fusion.in_features(x)
     n = weight.out_features
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
     chunk, one_group = packed_chunk(weight)
-    block_n = widest_covering_tile(n, 16, 64, num_sms(x.device))
-    chunks = PACKED_TILE_BYTES * 8 // (weight.bits * block_n * chunk)
+    shape = shape or default_shape(True, n, x.device)
+    block_n = shape.block_n
+    chunks = shape.tile_bytes * 8 // (weight.bits * block_n * chunk)
     chunks = max(1, min(chunks, MAX_CHUNKS, triton.cdiv(k, chunk)))
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr = weight.pointers()
     _, _, stride_sg, stride_zg = weight.strides()
