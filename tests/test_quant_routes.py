@@ -12,6 +12,7 @@ from tokenmill import LLM
 from tokenmill.engine import model_runner
 from tokenmill.kernels.triton import quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION
 from tokenmill.kernels.triton.weight_only_gemm import tiles_for
 from tokenmill.quantization import QuantLinear, QuantMethod, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -88,7 +89,7 @@ def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> 
         launched.add((weight.in_features, weight.out_features, "dense", None))
         return torch.zeros(weight.in_features, weight.out_features, dtype=dtype)
 
-    def gemv(x: torch.Tensor, weight, fusion=quant_gemv.NO_FUSION) -> torch.Tensor:
+    def gemv(x: torch.Tensor, weight, fusion=NO_FUSION) -> torch.Tensor:
         launched.add((weight.in_features, weight.out_features, "gemv", None))
         return x.new_zeros(len(x), weight.out_features)
 

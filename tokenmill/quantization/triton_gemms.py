@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tokenmill.kernels.triton import fp8_gemm, quant_gemv
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
     TILE_ROWS,
     PackedWeight,
@@ -66,7 +67,7 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
 
 Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
 # (layer, rows, what it fuses) -> [tokens, out]; rows are [tokens, 2 in] under `Fusion.silu_mul`
-GemvRoute = Callable[[QuantLinear, torch.Tensor, quant_gemv.Fusion], torch.Tensor]
+GemvRoute = Callable[[QuantLinear, torch.Tensor, Fusion], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class RoutedGemm:
         rows = _rows(x)
         start = self.dense_from()
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
-            y = self.gemv(layer, rows, quant_gemv.NO_FUSION)
+            y = self.gemv(layer, rows, NO_FUSION)
         elif self.dense is not None and start is not None and len(rows) >= start:
             y = self.dense(layer, rows)
         else:
@@ -107,9 +108,9 @@ class RoutedGemm:
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The GEMV of f(x) (+ the layer's bias) (+ residual) in one launch, f the RMSNorm `norm` or
-        SiLU-and-mul of a gate|up x [tokens, 2 in] (see `quant_gemv.Fusion`); for the fused small-batch
+        SiLU-and-mul of a gate|up x [tokens, 2 in] (see `Fusion`); for the fused small-batch
         path, up to `gemv_up_to()` tokens."""
-        return self.gemv(layer, x, quant_gemv.Fusion(norm, silu_mul, layer.bias, residual))
+        return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual))
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant a batch can select: one GEMV (its
@@ -159,11 +160,11 @@ def weight_only_kernel(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return weight_only_gemm(rows, packed_weight(layer))
 
 
-def packed_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: quant_gemv.Fusion) -> torch.Tensor:
+def packed_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: Fusion) -> torch.Tensor:
     return quant_gemv.gemv(rows, packed_weight(layer), fusion)
 
 
-def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: quant_gemv.Fusion) -> torch.Tensor:
+def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: Fusion) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
     return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block, fusion)

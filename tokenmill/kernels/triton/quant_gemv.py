@@ -17,11 +17,9 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   group (groups in row order) both are read once per chunk and output, act-order groups per weight.
   The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
   warps inside the loop would put a barrier between the chunks' loads.
-Both take the fused small-batch path's element-wise neighbours (`Fusion`), as `skinny_gemm`'s bf16
-GEMVs do and through its `_activations`: the RMSNorm of the input row or SiLU(gate) * up of a gate|up
-row in the prologue (each program normalises its own row: a row is short), the bias and the residual
-add in the epilogue. The references are the quantization methods' `apply` (x times the `dequantize_*`
-weight), with the unfused norm, activation and add around it.
+Both take the fused small-batch path's element-wise neighbours (`gemv_fusion.Fusion`): the RMSNorm
+or SiLU-and-mul prologue, the bias and the residual epilogue. The references are the quantization
+methods' `apply` (x times the `dequantize_*` weight), with the unfused norm, activation and add around it.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
-from tokenmill.kernels.triton.skinny_gemm import _activations
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 from tokenmill.kernels.triton.weight_only_gemm import (
     FP8_BITS_UNIT,
@@ -52,40 +50,6 @@ PACKED_TILE_BYTES = 8192  # packed weight bytes per program per K step (its chun
 MAX_CHUNK = 128  # input rows per packed chunk: a group of up to 128 rows, or a part of a larger one
 MAX_CHUNKS = 16
 ACT_ORDER_CHUNK = 32  # chunk of rows whose groups are read per row (act-order, or groups of odd sizes)
-NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
-PROLOGUES = {"none": 0, "norm": 1, "silu_mul": 2}  # skinny_gemm's PROLOGUE values
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """The element-wise work a GEMV does around its product for the fused small-batch path: the input
-    row's RMSNorm (`norm`: weight, eps) or SiLU(gate) * up (`silu_mul`: x is gate|up, twice the weight's
-    input width), then `bias` added to the fp32 sums and `residual` after rounding to x's dtype (as a
-    separate add would)."""
-
-    norm: tuple[torch.Tensor, float] | None = None
-    silu_mul: bool = False
-    bias: torch.Tensor | None = None
-    residual: torch.Tensor | None = None
-
-    def in_features(self, x: torch.Tensor) -> int:
-        return x.shape[1] // 2 if self.silu_mul else x.shape[1]
-
-    def kernel_args(self, x: torch.Tensor) -> dict[str, object]:
-        """The fusion's kernel arguments (placeholder pointers where it has nothing)."""
-        norm_weight, eps = self.norm or (x, 0.0)
-        prologue = "norm" if self.norm is not None else "silu_mul" if self.silu_mul else "none"
-        bias, residual = self.bias, self.residual
-        return dict(
-            norm_weight_ptr=norm_weight, bias_ptr=x if bias is None else bias,
-            residual_ptr=x if residual is None else residual,
-            stride_r=0 if residual is None else residual.stride(0), eps=eps, PROLOGUE=PROLOGUES[prologue],
-            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-            NORM_BLOCK=min(NORM_BLOCK, triton.next_power_of_2(self.in_features(x))),
-        )  # fmt: skip
-
-
-NO_FUSION = Fusion()
 
 
 @dataclass(frozen=True)
@@ -109,39 +73,6 @@ def _tile_and_row(rows):
     """(output tile, token row) of this program: the rows of one tile are adjacent programs."""
     pid = tl.program_id(0)
     return pid // rows, pid % rows
-
-
-@triton.jit
-def _row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
-    """[1, 1]: the RMSNorm factor 1 / sqrt(mean(x^2) + eps) of the row under PROLOGUE 1, else 0."""
-    rstd = tl.zeros([1, 1], tl.float32)
-    if PROLOGUE == 1:
-        squares = tl.zeros([1, NORM_BLOCK], tl.float32)
-        for k0 in range(0, K, NORM_BLOCK):
-            k = k0 + tl.arange(0, NORM_BLOCK)[None, :]
-            x = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
-            squares += x * x
-        rstd = tl.rsqrt(tl.sum(squares, 1)[:, None] / K + eps)
-    return rstd
-
-
-@triton.jit
-def _row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
-    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue (`skinny_gemm._activations`)."""
-    k_mask = k < K
-    return _activations(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, rstd, PROLOGUE)
-
-
-@triton.jit
-def _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r,
-               HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr):  # fmt: skip
-    """fp32 sums y [BLOCK_N] (+ bias), rounded to the output dtype (+ residual), stored at columns n."""
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + n, mask=n_mask, other=0.0).to(tl.float32)
-    out = y.to(out_ptr.dtype.element_ty)
-    if HAS_RESIDUAL:
-        out = out + tl.load(residual_ptr + row * stride_r + n, mask=n_mask, other=0.0)
-    tl.store(out_ptr + row * stride_o + n, out, mask=n_mask)
 
 
 @triton.jit
@@ -171,12 +102,12 @@ def _byte_gemv_kernel(
     n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < N
     x_row = x_ptr + row * stride_x
-    rstd = _row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
+    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, CHUNK], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             k = k0 + c * CHUNK + tl.arange(0, CHUNK)
-            x = _row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE)
+            x = row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE)
             stored = tl.load(
                 w_ptr + n[:, None] * stride_w + k[None, :], mask=n_mask[:, None] & (k < K)[None, :], other=0
             )
@@ -193,7 +124,7 @@ def _byte_gemv_kernel(
         y = y * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
     if FORMAT != INT8 and not NATIVE_FP8:
         y = y * FP8_BITS_UNIT
-    _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
+    store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -210,12 +141,12 @@ def _packed_gemv_kernel(
     n0 = tile * BLOCK_N
     n = n0 + tl.arange(0, BLOCK_N)
     x_row = x_ptr + row * stride_x
-    rstd = _row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
+    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([CHUNK, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             start = k0 + c * CHUNK
-            x = tl.trans(_row_inputs(x_row, start + tl.arange(0, CHUNK), K, norm_weight_ptr, rstd, PROLOGUE))
+            x = tl.trans(row_inputs(x_row, start + tl.arange(0, CHUNK), K, norm_weight_ptr, rstd, PROLOGUE))
             zeros, scales = zeros_and_scales(
                 zero_ptr, scale_ptr, g_idx_ptr, tl.minimum(start, K - 1) if ONE_GROUP else start, n, K, N,
                 stride_sg, stride_zg, BITS, ZERO_OFFSET, GROUP, ONE_GROUP, CHUNK,
@@ -223,7 +154,7 @@ def _packed_gemv_kernel(
             values = packed_values(w_ptr, start, n0, K, N, stride_wk, BITS, CHUNK, BLOCK_N)
             acc += (offset_float(values) - (OFFSET + zeros)) * (x * scales)  # (q - zero) * scale * x
     y = tl.sum(acc, 0)
-    _store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
+    store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
 @functools.cache
