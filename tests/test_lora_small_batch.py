@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
-from tests.helpers.launch_count import count_launches
-from tokenmill import LLM, LoRARequest, SamplingParams
+from tests.helpers.launch_count import decode_step_launches
+from tokenmill import LLM, LoRARequest
 from tokenmill.kernels import reference
 from tokenmill.kernels.lora_mapping import NO_ADAPTER
 
@@ -126,29 +126,6 @@ def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
     run_compiled("tests.test_lora_small_batch:compile_every_prologue", capability)
 
 
-def _decode_launches(llm, lora_request) -> Counter:
-    """The launches of the model forward pass of one single-sequence decode step."""
-    model = llm.engine.runner.model
-    counts: list[Counter] = []
-    forward = model.forward
-
-    def counted(input_ids, positions, meta):
-        with count_launches() as launches:
-            hidden = forward(input_ids, positions, meta)
-        counts.append((input_ids.shape[0], launches))
-        return hidden
-
-    model.forward = counted
-    try:
-        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
-        llm.generate([[5, 6, 7]], params, use_tqdm=False, lora_request=lora_request)
-    finally:
-        del model.forward
-    decodes = [launches for rows, launches in counts if rows == 1]
-    assert decodes, "no single-token forward pass ran"
-    return decodes[-1]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
 def test_an_adapter_adds_one_launch_per_projection_to_a_decode_step(tiny_model_dir, tmp_path) -> None:
@@ -159,8 +136,8 @@ def test_an_adapter_adds_one_launch_per_projection_to_a_decode_step(tiny_model_d
     path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1)
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
     layers = llm.engine.model_config.num_hidden_layers
-    base = _decode_launches(llm, None)
-    lora = _decode_launches(llm, LoRARequest("a", str(path)))
+    base = decode_step_launches(llm, None)
+    lora = decode_step_launches(llm, LoRARequest("a", str(path)))
     print(f"decode step launches, {layers} layers: base {base.total()}, one adapter {lora.total()}")
     assert lora - base == Counter({"triton._lora_delta_kernel": 4 * layers})
     assert sum(n for name, n in base.items() if "gemv" in name) == 4 * layers  # the fused path ran

@@ -59,6 +59,21 @@ def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
 
 
+@pytest.mark.parametrize(
+    ("kind", "block_n", "tile_bytes"),
+    [("int8", 64, 4096), ("fp8", 4, 32768), ("gptq4-g64", 128, 4096), ("awq-g32", 32, 32768)],
+)
+def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
+    kind: str, block_n: int, tile_bytes: int
+) -> None:
+    """bench/quant_tune.py --gemv times other shapes than `default_shape` picks."""
+    packed, weight = FORMATS[kind]()
+    x = draw(1, IN, seed=28)
+    close(
+        quant_gemv.gemv(x, packed, shape=quant_gemv.GemvShape(block_n, tile_bytes)), x @ weight, torch.float32
+    )
+
+
 def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() -> None:
     assert quant_gemv.packed_chunk(packed_awq(OUT, IN, 128)[0]) == (128, True)
     assert quant_gemv.packed_chunk(packed_gptq(OUT, IN, 4, False, 32)[0]) == (32, True)
@@ -126,7 +141,7 @@ def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
     routes: list[str] = []
     for name in ("gemv", "kernel"):
         route = getattr(gemm, name)
-        spy = lambda layer, rows, route=route, name=name: routes.append(name) or route(layer, rows)  # noqa: E731
+        spy = lambda *args, route=route, name=name: routes.append(name) or route(*args)  # noqa: E731
         object.__setattr__(gemm, name, spy)
     monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, gemm.table_key, 2)
     close(layer(x[:2]), expected[:2], torch.float32)
@@ -142,29 +157,41 @@ def test_gemvs_compile_for_every_gpu_generation(capability: int) -> None:
     run_compiled("tests.test_quant_gemv:compile_every_gemv", capability)
 
 
+# (PROLOGUE, HAS_BIAS, HAS_RESIDUAL) of the fused small-batch path's projections: none, q|k|v and
+# gate|up (RMSNorm, with and without bias), o (residual) and down (SiLU-and-mul, residual)
+FUSIONS = ((0, False, False), (1, True, False), (1, False, False), (0, False, True), (2, False, True))
+
+
+def _fusion_args(pointer: torch.Tensor, prologue: int, bias: bool, residual: bool) -> dict[str, object]:
+    return dict(
+        norm_weight_ptr=pointer, bias_ptr=pointer, residual_ptr=pointer, stride_r=4096, eps=1e-6,
+        PROLOGUE=prologue, HAS_BIAS=bias, HAS_RESIDUAL=residual, NORM_BLOCK=1024,
+    )  # fmt: skip
+
+
 def compile_every_gemv(capability: int) -> None:
-    """Every constexpr combination the launchers pick, for Qwen3-8B's widest and narrowest projections."""
+    """Every constexpr combination the launchers pick, for Qwen3-8B's widest and narrowest projections,
+    and each fusion of the small-batch path."""
     bf16, i32, f32 = _pointer(torch.bfloat16), _pointer(torch.int32), _pointer(torch.float32)
     sizes = {"rows": 1, "N": 4096, "K": 12288, "stride_x": 12288, "stride_o": 4096}
     for is_int8, block in ((True, None), (False, None), (False, (128, 128))):
         for native in (True, False) if not is_int8 and capability >= 89 else (False,):
-            compile_for(
-                quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
-                w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16, **sizes,
-                stride_w=12288, stride_s=96 if block else 0, FORMAT=int(wo.INT8 if is_int8 else wo.FP8),
-                NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
-                CHUNK=block[1] if block else 512, num_warps=8,
-            )  # fmt: skip
-    for weight_format, bits, one_group, block_n in (
-        (wo.WeightFormat.AWQ, 4, True, 64),
-        (wo.WeightFormat.GPTQ, 4, True, 16),
-        (wo.WeightFormat.GPTQ, 8, True, 32),
-        (wo.WeightFormat.GPTQ, 4, False, 16),
-    ):
+            for fusion in FUSIONS:
+                compile_for(
+                    quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
+                    w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16,
+                    **sizes, **_fusion_args(bf16, *fusion), stride_w=12288, stride_s=96 if block else 0,
+                    FORMAT=int(wo.INT8 if is_int8 else wo.FP8), NATIVE_FP8=native,
+                    BLOCK_OUT=block[0] if block else 0, BLOCK_N=16, BLOCK_K=1024,
+                    CHUNK=block[1] if block else 512, num_warps=8,
+                )  # fmt: skip
+    for bits, one_group, block_n, zero_offset in ((4, True, 16, 0), (8, True, 32, 1), (4, False, 16, 1)):
         chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
-        compile_for(
-            quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=_pointer(torch.float16),
-            zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes, stride_wk=4096, stride_sg=4096, stride_zg=512,
-            FORMAT=int(weight_format), BITS=bits, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
-            BLOCK_K=4 * chunk, CHUNK=chunk,
-        )  # fmt: skip
+        for fusion in FUSIONS if one_group else FUSIONS[:1]:
+            compile_for(
+                quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
+                scale_ptr=_pointer(torch.float16), zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes,
+                **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
+                BITS=bits, ZERO_OFFSET=zero_offset, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
+                BLOCK_K=4 * chunk, CHUNK=chunk,
+            )  # fmt: skip

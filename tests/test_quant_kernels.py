@@ -21,7 +21,7 @@ from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
 from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
 from tokenmill.quantization import fp8 as reference_fp8
-from tokenmill.quantization.awq import AwqMethod, dequantize_awq, quantize_awq
+from tokenmill.quantization.awq import AwqMethod, dequantize_awq, quantize_awq, repack_awq
 from tokenmill.quantization.fp8 import (
     Fp8BlockMethod,
     Fp8ChannelMethod,
@@ -95,8 +95,14 @@ def packed_fp8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
 
 
 def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wo.PackedWeight, torch.Tensor]:
+    """AWQ tensors as the kernels read them (repacked into GPTQ's layout, zero points as they are), and
+    the weight AWQ's own layout dequantizes to."""
     qweight, qzeros, scales = quantize_awq(draw(out, inp, seed=3) * 0.05, group)
-    packed = wo.PackedWeight(wo.WeightFormat.AWQ, qweight, scales, inp, out, zeros=qzeros, group_size=group)
+    g_idx = (torch.arange(inp) // group).to(torch.int32)
+    packed = wo.PackedWeight(
+        wo.WeightFormat.GPTQ, repack_awq(qweight, "qweight"), scales, inp, out, repack_awq(qzeros, "qzeros"),
+        g_idx, 4, group, groups_in_row_order=True, zero_offset=0,
+    )  # fmt: skip
     return packed, dequantize_awq(qweight, qzeros, scales)
 
 
@@ -255,13 +261,12 @@ def compile_every_kernel(capability: int) -> None:
     stored = {
         wo.WeightFormat.INT8: (_pointer(torch.int8), f32),
         wo.WeightFormat.FP8: (_pointer(torch.uint8), f32),
-        wo.WeightFormat.AWQ: (i32, _pointer(torch.float16)),
         wo.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
     }
     for weight_format, (weight, scales) in stored.items():
         # the pointers PackedWeight.pointers() passes: INT8/FP8 have no zero points or g_idx, and pass
         # their scales in those places (a kernel must not compile code that reads them)
-        unused = scales if weight_format < wo.WeightFormat.AWQ else i32
+        unused = scales if weight_format < wo.WeightFormat.GPTQ else i32
         common = {
             "w_ptr": weight,
             "scale_ptr": scales,
@@ -269,17 +274,18 @@ def compile_every_kernel(capability: int) -> None:
             "g_idx_ptr": unused,
             "out_ptr": bf16,
         }
-        for one_group in (False, True) if weight_format >= wo.WeightFormat.AWQ else (False,):
+        for one_group in (False, True) if weight_format == wo.WeightFormat.GPTQ else (False,):
             for bits in (4, 8) if weight_format == wo.WeightFormat.GPTQ else (4,):
                 constexprs = {
                     "FORMAT": int(weight_format),
                     "BITS": bits,
+                    "ZERO_OFFSET": 0 if one_group and bits == 4 else 1,  # AWQ's as-is zeros, GPTQ v1's
                     "GROUP": 128,
                     "ONE_GROUP": one_group,
                 }
                 half_magic = 0x4300 if one_group and bits == 4 else 0  # bf16 offset weights
                 for tokens in (1, 17, 65):  # each tile shape `tiles_for` picks
-                    tiles = wo.tiles_for(tokens, weight_format)
+                    tiles = wo.tiles_for(tokens)
                     compile_for(
                         wo._weight_only_gemm_kernel, capability, x_ptr=bf16, **common, **sizes, **strides,
                         stride_os=0, stride_om=4096, **constexprs, HALF_MAGIC=half_magic,

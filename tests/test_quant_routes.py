@@ -12,6 +12,7 @@ from tokenmill import LLM
 from tokenmill.engine import model_runner
 from tokenmill.kernels.triton import quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION
 from tokenmill.kernels.triton.weight_only_gemm import tiles_for
 from tokenmill.quantization import QuantLinear, QuantMethod, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -81,14 +82,14 @@ def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> 
     """Replace the launches by stand-ins that record (layer shape, route, tile shape) and return zeros."""
 
     def kernel(x: torch.Tensor, weight, split_k=None, tiles=None) -> torch.Tensor:
-        launched.add((weight.in_features, weight.out_features, "kernel", tiles_for(len(x), weight.format)))
+        launched.add((weight.in_features, weight.out_features, "kernel", tiles_for(len(x))))
         return x.new_zeros(len(x), weight.out_features)
 
     def dense(weight, dtype: torch.dtype) -> torch.Tensor:
         launched.add((weight.in_features, weight.out_features, "dense", None))
         return torch.zeros(weight.in_features, weight.out_features, dtype=dtype)
 
-    def gemv(x: torch.Tensor, weight) -> torch.Tensor:
+    def gemv(x: torch.Tensor, weight, fusion=NO_FUSION) -> torch.Tensor:
         launched.add((weight.in_features, weight.out_features, "gemv", None))
         return x.new_zeros(len(x), weight.out_features)
 

@@ -97,6 +97,33 @@ def test_awq_quantization_matches_the_group_formula() -> None:
     assert ((awq_weight(qweight, qzeros, scales) - weight).abs() <= step * (0.5 + 16 * 2**-10)).all()
 
 
+def test_awq_checkpoint_shards_repacked_at_load_dequantize_exactly_as_awq_defines_them() -> None:
+    """q|k|v-like shards in AWQ's layout load into GPTQ's (values along the input rows, zero points as
+    they are, g_idx the row order); the layer's weight is bit for bit the AutoAWQ-order dequantization
+    of the checkpoint tensors, including zero points of 0 (an all-positive group), which GPTQ v1's
+    zero - 1 could not hold."""
+    generator = torch.Generator().manual_seed(8)
+    shards = [torch.randn(16, 64, generator=generator), torch.rand(24, 64, generator=generator)]
+    layer = QuantLinear(64, [16, 24], False, AwqMethod(32, checkpoint_is_awq=True))
+    expected = []
+    for index, weight in enumerate(shards):
+        parts = dict(zip(("qweight", "qzeros", "scales"), quantize_awq(weight, 32)))
+        for name, tensor in parts.items():
+            layer.load(name, tensor, index)
+        expected.append(awq_weight(parts["qweight"], parts["qzeros"], parts["scales"]))
+    assert (awq_unpacked(quantize_awq(shards[1], 32)[1]) == 0).all()
+    assert layer.qweight.shape == (8, 40) and layer.qzeros.shape == (2, 5)
+    assert torch.equal(layer.g_idx, torch.arange(64, dtype=torch.int32) // 32)
+    parts = {name: getattr(layer, name) for name in ("qweight", "qzeros", "scales", "g_idx")}
+    assert torch.equal(gptq_weight(parts, 4, zero_offset=0), torch.cat(expected))
+    x = torch.randn(3, 64, generator=generator)
+    torch.testing.assert_close(layer(x), x @ torch.cat(expected).T)
+    with pytest.raises(
+        ValueError, match=r"tensor 'qweight' of shard 1: checkpoint shape \(64, 2\) != \(64, 3\)"
+    ):
+        layer.load("qweight", quantize_awq(shards[0], 32)[0], 1)  # shard 0's 16 columns, not 24
+
+
 def gptq_unpacked(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     """Words -> values, 32/bits consecutive entries along `dim` per word with the first in the low bits."""
     per_word, mask = 32 // bits, 2**bits - 1
@@ -107,11 +134,12 @@ def gptq_unpacked(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     return out.movedim(0, dim)
 
 
-def gptq_weight(tensors: dict[str, torch.Tensor], bits: int) -> torch.Tensor:
-    """[out, in] float weight of GPTQ v1 tensors: (q - (stored zero + 1)) * scale of the row's g_idx group."""
+def gptq_weight(tensors: dict[str, torch.Tensor], bits: int, zero_offset: int = 1) -> torch.Tensor:
+    """[out, in] float weight of GPTQ-layout tensors: (q - (stored zero + zero_offset)) * scale of the
+    row's g_idx group (v1 checkpoints store zero - 1)."""
     group = tensors["g_idx"].long()
     values = gptq_unpacked(tensors["qweight"], bits, 0)
-    zeros = gptq_unpacked(tensors["qzeros"], bits, 1) + 1
+    zeros = gptq_unpacked(tensors["qzeros"], bits, 1) + zero_offset
     return ((values - zeros[group]) * tensors["scales"].float()[group]).T
 
 
@@ -148,11 +176,10 @@ def test_fused_gptq_shards_must_share_their_act_order() -> None:
 
 def _dequantized(layer: QuantLinear) -> torch.Tensor:
     """The float weight a quantized layer stands for, by the formats' own definitions."""
-    if isinstance(layer.method, GptqMethod):
+    if isinstance(layer.method, GptqMethod):  # AWQ too, repacked into GPTQ's layout (zeros as they are)
         parts = ("qweight", "qzeros", "scales", "g_idx")
-        return gptq_weight({name: getattr(layer, name) for name in parts}, layer.method.bits)
-    if isinstance(layer.method, AwqMethod):
-        return awq_weight(layer.qweight, layer.qzeros, layer.scales)
+        zero_offset = 0 if isinstance(layer.method, AwqMethod) else 1
+        return gptq_weight({name: getattr(layer, name) for name in parts}, layer.method.bits, zero_offset)
     if isinstance(layer.method, (Int8WeightOnlyMethod, Fp8ChannelMethod)):
         return layer.weight.float() * layer.weight_scale[:, None]
     if isinstance(layer.method, Fp8BlockMethod):
@@ -246,7 +273,7 @@ def test_awq_checkpoint_config_is_read() -> None:
     assert config is not None and config.group_size == 128 and config.checkpoint_quantized
     method = config.method_for(["layers.0.q_proj"])
     assert isinstance(method, AwqMethod) and method.checkpoint_tensors == ("qweight", "qzeros", "scales")
-    with pytest.raises(ValueError, match=r"group_size 128: input size 64 must be a multiple"):
+    with pytest.raises(ValueError, match=r"AWQ group_size 128, 4 bits: input size 64 must be a multiple"):
         QuantLinear(64, [64], False, method)
 
 

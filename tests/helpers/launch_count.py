@@ -60,3 +60,29 @@ def count_launches():
             yield counts
     finally:
         InterpretedFunction.run = run
+
+
+def decode_step_launches(llm: Any, lora_request: Any = None) -> Counter:
+    """The launches of the model forward pass of the last single-token step of a short greedy
+    generation of one sequence by `llm` (an `LLM` on kernels="triton", in the interpreter)."""
+    from tokenmill import SamplingParams
+
+    model = llm.engine.runner.model
+    counts: list[tuple[int, Counter]] = []
+    forward = model.forward
+
+    def counted(input_ids, positions, meta):
+        with count_launches() as launches:
+            hidden = forward(input_ids, positions, meta)
+        counts.append((input_ids.shape[0], launches))
+        return hidden
+
+    model.forward = counted
+    try:
+        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+        llm.generate([[5, 6, 7]], params, use_tqdm=False, lora_request=lora_request)
+    finally:
+        del model.forward
+    decodes = [launches for rows, launches in counts if rows == 1]
+    assert decodes, "no single-token forward pass ran"
+    return decodes[-1]

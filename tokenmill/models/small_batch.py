@@ -10,8 +10,10 @@ head's GEMV runs on the same kernel.
 
 The layer returns the residual stream itself with no separate residual (the second element None), so
 the next layer, fused or not, normalises it as the first layer normalises the embeddings, and the
-final norm does the same. Projections the fused kernels cannot read (quantized, tensor-parallel) keep
-the layer on its ordinary path. A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
+final norm does the same. A quantized projection runs its method's own fused GEMV (`KernelGemm.
+fused_gemv`: the same prologues and epilogue over the stored weight) up to the tokens that GEMV takes;
+projections no fused kernel reads (tensor-parallel, or quantized past that) keep the layer on its
+ordinary path. A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
 fused GEMV and then adds its own delta in place, from the same input and prologue the GEMV read.
 """
 
@@ -53,10 +55,14 @@ def _base(linear: nn.Module) -> nn.Module:
     return linear.base if isinstance(linear, DeltaProjection) else linear
 
 
-def _plain(linear: nn.Module) -> bool:
-    """A single-rank projection holding its weight in the model dtype, bare or under a DeltaProjection."""
+def _fused(linear: nn.Module, tokens: int) -> bool:
+    """A single-rank projection (bare or under a DeltaProjection) holding its weight in the model dtype,
+    or quantized by a method whose fused GEMV takes `tokens` rows."""
     linear = _base(linear)
-    return type(linear) is QuantLinear and type(linear.method) is UnquantizedMethod
+    if type(linear) is not QuantLinear:
+        return False
+    gemm = linear.method.gemm
+    return type(linear.method) is UnquantizedMethod or (gemm is not None and tokens <= gemm.gemv_up_to())
 
 
 def _projections(layer: DecoderLayer) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
@@ -81,13 +87,36 @@ def _add_delta(
 
 def takes(ops: SmallBatchOps, layer: DecoderLayer, tokens: int) -> bool:
     """Whether `layer` runs `tokens` tokens on the fused path."""
-    return tokens <= ops.max_rows and all(map(_plain, _projections(layer)))
+    return tokens <= ops.max_rows and all(_fused(linear, tokens) for linear in _projections(layer))
 
 
 def head_takes(ops: SmallBatchOps, lm_head: nn.Module, tokens: int) -> bool:
     """Whether the LM head of `tokens` rows runs as a GEMV: a single-rank head (the largest weight of
     the step: a quarter of Qwen3-0.6B's bytes)."""
     return tokens <= ops.max_rows and type(lm_head) is nn.Linear
+
+
+def _project(
+    ops: SmallBatchOps,
+    linear: nn.Module,
+    x: torch.Tensor,
+    norm: tuple[torch.Tensor, float] | None = None,
+    silu_mul: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`linear` of f(x) (+ residual) in one GEMV, f the RMSNorm `norm`, SiLU-and-mul of a gate|up x or
+    nothing: the model-dtype GEMVs of `ops`, or a quantized method's own; then its delta, if any."""
+    base = _base(linear)
+    gemm = base.method.gemm
+    if gemm is not None:
+        out = gemm.fused_gemv(base, x, norm, silu_mul, residual)
+    elif norm is not None:
+        out = ops.rms_norm_linear(x, *norm, base.weight, base.bias)
+    elif silu_mul:
+        out = ops.silu_mul_linear(x, base.weight, residual)
+    else:
+        out = ops.linear(x, base.weight, base.bias, residual)
+    return _add_delta(ops, linear, out, x, norm, silu_mul)
 
 
 def forward(
@@ -102,15 +131,9 @@ def forward(
     qkv, o, gate_up, down = _projections(layer)
     stream = hidden if residual is None else hidden + residual
     norm = layer.input_layernorm
-    base = _base(qkv)
-    qkv_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
-    qkv_out = _add_delta(ops, qkv, qkv_out, stream, norm=(norm.weight, norm.eps))
+    qkv_out = _project(ops, qkv, stream, norm=(norm.weight, norm.eps))
     out = layer.self_attn.attend(positions, qkv_out, meta)
-    base = _base(o)
-    stream = _add_delta(ops, o, ops.linear(out, base.weight, base.bias, stream), out)
+    stream = _project(ops, o, out, residual=stream)
     norm = layer.post_attention_layernorm
-    base = _base(gate_up)
-    gate_up_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
-    gate_up_out = _add_delta(ops, gate_up, gate_up_out, stream, norm=(norm.weight, norm.eps))
-    stream = ops.silu_mul_linear(gate_up_out, _base(down).weight, stream)
-    return _add_delta(ops, down, stream, gate_up_out, silu_mul=True), None
+    gate_up_out = _project(ops, gate_up, stream, norm=(norm.weight, norm.eps))
+    return _project(ops, down, gate_up_out, silu_mul=True, residual=stream), None

@@ -1,19 +1,23 @@
 """AWQ int4 checkpoints (AutoAWQ's GEMM layout), weight-only with one scale and zero point per group of
-`group_size` input rows and output column.
+`group_size` input rows and output column, repacked at load into GPTQ's layout so that AWQ runs the
+GPTQ 4-bit kernels.
 
 On disk, the weight is stored transposed ([in, out]): `qweight` int32 [in, out/8] packs eight 4-bit output
 columns per word in AWQ's interleaved order (nibble i holds column AWQ_ORDER[i] of its group of eight),
 `qzeros` int32 [in/G, out/8] packs the zero points the same way, and `scales` fp16 [in/G, out]; the real
-weight is (q - zero) * scale. The reference unpacks and multiplies in the activation dtype; the Triton
-dequantize-GEMM comes later and is tested against it.
+weight is (q - zero) * scale. Packed along the output columns, a decode GEMV's thread holds eight
+columns of one input row, and its tiles must be eight columns wide per word; GPTQ's layout (eight input
+rows of one column per word) streams any column tile. So each shard's `qweight` is unpacked and packed
+again along the input rows, its `qzeros` in sequential order (kept as they are, not minus one as GPTQ v1
+stores them: `zero_offset` 0), and `g_idx` is the row order's: the same integers, scales and zero points.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from tokenmill.quantization.base import QuantLinear, QuantMethod, copy_checked
+from tokenmill.quantization.base import QuantLinear
+from tokenmill.quantization.gptq import GptqMethod, pack_sequential
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds output column AWQ_ORDER[i]
 INT4_MAX = 15
@@ -56,40 +60,43 @@ def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Te
     return ((values - zeros[:, None]) * scales.float()[:, None]).flatten(0, 1)
 
 
-class AwqMethod(QuantMethod):
+def repack_awq(packed: torch.Tensor, name: str) -> torch.Tensor:
+    """AWQ's words [rows, cols/8] -> the same values in GPTQ's layout: `qweight` packed along the input
+    rows ([rows/8, cols]), `qzeros` in sequential order along the columns ([rows, cols/8])."""
+    return pack_sequential(unpack_awq(packed), 4, dim=0 if name == "qweight" else 1)
+
+
+class AwqMethod(GptqMethod):
+    """A 4-bit GPTQ layer without act-order whose tensors arrive in AWQ's layout (or as float weights,
+    quantized here the AWQ way: asymmetric, zero points 0..15)."""
+
+    zero_offset = 0
+    format_name = "AWQ"
+
     def __init__(self, group_size: int, checkpoint_is_awq: bool) -> None:
-        self.group_size = group_size
+        super().__init__(4, group_size, checkpoint_is_gptq=False)
         self.checkpoint_tensors = AWQ_TENSORS if checkpoint_is_awq else ("weight",)
 
     def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:
-        inp, out = layer.in_features, layer.out_features
-        if inp % self.group_size or any(size % 8 for size in layer.out_shards):
-            raise ValueError(
-                f"AWQ group_size {self.group_size}: input size {inp} must be a multiple of it and output "
-                f"shards {list(layer.out_shards)} multiples of 8"
-            )
-        groups = inp // self.group_size
-        layer.qweight = nn.Parameter(torch.empty(inp, out // 8, dtype=torch.int32), requires_grad=False)
-        layer.qzeros = nn.Parameter(torch.empty(groups, out // 8, dtype=torch.int32), requires_grad=False)
-        layer.scales = nn.Parameter(torch.empty(groups, out, dtype=torch.float16), requires_grad=False)
+        super().create_weights(layer, dtype)
+        rows = torch.arange(layer.in_features, dtype=torch.int32, device=layer.g_idx.device)
+        layer.g_idx.data.copy_(rows // layer.group_size)
+        layer.g_idx_loaded = True
 
     def load(self, layer: QuantLinear, name: str, tensor: torch.Tensor, shard: int | None) -> None:
         what = layer.describe(name, shard)
-        rows = layer.shard_rows(shard)
-        packed = slice(None) if shard is None else slice(rows.start // 8, rows.stop // 8)
+        columns = layer.out_shards[shard] if shard is not None else layer.out_features
         if name == "weight" and tensor.is_floating_point() and tensor.dtype != torch.float8_e4m3fn:
-            qweight, qzeros, scales = quantize_awq(tensor.to(layer.qweight.device), self.group_size)
-            self.load(layer, "qweight", qweight, shard)
-            self.load(layer, "qzeros", qzeros, shard)
-            self.load(layer, "scales", scales, shard)
+            for part, value in zip(
+                AWQ_TENSORS, quantize_awq(tensor.to(layer.qweight.device), self.group_size)
+            ):
+                self.load(layer, part, value, shard)
         elif name in ("qweight", "qzeros") and tensor.dtype == torch.int32:
-            copy_checked(getattr(layer, name).data[:, packed], tensor, what)
+            rows = layer.in_features if name == "qweight" else layer.scales.shape[0]
+            if tensor.shape != (rows, columns // 8):
+                raise ValueError(f"{what}: checkpoint shape {tuple(tensor.shape)} != {(rows, columns // 8)}")
+            super().load(layer, name, repack_awq(tensor, name), shard)
         elif name == "scales":
-            copy_checked(layer.scales.data[:, rows], tensor, what)
+            super().load(layer, name, tensor, shard)
         else:
             raise ValueError(f"{what} ({tensor.dtype}) has no place in an AWQ int4 linear")
-
-    def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        weight = dequantize_awq(layer.qweight, layer.qzeros, layer.scales).to(x.dtype)
-        y = x @ weight
-        return y if bias is None else y + bias

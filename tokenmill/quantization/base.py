@@ -27,6 +27,22 @@ class KernelGemm(Protocol):
         """Token counts that between them launch every kernel variant (see `compile_gemm_variants`)."""
         ...
 
+    def gemv_up_to(self) -> int:
+        """The most tokens `fused_gemv` takes (0: none)."""
+        ...
+
+    def fused_gemv(
+        self,
+        layer: QuantLinear,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One launch for the fused small-batch path: f(x) W^T (+ bias) (+ residual), f the RMSNorm
+        `norm` (weight, eps), SiLU-and-mul of a gate|up x, or nothing."""
+        ...
+
 
 class QuantMethod(ABC):
     """How one linear layer's weight is stored, loaded and multiplied."""

@@ -60,15 +60,20 @@ def quantize_gptq(
     }
 
 
-def dequantize_gptq(tensors: dict[str, torch.Tensor], bits: int) -> torch.Tensor:
-    """The float32 weight [in, out] that GPTQ v1 tensors stand for."""
+def dequantize_gptq(tensors: dict[str, torch.Tensor], bits: int, zero_offset: int = 1) -> torch.Tensor:
+    """The float32 weight [in, out] that GPTQ-layout tensors stand for, the stored zero points plus
+    `zero_offset` (1: GPTQ v1 stores them minus one)."""
     g_idx = tensors["g_idx"].long()
     values = unpack_sequential(tensors["qweight"], bits, dim=0).float()
-    zeros = unpack_sequential(tensors["qzeros"], bits, dim=1).float() + 1
+    zeros = unpack_sequential(tensors["qzeros"], bits, dim=1).float() + zero_offset
     return (values - zeros[g_idx]) * tensors["scales"].float()[g_idx]
 
 
 class GptqMethod(QuantMethod):
+    #: added to the stored zero points (GPTQ v1 stores zero - 1)
+    zero_offset = 1
+    format_name = "GPTQ"
+
     def __init__(self, bits: int, group_size: int, checkpoint_is_gptq: bool) -> None:
         self.bits, self.group_size = bits, group_size
         self.checkpoint_tensors = GPTQ_TENSORS if checkpoint_is_gptq else ("weight",)
@@ -78,8 +83,9 @@ class GptqMethod(QuantMethod):
         group = self.group_size if self.group_size > 0 else inp  # -1: one group over all input rows
         if inp % group or inp % per_word or any(size % per_word for size in layer.out_shards):
             raise ValueError(
-                f"GPTQ group_size {self.group_size}, {self.bits} bits: input size {inp} must be a multiple "
-                f"of the group and of {per_word}, output shards {list(layer.out_shards)} of {per_word}"
+                f"{self.format_name} group_size {self.group_size}, {self.bits} bits: input size {inp} "
+                f"must be a multiple of the group and of {per_word}, output shards {list(layer.out_shards)} "
+                f"of {per_word}"
             )
         layer.group_size = group
         groups = inp // group
@@ -116,5 +122,5 @@ class GptqMethod(QuantMethod):
 
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         parts = {name: getattr(layer, name) for name in GPTQ_TENSORS}
-        y = x @ dequantize_gptq(parts, self.bits).to(x.dtype)
+        y = x @ dequantize_gptq(parts, self.bits, self.zero_offset).to(x.dtype)
         return y if bias is None else y + bias

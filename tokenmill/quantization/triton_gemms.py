@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tokenmill.kernels.triton import fp8_gemm, quant_gemv
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
     TILE_ROWS,
     PackedWeight,
@@ -27,7 +28,6 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     dequantize,
     weight_only_gemm,
 )
-from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.base import QuantLinear, QuantMethod
 from tokenmill.quantization.fp8 import FP8_DTYPE, Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.gptq import GptqMethod
@@ -48,8 +48,7 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
-    "awq": 128,
-    "gptq4": 128,
+    "gptq4": 128,  # and AWQ, repacked into GPTQ's layout at load
     "gptq8": 128,
 }
 
@@ -62,12 +61,13 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "int8": 1,
     "fp8-channel": 2,
     "fp8-block": 0,
-    "awq": 1,
-    "gptq4": 2,
+    "gptq4": 2,  # and AWQ
     "gptq8": 2,
 }
 
 Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
+# (layer, rows, what it fuses) -> [tokens, out]; rows are [tokens, 2 in] under `Fusion.silu_mul`
+GemvRoute = Callable[[QuantLinear, torch.Tensor, Fusion], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class RoutedGemm:
     table_key: str
     kernel: Route
     dense: Route | None
-    gemv: Route
+    gemv: GemvRoute
 
     def dense_from(self) -> int | None:
         """The token count from which the dense route runs (read per call, so a bench can move it)."""
@@ -90,12 +90,27 @@ class RoutedGemm:
 
     def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x)
-        start, route = self.dense_from(), self.kernel
+        start = self.dense_from()
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
-            route = self.gemv
+            y = self.gemv(layer, rows, NO_FUSION)
         elif self.dense is not None and start is not None and len(rows) >= start:
-            route = self.dense
-        return route(layer, rows).view(*x.shape[:-1], layer.out_features)
+            y = self.dense(layer, rows)
+        else:
+            y = self.kernel(layer, rows)
+        return y.view(*x.shape[:-1], layer.out_features)
+
+    def fused_gemv(
+        self,
+        layer: QuantLinear,
+        x: torch.Tensor,
+        norm: tuple[torch.Tensor, float] | None = None,
+        silu_mul: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The GEMV of f(x) (+ the layer's bias) (+ residual) in one launch, f the RMSNorm `norm` or
+        SiLU-and-mul of a gate|up x [tokens, 2 in] (see `Fusion`); for the fused small-batch
+        path, up to `gemv_up_to()` tokens."""
+        return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual))
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant a batch can select: one GEMV (its
@@ -126,16 +141,12 @@ def _pack(layer: QuantLinear) -> PackedWeight:
         return PackedWeight(WeightFormat.INT8, layer.weight, layer.weight_scale, *sizes)
     if isinstance(method, Fp8ChannelMethod):
         return PackedWeight(WeightFormat.FP8, layer.weight, layer.weight_scale, *sizes)
-    if isinstance(method, AwqMethod):
-        return PackedWeight(
-            WeightFormat.AWQ, layer.qweight, layer.scales, *sizes, layer.qzeros, group_size=method.group_size
-        )
-    assert isinstance(method, GptqMethod)
+    assert isinstance(method, GptqMethod)  # AwqMethod too: its tensors are in GPTQ's layout
     rows = torch.arange(layer.in_features, device=layer.g_idx.device)
     in_row_order = torch.equal(layer.g_idx, (rows // layer.group_size).to(layer.g_idx.dtype))  # no act-order
     return PackedWeight(
         WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits,
-        layer.group_size, in_row_order,
+        layer.group_size, in_row_order, method.zero_offset,
     )  # fmt: skip
 
 
@@ -149,14 +160,14 @@ def weight_only_kernel(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return weight_only_gemm(rows, packed_weight(layer))
 
 
-def packed_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
-    return quant_gemv.gemv(rows, packed_weight(layer))
+def packed_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: Fusion) -> torch.Tensor:
+    return quant_gemv.gemv(rows, packed_weight(layer), fusion)
 
 
-def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+def fp8_block_gemv(layer: QuantLinear, rows: torch.Tensor, fusion: Fusion) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
-    return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block)
+    return quant_gemv.fp8_block_gemv(rows, layer.weight, layer.weight_scale_inv, method.block, fusion)
 
 
 def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
@@ -213,9 +224,7 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     kernels do not take (the reference `apply` runs)."""
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
-    if isinstance(method, AwqMethod):
-        return RoutedGemm("awq", weight_only_kernel, dequantized_dense, packed_gemv)
-    if isinstance(method, GptqMethod):
+    if isinstance(method, GptqMethod):  # AWQ included
         return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
         return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv)

@@ -1,13 +1,13 @@
 """Weight-only dequantize-GEMMs: y = x W^T with W read in its stored, packed form and dequantized in
 registers, so a small batch reads the quantized bytes instead of a bf16 copy.
 
-One kernel serves four storage formats (a constexpr picks the unpacking):
+One kernel serves three storage formats (a constexpr picks the unpacking):
 - INT8: int8 [out, in] with one scale per output channel (W8A16, `--quantization int8`);
 - FP8: float8_e4m3fn [out, in] with one scale per output channel (`--quantization fp8` without fp8 dots);
-- AWQ: int4 packed eight output columns per int32 in AWQ's interleaved order, [in, out/8], with a scale
-  and zero point per group of input rows;
 - GPTQ: 4- or 8-bit values packed along the input rows, [in*bits/32, out], zero points packed along the
-  output columns (stored minus one), the group of each input row named by `g_idx` (act-order included).
+  output columns (GPTQ v1 stores them minus one), the group of each input row named by `g_idx`
+  (act-order included). AWQ checkpoints are repacked into this layout at load (`AwqMethod`), their
+  zero points as they are: so each thread's word holds one output column's consecutive input rows.
 Per-channel scales are applied once to the fp32 accumulator; a group's scales to the fp32 product of
 each K tile that lies inside one group (else while dequantizing). Packed words are unpacked as
 `packed_int` describes, with no int -> float conversion. Small batches split K (`split_k`). The
@@ -29,7 +29,6 @@ from tokenmill.kernels.triton.packed_int import (
     OFFSET,
     as_half_offset,
     offset_float,
-    unpack_awq_columns,
     unpack_rows,
     zero_points,
 )
@@ -38,12 +37,11 @@ from tokenmill.kernels.triton.packed_int import (
 class WeightFormat(IntEnum):
     INT8 = 0
     FP8 = 1
-    AWQ = 2
-    GPTQ = 3
+    GPTQ = 2
 
 
 # what the kernels compare their FORMAT with (compiled kernels read only constexpr globals)
-INT8, FP8, AWQ = (tl.constexpr(int(f)) for f in (WeightFormat.INT8, WeightFormat.FP8, WeightFormat.AWQ))
+INT8, FP8, GPTQ = (tl.constexpr(int(f)) for f in (WeightFormat.INT8, WeightFormat.FP8, WeightFormat.GPTQ))
 FP8_BITS_UNIT = tl.constexpr(256.0)  # `e4m3_bits_to_half` yields the e4m3 value times 2^-8
 
 
@@ -66,18 +64,11 @@ def _byte_tile(w_ptr, k, n, mask, stride_wk, stride_wn, FORMAT: tl.constexpr):
 
 
 @triton.jit
-def packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
-    """The stored integers (int32) of AWQ or GPTQ W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N], from one load
-    of the words that hold them (k0 and n0 are multiples of the tile, so the tile holds whole words)."""
-    if FORMAT == AWQ:  # [in, out / 8]
-        k = k0 + tl.arange(0, BLOCK_K)
-        columns = n0 // 8 + tl.arange(0, BLOCK_N // 8)
-        mask = (k < K)[:, None] & (columns * 8 < N)[None, :]
-        return unpack_awq_columns(
-            tl.load(w_ptr + k[:, None] * stride_wk + columns[None, :], mask=mask, other=0)
-        )
-    per_word: tl.constexpr = 32 // BITS  # GPTQ: [in * BITS / 32, out]
+def packed_values(w_ptr, k0, n0, K, N, stride_wk, BITS: tl.constexpr, BLOCK_K: tl.constexpr,
+                  BLOCK_N: tl.constexpr):  # fmt: skip
+    """The stored integers (int32) of W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N] ([in * BITS / 32, out]),
+    from one load of the words that hold them (k0 is a multiple of the tile: it holds whole words)."""
+    per_word: tl.constexpr = 32 // BITS
     rows = k0 // per_word + tl.arange(0, BLOCK_K // per_word)
     n = n0 + tl.arange(0, BLOCK_N)
     mask = (rows * per_word < K)[:, None] & (n < N)[None, :]
@@ -86,19 +77,19 @@ def packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT: tl.constexpr, BITS: tl
 
 @triton.jit
 def zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg,
-                      FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-                      BLOCK_K: tl.constexpr):  # fmt: skip
+                     BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr,
+                     ONE_GROUP: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     """(zero point, scale) as float32 for the tile's rows starting at k0 and columns n: one row
     [1, len(n)] when every row of the tile is in one group (ONE_GROUP), else one per row [BLOCK_K, len(n)]
-    (AWQ's groups in row order, GPTQ's named by `g_idx`)."""
+    (groups named by `g_idx`)."""
     if ONE_GROUP:
         group = tl.zeros([1], tl.int32) + k0 // GROUP
         mask = (n < N)[None, :]
     else:
         k = k0 + tl.arange(0, BLOCK_K)
-        group = k // GROUP if FORMAT == AWQ else tl.load(g_idx_ptr + k, mask=k < K, other=0)
+        group = tl.load(g_idx_ptr + k, mask=k < K, other=0)
         mask = (k < K)[:, None] & (n < N)[None, :]
-    zeros = zero_points(zero_ptr, group, n, mask, stride_zg, FORMAT == AWQ, BITS)
+    zeros = zero_points(zero_ptr, group, n, mask, stride_zg, BITS, ZERO_OFFSET)
     scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=mask, other=0.0)
     return zeros, scales.to(tl.float32)
 
@@ -106,8 +97,8 @@ def zeros_and_scales(zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, str
 @triton.jit
 def _dequantized_tile(
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg, stride_zg,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr,
+    ONE_GROUP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """W^T[k0 : k0+BLOCK_K, n0 : n0+BLOCK_N] as float32 (k0, n0 multiples of the tile), group scales
     applied; per-channel scales (INT8, FP8) are left to the caller."""
@@ -115,14 +106,14 @@ def _dequantized_tile(
     n = n0 + tl.arange(0, BLOCK_N)
     # if/else, not an early return: Triton before 3.9 compiles the statements after a static return,
     # and INT8/FP8 pass placeholder pointers the group-scale code cannot take
-    if FORMAT < AWQ:
+    if FORMAT < GPTQ:
         tile = _byte_tile(w_ptr, k, n, (k < K)[:, None] & (n < N)[None, :], stride_wk, stride_wn, FORMAT)
     else:
         zeros, scales = zeros_and_scales(
-            zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP, ONE_GROUP,
-            BLOCK_K,
+            zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, BITS, ZERO_OFFSET, GROUP,
+            ONE_GROUP, BLOCK_K,
         )  # fmt: skip
-        values = packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+        values = packed_values(w_ptr, k0, n0, K, N, stride_wk, BITS, BLOCK_K, BLOCK_N)
         tile = (offset_float(values) - (OFFSET + zeros)) * scales
     return tile
 
@@ -164,9 +155,9 @@ def store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om):
 def _weight_only_gemm_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, M, N, K, k_per_split,
     stride_xm, stride_wk, stride_wn, stride_sg, stride_zg, stride_os, stride_om,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    HALF_MAGIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    DOT: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr,
+    ONE_GROUP: tl.constexpr, HALF_MAGIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """With ONE_GROUP the group's scales multiply each K tile's fp32 product, one multiply per output
     instead of one per weight; the dot product takes the exact integers q - zero, or with HALF_MAGIC
@@ -179,10 +170,10 @@ def _weight_only_gemm_kernel(
         _, _, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
         if ONE_GROUP:
             zeros, scales = zeros_and_scales(
-                zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, FORMAT, BITS, GROUP,
+                zero_ptr, scale_ptr, g_idx_ptr, k0, n, K, N, stride_sg, stride_zg, BITS, ZERO_OFFSET, GROUP,
                 ONE_GROUP, BLOCK_K,
             )  # fmt: skip
-            values = packed_values(w_ptr, k0, n0, K, N, stride_wk, FORMAT, BITS, BLOCK_K, BLOCK_N)
+            values = packed_values(w_ptr, k0, n0, K, N, stride_wk, BITS, BLOCK_K, BLOCK_N)
             if HALF_MAGIC:
                 offset = tl.full([1, 1], HALF_MAGIC, tl.int16).to(x.dtype, bitcast=True).to(tl.float32)
                 sums = tl.sum(x.to(tl.float32), axis=1)[:, None]
@@ -195,10 +186,10 @@ def _weight_only_gemm_kernel(
         else:
             w = _dequantized_tile(
                 w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg,
-                stride_zg, FORMAT, BITS, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
+                stride_zg, FORMAT, BITS, ZERO_OFFSET, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
             )  # fmt: skip
             acc += tl.dot(x, w.to(x.dtype), input_precision=DOT)
-    if FORMAT < AWQ:
+    if FORMAT < GPTQ:
         acc *= _channel_scales(scale_ptr, n, n_mask, FORMAT)[None, :]
     store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
 
@@ -206,17 +197,17 @@ def _weight_only_gemm_kernel(
 @triton.jit
 def _dequantize_kernel(
     w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, N, K, stride_wk, stride_wn, stride_sg, stride_zg,
-    FORMAT: tl.constexpr, BITS: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FORMAT: tl.constexpr, BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr,
+    ONE_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     k0, n0 = tl.program_id(0) * BLOCK_K, tl.program_id(1) * BLOCK_N
     k = k0 + tl.arange(0, BLOCK_K)
     n = n0 + tl.arange(0, BLOCK_N)
     w = _dequantized_tile(
         w_ptr, scale_ptr, zero_ptr, g_idx_ptr, k0, n0, K, N, stride_wk, stride_wn, stride_sg, stride_zg,
-        FORMAT, BITS, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
+        FORMAT, BITS, ZERO_OFFSET, GROUP, ONE_GROUP, BLOCK_K, BLOCK_N,
     )  # fmt: skip
-    if FORMAT < AWQ:
+    if FORMAT < GPTQ:
         w *= _channel_scales(scale_ptr, n, n < N, FORMAT)[None, :]
     mask = (k < K)[:, None] & (n < N)[None, :]
     tl.store(out_ptr + k[:, None] * N + n[None, :], w.to(out_ptr.dtype.element_ty), mask=mask)
@@ -225,9 +216,10 @@ def _dequantize_kernel(
 @dataclass(frozen=True)
 class PackedWeight:
     """A weight as one of the formats above stores it: W is [in_features, out_features] after unpacking.
-    `scales` is per output channel (INT8, FP8) or [groups, out] (AWQ, GPTQ); `zeros` and `g_idx` as the
-    checkpoint stores them (AWQ, GPTQ; `g_idx` GPTQ only). `group_size` input rows per group; with
-    `groups_in_row_order` (GPTQ without act-order; AWQ always) group g is rows [g*size, (g+1)*size)."""
+    `scales` is per output channel (INT8, FP8) or [groups, out] (GPTQ); `zeros` and `g_idx` in GPTQ's
+    layout, the stored zero points plus `zero_offset` the real ones (1: GPTQ v1, 0: repacked AWQ).
+    `group_size` input rows per group; with `groups_in_row_order` (no act-order) group g is rows
+    [g*size, (g+1)*size)."""
 
     format: WeightFormat
     weight: torch.Tensor
@@ -238,16 +230,18 @@ class PackedWeight:
     g_idx: torch.Tensor | None = None
     bits: int = 4
     group_size: int = 1
-    groups_in_row_order: bool = False  # always so for AWQ
+    groups_in_row_order: bool = False
+    zero_offset: int = 1
 
     def one_group_per_tile(self, block_k: int) -> bool:
         """Whether each BLOCK_K rows of a K tile share one group, so the kernel reads its scales once."""
-        in_row_order = self.format == WeightFormat.AWQ or self.groups_in_row_order
-        return self.format >= WeightFormat.AWQ and in_row_order and self.group_size % block_k == 0
+        return (
+            self.format == WeightFormat.GPTQ and self.groups_in_row_order and self.group_size % block_k == 0
+        )
 
     def strides(self) -> tuple[int, int, int, int]:
         """(weight stride along in, along out, scale-row stride, zero-row stride)."""
-        if self.format < WeightFormat.AWQ:  # stored [out, in]
+        if self.format < WeightFormat.GPTQ:  # stored [out, in]
             return self.weight.stride(1), self.weight.stride(0), 0, 0
         assert self.zeros is not None
         return self.weight.stride(0), 1, self.scales.stride(0), self.zeros.stride(0)
@@ -272,11 +266,10 @@ class Tiles:
 TILE_ROWS = (16, 64)  # the most tokens the decode tiles, then the medium tiles, take; prefill tiles above
 
 
-def tiles_for(m: int, weight_format: WeightFormat) -> Tiles:
-    """Thin tiles for decode batches, square ones for prefill. AWQ packs along the output columns, so its
-    decode tiles are wide and shallow: each row of words loaded is 64 contiguous bytes, not 32."""
+def tiles_for(m: int) -> Tiles:
+    """Thin tiles for decode batches, square ones for prefill."""
     if m <= TILE_ROWS[0]:
-        return Tiles(16, 128, 64) if weight_format == WeightFormat.AWQ else Tiles(16, 64, 128)
+        return Tiles(16, 64, 128)
     if m <= TILE_ROWS[1]:
         return Tiles(64, 64, 64)
     return Tiles(128, 128, 32)
@@ -288,10 +281,10 @@ HALF_OFFSETS = {torch.bfloat16: (0x4300, 128), torch.float16: (0x6400, 1024)}
 
 
 def half_magic(dtype: torch.dtype, weight: PackedWeight) -> int:
-    """HALF_MAGIC for AWQ/GPTQ weights and `dtype` activations; 0 (float32 dequantization) where the
+    """HALF_MAGIC for GPTQ-layout weights and `dtype` activations; 0 (float32 dequantization) where the
     values do not fit (8-bit GPTQ with bf16) or the activations are float32."""
     pattern, bound = HALF_OFFSETS.get(dtype, (0, 0))
-    return pattern if weight.format >= WeightFormat.AWQ and 2**weight.bits <= bound else 0
+    return pattern if weight.format == WeightFormat.GPTQ and 2**weight.bits <= bound else 0
 
 
 def dot_precision(x: torch.Tensor) -> str:
@@ -306,7 +299,7 @@ def weight_only_gemm(
     here (bench/quant_gemm.py --tune passes others)."""
     m, k = x.shape
     n = weight.out_features
-    tiles = tiles or tiles_for(m, weight.format)
+    tiles = tiles or tiles_for(m)
     grid_m, grid_n = triton.cdiv(m, tiles.block_m), triton.cdiv(n, tiles.block_n)
     splits, k_per_split = split.plan(k, tiles.block_k, grid_m * grid_n, x.device, split_k)
     out = split.output(x, n, splits)
@@ -315,10 +308,11 @@ def weight_only_gemm(
     _weight_only_gemm_kernel[(grid_m, grid_n, splits)](
         x, *weight.pointers(), out, m, n, k, k_per_split,
         x.stride(0), stride_wk, stride_wn, stride_sg, stride_zg, out.stride(0) if splits > 1 else 0, n,
-        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        ONE_GROUP=one_group, HALF_MAGIC=half_magic(x.dtype, weight) if one_group else 0,
-        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-        BLOCK_K=tiles.block_k, DOT=dot_precision(x), num_warps=tiles.num_warps, num_stages=3,
+        FORMAT=int(weight.format), BITS=weight.bits, ZERO_OFFSET=weight.zero_offset,
+        GROUP=weight.group_size, ONE_GROUP=one_group,
+        HALF_MAGIC=half_magic(x.dtype, weight) if one_group else 0, BLOCK_M=tiles.block_m,
+        BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k, DOT=dot_precision(x), num_warps=tiles.num_warps,
+        num_stages=3,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
 
@@ -331,7 +325,7 @@ def dequantize(weight: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     grid = (triton.cdiv(k, 64), triton.cdiv(n, 64))
     _dequantize_kernel[grid](
         *weight.pointers(), out, n, k, stride_wk, stride_wn, stride_sg, stride_zg,
-        FORMAT=int(weight.format), BITS=weight.bits, GROUP=weight.group_size,
-        ONE_GROUP=weight.one_group_per_tile(64), BLOCK_N=64, BLOCK_K=64,
+        FORMAT=int(weight.format), BITS=weight.bits, ZERO_OFFSET=weight.zero_offset,
+        GROUP=weight.group_size, ONE_GROUP=weight.one_group_per_tile(64), BLOCK_N=64, BLOCK_K=64,
     )  # fmt: skip
     return out
