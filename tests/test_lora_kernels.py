@@ -109,14 +109,15 @@ def test_tiles_group_tokens_by_slot_at_most_a_tile_each() -> None:
     assert covered == [[2, 5], [0, 3, 6], list(range(7, 23)), [23]]
 
 
-def test_a_step_without_adapters_skips_the_lora_ops_unless_a_graph_replays() -> None:
+def test_a_step_runs_the_lora_ops_of_its_adapters_targets_unless_a_graph_replays() -> None:
     from tokenmill.lora.layers import LoRAStep
 
-    step = LoRAStep(max_tokens=8, max_loras=2, device=DEVICE)
-    step.load(_mapping([1, 1, 0], 2), always=False)
-    assert step.active and step.mapping.tile_slots[:3].tolist() == [0, 1, NO_ADAPTER]
+    step = LoRAStep(max_tokens=8, max_loras=3, device=DEVICE)
+    step.load(_mapping([1, 1, 0], 3), always=False)
+    assert step.runs({0, 2}) and step.runs({1}) and not step.runs({2}) and not step.runs(set())
+    assert step.mapping.tile_slots[:4].tolist() == [0, 1, NO_ADAPTER, NO_ADAPTER]
     assert step.mapping.sorted_tokens[:3].tolist() == [2, 0, 1]
-    step.load(_mapping([NO_ADAPTER] * 4, 2), always=False)
-    assert not step.active  # eager: nothing to add, nothing launched
-    step.load(_mapping([NO_ADAPTER] * 4, 2), always=True)
-    assert step.active and (step.mapping.tile_slots == NO_ADAPTER).all()  # a graph finds no tile to run
+    step.load(_mapping([NO_ADAPTER] * 4, 3), always=False)
+    assert not step.runs({0, 1, 2})  # eager: nothing to add, nothing launched
+    step.load(_mapping([NO_ADAPTER] * 4, 3), always=True)
+    assert step.runs(set()) and (step.mapping.tile_slots == NO_ADAPTER).all()  # a graph finds no tile

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import LoRAMapping
+from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
@@ -44,17 +44,14 @@ LoRAShrinkOp = Callable[[Tensor, Tensor, LoRAMapping], Tensor]
 # (y, h, lora_b [slots, out, rank], out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot and
 # shard, in place
 LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
-# (x, weight, bias, residual) -> x·Wᵀ + bias, then + residual
-LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
-# (x, norm_weight, eps, weight, bias) -> RMSNorm(x)·Wᵀ + bias
-NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None], Tensor]
-# (gate_up, weight, residual) -> (SiLU(gate) * up)·Wᵀ + residual
-SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-# (out, x, lora_a, lora_b, out_shards, token_slots, norm, silu_mul): out += B·A·f(x) per row's slot in
-# place, f the RMSNorm (weight, eps), SiLU-and-mul or nothing, as the projection's fused GEMV applies it
-LoRADeltaOp = Callable[
-    [Tensor, Tensor, Tensor, Tensor, tuple[int, ...], Tensor, tuple[Tensor, float] | None, bool], None
-]
+# The small-batch projections take each row's LoRA delta (B·A of the projection's input, per row's slot:
+# `LoRAWeights`, or None) and add it to the projection's output before the residual.
+# (x, weight, bias, residual, lora) -> x·Wᵀ + bias + delta, then + residual
+LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, LoRAWeights | None], Tensor]
+# (x, norm_weight, eps, weight, bias, lora) -> RMSNorm(x)·Wᵀ + bias + delta
+NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None, LoRAWeights | None], Tensor]
+# (gate_up, weight, residual, lora) -> (SiLU(gate) * up)·Wᵀ + delta, then + residual
+SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None, LoRAWeights | None], Tensor]
 
 SMALL_BATCH_MAX_ROWS = 8  # decode batches up to this many tokens run the fused GEMVs
 
@@ -68,7 +65,6 @@ class SmallBatchOps:
     linear: LinearOp
     rms_norm_linear: NormLinearOp
     silu_mul_linear: SiluMulLinearOp
-    lora_delta: LoRADeltaOp  # a LoRA projection's whole delta in one launch
 
 
 REFERENCE_SMALL_BATCH = SmallBatchOps(
@@ -76,7 +72,6 @@ REFERENCE_SMALL_BATCH = SmallBatchOps(
     reference.linear,
     reference.rms_norm_linear,
     reference.silu_mul_linear,
-    reference.lora_delta,
 )
 
 
@@ -125,7 +120,6 @@ def triton_ops(device: torch.device) -> Ops:
     from tokenmill.kernels.triton import (
         activation,
         lora,
-        lora_small_batch,
         multi_query,
         norm,
         paged,
@@ -149,7 +143,6 @@ def triton_ops(device: torch.device) -> Ops:
             skinny_gemm.linear,
             skinny_gemm.rms_norm_linear,
             skinny_gemm.silu_mul_linear,
-            lora_small_batch.lora_delta,
         ),
     )
 

@@ -12,7 +12,7 @@ The layer returns the residual stream itself with no separate residual (the seco
 the next layer, fused or not, normalises it as the first layer normalises the embeddings, and the
 final norm does the same. Projections the fused kernels cannot read (quantized, tensor-parallel) keep
 the layer on its ordinary path. A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
-fused GEMV and then adds its own delta in place, from the same input and prologue the GEMV read.
+fused GEMV with its rows' delta folded in (`LoRAWeights`): no launch of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from tokenmill.kernels.lora_mapping import LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import SmallBatchOps
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
@@ -32,20 +33,13 @@ if TYPE_CHECKING:
 
 class DeltaProjection(nn.Module):
     """A wrapper adding a per-row delta to its `base` projection's output (LoRA), which the fused path
-    runs as the base's GEMV followed by `add_delta`."""
+    folds into the base's GEMV."""
 
     base: nn.Module
 
-    def add_delta(
-        self,
-        ops: SmallBatchOps,
-        out: torch.Tensor,
-        x: torch.Tensor,
-        norm: tuple[torch.Tensor, float] | None = None,
-        silu_mul: bool = False,
-    ) -> None:
-        """out += the delta of the projection's input f(x) (f: RMSNorm with `norm`, or SiLU-and-mul of
-        a gate|up x, or nothing), in place."""
+    def delta_weights(self, rows: int) -> LoRAWeights | None:
+        """The delta's operands for this step's first `rows` rows; None when no row's adapter targets
+        this projection (the GEMV then runs without it)."""
         raise NotImplementedError
 
 
@@ -65,18 +59,8 @@ def _projections(layer: DecoderLayer) -> tuple[nn.Module, nn.Module, nn.Module, 
     return attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj
 
 
-def _add_delta(
-    ops: SmallBatchOps,
-    linear: nn.Module,
-    out: torch.Tensor,
-    x: torch.Tensor,
-    norm: tuple[torch.Tensor, float] | None = None,
-    silu_mul: bool = False,
-) -> torch.Tensor:
-    """`out` after `linear`'s delta (if it has one) is added in place."""
-    if isinstance(linear, DeltaProjection):
-        linear.add_delta(ops, out, x, norm, silu_mul)
-    return out
+def _delta(linear: nn.Module, rows: int) -> LoRAWeights | None:
+    return linear.delta_weights(rows) if isinstance(linear, DeltaProjection) else None
 
 
 def takes(ops: SmallBatchOps, layer: DecoderLayer, tokens: int) -> bool:
@@ -100,17 +84,18 @@ def forward(
 ) -> tuple[torch.Tensor, None]:
     """The same layer as `DecoderLayer.forward` computes; returns (residual stream after it, None)."""
     qkv, o, gate_up, down = _projections(layer)
+    rows = hidden.shape[0]
     stream = hidden if residual is None else hidden + residual
     norm = layer.input_layernorm
     base = _base(qkv)
-    qkv_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
-    qkv_out = _add_delta(ops, qkv, qkv_out, stream, norm=(norm.weight, norm.eps))
+    qkv_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias, _delta(qkv, rows))
     out = layer.self_attn.attend(positions, qkv_out, meta)
     base = _base(o)
-    stream = _add_delta(ops, o, ops.linear(out, base.weight, base.bias, stream), out)
+    stream = ops.linear(out, base.weight, base.bias, stream, _delta(o, rows))
     norm = layer.post_attention_layernorm
     base = _base(gate_up)
-    gate_up_out = ops.rms_norm_linear(stream, norm.weight, norm.eps, base.weight, base.bias)
-    gate_up_out = _add_delta(ops, gate_up, gate_up_out, stream, norm=(norm.weight, norm.eps))
-    stream = ops.silu_mul_linear(gate_up_out, _base(down).weight, stream)
-    return _add_delta(ops, down, stream, gate_up_out, silu_mul=True), None
+    gate_up_out = ops.rms_norm_linear(
+        stream, norm.weight, norm.eps, base.weight, base.bias, _delta(gate_up, rows)
+    )
+    stream = ops.silu_mul_linear(gate_up_out, _base(down).weight, stream, _delta(down, rows))
+    return stream, None
