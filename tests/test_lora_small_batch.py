@@ -174,17 +174,27 @@ def test_folded_kernels_compile_for_hopper_and_blackwell(capability: int) -> Non
     run_compiled("tests.test_lora_small_batch:compile_every_variant", capability)
 
 
-def _decode_launches(llm, lora_request, prompts: int) -> Counter:
-    """The launches of the model forward pass of one decode step of `prompts` sequences."""
+def _decode_launches(llm, lora_request, prompts: int, monkeypatch) -> tuple[Counter, int]:
+    """The launches of the model forward pass of one decode step of `prompts` sequences, and how many
+    of them carried a LoRA delta."""
     model = llm.engine.runner.model
     counts: list[tuple[int, Counter]] = []
     forward = model.forward
+    folded = Counter()
+
+    def counting_folds(lora, *args):
+        folded["now"] += lora is not None
+        return lora_fold.fold_args(lora, *args)
 
     def counted(input_ids, positions, meta):
+        folded["now"] = 0
         with count_launches() as launches:
             hidden = forward(input_ids, positions, meta)
         counts.append((input_ids.shape[0], launches))
+        launches["folded"] = folded["now"]
         return hidden
+
+    monkeypatch.setattr(skinny_gemm, "fold_args", counting_folds)
 
     model.forward = counted
     try:
@@ -196,13 +206,13 @@ def _decode_launches(llm, lora_request, prompts: int) -> Counter:
         del model.forward
     decodes = [launches for rows, launches in counts if rows == prompts]
     assert decodes, "no decode forward pass ran"
-    return decodes[-1]
+    return decodes[-1], decodes[-1].pop("folded")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
 @pytest.mark.parametrize("prompts", [1, 3])
-def test_an_adapter_adds_no_launch_to_a_decode_step(prompts, tiny_model_dir, tmp_path) -> None:
+def test_an_adapter_adds_no_launch_to_a_decode_step(prompts, tiny_model_dir, tmp_path, monkeypatch) -> None:
     """Every module targeted, one token and three (the tensor-core tiles): the decode step launches
     exactly the base step's kernels, the four fused GEMVs per layer carrying the deltas."""
     from tests.helpers.lora_adapters import save_adapter
@@ -210,7 +220,23 @@ def test_an_adapter_adds_no_launch_to_a_decode_step(prompts, tiny_model_dir, tmp
     path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1)
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
     layers = llm.engine.model_config.num_hidden_layers
-    base = _decode_launches(llm, None, prompts)
-    lora = _decode_launches(llm, LoRARequest("a", str(path)), prompts)
+    base, base_folded = _decode_launches(llm, None, prompts, monkeypatch)
+    lora, lora_folded = _decode_launches(llm, LoRARequest("a", str(path)), prompts, monkeypatch)
     assert lora == base
     assert sum(n for name, n in base.items() if "gemv" in name) == 4 * layers  # the fused path ran
+    assert (base_folded, lora_folded) == (0, 4 * layers)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
+def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """An adapter of q and v only: outside graphs, o, gate|up and down run the plain GEMVs."""
+    from tests.helpers.lora_adapters import save_adapter
+
+    path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1, targets=["q_proj", "v_proj"])
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
+    layers = llm.engine.model_config.num_hidden_layers
+    _, folded = _decode_launches(llm, LoRARequest("qv", str(path)), 1, monkeypatch)
+    assert folded == layers  # q|k|v only
