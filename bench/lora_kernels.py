@@ -40,11 +40,12 @@ def time_layer(num_tokens: int, slots: int, rank: int, device: torch.device, ite
         a = torch.randn(slots, len(shards), rank, width, device=device, dtype=dtype) / width**0.5
         b = torch.randn(slots, sum(shards), rank, device=device, dtype=dtype)
         y = torch.zeros(num_tokens, sum(shards), device=device, dtype=dtype)
-        tensors.append((x, a, b, y, shards))
+        ranks = torch.full((slots, len(shards)), rank, dtype=torch.int32, device=device)
+        tensors.append((x, a, b, ranks, y, shards))
 
     def layer() -> None:
-        for x, a, b, y, shards in tensors:
-            lora.lora_expand(y, lora.lora_shrink(x, a, step), b, shards, step)
+        for x, a, b, ranks, y, shards in tensors:
+            lora.lora_expand(y, lora.lora_shrink(x, a, ranks, step), b, ranks, shards, step)
 
     layer()  # compile
     graph = torch.cuda.CUDAGraph()

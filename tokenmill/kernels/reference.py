@@ -209,15 +209,23 @@ def _sdpa(
     return out.transpose(1, 2)
 
 
-def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
+def lora_shrink(
+    x: torch.Tensor, lora_a: torch.Tensor, ranks: torch.Tensor, mapping: LoRAMapping
+) -> torch.Tensor:
     """h = x·Aᵀ under each token's slot: x [tokens, in], lora_a [slots, shards, rank, in] ->
     h [parts, tokens, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds up
-    (here one part; zeros for tokens without an adapter). One matmul per slot present."""
+    (here one part; zeros for tokens without an adapter). One matmul per slot present; `ranks` (each
+    slot's rank per shard) only lets the kernels skip the zero padding, which adds nothing here."""
     return _shrink_by_slot(x, lora_a, mapping.token_slots[: x.shape[0]])
 
 
 def lora_expand(
-    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
+    y: torch.Tensor,
+    h: torch.Tensor,
+    lora_b: torch.Tensor,
+    ranks: torch.Tensor,
+    out_shards: tuple[int, ...],
+    mapping: LoRAMapping,
 ) -> None:
     """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
     out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""

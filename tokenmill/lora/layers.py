@@ -95,10 +95,10 @@ class LoRALinear(DeltaProjection):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         if self.step.runs(self.targeted_slots):
-            h = self.ops.lora_shrink(x, self.lora_a, self.step.mapping)
+            h = self.ops.lora_shrink(x, self.lora_a, self.lora_ranks, self.step.mapping)
             if self.input_columns is not None:
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
-            self.ops.lora_expand(y, h, self.lora_b, self.out_shards, self.step.mapping)
+            self.ops.lora_expand(y, h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
         return y
 
     def delta_weights(self, rows: int) -> LoRAWeights | None:
