@@ -127,7 +127,7 @@ def test_split_k_fills_the_gpu_for_decode_and_stays_whole_for_prefill() -> None:
     assert triton_lora.shrink_splits(num_tokens=8192, shards=2, in_features=1024) == 1
     mapping = _mapping([0, NO_ADAPTER], 1)
     h = triton_lora.lora_shrink(torch.randn(2, 200), torch.randn(1, 3, 8, 200), _full_ranks(1, 3, 8), mapping)
-    assert h.shape == (4, 2, 3, 8) and h.dtype == torch.float32  # the expand sums these parts
+    assert h.shape == (4, 2, 1, 3, 8) and h.dtype == torch.float32  # the expand sums these parts
 
 
 def test_tiles_group_tokens_by_slot_at_most_a_tile_each() -> None:
@@ -165,7 +165,7 @@ def compile_batched_kernels(capability: int) -> None:
         stride_a_rank=1024, BLOCK_M=16, BLOCK_R=16, BLOCK_K=64, PRECISION="tf32",
     )  # fmt: skip
     compile_for(
-        triton_lora._expand_kernel, capability, y=x, b=x, **mapping, **h_strides, shard_offsets=ints,
+        triton_lora._expand_kernel, capability, y=x, b=x, **mapping, **h_strides, stride_h_slot=48, shard_offsets=ints,
         num_shards=3, splits=3, stride_y=4096, stride_b_slot=4096 * 16, stride_b_row=16,
         BLOCK_M=16, BLOCK_N=64, BLOCK_R=16, BLOCK_S=4, PRECISION="tf32",
     )  # fmt: skip
@@ -175,3 +175,58 @@ def compile_batched_kernels(capability: int) -> None:
 @pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
 def test_batched_kernels_compile_for_hopper_and_blackwell(capability: int) -> None:
     run_compiled("tests.test_lora_kernels:compile_batched_kernels", capability)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_the_expand_takes_every_slots_shrink_from_the_base_gemms_extra_columns(backend: str) -> None:
+    """h [1, tokens, slots, shards, rank] (each token's own slot picked) gives what the shrink's gives."""
+    torch.manual_seed(3)
+    ops = reference if backend == "reference" else triton_lora
+    token_slots, out_shards, rank = [1, NO_ADAPTER, 0, 2, 1] * 4, (40, 24, 24), 8
+    x = torch.randn(len(token_slots), 64)
+    a = torch.randn(3, 3, rank, 64) / 8
+    b = torch.randn(3, 88, rank)
+    mapping, ranks = _mapping(token_slots, 3), _full_ranks(3, 3, rank)
+    every_slot = (x @ a.flatten(0, 2).T).unflatten(1, (3, 3, rank))[None]
+    y_stacked, y_shrunk = torch.zeros(len(token_slots), 88), torch.zeros(len(token_slots), 88)
+    ops.lora_expand(y_stacked, every_slot, b, ranks, out_shards, mapping)
+    ops.lora_expand(y_shrunk, ops.lora_shrink(x, a, ranks, mapping), b, ranks, out_shards, mapping)
+    torch.testing.assert_close(y_stacked, y_shrunk, rtol=1e-5, atol=1e-5)
+    assert y_stacked.abs().sum() > 0
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_plain_projection_shrinks_in_its_base_gemm(bias: bool) -> None:
+    """A's slots live under the base weight (no copy of it): one GEMM gives y and every slot's x·Aᵀ,
+    and the expand is the only LoRA launch; the result is base + B·A·x per token's slot."""
+    from tests.helpers.launch_count import count_launches
+    from tokenmill.kernels.ops import select_ops
+    from tokenmill.lora.layers import LoRALinear, LoRAStep
+    from tokenmill.quantization import QuantLinear, UnquantizedMethod
+
+    torch.manual_seed(4)
+    base = QuantLinear(32, (16, 8), bias, UnquantizedMethod())
+    torch.nn.init.normal_(base.weight)
+    if bias:
+        torch.nn.init.normal_(base.bias)
+    weight, base_bias = (
+        base.weight.detach().clone(),
+        None if base.bias is None else base.bias.detach().clone(),
+    )
+    step = LoRAStep(max_tokens=20, max_loras=2, device=DEVICE)
+    wrapper = LoRALinear(base, 2, 4, step, select_ops("triton", DEVICE), torch.float32)
+    assert wrapper.stacked is not None and base.weight.data_ptr() == wrapper.stacked[0].data_ptr()
+    pairs = [(torch.randn(4, 32), torch.randn(16, 4)), (torch.randn(3, 32), torch.randn(8, 3))]
+    wrapper.fill_slot(1, pairs, scaling=0.5)
+    token_slots = [1, NO_ADAPTER, 1] * 6
+    step.load(_mapping(token_slots, 2), always=False)
+    x = torch.randn(len(token_slots), 32)
+    with count_launches() as launches:
+        y = wrapper(x)
+    assert launches["triton._expand_kernel"] == 1 and launches["triton._shrink_kernel"] == 0
+    delta = torch.cat([x @ a.T @ b.T * 0.5 for a, b in pairs], dim=1)
+    expected = (
+        torch.nn.functional.linear(x, weight, base_bias) + delta * (torch.tensor(token_slots) == 1)[:, None]
+    )
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)

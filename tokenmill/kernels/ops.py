@@ -39,11 +39,11 @@ DecodeSplitsOp = Callable[[int, int, int, int], int]
 # (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
 WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
 # (x, lora_a [slots, shards, rank, in], ranks [slots, shards], mapping) -> x·Aᵀ per token's slot as
-# float32 partial sums over parts of `in`, [parts, tokens, shards, rank] (split-K: the expand adds the
+# float32 partial sums over parts of `in`, [parts, tokens, 1, shards, rank] (split-K: the expand adds the
 # parts up); ranks: each slot's own rank per shard (0: not targeted), for the kernels to skip padding
 LoRAShrinkOp = Callable[[Tensor, Tensor, Tensor, LoRAMapping], Tensor]
 # (y, h, lora_b [slots, out, rank], ranks, out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot
-# and shard, in place
+# and shard, in place; h [parts, tokens, slots or 1, shards, rank]: a shrink's, or every slot's x·Aᵀ
 LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
 # The small-batch projections take each row's LoRA delta (B·A of the projection's input, per row's slot:
 # `LoRAWeights`, or None) and add it to the projection's output before the residual.

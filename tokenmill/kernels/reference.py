@@ -213,8 +213,8 @@ def lora_shrink(
     x: torch.Tensor, lora_a: torch.Tensor, ranks: torch.Tensor, mapping: LoRAMapping
 ) -> torch.Tensor:
     """h = x·Aᵀ under each token's slot: x [tokens, in], lora_a [slots, shards, rank, in] ->
-    h [parts, tokens, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds up
-    (here one part; zeros for tokens without an adapter). One matmul per slot present; `ranks` (each
+    h [parts, tokens, 1, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds
+    up (here one part; zeros for tokens without an adapter). One matmul per slot present; `ranks` (each
     slot's rank per shard) only lets the kernels skip the zero padding, which adds nothing here."""
     return _shrink_by_slot(x, lora_a, mapping.token_slots[: x.shape[0]])
 
@@ -227,8 +227,10 @@ def lora_expand(
     out_shards: tuple[int, ...],
     mapping: LoRAMapping,
 ) -> None:
-    """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
-    out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
+    """y[:, shard s] += (Σ_parts h[:, :, σ, s])·B[:, shard s]ᵀ under each token's slot, in place: y
+    [tokens, out], h [parts, tokens, slots or 1, shards, rank] (σ: the token's slot where h holds every
+    slot's x·Aᵀ, else 0), lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused
+    shards' widths."""
     _expand_by_slot(y, h, lora_b, out_shards, mapping.token_slots[: y.shape[0]])
 
 
@@ -243,11 +245,11 @@ def lora_delta(out: torch.Tensor, x: torch.Tensor, lora: LoRAWeights) -> None:
 def _shrink_by_slot(x: torch.Tensor, lora_a: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
     num_tokens, (_, shards, rank, _) = x.shape[0], lora_a.shape
     slots = token_slots.long()
-    h = torch.zeros(1, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
+    h = torch.zeros(1, num_tokens, 1, shards, rank, dtype=torch.float32, device=x.device)
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
-            h[0, rows] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank)).float()
+            h[0, rows, 0] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank)).float()
     return h
 
 
@@ -264,5 +266,6 @@ def _expand_by_slot(
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
+            own = summed[rows, slot if summed.shape[1] > 1 else 0]
             for shard, (begin, end) in enumerate(itertools.pairwise(bounds)):
-                y[rows, begin:end] += summed[rows, shard] @ lora_b[slot, begin:end].T
+                y[rows, begin:end] += own[:, shard] @ lora_b[slot, begin:end].T

@@ -7,6 +7,11 @@ B [slots, out, max_rank], zero-padded to the largest rank, each adapter's scale 
 projections (q|k|v, gate|up) keep one A per shard and one B whose rows are the shards' outputs, so the
 kernels serve the fused GEMM's output in one pass. A shard an adapter does not target stays zero.
 
+On a plain base (one rank, the weight in the model dtype) the shrink rides in the base GEMM: A's slots
+are stored as extra rows under the base weight (`_stack_under`), so one GEMM gives every token's output
+and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 launches a projection, not
+3). The extra rows are slots x shards x rank (Qwen3-0.6B's q|k|v, 8 slots of rank 16: 384 under 4096).
+
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
 (o, down) keeps A's columns of its own input columns and all of B, and sums the ranks' partial shrinks
@@ -24,6 +29,8 @@ the fused small-batch GEMVs (in graphs too) load nothing for a shard whose rank 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
@@ -31,7 +38,7 @@ from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.small_batch import DeltaProjection
-from tokenmill.quantization import QuantLinear
+from tokenmill.quantization import QuantLinear, UnquantizedMethod
 
 
 class LoRAStep:
@@ -75,9 +82,14 @@ class LoRALinear(DeltaProjection):
         self.out_shards = base.out_shards
         device = step.mapping.token_slots.device
         shards, width = len(base.out_shards), base.in_features
-        self.register_buffer(
-            "lora_a", torch.zeros(max_loras, shards, max_rank, width, dtype=dtype, device=device)
-        )
+        a_shape = (max_loras, shards, max_rank, width)
+        plain = type(base) is QuantLinear and type(base.method) is UnquantizedMethod
+        self.stacked: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (weight, bias) over A
+        if plain and base.weight.dtype == dtype:
+            self.stacked = _stack_under(base, max_loras * shards * max_rank)
+            self.register_buffer("lora_a", self.stacked[0][base.out_features :].view(a_shape))
+        else:
+            self.register_buffer("lora_a", torch.zeros(a_shape, dtype=dtype, device=device))
         self.register_buffer(
             "lora_b", torch.zeros(max_loras, base.out_features, max_rank, dtype=dtype, device=device)
         )
@@ -93,12 +105,18 @@ class LoRALinear(DeltaProjection):
         self.full_shards = base.full_shards if sharded else base.out_shards
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        if self.step.runs(self.targeted_slots):
+        if not self.step.runs(self.targeted_slots):
+            return self.base(x)
+        if self.stacked is not None:  # one GEMM: [y | x·Aᵀ of every slot], y a view of its first columns
+            out = F.linear(x, *self.stacked)
+            n = self.base.out_features
+            y, h = out[:, :n], out[:, n:].unflatten(1, self.lora_a.shape[:3])[None]
+        else:
+            y = self.base(x)
             h = self.ops.lora_shrink(x, self.lora_a, self.lora_ranks, self.step.mapping)
             if self.input_columns is not None:
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
-            self.ops.lora_expand(y, h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
+        self.ops.lora_expand(y, h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
         return y
 
     def delta_weights(self, rows: int) -> LoRAWeights | None:
@@ -138,6 +156,21 @@ class LoRALinear(DeltaProjection):
         """The shapes of A and B a rank-`rank` adapter of shard `shard` must have (the checkpoint's,
         whole: under tensor parallelism `fill_slot` takes this rank's part)."""
         return (rank, self.full_in), (self.full_shards[shard], rank)
+
+
+def _stack_under(base: QuantLinear, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move `base`'s weight (and bias) into the first rows of a buffer `rows` rows taller (zeros below,
+    the bias's zero), leaving `base` holding views of its own rows: (the whole weight, the whole bias)."""
+    weight = base.weight.data
+    stacked = torch.zeros(weight.shape[0] + rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    stacked[: weight.shape[0]] = weight
+    base.weight = nn.Parameter(stacked[: weight.shape[0]], requires_grad=False)
+    if base.bias is None:
+        return stacked, None
+    bias = torch.zeros(stacked.shape[0], dtype=base.bias.dtype, device=base.bias.device)
+    bias[: weight.shape[0]] = base.bias.data
+    base.bias = nn.Parameter(bias[: weight.shape[0]], requires_grad=False)
+    return stacked, bias
 
 
 class LoRAModel:

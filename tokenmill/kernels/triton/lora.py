@@ -9,8 +9,9 @@ of adapters); programs of unused tiles exit at once, and tokens without an adapt
 program reads its adapter's own rank of each shard (`ranks` [slots, shards]: the slots are padded to the
 largest rank) and exits at once on a shard the adapter does not target.
 
-shrink: h[p, t, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
-expand: y[t, shard s] += (Σ_p h[p, t, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into B)
+shrink: h[p, t, 0, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
+expand: y[t, shard s] += (Σ_p h[p, t, σ, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into
+B), σ = slot(t) where h holds every slot's x·Aᵀ (the base GEMM's extra columns, `LoRALinear`), else 0
 
 Split-K: the shrink reads `in_features` (the hidden size, thousands) to produce `rank` (tens) columns, so
 a decode step of a few tokens has only a few tiles × shards of work. `shrink_splits` cuts the K loop
@@ -91,7 +92,7 @@ def _shrink_kernel(
 def _expand_kernel(
     y, h, b, ranks, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
     num_shards, splits,
-    stride_y, stride_h_split, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
+    stride_y, stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -107,7 +108,7 @@ def _expand_kernel(
         offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
         h_ptrs = (
             h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
-            + shard * stride_h_shard + offs_r[None, None, :]
+            + slot * stride_h_slot + shard * stride_h_shard + offs_r[None, None, :]
         )  # fmt: skip
         h_mask = (offs_s[:, None, None] < splits) & valid[None, :, None] & (offs_r[None, None, :] < rank)
         h_tile = tl.sum(tl.load(h_ptrs, mask=h_mask, other=0.0), axis=0)
@@ -148,12 +149,13 @@ def lora_shrink(
     splits = shrink_splits(num_tokens, shards, in_features)
     k_per_split = triton.cdiv(triton.cdiv(in_features, splits), _BLOCK_K) * _BLOCK_K
     splits = triton.cdiv(in_features, k_per_split)  # no empty part
-    h = torch.empty(splits, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
+    h = torch.empty(splits, num_tokens, 1, shards, rank, dtype=torch.float32, device=x.device)
     grid = (max_tiles(num_tokens, num_slots), shards, splits)  # expand reads only what is written
     _shrink_kernel[grid](
         x, lora_a, h, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
         mapping.tile_ends, in_features, shards, k_per_split,
-        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), *h.stride()[:3],
+        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2),
+        h.stride(0), h.stride(1), h.stride(3),
         BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=_BLOCK_K, PRECISION=_precision(x.dtype),
     )  # fmt: skip
     return h
@@ -186,7 +188,8 @@ def lora_expand(
     _expand_kernel[grid](
         y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
         mapping.tile_ends, _offsets_on(y.device, out_shards), len(out_shards), h.shape[0],
-        y.stride(0), h.stride(0), h.stride(1), h.stride(2), lora_b.stride(0), lora_b.stride(1),
+        y.stride(0), h.stride(0), h.stride(1), h.stride(2) if h.shape[2] > 1 else 0, h.stride(3),
+        lora_b.stride(0), lora_b.stride(1),
         BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
         BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=_precision(y.dtype),
     )  # fmt: skip
