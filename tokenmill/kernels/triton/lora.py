@@ -174,13 +174,9 @@ def _offsets_on(device: torch.device, out_shards: tuple[int, ...]) -> torch.Tens
 
 
 def lora_expand(
-    y: torch.Tensor,
-    h: torch.Tensor,
-    lora_b: torch.Tensor,
-    ranks: torch.Tensor,
-    out_shards: tuple[int, ...],
+    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, ranks: torch.Tensor, out_shards: tuple[int, ...],
     mapping: LoRAMapping,
-) -> None:
+) -> None:  # fmt: skip
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
     block_n = 64
