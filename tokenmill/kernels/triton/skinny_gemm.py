@@ -4,7 +4,8 @@ kernels fused in (references: `reference.linear`, `reference.rms_norm_linear`, `
 At one token per step a decoder layer is ~9 kernels that each move little data, so launch latency, not
 bandwidth, sets the step time. Here the RMSNorm runs in the prologue of the GEMV that reads its output
 (the norm's row is short enough for every program to normalise it), SiLU-and-mul in the prologue of the
-down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections.
+down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections;
+with LoRA, each row's delta rides in the same kernel (`lora_fold`), so an adapter adds no launch.
 
 One token (BLOCK_M 1): each program computes BLOCK_N outputs on the CUDA cores, streaming BLOCK_N weight
 rows ([N, K], K contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator summed once at the end.
