@@ -10,7 +10,9 @@ kernels serve the fused GEMM's output in one pass. A shard an adapter does not t
 On a plain base (one rank, the weight in the model dtype) the shrink rides in the base GEMM: A's slots
 are stored as extra rows under the base weight (`_stack_under`), so one GEMM gives every token's output
 and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 launches a projection, not
-3). The extra rows are slots x shards x rank (Qwen3-0.6B's q|k|v, 8 slots of rank 16: 384 under 4096).
+3). The extra rows are slots x shards x rank (Qwen3-0.6B's q|k|v, 8 slots of rank 16: 384 under 4096),
+and every token multiplies all of them: many slots of a large rank make that GEMM work grow past the
+shrink launch it saves (`bench/lora_kernels.py` times both).
 
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
