@@ -1,21 +1,25 @@
-"""The LoRA kernels of one decoder layer at Qwen3-0.6B's shapes, on a GPU, in one short call.
+"""A decoder layer's projections with LoRA at Qwen3-0.6B's shapes, on a GPU, in one short call.
 
-For the four adapted projection groups of a layer (q|k|v, o, gate|up, down) it runs the shrink and the
-expand (`kernels/triton/lora.py`) for every token under one rank-16 adapter, at 1, 16 and 358 tokens,
-captured in one CUDA graph per token count (as decode steps run), and reports the microseconds per layer
-and per launch, and how many split-K parts the shrink used. Multiply by 28 layers for a step's cost next
-to `bench single` (base ≈ 1,400 µs per step on an H100).
-Usage: PYTHONPATH=. python bench/lora_kernels.py [--slots 8] [--rank 16] [--out results.json]
+For the four projection groups of a layer (q|k|v, o, gate|up, down), at 1, 16 and 358 tokens spread over
+`--adapters` rank-16 adapters (of `--slots` resident slots), each captured in one CUDA graph of `--iters`
+layers (as decode steps run), the microseconds per layer of: the base GEMMs alone; the base GEMM plus
+the batched shrink and expand (`kernels/triton/lora.py`: 3 launches a projection, what quantized and
+tensor-parallel projections run); and the shrink folded into the base GEMM (A's slots stacked under the
+weight, as `LoRALinear` does for plain projections: 2 launches a projection). Multiply by 28 layers for
+a step's cost next to `bench single`.
+Usage: PYTHONPATH=. python bench/lora_kernels.py [--slots 8] [--adapters 1 8] [--rank 16] [--out results.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from tokenmill.kernels.lora_mapping import LoRAMapping, tiles
 from tokenmill.kernels.triton import lora
@@ -26,26 +30,13 @@ GROUPS = {"qkv": (1024, (2048, 1024, 1024)), "o": (2048, (1024,)), "gate_up": (1
 TOKENS = (1, 16, 358)
 
 
-def mapping(num_tokens: int, slots: int, device: torch.device) -> LoRAMapping:
-    token_slots = np.zeros(num_tokens, dtype=np.int32)  # every token on slot 0
+def mapping(num_tokens: int, slots: int, adapters: int, device: torch.device) -> LoRAMapping:
+    token_slots = (np.arange(num_tokens) % adapters).astype(np.int32)  # round robin over the adapters
     return LoRAMapping(*(torch.from_numpy(a).to(device) for a in (token_slots, *tiles(token_slots, slots))))
 
 
-def time_layer(num_tokens: int, slots: int, rank: int, device: torch.device, iters: int) -> dict:
-    dtype = torch.bfloat16
-    step = mapping(num_tokens, slots, device)
-    tensors = []
-    for width, shards in GROUPS.values():
-        x = torch.randn(num_tokens, width, device=device, dtype=dtype)
-        a = torch.randn(slots, len(shards), rank, width, device=device, dtype=dtype) / width**0.5
-        b = torch.randn(slots, sum(shards), rank, device=device, dtype=dtype)
-        y = torch.zeros(num_tokens, sum(shards), device=device, dtype=dtype)
-        tensors.append((x, a, b, y, shards))
-
-    def layer() -> None:
-        for x, a, b, y, shards in tensors:
-            lora.lora_expand(y, lora.lora_shrink(x, a, step), b, shards, step)
-
+def graph_us(layer: Callable[[], None], iters: int) -> float:
+    """Replay time of a graph of `iters` calls of `layer`, per call, in microseconds."""
     layer()  # compile
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -57,25 +48,60 @@ def time_layer(num_tokens: int, slots: int, rank: int, device: torch.device, ite
     graph.replay()
     end.record()
     torch.cuda.synchronize()
-    per_layer = start.elapsed_time(end) * 1000 / iters
-    splits = {name: lora.shrink_splits(num_tokens, len(s), w) for name, (w, s) in GROUPS.items()}
-    return {"us_per_layer": per_layer, "us_per_launch": per_layer / (2 * len(GROUPS)), "splits": splits}
+    return start.elapsed_time(end) * 1000 / iters
+
+
+def time_layer(num_tokens: int, slots: int, adapters: int, rank: int, iters: int) -> dict:
+    dtype = torch.bfloat16
+    step = mapping(num_tokens, slots, adapters, torch.device("cuda"))
+    groups = []
+    for width, shards in GROUPS.values():
+        x = torch.randn(num_tokens, width, dtype=dtype)
+        n = sum(shards)
+        stacked = torch.randn(n + slots * len(shards) * rank, width, dtype=dtype) / width**0.5
+        a = stacked[n:].view(slots, len(shards), rank, width)
+        b = torch.randn(slots, n, rank, dtype=dtype) * 0.01
+        ranks = torch.full((slots, len(shards)), rank, dtype=torch.int32)
+        groups.append((x, stacked[:n], stacked, a, b, ranks, shards))
+
+    def base() -> None:
+        for x, weight, *_ in groups:
+            F.linear(x, weight)
+
+    def separate_shrink() -> None:
+        for x, weight, _, a, b, ranks, shards in groups:
+            lora.lora_expand(F.linear(x, weight), lora.lora_shrink(x, a, ranks, step), b, ranks, shards, step)
+
+    def shrink_in_gemm() -> None:
+        for x, weight, stacked, a, b, ranks, shards in groups:
+            out = F.linear(x, stacked)
+            y, h = out[:, : weight.shape[0]], out[:, weight.shape[0] :].unflatten(1, a.shape[:3])[None]
+            lora.lora_expand(y, h, b, ranks, shards, step)
+
+    runs = {"base": base, "separate_shrink": separate_shrink, "shrink_in_gemm": shrink_in_gemm}
+    report: dict = {name: graph_us(run, iters) for name, run in runs.items()}
+    report["splits"] = {name: lora.shrink_splits(num_tokens, len(s), w) for name, (w, s) in GROUPS.items()}
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slots", type=int, default=8, help="resident adapter slots (grid rows)")
+    parser.add_argument("--adapters", type=int, nargs="+", default=[1, 8], help="adapters the tokens use")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--iters", type=int, default=28, help="layers per timed graph replay")
     parser.add_argument("--out")
     args = parser.parse_args()
-    device = torch.device("cuda")
-    report = {"device": torch.cuda.get_device_name(), "slots": args.slots, "rank": args.rank}
-    for num_tokens in TOKENS:
-        report[num_tokens] = time_layer(num_tokens, args.slots, args.rank, device, args.iters)
-        result = report[num_tokens]
-        timing = f"{result['us_per_layer']:7.1f} us/layer, {result['us_per_launch']:5.2f} us/launch"
-        print(f"{num_tokens:4d} tokens: {timing}, split-K parts {result['splits']}", flush=True)
+    torch.set_default_device("cuda")
+    report: dict = {"device": torch.cuda.get_device_name(), "slots": args.slots, "rank": args.rank}
+    for adapters in args.adapters:
+        for num_tokens in TOKENS:
+            result = time_layer(num_tokens, args.slots, adapters, args.rank, args.iters)
+            report[f"{adapters}_adapters_{num_tokens}_tokens"] = result
+            figures = ", ".join(
+                f"{name} {result[name]:.1f}" for name in ("base", "separate_shrink", "shrink_in_gemm")
+            )
+            print(f"{adapters} adapter(s), {num_tokens:4d} tokens, us/layer: {figures}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
 

@@ -1,19 +1,24 @@
-"""GPU time of a decode step's LoRA work per layer under a CUDA graph, Qwen3-0.6B shapes, rank 16, bf16:
-the fused path's one delta launch per projection (q|k|v, o, gate|up, down) against the batched kernels'
-shrink + expand pair per projection. Each figure is the replay time of a graph of `--layers` layers of
-those launches, divided by the layers, so launch gaps count as they do in the decode graphs.
-Usage: PYTHONPATH=. python bench/lora_small_batch.py [--rows 1] [--layers 28]"""
+"""GPU time of a decode step's four fused projection GEMVs per layer (q|k|v, o, gate|up, down) under a
+CUDA graph, Qwen3-0.6B shapes, bf16: without LoRA, and with each row's LoRA delta folded in (rank 16 by
+default) under one adapter, under `--adapters` adapters spread over the rows, and with an adapter that
+targets q and v only. Each figure is the replay time of a graph of `--layers` layers of those launches,
+divided by the layers, so launch gaps count as they do in the decode graphs; the fold adds no launch, so
+the difference is the delta's own cost. The last column: the LoRA share of the per-layer time.
+Usage: PYTHONPATH=. python bench/lora_small_batch.py [--rows 1 2 8] [--layers 28] [--rank 16]
+[--adapters 4] [--out results.json]"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from tokenmill.kernels.lora_mapping import LoRAMapping, tiles
-from tokenmill.kernels.triton import lora, lora_small_batch
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights
+from tokenmill.kernels.triton import skinny_gemm
 
 # name: (in, out shards, input prologue)
 PROJECTIONS = {
@@ -22,6 +27,7 @@ PROJECTIONS = {
     "gate_up": (1024, (3072, 3072), "norm"),
     "down": (3072, (1024,), "silu_mul"),
 }
+TARGETS = {"qkv": (1, 0, 1), "o": (0,), "gate_up": (0, 0), "down": (0,)}  # which shards q and v touch
 
 
 def graph_time_us(step: Callable[[], None], layers: int) -> float:
@@ -43,38 +49,81 @@ def graph_time_us(step: Callable[[], None], layers: int) -> float:
     return float(np.median(times))
 
 
+def adapters(
+    k: int,
+    shards: tuple[int, ...],
+    rank: int,
+    slots: int,
+    targeted: tuple[int, ...],
+    token_slots: torch.Tensor,
+) -> LoRAWeights:
+    """`slots` random rank-`rank` adapters of one projection, on the `targeted` shards (1) only."""
+    dtype = torch.bfloat16
+    a = (torch.randn(slots, len(shards), rank, k) / k**0.5).to(dtype)
+    b = (torch.randn(slots, sum(shards), rank) * 0.01).to(dtype)
+    ranks = torch.tensor([[rank * t for t in targeted]] * slots, dtype=torch.int32)
+    return LoRAWeights(a, b, ranks, shards, token_slots)
+
+
+def layer_step(
+    rows: int, rank: int, slots: int | None, row_slots: list[int], qv_only: bool
+) -> Callable[[], None]:
+    """The four GEMVs of one layer; `slots` None: no LoRA."""
+    dtype, calls = torch.bfloat16, []
+    token_slots = torch.tensor(row_slots, dtype=torch.int32)
+    for name, (k, shards, prologue) in PROJECTIONS.items():
+        n = sum(shards)
+        x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype)
+        weight = (torch.randn(n, k) / k**0.5).to(dtype)
+        residual = torch.randn(rows, n, dtype=dtype)
+        targeted = TARGETS[name] if qv_only else (1,) * len(shards)
+        lora = None if slots is None else adapters(k, shards, rank, slots, targeted, token_slots)
+        if prologue == "norm":
+            norm = torch.ones(k, dtype=dtype)
+            calls.append(
+                lambda x=x, w=weight, norm=norm, lora=lora: skinny_gemm.rms_norm_linear(
+                    x, norm, 1e-6, w, None, lora
+                )
+            )
+        elif prologue == "silu_mul":
+            calls.append(
+                lambda x=x, w=weight, r=residual, lora=lora: skinny_gemm.silu_mul_linear(x, w, r, lora)
+            )
+        else:
+            calls.append(lambda x=x, w=weight, r=residual, lora=lora: skinny_gemm.linear(x, w, None, r, lora))
+    return lambda: [call() for call in calls]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 8])
     parser.add_argument("--layers", type=int, default=28)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument(
+        "--adapters", type=int, default=4, help="slots the mixed-batch figure spreads rows over"
+    )
+    parser.add_argument("--out")
     args = parser.parse_args()
     torch.set_default_device("cuda")
-    dtype, slots = torch.bfloat16, 1
-    token_slots = np.zeros(args.rows, dtype=np.int32)
-    mapping = LoRAMapping(*(torch.from_numpy(a).cuda() for a in (token_slots, *tiles(token_slots, slots))))
-    fused, batched = [], []
-    for k, shards, prologue in PROJECTIONS.values():
-        n = sum(shards)
-        x = torch.randn(args.rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype)
-        y = torch.randn(args.rows, n, dtype=dtype)
-        a = torch.randn(slots, len(shards), args.rank, k, dtype=dtype) / k**0.5
-        b = torch.randn(slots, n, args.rank, dtype=dtype) * 0.01
-        norm = (torch.ones(k, dtype=dtype), 1e-6) if prologue == "norm" else None
-        fused.append(
-            lambda y=y, x=x, a=a, b=b, s=shards, norm=norm, p=prologue: lora_small_batch.lora_delta(
-                y, x, a, b, s, mapping.token_slots, norm, p == "silu_mul"
-            )
-        )
-        x_in = x[:, :k].contiguous()  # the batched path reads the normalised / activated rows
-        batched.append(
-            lambda y=y, x=x_in, a=a, b=b, s=shards: lora.lora_expand(
-                y, lora.lora_shrink(x, a, mapping), b, s, mapping
-            )
-        )
-    for name, steps in (("fused delta (4 launches)", fused), ("shrink + expand (8 launches)", batched)):
-        per_layer = graph_time_us(lambda steps=steps: [step() for step in steps], args.layers)
-        print(f"{name}: {per_layer:.1f} us per layer, {per_layer * args.layers:.0f} us per step", flush=True)
+    report: dict = {"device": torch.cuda.get_device_name(), "rank": args.rank, "per_layer_us": {}}
+    for rows in args.rows:
+        setups = {
+            "base": (None, [NO_ADAPTER] * rows, False),
+            "one adapter": (1, [0] * rows, False),
+            f"{args.adapters} adapters": (args.adapters, [i % args.adapters for i in range(rows)], False),
+            "q,v adapter": (1, [0] * rows, True),
+            "lora on, no adapter in batch": (1, [NO_ADAPTER] * rows, False),
+        }
+        times = {}
+        for name, (slots, row_slots, qv_only) in setups.items():
+            times[name] = graph_time_us(layer_step(rows, args.rank, slots, row_slots, qv_only), args.layers)
+            share = 1 - times["base"] / times[name]
+            per_step = times[name] * args.layers
+            line = f"rows {rows}, {name}: {times[name]:.1f} us per layer, {per_step:.0f} us per step"
+            print(f"{line}, LoRA share {share:.1%}", flush=True)
+        report["per_layer_us"][rows] = times
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""The one-launch LoRA delta of the small-batch path (Triton, run by the interpreter on CPU) against its
-PyTorch reference and a per-row definition, for each input prologue (none, RMSNorm, SiLU-and-mul), fused
-shards and mixed adapters; and that it compiles for Hopper and Blackwell."""
+"""The LoRA delta folded into the fused small-batch GEMVs (Triton, run by the interpreter on CPU) against
+the PyTorch reference and a per-row float64 definition: each prologue (none, RMSNorm, SiLU-and-mul), one
+row (CUDA-core tiles) and 2 to 8 rows (tensor-core tiles), fused shards, mixed adapters and rows without
+one, ranks below the slots' padding and shards an adapter does not target; that the folded kernels
+compile for Hopper and Blackwell; and that a decode step with an adapter launches no more kernels than
+without one."""
 
 from __future__ import annotations
 
@@ -12,132 +15,228 @@ import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
-from tests.helpers.launch_count import decode_step_launches
-from tokenmill import LLM, LoRARequest
+from tests.helpers.launch_count import count_launches
+from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import NO_ADAPTER
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights
 
-lora_small_batch = pytest.importorskip("tokenmill.kernels.triton.lora_small_batch")
+skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
+lora_fold = pytest.importorskip("tokenmill.kernels.triton.lora_fold")
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
 
-def _definition(x, a, b, out_shards, token_slots, norm, silu_mul):
-    """delta_t = Σ_s B[slot, shard s] · A[slot, s] · f(x_t), one row at a time in float64."""
+def _adapters(num_slots, out_shards, k, max_rank, ranks, dtype, padding=0.0) -> LoRAWeights:
+    """Random adapters: slot i's shard s holds rank ranks[i][s] (0: not targeted); the rows past a rank
+    hold `padding` (the kernels must read only the real ones)."""
+    a = torch.randn(num_slots, len(out_shards), max_rank, k, device=DEVICE) / k**0.5
+    b = torch.randn(num_slots, sum(out_shards), max_rank, device=DEVICE) / max_rank**0.5
+    bounds = np.cumsum([0, *out_shards])
+    for slot, shard_ranks in enumerate(ranks):
+        for shard, rank in enumerate(shard_ranks):
+            a[slot, shard, rank:] = padding
+            b[slot, bounds[shard] : bounds[shard + 1], rank:] = padding
+    ranks_tensor = torch.tensor(ranks, dtype=torch.int32, device=DEVICE)
+    empty = torch.empty(0, dtype=torch.int32, device=DEVICE)
+    return LoRAWeights(a.to(dtype), b.to(dtype), ranks_tensor, tuple(out_shards), empty)
+
+
+def _definition(x, weight, bias, residual, lora: LoRAWeights, prologue, norm) -> torch.Tensor:
+    """f(x)·Wᵀ + bias + Σ_s B[slot, shard s]·A[slot, s]·f(x) (real ranks only) + residual, per row, in
+    float64."""
     x = x.double()
-    if norm is not None:
-        weight, eps = norm
-        x = weight.double() * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    elif silu_mul:
+    if prologue == "norm":
+        x = norm.double() * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    elif prologue == "silu_mul":
         gate, up = x.chunk(2, dim=-1)
         x = torch.nn.functional.silu(gate) * up
-    out = torch.zeros(x.shape[0], sum(out_shards), dtype=torch.float64, device=x.device)
-    bounds = np.cumsum([0, *out_shards])
-    for t, slot in enumerate(token_slots):
+    out = x @ weight.double().T + (0 if bias is None else bias.double())
+    bounds = np.cumsum([0, *lora.out_shards])
+    for t, slot in enumerate(lora.token_slots.tolist()):
         if slot != NO_ADAPTER:
-            for s in range(len(out_shards)):
-                h = a[slot, s].double() @ x[t]
-                out[t, bounds[s] : bounds[s + 1]] = b[slot, bounds[s] : bounds[s + 1]].double() @ h
-    return out
+            for s, rank in enumerate(lora.ranks[slot].tolist()):
+                h = lora.a[slot, s, :rank].double() @ x[t]
+                out[t, bounds[s] : bounds[s + 1]] += (
+                    lora.b[slot, bounds[s] : bounds[s + 1], :rank].double() @ h
+                )
+    return out + (0 if residual is None else residual.double())
 
 
+def _run(ops, prologue, x, weight, bias, residual, norm, lora):
+    if prologue == "norm":
+        return ops.rms_norm_linear(x, norm, 1e-6, weight, bias, lora)
+    if prologue == "silu_mul":
+        return ops.silu_mul_linear(x, weight, residual, lora)
+    return ops.linear(x, weight, bias, residual, lora)
+
+
+R = NO_ADAPTER
 CASES = [
-    # (row slots, slots, in, out shards, rank, prologue)
-    ([0], 1, 64, (96, 32, 32), 8, "norm"),  # one token, q|k|v: three shards, one tile each
-    ([1, NO_ADAPTER, 0, 1], 2, 48, (40, 24, 24), 4, "norm"),  # mixed adapters and the base, ragged shards
-    ([0, 0, 1], 3, 80, (72, 72), 20, "norm"),  # gate|up; a rank that is not a power of two
-    ([1, 0, NO_ADAPTER, 1, 0, 1, 0, 1], 2, 600, (64,), 16, "none"),  # o: 8 rows, several K steps
-    ([NO_ADAPTER, 0], 1, 96, (40,), 8, "silu_mul"),  # down: reads gate|up, 2 x 96 wide
-    ([NO_ADAPTER] * 3, 2, 32, (32, 32), 4, "norm"),  # no adapter: nothing changes
-    ([0], 1, 32, (3000,), 16, "none"),  # many column tiles
+    # (row slots, out shards, in, max rank, per-slot shard ranks, prologue)
+    ([0], (64, 32, 32), 64, 8, [[8, 8, 8]], "norm"),  # one token, q|k|v: one shard per column tile
+    ([1], (64, 32, 32), 64, 8, [[8, 0, 8], [4, 0, 8]], "norm"),  # only q and v, a smaller q rank
+    ([1, R, 0, 1], (40, 24, 24), 48, 4, [[4, 4, 4], [2, 4, 3]], "norm"),  # mixed; tiles straddle shards
+    ([0, 0, 1], (48, 48), 80, 20, [[20, 20], [12, 0]], "norm"),  # gate|up; a rank not a power of two
+    ([1, 0, R, 1, 0, 1, 0, 1], (64,), 600, 16, [[16], [16]], "none"),  # o: 8 rows, several K steps
+    ([0], (40,), 600, 16, [[7]], "none"),  # o, one token, several K steps
+    ([R, 0], (40,), 96, 8, [[8]], "silu_mul"),  # down: reads gate|up, 2 x 96 wide
+    ([0], (40,), 96, 8, [[8]], "silu_mul"),
+    ([R, R, R], (32, 32), 32, 4, [[4, 4], [4, 4]], "norm"),  # no adapter: the base GEMV's result
+    ([2, 2, 2, 2, 2], (96, 32, 32), 64, 16, [[16] * 3, [16] * 3, [16] * 3], "norm"),  # one adapter, 5 rows
 ]
 
 
-@pytest.mark.parametrize(("token_slots", "num_slots", "k", "out_shards", "rank", "prologue"), CASES)
+@pytest.mark.parametrize(("token_slots", "out_shards", "k", "max_rank", "ranks", "prologue"), CASES)
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_delta_adds_each_rows_adapter_of_its_prologued_input(
-    backend, token_slots, num_slots, k, out_shards, rank, prologue
+def test_the_fused_gemv_adds_each_rows_adapter_to_its_projection(
+    backend, token_slots, out_shards, k, max_rank, ranks, prologue
 ) -> None:
+    """The rows past each rank hold garbage in the Triton case: the kernel must read only real rows."""
     torch.manual_seed(0)
-    ops = reference if backend == "reference" else lora_small_batch
-    rows = len(token_slots)
+    ops = reference if backend == "reference" else skinny_gemm
+    rows, n = len(token_slots), sum(out_shards)
+    padding = 0.0 if backend == "reference" else 1e3
+    lora = _adapters(len(ranks), out_shards, k, max_rank, ranks, torch.float32, padding)
+    lora = LoRAWeights(*[getattr(lora, f) for f in ("a", "b", "ranks", "out_shards")],
+                       torch.tensor(token_slots, dtype=torch.int32, device=DEVICE))  # fmt: skip
     x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, device=DEVICE)
-    a = torch.randn(num_slots, len(out_shards), rank, k, device=DEVICE) / k**0.5
-    b = torch.randn(num_slots, sum(out_shards), rank, device=DEVICE)
-    norm = (torch.rand(k, device=DEVICE) + 0.5, 1e-6) if prologue == "norm" else None
-    base = torch.randn(rows, sum(out_shards), device=DEVICE)
-    slots = torch.tensor(token_slots, dtype=torch.int32, device=DEVICE)
-    out = base.clone()
-    ops.lora_delta(out, x, a, b, out_shards, slots, norm, prologue == "silu_mul")
-    expected = base.double() + _definition(x, a, b, out_shards, token_slots, norm, prologue == "silu_mul")
-    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+    weight = torch.randn(n, k, device=DEVICE) / k**0.5
+    bias = torch.randn(n, device=DEVICE) if prologue != "silu_mul" else None
+    residual = torch.randn(rows, n, device=DEVICE) if prologue != "norm" else None
+    norm = torch.rand(k, device=DEVICE) + 0.5
+    got = _run(ops, prologue, x, weight, bias, residual, norm, lora)
+    expected = _definition(x, weight, bias, residual, lora, prologue, norm)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+    if all(slot == NO_ADAPTER for slot in token_slots):
+        assert torch.equal(got, _run(ops, prologue, x, weight, bias, residual, norm, None))
 
 
 # Triton's interpreter computes bfloat16 wrongly (numpy has no bfloat16): bfloat16 runs on a GPU only.
 @pytest.mark.parametrize("dtype", [torch.float16, *([torch.bfloat16] if ON_GPU else [])])
-def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("prologue", ["none", "norm", "silu_mul"])
+def test_triton_rounds_as_the_reference_in_half_precision(dtype, rows, prologue) -> None:
+    """The delta is rounded where the reference rounds it (A·x, then B·A·x, then the sum, before the
+    residual): the results agree to a rounding or two of the output."""
     torch.manual_seed(1)
-    slots = torch.tensor([2, NO_ADAPTER, 0, 2], dtype=torch.int32, device=DEVICE)
-    x = torch.randn(4, 128, dtype=dtype, device=DEVICE)
-    a = (torch.randn(3, 2, 16, 128, device=DEVICE) / 8).to(dtype)
-    b = torch.randn(3, 192, 16, dtype=dtype, device=DEVICE)
-    norm = (torch.rand(128, dtype=dtype, device=DEVICE) + 0.5, 1e-6)
-    base = torch.randn(4, 192, dtype=dtype, device=DEVICE)
-    want, got = base.clone(), base.clone()
-    reference.lora_delta(want, x, a, b, (96, 96), slots, norm, False)
-    lora_small_batch.lora_delta(got, x, a, b, (96, 96), slots, norm, False)
+    k, out_shards = 128, (96, 96)
+    lora = _adapters(3, out_shards, k, 16, [[16, 16], [16, 8], [0, 16]], dtype)
+    slots = torch.tensor([2, NO_ADAPTER, 0, 1][:rows], dtype=torch.int32, device=DEVICE)
+    lora = LoRAWeights(lora.a, lora.b, lora.ranks, out_shards, slots)
+    x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype, device=DEVICE)
+    weight = (torch.randn(192, k, device=DEVICE) / k**0.5).to(dtype)
+    residual = torch.randn(rows, 192, dtype=dtype, device=DEVICE) if prologue != "norm" else None
+    norm = (torch.rand(k, device=DEVICE) + 0.5).to(dtype)
+    want = _run(reference, prologue, x, weight, None, residual, norm, lora)
+    got = _run(skinny_gemm, prologue, x, weight, None, residual, norm, lora)
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
 
 
-def test_tiles_are_few_and_wide_for_qwen3_0_6b_at_rank_16() -> None:
-    """Every program repeats its row's shrink, so a launch has tens of programs, not hundreds."""
-    programs, steps = {}, {}
-    for name, (ranks, n, k) in {
-        "qkv": (48, 4096, 1024), "o": (16, 1024, 2048), "gate_up": (32, 6144, 1024), "down": (16, 1024, 3072),
-    }.items():  # fmt: skip
-        block_n, block_r, block_k = lora_small_batch.tile_shape(ranks, n, k)
-        assert block_r >= ranks and block_r * block_k <= 16384 and block_n * block_r <= 8192
-        steps[name] = -(-k // block_k)
-        programs[name] = -(-n // block_n)
-    assert programs == {"qkv": 32, "o": 2, "gate_up": 24, "down": 2}
-    assert steps == {"qkv": 4, "o": 2, "gate_up": 2, "down": 3}
+def test_a_column_tile_reads_only_its_shards_rank_rows() -> None:
+    """Qwen3-0.6B's q|k|v at rank 16: the head-aligned shards put each 16-column tile in one shard, so a
+    program reads 16 rows of A, not 48; odd shards fall back to every shard's rows."""
+    x = torch.empty(1, 8)
+    lora = _adapters(2, (2048, 1024, 1024), 8, 16, [[16] * 3] * 2, torch.float32)
+    assert lora_fold.fold_args(lora, 4096, 16, x)["BLOCK_R"] == 16
+    odd = _adapters(2, (40, 24, 24), 8, 16, [[16] * 3] * 2, torch.float32)
+    assert lora_fold.fold_args(odd, 88, 16, x)["BLOCK_R"] == 64
+    assert lora_fold.fold_args(None, 4096, 16, x)["HAS_LORA"] is False
 
 
-def compile_every_prologue(capability: int) -> None:
-    """Compile the kernel for each prologue in bf16 (called in a fresh Python: see `run_compiled`)."""
+def compile_every_variant(capability: int) -> None:
+    """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`): one-token and
+    tensor-core tiles, one shard's and every shard's rank rows."""
     x = torch.empty(1, dtype=torch.bfloat16)
-    slots = torch.empty(1, dtype=torch.int32)
-    sizes = dict(n=4096, k=1024, rank=16, ranks=48, shard_end0=2048, shard_end1=3072, stride_x=1024,
-                 stride_o=4096, stride_a_slot=48 * 1024, stride_b_slot=4096 * 16, stride_b_row=16, eps=1e-6)  # fmt: skip
-    for prologue in (0, 1, 2):
-        compile_for(
-            lora_small_batch._lora_delta_kernel, capability, x_ptr=x, out_ptr=x, a_ptr=x, b_ptr=x,
-            slots_ptr=slots, norm_weight_ptr=x, **sizes, PROLOGUE=prologue, BLOCK_N=128, BLOCK_R=64, BLOCK_K=256,
-            NORM_BLOCK=1024,
-        )  # fmt: skip
+    ints = torch.empty(1, dtype=torch.int32)
+    lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shard_end0=2048, shard_end1=3072,
+                HAS_LORA=True, MAX_RANK=16)  # fmt: skip
+    sizes = dict(rows=1, n=4096, k=1024, stride_x=1024, stride_w=1024, stride_o=4096)
+    residual = dict(residual_ptr=x, stride_r=4096, HAS_RESIDUAL=True)
+    for block_m, block_n, block_k, shards, block_r in [
+        (1, 4, 1024, 1, 16),
+        (1, 16, 512, 3, 16),
+        (16, 16, 256, 3, 64),
+    ]:
+        tile = dict(**lora, **sizes, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SHARDS=shards,
+                    BLOCK_R=block_r)  # fmt: skip
+        compile_for(skinny_gemm._gemv_kernel, capability, x_ptr=x, weight_ptr=x, out_ptr=x, bias_ptr=x,
+                    HAS_BIAS=True, **residual, **tile)  # fmt: skip
+        compile_for(skinny_gemm._rms_norm_gemv_kernel, capability, x_ptr=x, weight_ptr=x, out_ptr=x,
+                    norm_weight_ptr=x, bias_ptr=x, eps=1e-6, HAS_BIAS=False, **tile)  # fmt: skip
+        compile_for(skinny_gemm._silu_mul_gemv_kernel, capability, x_ptr=x, weight_ptr=x, out_ptr=x,
+                    **residual, **tile)  # fmt: skip
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "capability", [ARCHITECTURES["ampere"], ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]]
-)
-def test_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
-    run_compiled("tests.test_lora_small_batch:compile_every_prologue", capability)
+@pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
+def test_folded_kernels_compile_for_hopper_and_blackwell(capability: int) -> None:
+    run_compiled("tests.test_lora_small_batch:compile_every_variant", capability)
+
+
+def _decode_launches(llm, lora_request, prompts: int, monkeypatch) -> tuple[Counter, int]:
+    """The launches of the model forward pass of one decode step of `prompts` sequences, and how many
+    of them carried a LoRA delta."""
+    model = llm.engine.runner.model
+    counts: list[tuple[int, Counter]] = []
+    forward = model.forward
+    folded = Counter()
+
+    def counting_folds(lora, *args):
+        folded["now"] += lora is not None
+        return lora_fold.fold_args(lora, *args)
+
+    def counted(input_ids, positions, meta):
+        folded["now"] = 0
+        with count_launches() as launches:
+            hidden = forward(input_ids, positions, meta)
+        counts.append((input_ids.shape[0], launches))
+        launches["folded"] = folded["now"]
+        return hidden
+
+    monkeypatch.setattr(skinny_gemm, "fold_args", counting_folds)
+
+    model.forward = counted
+    try:
+        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
+        llm.generate(
+            [[5, 6, 7 + i] for i in range(prompts)], params, use_tqdm=False, lora_request=lora_request
+        )
+    finally:
+        del model.forward
+    decodes = [launches for rows, launches in counts if rows == prompts]
+    assert decodes, "no decode forward pass ran"
+    return decodes[-1], decodes[-1].pop("folded")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
-def test_an_adapter_adds_one_launch_per_projection_to_a_decode_step(tiny_model_dir, tmp_path) -> None:
-    """Single stream, every module targeted: the base decode step's launches plus exactly four LoRA
-    delta launches per layer (q|k|v, o, gate|up, down), and nothing else."""
+@pytest.mark.parametrize("prompts", [1, 3])
+def test_an_adapter_adds_no_launch_to_a_decode_step(prompts, tiny_model_dir, tmp_path, monkeypatch) -> None:
+    """Every module targeted, one token and three (the tensor-core tiles): the decode step launches
+    exactly the base step's kernels, the four fused GEMVs per layer carrying the deltas."""
     from tests.helpers.lora_adapters import save_adapter
 
     path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1)
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
     layers = llm.engine.model_config.num_hidden_layers
-    base = decode_step_launches(llm, None)
-    lora = decode_step_launches(llm, LoRARequest("a", str(path)))
-    print(f"decode step launches, {layers} layers: base {base.total()}, one adapter {lora.total()}")
-    assert lora - base == Counter({"triton._lora_delta_kernel": 4 * layers})
+    base, base_folded = _decode_launches(llm, None, prompts, monkeypatch)
+    lora, lora_folded = _decode_launches(llm, LoRARequest("a", str(path)), prompts, monkeypatch)
+    assert lora == base
     assert sum(n for name, n in base.items() if "gemv" in name) == 4 * layers  # the fused path ran
+    assert (base_folded, lora_folded) == (0, 4 * layers)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
+def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """An adapter of q and v only: outside graphs, o, gate|up and down run the plain GEMVs."""
+    from tests.helpers.lora_adapters import save_adapter
+
+    path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1, targets=["q_proj", "v_proj"])
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
+    layers = llm.engine.model_config.num_hidden_layers
+    _, folded = _decode_launches(llm, LoRARequest("qv", str(path)), 1, monkeypatch)
+    assert folded == layers  # q|k|v only

@@ -91,14 +91,7 @@ class ShardedLinear(QuantLinear):
         assert type(self.method) is UnquantizedMethod, "the small-batch GEMVs read model-dtype weights"
         once = self.split == "column" or self.tp.is_first
         bias, residual = (self.bias, residual) if once else (None, None)
-        if norm is not None:
-            assert residual is None, "a normed projection opens a half-layer: no residual to add"
-            out = ops.rms_norm_linear(x, *norm, self.weight, bias)
-        elif silu_mul:
-            out = ops.silu_mul_linear(x, self.weight, residual)
-            out = out if bias is None else out + bias
-        else:
-            out = ops.linear(x, self.weight, bias, residual)
+        out = ops.project(x, self.weight, bias, norm, silu_mul, residual)
         return out if self.split == "column" else self.tp.all_reduce(out)
 
     def extra_repr(self) -> str:

@@ -46,6 +46,18 @@ class LoRAMapping:
                    full(num_tiles, 0), full(num_tiles, 0))  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LoRAWeights:
+    """One projection's resident adapters and each row's slot: what a fused small-batch GEMV needs to add
+    every row's LoRA delta B·A·f(x) to its output in the same launch (reference: `reference.lora_delta`)."""
+
+    a: torch.Tensor  # [slots, shards, max_rank, in] contiguous, each rank zero-padded to max_rank
+    b: torch.Tensor  # [slots, out, max_rank] contiguous, each adapter's scale folded in
+    ranks: torch.Tensor  # [slots, shards] int32: a slot's rank per shard, 0 where its adapter skips it
+    out_shards: tuple[int, ...]  # the fused shards' output widths (q|k|v, gate|up)
+    token_slots: torch.Tensor  # [rows] int32: each row's slot, NO_ADAPTER for the base model
+
+
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:
     """Host side: (sorted_tokens, tile_slots, tile_starts, tile_ends), all int32, of per-token slots;
     the tile arrays are `max_tiles(len(token_slots), num_slots)` long."""

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import LoRAMapping
+from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
@@ -38,23 +38,21 @@ PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float, Tensor | 
 DecodeSplitsOp = Callable[[int, int, int, int], int]
 # (kv_cache, num_heads, dtype, null_block, kv_scales): what would otherwise happen during the first steps
 WarmUpOp = Callable[[Tensor, int, torch.dtype, int, Tensor | None], None]
-# (x, lora_a [slots, shards, rank, in], mapping) -> x·Aᵀ per token's slot as float32 partial sums over
-# parts of `in`, [parts, tokens, shards, rank] (split-K: the expand adds the parts up)
-LoRAShrinkOp = Callable[[Tensor, Tensor, LoRAMapping], Tensor]
-# (y, h, lora_b [slots, out, rank], out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot and
-# shard, in place
-LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
-# (x, weight, bias, residual) -> x·Wᵀ + bias, then + residual
-LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
-# (x, norm_weight, eps, weight, bias) -> RMSNorm(x)·Wᵀ + bias
-NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None], Tensor]
-# (gate_up, weight, residual) -> (SiLU(gate) * up)·Wᵀ + residual
-SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-# (out, x, lora_a, lora_b, out_shards, token_slots, norm, silu_mul): out += B·A·f(x) per row's slot in
-# place, f the RMSNorm (weight, eps), SiLU-and-mul or nothing, as the projection's fused GEMV applies it
-LoRADeltaOp = Callable[
-    [Tensor, Tensor, Tensor, Tensor, tuple[int, ...], Tensor, tuple[Tensor, float] | None, bool], None
-]
+# (x, lora_a [slots, shards, rank, in], ranks [slots, shards], mapping) -> x·Aᵀ per token's slot as
+# float32 partial sums over parts of `in`, [parts, tokens, 1, shards, rank] (split-K: the expand adds the
+# parts up); ranks: each slot's own rank per shard (0: not targeted), for the kernels to skip padding
+LoRAShrinkOp = Callable[[Tensor, Tensor, Tensor, LoRAMapping], Tensor]
+# (y, h, lora_b [slots, out, rank], ranks, out_shards, mapping): y += (Σ parts of h)·Bᵀ per token's slot
+# and shard, in place; h [parts, tokens, slots or 1, shards, rank]: a shrink's, or every slot's x·Aᵀ
+LoRAExpandOp = Callable[[Tensor, Tensor, Tensor, Tensor, tuple[int, ...], LoRAMapping], None]
+# The small-batch projections take each row's LoRA delta (B·A of the projection's input, per row's slot:
+# `LoRAWeights`, or None) and add it to the projection's output before the residual.
+# (x, weight, bias, residual, lora) -> x·Wᵀ + bias + delta, then + residual
+LinearOp = Callable[[Tensor, Tensor, Tensor | None, Tensor | None, LoRAWeights | None], Tensor]
+# (x, norm_weight, eps, weight, bias, lora) -> RMSNorm(x)·Wᵀ + bias + delta
+NormLinearOp = Callable[[Tensor, Tensor, float, Tensor, Tensor | None, LoRAWeights | None], Tensor]
+# (gate_up, weight, residual, lora) -> (SiLU(gate) * up)·Wᵀ + delta, then + residual
+SiluMulLinearOp = Callable[[Tensor, Tensor, Tensor | None, LoRAWeights | None], Tensor]
 
 SMALL_BATCH_MAX_ROWS = 8  # decode batches up to this many tokens run the fused GEMVs
 
@@ -68,7 +66,27 @@ class SmallBatchOps:
     linear: LinearOp
     rms_norm_linear: NormLinearOp
     silu_mul_linear: SiluMulLinearOp
-    lora_delta: LoRADeltaOp  # a LoRA projection's whole delta in one launch
+
+    def project(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        norm: tuple[Tensor, float] | None = None,
+        silu_mul: bool = False,
+        residual: Tensor | None = None,
+        lora: LoRAWeights | None = None,
+    ) -> Tensor:
+        """f(x)·Wᵀ + bias + delta (+ residual) on the GEMV that fuses f: the RMSNorm `norm` (weight,
+        eps), SiLU-and-mul of a gate|up x, or nothing. A normed projection opens a half-layer (no
+        residual); behind SiLU-and-mul (no bias in the kernel) a bias is added after the residual."""
+        if norm is not None:
+            assert residual is None, "a normed projection opens a half-layer: no residual to add"
+            return self.rms_norm_linear(x, *norm, weight, bias, lora)
+        if silu_mul:
+            out = self.silu_mul_linear(x, weight, residual, lora)
+            return out if bias is None else out + bias
+        return self.linear(x, weight, bias, residual, lora)
 
 
 REFERENCE_SMALL_BATCH = SmallBatchOps(
@@ -76,7 +94,6 @@ REFERENCE_SMALL_BATCH = SmallBatchOps(
     reference.linear,
     reference.rms_norm_linear,
     reference.silu_mul_linear,
-    reference.lora_delta,
 )
 
 
@@ -125,7 +142,6 @@ def triton_ops(device: torch.device) -> Ops:
     from tokenmill.kernels.triton import (
         activation,
         lora,
-        lora_small_batch,
         norm,
         paged,
         rope,
@@ -148,7 +164,6 @@ def triton_ops(device: torch.device) -> Ops:
             skinny_gemm.linear,
             skinny_gemm.rms_norm_linear,
             skinny_gemm.silu_mul_linear,
-            lora_small_batch.lora_delta,
         ),
     )
 

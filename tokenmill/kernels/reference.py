@@ -10,7 +10,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tokenmill.kernels.lora_mapping import LoRAMapping
+from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 
@@ -39,9 +39,13 @@ def linear(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
+    lora: LoRAWeights | None = None,
 ) -> torch.Tensor:
-    """x Wᵀ (+ bias), then + residual in x's dtype: a projection followed by the residual add."""
+    """x Wᵀ (+ bias) (+ each row's LoRA delta), then + residual in x's dtype: a projection followed by
+    the residual add."""
     y = F.linear(x, weight, bias)
+    if lora is not None:
+        lora_delta(y, x, lora)
     return y if residual is None else y + residual
 
 
@@ -51,16 +55,20 @@ def rms_norm_linear(
     eps: float,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
+    lora: LoRAWeights | None = None,
 ) -> torch.Tensor:
     """The projection of x's RMSNorm (the norm that opens each half of a decoder layer)."""
-    return linear(rms_norm(x, norm_weight, eps)[0], weight, bias)
+    return linear(rms_norm(x, norm_weight, eps)[0], weight, bias, None, lora)
 
 
 def silu_mul_linear(
-    gate_up: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None
+    gate_up: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    lora: LoRAWeights | None = None,
 ) -> torch.Tensor:
     """The down projection of SiLU(gate) * up, then + residual."""
-    return linear(silu_and_mul(gate_up), weight, None, residual)
+    return linear(silu_and_mul(gate_up), weight, None, residual, lora)
 
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -201,49 +209,47 @@ def _sdpa(
     return out.transpose(1, 2)
 
 
-def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
+def lora_shrink(
+    x: torch.Tensor, lora_a: torch.Tensor, ranks: torch.Tensor, mapping: LoRAMapping
+) -> torch.Tensor:
     """h = x·Aᵀ under each token's slot: x [tokens, in], lora_a [slots, shards, rank, in] ->
-    h [parts, tokens, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds up
-    (here one part; zeros for tokens without an adapter). One matmul per slot present."""
+    h [parts, tokens, 1, shards, rank] float32, partial sums over parts of `in` that `lora_expand` adds
+    up (here one part; zeros for tokens without an adapter). One matmul per slot present; `ranks` (each
+    slot's rank per shard) only lets the kernels skip the zero padding, which adds nothing here."""
     return _shrink_by_slot(x, lora_a, mapping.token_slots[: x.shape[0]])
 
 
 def lora_expand(
-    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
+    y: torch.Tensor,
+    h: torch.Tensor,
+    lora_b: torch.Tensor,
+    ranks: torch.Tensor,
+    out_shards: tuple[int, ...],
+    mapping: LoRAMapping,
 ) -> None:
-    """y[:, shard s] += (Σ_parts h[:, :, s])·B[:, shard s]ᵀ under each token's slot, in place: y [tokens,
-    out], lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused shards' widths."""
+    """y[:, shard s] += (Σ_parts h[:, :, σ, s])·B[:, shard s]ᵀ under each token's slot, in place: y
+    [tokens, out], h [parts, tokens, slots or 1, shards, rank] (σ: the token's slot where h holds every
+    slot's x·Aᵀ, else 0), lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused
+    shards' widths."""
     _expand_by_slot(y, h, lora_b, out_shards, mapping.token_slots[: y.shape[0]])
 
 
-def lora_delta(
-    out: torch.Tensor,
-    x: torch.Tensor,
-    lora_a: torch.Tensor,
-    lora_b: torch.Tensor,
-    out_shards: tuple[int, ...],
-    token_slots: torch.Tensor,
-    norm: tuple[torch.Tensor, float] | None = None,
-    silu_mul: bool = False,
-) -> None:
-    """out += B·A·f(x) under each row's slot (token_slots [rows], NO_ADAPTER rows untouched), in place;
-    f is RMSNorm with `norm` (weight, eps), SiLU(gate) * up of a gate|up x with `silu_mul`, else the
-    identity: the LoRA of a projection whose input the small-batch GEMVs compute in their prologue."""
-    if norm is not None:
-        x = rms_norm(x, *norm)[0]
-    elif silu_mul:
-        x = silu_and_mul(x)
-    _expand_by_slot(out, _shrink_by_slot(x, lora_a, token_slots), lora_b, out_shards, token_slots)
+def lora_delta(out: torch.Tensor, x: torch.Tensor, lora: LoRAWeights) -> None:
+    """out += B·A·x under each row's slot, in place (NO_ADAPTER rows untouched), rounded as the batched
+    kernels round: A·x to the activation dtype, then B·(A·x) to it before the add. The delta the fused
+    small-batch GEMVs add to their projection's output, before any residual."""
+    token_slots = lora.token_slots[: x.shape[0]]
+    _expand_by_slot(out, _shrink_by_slot(x, lora.a, token_slots), lora.b, lora.out_shards, token_slots)
 
 
 def _shrink_by_slot(x: torch.Tensor, lora_a: torch.Tensor, token_slots: torch.Tensor) -> torch.Tensor:
     num_tokens, (_, shards, rank, _) = x.shape[0], lora_a.shape
     slots = token_slots.long()
-    h = torch.zeros(1, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
+    h = torch.zeros(1, num_tokens, 1, shards, rank, dtype=torch.float32, device=x.device)
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
-            h[0, rows] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank)).float()
+            h[0, rows, 0] = (x[rows] @ lora_a[slot].flatten(0, 1).T).unflatten(1, (shards, rank)).float()
     return h
 
 
@@ -260,5 +266,6 @@ def _expand_by_slot(
     for slot in slots.unique().tolist():
         if slot >= 0:
             rows = (slots == slot).nonzero()[:, 0]
+            own = summed[rows, slot if summed.shape[1] > 1 else 0]
             for shard, (begin, end) in enumerate(itertools.pairwise(bounds)):
-                y[rows, begin:end] += summed[rows, shard] @ lora_b[slot, begin:end].T
+                y[rows, begin:end] += own[:, shard] @ lora_b[slot, begin:end].T

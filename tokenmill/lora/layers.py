@@ -7,6 +7,13 @@ B [slots, out, max_rank], zero-padded to the largest rank, each adapter's scale 
 projections (q|k|v, gate|up) keep one A per shard and one B whose rows are the shards' outputs, so the
 kernels serve the fused GEMM's output in one pass. A shard an adapter does not target stays zero.
 
+On a plain base (one rank, the weight in the model dtype) the shrink rides in the base GEMM: A's slots
+are stored as extra rows under the base weight (`_stack_under`), so one GEMM gives every token's output
+and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 launches a projection, not
+3). The extra rows are slots x shards x rank (Qwen3-0.6B's q|k|v, 8 slots of rank 16: 384 under 4096),
+and every token multiplies all of them: many slots of a large rank make that GEMM work grow past the
+shrink launch it saves (`bench/lora_kernels.py` times both).
+
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
 (o, down) keeps A's columns of its own input columns and all of B, and sums the ranks' partial shrinks
@@ -16,20 +23,24 @@ already reduced output.
 CUDA graphs stay on with LoRA: the adapter indices are graph inputs. The wrappers read the step's
 mapping from `LoRAStep`'s persistent buffers, which the runner refills before every forward pass, and
 the kernels' launch shape depends only on the token count, so one captured decode graph serves any mix
-of adapters (and the base model) in its batch.
+of adapters (and the base model) in its batch. An adapter costs nothing on a projection it does not
+target: outside graphs the wrapper skips its LoRA work when none of the step's adapters targets it, and
+the fused small-batch GEMVs (in graphs too) load nothing for a shard whose rank is 0 in `lora_ranks`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import LoRAMapping
-from tokenmill.kernels.ops import Ops, SmallBatchOps
+from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
+from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.small_batch import DeltaProjection
-from tokenmill.quantization import QuantLinear
+from tokenmill.quantization import QuantLinear, UnquantizedMethod
 
 
 class LoRAStep:
@@ -39,14 +50,14 @@ class LoRAStep:
     def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
         self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
         self.num_slots = max_loras
-        self.active = True  # graph capture records the LoRA kernels (with no tiles to run)
+        self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
 
     def load(self, host: LoRAMapping, always: bool) -> None:
-        """Upload the step's mapping (built by the input builder in pinned host memory); with no
-        adapter in the step and not `always` (a graph replay reads the buffers whatever the step), the
-        wrappers skip the LoRA ops instead."""
-        self.active = always or bool((host.tile_slots >= 0).any())
-        if not self.active:
+        """Upload the step's mapping (built by the input builder in pinned host memory) and note its
+        slots, so wrappers no slot targets skip their LoRA ops; with `always` (a graph replay reads the
+        buffers whatever the step) every wrapper runs them."""
+        self.slots = None if always else frozenset(host.tile_slots[host.tile_slots >= 0].tolist())
+        if self.slots == frozenset():
             return
         tokens, tiles, mapping = host.token_slots.numel(), host.tile_slots.numel(), self.mapping
         mapping.token_slots[:tokens].copy_(host.token_slots, non_blocking=True)
@@ -55,10 +66,14 @@ class LoRAStep:
         mapping.tile_starts[:tiles].copy_(host.tile_starts, non_blocking=True)
         mapping.tile_ends[:tiles].copy_(host.tile_ends, non_blocking=True)
 
+    def runs(self, targeted: set[int]) -> bool:
+        """Whether a wrapper whose adapters sit in the `targeted` slots runs its LoRA ops this step."""
+        return self.slots is None or not self.slots.isdisjoint(targeted)
+
 
 class LoRALinear(DeltaProjection):
     """`base(x)` plus, for each token, its slot's B·A·x: on the batched shrink and expand kernels in
-    `forward`, or for a decode batch on the fused small-batch path, in one launch (`add_delta`)."""
+    `forward`, or for a decode batch folded into the fused small-batch GEMVs (`delta_weights`)."""
 
     def __init__(
         self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops, dtype: torch.dtype
@@ -69,12 +84,20 @@ class LoRALinear(DeltaProjection):
         self.out_shards = base.out_shards
         device = step.mapping.token_slots.device
         shards, width = len(base.out_shards), base.in_features
-        self.register_buffer(
-            "lora_a", torch.zeros(max_loras, shards, max_rank, width, dtype=dtype, device=device)
-        )
+        a_shape = (max_loras, shards, max_rank, width)
+        plain = type(base) is QuantLinear and type(base.method) is UnquantizedMethod
+        self.stacked: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (weight, bias) over A
+        if plain and base.weight.dtype == dtype:
+            self.stacked = _stack_under(base, max_loras * shards * max_rank)
+            self.register_buffer("lora_a", self.stacked[0][base.out_features :].view(a_shape))
+        else:
+            self.register_buffer("lora_a", torch.zeros(a_shape, dtype=dtype, device=device))
         self.register_buffer(
             "lora_b", torch.zeros(max_loras, base.out_features, max_rank, dtype=dtype, device=device)
         )
+        self.register_buffer("lora_ranks", torch.zeros(max_loras, shards, dtype=torch.int32, device=device))
+        self.targeted_slots: set[int] = set()  # slots whose adapter targets this projection
+        self._delta_weights: dict[int, LoRAWeights] = {}  # by row count: views of persistent buffers
         self.step = step
         self.ops = ops
         sharded = isinstance(base, ShardedLinear)
@@ -84,25 +107,29 @@ class LoRALinear(DeltaProjection):
         self.full_shards = base.full_shards if sharded else base.out_shards
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        if self.step.active:
-            h = self.ops.lora_shrink(x, self.lora_a, self.step.mapping)
+        if not self.step.runs(self.targeted_slots):
+            return self.base(x)
+        if self.stacked is not None:  # one GEMM: [y | x·Aᵀ of every slot], y a view of its first columns
+            out = F.linear(x, *self.stacked)
+            n = self.base.out_features
+            y, h = out[:, :n], out[:, n:].unflatten(1, self.lora_a.shape[:3])[None]
+        else:
+            y = self.base(x)
+            h = self.ops.lora_shrink(x, self.lora_a, self.lora_ranks, self.step.mapping)
             if self.input_columns is not None:
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
-            self.ops.lora_expand(y, h, self.lora_b, self.out_shards, self.step.mapping)
+        self.ops.lora_expand(y, h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
         return y
 
-    def add_delta(
-        self,
-        ops: SmallBatchOps,
-        out: torch.Tensor,
-        x: torch.Tensor,
-        norm: tuple[torch.Tensor, float] | None = None,
-        silu_mul: bool = False,
-    ) -> None:
-        if self.step.active:
-            slots = self.step.mapping.token_slots[: x.shape[0]]
-            ops.lora_delta(out, x, self.lora_a, self.lora_b, self.out_shards, slots, norm, silu_mul)
+    def delta_weights(self, rows: int) -> LoRAWeights | None:
+        if not self.step.runs(self.targeted_slots):
+            return None
+        if rows not in self._delta_weights:
+            token_slots = self.step.mapping.token_slots[:rows]
+            self._delta_weights[rows] = LoRAWeights(
+                self.lora_a, self.lora_b, self.lora_ranks, self.out_shards, token_slots
+            )
+        return self._delta_weights[rows]
 
     def fill_slot(
         self, slot: int, shards: list[tuple[torch.Tensor, torch.Tensor] | None], scaling: float
@@ -110,6 +137,11 @@ class LoRALinear(DeltaProjection):
         """Put one adapter's (A, B) of each shard (None: not targeted) into `slot`, replacing its last."""
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
+        self.lora_ranks[slot] = torch.tensor([0 if pair is None else pair[0].shape[0] for pair in shards])
+        if any(pair is not None for pair in shards):
+            self.targeted_slots.add(slot)
+        else:
+            self.targeted_slots.discard(slot)
         for shard, pair in enumerate(shards):
             if pair is None:
                 continue
@@ -126,6 +158,21 @@ class LoRALinear(DeltaProjection):
         """The shapes of A and B a rank-`rank` adapter of shard `shard` must have (the checkpoint's,
         whole: under tensor parallelism `fill_slot` takes this rank's part)."""
         return (rank, self.full_in), (self.full_shards[shard], rank)
+
+
+def _stack_under(base: QuantLinear, rows: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move `base`'s weight (and bias) into the first rows of a buffer `rows` rows taller (zeros below,
+    the bias's zero), leaving `base` holding views of its own rows: (the whole weight, the whole bias)."""
+    weight = base.weight.data
+    stacked = torch.zeros(weight.shape[0] + rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
+    stacked[: weight.shape[0]] = weight
+    base.weight = nn.Parameter(stacked[: weight.shape[0]], requires_grad=False)
+    if base.bias is None:
+        return stacked, None
+    bias = torch.zeros(stacked.shape[0], dtype=base.bias.dtype, device=base.bias.device)
+    bias[: weight.shape[0]] = base.bias.data
+    base.bias = nn.Parameter(bias[: weight.shape[0]], requires_grad=False)
+    return stacked, bias
 
 
 class LoRAModel:

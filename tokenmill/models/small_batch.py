@@ -11,10 +11,11 @@ head's GEMV runs on the same kernel.
 The layer returns the residual stream itself with no separate residual (the second element None), so
 the next layer, fused or not, normalises it as the first layer normalises the embeddings, and the
 final norm does the same. A quantized projection runs its method's own fused GEMV (`KernelGemm.
-fused_gemv`: the same prologues and epilogue over the stored weight) up to the tokens that GEMV takes;
-projections no fused kernel reads (tensor-parallel, or quantized past that) keep the layer on its
-ordinary path. A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
-fused GEMV and then adds its own delta in place, from the same input and prologue the GEMV read.
+fused_gemv`: the same prologues and epilogue over the stored weight) up to the tokens that GEMV takes; a
+tensor-parallel one runs its shard on the same GEMVs (`ShardedLinear.fused_gemv`, all-reducing a
+row-parallel partial). A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
+model-dtype GEMV with its rows' delta folded in (`LoRAWeights`): no launch of its own; LoRA over a
+quantized or sharded base keeps the layer on its ordinary path.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from tokenmill.distributed.linear import ShardedLinear
+from tokenmill.kernels.lora_mapping import LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import SmallBatchOps
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
@@ -34,20 +37,13 @@ if TYPE_CHECKING:
 
 class DeltaProjection(nn.Module):
     """A wrapper adding a per-row delta to its `base` projection's output (LoRA), which the fused path
-    runs as the base's GEMV followed by `add_delta`."""
+    folds into the base's GEMV."""
 
     base: nn.Module
 
-    def add_delta(
-        self,
-        ops: SmallBatchOps,
-        out: torch.Tensor,
-        x: torch.Tensor,
-        norm: tuple[torch.Tensor, float] | None = None,
-        silu_mul: bool = False,
-    ) -> None:
-        """out += the delta of the projection's input f(x) (f: RMSNorm with `norm`, or SiLU-and-mul of
-        a gate|up x, or nothing), in place."""
+    def delta_weights(self, rows: int) -> LoRAWeights | None:
+        """The delta's operands for this step's first `rows` rows; None when no row's adapter targets
+        this projection (the GEMV then runs without it)."""
         raise NotImplementedError
 
 
@@ -55,34 +51,28 @@ def _base(linear: nn.Module) -> nn.Module:
     return linear.base if isinstance(linear, DeltaProjection) else linear
 
 
+def _model_dtype(linear: nn.Module) -> bool:
+    return isinstance(linear, QuantLinear) and type(linear.method) is UnquantizedMethod
+
+
 def _fused(linear: nn.Module, tokens: int) -> bool:
-    """A single-rank projection (bare or under a DeltaProjection) holding its weight in the model dtype,
-    or quantized by a method whose fused GEMV takes `tokens` rows."""
-    linear = _base(linear)
+    """Whether a fused GEMV reads `linear` at `tokens` rows: a single-rank model-dtype weight (bare or
+    under a DeltaProjection), a bare tensor-parallel shard in the model dtype, or a weight quantized
+    by a method whose fused GEMV takes that many rows."""
+    if isinstance(linear, DeltaProjection):
+        return type(linear.base) is QuantLinear and _model_dtype(linear.base)
+    if isinstance(linear, ShardedLinear):
+        return _model_dtype(linear)
     if type(linear) is not QuantLinear:
         return False
     gemm = linear.method.gemm
-    return type(linear.method) is UnquantizedMethod or (gemm is not None and tokens <= gemm.gemv_up_to())
+    return _model_dtype(linear) or (gemm is not None and tokens <= gemm.gemv_up_to())
 
 
 def _projections(layer: DecoderLayer) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     """qkv, o, gate|up and down (each maybe a DeltaProjection)."""
     attention, mlp = layer.self_attn, layer.mlp
     return attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj
-
-
-def _add_delta(
-    ops: SmallBatchOps,
-    linear: nn.Module,
-    out: torch.Tensor,
-    x: torch.Tensor,
-    norm: tuple[torch.Tensor, float] | None = None,
-    silu_mul: bool = False,
-) -> torch.Tensor:
-    """`out` after `linear`'s delta (if it has one) is added in place."""
-    if isinstance(linear, DeltaProjection):
-        linear.add_delta(ops, out, x, norm, silu_mul)
-    return out
 
 
 def takes(ops: SmallBatchOps, layer: DecoderLayer, tokens: int) -> bool:
@@ -104,19 +94,15 @@ def _project(
     silu_mul: bool = False,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`linear` of f(x) (+ residual) in one GEMV, f the RMSNorm `norm`, SiLU-and-mul of a gate|up x or
-    nothing: the model-dtype GEMVs of `ops`, or a quantized method's own; then its delta, if any."""
+    """`linear` of f(x) (+ its delta) (+ residual) in one GEMV, f the RMSNorm `norm`, SiLU-and-mul of a
+    gate|up x or nothing: a shard's, a quantized method's own, or the model-dtype GEMVs of `ops`."""
     base = _base(linear)
-    gemm = base.method.gemm
-    if gemm is not None:
-        out = gemm.fused_gemv(base, x, norm, silu_mul, residual)
-    elif norm is not None:
-        out = ops.rms_norm_linear(x, *norm, base.weight, base.bias)
-    elif silu_mul:
-        out = ops.silu_mul_linear(x, base.weight, residual)
-    else:
-        out = ops.linear(x, base.weight, base.bias, residual)
-    return _add_delta(ops, linear, out, x, norm, silu_mul)
+    if isinstance(base, ShardedLinear):
+        return base.fused_gemv(ops, x, norm, silu_mul, residual)
+    if base.method.gemm is not None:
+        return base.method.gemm.fused_gemv(base, x, norm, silu_mul, residual)
+    lora = linear.delta_weights(x.shape[0]) if isinstance(linear, DeltaProjection) else None
+    return ops.project(x, base.weight, base.bias, norm, silu_mul, residual, lora)
 
 
 def forward(

@@ -5,10 +5,13 @@ One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up:
 over the tiles of a `LoRAMapping`: a program gathers the rows of one tile (up to TILE_TOKENS tokens, all
 under one adapter) and multiplies them by that adapter's matrices. The grid has `max_tiles(tokens,
 slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph replays it for any mix
-of adapters); programs of unused tiles exit at once, and tokens without an adapter are in no tile.
+of adapters); programs of unused tiles exit at once, and tokens without an adapter are in no tile. A
+program reads its adapter's own rank of each shard (`ranks` [slots, shards]: the slots are padded to the
+largest rank) and exits at once on a shard the adapter does not target.
 
-shrink: h[p, t, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
-expand: y[t, shard s] += (Σ_p h[p, t, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into B)
+shrink: h[p, t, 0, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
+expand: y[t, shard s] += (Σ_p h[p, t, σ, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into
+B), σ = slot(t) where h holds every slot's x·Aᵀ (the base GEMM's extra columns, `LoRALinear`), else 0
 
 Split-K: the shrink reads `in_features` (the hidden size, thousands) to produce `rank` (tens) columns, so
 a decode step of a few tokens has only a few tiles × shards of work. `shrink_splits` cuts the K loop
@@ -42,15 +45,22 @@ def _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M: tl.constexp
 
 
 @triton.jit
+def _adapter_rank(ranks, slot, shard, num_shards):
+    """The rank of `slot`'s adapter on `shard`: 0 under NO_ADAPTER or where the adapter skips the shard."""
+    return tl.load(ranks + tl.maximum(slot, 0) * num_shards + shard, mask=slot >= 0, other=0)
+
+
+@triton.jit
 def _shrink_kernel(
-    x, a, h, sorted_tokens, tile_slots, tile_starts, tile_ends,
-    in_features, rank, k_per_split,
+    x, a, h, ranks, sorted_tokens, tile_slots, tile_starts, tile_ends,
+    in_features, num_shards, k_per_split,
     stride_x, stride_a_slot, stride_a_shard, stride_a_rank, stride_h_split, stride_h, stride_h_shard,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     tile, shard, part = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot = tl.load(tile_slots + tile)
-    if slot >= 0:
+    rank = _adapter_rank(ranks, slot, shard, num_shards)
+    if rank > 0:
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         offs_k = tl.arange(0, BLOCK_K)
@@ -80,24 +90,25 @@ def _shrink_kernel(
 
 @triton.jit
 def _expand_kernel(
-    y, h, b, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
-    rank, splits,
-    stride_y, stride_h_split, stride_h, stride_h_shard, stride_b_slot, stride_b_row,
+    y, h, b, ranks, sorted_tokens, tile_slots, tile_starts, tile_ends, shard_offsets,
+    num_shards, splits,
+    stride_y, stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     tile, pid_n, shard = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot = tl.load(tile_slots + tile)
+    rank = _adapter_rank(ranks, slot, shard, num_shards)
     col_begin = tl.load(shard_offsets + shard) + pid_n * BLOCK_N
     col_end = tl.load(shard_offsets + shard + 1)
-    if (slot >= 0) & (col_begin < col_end):
+    if (rank > 0) & (col_begin < col_end):
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
         offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
         h_ptrs = (
             h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
-            + shard * stride_h_shard + offs_r[None, None, :]
+            + slot * stride_h_slot + shard * stride_h_shard + offs_r[None, None, :]
         )  # fmt: skip
         h_mask = (offs_s[:, None, None] < splits) & valid[None, :, None] & (offs_r[None, None, :] < rank)
         h_tile = tl.sum(tl.load(h_ptrs, mask=h_mask, other=0.0), axis=0)
@@ -130,18 +141,21 @@ def shrink_splits(num_tokens: int, shards: int, in_features: int) -> int:
     return max(1, min(k_blocks, _MAX_SPLITS, _TARGET_PROGRAMS // programs))
 
 
-def lora_shrink(x: torch.Tensor, lora_a: torch.Tensor, mapping: LoRAMapping) -> torch.Tensor:
+def lora_shrink(
+    x: torch.Tensor, lora_a: torch.Tensor, ranks: torch.Tensor, mapping: LoRAMapping
+) -> torch.Tensor:
     num_tokens, in_features = x.shape
     num_slots, shards, rank, _ = lora_a.shape
     splits = shrink_splits(num_tokens, shards, in_features)
     k_per_split = triton.cdiv(triton.cdiv(in_features, splits), _BLOCK_K) * _BLOCK_K
     splits = triton.cdiv(in_features, k_per_split)  # no empty part
-    h = torch.empty(splits, num_tokens, shards, rank, dtype=torch.float32, device=x.device)
+    h = torch.empty(splits, num_tokens, 1, shards, rank, dtype=torch.float32, device=x.device)
     grid = (max_tiles(num_tokens, num_slots), shards, splits)  # expand reads only what is written
     _shrink_kernel[grid](
-        x, lora_a, h, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
-        in_features, rank, k_per_split,
-        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2), *h.stride()[:3],
+        x, lora_a, h, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
+        mapping.tile_ends, in_features, shards, k_per_split,
+        x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2),
+        h.stride(0), h.stride(1), h.stride(3),
         BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=_BLOCK_K, PRECISION=_precision(x.dtype),
     )  # fmt: skip
     return h
@@ -160,16 +174,18 @@ def _offsets_on(device: torch.device, out_shards: tuple[int, ...]) -> torch.Tens
 
 
 def lora_expand(
-    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, out_shards: tuple[int, ...], mapping: LoRAMapping
-) -> None:
+    y: torch.Tensor, h: torch.Tensor, lora_b: torch.Tensor, ranks: torch.Tensor, out_shards: tuple[int, ...],
+    mapping: LoRAMapping,
+) -> None:  # fmt: skip
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
     block_n = 64
     grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
-        y, h, lora_b, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts, mapping.tile_ends,
-        _offsets_on(y.device, out_shards), rank, h.shape[0],
-        y.stride(0), h.stride(0), h.stride(1), h.stride(2), lora_b.stride(0), lora_b.stride(1),
+        y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
+        mapping.tile_ends, _offsets_on(y.device, out_shards), len(out_shards), h.shape[0],
+        y.stride(0), h.stride(0), h.stride(1), h.stride(2) if h.shape[2] > 1 else 0, h.stride(3),
+        lora_b.stride(0), lora_b.stride(1),
         BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
         BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=_precision(y.dtype),
     )  # fmt: skip

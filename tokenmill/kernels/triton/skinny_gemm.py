@@ -4,7 +4,8 @@ kernels fused in (references: `reference.linear`, `reference.rms_norm_linear`, `
 At one token per step a decoder layer is ~9 kernels that each move little data, so launch latency, not
 bandwidth, sets the step time. Here the RMSNorm runs in the prologue of the GEMV that reads its output
 (the norm's row is short enough for every program to normalise it), SiLU-and-mul in the prologue of the
-down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections.
+down projection (it reads gate|up), and the residual add in the epilogue of the o and down projections;
+with LoRA, each row's delta rides in the same kernel (`lora_fold`), so an adapter adds no launch.
 
 One token (BLOCK_M 1): each program computes BLOCK_N outputs on the CUDA cores, streaming BLOCK_N weight
 rows ([N, K], K contiguous) through a [BLOCK_N, BLOCK_K] fp32 accumulator summed once at the end.
@@ -27,6 +28,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from tokenmill.kernels.lora_mapping import LoRAWeights
+from tokenmill.kernels.triton.lora_fold import (
+    LORA_TILE_ELEMENTS,
+    adapter_rows,
+    expand,
+    first_rank_row,
+    fold_args,
+    shrink_by_adapter,
+)
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
@@ -56,10 +66,16 @@ def _activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl
 def _gemv_tile(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows."""
+    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows. With HAS_LORA, each row's
+    LoRA delta too: the shrink s = A·a rides in the K loop on the same activation blocks `a` the weight
+    multiplies, the expand B·s in the epilogue, added to the rounded projection before the residual (as
+    `reference.lora_delta` rounds). A tile's A rows are those of its columns' shard (BLOCK_R = MAX_RANK),
+    or of every shard where tiles straddle shards (BLOCK_R >= SHARDS * MAX_RANK)."""
     row_blocks = tl.cdiv(rows, BLOCK_M)
     pid = tl.program_id(0)
     tile, row_block = pid // row_blocks, pid % row_blocks
@@ -81,6 +97,17 @@ def _gemv_tile(
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if HAS_LORA:
+        row_slots = tl.load(slots_ptr + row_ids, mask=row_mask, other=-1)
+        r0 = first_rank_row(tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R)
+        if BLOCK_M == 1:  # one row, one slot: its A rows, reduced each K step (an accumulator the shape
+            # of A's tile, as the weight's, cost ~30 more registers a thread on sm_90)
+            slot = tl.load(slots_ptr + row_block)
+            r, held = adapter_rows(ranks_ptr, slot, r0, SHARDS, MAX_RANK, BLOCK_R)
+            a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
+            lora_acc = tl.zeros([BLOCK_R], dtype=tl.float32)
+        else:
+            lora_acc = tl.zeros([BLOCK_M, BLOCK_R], dtype=tl.float32)
     for k0 in range(0, k, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < k
@@ -95,10 +122,28 @@ def _gemv_tile(
             acc += w.to(tl.float32) * a
         else:
             acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
+        if HAS_LORA:
+            if BLOCK_M == 1:
+                lora_a = tl.load(a_rows + ks[None, :], mask=held[:, None] & k_mask[None, :], other=0.0)
+                lora_acc += tl.sum(lora_a.to(tl.float32) * a, 1)
+            else:
+                lora_acc = shrink_by_adapter(
+                    lora_acc, a, row_slots, lora_a_ptr, ranks_ptr, ks, k_mask, k, r0,
+                    SHARDS, MAX_RANK, BLOCK_R,
+                )  # fmt: skip
     y = tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
     if HAS_BIAS:
         y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    out = y.to(out_ptr.dtype.element_ty)
+    dtype = out_ptr.dtype.element_ty
+    out = y.to(dtype)
+    if HAS_LORA:
+        s = lora_acc[None, :] if BLOCK_M == 1 else lora_acc
+        s = s.to(dtype).to(tl.float32)  # the batched path rounds A·x before its expand too
+        delta = expand(
+            s, row_slots, cols, col_mask, lora_b_ptr, ranks_ptr, n, r0, shard_end0, shard_end1,
+            SHARDS, MAX_RANK, BLOCK_R,
+        )  # fmt: skip
+        out = (out.to(tl.float32) + delta.to(dtype).to(tl.float32)).to(dtype)
     mask = row_mask[:, None] & col_mask[None, :]
     if HAS_RESIDUAL:
         out = out + tl.load(residual_ptr + row_ids[:, None] * stride_r + cols[None, :], mask=mask, other=0.0)
@@ -107,40 +152,53 @@ def _gemv_tile(
 
 # One kernel per fusion, so a profile tells the projections apart by name. `rows` is not specialized
 # (not even 1): one compiled variant per BLOCK_M serves every batch width, the widths the decode graphs
-# capture and the eager LM head and short prefills alike.
+# capture and the eager LM head and short prefills alike. Without LoRA (HAS_LORA off) its operands are
+# placeholders the compiled code never reads.
 
 
 @triton.jit(do_not_specialize=["rows"])
 def _gemv_kernel(
     x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
-        stride_x, stride_w, stride_o, stride_r, 0.0, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+        stride_x, stride_w, stride_o, stride_r, 0.0,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
+        0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["rows"])
 def _rms_norm_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
-        stride_x, stride_w, stride_o, 0, eps, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K,
+        stride_x, stride_w, stride_o, 0, eps,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
+        1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["rows"])
 def _silu_mul_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
     HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     _gemv_tile(
         x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
-        stride_x, stride_w, stride_o, stride_r, 0.0, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+        stride_x, stride_w, stride_o, stride_r, 0.0,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
+        2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
@@ -158,9 +216,16 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
 
 
 def _launch(
-    kernel: triton.JITFunction, x: Tensor, weight: Tensor, k: int, residual: Tensor | None, **args: object
+    kernel: triton.JITFunction,
+    x: Tensor,
+    weight: Tensor,
+    k: int,
+    residual: Tensor | None,
+    lora: LoRAWeights | None,
+    **args: object,
 ) -> Tensor:
-    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ -> [rows, n] in x's dtype."""
+    """x [rows, k] (gate|up: [rows, 2k]) times weight [n, k]ᵀ (+ each row's LoRA delta) -> [rows, n] in
+    x's dtype."""
     assert weight.shape[1] == k and weight.stride(1) == 1, "the weight is [out, in] with rows contiguous"
     x = x if x.stride(-1) == 1 else x.contiguous()
     rows, n = x.shape[0], weight.shape[0]
@@ -169,6 +234,10 @@ def _launch(
         return out
     silu_prologue = kernel is _silu_mul_gemv_kernel
     block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device), silu_prologue)
+    args.update(fold_args(lora, n, block_n, x))
+    block_r = args["BLOCK_R"]
+    if lora is not None and block_m == 1:  # the A tile [BLOCK_R, BLOCK_K] is loaded beside the weight's
+        block_k = min(block_k, LORA_TILE_ELEMENTS // block_r)
     pipelining = {"num_stages": DOT_STAGES} if block_m > 1 else {}
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
@@ -176,32 +245,47 @@ def _launch(
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4, **pipelining,
+        num_warps=8 if max(block_n, block_r) * block_k >= TILE_ELEMENTS else 4, **pipelining,
     )  # fmt: skip
     return out
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
-    """x Wᵀ (+ bias) (+ residual, added after rounding to x's dtype, as a separate add would)."""
+def linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    lora: LoRAWeights | None = None,
+) -> Tensor:
+    """x Wᵀ (+ bias) (+ each row's LoRA delta) (+ residual, added after rounding to x's dtype, as a
+    separate add would)."""
     return _launch(
-        _gemv_kernel, x, weight, x.shape[-1], residual, bias_ptr=x if bias is None else bias,
+        _gemv_kernel, x, weight, x.shape[-1], residual, lora, bias_ptr=x if bias is None else bias,
         residual_ptr=x, stride_r=0, HAS_BIAS=bias is not None, HAS_RESIDUAL=False,
     )  # fmt: skip
 
 
 def rms_norm_linear(
-    x: Tensor, norm_weight: Tensor, eps: float, weight: Tensor, bias: Tensor | None = None
+    x: Tensor,
+    norm_weight: Tensor,
+    eps: float,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    lora: LoRAWeights | None = None,
 ) -> Tensor:
-    """RMSNorm(x) Wᵀ (+ bias) without writing the normalised rows."""
+    """RMSNorm(x) Wᵀ (+ bias) (+ each row's LoRA delta) without writing the normalised rows."""
     return _launch(
-        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, norm_weight_ptr=norm_weight,
+        _rms_norm_gemv_kernel, x, weight, x.shape[-1], None, lora, norm_weight_ptr=norm_weight,
         bias_ptr=x if bias is None else bias, eps=eps, HAS_BIAS=bias is not None,
     )  # fmt: skip
 
 
-def silu_mul_linear(gate_up: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
-    """(SiLU(gate) * up) Wᵀ (+ residual) from the fused gate|up projection's output [rows, 2k]."""
+def silu_mul_linear(
+    gate_up: Tensor, weight: Tensor, residual: Tensor | None = None, lora: LoRAWeights | None = None
+) -> Tensor:
+    """(SiLU(gate) * up) Wᵀ (+ each row's LoRA delta) (+ residual) from the fused gate|up projection's
+    output [rows, 2k]."""
     return _launch(
-        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual,
+        _silu_mul_gemv_kernel, gate_up, weight, gate_up.shape[-1] // 2, residual, lora,
         residual_ptr=gate_up, stride_r=0, HAS_RESIDUAL=False,
     )  # fmt: skip
