@@ -18,7 +18,7 @@ from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.launch_count import count_launches
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights
+from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, NO_ADAPTER, LoRAWeights
 
 skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
 lora_fold = pytest.importorskip("tokenmill.kernels.triton.lora_fold")
@@ -240,3 +240,17 @@ def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
     layers = llm.engine.model_config.num_hidden_layers
     _, folded = _decode_launches(llm, LoRARequest("qv", str(path)), 1, monkeypatch)
     assert folded == layers  # q|k|v only
+
+
+@pytest.mark.parametrize("max_rank", [MAX_FOLDED_RANK, 2 * MAX_FOLDED_RANK])
+def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_model_dir) -> None:
+    """The fused GEMVs carry LoRA deltas up to MAX_FOLDED_RANK; a larger `max_lora_rank` leaves the
+    layers on the batched shrink/expand kernels, whose tiles do not grow with the rank."""
+    from tokenmill.models import small_batch
+
+    llm = LLM(
+        str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True,
+        max_lora_rank=max_rank, num_kv_blocks=16, enforce_eager=True,
+    )  # fmt: skip
+    layer = llm.engine.runner.model.layers[0]
+    assert small_batch.takes(layer.small_batch_ops, layer, 1) == (max_rank <= MAX_FOLDED_RANK)

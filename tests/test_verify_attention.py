@@ -1,8 +1,8 @@
 """Verify-step attention (speculative decoding: each sequence brings its last token and a few proposals)
 runs the decode kernel token by token: every row equals, bit for bit, the decode of that token at its own
 context with the same split count, whatever the width of its chunk and the other sequences of the step;
-and it matches the reference within rounding, over quantized caches too. A step with a long prefill chunk
-still sends its chunks to the prefill kernel."""
+and it matches the reference within rounding, over quantized caches too. A step with a long prefill chunk,
+or with prompt chunks and nothing to verify, still sends its chunks to the prefill kernel."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from tests.test_kernels import DEVICE, DTYPES, TRITON, _paged_setup, close
 from tokenmill.kernels import reference
 from tokenmill.kernels.metadata import MAX_VERIFY_WIDTH, AttentionMetadata
+from tokenmill.kernels.triton import attention, paged
 from tokenmill.kernels.triton.attention import decode_attention
 
 
@@ -27,7 +28,7 @@ def _verify_step(widths: list[int], dtype: torch.dtype, splits: int, contexts=(7
     """Sequences whose chunks (the last `widths[i]` tokens of contexts[i]) cross 8-token blocks and, with
     contexts 64..200 and several splits, the 64-token tiles where split boundaries fall."""
     q, cache, meta = _paged_setup(list(contexts), widths, page=8, kv_heads=2, group=2, dtype=dtype)
-    meta.decode_splits = splits
+    meta.decode_splits, meta.verifies = splits, True
     return q, cache, meta
 
 
@@ -91,10 +92,20 @@ def test_verify_rows_over_quantized_caches(kind: str) -> None:
     close(got, reference.paged_attention(q, cache, meta, 0.25, scales), torch.float16)
 
 
-def test_a_long_prefill_chunk_sends_the_chunks_to_the_prefill_kernel() -> None:
-    long = MAX_VERIFY_WIDTH + 1
-    q, cache, meta = _verify_step([1, 3, long, 2], torch.float32, 2, contexts=(40, 9, 60, 20))
-    assert not meta.attends_as_decodes
-    close(
-        TRITON.paged_attention(q, cache, meta, 0.3), reference.paged_attention(q, cache, meta, 0.3), q.dtype
-    )
+@pytest.mark.parametrize("verifies", [True, False], ids=["long chunk", "short prompt chunk, no proposals"])
+def test_prefill_chunks_go_to_the_prefill_kernel(verifies: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk longer than a verify chunk, or any chunk of a step that verifies nothing (a short prompt
+    chunk reads its context once per tile of queries there, not once per token)."""
+    widths = [1, 3, MAX_VERIFY_WIDTH + 1 if verifies else 5, 2]
+    q, cache, meta = _verify_step(widths, torch.float32, 2, contexts=(40, 9, 60, 20))
+    meta.verifies = verifies
+    chunks: list[int] = []
+
+    def prefill(*args, first_seq: int, **kwargs):
+        chunks.append(len(widths) - first_seq)
+        return attention.prefill_attention(*args, first_seq=first_seq, **kwargs)
+
+    monkeypatch.setattr(paged, "prefill_attention", prefill)
+    got = TRITON.paged_attention(q, cache, meta, 0.3)
+    assert chunks == [3]  # the three sequences after the one decode
+    close(got, reference.paged_attention(q, cache, meta, 0.3), q.dtype)

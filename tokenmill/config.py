@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tokenmill.kernels.metadata import MAX_VERIFY_WIDTH
+
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -129,7 +131,9 @@ class EngineConfig(BaseModel):
         default="none",
         description="speculative decoding: ngram (prompt lookup in the request's tokens) or a draft model",
     )
-    num_speculative_tokens: int = Field(default=4, ge=1, le=16, description="tokens proposed per step")
+    num_speculative_tokens: int = Field(
+        default=4, ge=1, le=MAX_VERIFY_WIDTH - 1, description="tokens proposed per step"
+    )
     prompt_lookup_min: int = Field(default=2, ge=1, description="ngram: shortest suffix to look up")
     prompt_lookup_max: int = Field(default=4, ge=1, description="ngram: longest suffix to look up")
     speculative_model: str | None = Field(

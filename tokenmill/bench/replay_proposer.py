@@ -10,10 +10,13 @@ be labelled as such; it is not a way to generate text.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from tokenmill.bench.offline import greedy_params, output_digest
-from tokenmill.engine.llm import LLM
-from tokenmill.engine.sequence import Sequence
+
+if TYPE_CHECKING:
+    from tokenmill.engine.llm import LLM
+    from tokenmill.engine.sequence import Sequence
 
 
 class ReplayProposer:

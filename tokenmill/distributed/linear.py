@@ -3,7 +3,8 @@
 Column-parallel (q|k|v, gate|up): each fused part keeps the output rows of this rank's heads (or
 intermediate rows), so the activations that follow stay local. Row-parallel (o, down): the weight
 keeps this rank's input columns and the partial products are summed over the ranks (one all-reduce
-per row-parallel layer); the bias is added once, after the sum. The quantization method stores and
+per row-parallel layer); the bias is added once, after the sum (on the fused small-batch path, by rank
+0 inside its GEMV, before the sum, which adds it exactly once too). The quantization method stores and
 multiplies the local weight as it would a whole one.
 """
 

@@ -73,6 +73,7 @@ class StaticInputs:
             block_size=self.block_size,
             max_query_len=width,
             decode_splits=decode_splits,
+            verifies=width > 1,
         )
 
 

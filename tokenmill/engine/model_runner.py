@@ -216,6 +216,7 @@ class ModelRunner:
             query_lens_cpu=inputs.query_lens,
             block_size=self.block_size,
             max_query_len=max(inputs.query_lens),
+            verifies=inputs.proposals is not None,
         )
         # the sequences whose tokens attend as decodes: all of them in a step of decodes and verify chunks
         decoded = inputs.num_rows if meta.attends_as_decodes else inputs.num_decodes

@@ -18,6 +18,9 @@ import numpy as np
 import torch
 
 NO_ADAPTER = -1
+# The largest `max_lora_rank` the fused small-batch GEMVs fold in: their A tile and the expand's product
+# grow with the rank (rank 64 compiles without spills on sm_90; 256 would not fit sm_120's shared memory).
+MAX_FOLDED_RANK = 64
 TILE_TOKENS = 16
 
 

@@ -26,11 +26,14 @@ class AttentionMetadata:
     query_lens_cpu: list[int]
     block_size: int
     max_query_len: int = 1
-    decode_splits: int = 1  # programs per sequence and KV head in a split decode (`Ops.decode_splits`)
+    decode_splits: int = 1  # programs per decoding token and KV head in a split decode (`Ops.decode_splits`)
+    verifies: bool = False  # the step verifies speculative proposals
 
     @property
     def attends_as_decodes(self) -> bool:
-        """Whether every token of the step attends as its own decode step would (a step of decodes and
-        verify chunks only), so that its rounding does not depend on the rest of its chunk; a step with a
-        longer prefill chunk runs its chunks through the prefill kernel."""
-        return self.max_query_len <= MAX_VERIFY_WIDTH
+        """Whether every token of the step attends as its own decode step would: a step of decodes, or
+        one that verifies proposals and has no chunk longer than a verify chunk, so that a verified
+        token's rounding does not depend on the rest of its chunk. Other steps run their chunks through
+        the prefill kernel (a short prompt chunk there reads its context once per tile of queries, not
+        once per token)."""
+        return self.max_query_len == 1 or (self.verifies and self.max_query_len <= MAX_VERIFY_WIDTH)

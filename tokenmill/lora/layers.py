@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
+from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, LoRAMapping, LoRAWeights
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
@@ -82,6 +82,7 @@ class LoRALinear(DeltaProjection):
         super().__init__()
         self.base = base
         self.out_shards = base.out_shards
+        self.folds = max_rank <= MAX_FOLDED_RANK
         device = step.mapping.token_slots.device
         shards, width = len(base.out_shards), base.in_features
         a_shape = (max_loras, shards, max_rank, width)

@@ -15,7 +15,7 @@ fused_gemv`: the same prologues and epilogue over the stored weight) up to the t
 tensor-parallel one runs its shard on the same GEMVs (`ShardedLinear.fused_gemv`, all-reducing a
 row-parallel partial). A projection wrapped in a `DeltaProjection` (LoRA) runs its base on the
 model-dtype GEMV with its rows' delta folded in (`LoRAWeights`): no launch of its own; LoRA over a
-quantized or sharded base keeps the layer on its ordinary path.
+quantized or sharded base, or above `MAX_FOLDED_RANK`, keeps the layer on its ordinary path.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class DeltaProjection(nn.Module):
     folds into the base's GEMV."""
 
     base: nn.Module
+    folds: bool  # whether the fused GEMVs can carry the delta (else the layer takes its ordinary path)
 
     def delta_weights(self, rows: int) -> LoRAWeights | None:
         """The delta's operands for this step's first `rows` rows; None when no row's adapter targets
@@ -60,7 +61,7 @@ def _fused(linear: nn.Module, tokens: int) -> bool:
     under a DeltaProjection), a bare tensor-parallel shard in the model dtype, or a weight quantized
     by a method whose fused GEMV takes that many rows."""
     if isinstance(linear, DeltaProjection):
-        return type(linear.base) is QuantLinear and _model_dtype(linear.base)
+        return linear.folds and type(linear.base) is QuantLinear and _model_dtype(linear.base)
     if isinstance(linear, ShardedLinear):
         return _model_dtype(linear)
     if type(linear) is not QuantLinear:

@@ -33,8 +33,8 @@ def pack_awq(values: torch.Tensor) -> torch.Tensor:
 
 def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
     """int32 [rows, cols/8] -> int32 [rows, cols] values in 0..15 (the inverse of `pack_awq`). Column j
-    sits in nibble j // 2 + 4 * (j % 2); the shifts are built on the device so that no host copy happens
-    while a CUDA graph is captured."""
+    sits in nibble j // 2 + 4 * (j % 2). Runs at load, to repack a checkpoint's tensors, and in the
+    reference dequantization."""
     column = torch.arange(8, device=packed.device, dtype=torch.int32)
     shifts = 4 * ((column >> 1) + 4 * (column & 1))
     return ((packed.unsqueeze(-1) >> shifts) & INT4_MAX).flatten(-2)
@@ -53,7 +53,8 @@ def quantize_awq(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, t
 
 
 def dequantize_awq(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """The float32 weight [in, out] that the packed tensors stand for."""
+    """The float32 weight [in, out] that the packed tensors stand for: AutoAWQ's own formula, against
+    which the repacked weights are tested."""
     group_size = qweight.shape[0] // scales.shape[0]
     values = unpack_awq(qweight).unflatten(0, (-1, group_size)).float()
     zeros = unpack_awq(qzeros).float()

@@ -80,9 +80,10 @@ def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, to
     groups = triton.cdiv(k, group)
     q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
     scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
+    block = triton.next_power_of_2(group)
     _quantize_token_groups_kernel[(m, groups)](
         x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0),
-        GROUP=group, BLOCK=triton.next_power_of_2(group),
+        GROUP=group, BLOCK=block, num_warps=max(4, min(16, block // 1024)),  # a whole row: 32 values a thread
     )  # fmt: skip
     return q, scales
 

@@ -1,5 +1,5 @@
 """The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`), as
-`skinny_gemm`'s bf16 GEMVs do it and through its `_activations`: the RMSNorm of a token row or
+`skinny_gemm`'s bf16 GEMVs do it and through its `prologue_activations`: the RMSNorm of a token row or
 SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a row is
 short, and one program per (tile, row) keeps the rows independent), then the bias added to the fp32
 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.skinny_gemm import _activations
+from tokenmill.kernels.triton.skinny_gemm import prologue_activations
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
 PROLOGUES = {"none": 0, "norm": 1, "silu_mul": 2}  # skinny_gemm's PROLOGUE values
@@ -67,9 +67,11 @@ def row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
 
 @triton.jit
 def row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
-    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue (`skinny_gemm._activations`)."""
+    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue
+    (`skinny_gemm.prologue_activations`)."""
     k_mask = k < K
-    return _activations(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, rstd, PROLOGUE)
+    x_ptrs, norm_ptrs = x_row + k[None, :], norm_weight_ptr + k
+    return prologue_activations(x_ptrs, k_mask[None, :], K, norm_ptrs, k_mask, rstd, PROLOGUE)
 
 
 @triton.jit

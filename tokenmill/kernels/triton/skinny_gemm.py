@@ -47,7 +47,7 @@ DOT_STAGES = 3
 
 
 @triton.jit
-def _activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl.constexpr):
+def prologue_activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl.constexpr):
     """One [BLOCK_M, BLOCK_K] block of the GEMV input in fp32, rounded to the activation dtype as the
     unfused kernels round their outputs: PROLOGUE 0 the raw rows, 1 their RMSNorm (`rstd` [BLOCK_M, 1]),
     2 SiLU(gate) * up of their gate|up halves (up is `k` columns past gate)."""
@@ -112,7 +112,9 @@ def _gemv_tile(
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < k
         x_mask = row_mask[:, None] & k_mask[None, :]
-        a = _activations(x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE)
+        a = prologue_activations(
+            x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE
+        )
         w = tl.load(
             weight_ptr + cols[:, None] * stride_w + ks[None, :],
             mask=col_mask[:, None] & k_mask[None, :],
