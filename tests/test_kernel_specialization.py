@@ -21,10 +21,10 @@ if not hasattr(libtriton, "native_specialize_impl"):
 
 from triton.backends.compiler import BaseBackend  # noqa: E402
 
-from tokenmill.kernels.triton import attention as triton_attention  # noqa: E402
+from tokenmill.kernels.triton import attention, split_merge  # noqa: E402
 from tokenmill.kernels.triton.paged import compile_variants, decode_splits  # noqa: E402
 
-KERNELS = ("_decode_kernel", "_merge_splits_kernel", "_prefill_kernel")
+KERNELS = (attention._decode_kernel, split_merge._merge_splits_kernel, attention._prefill_kernel)
 PAGE, KV_HEADS, GROUP, HEAD_DIM, BLOCKS = 16, 2, 2, 32, 80
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -57,8 +57,7 @@ def _key(kernel, args: tuple, kwargs: dict) -> tuple:
 def launches(monkeypatch: pytest.MonkeyPatch) -> set[tuple]:
     """The specialisation key of every attention-kernel launch while the test runs."""
     seen: set[tuple] = set()
-    for name in KERNELS:
-        kernel = getattr(triton_attention, name)
+    for kernel in KERNELS:
         monkeypatch.setattr(
             kernel,
             "pre_run_hooks",
@@ -85,13 +84,13 @@ def test_batches_select_only_variants_the_warm_up_compiled(launches: set[tuple])
         tables, seq_lens = _batch(lens, width)
         q = torch.randn(len(lens), heads, HEAD_DIM, device=DEVICE)
         splits = decode_splits(len(lens), KV_HEADS, max(lens), num_sms=132)
-        triton_attention.decode_attention(q, cache, tables, seq_lens, 0.1, splits)
+        attention.decode_attention(q, cache, tables, seq_lens, 0.1, splits)
         for query_len in (1, min(lens), 40):  # decode-like chunks (BLOCK_M 16), long prompts (64)
             query_lens = [min(query_len, n) for n in lens]
             starts = torch.tensor([0, *query_lens], device=DEVICE).cumsum(0).to(torch.int32)
             q = torch.randn(sum(query_lens), heads, HEAD_DIM, device=DEVICE)
-            triton_attention.prefill_attention(q, cache, tables, seq_lens, starts, max(query_lens), 0.1)
-    assert {key[0] for key in launches} == set(KERNELS)
+            attention.prefill_attention(q, cache, tables, seq_lens, starts, max(query_lens), 0.1)
+    assert {key[0] for key in launches} == {kernel.fn.__name__ for kernel in KERNELS}
     assert not [_difference(key, compiled) for key in launches - compiled]
 
 
