@@ -17,14 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     runs = [json.loads(p.read_text()) for p in sorted((ROOT / "bench" / "results").glob("*.json"))]
     runs = [r for r in runs if "workload" in r]
-    labels = [f"{r['workload']}\n{r['model'].removeprefix('random:')} {r['kv_cache_dtype']}" for r in runs]
+    labels = [_label(r) for r in runs]
     series = {
         "tokenmill": [r["output_tokens_per_s"] for r in runs],
         "transformers static": [_number(r["peers"].get("hf_static_tokens_per_s")) for r in runs],
         "transformers continuous": [_number(r["peers"].get("hf_cb_tokens_per_s")) for r in runs],
         "bytes floor": [r["floor_tokens_per_s"] for r in runs],
     }
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(14, 6))
     width = 0.2
     for i, (name, values) in enumerate(series.items()):
         xs = [x + (i - 1.5) * width for x in range(len(runs))]
@@ -44,11 +44,25 @@ def main() -> None:
     ax.set_yscale("log")
     ax.set_ylim(top=4 * max(v for values in series.values() for v in values if v))
     ax.set_ylabel("output tokens/s (log)")
-    ax.set_xticks(range(len(runs)), labels, fontsize=8)
-    ax.set_title(f"tokenmill offline throughput, {runs[0]['device']}, {runs[0]['date']}")
+    ax.set_xticks(range(len(runs)), labels, fontsize=7, rotation=60, ha="right")
+    dates = sorted(r["date"] for r in runs)
+    ax.set_title(f"tokenmill offline throughput (bench/results/*.json), {dates[0]} to {dates[-1]}")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "benchmarks.png", dpi=120)
+
+
+def _label(run: dict) -> str:
+    """Workload, model, KV cache (and weight format), parallelism and GPU of one run."""
+    model = run["model"].removeprefix("random:")
+    weights = "" if run.get("quantization", "none") == "none" else f" w-{run['quantization']}"
+    parallel = "".join(
+        f" {kind}{run[key]}" for kind, key in (("tp", "tensor_parallel_size"), ("dp", "data_parallel_size"))
+        if run.get(key, 1) > 1
+    )  # fmt: skip
+    grammar = f" {run['structured']}-schema" if run.get("structured") else ""
+    gpu = run["device"].replace("NVIDIA ", "").split(" ")[0]
+    return f"{run['workload']} {model} kv-{run['kv_cache_dtype']}{weights}{parallel}{grammar} · {gpu}"
 
 
 def _number(value: object) -> float | None:
