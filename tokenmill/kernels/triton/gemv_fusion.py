@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.skinny_gemm import prologue_activations
+from tokenmill.kernels.triton.skinny_gemm import prologue_activations, rows_rstd
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
 PROLOGUES = {"none": 0, "norm": 1, "silu_mul": 2}  # skinny_gemm's PROLOGUE values
@@ -54,15 +54,8 @@ NO_FUSION = Fusion()
 @triton.jit
 def row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
     """[1, 1]: the RMSNorm factor 1 / sqrt(mean(x^2) + eps) of the row under PROLOGUE 1, else 0."""
-    rstd = tl.zeros([1, 1], tl.float32)
-    if PROLOGUE == 1:
-        squares = tl.zeros([1, NORM_BLOCK], tl.float32)
-        for k0 in range(0, K, NORM_BLOCK):
-            k = k0 + tl.arange(0, NORM_BLOCK)[None, :]
-            x = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
-            squares += x * x
-        rstd = tl.rsqrt(tl.sum(squares, 1)[:, None] / K + eps)
-    return rstd
+    one_row = tl.arange(0, 1)
+    return rows_rstd(x_row + one_row[:, None], one_row == 0, K, eps, PROLOGUE, 1, NORM_BLOCK)
 
 
 @triton.jit

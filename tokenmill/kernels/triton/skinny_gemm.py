@@ -63,6 +63,22 @@ def prologue_activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROL
 
 
 @triton.jit
+def rows_rstd(x_rows, row_mask, k, eps, PROLOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK: tl.constexpr):
+    """[BLOCK_M, 1]: each row's RMSNorm factor 1 / sqrt(mean(x^2) + eps) under PROLOGUE 1 (else 0),
+    summed BLOCK columns at a time; x_rows [BLOCK_M, 1] points at the rows."""
+    rstd = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
+    if PROLOGUE == 1:
+        squares = tl.zeros([BLOCK_M, BLOCK], dtype=tl.float32)
+        for k0 in range(0, k, BLOCK):
+            ks = k0 + tl.arange(0, BLOCK)
+            x_mask = row_mask[:, None] & (ks < k)[None, :]
+            x = tl.load(x_rows + ks[None, :], mask=x_mask, other=0.0).to(tl.float32)
+            squares += x * x
+        rstd = tl.rsqrt(tl.sum(squares, 1) / k + eps)[:, None]
+    return rstd
+
+
+@triton.jit
 def _gemv_tile(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
@@ -84,15 +100,7 @@ def _gemv_tile(
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < n
     x_rows = x_ptr + row_ids[:, None] * stride_x
-    rstd = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
-    if PROLOGUE == 1:
-        squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, k, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            x_mask = row_mask[:, None] & (ks < k)[None, :]
-            x = tl.load(x_rows + ks[None, :], mask=x_mask, other=0.0).to(tl.float32)
-            squares += x * x
-        rstd = tl.rsqrt(tl.sum(squares, 1) / k + eps)[:, None]
+    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, BLOCK_M, BLOCK_K)
     if BLOCK_M == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
