@@ -9,12 +9,15 @@ a ratio to the floor below the target shows which steps hold it down; `--workloa
 only the single stream and lists every kernel; run it with and without
 `--no-small-batch-kernels` to see what the fused small-batch path changes). With
 `--tensor-parallel-size 2` the kernels are rank 0's: its GEMVs against its all-reduces, whose time
-includes waiting for the other rank."""
+includes waiting for the other rank. `--quantization` and `--kv-cache-dtype` profile a format;
+`--lora-rank R` runs every request under one random rank-R adapter on all seven projections."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -22,6 +25,8 @@ from torch.profiler import ProfilerActivity, profile
 from tokenmill import LLM, SamplingParams
 from tokenmill.bench.offline import WORKLOADS, make_requests, measure_copy_bandwidth
 from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
+from tokenmill.lora.adapter import LoRARequest
+from tokenmill.lora.random_adapters import write_random_adapters
 
 DECODE_BUCKETS = (128, 32, 8, 1)  # decode steps grouped by batch size: at least 128, 32, 8, 1 sequences
 
@@ -51,11 +56,10 @@ def kernel_table(engine, steps: int, top: int | None) -> None:
         print(f"    {per_step:9.1f}  {e.count / steps:6.1f}  {per_launch:7.2f}  {e.key[:70]}")
 
 
-def large_batch(engine, requests) -> None:
+def large_batch(engine, requests, lora: LoRARequest | None) -> None:
     for index, (prompt, out) in enumerate(requests):
-        engine.add_request(
-            str(index), prompt, SamplingParams(temperature=0, max_tokens=out, ignore_eos=True), False
-        )
+        params = SamplingParams(temperature=0, max_tokens=out, ignore_eos=True)
+        engine.add_request(str(index), prompt, params, False, lora)
     print("first steps of qa-358 (ms, scheduled sequences, tokens):")
     for _ in range(10):
         batch_size = len(engine.scheduler.running) + len(engine.scheduler.waiting)
@@ -67,8 +71,9 @@ def large_batch(engine, requests) -> None:
         engine.step()
 
 
-def single_stream(engine, prompt: list[int]) -> None:
-    engine.add_request("one", prompt, SamplingParams(temperature=0, max_tokens=300, ignore_eos=True), False)
+def single_stream(engine, prompt: list[int], lora: LoRARequest | None) -> None:
+    params = SamplingParams(temperature=0, max_tokens=300, ignore_eos=True)
+    engine.add_request("one", prompt, params, False, lora)
     for _ in range(5):
         engine.step()
     single = [timed_step(engine) for _ in range(50)]
@@ -126,6 +131,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=["all", "single", "nano-256"], default="all")
     parser.add_argument("--small-batch-kernels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="kernels are rank 0's")
+    parser.add_argument("--quantization")
+    parser.add_argument("--kv-cache-dtype", default="auto")
+    parser.add_argument("--lora-rank", type=int, default=0, help="0: no adapter")
     args = parser.parse_args()
     max_num_seqs = {"all": 358, "single": 8, "nano-256": 256}[args.workload]
     llm = LLM(
@@ -134,17 +142,24 @@ def main() -> None:
         small_batch_kernels=args.small_batch_kernels,
         tensor_parallel_size=args.tensor_parallel_size,
         async_scheduling=args.workload != "nano-256",  # there: each step's kind read before it runs
+        quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
+        **(dict(enable_lora=True, max_lora_rank=args.lora_rank) if args.lora_rank else {}),
     )
     engine = llm.engine
     print(f"small-batch kernels: {'on' if args.small_batch_kernels else 'off'}")
+    lora = None
+    if args.lora_rank:
+        directory = Path(tempfile.mkdtemp())
+        [lora] = write_random_adapters(engine.model_config, directory, 1, args.lora_rank)
     if args.workload == "nano-256":
         by_kind_of_step(engine, make_requests(WORKLOADS["nano-256"], engine.model_config.vocab_size))
         llm.shutdown()
         return
     requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
     if args.workload == "all":
-        large_batch(engine, requests)
-    single_stream(engine, requests[0][0])
+        large_batch(engine, requests, lora)
+    single_stream(engine, requests[0][0], lora)
     llm.shutdown()  # under tensor parallelism: graphs released before the process group
 
 
