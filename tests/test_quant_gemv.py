@@ -21,7 +21,7 @@ from tests.test_quant_kernels import (
     packed_gptq,
     packed_int8,
 )
-from tokenmill.kernels.triton import quant_gemv
+from tokenmill.kernels.triton import int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.quantization import QuantLinear, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -194,4 +194,13 @@ def compile_every_gemv(capability: int) -> None:
                 **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
                 BITS=bits, ZERO_OFFSET=zero_offset, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
                 BLOCK_K=4 * chunk, CHUNK=chunk,
+            )  # fmt: skip
+    for use_asm, split in ((True, 8), (True, 1), (False, 2)):
+        for fusion in FUSIONS:
+            compile_for(
+                int4_gemv._int4_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
+                scale_ptr=_pointer(torch.float16), zero_ptr=i32, out_ptr=bf16, partial_ptr=f32, count_ptr=i32,
+                **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096,
+                stride_zg=512, ZERO_OFFSET=0, GROUP=128, SPLIT=split, BLOCK_N=int4_gemv.BLOCK_N,
+                BLOCK_K=int4_gemv.BLOCK_K, USE_ASM=use_asm,
             )  # fmt: skip

@@ -1,0 +1,223 @@
+"""The 4-bit decode GEMV (GPTQ's K-packed words; AWQ is repacked into them at load) for groups of 128·m
+rows in row order: y = x W^T for one to a few token rows, with the fused small-batch path's prologue and
+epilogue (`gemv_fusion`). Reference: the quantization methods' `apply` (x times the dequantized weight).
+
+`quant_gemv`'s packed kernel unpacks each weight to fp32 on its own (about 8 instructions a weight on an
+H100) and runs one long K loop per output tile: Qwen3-8B's projections ran at 0.5-1.0 TB/s of their
+bytes, slower than bf16. Two changes make the bytes the limit again:
+- each int32 word meets its 8 activations in bf16x2 arithmetic (inline PTX, sm_80 and later): one LOP3
+  turns two nibbles into the bf16 pair (128 + q, 128 + q'), an FMA takes off 128 + zero point (exact),
+  and four FMAs multiply-accumulate the pairs with the activation pairs, so about 2.6 instructions a
+  weight; each word's sum continues in fp32, times its group's scale. The products round to bf16 (about
+  0.5% of the output's range on random weights, far below the 4-bit error itself).
+- K is split so that a projection runs at least SPLIT_PROGRAMS_PER_SM programs per SM: each split stores
+  its fp32 sums and counts itself in; the last split of an output tile to arrive adds the splits in split
+  order (the same sums every run, whichever arrives last) and runs the epilogue, then resets the count for
+  the next launch. No reduction kernel, no atomics on the outputs.
+The portable path (Triton's interpreter, fp32 activations, GPUs before sm_80) computes the same sums in
+fp32 with plain Triton.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels.triton.gemv_fusion import Fusion, row_inputs, row_rstd, store_row
+from tokenmill.kernels.triton.packed_int import zero_points
+from tokenmill.kernels.triton.split_k import num_sms
+from tokenmill.kernels.triton.weight_only_gemm import PackedWeight
+
+BLOCK_K = 128  # input rows per K step: one group (of 128, or an eighth... of a larger one)
+BLOCK_N = 64  # output columns per program (H100 sweep: 64 beat 16, 32 and 128 on Qwen3-8B)
+MAX_SPLIT = 16
+SPLIT_PROGRAMS_PER_SM = 4  # fewer left the long K loops of q|k|v, o and down latency-bound
+PARTIAL_ELEMENTS = 1 << 20  # fp32 split sums of one launch (4 MB per device, allocated once)
+MAX_TILES = 1 << 16  # (tile, row) arrival counts
+
+# Two nibbles of a word (bits 4i..4i+3 and 16+4i..) OR-ed into bf16 128.0 are the pair (128 + q_i,
+# 128 + q_{i+4}); $2 holds -(128 + zero) twice, $3..$6 the activation pairs (x_i, x_{i+4}), i = 0..3.
+_BF16X2_WORD_SUM = tl.constexpr("""
+{
+.reg .b32 t0, t1, t2, t3, w4, w8, w12, acc, one;
+.reg .b16 l16, h16;
+.reg .f32 lo, hi;
+mov.b32 one, 0x3f803f80;
+shr.u32 w4, $1, 4;
+shr.u32 w8, $1, 8;
+shr.u32 w12, $1, 12;
+lop3.b32 t0, $1, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 t1, w4, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 t2, w8, 0x000f000f, 0x43004300, 0xea;
+lop3.b32 t3, w12, 0x000f000f, 0x43004300, 0xea;
+fma.rn.bf16x2 t0, t0, one, $2;
+fma.rn.bf16x2 t1, t1, one, $2;
+fma.rn.bf16x2 t2, t2, one, $2;
+fma.rn.bf16x2 t3, t3, one, $2;
+mov.b32 acc, 0x80008000;
+fma.rn.bf16x2 acc, t0, $3, acc;
+fma.rn.bf16x2 acc, t1, $4, acc;
+fma.rn.bf16x2 acc, t2, $5, acc;
+fma.rn.bf16x2 acc, t3, $6, acc;
+mov.b32 {l16, h16}, acc;
+cvt.f32.bf16 lo, l16;
+cvt.f32.bf16 hi, h16;
+add.f32 $0, lo, hi;
+}
+""")
+
+
+@triton.jit
+def _columns(t, ROWS: tl.constexpr):
+    """[ROWS, 4] -> its four columns, each [ROWS]."""
+    even, odd = tl.split(tl.reshape(t, [ROWS, 2, 2]))  # columns (0, 2) and (1, 3)
+    c0, c2 = tl.split(even)
+    c1, c3 = tl.split(odd)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _bf16_bits(x):
+    """fp32 -> the bit pattern of its bf16 rounding, in the low half of an int32."""
+    return x.to(tl.bfloat16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _nibble_term(words, i: tl.constexpr, zeros, x):
+    """(q_i - zero) * x for the i-th nibble of each word, x [word rows] that row's activation."""
+    return (((words >> (4 * i)) & 15).to(tl.float32) - zeros) * x[:, None]
+
+
+@triton.jit
+def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, USE_ASM: tl.constexpr):
+    """[word rows, BLOCK_N] sums over each word's 8 weights of (q - zero) * x, where lo / hi [word rows,
+    4] hold the activations of the word's rows i and i + 4 and zeros [1, BLOCK_N] the zero points."""
+    if USE_ASM:
+        neg = _bf16_bits(-(128.0 + zeros))
+        p0, p1, p2, p3 = _columns(_bf16_bits(lo) | (_bf16_bits(hi) << 16), WORD_ROWS)
+        shape: tl.constexpr = [WORD_ROWS, BLOCK_N]
+        sums = tl.inline_asm_elementwise(
+            _BF16X2_WORD_SUM, "=r,r,r,r,r,r,r",
+            [words, tl.broadcast_to(neg | (neg << 16), shape), tl.broadcast_to(p0[:, None], shape),
+             tl.broadcast_to(p1[:, None], shape), tl.broadcast_to(p2[:, None], shape),
+             tl.broadcast_to(p3[:, None], shape)],
+            dtype=tl.float32, is_pure=True, pack=1,
+        )  # fmt: skip
+    else:
+        x0, x1, x2, x3 = _columns(lo, WORD_ROWS)
+        x4, x5, x6, x7 = _columns(hi, WORD_ROWS)
+        sums = _nibble_term(words, 0, zeros, x0) + _nibble_term(words, 1, zeros, x1)
+        sums += _nibble_term(words, 2, zeros, x2) + _nibble_term(words, 3, zeros, x3)
+        sums += _nibble_term(words, 4, zeros, x4) + _nibble_term(words, 5, zeros, x5)
+        sums += _nibble_term(words, 6, zeros, x6) + _nibble_term(words, 7, zeros, x7)
+    return sums
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _int4_gemv_kernel(
+    x_ptr, w_ptr, scale_ptr, zero_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr,
+    count_ptr, rows, N, K, k_per_split, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
+    ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...)."""
+    WORD_ROWS: tl.constexpr = BLOCK_K // 8
+    pid = tl.program_id(0)
+    split, tile_row = pid % SPLIT, pid // SPLIT
+    tile, row = tile_row // rows, tile_row % rows
+    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = (n < N)[None, :]
+    x_row = x_ptr + row * stride_x
+    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
+    word_rows = tl.arange(0, WORD_ROWS)
+    acc = tl.zeros([WORD_ROWS, BLOCK_N], tl.float32)
+    k_start = split * k_per_split
+    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
+        words = tl.load(w_ptr + (k0 // 8 + word_rows)[:, None] * stride_wk + n[None, :], mask=n_mask, other=0)
+        group = tl.zeros([1], tl.int32) + k0 // GROUP
+        zeros = zero_points(zero_ptr, group, n, n_mask, stride_zg, 4, ZERO_OFFSET)
+        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask, other=0.0)
+        x = row_inputs(x_row, k0 + tl.arange(0, BLOCK_K), K, norm_weight_ptr, rstd, PROLOGUE)
+        lo, hi = tl.split(tl.permute(tl.reshape(x, [WORD_ROWS, 2, 4]), (0, 2, 1)))  # rows 8w+i, 8w+4+i
+        acc += _word_sums(words, zeros, lo, hi, WORD_ROWS, BLOCK_N, USE_ASM) * scales.to(tl.float32)
+    y = tl.sum(acc, 0)
+    stores = (bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
+    if SPLIT == 1:
+        store_row(y, out_ptr, *stores)
+    else:
+        partials = partial_ptr + tile_row * SPLIT * BLOCK_N + tl.arange(0, BLOCK_N)
+        tl.store(partials + split * BLOCK_N, y)
+        tl.debug_barrier()  # every thread's sums stored before the count releases them
+        if tl.atomic_add(count_ptr + tile_row, 1, sem="acq_rel") == SPLIT - 1:
+            total = tl.zeros([BLOCK_N], tl.float32)
+            for s in tl.static_range(SPLIT):
+                total += tl.load(partials + s * BLOCK_N, cache_modifier=".cg")
+            store_row(total, out_ptr, *stores)
+            tl.atomic_xchg(count_ptr + tile_row, 0)
+
+
+def supports(weight: PackedWeight) -> bool:
+    """4-bit weights whose groups (a multiple of BLOCK_K rows) follow the row order."""
+    return (
+        weight.bits == 4
+        and weight.groups_in_row_order
+        and weight.group_size % BLOCK_K == 0
+        and weight.in_features % BLOCK_K == 0
+    )
+
+
+@functools.cache
+def _scratch(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split sums and arrival counts, one set per device: launches on one stream run one after another,
+    and the first launch of each batch width runs eagerly, before any CUDA graph is captured."""
+    counts = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
+    return torch.empty(PARTIAL_ELEMENTS, dtype=torch.float32, device=device), counts
+
+
+def split_count(tile_rows: int, k: int, sms: int) -> int:
+    """The fewest splits (a power of two) giving SPLIT_PROGRAMS_PER_SM programs per SM, each split at
+    least one K step, the split sums within PARTIAL_ELEMENTS."""
+    split = 1
+    while (
+        tile_rows * split < SPLIT_PROGRAMS_PER_SM * sms
+        and split < MAX_SPLIT
+        and k // (2 * split) >= BLOCK_K
+        and tile_rows * 2 * split * BLOCK_N <= PARTIAL_ELEMENTS
+    ):
+        split *= 2
+    return split if tile_rows <= MAX_TILES else 1
+
+
+def _uses_asm(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cuda"
+        and x.dtype in (torch.bfloat16, torch.float16)
+        and torch.cuda.get_device_capability(x.device) >= (8, 0)
+    )
+
+
+def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
+    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype."""
+    assert supports(weight)
+    rows, k, n = x.shape[0], fusion.in_features(x), weight.out_features
+    out = x.new_empty(rows, n)
+    if rows == 0:
+        return out
+    tile_rows = triton.cdiv(n, BLOCK_N) * rows
+    split = split_count(tile_rows, k, num_sms(x.device))
+    partials, counts = _scratch(x.device)
+    k_per_split = triton.cdiv(triton.cdiv(k, split), BLOCK_K) * BLOCK_K
+    w_ptr, scale_ptr, zero_ptr, _ = weight.pointers()
+    _, _, stride_sg, stride_zg = weight.strides()
+    _int4_gemv_kernel[(tile_rows * split,)](
+        x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, out_ptr=out, partial_ptr=partials,
+        count_ptr=counts, rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0),
+        stride_wk=weight.weight.stride(0), stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
+        **fusion.kernel_args(x), ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, SPLIT=split,
+        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, USE_ASM=_uses_asm(x), num_warps=4,
+    )  # fmt: skip
+    return out
