@@ -10,7 +10,7 @@ from torch import nn
 from tests.helpers.tiny_models import save_tiny_model
 from tokenmill import LLM
 from tokenmill.engine import model_runner
-from tokenmill.kernels.triton import quant_gemv
+from tokenmill.kernels.triton import int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION
 from tokenmill.kernels.triton.weight_only_gemm import tiles_for
@@ -148,7 +148,8 @@ def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
     specialisation = pytest.importorskip("tests.test_kernel_specialization")
     launched: set[tuple] = set()
     kernels = (wo._weight_only_gemm_kernel, wo._dequantize_kernel)
-    for kernel in (*kernels, quant_gemv._byte_gemv_kernel, quant_gemv._packed_gemv_kernel):
+    gemvs = (quant_gemv._byte_gemv_kernel, quant_gemv._packed_gemv_kernel, int4_gemv._int4_gemv_kernel)
+    for kernel in (*kernels, *gemvs):
 
         def hook(*args, _kernel=kernel, **kwargs) -> None:
             launched.add(specialisation._key(_kernel, args, kwargs))

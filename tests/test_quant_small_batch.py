@@ -155,7 +155,7 @@ def test_a_quantized_decode_step_launches_as_many_kernels_as_the_bf16_one(
     quantized_launches = decode_step_launches(llm)
     layers = llm.engine.model_config.num_hidden_layers
     print(f"decode step launches, {layers} layers: bf16 {plain.total()}, {kind} {quantized_launches.total()}")
-    gemvs = {"_byte_gemv_kernel", "_packed_gemv_kernel"}
+    gemvs = {"_byte_gemv_kernel", "_packed_gemv_kernel", "_int4_gemv_kernel"}
     assert (
         sum(n for name, n in quantized_launches.items() if name.removeprefix("triton.") in gemvs)
         == 4 * layers

@@ -1,12 +1,19 @@
-"""The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`), as
-`skinny_gemm`'s bf16 GEMVs do it and through its `prologue_activations`: the RMSNorm of a token row or
-SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a row is
-short, and one program per (tile, row) keeps the rows independent), then the bias added to the fp32
-sums and the residual after rounding to the activation dtype, as the unfused ops round them.
+"""The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`,
+`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it and through its `prologue_activations`: the RMSNorm of
+a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a
+row is short, and one program per (tile, row) keeps the rows independent), then the bias added to the
+fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
+
+Split K: a GEMV whose output tiles alone leave the SMs short of bytes in flight (q|k|v, o and down at one
+token) splits each tile's K range over programs. Each split stores its fp32 sums and counts itself in;
+the last split of the tile to arrive adds the splits in split order (the same sums every run, whichever
+arrives last), runs the epilogue and resets the count for the next launch: no reduction kernel, and no
+atomics on the outputs.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +23,11 @@ import triton.language as tl
 from tokenmill.kernels.triton.skinny_gemm import prologue_activations, rows_rstd
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
+SPLIT_PROGRAMS_PER_SM = 4  # fewer left the long K loops of q|k|v, o and down latency-bound (H100)
+MAX_SPLIT = 16
+PARTIAL_ELEMENTS = 1 << 20  # fp32 split sums of one launch (4 MB per device, allocated once)
+MAX_TILE_ROWS = 1 << 16  # (output tile, token row) arrival counts
+MAX_ROWS = 16  # token rows a split GEMV takes (the small-batch path stops at 8)
 PROLOGUES = {"none": 0, "norm": 1, "silu_mul": 2}  # skinny_gemm's PROLOGUE values
 
 
@@ -77,3 +89,55 @@ def store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stri
     if HAS_RESIDUAL:
         out = out + tl.load(residual_ptr + row * stride_r + n, mask=n_mask, other=0.0)
     tl.store(out_ptr + row * stride_o + n, out, mask=n_mask)
+
+
+@triton.jit
+def store_split_row(
+    y, out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr, row, n, n_mask, stride_o,
+    stride_r, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+):  # fmt: skip
+    """`store_row` for a program that summed one split of K (of SPLIT): the last split of `tile_row` to
+    arrive stores the splits' sum."""
+    if SPLIT == 1:
+        store_row(
+            y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL
+        )
+    else:
+        partials = partial_ptr + tile_row * SPLIT * BLOCK_N + tl.arange(0, BLOCK_N)
+        tl.store(partials + split * BLOCK_N, y)
+        tl.debug_barrier()  # every thread's sums stored before the count releases them
+        if tl.atomic_add(count_ptr + tile_row, 1, sem="acq_rel") == SPLIT - 1:
+            total = tl.zeros([BLOCK_N], tl.float32)
+            for s in tl.static_range(SPLIT):
+                total += tl.load(partials + s * BLOCK_N, cache_modifier=".cg")
+            store_row(
+                total, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS,
+                HAS_RESIDUAL,
+            )  # fmt: skip
+            tl.atomic_xchg(count_ptr + tile_row, 0)
+
+
+def split_count(tiles: int, k: int, block_k: int, block_n: int, sms: int) -> int:
+    """The fewest splits of K (a power of two) giving one token row's `tiles` SPLIT_PROGRAMS_PER_SM
+    programs per SM, each split at least one K step of `block_k`, the split sums of MAX_ROWS rows within
+    the scratch. Independent of the batch width, so the warm-up's widths compile every variant."""
+    split = 1
+    while (
+        tiles * split < SPLIT_PROGRAMS_PER_SM * sms
+        and split < MAX_SPLIT
+        and k // (2 * split) >= block_k
+        and tiles * MAX_ROWS * 2 * split * block_n <= PARTIAL_ELEMENTS
+    ):
+        split *= 2
+    return split if tiles * MAX_ROWS <= MAX_TILE_ROWS else 1
+
+
+@functools.cache
+def split_scratch(device: torch.device) -> dict[str, torch.Tensor]:
+    """The split sums and arrival counts (`partial_ptr`, `count_ptr`), one set per device: launches on one
+    stream run one after another, and each batch width's first launch runs eagerly, before any CUDA graph
+    is captured."""
+    return dict(
+        partial_ptr=torch.empty(PARTIAL_ELEMENTS, dtype=torch.float32, device=device),
+        count_ptr=torch.zeros(MAX_TILE_ROWS, dtype=torch.int32, device=device),
+    )

@@ -10,33 +10,33 @@ bytes, slower than bf16. Two changes make the bytes the limit again:
   and four FMAs multiply-accumulate the pairs with the activation pairs, so about 2.6 instructions a
   weight; each word's sum continues in fp32, times its group's scale. The products round to bf16 (about
   0.5% of the output's range on random weights, far below the 4-bit error itself).
-- K is split so that a projection runs at least SPLIT_PROGRAMS_PER_SM programs per SM: each split stores
-  its fp32 sums and counts itself in; the last split of an output tile to arrive adds the splits in split
-  order (the same sums every run, whichever arrives last) and runs the epilogue, then resets the count for
-  the next launch. No reduction kernel, no atomics on the outputs.
+- K is split (`gemv_fusion.split_count`) so that a projection runs several programs per SM, the last
+  split of each output tile adding the splits in order (`gemv_fusion.store_split_row`).
 The portable path (Triton's interpreter, fp32 activations, GPUs before sm_80) computes the same sums in
 fp32 with plain Triton.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.gemv_fusion import Fusion, row_inputs, row_rstd, store_row
+from tokenmill.kernels.triton.gemv_fusion import (
+    MAX_ROWS,
+    Fusion,
+    row_inputs,
+    row_rstd,
+    split_count,
+    split_scratch,
+    store_split_row,
+)
 from tokenmill.kernels.triton.packed_int import zero_points
 from tokenmill.kernels.triton.split_k import num_sms
 from tokenmill.kernels.triton.weight_only_gemm import PackedWeight
 
 BLOCK_K = 128  # input rows per K step: one group (of 128, or an eighth... of a larger one)
 BLOCK_N = 64  # output columns per program (H100 sweep: 64 beat 16, 32 and 128 on Qwen3-8B)
-MAX_SPLIT = 16
-SPLIT_PROGRAMS_PER_SM = 4  # fewer left the long K loops of q|k|v, o and down latency-bound
-PARTIAL_ELEMENTS = 1 << 20  # fp32 split sums of one launch (4 MB per device, allocated once)
-MAX_TILES = 1 << 16  # (tile, row) arrival counts
 
 # Two nibbles of a word (bits 4i..4i+3 and 16+4i..) OR-ed into bf16 128.0 are the pair (128 + q_i,
 # 128 + q_{i+4}); $2 holds -(128 + zero) twice, $3..$6 the activation pairs (x_i, x_{i+4}), i = 0..3.
@@ -144,20 +144,10 @@ def _int4_gemv_kernel(
         x = row_inputs(x_row, k0 + tl.arange(0, BLOCK_K), K, norm_weight_ptr, rstd, PROLOGUE)
         lo, hi = tl.split(tl.permute(tl.reshape(x, [WORD_ROWS, 2, 4]), (0, 2, 1)))  # rows 8w+i, 8w+4+i
         acc += _word_sums(words, zeros, lo, hi, WORD_ROWS, BLOCK_N, USE_ASM) * scales.to(tl.float32)
-    y = tl.sum(acc, 0)
-    stores = (bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
-    if SPLIT == 1:
-        store_row(y, out_ptr, *stores)
-    else:
-        partials = partial_ptr + tile_row * SPLIT * BLOCK_N + tl.arange(0, BLOCK_N)
-        tl.store(partials + split * BLOCK_N, y)
-        tl.debug_barrier()  # every thread's sums stored before the count releases them
-        if tl.atomic_add(count_ptr + tile_row, 1, sem="acq_rel") == SPLIT - 1:
-            total = tl.zeros([BLOCK_N], tl.float32)
-            for s in tl.static_range(SPLIT):
-                total += tl.load(partials + s * BLOCK_N, cache_modifier=".cg")
-            store_row(total, out_ptr, *stores)
-            tl.atomic_xchg(count_ptr + tile_row, 0)
+    store_split_row(
+        tl.sum(acc, 0), out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr, row, n,
+        n < N, stride_o, stride_r, SPLIT, BLOCK_N, HAS_BIAS, HAS_RESIDUAL,
+    )  # fmt: skip
 
 
 def supports(weight: PackedWeight) -> bool:
@@ -168,28 +158,6 @@ def supports(weight: PackedWeight) -> bool:
         and weight.group_size % BLOCK_K == 0
         and weight.in_features % BLOCK_K == 0
     )
-
-
-@functools.cache
-def _scratch(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split sums and arrival counts, one set per device: launches on one stream run one after another,
-    and the first launch of each batch width runs eagerly, before any CUDA graph is captured."""
-    counts = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
-    return torch.empty(PARTIAL_ELEMENTS, dtype=torch.float32, device=device), counts
-
-
-def split_count(tile_rows: int, k: int, sms: int) -> int:
-    """The fewest splits (a power of two) giving SPLIT_PROGRAMS_PER_SM programs per SM, each split at
-    least one K step, the split sums within PARTIAL_ELEMENTS."""
-    split = 1
-    while (
-        tile_rows * split < SPLIT_PROGRAMS_PER_SM * sms
-        and split < MAX_SPLIT
-        and k // (2 * split) >= BLOCK_K
-        and tile_rows * 2 * split * BLOCK_N <= PARTIAL_ELEMENTS
-    ):
-        split *= 2
-    return split if tile_rows <= MAX_TILES else 1
 
 
 def _uses_asm(x: torch.Tensor) -> bool:
@@ -207,15 +175,14 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    tile_rows = triton.cdiv(n, BLOCK_N) * rows
-    split = split_count(tile_rows, k, num_sms(x.device))
-    partials, counts = _scratch(x.device)
+    tiles = triton.cdiv(n, BLOCK_N)
+    split = split_count(tiles, k, BLOCK_K, BLOCK_N, num_sms(x.device)) if rows <= MAX_ROWS else 1
     k_per_split = triton.cdiv(triton.cdiv(k, split), BLOCK_K) * BLOCK_K
     w_ptr, scale_ptr, zero_ptr, _ = weight.pointers()
     _, _, stride_sg, stride_zg = weight.strides()
-    _int4_gemv_kernel[(tile_rows * split,)](
-        x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, out_ptr=out, partial_ptr=partials,
-        count_ptr=counts, rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0),
+    _int4_gemv_kernel[(tiles * rows * split,)](
+        x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, out_ptr=out,
+        **split_scratch(x.device), rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0),
         stride_wk=weight.weight.stride(0), stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
         **fusion.kernel_args(x), ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, SPLIT=split,
         BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, USE_ASM=_uses_asm(x), num_warps=4,
