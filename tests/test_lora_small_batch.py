@@ -152,16 +152,18 @@ def test_a_column_tile_expands_only_its_shards_rank_values() -> None:
 
 
 def compile_every_variant(capability: int) -> None:
-    """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`): one-token and
-    tensor-core tiles, one shard's and every shard's rank rows."""
+    """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`), its shrink programs
+    (their counter's release) and tiles (the wait loop, the reset): one-token and tensor-core tiles, one
+    shard's and every shard's rank values."""
     x = torch.empty(1, dtype=torch.bfloat16)
     ints = torch.empty(1, dtype=torch.int32)
-    lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shard_end0=2048, shard_end1=3072,
-                HAS_LORA=True, MAX_RANK=16)  # fmt: skip
+    lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1),
+                stride_s=192, counter_ptr=ints, producers=3, shard_end0=2048, shard_end1=3072, HAS_LORA=True,
+                MAX_RANK=16)  # fmt: skip
     sizes = dict(rows=1, n=4096, k=1024, stride_x=1024, stride_w=1024, stride_o=4096)
     residual = dict(residual_ptr=x, stride_r=4096, HAS_RESIDUAL=True)
     for block_m, block_n, block_k, shards, block_r in [
-        (1, 4, 1024, 1, 16),
+        (1, 4, 2048, 1, 16),
         (1, 16, 512, 3, 16),
         (16, 16, 256, 3, 64),
     ]:

@@ -287,11 +287,13 @@ def _launch(
     pipelining = {"num_stages": DOT_STAGES} if block_m > 1 else {}
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
+    # 8 warps for a full weight tile, or for the expand's B tile of 16 rows at rank 64 (4 took 250 registers
+    # a thread on sm_90, 8 take 190)
+    big_tile = max(block_n * block_k, block_m * block_n * args["BLOCK_R"]) >= TILE_ELEMENTS
     kernel[(args["producers"] + triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=8 if block_n * block_k >= TILE_ELEMENTS else 4, **pipelining,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8 if big_tile else 4, **pipelining,
     )  # fmt: skip
     return out
 
