@@ -78,7 +78,7 @@ class LoRAWeights:
     ranks: torch.Tensor  # [slots, shards] int32: a slot's rank per shard, 0 where its adapter skips it
     out_shards: tuple[int, ...]  # the fused shards' output widths (q|k|v, gate|up)
     token_slots: torch.Tensor  # [rows] int32: each row's slot, NO_ADAPTER for the base model
-    scratch: ShrinkScratch
+    scratch: ShrinkScratch  # where its shrink programs leave s: one for every projection of the model
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

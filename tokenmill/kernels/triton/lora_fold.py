@@ -11,8 +11,9 @@ untouched, then wait for the count and add B·s in their epilogue. When every ti
 row's shrink in its K loop instead, the A rows outweighed the weight rows of the narrow one-token tiles
 (4 weight rows against 16 of A for Qwen3-0.6B's o and down) and the GEMVs took 1.8x the base's time.
 
-Waiting inside a launch is safe because the GPU dispatches a grid's programs in order of id: every
-shrink program has an SM before any tile program waits, and shrink programs never wait. The last tile
+Waiting inside a launch is safe because the GPU dispatches a grid's programs in order of id (what the
+hardware does, though CUDA promises no order): every shrink program has an SM before any tile program
+waits, and shrink programs never wait; the interpreter runs programs in order of id too. The last tile
 program resets the counter, so each launch (a CUDA graph's replay too) starts from zero.
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from tokenmill.kernels.lora_mapping import MAX_LORA_SHARDS, LoRAWeights
 
-MIN_BLOCK_R = 16  # rank values per expand: a tile's shard, or all shards (power of two, >= 16)
+MIN_BLOCK_R = 16  # rank values a tile expands, at least (masked ones load nothing): one variant up to 16
 
 
 @triton.jit
