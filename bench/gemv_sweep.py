@@ -18,6 +18,7 @@ import torch
 import triton
 
 from tokenmill.kernels.triton import skinny_gemm
+from tokenmill.kernels.triton.lora_fold import fold_args
 from tokenmill.kernels.triton.split_k import num_sms
 
 # name: (prologue: 0 plain, 1 RMSNorm, 2 SiLU-and-mul; N; K)
@@ -55,7 +56,7 @@ def launcher(prologue: int, x, weights, outs, norm, rows, n, k, variant) -> Call
         KERNELS[prologue][grid](
             x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k, stride_x=x.stride(0),
             stride_w=weight.stride(0), stride_o=out.stride(0), BLOCK_M=block_m, BLOCK_N=block_n,
-            BLOCK_K=block_k, num_warps=warps, **options, **extra,
+            BLOCK_K=block_k, num_warps=warps, **options, **extra, **fold_args(None, rows, n, block_n, x),
         )  # fmt: skip
 
     return launch

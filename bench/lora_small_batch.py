@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights, ShrinkScratch
 from tokenmill.kernels.triton import skinny_gemm
 
 # name: (in, out shards, input prologue)
@@ -56,13 +56,14 @@ def adapters(
     slots: int,
     targeted: tuple[int, ...],
     token_slots: torch.Tensor,
+    scratch: ShrinkScratch,
 ) -> LoRAWeights:
     """`slots` random rank-`rank` adapters of one projection, on the `targeted` shards (1) only."""
     dtype = torch.bfloat16
     a = (torch.randn(slots, len(shards), rank, k) / k**0.5).to(dtype)
     b = (torch.randn(slots, sum(shards), rank) * 0.01).to(dtype)
     ranks = torch.tensor([[rank * t for t in targeted]] * slots, dtype=torch.int32)
-    return LoRAWeights(a, b, ranks, shards, token_slots)
+    return LoRAWeights(a, b, ranks, shards, token_slots, scratch)
 
 
 def layer_step(
@@ -71,13 +72,14 @@ def layer_step(
     """The four GEMVs of one layer; `slots` None: no LoRA."""
     dtype, calls = torch.bfloat16, []
     token_slots = torch.tensor(row_slots, dtype=torch.int32)
+    scratch = ShrinkScratch.allocate(rows, token_slots.device)  # one for every projection, as in the model
     for name, (k, shards, prologue) in PROJECTIONS.items():
         n = sum(shards)
         x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype)
         weight = (torch.randn(n, k) / k**0.5).to(dtype)
         residual = torch.randn(rows, n, dtype=dtype)
         targeted = TARGETS[name] if qv_only else (1,) * len(shards)
-        lora = None if slots is None else adapters(k, shards, rank, slots, targeted, token_slots)
+        lora = None if slots is None else adapters(k, shards, rank, slots, targeted, token_slots, scratch)
         if prologue == "norm":
             norm = torch.ones(k, dtype=dtype)
             calls.append(

@@ -7,6 +7,7 @@ without one."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 
@@ -18,7 +19,7 @@ from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.launch_count import count_launches
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, NO_ADAPTER, LoRAWeights
+from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, NO_ADAPTER, LoRAWeights, ShrinkScratch
 
 skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
 lora_fold = pytest.importorskip("tokenmill.kernels.triton.lora_fold")
@@ -39,7 +40,8 @@ def _adapters(num_slots, out_shards, k, max_rank, ranks, dtype, padding=0.0) -> 
             b[slot, bounds[shard] : bounds[shard + 1], rank:] = padding
     ranks_tensor = torch.tensor(ranks, dtype=torch.int32, device=DEVICE)
     empty = torch.empty(0, dtype=torch.int32, device=DEVICE)
-    return LoRAWeights(a.to(dtype), b.to(dtype), ranks_tensor, tuple(out_shards), empty)
+    scratch = ShrinkScratch.allocate(8, DEVICE)
+    return LoRAWeights(a.to(dtype), b.to(dtype), ranks_tensor, tuple(out_shards), empty, scratch)
 
 
 def _definition(x, weight, bias, residual, lora: LoRAWeights, prologue, norm) -> torch.Tensor:
@@ -98,8 +100,7 @@ def test_the_fused_gemv_adds_each_rows_adapter_to_its_projection(
     rows, n = len(token_slots), sum(out_shards)
     padding = 0.0 if backend == "reference" else 1e3
     lora = _adapters(len(ranks), out_shards, k, max_rank, ranks, torch.float32, padding)
-    lora = LoRAWeights(*[getattr(lora, f) for f in ("a", "b", "ranks", "out_shards")],
-                       torch.tensor(token_slots, dtype=torch.int32, device=DEVICE))  # fmt: skip
+    lora = dataclasses.replace(lora, token_slots=torch.tensor(token_slots, dtype=torch.int32, device=DEVICE))
     x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, device=DEVICE)
     weight = torch.randn(n, k, device=DEVICE) / k**0.5
     bias = torch.randn(n, device=DEVICE) if prologue != "silu_mul" else None
@@ -123,7 +124,7 @@ def test_triton_rounds_as_the_reference_in_half_precision(dtype, rows, prologue)
     k, out_shards = 128, (96, 96)
     lora = _adapters(3, out_shards, k, 16, [[16, 16], [16, 8], [0, 16]], dtype)
     slots = torch.tensor([2, NO_ADAPTER, 0, 1][:rows], dtype=torch.int32, device=DEVICE)
-    lora = LoRAWeights(lora.a, lora.b, lora.ranks, out_shards, slots)
+    lora = dataclasses.replace(lora, token_slots=slots)
     x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype, device=DEVICE)
     weight = (torch.randn(192, k, device=DEVICE) / k**0.5).to(dtype)
     residual = torch.randn(rows, 192, dtype=dtype, device=DEVICE) if prologue != "norm" else None
@@ -133,28 +134,36 @@ def test_triton_rounds_as_the_reference_in_half_precision(dtype, rows, prologue)
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
 
 
-def test_a_column_tile_reads_only_its_shards_rank_rows() -> None:
+def test_a_column_tile_expands_only_its_shards_rank_values() -> None:
     """Qwen3-0.6B's q|k|v at rank 16: the head-aligned shards put each 16-column tile in one shard, so a
-    program reads 16 rows of A, not 48; odd shards fall back to every shard's rows."""
+    tile reads 16 values of s and B, not 48; odd shards fall back to every shard's. A shrink program
+    takes as many rank rows as a tile takes weight rows: 3 a row for q|k|v's 16-row tiles, 4 for o's
+    4-row ones."""
     x = torch.empty(1, 8)
     lora = _adapters(2, (2048, 1024, 1024), 8, 16, [[16] * 3] * 2, torch.float32)
-    assert lora_fold.fold_args(lora, 4096, 16, x)["BLOCK_R"] == 16
+    assert lora_fold.fold_args(lora, 1, 4096, 16, x)["BLOCK_R"] == 16
+    assert lora_fold.fold_args(lora, 2, 4096, 16, x)["producers"] == 2 * 3
     odd = _adapters(2, (40, 24, 24), 8, 16, [[16] * 3] * 2, torch.float32)
-    assert lora_fold.fold_args(odd, 88, 16, x)["BLOCK_R"] == 64
-    assert lora_fold.fold_args(None, 4096, 16, x)["HAS_LORA"] is False
+    assert lora_fold.fold_args(odd, 1, 88, 16, x)["BLOCK_R"] == 64
+    o = _adapters(1, (1024,), 8, 16, [[16]], torch.float32)
+    assert lora_fold.fold_args(o, 1, 1024, 4, x)["producers"] == 4
+    none = lora_fold.fold_args(None, 1, 4096, 16, x)
+    assert none["HAS_LORA"] is False and none["producers"] == 0
 
 
 def compile_every_variant(capability: int) -> None:
-    """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`): one-token and
-    tensor-core tiles, one shard's and every shard's rank rows."""
+    """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`), its shrink programs
+    (their counter's release) and tiles (the wait loop, the reset): one-token and tensor-core tiles, one
+    shard's and every shard's rank values."""
     x = torch.empty(1, dtype=torch.bfloat16)
     ints = torch.empty(1, dtype=torch.int32)
-    lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shard_end0=2048, shard_end1=3072,
-                HAS_LORA=True, MAX_RANK=16)  # fmt: skip
+    lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1),
+                stride_s=192, counter_ptr=ints, producers=3, shard_end0=2048, shard_end1=3072, HAS_LORA=True,
+                MAX_RANK=16)  # fmt: skip
     sizes = dict(rows=1, n=4096, k=1024, stride_x=1024, stride_w=1024, stride_o=4096)
     residual = dict(residual_ptr=x, stride_r=4096, HAS_RESIDUAL=True)
     for block_m, block_n, block_k, shards, block_r in [
-        (1, 4, 1024, 1, 16),
+        (1, 4, 2048, 1, 16),
         (1, 16, 512, 3, 16),
         (16, 16, 256, 3, 64),
     ]:

@@ -124,7 +124,7 @@ def compile_every_variant(capability: int) -> None:
     one-token and the tensor-core tile."""
     for dtype in (torch.bfloat16, torch.float16):
         x = torch.empty(0, dtype=dtype)
-        tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x, **fold_args(None, 0, 1, x))  # no LoRA
+        tensors = dict(x_ptr=x, weight_ptr=x, out_ptr=x, **fold_args(None, 0, 0, 1, x))  # no LoRA
         residual = dict(residual_ptr=x, stride_r=1024, HAS_RESIDUAL=True)
         for block_m, block_n, block_k in [(1, 4, 2048), (16, 16, 256)]:
             sizes = dict(rows=1, n=1024, k=3072, stride_x=3072, stride_w=3072, stride_o=1024)

@@ -21,6 +21,7 @@ NO_ADAPTER = -1
 # The largest `max_lora_rank` the fused small-batch GEMVs fold in: their A tile and the expand's product
 # grow with the rank (rank 64 compiles without spills on sm_90; 256 would not fit sm_120's shared memory).
 MAX_FOLDED_RANK = 64
+MAX_LORA_SHARDS = 3  # fused shards one projection's adapter spans: q|k|v at most
 TILE_TOKENS = 16
 
 
@@ -50,6 +51,24 @@ class LoRAMapping:
 
 
 @dataclass(frozen=True)
+class ShrinkScratch:
+    """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the
+    counter the tiles wait on (`lora_fold`). Allocated once, before CUDA graphs are captured, so every
+    graph reads the same addresses; each launch leaves the counter at 0 for the next. One set serves
+    every projection of the model: launches on one stream run one after another (no programmatic
+    dependent launch), so no two of them use it at the same time."""
+
+    shrinks: torch.Tensor  # [rows, MAX_LORA_SHARDS * MAX_FOLDED_RANK] float32 (values in the model dtype)
+    counter: torch.Tensor  # [1] int32: shrink programs done, then tile programs past their wait
+
+    @classmethod
+    def allocate(cls, rows: int, device: torch.device) -> ShrinkScratch:
+        """Room for `rows` rows (the widest small batch) of any foldable adapter."""
+        width = MAX_LORA_SHARDS * MAX_FOLDED_RANK
+        return cls(torch.zeros(rows, width, device=device), torch.zeros(1, dtype=torch.int32, device=device))
+
+
+@dataclass(frozen=True)
 class LoRAWeights:
     """One projection's resident adapters and each row's slot: what a fused small-batch GEMV needs to add
     every row's LoRA delta B·A·f(x) to its output in the same launch (reference: `reference.lora_delta`)."""
@@ -59,6 +78,7 @@ class LoRAWeights:
     ranks: torch.Tensor  # [slots, shards] int32: a slot's rank per shard, 0 where its adapter skips it
     out_shards: tuple[int, ...]  # the fused shards' output widths (q|k|v, gate|up)
     token_slots: torch.Tensor  # [rows] int32: each row's slot, NO_ADAPTER for the base model
+    scratch: ShrinkScratch  # where its shrink programs leave s: one for every projection of the model
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

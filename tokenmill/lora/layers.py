@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, LoRAMapping, LoRAWeights
-from tokenmill.kernels.ops import Ops
+from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, LoRAMapping, LoRAWeights, ShrinkScratch
+from tokenmill.kernels.ops import SMALL_BATCH_MAX_ROWS, Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.small_batch import DeltaProjection
@@ -49,6 +49,7 @@ class LoRAStep:
 
     def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
         self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
+        self.scratch = ShrinkScratch.allocate(SMALL_BATCH_MAX_ROWS, device)  # the fused GEMVs' shrinks
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
 
@@ -128,7 +129,7 @@ class LoRALinear(DeltaProjection):
         if rows not in self._delta_weights:
             token_slots = self.step.mapping.token_slots[:rows]
             self._delta_weights[rows] = LoRAWeights(
-                self.lora_a, self.lora_b, self.lora_ranks, self.out_shards, token_slots
+                self.lora_a, self.lora_b, self.lora_ranks, self.out_shards, token_slots, self.step.scratch
             )
         return self._delta_weights[rows]
 

@@ -3,15 +3,23 @@ each row's B·A·f(x) costs no launch of its own.
 
 At one token per step launches, not bytes, set the step time, and a separate delta kernel per projection
 cost half a decode step (Qwen3-0.6B on an H100: 4 launches, 16.9 us per layer). So the GEMV that computes
-a projection also computes its delta: the shrink s = A·a rides in its K loop on the activation blocks `a`
-the weight multiplies (after the same RMSNorm or SiLU-and-mul prologue), and the expand B·s runs in its
-epilogue. Every program of a row repeats the row's shrink; A is small (rank x hidden, tens of KB, read
-from L2 after the first program), and a program reads only the rank rows of its columns' shard.
+a projection also computes its delta, in two kinds of program of one launch. The first programs of the
+grid are shrink programs: each computes a block of one row's s = A·f(x) (after the same RMSNorm or
+SiLU-and-mul prologue) as a one-token tile computes its outputs, A's rows standing for weight rows,
+leaves it in `ShrinkScratch` and counts itself done. The tile programs after them run the base GEMV
+untouched, then wait for the count and add B·s in their epilogue. When every tile program repeated its
+row's shrink in its K loop instead, the A rows outweighed the weight rows of the narrow one-token tiles
+(4 weight rows against 16 of A for Qwen3-0.6B's o and down) and the GEMVs took 1.8x the base's time.
 
-Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix): the
-one-token tiles read their row's A; the tensor-core tiles (2 to 8 rows) run one dot per distinct adapter
-among their rows. A row under NO_ADAPTER, and a shard its adapter does not target (rank 0 in
-`LoRAWeights.ranks`), load nothing.
+Waiting inside a launch is safe because the GPU dispatches a grid's programs in order of id (what the
+hardware does, though CUDA promises no order): every shrink program has an SM before any tile program
+waits, and shrink programs never wait; the interpreter runs programs in order of id too. The last tile
+program resets the counter, so each launch (a CUDA graph's replay too) starts from zero.
+
+Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
+row's s depends only on its own activations and the tile shape, not on the other rows. A row under
+NO_ADAPTER, and a shard its adapter does not target (rank 0 in `LoRAWeights.ranks`), load nothing and
+leave zeros.
 """
 
 from __future__ import annotations
@@ -22,14 +30,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tokenmill.kernels.lora_mapping import LoRAWeights
+from tokenmill.kernels.lora_mapping import MAX_LORA_SHARDS, LoRAWeights
 
-# A elements per one-token program per K step, beside the weight tile's 8192: 16384 (fewer K steps for o
-# and down) took 180 registers a thread on sm_90, against 64 here, and halved the programs resident per SM
-LORA_TILE_ELEMENTS = 8192
-MAX_LORA_SHARDS = 3  # shard boundaries the epilogue tells apart: q|k|v at most
-MIN_BLOCK_R = 16  # the smallest dimension a tensor-core dot takes
-_PAST_SLOTS = tl.constexpr(1 << 30)  # above every slot: "no adapter left" in `shrink_by_adapter`
+MIN_BLOCK_R = 16  # rank values a tile expands, at least (masked ones load nothing): one variant up to 16
 
 
 @triton.jit
@@ -45,11 +48,11 @@ def adapter_rows(ranks_ptr, slot, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constex
 
 
 @triton.jit
-def first_rank_row(
+def _first_rank_row(
     first_col, shard_end0, shard_end1, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr
 ):
-    """The first A row a column tile starting at `first_col` reads: its shard's first, or 0 where
-    BLOCK_R covers every shard."""
+    """The first rank row of s a column tile starting at `first_col` expands: its shard's first, or 0
+    where BLOCK_R covers every shard."""
     r0 = 0
     if BLOCK_R < SHARDS * MAX_RANK:
         r0 = ((first_col >= shard_end0).to(tl.int32) + (first_col >= shard_end1).to(tl.int32)) * MAX_RANK
@@ -57,35 +60,40 @@ def first_rank_row(
 
 
 @triton.jit
-def shrink_by_adapter(
-    acc, a, row_slots, lora_a_ptr, ranks_ptr, ks, k_mask, k, r0,
-    SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
-):  # fmt: skip
-    """acc [BLOCK_M, BLOCK_R] += the activations `a` [BLOCK_M, BLOCK_K] times their rows' A: one
-    tensor-core dot per distinct adapter among the rows, over its own rows only (the others zeroed), so
-    one adapter costs one dot and a mix costs one per adapter present."""
-    slot = tl.min(tl.where(row_slots >= 0, row_slots, _PAST_SLOTS))
-    while slot < _PAST_SLOTS:
-        r, held = adapter_rows(ranks_ptr, slot, r0, SHARDS, MAX_RANK, BLOCK_R)
-        a_rows = (slot * SHARDS * MAX_RANK + r).to(tl.int64) * k
-        lora_a = tl.load(
-            lora_a_ptr + a_rows[:, None] + ks[None, :], mask=held[:, None] & k_mask[None, :], other=0.0
-        )
-        own = tl.where((row_slots == slot)[:, None], a, 0.0)
-        acc = tl.dot(own.to(lora_a.dtype), tl.trans(lora_a), acc, input_precision="ieee")
-        slot = tl.min(tl.where(row_slots > slot, row_slots, _PAST_SLOTS))
-    return acc
+def publish_shrink(counter_ptr):
+    """Count a shrink program done once all its threads' stores are (the barrier), and visible to
+    whoever reads the count with acquire (release)."""
+    tl.debug_barrier()
+    tl.atomic_add(counter_ptr, 1, sem="release")
+
+
+@triton.jit
+def _await_shrinks(counter_ptr, producers):
+    """Spin until the launch's `producers` shrink programs are done (acquire: their stores are visible
+    after it), then count this tile program past its wait; the launch's last program resets the count
+    for the next launch (no program reads it after that)."""
+    arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    while arrived < producers:
+        arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    if tl.atomic_add(counter_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
+        tl.atomic_xchg(counter_ptr, 0, sem="relaxed")
 
 
 @triton.jit
 def expand(
-    s, row_slots, cols, col_mask, lora_b_ptr, ranks_ptr, n, r0, shard_end0, shard_end1,
+    row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
+    producers, n, first_col, shard_end0, shard_end1,
     SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    """The [BLOCK_M, BLOCK_N] delta of s [BLOCK_M, BLOCK_R] (rows r0 .. r0 + BLOCK_R of A·f(x)): each
-    row's B, of its own slot, each column taking the rank values of its own shard."""
+    """The [BLOCK_M, BLOCK_N] delta B·s of the rows `row_ids` and the columns `cols` (from `first_col`):
+    each row's B, of its own slot, each column taking the rank values of its own shard. B is loaded
+    before the wait for the shrink programs' s, so its loads overlap the wait; s is read past L1 (.cg),
+    where no line of an earlier launch can linger."""
+    row_slots = tl.load(slots_ptr + row_ids, mask=row_mask, other=-1)
+    r0 = _first_rank_row(first_col, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R)
     col_shard = (cols >= shard_end0).to(tl.int32) + (cols >= shard_end1).to(tl.int32)
-    within = r0 + tl.arange(0, BLOCK_R)[None, :] - col_shard[:, None] * MAX_RANK  # [BLOCK_N, BLOCK_R]
+    r = r0 + tl.arange(0, BLOCK_R)
+    within = r[None, :] - col_shard[:, None] * MAX_RANK  # [BLOCK_N, BLOCK_R]
     slots = row_slots[:, None]
     rank = tl.load(
         ranks_ptr + slots * SHARDS + col_shard[None, :], mask=(slots >= 0) & col_mask[None, :], other=0
@@ -97,25 +105,40 @@ def expand(
         mask=(within[None, :, :] >= 0) & (within[None, :, :] < rank[:, :, None]),
         other=0.0,
     )
+    _await_shrinks(counter_ptr, producers)
+    s = tl.load(
+        shrinks_ptr + row_ids[:, None] * stride_s + r[None, :],
+        mask=row_mask[:, None] & (r < SHARDS * MAX_RANK)[None, :],
+        other=0.0,
+        cache_modifier=".cg",
+    )
     return tl.sum(b.to(tl.float32) * s[:, None, :], 2)
 
 
-def fold_args(lora: LoRAWeights | None, n: int, block_n: int, placeholder: Tensor) -> dict[str, object]:
-    """The LoRA arguments of a launch. BLOCK_R covers the rank rows of one shard where every column tile
-    lies in one shard (the shard boundaries are multiples of BLOCK_N, as head sizes make them), else of
-    every shard. Without LoRA, placeholders that keep the no-LoRA kernel one compiled variant."""
+def fold_args(
+    lora: LoRAWeights | None, rows: int, n: int, block_n: int, placeholder: Tensor
+) -> dict[str, object]:
+    """The LoRA arguments of a launch of `rows` rows and tiles `block_n` columns wide. BLOCK_R covers the
+    rank rows of one shard where every column tile lies in one shard (the shard boundaries are multiples
+    of BLOCK_N, as head sizes make them), else of every shard. A shrink program takes BLOCK_N rank rows
+    of one row, as a tile takes BLOCK_N weight rows, so it moves what a tile moves. Without LoRA,
+    placeholders that keep the no-LoRA kernel one compiled variant, and no shrink program."""
     if lora is None:
-        pointers = dict.fromkeys(("lora_a_ptr", "lora_b_ptr", "ranks_ptr", "slots_ptr"), placeholder)
-        return dict(**pointers, shard_end0=0, shard_end1=0, HAS_LORA=False, SHARDS=1, MAX_RANK=1, BLOCK_R=1)
+        pointers = ("lora_a_ptr", "lora_b_ptr", "ranks_ptr", "slots_ptr", "shrinks_ptr", "counter_ptr")
+        return dict(**dict.fromkeys(pointers, placeholder), stride_s=0, producers=0, shard_end0=0,
+                    shard_end1=0, HAS_LORA=False, SHARDS=1, MAX_RANK=1, BLOCK_R=1)  # fmt: skip
     _, shards, max_rank, _ = lora.a.shape
     assert shards == len(lora.out_shards) <= MAX_LORA_SHARDS and sum(lora.out_shards) == n
     assert lora.a.is_contiguous() and lora.b.is_contiguous() and lora.ranks.is_contiguous()
+    shrinks = lora.scratch.shrinks
+    assert rows <= shrinks.shape[0] and shards * max_rank <= shrinks.shape[1], "s outgrows its scratch"
     ends = [*itertools.accumulate(lora.out_shards)][:-1]
     one_shard_tiles = all(end % block_n == 0 for end in ends)
     block_r = max(MIN_BLOCK_R, triton.next_power_of_2(max_rank if one_shard_tiles else shards * max_rank))
     shard_end0, shard_end1 = [*ends, n, n][:2]
     return dict(
         lora_a_ptr=lora.a, lora_b_ptr=lora.b, ranks_ptr=lora.ranks, slots_ptr=lora.token_slots,
-        shard_end0=shard_end0, shard_end1=shard_end1, HAS_LORA=True, SHARDS=shards, MAX_RANK=max_rank,
-        BLOCK_R=block_r,
+        shrinks_ptr=shrinks, counter_ptr=lora.scratch.counter, stride_s=shrinks.stride(0),
+        producers=rows * triton.cdiv(shards * max_rank, block_n), shard_end0=shard_end0,
+        shard_end1=shard_end1, HAS_LORA=True, SHARDS=shards, MAX_RANK=max_rank, BLOCK_R=block_r,
     )  # fmt: skip

@@ -29,14 +29,7 @@ import triton.language as tl
 from torch import Tensor
 
 from tokenmill.kernels.lora_mapping import LoRAWeights
-from tokenmill.kernels.triton.lora_fold import (
-    LORA_TILE_ELEMENTS,
-    adapter_rows,
-    expand,
-    first_rank_row,
-    fold_args,
-    shrink_by_adapter,
-)
+from tokenmill.kernels.triton.lora_fold import adapter_rows, expand, fold_args, publish_shrink
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
@@ -79,43 +72,18 @@ def rows_rstd(x_rows, row_mask, k, eps, PROLOGUE: tl.constexpr, BLOCK_M: tl.cons
 
 
 @triton.jit
-def _gemv_tile(
-    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
-    stride_x, stride_w, stride_o, stride_r, eps,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
+def _products(
+    x_rows, row_mask, rstd, w_rows, w_mask, k, norm_weight_ptr,
+    PROLOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    """The body of the three kernels: BLOCK_N outputs of BLOCK_M token rows. With HAS_LORA, each row's
-    LoRA delta too: the shrink s = A·a rides in the K loop on the same activation blocks `a` the weight
-    multiplies, the expand B·s in the epilogue, added to the rounded projection before the residual (as
-    `reference.lora_delta` rounds). A tile's A rows are those of its columns' shard (BLOCK_R = MAX_RANK),
-    or of every shard where tiles straddle shards (BLOCK_R >= SHARDS * MAX_RANK)."""
-    row_blocks = tl.cdiv(rows, BLOCK_M)
-    pid = tl.program_id(0)
-    tile, row_block = pid // row_blocks, pid % row_blocks
-    row_ids = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_mask = row_ids < rows
-    cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_mask = cols < n
-    x_rows = x_ptr + row_ids[:, None] * stride_x
-    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, BLOCK_M, BLOCK_K)
+    """[BLOCK_M, BLOCK_N] fp32: the prologue's activations of the rows `x_rows` ([BLOCK_M, 1] pointers)
+    times the BLOCK_N weight rows `w_rows` ([BLOCK_N, 1] pointers, K contiguous) `w_mask` keeps. One row
+    on the CUDA cores, through a [BLOCK_N, BLOCK_K] accumulator summed once at the end; more on the
+    tensor cores."""
     if BLOCK_M == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    if HAS_LORA:
-        row_slots = tl.load(slots_ptr + row_ids, mask=row_mask, other=-1)
-        r0 = first_rank_row(tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R)
-        if BLOCK_M == 1:  # one row, one slot: its A rows, reduced each K step (an accumulator the shape
-            # of A's tile, as the weight's, cost ~30 more registers a thread on sm_90)
-            slot = tl.load(slots_ptr + row_block)
-            r, held = adapter_rows(ranks_ptr, slot, r0, SHARDS, MAX_RANK, BLOCK_R)
-            a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
-            lora_acc = tl.zeros([BLOCK_R], dtype=tl.float32)
-        else:
-            lora_acc = tl.zeros([BLOCK_M, BLOCK_R], dtype=tl.float32)
     for k0 in range(0, k, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < k
@@ -123,35 +91,72 @@ def _gemv_tile(
         a = prologue_activations(
             x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE
         )
-        w = tl.load(
-            weight_ptr + cols[:, None] * stride_w + ks[None, :],
-            mask=col_mask[:, None] & k_mask[None, :],
-            other=0.0,
-        )
+        w = tl.load(w_rows + ks[None, :], mask=w_mask[:, None] & k_mask[None, :], other=0.0)
         if BLOCK_M == 1:
             acc += w.to(tl.float32) * a
         else:
             acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
-        if HAS_LORA:
-            if BLOCK_M == 1:
-                lora_a = tl.load(a_rows + ks[None, :], mask=held[:, None] & k_mask[None, :], other=0.0)
-                lora_acc += tl.sum(lora_a.to(tl.float32) * a, 1)
-            else:
-                lora_acc = shrink_by_adapter(
-                    lora_acc, a, row_slots, lora_a_ptr, ranks_ptr, ks, k_mask, k, r0,
-                    SHARDS, MAX_RANK, BLOCK_R,
-                )  # fmt: skip
-    y = tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
+    return tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
+
+
+@triton.jit
+def _shrink(
+    program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
+    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
+    PROLOGUE: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """A shrink program (`lora_fold`): BLOCK_N rank rows of one row's s = A·f(x), A's rows of the row's
+    slot taking a one-token tile's weight rows, rounded to the activation dtype as the batched path
+    rounds A·x; zeros where the row's adapter holds no rank row (the expand multiplies them by B's
+    masked zeros: they must be finite)."""
+    blocks: tl.constexpr = (SHARDS * MAX_RANK + BLOCK_N - 1) // BLOCK_N
+    row = program // blocks
+    slot = tl.load(slots_ptr + row)
+    r, held = adapter_rows(ranks_ptr, slot, program % blocks * BLOCK_N, SHARDS, MAX_RANK, BLOCK_N)
+    row_ids = row + tl.arange(0, 1)
+    row_mask = row_ids < rows
+    x_rows = x_ptr + row_ids[:, None] * stride_x
+    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, 1, BLOCK_K)
+    a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
+    s = _products(x_rows, row_mask, rstd, a_rows, held, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K)
+    s = tl.where(held[None, :], s.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
+    tl.store(shrinks_ptr + row_ids[:, None] * stride_s + r[None, :], s, mask=(r < SHARDS * MAX_RANK)[None, :])
+    publish_shrink(counter_ptr)
+
+
+@triton.jit
+def _gemv_tile(
+    program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
+    stride_x, stride_w, stride_o, stride_r, eps,
+    lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers, shard_end0, shard_end1,
+    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
+):  # fmt: skip
+    """A tile program: BLOCK_N outputs of BLOCK_M token rows. With HAS_LORA, each row's delta B·s
+    (`lora_fold.expand`) added to the rounded projection before the residual, as `reference.lora_delta`
+    rounds."""
+    row_blocks = tl.cdiv(rows, BLOCK_M)
+    tile, row_block = program // row_blocks, program % row_blocks
+    row_ids = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = row_ids < rows
+    cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n
+    x_rows = x_ptr + row_ids[:, None] * stride_x
+    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, BLOCK_M, BLOCK_K)
+    w_rows = weight_ptr + cols[:, None] * stride_w
+    y = _products(
+        x_rows, row_mask, rstd, w_rows, col_mask, k, norm_weight_ptr, PROLOGUE, BLOCK_M, BLOCK_N, BLOCK_K
+    )
     if HAS_BIAS:
         y += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     dtype = out_ptr.dtype.element_ty
     out = y.to(dtype)
     if HAS_LORA:
-        s = lora_acc[None, :] if BLOCK_M == 1 else lora_acc
-        s = s.to(dtype).to(tl.float32)  # the batched path rounds A·x before its expand too
         delta = expand(
-            s, row_slots, cols, col_mask, lora_b_ptr, ranks_ptr, n, r0, shard_end0, shard_end1,
-            SHARDS, MAX_RANK, BLOCK_R,
+            row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s,
+            counter_ptr, producers, n, tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
         )  # fmt: skip
         out = (out.to(tl.float32) + delta.to(dtype).to(tl.float32)).to(dtype)
     mask = row_mask[:, None] & col_mask[None, :]
@@ -160,55 +165,89 @@ def _gemv_tile(
     tl.store(out_ptr + row_ids[:, None] * stride_o + cols[None, :], out, mask=mask)
 
 
+@triton.jit
+def _gemv_program(
+    x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
+    stride_x, stride_w, stride_o, stride_r, eps,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+    shard_end0, shard_end1,
+    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
+):  # fmt: skip
+    """The body of the three kernels: with HAS_LORA, the first `producers` programs are shrink
+    programs and the rest tiles; without, every program a tile (the same code as before LoRA)."""
+    program = tl.program_id(0)
+    if HAS_LORA and program < producers:
+        _shrink(
+            program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
+            lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
+            PROLOGUE, SHARDS, MAX_RANK, BLOCK_N, BLOCK_K,
+        )  # fmt: skip
+    else:
+        _gemv_tile(
+            program - producers if HAS_LORA else program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr,
+            bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r, eps,
+            lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+            shard_end0, shard_end1, PROLOGUE, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+            HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
+        )  # fmt: skip
+
+
 # One kernel per fusion, so a profile tells the projections apart by name. `rows` is not specialized
 # (not even 1): one compiled variant per BLOCK_M serves every batch width, the widths the decode graphs
 # capture and the eager LM head and short prefills alike. Without LoRA (HAS_LORA off) its operands are
 # placeholders the compiled code never reads.
 
 
-@triton.jit(do_not_specialize=["rows"])
+@triton.jit(do_not_specialize=["rows", "producers"])
 def _gemv_kernel(
     x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+    shard_end0, shard_end1, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    _gemv_tile(
+    _gemv_program(
         x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
         stride_x, stride_w, stride_o, stride_r, 0.0,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-        0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+        shard_end0, shard_end1, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+        HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
-@triton.jit(do_not_specialize=["rows"])
+@triton.jit(do_not_specialize=["rows", "producers"])
 def _rms_norm_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+    shard_end0, shard_end1, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    _gemv_tile(
+    _gemv_program(
         x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
         stride_x, stride_w, stride_o, 0, eps,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-        1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+        shard_end0, shard_end1, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K,
+        HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
-@triton.jit(do_not_specialize=["rows"])
+@triton.jit(do_not_specialize=["rows", "producers"])
 def _silu_mul_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-    HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+    shard_end0, shard_end1, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    _gemv_tile(
+    _gemv_program(
         x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
         stride_x, stride_w, stride_o, stride_r, 0.0,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shard_end0, shard_end1,
-        2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K, HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr, producers,
+        shard_end0, shard_end1, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
+        HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
 
 
@@ -244,18 +283,17 @@ def _launch(
         return out
     silu_prologue = kernel is _silu_mul_gemv_kernel
     block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device), silu_prologue)
-    args.update(fold_args(lora, n, block_n, x))
-    block_r = args["BLOCK_R"]
-    if lora is not None and block_m == 1:  # the A tile [BLOCK_R, BLOCK_K] is loaded beside the weight's
-        block_k = min(block_k, LORA_TILE_ELEMENTS // block_r)
+    args.update(fold_args(lora, rows, n, block_n, x))
     pipelining = {"num_stages": DOT_STAGES} if block_m > 1 else {}
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
-    kernel[(triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
+    # 8 warps for a full weight tile, or for the expand's B tile of 16 rows at rank 64 (4 took 250 registers
+    # a thread on sm_90, 8 take 190)
+    big_tile = max(block_n * block_k, block_m * block_n * args["BLOCK_R"]) >= TILE_ELEMENTS
+    kernel[(args["producers"] + triton.cdiv(n, block_n) * triton.cdiv(rows, block_m),)](
         x_ptr=x, weight_ptr=weight, out_ptr=out, rows=rows, n=n, k=k,
         stride_x=x.stride(0), stride_w=weight.stride(0), stride_o=out.stride(0), **args,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=8 if max(block_n, block_r) * block_k >= TILE_ELEMENTS else 4, **pipelining,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8 if big_tile else 4, **pipelining,
     )  # fmt: skip
     return out
 

@@ -1,0 +1,133 @@
+"""The shrink programs of the LoRA-folded GEMVs (`lora_fold`), in Triton's interpreter: for 1 to 8 rows
+under a mix of adapters (one targeting some shards only, one of a rank below the slots' padding) and
+rows without one, each prologue equals the PyTorch reference; a launch leaves its counter at 0, so the
+next launch (a graph replay) gives the same output; and a row's output depends on its own input and
+adapter only, not on the other rows nor on how many there are (2 to 8). On a GPU
+(`TRITON_INTERPRET=0 pytest tests/test_lora_shrink_programs.py`) the same tests run compiled, where the
+tiles really wait on the shrink programs, and the repeated launches look for a race."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from tokenmill.kernels import reference
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights, ShrinkScratch
+
+skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+LAUNCHES = 100 if ON_GPU else 2  # of the same inputs, each giving the first's output
+
+R = NO_ADAPTER
+SLOTS = [1, R, 0, 2, 1, 0, R, 2]  # row i's slot
+OUT_SHARDS = (32, 16, 16)
+K, MAX_RANK = 48, 8
+RANKS = [[8, 8, 8], [8, 0, 8], [3, 5, 2]]  # slot 1 skips the middle shard; slot 2 below the padding
+
+
+def _lora(prologue: str, slots: list[int]) -> LoRAWeights:
+    """Random adapters; rank rows past a slot's rank hold NaN, which the kernels must never read."""
+    out_shards = OUT_SHARDS if prologue == "norm" else (sum(OUT_SHARDS),)
+    ranks = RANKS if prologue == "norm" else [[rank[0]] for rank in RANKS]
+    a = torch.randn(len(ranks), len(out_shards), MAX_RANK, K) / K**0.5
+    b = torch.randn(len(ranks), sum(out_shards), MAX_RANK) / MAX_RANK**0.5
+    for slot, shard_ranks in enumerate(ranks):
+        start = 0
+        for shard, (width, rank) in enumerate(zip(out_shards, shard_ranks)):
+            a[slot, shard, rank:] = float("nan")
+            b[slot, start : start + width, rank:] = float("nan")
+            start += width
+    return LoRAWeights(
+        a.to(DEVICE), b.to(DEVICE), torch.tensor(ranks, dtype=torch.int32, device=DEVICE), out_shards,
+        torch.tensor(slots, dtype=torch.int32, device=DEVICE), ShrinkScratch.allocate(8, DEVICE),
+    )  # fmt: skip
+
+
+def _inputs(prologue: str, rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, weight, residual) of one projection: x a gate|up pair behind SiLU-and-mul."""
+    generator = torch.Generator().manual_seed(seed)
+    width = 2 * K if prologue == "silu_mul" else K
+    x = torch.randn(rows, width, generator=generator)
+    weight = torch.randn(sum(OUT_SHARDS), K, generator=torch.Generator().manual_seed(99)) / K**0.5
+    residual = torch.randn(rows, sum(OUT_SHARDS), generator=generator)
+    return x.to(DEVICE), weight.to(DEVICE), residual.to(DEVICE)
+
+
+def _run(ops, prologue: str, x, weight, residual, lora: LoRAWeights) -> torch.Tensor:
+    norm = torch.linspace(0.5, 1.5, K, device=DEVICE)
+    if prologue == "norm":
+        return ops.rms_norm_linear(x, norm, 1e-6, weight, None, lora)
+    if prologue == "silu_mul":
+        return ops.silu_mul_linear(x, weight, residual, lora)
+    return ops.linear(x, weight, None, residual, lora)
+
+
+def _no_nan_rows(lora: LoRAWeights) -> LoRAWeights:
+    """The same adapters with the padding zeroed, for the reference (which multiplies all of it)."""
+    a, b = lora.a.nan_to_num(0.0), lora.b.nan_to_num(0.0)
+    return dataclasses.replace(lora, a=a, b=b)
+
+
+PROLOGUES = ["none", "norm", "silu_mul"]
+
+
+@pytest.fixture(autouse=True)
+def _narrow_tiles(monkeypatch) -> None:
+    """Tiles chosen as for a GPU of 16 SMs: one-token tiles 4 weight rows wide, so a shrink program
+    takes 4 of a shard's 8 rank rows and a tile expands a shard's 8 (the CPU counts as 1 SM: 16-row
+    tiles, each shrink program a whole shard and more)."""
+    monkeypatch.setattr(skinny_gemm, "num_sms", lambda device: 16)
+
+
+@pytest.mark.parametrize("prologue", PROLOGUES)
+@pytest.mark.parametrize(
+    "rows",
+    [1, "1 on 16-row tiles", 2, 8, *[pytest.param(rows, marks=pytest.mark.slow) for rows in range(3, 8)]],
+)
+def test_each_row_gets_its_own_adapters_delta(rows: int | str, prologue: str, monkeypatch) -> None:
+    if isinstance(rows, str):
+        monkeypatch.setattr(skinny_gemm, "num_sms", lambda device: 1)
+        rows = 1
+    torch.manual_seed(rows)
+    lora = _lora(prologue, SLOTS[:rows])
+    x, weight, residual = _inputs(prologue, rows, seed=rows)
+    got = _run(skinny_gemm, prologue, x, weight, residual, lora)
+    want = _run(reference, prologue, x, weight, residual, _no_nan_rows(lora))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert lora.scratch.counter.tolist() == [0]
+
+
+@pytest.mark.parametrize(("rows", "prologue"), [(1, "norm"), (5, "none"), (5, "silu_mul")])
+def test_a_launch_leaves_its_counter_at_zero_for_the_next(rows: int, prologue: str) -> None:
+    """As a CUDA graph replays a launch: same buffers, same output, the counter back at 0 each time."""
+    lora = _lora(prologue, SLOTS[:rows])
+    x, weight, residual = _inputs(prologue, rows, seed=0)
+    first = _run(skinny_gemm, prologue, x, weight, residual, lora)
+    for _ in range(LAUNCHES - 1):
+        assert lora.scratch.counter.tolist() == [0]
+        assert torch.equal(_run(skinny_gemm, prologue, x, weight, residual, lora), first)
+    assert lora.scratch.counter.tolist() == [0]
+
+
+@pytest.mark.parametrize("prologue", PROLOGUES)
+def test_a_rows_output_depends_only_on_its_own_row(prologue: str) -> None:
+    """Row 0 (slot 1) and row 2 (slot 0) of batches of 2 to 8 rows whose other rows differ in input and
+    adapter: bit for bit the same (the spec-decode and batch tests rely on it). A row's s is its own
+    shrink programs' alone, whatever the width."""
+    x, weight, residual = _inputs(prologue, 8, seed=0)
+    lora = _lora(prologue, SLOTS)
+    full = _run(skinny_gemm, prologue, x, weight, residual, lora)
+    for rows in (3, 6):
+        others, _, other_residual = _inputs(prologue, rows, seed=rows)
+        others[[0, 2]], other_residual[[0, 2]] = x[[0, 2]], residual[[0, 2]]
+        slots = [SLOTS[0], SLOTS[(rows + 1) % 8], SLOTS[2], *SLOTS[3:rows][::-1]]
+        mixed = dataclasses.replace(lora, token_slots=torch.tensor(slots, dtype=torch.int32, device=DEVICE))
+        got = _run(skinny_gemm, prologue, others, weight, other_residual, mixed)
+        assert torch.equal(got[[0, 2]], full[[0, 2]])
+    pair = _run(skinny_gemm, prologue, x[:2], weight, residual[:2], lora)
+    assert torch.equal(pair[0], full[0])
