@@ -251,6 +251,7 @@ def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
     assert folded == layers  # q|k|v only
 
 
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton kernels on CPU tensors")
 @pytest.mark.parametrize("max_rank", [MAX_FOLDED_RANK, 2 * MAX_FOLDED_RANK])
 def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_model_dir) -> None:
     """The fused GEMVs carry LoRA deltas up to MAX_FOLDED_RANK; a larger `max_lora_rank` leaves the

@@ -74,17 +74,16 @@ def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     )
 
 
-@pytest.mark.parametrize(("kind", "in_features"), [("awq", 512), ("int8", 4096), ("fp8", 4096)])
 @pytest.mark.parametrize("programs_per_sm", [1, 64])
 def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
-    kind: str, in_features: int, programs_per_sm: int, monkeypatch: pytest.MonkeyPatch
+    programs_per_sm: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """K split over up to 4 programs per output tile (64 per SM wanted) or not at all: the reference's
-    sums; a second launch gives the same bits, since the last split of each tile reset its count."""
+    """The 4-bit GEMV with K split over 4 programs per output tile (64 per SM wanted) or not at all: the
+    reference's sums; a second launch gives the same bits, since the last split of each tile reset its
+    count."""
     monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
-    make = {"awq": lambda: packed_awq(OUT, in_features, 128), "int8": lambda: packed_int8(OUT, in_features)}
-    packed, weight = make.get(kind, lambda: packed_fp8(OUT, in_features))()
-    x = draw(3, in_features, seed=29)
+    packed, weight = packed_awq(OUT, 512, 128)
+    x = draw(3, 512, seed=29)
     first = quant_gemv.gemv(x, packed)
     close(first, x @ weight, torch.float32)
     assert torch.equal(quant_gemv.gemv(x, packed), first)
@@ -204,10 +203,9 @@ def compile_every_gemv(capability: int) -> None:
                 compile_for(
                     quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
                     w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16,
-                    partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=3072,
-                    **_fusion_args(bf16, *fusion), stride_w=12288, stride_s=96 if block else 0,
+                    **sizes, **_fusion_args(bf16, *fusion), stride_w=12288, stride_s=96 if block else 0,
                     FORMAT=int(wo.INT8 if is_int8 else wo.FP8), NATIVE_FP8=native,
-                    BLOCK_OUT=block[0] if block else 0, SPLIT=4, BLOCK_N=32, BLOCK_K=1024,
+                    BLOCK_OUT=block[0] if block else 0, BLOCK_N=32, BLOCK_K=1024,
                     CHUNK=block[1] if block else 512, num_warps=8,
                 )  # fmt: skip
     for bits, one_group, block_n, zero_offset in ((4, True, 16, 0), (8, True, 32, 1), (4, False, 16, 1)):

@@ -32,17 +32,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import int4_gemv
-from tokenmill.kernels.triton.gemv_fusion import (
-    MAX_ROWS,
-    NO_FUSION,
-    Fusion,
-    row_inputs,
-    row_rstd,
-    split_count,
-    split_scratch,
-    store_row,
-    store_split_row,
-)
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 from tokenmill.kernels.triton.weight_only_gemm import (
@@ -100,25 +90,23 @@ def _decode_bytes(stored, FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr):
 
 @triton.jit(do_not_specialize=["rows"])
 def _byte_gemv_kernel(
-    x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr, count_ptr,
-    rows, N, K, k_per_split, stride_x, stride_w, stride_s, stride_o, stride_r, eps,
-    FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr, BLOCK_OUT: tl.constexpr, SPLIT: tl.constexpr,
+    x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, N, K,
+    stride_x, stride_w, stride_s, stride_o, stride_r, eps,
+    FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr, BLOCK_OUT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PROLOGUE: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Program (tile, row, split of K). BLOCK_OUT 0: one scale per output row. Else fp8 blocks of
-    BLOCK_OUT rows and CHUNK columns, each chunk's [BLOCK_N] scales applied to its weights (clamped to the
-    last block column where a chunk starts past K: its activations are masked to zero there)."""
-    pid = tl.program_id(0)
-    split, tile_row = pid % SPLIT, pid // SPLIT
-    tile, row = tile_row // rows, tile_row % rows
+    """BLOCK_OUT 0: one scale per output row. Else fp8 blocks of BLOCK_OUT rows and
+    CHUNK columns, each chunk's [BLOCK_N] scales applied to its weights (clamped to the last block
+    column where a chunk starts past K: its activations are masked to zero there). Splitting K as
+    `int4_gemv` does made these slower (H100: the RMSNorm prologue repeated per split, 1-2 K steps each)."""
+    tile, row = _tile_and_row(rows)
     n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = n < N
     x_row = x_ptr + row * stride_x
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, CHUNK], tl.float32)
-    k_start = split * k_per_split
-    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
+    for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             k = k0 + c * CHUNK + tl.arange(0, CHUNK)
             x = row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE)
@@ -138,10 +126,7 @@ def _byte_gemv_kernel(
         y = y * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
     if FORMAT != INT8 and not NATIVE_FP8:
         y = y * FP8_BITS_UNIT
-    store_split_row(
-        y, out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr, row, n, n_mask,
-        stride_o, stride_r, SPLIT, BLOCK_N, HAS_BIAS, HAS_RESIDUAL,
-    )  # fmt: skip
+    store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -200,16 +185,12 @@ def _byte_gemv(
     chunk = min(block_k, BYTE_CHUNK_ELEMENTS // block_n) if block is None else block[1]
     block_k = max(block_k, chunk) // chunk * chunk
     weight_format = WeightFormat.INT8 if is_int8 else WeightFormat.FP8
-    tiles = triton.cdiv(n, block_n)
-    split = split_count(tiles, k, block_k, block_n, num_sms(x.device)) if rows <= MAX_ROWS else 1
-    _byte_gemv_kernel[(tiles * rows * split,)](
+    _byte_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
         x_ptr=x, w_ptr=weight.view(torch.uint8) if not is_int8 else weight, scale_ptr=scales, out_ptr=out,
-        **split_scratch(x.device), rows=rows, N=n, K=k,
-        k_per_split=triton.cdiv(triton.cdiv(k, split), block_k) * block_k, stride_x=x.stride(0),
-        stride_w=weight.stride(0), stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0),
-        **fusion.kernel_args(x), FORMAT=int(weight_format), NATIVE_FP8=native_fp8(x.device),
-        BLOCK_OUT=block[0] if block else 0, SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk,
-        num_warps=8 if block_n * chunk >= 8192 else 4,
+        rows=rows, N=n, K=k, stride_x=x.stride(0), stride_w=weight.stride(0),
+        stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
+        FORMAT=int(weight_format), NATIVE_FP8=native_fp8(x.device), BLOCK_OUT=block[0] if block else 0,
+        BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk, num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip
     return out
 
