@@ -50,11 +50,6 @@ class LoRAMapping:
                    full(num_tiles, 0), full(num_tiles, 0))  # fmt: skip
 
 
-ARRIVAL_GROUPS = 16  # tile programs count their arrival on 16 addresses, not one (`lora_fold`)
-COUNTER_STRIDE = 32  # int32 words between counters: one 128-byte line each
-COUNTER_WORDS = (ARRIVAL_GROUPS + 2) * COUNTER_STRIDE
-
-
 @dataclass(frozen=True)
 class ShrinkScratch:
     """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the
@@ -64,14 +59,13 @@ class ShrinkScratch:
     dependent launch), so no two of them use it at the same time."""
 
     shrinks: torch.Tensor  # [rows, MAX_LORA_SHARDS * MAX_FOLDED_RANK] float32 (values in the model dtype)
-    counter: torch.Tensor  # int32 `COUNTER_WORDS`: shrink programs done, then tiles past their wait by group
+    counter: torch.Tensor  # [1] int32: shrink programs done, then tile programs past their wait
 
     @classmethod
     def allocate(cls, rows: int, device: torch.device) -> ShrinkScratch:
         """Room for `rows` rows (the widest small batch) of any foldable adapter."""
         width = MAX_LORA_SHARDS * MAX_FOLDED_RANK
-        counter = torch.zeros(COUNTER_WORDS, dtype=torch.int32, device=device)
-        return cls(torch.zeros(rows, width, device=device), counter)
+        return cls(torch.zeros(rows, width, device=device), torch.zeros(1, dtype=torch.int32, device=device))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ row's shrink in its K loop instead, the A rows outweighed the weight rows of the
 Waiting inside a launch is safe because the GPU dispatches a grid's programs in order of id (what the
 hardware does, though CUDA promises no order): every shrink program has an SM before any tile program
 waits, and shrink programs never wait; the interpreter runs programs in order of id too. The last tile
-programs reset the counters, so each launch (a CUDA graph's replay too) starts from zero.
+program resets the counter, so each launch (a CUDA graph's replay too) starts from zero.
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
 row's s depends only on its own activations and the tile shape, not on the other rows. A row under
@@ -30,10 +30,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tokenmill.kernels.lora_mapping import ARRIVAL_GROUPS, COUNTER_STRIDE, MAX_LORA_SHARDS, LoRAWeights
+from tokenmill.kernels.lora_mapping import MAX_LORA_SHARDS, LoRAWeights
 
-_ARRIVAL_GROUPS = tl.constexpr(ARRIVAL_GROUPS)  # the kernels read only constexpr globals
-_COUNTER_STRIDE = tl.constexpr(COUNTER_STRIDE)
 MIN_BLOCK_R = 16  # rank values a tile expands, at least (masked ones load nothing): one variant up to 16
 
 
@@ -72,24 +70,13 @@ def publish_shrink(counter_ptr):
 @triton.jit
 def _await_shrinks(counter_ptr, producers):
     """Spin until the launch's `producers` shrink programs are done (acquire: their stores are visible
-    after it), then count this tile program past its wait, in one of ARRIVAL_GROUPS counters (hundreds
-    of tiles adding to one address cost 0.19 ms of a Qwen3-0.6B decode step on an H100, against 0.05 for
-    the waits). The last tile of each group counts its group in; the last group resets every count for
-    the next launch (no program reads them after that)."""
+    after it), then count this tile program past its wait; the launch's last program resets the count
+    for the next launch (no program reads it after that)."""
     arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
     while arrived < producers:
         arrived = tl.atomic_add(counter_ptr, 0, sem="acquire")
-    tiles = tl.num_programs(0) - producers
-    tile = tl.program_id(0) - producers
-    group = tile % _ARRIVAL_GROUPS
-    group_ptr = counter_ptr + (2 + group) * _COUNTER_STRIDE
-    group_tiles = (tiles - group + _ARRIVAL_GROUPS - 1) // _ARRIVAL_GROUPS
-    if tl.atomic_add(group_ptr, 1, sem="acq_rel") == group_tiles - 1:
-        tl.atomic_xchg(group_ptr, 0, sem="relaxed")
-        groups_ptr = counter_ptr + _COUNTER_STRIDE
-        if tl.atomic_add(groups_ptr, 1, sem="acq_rel") == tl.minimum(tiles, _ARRIVAL_GROUPS) - 1:
-            tl.atomic_xchg(groups_ptr, 0, sem="relaxed")
-            tl.atomic_xchg(counter_ptr, 0, sem="relaxed")
+    if tl.atomic_add(counter_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
+        tl.atomic_xchg(counter_ptr, 0, sem="relaxed")
 
 
 @triton.jit
