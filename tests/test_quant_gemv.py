@@ -90,10 +90,28 @@ def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
     assert not gemv_fusion.split_scratch(x.device)["count_ptr"].any()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU (sm_80+) half-precision activations take the bf16x2 inline PTX, whose products and word
+    sums round to bf16: within 1% of the output range of the fp32 reference and of the portable path's
+    fp32 sums on the same inputs (under the interpreter both are the portable path)."""
+    packed, weight = packed_awq(OUT, 1024, 128)
+    x = draw(3, 1024, seed=30).to(dtype)
+    assert int4_gemv._uses_asm(x) == ON_GPU
+    got = quant_gemv.gemv(x, packed).float()
+    bound = 1e-2 * (x.float() @ weight).abs().max().item()
+    torch.testing.assert_close(got, x.float() @ weight, atol=bound, rtol=0)
+    monkeypatch.setattr(int4_gemv, "_uses_asm", lambda x: False)
+    torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=bound, rtol=0)
+
+
 def test_split_count_fills_the_sms_within_k_and_the_scratch() -> None:
     assert gemv_fusion.split_count(tiles=96, k=4096, block_k=128, block_n=64, sms=132) == 8
     assert gemv_fusion.split_count(tiles=384, k=4096, block_k=128, block_n=64, sms=132) == 2
     assert gemv_fusion.split_count(tiles=96, k=256, block_k=128, block_n=64, sms=132) == 2  # K steps
+    assert gemv_fusion.split_count(tiles=64, k=3584, block_k=128, block_n=64, sms=132) == 4  # 28 steps
     assert gemv_fusion.split_count(tiles=2048, k=4096, block_k=128, block_n=64, sms=132) == 1
 
 

@@ -29,10 +29,11 @@ METHODS = {
     "fp8-channel": Fp8ChannelMethod,
     "fp8-block": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
     "awq": lambda: AwqMethod(32, checkpoint_is_awq=False),
+    "awq-g128": lambda: AwqMethod(128, checkpoint_is_awq=False),  # the 4-bit GEMV of `int4_gemv`
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
     "gptq8": lambda: GptqMethod(8, 32, checkpoint_is_gptq=False),
 }
-IN, OUT_SHARDS = 192, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
+IN, OUT_SHARDS = 384, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +72,7 @@ CASES = [
     *((kind, torch.float32) for kind in sorted(METHODS)),
     *(
         (kind, dtype)
-        for kind in ("int8", "awq")
+        for kind in ("int8", "awq", "awq-g128")
         for dtype in (torch.float16, *([torch.bfloat16] if ON_GPU else []))
     ),
 ]

@@ -5,10 +5,10 @@ row is short, and one program per (tile, row) keeps the rows independent), then 
 fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
 
 Split K (`int4_gemv`): a GEMV whose output tiles alone leave the SMs short of bytes in flight (q|k|v, o
-and down at one token) splits each tile's K range over programs. Each split stores its fp32 sums and counts itself in;
-the last split of the tile to arrive adds the splits in split order (the same sums every run, whichever
-arrives last), runs the epilogue and resets the count for the next launch: no reduction kernel, and no
-atomics on the outputs.
+and down at one token) splits each tile's K range over programs. Each split stores its fp32 sums and
+counts itself in; the last split of the tile to arrive adds the splits in split order (the same sums every
+run, whichever arrives last), runs the epilogue and resets the count for the next launch: no reduction
+kernel, and no atomics on the outputs.
 """
 
 from __future__ import annotations
@@ -119,13 +119,13 @@ def store_split_row(
 
 def split_count(tiles: int, k: int, block_k: int, block_n: int, sms: int) -> int:
     """The fewest splits of K (a power of two) giving one token row's `tiles` SPLIT_PROGRAMS_PER_SM
-    programs per SM, each split at least one K step of `block_k`, the split sums of MAX_ROWS rows within
-    the scratch. Independent of the batch width, so the warm-up's widths compile every variant."""
+    programs per SM, each split the same whole number of K steps of `block_k`, the split sums of MAX_ROWS
+    rows within the scratch. Independent of the batch width, so the warm-up's widths compile every variant."""
     split = 1
     while (
         tiles * split < SPLIT_PROGRAMS_PER_SM * sms
         and split < MAX_SPLIT
-        and k // (2 * split) >= block_k
+        and (k // block_k) % (2 * split) == 0
         and tiles * MAX_ROWS * 2 * split * block_n <= PARTIAL_ELEMENTS
     ):
         split *= 2

@@ -8,8 +8,9 @@ bytes, slower than bf16. Two changes make the bytes the limit again:
 - each int32 word meets its 8 activations in bf16x2 arithmetic (inline PTX, sm_80 and later): one LOP3
   turns two nibbles into the bf16 pair (128 + q, 128 + q'), an FMA takes off 128 + zero point (exact),
   and four FMAs multiply-accumulate the pairs with the activation pairs, so about 2.6 instructions a
-  weight; each word's sum continues in fp32, times its group's scale. The products round to bf16 (about
-  0.5% of the output's range on random weights, far below the 4-bit error itself).
+  weight; each word's sum continues in fp32, times its group's scale. The products and each word's sum
+  round to bf16, fp16 activations too (0.3-0.6% of an output's range from the fp32 sums on random
+  weights; fp16 arithmetic would be finer for fp16 models but overflows four products past ~1000).
 - K is split (`gemv_fusion.split_count`) so that a projection runs several programs per SM, the last
   split of each output tile adding the splits in order (`gemv_fusion.store_split_row`).
 The portable path (Triton's interpreter, fp32 activations, GPUs before sm_80) computes the same sums in
@@ -17,6 +18,9 @@ fp32 with plain Triton.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 import triton
@@ -161,11 +165,14 @@ def supports(weight: PackedWeight) -> bool:
 
 
 def _uses_asm(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cuda"
-        and x.dtype in (torch.bfloat16, torch.float16)
-        and torch.cuda.get_device_capability(x.device) >= (8, 0)
-    )
+    return x.dtype in (torch.bfloat16, torch.float16) and _compiles_ptx(x.device)
+
+
+@functools.cache
+def _compiles_ptx(device: torch.device) -> bool:
+    """A GPU of sm_80 or later (bf16x2 FMAs), and not Triton's interpreter (which runs no inline PTX)."""
+    compiled = os.environ.get("TRITON_INTERPRET") != "1"
+    return compiled and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:

@@ -17,7 +17,9 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   group (groups in row order) both are read once per chunk and output, act-order groups per weight.
   The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
   warps inside the loop would put a barrier between the chunks' loads.
-Both take the fused small-batch path's element-wise neighbours (`gemv_fusion.Fusion`): the RMSNorm
+4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
+arithmetic, split K). Both kernels here take the fused small-batch path's element-wise neighbours
+(`gemv_fusion.Fusion`): the RMSNorm
 or SiLU-and-mul prologue, the bias and the residual epilogue. The references are the quantization
 methods' `apply` (x times the `dequantize_*` weight), with the unfused norm, activation and add around it.
 """
@@ -46,7 +48,7 @@ from tokenmill.kernels.triton.weight_only_gemm import (
 )
 
 BYTE_TILE_BYTES = 32768  # weight bytes per program per K step of the byte kernel (16 KB: 12% slower, H100)
-BYTE_CHUNK_ELEMENTS = 8192  # the byte kernel's accumulator (its K step is two such chunks)
+BYTE_CHUNK_ELEMENTS = 8192  # the byte kernel's accumulator (a K step of its default shape is four)
 PACKED_TILE_BYTES = 8192  # packed weight bytes per program per K step (its chunks unrolled)
 MAX_CHUNK = 128  # input rows per packed chunk: a group of up to 128 rows, or a part of a larger one
 MAX_CHUNKS = 16
