@@ -1,5 +1,5 @@
 """The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`,
-`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it and through its `prologue_activations`: the RMSNorm of
+`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows.prologue_activations`: the RMSNorm of
 a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a
 row is short, and one program per (tile, row) keeps the rows independent), then the bias added to the
 fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.skinny_gemm import prologue_activations, rows_rstd
+from tokenmill.kernels.triton.gemv_rows import prologue_activations, rows_rstd
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
 SPLIT_PROGRAMS_PER_SM = 4  # fewer left the long K loops of q|k|v, o and down latency-bound (H100)
@@ -73,7 +73,7 @@ def row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
 @triton.jit
 def row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
     """[1, len(k)] fp32 inputs at columns k of the row, after the prologue
-    (`skinny_gemm.prologue_activations`)."""
+    (`gemv_rows.prologue_activations`)."""
     k_mask = k < K
     x_ptrs, norm_ptrs = x_row + k[None, :], norm_weight_ptr + k
     return prologue_activations(x_ptrs, k_mask[None, :], K, norm_ptrs, k_mask, rstd, PROLOGUE)

@@ -31,6 +31,7 @@ import triton.language as tl
 from torch import Tensor
 
 from tokenmill.kernels.lora_mapping import MAX_LORA_SHARDS, LoRAWeights
+from tokenmill.kernels.triton.gemv_rows import rows_rstd, tile_products
 
 MIN_BLOCK_R = 16  # rank values a tile expands, at least (masked ones load nothing): one variant up to 16
 
@@ -45,6 +46,32 @@ def adapter_rows(ranks_ptr, slot, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constex
     slots = slot + tl.zeros([BLOCK_R], dtype=tl.int32)  # a block: the interpreter masks with no scalar
     rank = tl.load(ranks_ptr + slots * SHARDS + shard, mask=(slots >= 0) & (shard < SHARDS), other=0)
     return r, (r % MAX_RANK) < rank
+
+
+@triton.jit
+def shrink_program(
+    program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
+    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
+    PROLOGUE: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """A shrink program: BLOCK_N rank rows of one row's s = A·f(x), A's rows of the row's
+    slot taking a one-token tile's weight rows, rounded to the activation dtype as the batched path
+    rounds A·x; zeros where the row's adapter holds no rank row (the expand multiplies them by B's
+    masked zeros: they must be finite)."""
+    blocks: tl.constexpr = (SHARDS * MAX_RANK + BLOCK_N - 1) // BLOCK_N
+    row = program // blocks
+    slot = tl.load(slots_ptr + row)
+    r, held = adapter_rows(ranks_ptr, slot, program % blocks * BLOCK_N, SHARDS, MAX_RANK, BLOCK_N)
+    row_ids = row + tl.arange(0, 1)
+    row_mask = row_ids < rows
+    x_rows = x_ptr + row_ids[:, None] * stride_x
+    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, 1, BLOCK_K)
+    a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
+    s = tile_products(x_rows, row_mask, rstd, a_rows, held, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K)
+    s = tl.where(held[None, :], s.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
+    tl.store(shrinks_ptr + row_ids[:, None] * stride_s + r[None, :], s, mask=(r < SHARDS * MAX_RANK)[None, :])
+    publish_shrink(counter_ptr)
 
 
 @triton.jit

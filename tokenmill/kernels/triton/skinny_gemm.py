@@ -29,7 +29,8 @@ import triton.language as tl
 from torch import Tensor
 
 from tokenmill.kernels.lora_mapping import LoRAWeights
-from tokenmill.kernels.triton.lora_fold import adapter_rows, expand, fold_args, publish_shrink
+from tokenmill.kernels.triton.gemv_rows import rows_rstd, tile_products
+from tokenmill.kernels.triton.lora_fold import expand, fold_args, shrink_program
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
@@ -37,92 +38,6 @@ MAX_BLOCK_N = 16
 DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
 DOT_BLOCK_K = 256  # K per tensor-core step: larger spilled the SiLU-and-mul prologue's registers
 DOT_STAGES = 3
-
-
-@triton.jit
-def prologue_activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl.constexpr):
-    """One [BLOCK_M, BLOCK_K] block of the GEMV input in fp32, rounded to the activation dtype as the
-    unfused kernels round their outputs: PROLOGUE 0 the raw rows, 1 their RMSNorm (`rstd` [BLOCK_M, 1]),
-    2 SiLU(gate) * up of their gate|up halves (up is `k` columns past gate)."""
-    dtype = x_ptrs.dtype.element_ty
-    x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-    if PROLOGUE == 1:  # one return at the end: Triton 3.6 compiles the code after a static early return
-        weight = tl.load(norm_weight_ptrs, mask=k_mask, other=0.0)
-        x = (weight[None, :] * (x * rstd).to(dtype)).to(tl.float32)
-    elif PROLOGUE == 2:
-        up = tl.load(x_ptrs + k, mask=x_mask, other=0.0).to(tl.float32)
-        x = (x * tl.sigmoid(x) * up).to(dtype).to(tl.float32)
-    return x
-
-
-@triton.jit
-def rows_rstd(x_rows, row_mask, k, eps, PROLOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK: tl.constexpr):
-    """[BLOCK_M, 1]: each row's RMSNorm factor 1 / sqrt(mean(x^2) + eps) under PROLOGUE 1 (else 0),
-    summed BLOCK columns at a time; x_rows [BLOCK_M, 1] points at the rows."""
-    rstd = tl.zeros([BLOCK_M, 1], dtype=tl.float32)
-    if PROLOGUE == 1:
-        squares = tl.zeros([BLOCK_M, BLOCK], dtype=tl.float32)
-        for k0 in range(0, k, BLOCK):
-            ks = k0 + tl.arange(0, BLOCK)
-            x_mask = row_mask[:, None] & (ks < k)[None, :]
-            x = tl.load(x_rows + ks[None, :], mask=x_mask, other=0.0).to(tl.float32)
-            squares += x * x
-        rstd = tl.rsqrt(tl.sum(squares, 1) / k + eps)[:, None]
-    return rstd
-
-
-@triton.jit
-def _products(
-    x_rows, row_mask, rstd, w_rows, w_mask, k, norm_weight_ptr,
-    PROLOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """[BLOCK_M, BLOCK_N] fp32: the prologue's activations of the rows `x_rows` ([BLOCK_M, 1] pointers)
-    times the BLOCK_N weight rows `w_rows` ([BLOCK_N, 1] pointers, K contiguous) `w_mask` keeps. One row
-    on the CUDA cores, through a [BLOCK_N, BLOCK_K] accumulator summed once at the end; more on the
-    tensor cores."""
-    if BLOCK_M == 1:
-        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-    else:
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, k, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_mask = ks < k
-        x_mask = row_mask[:, None] & k_mask[None, :]
-        a = prologue_activations(
-            x_rows + ks[None, :], x_mask, k, norm_weight_ptr + ks, k_mask, rstd, PROLOGUE
-        )
-        w = tl.load(w_rows + ks[None, :], mask=w_mask[:, None] & k_mask[None, :], other=0.0)
-        if BLOCK_M == 1:
-            acc += w.to(tl.float32) * a
-        else:
-            acc = tl.dot(a.to(w.dtype), tl.trans(w), acc, input_precision="ieee")
-    return tl.sum(acc, 1)[None, :] if BLOCK_M == 1 else acc
-
-
-@triton.jit
-def _shrink(
-    program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
-    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
-    PROLOGUE: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """A shrink program (`lora_fold`): BLOCK_N rank rows of one row's s = A·f(x), A's rows of the row's
-    slot taking a one-token tile's weight rows, rounded to the activation dtype as the batched path
-    rounds A·x; zeros where the row's adapter holds no rank row (the expand multiplies them by B's
-    masked zeros: they must be finite)."""
-    blocks: tl.constexpr = (SHARDS * MAX_RANK + BLOCK_N - 1) // BLOCK_N
-    row = program // blocks
-    slot = tl.load(slots_ptr + row)
-    r, held = adapter_rows(ranks_ptr, slot, program % blocks * BLOCK_N, SHARDS, MAX_RANK, BLOCK_N)
-    row_ids = row + tl.arange(0, 1)
-    row_mask = row_ids < rows
-    x_rows = x_ptr + row_ids[:, None] * stride_x
-    rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, 1, BLOCK_K)
-    a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
-    s = _products(x_rows, row_mask, rstd, a_rows, held, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K)
-    s = tl.where(held[None, :], s.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
-    tl.store(shrinks_ptr + row_ids[:, None] * stride_s + r[None, :], s, mask=(r < SHARDS * MAX_RANK)[None, :])
-    publish_shrink(counter_ptr)
 
 
 @triton.jit
@@ -146,7 +61,7 @@ def _gemv_tile(
     x_rows = x_ptr + row_ids[:, None] * stride_x
     rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, BLOCK_M, BLOCK_K)
     w_rows = weight_ptr + cols[:, None] * stride_w
-    y = _products(
+    y = tile_products(
         x_rows, row_mask, rstd, w_rows, col_mask, k, norm_weight_ptr, PROLOGUE, BLOCK_M, BLOCK_N, BLOCK_K
     )
     if HAS_BIAS:
@@ -179,7 +94,7 @@ def _gemv_program(
     programs and the rest tiles; without, every program a tile (the same code as before LoRA)."""
     program = tl.program_id(0)
     if HAS_LORA and program < producers:
-        _shrink(
+        shrink_program(
             program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
             lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counter_ptr,
             PROLOGUE, SHARDS, MAX_RANK, BLOCK_N, BLOCK_K,
