@@ -252,7 +252,9 @@ def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton kernels on CPU tensors")
-@pytest.mark.parametrize("max_rank", [MAX_FOLDED_RANK, 2 * MAX_FOLDED_RANK])
+@pytest.mark.parametrize(
+    "max_rank", [MAX_FOLDED_RANK, pytest.param(2 * MAX_FOLDED_RANK, marks=pytest.mark.slow)]
+)
 def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_model_dir) -> None:
     """The fused GEMVs carry LoRA deltas up to MAX_FOLDED_RANK; a larger `max_lora_rank` leaves the
     layers on the batched shrink/expand kernels, whose tiles do not grow with the rank."""

@@ -74,7 +74,7 @@ def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     )
 
 
-@pytest.mark.parametrize("programs_per_sm", [1, 64])
+@pytest.mark.parametrize("programs_per_sm", [pytest.param(1, marks=pytest.mark.slow), 64])
 def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
     programs_per_sm: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,15 +90,15 @@ def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
     assert not gemv_fusion.split_scratch(x.device)["count_ptr"].any()
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float16, marks=pytest.mark.slow), torch.bfloat16])
 def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a GPU (sm_80+) half-precision activations take the bf16x2 inline PTX, whose products and word
     sums round to bf16: within 1% of the output range of the fp32 reference and of the portable path's
     fp32 sums on the same inputs (under the interpreter both are the portable path)."""
-    packed, weight = packed_awq(OUT, 1024, 128)
-    x = draw(3, 1024, seed=30).to(dtype)
+    packed, weight = packed_awq(OUT, 512, 128)
+    x = draw(3, 512, seed=30).to(dtype)
     assert int4_gemv._uses_asm(x) == ON_GPU
     got = quant_gemv.gemv(x, packed).float()
     bound = 1e-2 * (x.float() @ weight).abs().max().item()

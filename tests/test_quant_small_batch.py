@@ -29,11 +29,12 @@ METHODS = {
     "fp8-channel": Fp8ChannelMethod,
     "fp8-block": lambda: Fp8BlockMethod((32, 32), checkpoint_is_fp8=False),
     "awq": lambda: AwqMethod(32, checkpoint_is_awq=False),
-    "awq-g128": lambda: AwqMethod(128, checkpoint_is_awq=False),  # the 4-bit GEMV of `int4_gemv`
+    "awq-g128": lambda: AwqMethod(128, checkpoint_is_awq=False),  # `int4_gemv` (K 256, below)
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
     "gptq8": lambda: GptqMethod(8, 32, checkpoint_is_gptq=False),
 }
-IN, OUT_SHARDS = 384, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
+IN, OUT_SHARDS = 192, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
+IN_FEATURES = {"awq-g128": 256}  # whole groups of 128 (K split in two on one CPU "SM")
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,8 @@ def _gemv_up_to_eight_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, key, 8)
 
 
-def quantized(kind: str, in_features: int = IN, bias: bool = True) -> QuantLinear:
+def quantized(kind: str, bias: bool = True) -> QuantLinear:
+    in_features = IN_FEATURES.get(kind, IN)
     layer = QuantLinear(in_features, OUT_SHARDS, bias, METHODS[kind]())
     for index, rows in enumerate(draw(sum(OUT_SHARDS), in_features, seed=31).mul(0.05).split(OUT_SHARDS)):
         layer.load("weight", rows, index)
@@ -69,7 +71,8 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
 # every format in float32; a byte and a packed format in half precision (bf16 on a GPU only: the
 # interpreter's bf16 arithmetic is numpy's float32)
 CASES = [
-    *((kind, torch.float32) for kind in sorted(METHODS)),
+    *((kind, torch.float32) for kind in sorted(METHODS) if kind != "awq-g128"),
+    pytest.param("awq-g128", torch.float32, marks=pytest.mark.slow),
     *(
         (kind, dtype)
         for kind in ("int8", "awq", "awq-g128")
@@ -81,9 +84,9 @@ CASES = [
 @pytest.mark.parametrize(("kind", "dtype"), CASES)
 def test_fused_gemv_with_norm_prologue_equals_norm_then_projection(kind: str, dtype: torch.dtype) -> None:
     layer = quantized(kind)
-    rows = 2
-    x = draw(rows, IN, seed=33).to(dtype)
-    norm_weight, eps = (torch.rand(IN) + 0.5).to(dtype), 1e-6
+    rows, k = 2, layer.in_features
+    x = draw(rows, k, seed=33).to(dtype)
+    norm_weight, eps = (torch.rand(k) + 0.5).to(dtype), 1e-6
     fused = layer.method.gemm.fused_gemv(layer, x, norm=(norm_weight, eps))
     unfused = layer(reference.rms_norm(x, norm_weight, eps)[0])
     assert fused.dtype == dtype and fused.shape == (rows, sum(OUT_SHARDS))
@@ -95,7 +98,7 @@ def test_fused_gemv_with_silu_mul_prologue_and_residual_equals_the_unfused_ops(
     kind: str, dtype: torch.dtype
 ) -> None:
     layer = quantized(kind, bias=False)
-    gate_up = draw(2, 2 * IN, seed=34).to(dtype)
+    gate_up = draw(2, 2 * layer.in_features, seed=34).to(dtype)
     residual = draw(2, sum(OUT_SHARDS), seed=35).to(dtype)
     fused = layer.method.gemm.fused_gemv(layer, gate_up, silu_mul=True, residual=residual)
     unfused = layer(reference.silu_and_mul(gate_up)) + residual
