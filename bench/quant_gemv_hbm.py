@@ -3,8 +3,8 @@ launch on its own copy of the weights (copies enough to rotate through more than
 reads HBM), all inside one CUDA graph. Prints us per launch and TB/s of weight bytes for bf16 (the fused
 GEMVs of `skinny_gemm`) and each quantized format (`quant_gemv.gemv`, which routes 4-bit weights to
 `int4_gemv`), with each projection's fusion (RMSNorm prologue for q|k|v and gate|up, residual epilogue
-for o, SiLU-and-mul prologue and residual for down). `bench/quant_tune.py --gemv` replays one weight, which
-the L2 holds for the 4-bit formats: use this one for bandwidth.
+for o, SiLU-and-mul prologue and residual for down). Replaying one weight instead would time the L2
+for the 4-bit formats, whose projections it holds.
 
 Usage: PYTHONPATH=. python bench/quant_gemv_hbm.py [--formats bf16,fp8-channel,int8,gptq4,awq]
 [--sweep] (also `GemvShape`s of the byte and packed kernels) [--out results.json]

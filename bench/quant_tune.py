@@ -4,11 +4,10 @@ For each weight-only format (int8, fp8 per channel decoded in registers, AWQ, GP
 Qwen3-8B projections, times `weight_only_gemm` with every candidate shape at decode sizes (1 and 16
 tokens) and at a prefill size (256), summed over the four projections, and prints one line per format
 and token count: the fastest shape, its microseconds, those of the shape `tiles_for` picks today, and
-bf16 cuBLAS's. A candidate that does not compile or launch on this GPU is skipped and named.
-`--gemv` sweeps the one-token decode GEMV (`quant_gemv.gemv`) instead: output tile widths and weight
-bytes per program and K step (`GemvShape`), summed over the projections at M = 1, against the shape
-`default_shape` picks and bf16's fused GEMV (`skinny_gemm.linear`, what bf16 decode runs).
-Usage: PYTHONPATH=. python bench/quant_tune.py [--formats awq,gptq4] [--gemv] [--out results.json]
+bf16 cuBLAS's. A candidate that does not compile or launch on this GPU is skipped and named. The
+one-token decode GEMV's shapes are swept by `bench/quant_gemv_hbm.py --sweep`, which reads the weights
+from HBM as a decode step does.
+Usage: PYTHONPATH=. python bench/quant_tune.py [--formats awq,gptq4] [--out results.json]
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ import json
 import torch
 from quant_gemm import FORMATS, build, projections, time_call
 
-from tokenmill.kernels.triton import quant_gemv, skinny_gemm
-from tokenmill.kernels.triton.weight_only_gemm import Tiles, WeightFormat, tiles_for, weight_only_gemm
+from tokenmill.kernels.triton.weight_only_gemm import Tiles, tiles_for, weight_only_gemm
 from tokenmill.quantization.triton_gemms import packed_weight
 
 DECODE = [Tiles(16, n, k, warps) for n, k, warps in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))]
@@ -32,8 +30,6 @@ PREFILL = [
 CANDIDATES = {1: DECODE, 16: DECODE, 256: PREFILL}
 SPLITS = {1: (None, 1, 2, 4, 8), 16: (None, 1, 2, 4, 8), 256: (None,)}  # None: split_k.plan's choice
 WEIGHT_ONLY = ("int8", "fp8-channel", "awq", "gptq4", "gptq8")
-GEMV_BLOCK_N = {False: (4, 8, 16, 32, 64), True: (16, 32, 64, 128)}  # bytes, packed words
-GEMV_TILE_BYTES = (4096, 8192, 16384, 32768)
 
 
 def sweep(fmt: str, device: torch.device) -> list[dict]:
@@ -68,43 +64,13 @@ def sweep(fmt: str, device: torch.device) -> list[dict]:
     return lines
 
 
-def sweep_gemv(fmt: str, device: torch.device) -> list[dict]:
-    """One line: the fastest GEMV shape at one token, the default's time and bf16's fused GEMV's."""
-    shapes = projections("qwen3-8b").values()
-    packed = [packed_weight(build(FORMATS[fmt](), inp, shards, device)) for inp, shards in shapes]
-    dense = [build(FORMATS["bf16"](), inp, shards, device).weight for inp, shards in shapes]
-    inputs = [torch.randn(1, p.in_features, dtype=torch.bfloat16, device=device) for p in packed]
-    bf16 = sum(time_call(lambda w=w, x=x: skinny_gemm.linear(x, w)) for w, x in zip(dense, inputs))
-    is_packed = packed[0].format == WeightFormat.GPTQ
-    timed: dict[str, float] = {}
-    for block_n, tile_bytes in itertools.product(GEMV_BLOCK_N[is_packed], GEMV_TILE_BYTES):
-        shape = quant_gemv.GemvShape(block_n, tile_bytes)
-        timed[repr(shape)] = sum(
-            time_call(lambda p=p, x=x, s=shape: quant_gemv.gemv(x, p, shape=s))
-            for p, x in zip(packed, inputs)
-        )
-    defaults = sum(time_call(lambda p=p, x=x: quant_gemv.gemv(x, p)) for p, x in zip(packed, inputs))
-    best, best_us = min(timed.items(), key=lambda item: item[1])
-    line = {
-        "format": fmt, "tokens": 1, "best": best, "best_us": round(best_us, 1),
-        "default_us": round(defaults, 1), "bf16_gemv_us": round(bf16, 1),
-        "best_speedup_vs_bf16": round(bf16 / best_us, 3),
-        "default_speedup_vs_bf16": round(bf16 / defaults, 3),
-        "all_us": {shape: round(us, 1) for shape, us in timed.items()},
-    }  # fmt: skip
-    print(json.dumps(line), flush=True)
-    return [line]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--formats", default=",".join(WEIGHT_ONLY))
-    parser.add_argument("--gemv", action="store_true", help="sweep the one-token GEMV's shapes instead")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda")
-    run = sweep_gemv if args.gemv else sweep
-    lines = [line for fmt in args.formats.split(",") for line in run(fmt, device)]
+    lines = [line for fmt in args.formats.split(",") for line in sweep(fmt, device)]
     if args.out:
         with open(args.out, "w") as file:
             json.dump({"device": torch.cuda.get_device_name(device), "lines": lines}, file, indent=2)

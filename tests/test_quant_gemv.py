@@ -66,7 +66,7 @@ def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
 def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     kind: str, block_n: int, tile_bytes: int
 ) -> None:
-    """bench/quant_tune.py --gemv times other shapes than `default_shape` picks."""
+    """bench/quant_gemv_hbm.py --sweep times other shapes than `default_shape` picks."""
     packed, weight = FORMATS[kind]()
     x = draw(1, IN, seed=28)
     close(

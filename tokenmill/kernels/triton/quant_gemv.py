@@ -19,9 +19,9 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   warps inside the loop would put a barrier between the chunks' loads.
 4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
 arithmetic, split K). Both kernels here take the fused small-batch path's element-wise neighbours
-(`gemv_fusion.Fusion`): the RMSNorm
-or SiLU-and-mul prologue, the bias and the residual epilogue. The references are the quantization
-methods' `apply` (x times the `dequantize_*` weight), with the unfused norm, activation and add around it.
+(`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual epilogue. The
+references are the quantization methods' `apply` (x times the `dequantize_*` weight), with the unfused
+norm, activation and add around it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ ACT_ORDER_CHUNK = 32  # chunk of rows whose groups are read per row (act-order, 
 @dataclass(frozen=True)
 class GemvShape:
     """One launch shape: BLOCK_N outputs per program, about `tile_bytes` weight bytes per program per K
-    step (`bench/quant_tune.py --gemv` sweeps others than `default_shape`)."""
+    step (`bench/quant_gemv_hbm.py --sweep` times others than `default_shape`)."""
 
     block_n: int
     tile_bytes: int
