@@ -20,10 +20,10 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.gemv_rows import prologue_activations, rows_rstd
+from tokenmill.kernels.triton.gemv_rows import prologue_activations, prologue_loads, rows_rstd
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
-SPLIT_PROGRAMS_PER_SM = 4  # fewer left the long K loops of q|k|v, o and down latency-bound (H100)
+SPLIT_PROGRAMS_PER_SM = 2  # with each K step's loads issued a step ahead (H100: 4 without that)
 MAX_SPLIT = 16
 PARTIAL_ELEMENTS = 1 << 20  # fp32 split sums of one launch (4 MB per device, allocated once)
 MAX_TILE_ROWS = 1 << 16  # (output tile, token row) arrival counts
@@ -77,6 +77,13 @@ def row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
     k_mask = k < K
     x_ptrs, norm_ptrs = x_row + k[None, :], norm_weight_ptr + k
     return prologue_activations(x_ptrs, k_mask[None, :], K, norm_ptrs, k_mask, rstd, PROLOGUE)
+
+
+@triton.jit
+def row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE: tl.constexpr):
+    """The loads of `row_inputs` (`gemv_rows.prologue_loads`), for `gemv_rows.prologue_finish`."""
+    k_mask = k < K
+    return prologue_loads(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, PROLOGUE)
 
 
 @triton.jit

@@ -14,14 +14,32 @@ def prologue_activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROL
     """One [BLOCK_M, BLOCK_K] block of the GEMV input in fp32, rounded to the activation dtype as the
     unfused kernels round their outputs: PROLOGUE 0 the raw rows, 1 their RMSNorm (`rstd` [BLOCK_M, 1]),
     2 SiLU(gate) * up of their gate|up halves (up is `k` columns past gate)."""
-    dtype = x_ptrs.dtype.element_ty
-    x = tl.load(x_ptrs, mask=x_mask, other=0.0).to(tl.float32)
-    if PROLOGUE == 1:  # one return at the end: Triton 3.6 compiles the code after a static early return
-        weight = tl.load(norm_weight_ptrs, mask=k_mask, other=0.0)
-        x = (weight[None, :] * (x * rstd).to(dtype)).to(tl.float32)
+    x, second = prologue_loads(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, PROLOGUE)
+    return prologue_finish(x, second, rstd, PROLOGUE)
+
+
+@triton.jit
+def prologue_loads(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, PROLOGUE: tl.constexpr):
+    """The loads of `prologue_activations`, apart so that a K loop can issue the next step's before it
+    computes this one's: (x, the norm weight [1, BLOCK_K] or up, or x again)."""
+    x = tl.load(x_ptrs, mask=x_mask, other=0.0)
+    second = x
+    if PROLOGUE == 1:
+        second = tl.load(norm_weight_ptrs, mask=k_mask, other=0.0)[None, :]
     elif PROLOGUE == 2:
-        up = tl.load(x_ptrs + k, mask=x_mask, other=0.0).to(tl.float32)
-        x = (x * tl.sigmoid(x) * up).to(dtype).to(tl.float32)
+        second = tl.load(x_ptrs + k, mask=x_mask, other=0.0)
+    return x, second
+
+
+@triton.jit
+def prologue_finish(x, second, rstd, PROLOGUE: tl.constexpr):
+    """The arithmetic of `prologue_activations` on what `prologue_loads` returned."""
+    dtype = x.dtype
+    x = x.to(tl.float32)
+    if PROLOGUE == 1:  # one return at the end: Triton 3.6 compiles the code after a static early return
+        x = (second * (x * rstd).to(dtype)).to(tl.float32)
+    elif PROLOGUE == 2:
+        x = (x * tl.sigmoid(x) * second.to(tl.float32)).to(dtype).to(tl.float32)
     return x
 
 

@@ -12,7 +12,9 @@ bytes, slower than bf16. Two changes make the bytes the limit again:
   round to bf16, fp16 activations too (0.3-0.6% of an output's range from the fp32 sums on random
   weights; fp16 arithmetic would be finer for fp16 models but overflows four products past ~1000).
 - K is split (`gemv_fusion.split_count`) so that a projection runs several programs per SM, the last
-  split of each output tile adding the splits in order (`gemv_fusion.store_split_row`).
+  split of each output tile adding the splits in order (`gemv_fusion.store_split_row`), and each
+  program issues the loads of its next K step (words, zero points, scales, activations) before it
+  computes the current one, so a program keeps two steps' bytes in flight.
 The portable path (Triton's interpreter, fp32 activations, GPUs before sm_80) computes the same sums in
 fp32 with plain Triton.
 """
@@ -29,12 +31,13 @@ import triton.language as tl
 from tokenmill.kernels.triton.gemv_fusion import (
     MAX_ROWS,
     Fusion,
-    row_inputs,
+    row_loads,
     row_rstd,
     split_count,
     split_scratch,
     store_split_row,
 )
+from tokenmill.kernels.triton.gemv_rows import prologue_finish
 from tokenmill.kernels.triton.packed_int import zero_points
 from tokenmill.kernels.triton.split_k import num_sms
 from tokenmill.kernels.triton.weight_only_gemm import PackedWeight
@@ -120,6 +123,21 @@ def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.conste
     return sums
 
 
+@triton.jit
+def _k_step_loads(w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k0, K, n, n_mask, stride_wk, stride_zg,
+                  stride_sg, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, PROLOGUE: tl.constexpr,
+                  BLOCK_K: tl.constexpr):  # fmt: skip
+    """Everything one K step from k0 reads: its words, its group's zero points and scales, and the
+    prologue's loads of its activations."""
+    word_rows = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+    words = tl.load(w_ptr + word_rows[:, None] * stride_wk + n[None, :], mask=n_mask, other=0)
+    group = tl.zeros([1], tl.int32) + k0 // GROUP
+    zeros = zero_points(zero_ptr, group, n, n_mask, stride_zg, 4, ZERO_OFFSET)
+    scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask, other=0.0)
+    x, second = row_loads(x_row, k0 + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
+    return words, zeros, scales, x, second
+
+
 @triton.jit(do_not_specialize=["rows"])
 def _int4_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr,
@@ -128,7 +146,8 @@ def _int4_gemv_kernel(
     BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...)."""
+    """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...),
+    each K step's loads issued one step ahead (the last step reloads itself rather than run past K)."""
     WORD_ROWS: tl.constexpr = BLOCK_K // 8
     pid = tl.program_id(0)
     split, tile_row = pid % SPLIT, pid // SPLIT
@@ -136,16 +155,21 @@ def _int4_gemv_kernel(
     n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = (n < N)[None, :]
     x_row = x_ptr + row * stride_x
-    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
-    word_rows = tl.arange(0, WORD_ROWS)
-    acc = tl.zeros([WORD_ROWS, BLOCK_N], tl.float32)
     k_start = split * k_per_split
-    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
-        words = tl.load(w_ptr + (k0 // 8 + word_rows)[:, None] * stride_wk + n[None, :], mask=n_mask, other=0)
-        group = tl.zeros([1], tl.int32) + k0 // GROUP
-        zeros = zero_points(zero_ptr, group, n, n_mask, stride_zg, 4, ZERO_OFFSET)
-        scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask, other=0.0)
-        x = row_inputs(x_row, k0 + tl.arange(0, BLOCK_K), K, norm_weight_ptr, rstd, PROLOGUE)
+    k_end = tl.minimum(k_start + k_per_split, K)
+    loaded = _k_step_loads(
+        w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k_start, K, n, n_mask, stride_wk, stride_zg,
+        stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, BLOCK_K,
+    )  # fmt: skip
+    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
+    acc = tl.zeros([WORD_ROWS, BLOCK_N], tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        words, zeros, scales, x, second = loaded
+        loaded = _k_step_loads(
+            w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K), K,
+            n, n_mask, stride_wk, stride_zg, stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, BLOCK_K,
+        )  # fmt: skip
+        x = prologue_finish(x, second, rstd, PROLOGUE)
         lo, hi = tl.split(tl.permute(tl.reshape(x, [WORD_ROWS, 2, 4]), (0, 2, 1)))  # rows 8w+i, 8w+4+i
         acc += _word_sums(words, zeros, lo, hi, WORD_ROWS, BLOCK_N, USE_ASM) * scales.to(tl.float32)
     store_split_row(
