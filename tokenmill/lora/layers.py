@@ -35,7 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, LoRAMapping, LoRAWeights, ShrinkScratch
+from tokenmill.kernels.lora_mapping import (
+    MAX_FOLDED_RANK,
+    MAX_SITES,
+    LoRAMapping,
+    LoRAWeights,
+    ShrinkScratch,
+)
 from tokenmill.kernels.ops import SMALL_BATCH_MAX_ROWS, Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
@@ -52,6 +58,18 @@ class LoRAStep:
         self.scratch = ShrinkScratch.allocate(SMALL_BATCH_MAX_ROWS, device)  # the fused GEMVs' shrinks
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
+        self.sites = 0  # projections wrapped so far, each launching its fused GEMVs under its own tag
+
+    def new_site(self) -> int:
+        """A site for one more wrapped projection (`ShrinkScratch`): distinct, below MAX_SITES."""
+        assert self.sites < MAX_SITES, f"more than {MAX_SITES} LoRA-wrapped projections"
+        self.sites += 1
+        return self.sites - 1
+
+    def begin_forward(self) -> None:
+        """Called as each forward pass starts (eager, and inside what a CUDA graph captures): fresh tags
+        for its fused GEMVs' flags."""
+        self.scratch.begin_forward()
 
     def load(self, host: LoRAMapping, always: bool) -> None:
         """Upload the step's mapping (built by the input builder in pinned host memory) and note its
@@ -101,6 +119,7 @@ class LoRALinear(DeltaProjection):
         self.targeted_slots: set[int] = set()  # slots whose adapter targets this projection
         self._delta_weights: dict[int, LoRAWeights] = {}  # by row count: views of persistent buffers
         self.step = step
+        self.site = step.new_site()
         self.ops = ops
         sharded = isinstance(base, ShardedLinear)
         self.column_parts = base.row_parts if sharded and base.split == "column" else None
@@ -129,7 +148,13 @@ class LoRALinear(DeltaProjection):
         if rows not in self._delta_weights:
             token_slots = self.step.mapping.token_slots[:rows]
             self._delta_weights[rows] = LoRAWeights(
-                self.lora_a, self.lora_b, self.lora_ranks, self.out_shards, token_slots, self.step.scratch
+                self.lora_a,
+                self.lora_b,
+                self.lora_ranks,
+                self.out_shards,
+                token_slots,
+                self.step.scratch,
+                self.site,
             )
         return self._delta_weights[rows]
 
@@ -195,6 +220,8 @@ class LoRAModel:
                 wrapper = LoRALinear(base, max_loras, max_rank, self.step, ops, embeddings.dtype)
                 setattr(owner, attribute, wrapper)
                 self.wrappers[(index, path)] = wrapper
+        # every call of the model, eager or captured into a graph, starts a new generation of tags
+        model.register_forward_pre_hook(lambda module, args: self.step.begin_forward())
 
     def check(self, adapter: LoRAAdapter) -> None:
         """Raise ValueError if an adapter's layers or shapes do not fit this model."""
