@@ -40,15 +40,34 @@ class LoRAMapping:
     tile_ends: torch.Tensor  # [tiles] int32: and where they end (at most TILE_TOKENS later)
 
     @classmethod
-    def empty(cls, max_tokens: int, num_slots: int, device: torch.device) -> LoRAMapping:
-        """A mapping in which no token has an adapter (what CUDA graphs are captured with)."""
+    def packed(cls, buffer: torch.Tensor, max_tokens: int, num_slots: int) -> LoRAMapping:
+        """Views of `buffer` ([packed_size] int32) laid out in PACKED_ORDER, set to a mapping in which no
+        token has an adapter (what CUDA graphs are captured with)."""
+        views = {}
+        for name, (offset, size) in packed_layout(max_tokens, num_slots).items():
+            views[name] = buffer[offset : offset + size].fill_(NO_ADAPTER if name.endswith("slots") else 0)
+        return cls(**views)
 
-        def full(size: int, value: int) -> torch.Tensor:
-            return torch.full((size,), value, dtype=torch.int32, device=device)
 
-        num_tiles = max_tiles(max_tokens, num_slots)
-        return cls(full(max_tokens, NO_ADAPTER), full(max_tokens, 0), full(num_tiles, NO_ADAPTER),
-                   full(num_tiles, 0), full(num_tiles, 0))  # fmt: skip
+# The arrays of a mapping in one buffer, the short tile arrays first and token_slots last: a step's
+# arrays lie within one prefix of it, so one copy uploads them (`LoRAStep.load`) where there were five
+# (the prefix holds the unused tails of the first four too: at most max_tokens + 3 * max_tiles values).
+PACKED_ORDER = ("tile_slots", "tile_starts", "tile_ends", "sorted_tokens", "token_slots")
+
+
+def packed_layout(max_tokens: int, num_slots: int) -> dict[str, tuple[int, int]]:
+    """Each array's (offset, length) in a packed buffer for steps of up to `max_tokens` tokens."""
+    tiles = max_tiles(max_tokens, num_slots)
+    lengths = dict(tile_slots=tiles, tile_starts=tiles, tile_ends=tiles, sorted_tokens=max_tokens,
+                   token_slots=max_tokens)  # fmt: skip
+    offsets = np.cumsum([0] + [lengths[name] for name in PACKED_ORDER]).tolist()
+    return {name: (offsets[i], lengths[name]) for i, name in enumerate(PACKED_ORDER)}
+
+
+def packed_size(max_tokens: int, num_slots: int) -> int:
+    """The values a packed buffer holds."""
+    offset, length = packed_layout(max_tokens, num_slots)[PACKED_ORDER[-1]]
+    return offset + length
 
 
 @dataclass(frozen=True)

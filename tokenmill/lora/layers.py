@@ -35,12 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
+from tokenmill.engine.host_staging import HostStaging
 from tokenmill.kernels.lora_mapping import (
     MAX_FOLDED_RANK,
     MAX_SITES,
     LoRAMapping,
     LoRAWeights,
     ShrinkScratch,
+    packed_layout,
+    packed_size,
 )
 from tokenmill.kernels.ops import SMALL_BATCH_MAX_ROWS, Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
@@ -54,7 +57,10 @@ class LoRAStep:
     so CUDA graphs captured over them replay under whatever mapping `load` wrote last."""
 
     def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
-        self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
+        self.layout = packed_layout(max_tokens, max_loras)
+        self.packed = torch.empty(packed_size(max_tokens, max_loras), dtype=torch.int32, device=device)
+        self.mapping = LoRAMapping.packed(self.packed, max_tokens, max_loras)
+        self.staging = HostStaging(device)  # where `load` packs a step's arrays for their one upload
         self.scratch = ShrinkScratch.allocate(SMALL_BATCH_MAX_ROWS, device)  # the fused GEMVs' shrinks
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
@@ -72,18 +78,22 @@ class LoRAStep:
         self.scratch.begin_forward()
 
     def load(self, host: LoRAMapping, always: bool) -> None:
-        """Upload the step's mapping (built by the input builder in pinned host memory) and note its
-        slots, so wrappers no slot targets skip their LoRA ops; with `always` (a graph replay reads the
-        buffers whatever the step) every wrapper runs them."""
+        """Upload the step's mapping (built by the input builder) in one copy, packed in a pinned host
+        buffer laid out as the device's (`PACKED_ORDER`), and note its slots, so wrappers no slot
+        targets skip their LoRA ops; with `always` (a graph replay reads the buffers whatever the step)
+        every wrapper runs them."""
         self.slots = None if always else frozenset(host.tile_slots[host.tile_slots >= 0].tolist())
         if self.slots == frozenset():
             return
-        tokens, tiles, mapping = host.token_slots.numel(), host.tile_slots.numel(), self.mapping
-        mapping.token_slots[:tokens].copy_(host.token_slots, non_blocking=True)
-        mapping.sorted_tokens[:tokens].copy_(host.sorted_tokens, non_blocking=True)
-        mapping.tile_slots[:tiles].copy_(host.tile_slots, non_blocking=True)
-        mapping.tile_starts[:tiles].copy_(host.tile_starts, non_blocking=True)
-        mapping.tile_ends[:tiles].copy_(host.tile_ends, non_blocking=True)
+        self.staging.next_step()
+        end = self.layout["token_slots"][0] + host.token_slots.numel()
+        staged = self.staging.tensor("lora_mapping", end, torch.int32)
+        values = staged.numpy()
+        for name, (offset, length) in self.layout.items():
+            array = getattr(host, name).numpy()
+            assert array.size <= length, f"the step's {name} outgrows its buffer"
+            values[offset : offset + array.size] = array
+        self.packed[:end].copy_(staged, non_blocking=True)
 
     def runs(self, targeted: set[int]) -> bool:
         """Whether a wrapper whose adapters sit in the `targeted` slots runs its LoRA ops this step."""
