@@ -20,14 +20,14 @@ program) with the launch's tag, after a barrier (every thread's stores are issue
 semantics (they are visible to whoever reads the stamp with acquire). A tile program polls, with
 acquire, the flags of the shrink blocks its rows and rank values need until each holds the tag, then
 reads s past L1 (.cg), where no line of an earlier launch can linger. The tag, `generation` + the
-projection's site, is distinct for every launch: the sites of a model are distinct and the generation
-moves on by MAX_SITES once per forward, on the device, so a captured graph's replays get new tags too. A
-flag left by an earlier launch therefore never matches, and no flag needs a reset. Nor does a program
-overwrite a flag another launch still waits on: launches on one stream run one after another. A tile
-program writes nothing: the count every tile arrived at, which the launch's last tile reset, cost 0.19
-ms of a 1.38 ms step (Qwen3-0.6B, rank 16, H100), all tiles queueing on one address. Triton (3.6) has no
-acquire load, so the tiles poll with an acquire add of 0, which changes nothing: polling alone cost
-0.05 ms there.
+projection's site, is distinct for every launch: the sites of a model are distinct, a forward launches
+each at most once, and the generation moves on by MAX_SITES once per forward, on the device, so a
+captured graph's replays get new tags too. A flag left by an earlier launch therefore never matches, and
+no flag needs a reset. Nor does a program overwrite a flag another launch still waits on: launches on
+one stream run one after another. A tile program changes nothing: the count every tile added itself to,
+which the launch's last tile reset, cost 0.19 ms of a 1.38 ms step (Qwen3-0.6B, rank 16, H100), all
+tiles queueing on one address. Triton (3.6) has no acquire load, so the tiles poll with an acquire add
+of 0: polling one count so cost 0.05 ms there.
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
 row's s depends only on its own activations and the tile shape, not on the other rows. A row under
