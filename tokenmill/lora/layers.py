@@ -230,7 +230,8 @@ class LoRAModel:
                 wrapper = LoRALinear(base, max_loras, max_rank, self.step, ops, embeddings.dtype)
                 setattr(owner, attribute, wrapper)
                 self.wrappers[(index, path)] = wrapper
-        # every call of the model, eager or captured into a graph, starts a new generation of tags
+        # Every call of the model, eager or captured into a graph (a device-side add the replays repeat),
+        # gives its fused GEMVs fresh tags: a hook, so no model code and no graph path has to remember it.
         model.register_forward_pre_hook(lambda module, args: self.step.begin_forward())
 
     def check(self, adapter: LoRAAdapter) -> None:
