@@ -30,14 +30,15 @@ PROJECTIONS = {
 TARGETS = {"qkv": (1, 0, 1), "o": (0,), "gate_up": (0, 0), "down": (0,)}  # which shards q and v touch
 
 
-def graph_time_us(step: Callable[[], None], layers: int) -> float:
-    """Median replay time of a graph of `layers` calls of `step`, per call, in microseconds."""
-    step()
+def graph_time_us(step: Callable[[int], None], layers: int) -> float:
+    """Median replay time of a graph of `step` of layers 0 .. `layers`, per layer, in microseconds."""
+    for layer in range(layers):
+        step(layer)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(layers):
-            step()
+        for layer in range(layers):
+            step(layer)
     times = []
     for _ in range(20):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -57,43 +58,61 @@ def adapters(
     targeted: tuple[int, ...],
     token_slots: torch.Tensor,
     scratch: ShrinkScratch,
-) -> LoRAWeights:
-    """`slots` random rank-`rank` adapters of one projection, on the `targeted` shards (1) only."""
+    sites: list[int],
+) -> list[LoRAWeights]:
+    """`slots` random rank-`rank` adapters of one projection, on the `targeted` shards (1) only, as the
+    projection of each layer (its own site: tags must differ within a forward)."""
     dtype = torch.bfloat16
     a = (torch.randn(slots, len(shards), rank, k) / k**0.5).to(dtype)
     b = (torch.randn(slots, sum(shards), rank) * 0.01).to(dtype)
     ranks = torch.tensor([[rank * t for t in targeted]] * slots, dtype=torch.int32)
-    return LoRAWeights(a, b, ranks, shards, token_slots, scratch)
+    return [LoRAWeights(a, b, ranks, shards, token_slots, scratch, site) for site in sites]
 
 
 def layer_step(
-    rows: int, rank: int, slots: int | None, row_slots: list[int], qv_only: bool
-) -> Callable[[], None]:
-    """The four GEMVs of one layer; `slots` None: no LoRA."""
+    rows: int, rank: int, slots: int | None, row_slots: list[int], qv_only: bool, layers: int
+) -> Callable[[int], None]:
+    """The four GEMVs of a layer; `slots` None: no LoRA. Layer 0 starts a forward (fresh LoRA tags)."""
     dtype, calls = torch.bfloat16, []
     token_slots = torch.tensor(row_slots, dtype=torch.int32)
     scratch = ShrinkScratch.allocate(rows, token_slots.device)  # one for every projection, as in the model
-    for name, (k, shards, prologue) in PROJECTIONS.items():
+    for index, (name, (k, shards, prologue)) in enumerate(PROJECTIONS.items()):
         n = sum(shards)
         x = torch.randn(rows, 2 * k if prologue == "silu_mul" else k, dtype=dtype)
         weight = (torch.randn(n, k) / k**0.5).to(dtype)
         residual = torch.randn(rows, n, dtype=dtype)
         targeted = TARGETS[name] if qv_only else (1,) * len(shards)
-        lora = None if slots is None else adapters(k, shards, rank, slots, targeted, token_slots, scratch)
+        sites = [len(PROJECTIONS) * layer + index for layer in range(layers)]
+        loras = [None] * layers
+        if slots is not None:
+            loras = adapters(k, shards, rank, slots, targeted, token_slots, scratch, sites)
         if prologue == "norm":
             norm = torch.ones(k, dtype=dtype)
             calls.append(
-                lambda x=x, w=weight, norm=norm, lora=lora: skinny_gemm.rms_norm_linear(
-                    x, norm, 1e-6, w, None, lora
+                lambda layer, x=x, w=weight, norm=norm, loras=loras: skinny_gemm.rms_norm_linear(
+                    x, norm, 1e-6, w, None, loras[layer]
                 )
             )
         elif prologue == "silu_mul":
             calls.append(
-                lambda x=x, w=weight, r=residual, lora=lora: skinny_gemm.silu_mul_linear(x, w, r, lora)
+                lambda layer, x=x, w=weight, r=residual, loras=loras: skinny_gemm.silu_mul_linear(
+                    x, w, r, loras[layer]
+                )
             )
         else:
-            calls.append(lambda x=x, w=weight, r=residual, lora=lora: skinny_gemm.linear(x, w, None, r, lora))
-    return lambda: [call() for call in calls]
+            calls.append(
+                lambda layer, x=x, w=weight, r=residual, loras=loras: skinny_gemm.linear(
+                    x, w, None, r, loras[layer]
+                )
+            )
+
+    def step(layer: int) -> None:
+        if layer == 0:
+            scratch.begin_forward()
+        for call in calls:
+            call(layer)
+
+    return step
 
 
 def main() -> None:
@@ -118,7 +137,9 @@ def main() -> None:
         }
         times = {}
         for name, (slots, row_slots, qv_only) in setups.items():
-            times[name] = graph_time_us(layer_step(rows, args.rank, slots, row_slots, qv_only), args.layers)
+            times[name] = graph_time_us(
+                layer_step(rows, args.rank, slots, row_slots, qv_only, args.layers), args.layers
+            )
             share = 1 - times["base"] / times[name]
             per_step = times[name] * args.layers
             line = f"rows {rows}, {name}: {times[name]:.1f} us per layer, {per_step:.0f} us per step"

@@ -30,9 +30,12 @@ def _full_ranks(num_slots: int, shards: int, rank: int) -> torch.Tensor:
     return torch.full((num_slots, shards), rank, dtype=torch.int32, device=DEVICE)
 
 
-def _mapping(token_slots: list[int], num_slots: int) -> LoRAMapping:
+def _mapping(token_slots: list[int], num_slots: int, device: torch.device = DEVICE) -> LoRAMapping:
     slots = np.array(token_slots, dtype=np.int32)
-    return LoRAMapping(*(torch.from_numpy(a).to(DEVICE) for a in (slots, *tiles(slots, num_slots))))
+    return LoRAMapping(*(torch.from_numpy(a).to(device) for a in (slots, *tiles(slots, num_slots))))
+
+
+HOST = torch.device("cpu")  # where the input builder leaves a step's mapping for `LoRAStep.load`
 
 
 def _definition(x, a, b, out_shards, token_slots):
@@ -144,14 +147,41 @@ def test_a_step_runs_the_lora_ops_of_its_adapters_targets_unless_a_graph_replays
     from tokenmill.lora.layers import LoRAStep
 
     step = LoRAStep(max_tokens=8, max_loras=3, device=DEVICE)
-    step.load(_mapping([1, 1, 0], 3), always=False)
+    step.load(_mapping([1, 1, 0], 3, HOST), always=False)
     assert step.runs({0, 2}) and step.runs({1}) and not step.runs({2}) and not step.runs(set())
     assert step.mapping.tile_slots[:4].tolist() == [0, 1, NO_ADAPTER, NO_ADAPTER]
     assert step.mapping.sorted_tokens[:3].tolist() == [2, 0, 1]
-    step.load(_mapping([NO_ADAPTER] * 4, 3), always=False)
+    step.load(_mapping([NO_ADAPTER] * 4, 3, HOST), always=False)
     assert not step.runs({0, 1, 2})  # eager: nothing to add, nothing launched
-    step.load(_mapping([NO_ADAPTER] * 4, 3), always=True)
+    step.load(_mapping([NO_ADAPTER] * 4, 3, HOST), always=True)
     assert step.runs(set()) and (step.mapping.tile_slots == NO_ADAPTER).all()  # a graph finds no tile
+
+
+def test_a_step_uploads_its_mapping_in_one_copy() -> None:
+    """Steps of 5, then 1, then 7 tokens: each `load` is one copy, after which every array's first
+    entries (as many as the step has) are the step's, on the device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from tokenmill.lora.layers import LoRAStep
+
+    class CountCopies(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.copies = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.copies += func is torch.ops.aten.copy_.default
+            return func(*args, **(kwargs or {}))
+
+    step = LoRAStep(max_tokens=8, max_loras=3, device=DEVICE)
+    for token_slots in ([1, NO_ADAPTER, 0, 2, 1], [2], [0, 0, 1, NO_ADAPTER, 2, 2, 2]):
+        host = _mapping(token_slots, 3, HOST)
+        with CountCopies() as counted:
+            step.load(host, always=True)
+        assert counted.copies == 1
+        for name in ("token_slots", "sorted_tokens", "tile_slots", "tile_starts", "tile_ends"):
+            want = getattr(host, name)
+            assert getattr(step.mapping, name)[: want.numel()].tolist() == want.tolist(), name
 
 
 def compile_batched_kernels(capability: int) -> None:
@@ -220,7 +250,7 @@ def test_a_plain_projection_shrinks_in_its_base_gemm(bias: bool) -> None:
     pairs = [(torch.randn(4, 32), torch.randn(16, 4)), (torch.randn(3, 32), torch.randn(8, 3))]
     wrapper.fill_slot(1, pairs, scaling=0.5)
     token_slots = [1, NO_ADAPTER, 1] * 6
-    step.load(_mapping(token_slots, 2), always=False)
+    step.load(_mapping(token_slots, 2, HOST), always=False)
     x = torch.randn(len(token_slots), 32)
     with count_launches() as launches:
         y = wrapper(x)

@@ -22,6 +22,7 @@ NO_ADAPTER = -1
 # grow with the rank (rank 64 compiles without spills on sm_90; 256 would not fit sm_120's shared memory).
 MAX_FOLDED_RANK = 64
 MAX_LORA_SHARDS = 3  # fused shards one projection's adapter spans: q|k|v at most
+MAX_SITES = 4096  # LoRA-wrapped projections a model may have, each launching under its own tag
 TILE_TOKENS = 16
 
 
@@ -39,33 +40,66 @@ class LoRAMapping:
     tile_ends: torch.Tensor  # [tiles] int32: and where they end (at most TILE_TOKENS later)
 
     @classmethod
-    def empty(cls, max_tokens: int, num_slots: int, device: torch.device) -> LoRAMapping:
-        """A mapping in which no token has an adapter (what CUDA graphs are captured with)."""
+    def packed(cls, buffer: torch.Tensor, max_tokens: int, num_slots: int) -> LoRAMapping:
+        """Views of `buffer` ([packed_size] int32) laid out in PACKED_ORDER, set to a mapping in which no
+        token has an adapter (what CUDA graphs are captured with)."""
+        views = {}
+        for name, (offset, size) in packed_layout(max_tokens, num_slots).items():
+            views[name] = buffer[offset : offset + size].fill_(NO_ADAPTER if name.endswith("slots") else 0)
+        return cls(**views)
 
-        def full(size: int, value: int) -> torch.Tensor:
-            return torch.full((size,), value, dtype=torch.int32, device=device)
 
-        num_tiles = max_tiles(max_tokens, num_slots)
-        return cls(full(max_tokens, NO_ADAPTER), full(max_tokens, 0), full(num_tiles, NO_ADAPTER),
-                   full(num_tiles, 0), full(num_tiles, 0))  # fmt: skip
+# The arrays of a mapping in one buffer, the short tile arrays first and token_slots last: a step's
+# arrays lie within one prefix of it, so one copy uploads them (`LoRAStep.load`) where there were five
+# (the prefix holds the unused tails of the first four too: at most max_tokens + 3 * max_tiles values).
+PACKED_ORDER = ("tile_slots", "tile_starts", "tile_ends", "sorted_tokens", "token_slots")
+
+
+def packed_layout(max_tokens: int, num_slots: int) -> dict[str, tuple[int, int]]:
+    """Each array's (offset, length) in a packed buffer for steps of up to `max_tokens` tokens."""
+    tiles = max_tiles(max_tokens, num_slots)
+    lengths = dict(tile_slots=tiles, tile_starts=tiles, tile_ends=tiles, sorted_tokens=max_tokens,
+                   token_slots=max_tokens)  # fmt: skip
+    offsets = np.cumsum([0] + [lengths[name] for name in PACKED_ORDER]).tolist()
+    return {name: (offsets[i], lengths[name]) for i, name in enumerate(PACKED_ORDER)}
+
+
+def packed_size(max_tokens: int, num_slots: int) -> int:
+    """The values a packed buffer holds."""
+    offset, length = packed_layout(max_tokens, num_slots)[PACKED_ORDER[-1]]
+    return offset + length
 
 
 @dataclass(frozen=True)
 class ShrinkScratch:
-    """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the
-    counter the tiles wait on (`lora_fold`). Allocated once, before CUDA graphs are captured, so every
-    graph reads the same addresses; each launch leaves the counter at 0 for the next. One set serves
-    every projection of the model: launches on one stream run one after another (no programmatic
-    dependent launch), so no two of them use it at the same time."""
+    """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the flags
+    that say it is there (`lora_fold`). Allocated once, before CUDA graphs are captured, so every graph
+    reads the same addresses. One set serves every projection of the model: launches on one stream run
+    one after another (no programmatic dependent launch), so no two of them use it at the same time.
+
+    A shrink program stamps its flag with its launch's tag, `generation` + the projection's site, and a
+    tile waits until the flags it needs hold that tag. `begin_forward` moves the generation on by
+    MAX_SITES on the device (inside a captured graph too), so each launch of a forward, and of every
+    forward after it, has a tag no flag holds yet: nothing is ever reset. int64 never wraps."""
 
     shrinks: torch.Tensor  # [rows, MAX_LORA_SHARDS * MAX_FOLDED_RANK] float32 (values in the model dtype)
-    counter: torch.Tensor  # [1] int32: shrink programs done, then tile programs past their wait
+    flags: torch.Tensor  # [rows * MAX_LORA_SHARDS * MAX_FOLDED_RANK] int64: each shrink program's last tag
+    generation: torch.Tensor  # [1] int64: the current forward's first tag
 
     @classmethod
     def allocate(cls, rows: int, device: torch.device) -> ShrinkScratch:
-        """Room for `rows` rows (the widest small batch) of any foldable adapter."""
+        """Room for `rows` rows (the widest small batch) of any foldable adapter, as many shrink programs
+        a row as it has rank rows (one-row tiles). Flags start at -1, which no tag equals."""
         width = MAX_LORA_SHARDS * MAX_FOLDED_RANK
-        return cls(torch.zeros(rows, width, device=device), torch.zeros(1, dtype=torch.int32, device=device))
+        return cls(
+            torch.zeros(rows, width, device=device),
+            torch.full((rows * width,), -1, dtype=torch.int64, device=device),
+            torch.zeros(1, dtype=torch.int64, device=device),
+        )
+
+    def begin_forward(self) -> None:
+        """Give the forward about to run (each of its sites launching at most once) fresh tags."""
+        self.generation.add_(MAX_SITES)
 
 
 @dataclass(frozen=True)
@@ -79,6 +113,7 @@ class LoRAWeights:
     out_shards: tuple[int, ...]  # the fused shards' output widths (q|k|v, gate|up)
     token_slots: torch.Tensor  # [rows] int32: each row's slot, NO_ADAPTER for the base model
     scratch: ShrinkScratch  # where its shrink programs leave s: one for every projection of the model
+    site: int  # the projection's index in the model, below MAX_SITES: a launch's tag is generation + site
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

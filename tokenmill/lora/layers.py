@@ -35,7 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, LoRAMapping, LoRAWeights, ShrinkScratch
+from tokenmill.engine.host_staging import HostStaging
+from tokenmill.kernels.lora_mapping import (
+    MAX_FOLDED_RANK,
+    MAX_SITES,
+    LoRAMapping,
+    LoRAWeights,
+    ShrinkScratch,
+    packed_layout,
+    packed_size,
+)
 from tokenmill.kernels.ops import SMALL_BATCH_MAX_ROWS, Ops
 from tokenmill.lora.adapter import TARGET_MODULES, LoRAAdapter
 from tokenmill.models.llama import LlamaForCausalLM
@@ -48,24 +57,43 @@ class LoRAStep:
     so CUDA graphs captured over them replay under whatever mapping `load` wrote last."""
 
     def __init__(self, max_tokens: int, max_loras: int, device: torch.device) -> None:
-        self.mapping = LoRAMapping.empty(max_tokens, max_loras, device)
+        self.layout = packed_layout(max_tokens, max_loras)
+        self.packed = torch.empty(packed_size(max_tokens, max_loras), dtype=torch.int32, device=device)
+        self.mapping = LoRAMapping.packed(self.packed, max_tokens, max_loras)
+        self.staging = HostStaging(device)  # where `load` packs a step's arrays for their one upload
         self.scratch = ShrinkScratch.allocate(SMALL_BATCH_MAX_ROWS, device)  # the fused GEMVs' shrinks
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
+        self.sites = 0  # projections wrapped so far, each launching its fused GEMVs under its own tag
+
+    def new_site(self) -> int:
+        """A site for one more wrapped projection (`ShrinkScratch`): distinct, below MAX_SITES."""
+        assert self.sites < MAX_SITES, f"more than {MAX_SITES} LoRA-wrapped projections"
+        self.sites += 1
+        return self.sites - 1
+
+    def begin_forward(self) -> None:
+        """Called as each forward pass starts (eager, and inside what a CUDA graph captures): fresh tags
+        for its fused GEMVs' flags."""
+        self.scratch.begin_forward()
 
     def load(self, host: LoRAMapping, always: bool) -> None:
-        """Upload the step's mapping (built by the input builder in pinned host memory) and note its
-        slots, so wrappers no slot targets skip their LoRA ops; with `always` (a graph replay reads the
-        buffers whatever the step) every wrapper runs them."""
+        """Upload the step's mapping (built by the input builder) in one copy, packed in a pinned host
+        buffer laid out as the device's (`PACKED_ORDER`), and note its slots, so wrappers no slot
+        targets skip their LoRA ops; with `always` (a graph replay reads the buffers whatever the step)
+        every wrapper runs them."""
         self.slots = None if always else frozenset(host.tile_slots[host.tile_slots >= 0].tolist())
         if self.slots == frozenset():
             return
-        tokens, tiles, mapping = host.token_slots.numel(), host.tile_slots.numel(), self.mapping
-        mapping.token_slots[:tokens].copy_(host.token_slots, non_blocking=True)
-        mapping.sorted_tokens[:tokens].copy_(host.sorted_tokens, non_blocking=True)
-        mapping.tile_slots[:tiles].copy_(host.tile_slots, non_blocking=True)
-        mapping.tile_starts[:tiles].copy_(host.tile_starts, non_blocking=True)
-        mapping.tile_ends[:tiles].copy_(host.tile_ends, non_blocking=True)
+        self.staging.next_step()
+        end = self.layout["token_slots"][0] + host.token_slots.numel()
+        staged = self.staging.tensor("lora_mapping", end, torch.int32)
+        values = staged.numpy()
+        for name, (offset, length) in self.layout.items():
+            array = getattr(host, name).numpy()
+            assert array.size <= length, f"the step's {name} outgrows its buffer"
+            values[offset : offset + array.size] = array
+        self.packed[:end].copy_(staged, non_blocking=True)
 
     def runs(self, targeted: set[int]) -> bool:
         """Whether a wrapper whose adapters sit in the `targeted` slots runs its LoRA ops this step."""
@@ -101,6 +129,7 @@ class LoRALinear(DeltaProjection):
         self.targeted_slots: set[int] = set()  # slots whose adapter targets this projection
         self._delta_weights: dict[int, LoRAWeights] = {}  # by row count: views of persistent buffers
         self.step = step
+        self.site = step.new_site()
         self.ops = ops
         sharded = isinstance(base, ShardedLinear)
         self.column_parts = base.row_parts if sharded and base.split == "column" else None
@@ -129,7 +158,13 @@ class LoRALinear(DeltaProjection):
         if rows not in self._delta_weights:
             token_slots = self.step.mapping.token_slots[:rows]
             self._delta_weights[rows] = LoRAWeights(
-                self.lora_a, self.lora_b, self.lora_ranks, self.out_shards, token_slots, self.step.scratch
+                self.lora_a,
+                self.lora_b,
+                self.lora_ranks,
+                self.out_shards,
+                token_slots,
+                self.step.scratch,
+                self.site,
             )
         return self._delta_weights[rows]
 
@@ -195,6 +230,9 @@ class LoRAModel:
                 wrapper = LoRALinear(base, max_loras, max_rank, self.step, ops, embeddings.dtype)
                 setattr(owner, attribute, wrapper)
                 self.wrappers[(index, path)] = wrapper
+        # Every call of the model, eager or captured into a graph (a device-side add the replays repeat),
+        # gives its fused GEMVs fresh tags: a hook, so no model code and no graph path has to remember it.
+        model.register_forward_pre_hook(lambda module, args: self.step.begin_forward())
 
     def check(self, adapter: LoRAAdapter) -> None:
         """Raise ValueError if an adapter's layers or shapes do not fit this model."""
