@@ -61,7 +61,7 @@ def adapters(
     sites: list[int],
 ) -> list[LoRAWeights]:
     """`slots` random rank-`rank` adapters of one projection, on the `targeted` shards (1) only, as the
-    projection of each layer (its own site: tags must differ within a forward)."""
+    projection of each layer (its own site: a forward launches each site once)."""
     dtype = torch.bfloat16
     a = (torch.randn(slots, len(shards), rank, k) / k**0.5).to(dtype)
     b = (torch.randn(slots, sum(shards), rank) * 0.01).to(dtype)
@@ -72,7 +72,7 @@ def adapters(
 def layer_step(
     rows: int, rank: int, slots: int | None, row_slots: list[int], qv_only: bool, layers: int
 ) -> Callable[[int], None]:
-    """The four GEMVs of a layer; `slots` None: no LoRA. Layer 0 starts a forward (fresh LoRA tags)."""
+    """The four GEMVs of a layer; `slots` None: no LoRA. Layer 0 starts a forward (the LoRA counts zeroed)."""
     dtype, calls = torch.bfloat16, []
     token_slots = torch.tensor(row_slots, dtype=torch.int32)
     scratch = ShrinkScratch.allocate(rows, token_slots.device)  # one for every projection, as in the model

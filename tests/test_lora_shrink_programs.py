@@ -1,8 +1,8 @@
 """The shrink programs of the LoRA-folded GEMVs (`lora_fold`), in Triton's interpreter: for 1 to 8 rows
 under a mix of adapters (one targeting some shards only, one of a rank below the slots' padding) and
-rows without one, each prologue equals the PyTorch reference; every shrink program stamps its flag with
-the launch's tag, so repeated launches (graph replays) and launches of other projections in between give
-the same output; a tile waits for every shrink program whose values it reads; and a row's output depends
+rows without one, each prologue equals the PyTorch reference; every shrink program counts itself in at
+its projection's site, so repeated forwards (graph replays) and launches of other projections in between
+give the same output; and a row's output depends
 on its own input and adapter only, not on the other rows nor on how many there are (2 to 8). On a GPU
 (`TRITON_INTERPRET=0 pytest tests/test_lora_shrink_programs.py`) the same tests run compiled, where the
 tiles really wait on the shrink programs, and the repeated launches look for a race."""
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import MAX_SITES, NO_ADAPTER, LoRAWeights, ShrinkScratch
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAWeights, ShrinkScratch
 
 skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
 lora_fold = pytest.importorskip("tokenmill.kernels.triton.lora_fold")
@@ -65,7 +65,7 @@ def _inputs(prologue: str, rows: int, seed: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _run(ops, prologue: str, x, weight, residual, lora: LoRAWeights, forward: bool = True) -> torch.Tensor:
-    """One launch; `forward`: a Triton one as the first of a forward pass (fresh tags)."""
+    """One launch; `forward`: a Triton one as the first of a forward pass (the counts zeroed)."""
     if forward and ops is skinny_gemm:
         lora.scratch.begin_forward()
     norm = torch.linspace(0.5, 1.5, K, device=DEVICE)
@@ -108,7 +108,7 @@ def test_each_row_gets_its_own_adapters_delta(rows: int | str, prologue: str, mo
     got = _run(skinny_gemm, prologue, x, weight, residual, lora)
     want = _run(reference, prologue, x, weight, residual, _no_nan_rows(lora))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    _assert_stamped(lora, prologue, rows, skinny_gemm.num_sms(DEVICE))
+    _assert_counted(lora, prologue, rows, skinny_gemm.num_sms(DEVICE))
 
 
 def _producers(lora: LoRAWeights, prologue: str, rows: int, sms: int) -> int:
@@ -117,29 +117,29 @@ def _producers(lora: LoRAWeights, prologue: str, rows: int, sms: int) -> int:
     return rows * triton.cdiv(len(lora.out_shards) * MAX_RANK, block_n)
 
 
-def _assert_stamped(lora: LoRAWeights, prologue: str, rows: int, sms: int) -> None:
-    """Every shrink program of the last launch holds its tag, the current generation plus the site."""
-    tag = lora.scratch.generation.item() + lora.site
-    producers = _producers(lora, prologue, rows, sms)
-    assert lora.scratch.flags[:producers].tolist() == [tag] * producers
+def _assert_counted(lora: LoRAWeights, prologue: str, rows: int, sms: int) -> None:
+    """Every shrink program of the last launch counted itself in at its site, and no other site moved."""
+    counts = lora.scratch.counts.tolist()
+    assert counts[lora.site] == _producers(lora, prologue, rows, sms)
+    assert set(counts[: lora.site] + counts[lora.site + 1 :]) == {0}
 
 
 @pytest.mark.parametrize(("rows", "prologue"), [(1, "norm"), (5, "none"), (5, "silu_mul")])
-def test_repeated_launches_stamp_fresh_tags_and_agree(rows: int, prologue: str) -> None:
-    """As a CUDA graph replays a forward: same buffers, same output, each launch under a tag MAX_SITES
-    past the last, which every shrink program stamps (a stale stamp never equals a launch's tag)."""
+def test_repeated_forwards_count_afresh_and_agree(rows: int, prologue: str) -> None:
+    """As a CUDA graph replays a forward: same buffers, same output, the site's count zeroed as each
+    forward starts and left at the launch's shrink programs by it (a count kept from the last forward
+    would let the tiles read s before it is written)."""
     lora = _lora(prologue, SLOTS[:rows], site=3)
     x, weight, residual = _inputs(prologue, rows, seed=0)
     first = _run(skinny_gemm, prologue, x, weight, residual, lora)
-    for launch in range(1, LAUNCHES):
+    for _ in range(1, LAUNCHES):
         assert torch.equal(_run(skinny_gemm, prologue, x, weight, residual, lora), first)
-        assert lora.scratch.generation.item() == (launch + 1) * MAX_SITES
-    _assert_stamped(lora, prologue, rows, 16)
+        _assert_counted(lora, prologue, rows, 16)
 
 
 def test_launches_of_two_sites_in_one_forward_share_the_scratch() -> None:
-    """q|k|v (norm, site 0) then o (site 1) on one scratch in one generation, as a layer runs them: both
-    equal the reference, o's shrink programs hold o's tag and q|k|v's others keep q|k|v's."""
+    """q|k|v (norm, site 0) then o (site 1) on one scratch in one forward, as a layer runs them: both
+    equal the reference, and each site holds its own launch's shrink programs."""
     scratch = ShrinkScratch.allocate(8, DEVICE)
     rows = 3
     qkv, o = _lora("norm", SLOTS[:rows], 0, scratch), _lora("none", SLOTS[:rows], 1, scratch)
@@ -152,13 +152,9 @@ def test_launches_of_two_sites_in_one_forward_share_the_scratch() -> None:
         first = _run(skinny_gemm, "norm", x, weight, residual, qkv)
         second = _run(skinny_gemm, "none", x, weight, residual, o, forward=False)
         torch.testing.assert_close([first, second], want, rtol=1e-4, atol=1e-4)
-    generation = scratch.generation.item()
-    qkv_producers, o_producers = _producers(qkv, "norm", rows, 16), _producers(o, "none", rows, 16)
-    assert o_producers < qkv_producers
-    flags = scratch.flags.tolist()
-    assert flags[:o_producers] == [generation + 1] * o_producers
-    assert flags[o_producers:qkv_producers] == [generation] * (qkv_producers - o_producers)
-    assert set(flags[qkv_producers:]) == {-1}
+    counts = scratch.counts.tolist()
+    assert counts[:2] == [_producers(qkv, "norm", rows, 16), _producers(o, "none", rows, 16)]
+    assert set(counts[2:]) == {0}
 
 
 @pytest.mark.parametrize(
@@ -180,34 +176,3 @@ def test_a_rows_output_depends_only_on_its_own_row(prologue: str) -> None:
         assert torch.equal(got[[0, 2]], full[[0, 2]])
     pair = _run(skinny_gemm, prologue, x[:2], weight, residual[:2], lora)
     assert torch.equal(pair[0], full[0])
-
-
-@triton.jit
-def _mark_needed_flags(
-    marks_ptr, rows, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
-):  # fmt: skip
-    """Marks each flag a tile of rows 0 .. BLOCK_M reading rank values r0 .. r0 + BLOCK_R waits for."""
-    row_ids = tl.arange(0, BLOCK_M)
-    flag_ids, needed = lora_fold.shrink_flags(row_ids, row_ids < rows, r0, SHARDS, MAX_RANK, BLOCK_N, BLOCK_R)
-    tl.store(marks_ptr + flag_ids, 1, mask=needed)
-
-
-@pytest.mark.skipif(ON_GPU, reason="the interpreter's stores land in host tensors")
-@pytest.mark.parametrize(
-    ("shards", "max_rank", "block_m", "block_n", "block_r"),
-    [(3, 8, 1, 16, 16), (3, 8, 16, 16, 32), (3, 16, 1, 1, 16), (1, 16, 1, 4, 16), (3, 64, 16, 16, 64),
-     (2, 20, 1, 16, 32), (2, 20, 1, 8, 64), (3, 16, 1, 2, 64)],
-)  # fmt: skip
-def test_a_tile_waits_for_exactly_the_shrink_programs_it_reads(shards, max_rank, block_m, block_n, block_r):
-    """For each rank value a tile reads (from its shard's first, or 0, up to BLOCK_R, within the rank
-    rows), of each real row, the flag of the shrink program that writes it (program row * blocks + the
-    value // BLOCK_N); no other flag."""
-    blocks = triton.cdiv(shards * max_rank, block_n)
-    rows = min(block_m, 3)
-    for r0 in range(0, shards * max_rank, max_rank):
-        marks = torch.zeros(2 * block_m * blocks, dtype=torch.int32)
-        _mark_needed_flags[(1,)](marks, rows, r0, shards, max_rank, block_m, block_n, block_r)
-        end = min(r0 + block_r, shards * max_rank)
-        want = {row * blocks + r // block_n for row in range(rows) for r in range(r0, end)}
-        assert set(marks.nonzero().flatten().tolist()) == want

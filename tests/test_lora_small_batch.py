@@ -19,7 +19,7 @@ from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.launch_count import count_launches
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, MAX_SITES, NO_ADAPTER, LoRAWeights, ShrinkScratch
+from tokenmill.kernels.lora_mapping import MAX_FOLDED_RANK, NO_ADAPTER, LoRAWeights, ShrinkScratch
 
 skinny_gemm = pytest.importorskip("tokenmill.kernels.triton.skinny_gemm")
 lora_fold = pytest.importorskip("tokenmill.kernels.triton.lora_fold")
@@ -66,7 +66,7 @@ def _definition(x, weight, bias, residual, lora: LoRAWeights, prologue, norm) ->
 
 
 def _run(ops, prologue, x, weight, bias, residual, norm, lora):
-    """One launch, as a forward of its own (fresh tags)."""
+    """One launch, as a forward of its own (the counts zeroed)."""
     if lora is not None:
         lora.scratch.begin_forward()
     if prologue == "norm":
@@ -156,12 +156,12 @@ def test_a_column_tile_expands_only_its_shards_rank_values() -> None:
 
 def compile_every_variant(capability: int) -> None:
     """Each folded kernel in bf16 (called in a fresh Python: see `run_compiled`), its shrink programs
-    (their flag's release) and tiles (the acquire poll of their flags): one-token and tensor-core tiles,
+    (their count's release) and tiles (the acquire poll of the count): one-token and tensor-core tiles,
     one shard's and every shard's rank values."""
     x = torch.empty(1, dtype=torch.bfloat16)
-    ints, tags = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int64)
+    ints = torch.empty(1, dtype=torch.int32)
     lora = dict(lora_a_ptr=x, lora_b_ptr=x, ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1),
-                stride_s=192, flags_ptr=tags, generation_ptr=tags, site=5, producers=3, shard_end0=2048,
+                stride_s=192, counts_ptr=ints, site=5, producers=3, shard_end0=2048,
                 shard_end1=3072, HAS_LORA=True, MAX_RANK=16)  # fmt: skip
     sizes = dict(rows=1, n=4096, k=1024, stride_x=1024, stride_w=1024, stride_o=4096)
     residual = dict(residual_ptr=x, stride_r=4096, HAS_RESIDUAL=True)
@@ -274,26 +274,30 @@ def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_mo
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton kernels on CPU tensors")
-def test_each_forward_gets_fresh_tags_and_each_projection_its_own_site(tiny_model_dir, tmp_path) -> None:
-    """The wrapped projections' sites are distinct (0 .. 4 per layer), each forward pass moves the
-    generation on by MAX_SITES once, and after a fused decode step the flags of its last launch (the last
-    layer's down projection) hold that forward's tag of that projection."""
+def test_each_forward_zeroes_the_counts_and_each_projection_counts_at_its_own_site(
+    tiny_model_dir, tmp_path
+) -> None:
+    """The wrapped projections' sites are distinct (0 .. 4 per layer), each forward pass zeroes the
+    counts once as it starts, and after a fused decode step every projection's site holds its launch's
+    shrink programs (one row: its rank rows over the launch's tile width), the other sites none."""
     from tests.helpers.lora_adapters import save_adapter
     from tokenmill.lora.layers import LoRALinear
 
     path = save_adapter(tiny_model_dir("qwen3"), tmp_path, seed=1)
     llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", kernels="triton", enable_lora=True)
-    model, scratch = llm.engine.runner.model, llm.engine.runner.lora_step.scratch
+    model, step = llm.engine.runner.model, llm.engine.runner.lora_step
     wrappers = [module for module in model.modules() if isinstance(module, LoRALinear)]
     assert [wrapper.site for wrapper in wrappers] == list(range(4 * len(model.layers)))
     forwards, forward = [], model.forward
     model.forward = lambda *args: forwards.append(args) or forward(*args)
-    before = scratch.generation.item()
+    starts, begin_forward = [], step.begin_forward
+    step.begin_forward = lambda: starts.append(1) or begin_forward()
     try:
         params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
         llm.generate([[5, 6, 7]], params, use_tqdm=False, lora_request=LoRARequest("a", str(path)))
     finally:
-        del model.forward
-    generation = scratch.generation.item()
-    assert generation - before == MAX_SITES * len(forwards) and len(forwards) >= 2
-    assert scratch.flags[0].item() == generation + wrappers[-1].site
+        del model.forward, step.begin_forward
+    assert len(starts) == len(forwards) >= 2
+    counts = step.scratch.counts.tolist()
+    assert all(counts[wrapper.site] > 0 for wrapper in wrappers)
+    assert set(counts[len(wrappers) :]) == {0}

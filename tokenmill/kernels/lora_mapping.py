@@ -22,7 +22,7 @@ NO_ADAPTER = -1
 # grow with the rank (rank 64 compiles without spills on sm_90; 256 would not fit sm_120's shared memory).
 MAX_FOLDED_RANK = 64
 MAX_LORA_SHARDS = 3  # fused shards one projection's adapter spans: q|k|v at most
-MAX_SITES = 4096  # LoRA-wrapped projections a model may have, each launching under its own tag
+MAX_SITES = 4096  # LoRA-wrapped projections a model may have, each counting at its own site
 TILE_TOKENS = 16
 
 
@@ -72,34 +72,30 @@ def packed_size(max_tokens: int, num_slots: int) -> int:
 
 @dataclass(frozen=True)
 class ShrinkScratch:
-    """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the flags
-    that say it is there (`lora_fold`). Allocated once, before CUDA graphs are captured, so every graph
-    reads the same addresses. One set serves every projection of the model: launches on one stream run
-    one after another (no programmatic dependent launch), so no two of them use it at the same time.
+    """Where a fused GEMV's shrink programs leave each row's A·f(x) for its tile programs, and the count
+    of shrink programs done that the tiles wait on (`lora_fold`). Allocated once, before CUDA graphs are
+    captured, so every graph reads the same addresses. One set serves every projection of the model:
+    launches on one stream run one after another (no programmatic dependent launch), so no two of them
+    use it at the same time.
 
-    A shrink program stamps its flag with its launch's tag, `generation` + the projection's site, and a
-    tile waits until the flags it needs hold that tag. `begin_forward` moves the generation on by
-    MAX_SITES on the device (inside a captured graph too), so each launch of a forward, and of every
-    forward after it, has a tag no flag holds yet: nothing is ever reset. int64 never wraps."""
+    Each projection counts at its own site, and a forward launches each site at most once, so zeroing
+    every count as a forward starts (`begin_forward`, on the device: inside a captured graph too) is the
+    only reset: no tile program writes anything, and no launch waits on another's count."""
 
     shrinks: torch.Tensor  # [rows, MAX_LORA_SHARDS * MAX_FOLDED_RANK] float32 (values in the model dtype)
-    flags: torch.Tensor  # [rows * MAX_LORA_SHARDS * MAX_FOLDED_RANK] int64: each shrink program's last tag
-    generation: torch.Tensor  # [1] int64: the current forward's first tag
+    counts: torch.Tensor  # [MAX_SITES] int32: each site's shrink programs done in this forward
 
     @classmethod
     def allocate(cls, rows: int, device: torch.device) -> ShrinkScratch:
-        """Room for `rows` rows (the widest small batch) of any foldable adapter, as many shrink programs
-        a row as it has rank rows (one-row tiles). Flags start at -1, which no tag equals."""
+        """Room for `rows` rows (the widest small batch) of any foldable adapter."""
         width = MAX_LORA_SHARDS * MAX_FOLDED_RANK
         return cls(
-            torch.zeros(rows, width, device=device),
-            torch.full((rows * width,), -1, dtype=torch.int64, device=device),
-            torch.zeros(1, dtype=torch.int64, device=device),
+            torch.zeros(rows, width, device=device), torch.zeros(MAX_SITES, dtype=torch.int32, device=device)
         )
 
     def begin_forward(self) -> None:
-        """Give the forward about to run (each of its sites launching at most once) fresh tags."""
-        self.generation.add_(MAX_SITES)
+        """Zero every site's count for the forward about to run (each of its sites launching at most once)."""
+        self.counts.zero_()
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ class LoRAWeights:
     out_shards: tuple[int, ...]  # the fused shards' output widths (q|k|v, gate|up)
     token_slots: torch.Tensor  # [rows] int32: each row's slot, NO_ADAPTER for the base model
     scratch: ShrinkScratch  # where its shrink programs leave s: one for every projection of the model
-    site: int  # the projection's index in the model, below MAX_SITES: a launch's tag is generation + site
+    site: int  # the projection's index in the model, below MAX_SITES: where its shrink programs count
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

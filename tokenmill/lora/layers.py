@@ -64,7 +64,7 @@ class LoRAStep:
         self.scratch = ShrinkScratch.allocate(SMALL_BATCH_MAX_ROWS, device)  # the fused GEMVs' shrinks
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
-        self.sites = 0  # projections wrapped so far, each launching its fused GEMVs under its own tag
+        self.sites = 0  # projections wrapped so far, each counting its fused GEMVs' shrinks at its own site
 
     def new_site(self) -> int:
         """A site for one more wrapped projection (`ShrinkScratch`): distinct, below MAX_SITES."""
@@ -73,8 +73,8 @@ class LoRAStep:
         return self.sites - 1
 
     def begin_forward(self) -> None:
-        """Called as each forward pass starts (eager, and inside what a CUDA graph captures): fresh tags
-        for its fused GEMVs' flags."""
+        """Called as each forward pass starts (eager, and inside what a CUDA graph captures): every site's
+        count of shrink programs back to zero."""
         self.scratch.begin_forward()
 
     def load(self, host: LoRAMapping, always: bool) -> None:
@@ -230,8 +230,8 @@ class LoRAModel:
                 wrapper = LoRALinear(base, max_loras, max_rank, self.step, ops, embeddings.dtype)
                 setattr(owner, attribute, wrapper)
                 self.wrappers[(index, path)] = wrapper
-        # Every call of the model, eager or captured into a graph (a device-side add the replays repeat),
-        # gives its fused GEMVs fresh tags: a hook, so no model code and no graph path has to remember it.
+        # Every call of the model, eager or captured into a graph (a device-side memset the replays repeat),
+        # zeroes its fused GEMVs' counts: a hook, so no model code and no graph path has to remember it.
         model.register_forward_pre_hook(lambda module, args: self.step.begin_forward())
 
     def check(self, adapter: LoRAAdapter) -> None:

@@ -6,8 +6,8 @@ cost half a decode step (Qwen3-0.6B on an H100: 4 launches, 16.9 us per layer). 
 a projection also computes its delta, in two kinds of program of one launch. The first programs of the
 grid are shrink programs: each computes a block of one row's s = A·f(x) (after the same RMSNorm or
 SiLU-and-mul prologue) as a one-token tile computes its outputs, A's rows standing for weight rows,
-leaves it in `ShrinkScratch` and flags itself done. The tile programs after them run the base GEMV
-untouched, then wait for the flags and add B·s in their epilogue. When every tile program repeated its
+leaves it in `ShrinkScratch` and counts itself done. The tile programs after them run the base GEMV
+untouched, then wait for the count and add B·s in their epilogue. When every tile program repeated its
 row's shrink in its K loop instead, the A rows outweighed the weight rows of the narrow one-token tiles
 (4 weight rows against 16 of A for Qwen3-0.6B's o and down) and the GEMVs took 1.8x the base's time.
 
@@ -15,19 +15,16 @@ Waiting inside a launch is safe because the GPU dispatches a grid's programs in 
 hardware does, though CUDA promises no order): every shrink program has an SM before any tile program
 waits, and shrink programs never wait; the interpreter runs programs in order of id too.
 
-A shrink program says it is done by stamping its own flag (`ShrinkScratch.flags`, one per shrink
-program) with the launch's tag, after a barrier (every thread's stores are issued) and with release
-semantics (they are visible to whoever reads the stamp with acquire). A tile program polls, with
-acquire, the flags of the shrink blocks its rows and rank values need until each holds the tag, then
-reads s past L1 (.cg), where no line of an earlier launch can linger. The tag, `generation` + the
-projection's site, is distinct for every launch: the sites of a model are distinct, a forward launches
-each at most once, and the generation moves on by MAX_SITES once per forward, on the device, so a
-captured graph's replays get new tags too. A flag left by an earlier launch therefore never matches, and
-no flag needs a reset. Nor does a program overwrite a flag another launch still waits on: launches on
-one stream run one after another. A tile program changes nothing: the count every tile added itself to,
-which the launch's last tile reset, cost 0.19 ms of a 1.38 ms step (Qwen3-0.6B, rank 16, H100), all
-tiles queueing on one address. Triton (3.6) has no acquire load, so the tiles poll with an acquire add
-of 0: polling one count so cost 0.05 ms there.
+A shrink program says it is done by adding one, after a barrier (every thread's stores are issued) and
+with release semantics, to its projection's count (`ShrinkScratch.counts`, one per site); a tile
+program polls that count with acquire until all the launch's shrink programs are in, then reads s past
+L1 (.cg), where no line of an earlier launch can linger. The counts are zeroed once as each forward
+starts, and a forward launches each site at most once, so no tile writes anything: the count every
+tile used to add itself to, so that the launch's last tile could reset it, cost 0.19 ms of a 1.38 ms
+step (Qwen3-0.6B, rank 16, H100), all tiles queueing on one address; per-launch tags stamped on each
+shrink program's flag, polled flag by flag, and s stamped with the tag in its own 64-bit word were
+slower than this one count (docs/benchmarks.md). Triton (3.6) has no acquire load, so the tiles poll
+with an acquire add of 0 (plain volatile loads, with or without a fence after, were slower).
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
 row's s depends only on its own activations and the tile shape, not on the other rows. A row under
@@ -64,7 +61,7 @@ def adapter_rows(ranks_ptr, slot, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constex
 @triton.jit
 def shrink_program(
     program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
-    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, tag,
+    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
     PROLOGUE: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -84,7 +81,7 @@ def shrink_program(
     s = tile_products(x_rows, row_mask, rstd, a_rows, held, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K)
     s = tl.where(held[None, :], s.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
     tl.store(shrinks_ptr + row_ids[:, None] * stride_s + r[None, :], s, mask=(r < SHARDS * MAX_RANK)[None, :])
-    publish_shrink(flags_ptr + program, tag)
+    publish_shrink(counts_ptr + site)
 
 
 @triton.jit
@@ -100,57 +97,32 @@ def _first_rank_row(
 
 
 @triton.jit
-def launch_tag(generation_ptr, site):
-    """The tag of this launch's flags: the forward's generation plus the projection's site."""
-    return tl.load(generation_ptr) + site
-
-
-@triton.jit
-def publish_shrink(flag_ptr, tag):
-    """Stamp a shrink program's flag with the launch's tag once all its threads' stores are issued (the
-    barrier), and visible to whoever reads the stamp with acquire (release)."""
+def publish_shrink(count_ptr):
+    """Count a shrink program done once all its threads' stores are issued (the barrier), and visible to
+    whoever reads the count with acquire (release)."""
     tl.debug_barrier()
-    tl.atomic_xchg(flag_ptr, tag, sem="release")
+    tl.atomic_add(count_ptr, 1, sem="release")
 
 
 @triton.jit
-def shrink_flags(
-    row_ids, row_mask, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-):  # fmt: skip
-    """The flags (indices, and which are needed) of the shrink programs that write rank values r0 ..
-    r0 + BLOCK_R of the rows `row_ids`: shrink program p computes block p % blocks of row p // blocks.
-    The values span at most BLOCK_R / BLOCK_N + 1 blocks (r0 need not be a multiple of BLOCK_N), which
-    SPAN, a power of two, covers (BLOCK_N and BLOCK_R are powers of two, BLOCK_R >= BLOCK_N)."""
-    blocks: tl.constexpr = (SHARDS * MAX_RANK + BLOCK_N - 1) // BLOCK_N
-    SPAN: tl.constexpr = 2 * BLOCK_R // (BLOCK_N + (BLOCK_N == 1))
-    block = r0 // BLOCK_N + tl.arange(0, SPAN)
-    end = tl.minimum(r0 + BLOCK_R, SHARDS * MAX_RANK)
-    needed = row_mask[:, None] & (block * BLOCK_N < end)[None, :]
-    return row_ids[:, None] * blocks + block[None, :], needed
-
-
-@triton.jit
-def _await_shrinks(flags_ptr, flag_ids, needed, tag):
-    """Poll the `needed` flags (acquire: a shrink program's stores are visible once its stamp is seen)
-    until each holds this launch's tag."""
-    waiting = 1
-    while waiting > 0:
-        seen = tl.atomic_add(flags_ptr + flag_ids, 0, mask=needed, sem="acquire")
-        waiting = tl.sum(((seen != tag) & needed).to(tl.int32))
+def _await_shrinks(count_ptr, producers):
+    """Poll the launch's count (acquire: the shrink programs' stores are visible once it is seen) until
+    all `producers` shrink programs are in."""
+    arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
+    while arrived < producers:
+        arrived = tl.atomic_add(count_ptr, 0, sem="acquire")
 
 
 @triton.jit
 def expand(
-    row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr,
-    tag, n, first_col, shard_end0, shard_end1,
-    SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr,
+    site, producers, n, first_col, shard_end0, shard_end1,
+    SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     """The [BLOCK_M, BLOCK_N] delta B·s of the rows `row_ids` and the columns `cols` (from `first_col`):
     each row's B, of its own slot, each column taking the rank values of its own shard. B is loaded
     before the wait for the shrink programs' s, so its loads overlap the wait; s is read past L1 (.cg),
-    where no line of an earlier launch can linger. BLOCK_N is the launch's, which its shrink programs
-    share."""
+    where no line of an earlier launch can linger."""
     row_slots = tl.load(slots_ptr + row_ids, mask=row_mask, other=-1)
     r0 = _first_rank_row(first_col, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R)
     col_shard = (cols >= shard_end0).to(tl.int32) + (cols >= shard_end1).to(tl.int32)
@@ -167,8 +139,7 @@ def expand(
         mask=(within[None, :, :] >= 0) & (within[None, :, :] < rank[:, :, None]),
         other=0.0,
     )
-    flag_ids, needed = shrink_flags(row_ids, row_mask, r0, SHARDS, MAX_RANK, BLOCK_N, BLOCK_R)
-    _await_shrinks(flags_ptr, flag_ids, needed, tag)
+    _await_shrinks(counts_ptr + site, producers)
     s = tl.load(
         shrinks_ptr + row_ids[:, None] * stride_s + r[None, :],
         mask=row_mask[:, None] & (r < SHARDS * MAX_RANK)[None, :],
@@ -187,24 +158,22 @@ def fold_args(
     of one row, as a tile takes BLOCK_N weight rows, so it moves what a tile moves. Without LoRA,
     placeholders that keep the no-LoRA kernel one compiled variant, and no shrink program."""
     if lora is None:
-        pointers = ("lora_a_ptr", "lora_b_ptr", "ranks_ptr", "slots_ptr", "shrinks_ptr", "flags_ptr",
-                    "generation_ptr")  # fmt: skip
+        pointers = ("lora_a_ptr", "lora_b_ptr", "ranks_ptr", "slots_ptr", "shrinks_ptr", "counts_ptr")
         return dict(**dict.fromkeys(pointers, placeholder), stride_s=0, producers=0, site=0, shard_end0=0,
                     shard_end1=0, HAS_LORA=False, SHARDS=1, MAX_RANK=1, BLOCK_R=1)  # fmt: skip
     _, shards, max_rank, _ = lora.a.shape
     assert shards == len(lora.out_shards) <= MAX_LORA_SHARDS and sum(lora.out_shards) == n
     assert lora.a.is_contiguous() and lora.b.is_contiguous() and lora.ranks.is_contiguous()
-    shrinks, flags = lora.scratch.shrinks, lora.scratch.flags
+    shrinks = lora.scratch.shrinks
     assert rows <= shrinks.shape[0] and shards * max_rank <= shrinks.shape[1], "s outgrows its scratch"
-    producers = rows * triton.cdiv(shards * max_rank, block_n)
-    assert producers <= flags.numel() and 0 <= lora.site < MAX_SITES
+    assert 0 <= lora.site < MAX_SITES
     ends = [*itertools.accumulate(lora.out_shards)][:-1]
     one_shard_tiles = all(end % block_n == 0 for end in ends)
     block_r = max(MIN_BLOCK_R, triton.next_power_of_2(max_rank if one_shard_tiles else shards * max_rank))
     shard_end0, shard_end1 = [*ends, n, n][:2]
     return dict(
         lora_a_ptr=lora.a, lora_b_ptr=lora.b, ranks_ptr=lora.ranks, slots_ptr=lora.token_slots,
-        shrinks_ptr=shrinks, flags_ptr=flags, generation_ptr=lora.scratch.generation,
-        stride_s=shrinks.stride(0), producers=producers, site=lora.site, shard_end0=shard_end0,
+        shrinks_ptr=shrinks, counts_ptr=lora.scratch.counts, stride_s=shrinks.stride(0),
+        producers=rows * triton.cdiv(shards * max_rank, block_n), site=lora.site, shard_end0=shard_end0,
         shard_end1=shard_end1, HAS_LORA=True, SHARDS=shards, MAX_RANK=max_rank, BLOCK_R=block_r,
     )  # fmt: skip

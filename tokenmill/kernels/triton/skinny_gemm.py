@@ -30,7 +30,7 @@ from torch import Tensor
 
 from tokenmill.kernels.lora_mapping import LoRAWeights
 from tokenmill.kernels.triton.gemv_rows import rows_rstd, tile_products
-from tokenmill.kernels.triton.lora_fold import expand, fold_args, launch_tag, shrink_program
+from tokenmill.kernels.triton.lora_fold import expand, fold_args, shrink_program
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 
 TILE_ELEMENTS = 8192  # weight elements per program per K step: 16 KB of bf16 in flight per program
@@ -44,7 +44,8 @@ DOT_STAGES = 3
 def _gemv_tile(
     program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
-    lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, tag, shard_end0, shard_end1,
+    lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site, producers,
+    shard_end0, shard_end1,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -71,7 +72,7 @@ def _gemv_tile(
     if HAS_LORA:
         delta = expand(
             row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s,
-            flags_ptr, tag, n, tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_N, BLOCK_R,
+            counts_ptr, site, producers, n, tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
         )  # fmt: skip
         out = (out.to(tl.float32) + delta.to(dtype).to(tl.float32)).to(dtype)
     mask = row_mask[:, None] & col_mask[None, :]
@@ -84,7 +85,7 @@ def _gemv_tile(
 def _gemv_program(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
     producers, shard_end0, shard_end1,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -93,20 +94,17 @@ def _gemv_program(
     """The body of the three kernels: with HAS_LORA, the first `producers` programs are shrink
     programs and the rest tiles; without, every program a tile (the same code as before LoRA)."""
     program = tl.program_id(0)
-    tag = 0
-    if HAS_LORA:
-        tag = launch_tag(generation_ptr, site)
     if HAS_LORA and program < producers:
         shrink_program(
             program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
-            lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, tag,
+            lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
             PROLOGUE, SHARDS, MAX_RANK, BLOCK_N, BLOCK_K,
         )  # fmt: skip
     else:
         _gemv_tile(
             program - producers if HAS_LORA else program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr,
             bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r, eps,
-            lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, tag,
+            lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site, producers,
             shard_end0, shard_end1, PROLOGUE, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
             HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
         )  # fmt: skip
@@ -121,7 +119,7 @@ def _gemv_program(
 @triton.jit(do_not_specialize=["rows", "producers", "site"])
 def _gemv_kernel(
     x_ptr, weight_ptr, out_ptr, bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
     producers, shard_end0, shard_end1, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -129,7 +127,7 @@ def _gemv_kernel(
     _gemv_program(
         x_ptr, weight_ptr, out_ptr, x_ptr, bias_ptr, residual_ptr, rows, n, k,
         stride_x, stride_w, stride_o, stride_r, 0.0,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
         producers, shard_end0, shard_end1, 0, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
         HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
@@ -138,7 +136,7 @@ def _gemv_kernel(
 @triton.jit(do_not_specialize=["rows", "producers", "site"])
 def _rms_norm_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, rows, n, k, stride_x, stride_w, stride_o, eps,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
     producers, shard_end0, shard_end1, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -146,7 +144,7 @@ def _rms_norm_gemv_kernel(
     _gemv_program(
         x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, x_ptr, rows, n, k,
         stride_x, stride_w, stride_o, 0, eps,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
         producers, shard_end0, shard_end1, 1, HAS_BIAS, False, BLOCK_M, BLOCK_N, BLOCK_K,
         HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
@@ -155,7 +153,7 @@ def _rms_norm_gemv_kernel(
 @triton.jit(do_not_specialize=["rows", "producers", "site"])
 def _silu_mul_gemv_kernel(
     x_ptr, weight_ptr, out_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r,
-    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+    lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
     producers, shard_end0, shard_end1, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -163,7 +161,7 @@ def _silu_mul_gemv_kernel(
     _gemv_program(
         x_ptr, weight_ptr, out_ptr, x_ptr, x_ptr, residual_ptr, rows, n, k,
         stride_x, stride_w, stride_o, stride_r, 0.0,
-        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, flags_ptr, generation_ptr, site,
+        lora_a_ptr, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
         producers, shard_end0, shard_end1, 2, False, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
         HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
     )  # fmt: skip
