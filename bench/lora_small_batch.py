@@ -31,7 +31,7 @@ TARGETS = {"qkv": (1, 0, 1), "o": (0,), "gate_up": (0, 0), "down": (0,)}  # whic
 
 
 def graph_time_us(step: Callable[[int], None], layers: int) -> float:
-    """Median replay time of a graph of `step` of layers 0 .. `layers`, per layer, in microseconds."""
+    """Median replay time of a graph of `step` of layers 0 .. `layers` - 1, per layer, in microseconds."""
     for layer in range(layers):
         step(layer)
     torch.cuda.synchronize()

@@ -2,10 +2,10 @@
 under a mix of adapters (one targeting some shards only, one of a rank below the slots' padding) and
 rows without one, each prologue equals the PyTorch reference; every shrink program counts itself in at
 its projection's site, so repeated forwards (graph replays) and launches of other projections in between
-give the same output; and a row's output depends
-on its own input and adapter only, not on the other rows nor on how many there are (2 to 8). On a GPU
-(`TRITON_INTERPRET=0 pytest tests/test_lora_shrink_programs.py`) the same tests run compiled, where the
-tiles really wait on the shrink programs, and the repeated launches look for a race."""
+give the same output; and a row's output depends on its own input and adapter only, not on the other
+rows nor on how many there are (2 to 8). On a GPU (`TRITON_INTERPRET=0 pytest
+tests/test_lora_shrink_programs.py`) the same tests run compiled, where the tiles really wait on the
+shrink programs, and the repeated launches look for a race."""
 
 from __future__ import annotations
 

@@ -275,7 +275,7 @@ def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_mo
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton kernels on CPU tensors")
 def test_each_forward_zeroes_the_counts_and_each_projection_counts_at_its_own_site(
-    tiny_model_dir, tmp_path
+    tiny_model_dir, tmp_path, monkeypatch
 ) -> None:
     """The wrapped projections' sites are distinct (0 .. 4 per layer), each forward pass zeroes the
     counts once as it starts, and after a fused decode step every projection's site holds its launch's
@@ -292,6 +292,15 @@ def test_each_forward_zeroes_the_counts_and_each_projection_counts_at_its_own_si
     model.forward = lambda *args: forwards.append(args) or forward(*args)
     starts, begin_forward = [], step.begin_forward
     step.begin_forward = lambda: starts.append(1) or begin_forward()
+    launched: dict[int, int] = {}  # site -> shrink programs of its last fused launch
+
+    def recording_folds(lora, *args):
+        folded = lora_fold.fold_args(lora, *args)
+        if lora is not None:
+            launched[lora.site] = folded["producers"]
+        return folded
+
+    monkeypatch.setattr(skinny_gemm, "fold_args", recording_folds)
     try:
         params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
         llm.generate([[5, 6, 7]], params, use_tqdm=False, lora_request=LoRARequest("a", str(path)))
@@ -299,5 +308,21 @@ def test_each_forward_zeroes_the_counts_and_each_projection_counts_at_its_own_si
         del model.forward, step.begin_forward
     assert len(starts) == len(forwards) >= 2
     counts = step.scratch.counts.tolist()
-    assert all(counts[wrapper.site] > 0 for wrapper in wrappers)
+    assert sorted(launched) == [wrapper.site for wrapper in wrappers]
+    assert [counts[site] for site in sorted(launched)] == [launched[site] for site in sorted(launched)]
     assert set(counts[len(wrappers) :]) == {0}
+
+
+def test_a_site_launched_twice_in_one_forward_is_an_error() -> None:
+    """Its second launch would find the count full and read s before it is written; a new forward may
+    launch it again."""
+    from tokenmill.lora.layers import LoRAStep
+
+    step = LoRAStep(8, 2, torch.device("cpu"))
+    step.begin_forward()
+    step.claim_site(3)
+    step.claim_site(4)
+    with pytest.raises(AssertionError, match="site 3 launched twice"):
+        step.claim_site(3)
+    step.begin_forward()
+    step.claim_site(3)

@@ -107,8 +107,8 @@ def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums
     torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=bound, rtol=0)
 
 
-def test_split_count_fills_the_sms_within_k_and_the_scratch() -> None:
-    assert gemv_fusion.SPLIT_PROGRAMS_PER_SM == 2
+def test_split_count_fills_the_sms_within_k_and_the_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", 2)
     assert gemv_fusion.split_count(tiles=96, k=4096, block_k=128, block_n=64, sms=132) == 4
     assert gemv_fusion.split_count(tiles=192, k=4096, block_k=128, block_n=64, sms=132) == 2
     assert gemv_fusion.split_count(tiles=384, k=4096, block_k=128, block_n=64, sms=132) == 1

@@ -42,10 +42,12 @@ class LoRAMapping:
     @classmethod
     def packed(cls, buffer: torch.Tensor, max_tokens: int, num_slots: int) -> LoRAMapping:
         """Views of `buffer` ([packed_size] int32) laid out in PACKED_ORDER, set to a mapping in which no
-        token has an adapter (what CUDA graphs are captured with)."""
+        token has an adapter (what CUDA graphs are captured with). A step's upload then rewrites each
+        array's first entries only: its kernels' grids are sized from its own token count, so they never
+        read the tails past them."""
         views = {}
         for name, (offset, size) in packed_layout(max_tokens, num_slots).items():
-            views[name] = buffer[offset : offset + size].fill_(NO_ADAPTER if name.endswith("slots") else 0)
+            views[name] = buffer[offset : offset + size].fill_(PACKED_FILL.get(name, 0))
         return cls(**views)
 
 
@@ -53,6 +55,7 @@ class LoRAMapping:
 # arrays lie within one prefix of it, so one copy uploads them (`LoRAStep.load`) where there were five
 # (the prefix holds the unused tails of the first four too: at most max_tokens + 3 * max_tiles values).
 PACKED_ORDER = ("tile_slots", "tile_starts", "tile_ends", "sorted_tokens", "token_slots")
+PACKED_FILL = {"tile_slots": NO_ADAPTER, "token_slots": NO_ADAPTER}  # the rest start at 0
 
 
 def packed_layout(max_tokens: int, num_slots: int) -> dict[str, tuple[int, int]]:

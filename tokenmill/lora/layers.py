@@ -39,6 +39,7 @@ from tokenmill.engine.host_staging import HostStaging
 from tokenmill.kernels.lora_mapping import (
     MAX_FOLDED_RANK,
     MAX_SITES,
+    PACKED_ORDER,
     LoRAMapping,
     LoRAWeights,
     ShrinkScratch,
@@ -65,6 +66,7 @@ class LoRAStep:
         self.num_slots = max_loras
         self.slots: frozenset[int] | None = None  # the step's slots; None: any (graph capture, replay)
         self.sites = 0  # projections wrapped so far, each counting its fused GEMVs' shrinks at its own site
+        self.launched: set[int] = set()  # sites whose fused GEMV this forward has launched
 
     def new_site(self) -> int:
         """A site for one more wrapped projection (`ShrinkScratch`): distinct, below MAX_SITES."""
@@ -75,7 +77,15 @@ class LoRAStep:
     def begin_forward(self) -> None:
         """Called as each forward pass starts (eager, and inside what a CUDA graph captures): every site's
         count of shrink programs back to zero."""
+        self.launched.clear()
         self.scratch.begin_forward()
+
+    def claim_site(self, site: int) -> None:
+        """Note a fused launch at `site` in this forward: a second one would find the count already full
+        and read s before its shrink programs wrote it, so it is an error (checked on the host, where
+        graph capture runs this code too)."""
+        assert site not in self.launched, f"LoRA site {site} launched twice in one forward"
+        self.launched.add(site)
 
     def load(self, host: LoRAMapping, always: bool) -> None:
         """Upload the step's mapping (built by the input builder) in one copy, packed in a pinned host
@@ -86,7 +96,7 @@ class LoRAStep:
         if self.slots == frozenset():
             return
         self.staging.next_step()
-        end = self.layout["token_slots"][0] + host.token_slots.numel()
+        end = self.layout[PACKED_ORDER[-1]][0] + host.token_slots.numel()
         staged = self.staging.tensor("lora_mapping", end, torch.int32)
         values = staged.numpy()
         for name, (offset, length) in self.layout.items():
@@ -155,6 +165,7 @@ class LoRALinear(DeltaProjection):
     def delta_weights(self, rows: int) -> LoRAWeights | None:
         if not self.step.runs(self.targeted_slots):
             return None
+        self.step.claim_site(self.site)
         if rows not in self._delta_weights:
             token_slots = self.step.mapping.token_slots[:rows]
             self._delta_weights[rows] = LoRAWeights(

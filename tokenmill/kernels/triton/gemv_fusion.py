@@ -1,5 +1,5 @@
 """The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`,
-`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows.prologue_activations`: the RMSNorm of
+`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows`' prologue: the RMSNorm of
 a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a
 row is short, and one program per (tile, row) keeps the rows independent), then the bias added to the
 fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton.gemv_rows import prologue_activations, prologue_loads, rows_rstd
+from tokenmill.kernels.triton.gemv_rows import prologue_finish, prologue_loads, rows_rstd
 
 NORM_BLOCK = 1024  # input elements per step of the RMSNorm prologue's sum of squares
 SPLIT_PROGRAMS_PER_SM = 2  # with each K step's loads issued a step ahead (H100: 4 without that)
@@ -72,16 +72,15 @@ def row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
 
 @triton.jit
 def row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
-    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue
-    (`gemv_rows.prologue_activations`)."""
-    k_mask = k < K
-    x_ptrs, norm_ptrs = x_row + k[None, :], norm_weight_ptr + k
-    return prologue_activations(x_ptrs, k_mask[None, :], K, norm_ptrs, k_mask, rstd, PROLOGUE)
+    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue (`gemv_rows`)."""
+    x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+    return prologue_finish(x, second, rstd, PROLOGUE)
 
 
 @triton.jit
 def row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE: tl.constexpr):
-    """The loads of `row_inputs` (`gemv_rows.prologue_loads`), for `gemv_rows.prologue_finish`."""
+    """The loads of `row_inputs` (`gemv_rows.prologue_loads`), for `gemv_rows.prologue_finish`: apart,
+    so that a K loop can issue its next step's before it computes this one's."""
     k_mask = k < K
     return prologue_loads(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, PROLOGUE)
 

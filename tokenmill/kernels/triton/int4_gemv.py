@@ -208,7 +208,8 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
         return out
     tiles = triton.cdiv(n, BLOCK_N)
     split = split_count(tiles, k, BLOCK_K, BLOCK_N, num_sms(x.device)) if rows <= MAX_ROWS else 1
-    k_per_split = triton.cdiv(triton.cdiv(k, split), BLOCK_K) * BLOCK_K
+    assert k % (split * BLOCK_K) == 0, "the look-ahead needs whole K steps in every split"
+    k_per_split = k // split
     w_ptr, scale_ptr, zero_ptr, _ = weight.pointers()
     _, _, stride_sg, stride_zg = weight.strides()
     _int4_gemv_kernel[(tiles * rows * split,)](

@@ -19,12 +19,10 @@ A shrink program says it is done by adding one, after a barrier (every thread's 
 with release semantics, to its projection's count (`ShrinkScratch.counts`, one per site); a tile
 program polls that count with acquire until all the launch's shrink programs are in, then reads s past
 L1 (.cg), where no line of an earlier launch can linger. The counts are zeroed once as each forward
-starts, and a forward launches each site at most once, so no tile writes anything: the count every
-tile used to add itself to, so that the launch's last tile could reset it, cost 0.19 ms of a 1.38 ms
-step (Qwen3-0.6B, rank 16, H100), all tiles queueing on one address; per-launch tags stamped on each
-shrink program's flag, polled flag by flag, and s stamped with the tag in its own 64-bit word were
-slower than this one count (docs/benchmarks.md). Triton (3.6) has no acquire load, so the tiles poll
-with an acquire add of 0 (plain volatile loads, with or without a fence after, were slower).
+starts, and a forward launches each site at most once (`LoRAStep.claim_site` checks it), so no tile
+writes anything. A count every tile added itself to, and per-program flags polled one by one, were
+slower (docs/benchmarks.md). The GPU image's Triton (3.6) has no acquire load, so the tiles poll with an
+acquire add of 0.
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
 row's s depends only on its own activations and the tile shape, not on the other rows. A row under
