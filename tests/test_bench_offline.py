@@ -53,6 +53,7 @@ def test_bench_judge_cold_start_repeats(tiny_model_dir, tmp_path: Path) -> None:
     assert report["compiles_in_timed_runs"] == [[], [], []]  # no Triton on the CPU
 
 
+@pytest.mark.slow  # a fresh Python importing torch: 2.4 s
 def test_bench_rejects_a_zero_repeat() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tokenmill", "bench", "--repeat", "0"],
