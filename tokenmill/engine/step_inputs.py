@@ -134,19 +134,19 @@ class InputBuilder:
         )
 
     def _lora_mapping(self, seqs: list[Sequence], padding: int, query_lens: np.ndarray) -> LoRAMapping:
-        """Each token's LoRA slot (its sequence's; padding rows run under none), grouped by slot."""
+        """Each token's LoRA slot (its sequence's; padding rows run under none), grouped by slot: host
+        arrays of this step alone (`LoRAStep.load` packs them into its own pinned buffer for one upload)."""
         row_slots = np.fromiter((seq.lora_slot for seq in seqs), np.int32, len(seqs))
         token_slots = np.repeat(
             np.concatenate((row_slots, np.full(padding, NO_ADAPTER, np.int32))), query_lens
         )
         order, tile_slots, tile_starts, tile_ends = tiles(token_slots, self.lora_slots)
-        stage = self.staging.fill
         return LoRAMapping(
-            token_slots=stage("lora_token_slots", token_slots, torch.int32),
-            sorted_tokens=stage("lora_sorted_tokens", order, torch.int32),
-            tile_slots=stage("lora_tile_slots", tile_slots, torch.int32),
-            tile_starts=stage("lora_tile_starts", tile_starts, torch.int32),
-            tile_ends=stage("lora_tile_ends", tile_ends, torch.int32),
+            token_slots=torch.from_numpy(token_slots),
+            sorted_tokens=torch.from_numpy(order),
+            tile_slots=torch.from_numpy(tile_slots),
+            tile_starts=torch.from_numpy(tile_starts),
+            tile_ends=torch.from_numpy(tile_ends),
         )
 
 
