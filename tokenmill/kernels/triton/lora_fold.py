@@ -59,7 +59,7 @@ def adapter_rows(ranks_ptr, slot, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constex
 @triton.jit
 def shrink_program(
     program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
-    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
+    lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, count_ptr,
     PROLOGUE: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
@@ -79,7 +79,7 @@ def shrink_program(
     s = tile_products(x_rows, row_mask, rstd, a_rows, held, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K)
     s = tl.where(held[None, :], s.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
     tl.store(shrinks_ptr + row_ids[:, None] * stride_s + r[None, :], s, mask=(r < SHARDS * MAX_RANK)[None, :])
-    publish_shrink(counts_ptr + site)
+    publish_shrink(count_ptr)
 
 
 @triton.jit
@@ -113,8 +113,8 @@ def _await_shrinks(count_ptr, producers):
 
 @triton.jit
 def expand(
-    row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr,
-    site, producers, n, first_col, shard_end0, shard_end1,
+    row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, count_ptr,
+    producers, n, first_col, shard_end0, shard_end1,
     SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     """The [BLOCK_M, BLOCK_N] delta B·s of the rows `row_ids` and the columns `cols` (from `first_col`):
@@ -137,7 +137,7 @@ def expand(
         mask=(within[None, :, :] >= 0) & (within[None, :, :] < rank[:, :, None]),
         other=0.0,
     )
-    _await_shrinks(counts_ptr + site, producers)
+    _await_shrinks(count_ptr, producers)
     s = tl.load(
         shrinks_ptr + row_ids[:, None] * stride_s + r[None, :],
         mask=row_mask[:, None] & (r < SHARDS * MAX_RANK)[None, :],

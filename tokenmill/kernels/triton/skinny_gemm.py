@@ -44,8 +44,7 @@ DOT_STAGES = 3
 def _gemv_tile(
     program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, n, k,
     stride_x, stride_w, stride_o, stride_r, eps,
-    lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site, producers,
-    shard_end0, shard_end1,
+    lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, count_ptr, producers, shard_end0, shard_end1,
     PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -72,7 +71,7 @@ def _gemv_tile(
     if HAS_LORA:
         delta = expand(
             row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s,
-            counts_ptr, site, producers, n, tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
+            count_ptr, producers, n, tile * BLOCK_N, shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
         )  # fmt: skip
         out = (out.to(tl.float32) + delta.to(dtype).to(tl.float32)).to(dtype)
     mask = row_mask[:, None] & col_mask[None, :]
@@ -94,17 +93,18 @@ def _gemv_program(
     """The body of the three kernels: with HAS_LORA, the first `producers` programs are shrink
     programs and the rest tiles; without, every program a tile (the same code as before LoRA)."""
     program = tl.program_id(0)
+    count_ptr = counts_ptr + site  # where this launch's shrink programs count themselves in
     if HAS_LORA and program < producers:
         shrink_program(
             program, x_ptr, rows, k, stride_x, eps, norm_weight_ptr,
-            lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site,
+            lora_a_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, count_ptr,
             PROLOGUE, SHARDS, MAX_RANK, BLOCK_N, BLOCK_K,
         )  # fmt: skip
     else:
         _gemv_tile(
             program - producers if HAS_LORA else program, x_ptr, weight_ptr, out_ptr, norm_weight_ptr,
             bias_ptr, residual_ptr, rows, n, k, stride_x, stride_w, stride_o, stride_r, eps,
-            lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, counts_ptr, site, producers,
+            lora_b_ptr, ranks_ptr, slots_ptr, shrinks_ptr, stride_s, count_ptr, producers,
             shard_end0, shard_end1, PROLOGUE, HAS_BIAS, HAS_RESIDUAL, BLOCK_M, BLOCK_N, BLOCK_K,
             HAS_LORA, SHARDS, MAX_RANK, BLOCK_R,
         )  # fmt: skip
