@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
 from tests.helpers.launch_count import count_launches
 from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.kernels import reference
@@ -185,6 +185,42 @@ def compile_every_variant(capability: int) -> None:
 @pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
 def test_folded_kernels_compile_for_hopper_and_blackwell(capability: int) -> None:
     run_compiled("tests.test_lora_small_batch:compile_every_variant", capability)
+
+
+def one_token_tiles_keep_their_occupancy(capability: int) -> None:
+    """Each kernel's one-token tiles of 8 warps (Qwen3-0.6B's q|k|v and gate|up: 16 rows, o and down: 4),
+    without LoRA and with it under `LORA_ONE_TOKEN_MAX_REGISTERS`: within that many registers a thread, and
+    the LoRA variants without spills, so as many programs share an SM either way."""
+    cap = skinny_gemm.LORA_ONE_TOKEN_MAX_REGISTERS
+    x = torch.empty(1, dtype=torch.bfloat16)
+    ints = torch.empty(1, dtype=torch.int32)
+    sizes = dict(rows=1, n=6144, k=1024, stride_x=1024, stride_w=1024, stride_o=6144)
+    kernels = {
+        skinny_gemm._gemv_kernel: dict(bias_ptr=x, residual_ptr=x, stride_r=6144, HAS_BIAS=False,
+                                       HAS_RESIDUAL=True),
+        skinny_gemm._rms_norm_gemv_kernel: dict(norm_weight_ptr=x, bias_ptr=x, eps=1e-6, HAS_BIAS=False),
+        skinny_gemm._silu_mul_gemv_kernel: dict(residual_ptr=x, stride_r=6144, HAS_RESIDUAL=True),
+    }  # fmt: skip
+    for kernel, extra in kernels.items():
+        for block_n, block_k in [(16, 512), (4, 2048)]:
+            for lora in (False, True):
+                cubin = compile_for(
+                    kernel, capability, dict(num_warps=8, maxnreg=cap if lora else None), aligned=True,
+                    x_ptr=x, weight_ptr=x, out_ptr=x, **sizes, **extra, lora_a_ptr=x, lora_b_ptr=x,
+                    ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1), stride_s=96, counts_ptr=ints,
+                    site=1, producers=2, shard_end0=3072, shard_end1=6144, BLOCK_M=1, BLOCK_N=block_n,
+                    BLOCK_K=block_k, HAS_LORA=lora, SHARDS=2 if lora else 1, MAX_RANK=16 if lora else 1,
+                    BLOCK_R=16 if lora else 1,
+                )  # fmt: skip
+                used = resource_usage(cubin)
+                what = f"{kernel.__name__} {block_n}x{block_k} {'LoRA' if lora else 'plain'}: {used}"
+                assert used["REG"] <= cap and used["LOCAL"] == 0, what
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
+def test_lora_one_token_tiles_share_an_sm_as_the_plain_ones_do(capability: int) -> None:
+    run_compiled("tests.test_lora_small_batch:one_token_tiles_keep_their_occupancy", capability)
 
 
 def _decode_launches(llm, lora_request, prompts: int, monkeypatch) -> tuple[Counter, int]:

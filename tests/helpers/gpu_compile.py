@@ -4,8 +4,10 @@ ptxas), so CI proves a kernel builds for Ampere, Ada, Hopper and Blackwell, not 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import torch
@@ -24,18 +26,26 @@ _POINTER_TYPES = {
 }
 
 
-def compile_for(kernel: Any, capability: int, **args: Any) -> bytes:
+def compile_for(
+    kernel: Any, capability: int, options: dict[str, Any] | None = None, aligned: bool = False, **args: Any
+) -> bytes:
     """The cubin of `kernel` (a @triton.jit function) for sm_<capability>, given every argument by name:
     a tensor stands for a pointer to its dtype, an int for i32, a float for fp32; constexpr parameters
-    take their values."""
+    take their values. `options` are compile options (num_warps, maxnreg, ...). `aligned` compiles the
+    variant a launch specialises to: pointers, and ints that are multiples of 16 (unless the kernel does
+    not specialise them), known to be 16-aligned."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     signature: dict[str, str] = {}
     constants: dict[str, Any] = {}
-    for param in kernel.params:
+    attrs: dict[tuple[int, ...], list[list[Any]]] = {}
+    for index, param in enumerate(kernel.params):
         value = args[param.name]
+        multiple = isinstance(value, torch.Tensor) or (type(value) is int and value % 16 == 0)
+        if aligned and not param.is_constexpr and not param.do_not_specialize and multiple:
+            attrs[(index,)] = [["tt.divisibility", 16]]
         if param.is_constexpr:
             signature[param.name], constants[param.name] = "constexpr", value
         elif isinstance(value, torch.Tensor):
@@ -43,9 +53,24 @@ def compile_for(kernel: Any, capability: int, **args: Any) -> bytes:
         else:
             signature[param.name] = "fp32" if isinstance(value, float) else "i32"
     compiled = triton.compile(
-        ASTSource(kernel, signature, constants), target=GPUTarget("cuda", capability, 32)
+        ASTSource(kernel, signature, constants, attrs),
+        target=GPUTarget("cuda", capability, 32),
+        options=options,
     )
     return compiled.asm["cubin"]
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """The kernel's registers a thread ("REG") and local memory bytes ("LOCAL", spills among them), as
+    `cuobjdump -res-usage` (shipped with Triton) reports them."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        report = subprocess.run([tool, "-res-usage", file.name], capture_output=True, text=True, check=True)
+    return {key: int(value) for key, value in re.findall(r"\b(REG|LOCAL|STACK):(\d+)", report.stdout)}
 
 
 def run_compiled(function: str, capability: int) -> None:
