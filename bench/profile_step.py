@@ -56,7 +56,7 @@ def kernel_table(engine, steps: int, top: int | None) -> None:
         print(f"    {per_step:9.1f}  {e.count / steps:6.1f}  {per_launch:7.2f}  {e.key[:70]}")
 
 
-def large_batch(engine, requests, lora: LoRARequest | None) -> None:
+def large_batch(engine, requests, lora: LoRARequest | None, top: int) -> None:
     for index, (prompt, out) in enumerate(requests):
         params = SamplingParams(temperature=0, max_tokens=out, ignore_eos=True)
         engine.add_request(str(index), prompt, params, False, lora)
@@ -66,7 +66,7 @@ def large_batch(engine, requests, lora: LoRARequest | None) -> None:
         print(f"  {timed_step(engine):8.2f}  {batch_size}")
     steady = [timed_step(engine) for _ in range(20)]
     print(f"steady decode of 358 sequences: {sum(steady) / len(steady):.2f} ms per step (host clock)")
-    kernel_table(engine, 5, top=10)
+    kernel_table(engine, 5, top=top)
     while engine.has_unfinished_requests():
         engine.step()
 
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--quantization")
     parser.add_argument("--kv-cache-dtype", default="auto")
     parser.add_argument("--lora-rank", type=int, default=0, help="0: no adapter")
+    parser.add_argument("--top", type=int, default=10, help="kernels listed for the large batch")
     args = parser.parse_args()
     max_num_seqs = {"all": 358, "single": 8, "nano-256": 256}[args.workload]
     llm = LLM(
@@ -158,7 +159,7 @@ def main() -> None:
         return
     requests = make_requests(WORKLOADS["qa-358"], engine.model_config.vocab_size)
     if args.workload == "all":
-        large_batch(engine, requests, lora)
+        large_batch(engine, requests, lora, args.top)
     single_stream(engine, requests[0][0], lora)
     llm.shutdown()  # under tensor parallelism: graphs released before the process group
 
