@@ -33,6 +33,7 @@ from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
 _BLOCK_K = 64
 _TARGET_PROGRAMS = 256  # about two per SM on the GPUs we serve on (H100: 132; RTX 5090: 170)
 _MAX_SPLITS = 16  # the expand reads every part of a token's h in one round
+_EXPAND_BLOCK_N = 128  # output columns an expand program adds to
 
 
 @triton.jit
@@ -105,6 +106,9 @@ def _expand_kernel(
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
         offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
+        y_ptrs = y + tokens[:, None] * stride_y + cols[None, :]
+        mask = valid[:, None] & (cols[None, :] < col_end)
+        y_tile = tl.load(y_ptrs, mask=mask, other=0.0)  # issued with h's and B's loads, not after the dot
         offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
         h_ptrs = (
             h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
@@ -118,10 +122,7 @@ def _expand_kernel(
             other=0.0,
         )
         delta = tl.dot(h_tile.to(b_tile.dtype), b_tile, input_precision=PRECISION)
-        y_ptrs = y + tokens[:, None] * stride_y + cols[None, :]
-        mask = valid[:, None] & (cols[None, :] < col_end)
-        y_tile = tl.load(y_ptrs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(y_ptrs, (y_tile + delta).to(y.dtype.element_ty), mask=mask)
+        tl.store(y_ptrs, (y_tile.to(tl.float32) + delta).to(y.dtype.element_ty), mask=mask)
 
 
 def _rank_block(rank: int) -> int:
@@ -179,7 +180,7 @@ def lora_expand(
 ) -> None:  # fmt: skip
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
-    block_n = 64
+    block_n = _EXPAND_BLOCK_N
     grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
         y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
