@@ -61,8 +61,8 @@ def compile_for(
 
 
 def resource_usage(cubin: bytes) -> dict[str, int]:
-    """The kernel's registers a thread ("REG") and local memory bytes ("LOCAL", spills among them), as
-    `cuobjdump -res-usage` (shipped with Triton) reports them."""
+    """The kernel's registers a thread ("REG"), stack bytes ("STACK", where ptxas spills) and local memory
+    bytes ("LOCAL"), as `cuobjdump -res-usage` (shipped with Triton) reports them."""
     import triton
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
