@@ -8,6 +8,7 @@ without one."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections import Counter
 
@@ -97,7 +98,7 @@ CASES = [
 def test_the_fused_gemv_adds_each_rows_adapter_to_its_projection(
     backend, token_slots, out_shards, k, max_rank, ranks, prologue
 ) -> None:
-    """The rows past each rank hold garbage in the Triton case: the kernel must read only real rows."""
+    """The rows past each rank hold garbage in the Triton case: the kernel must use only real rows."""
     torch.manual_seed(0)
     ops = reference if backend == "reference" else skinny_gemm
     rows, n = len(token_slots), sum(out_shards)
@@ -189,8 +190,9 @@ def test_folded_kernels_compile_for_hopper_and_blackwell(capability: int) -> Non
 
 def one_token_tiles_keep_their_occupancy(capability: int) -> None:
     """Each kernel's one-token tiles of 8 warps (Qwen3-0.6B's q|k|v and gate|up: 16 rows, o and down: 4),
-    without LoRA and with it under `LORA_ONE_TOKEN_MAX_REGISTERS`: within that many registers a thread, and
-    the LoRA variants without spills, so as many programs share an SM either way."""
+    compiled with the options their launches take (`launch_options`): without LoRA within
+    `LORA_ONE_TOKEN_MAX_REGISTERS` registers a thread, and with LoRA (rank 16 over two shards, and the
+    largest folded rank over three) capped there without spills, so as many programs share an SM."""
     cap = skinny_gemm.LORA_ONE_TOKEN_MAX_REGISTERS
     x = torch.empty(1, dtype=torch.bfloat16)
     ints = torch.empty(1, dtype=torch.int32)
@@ -201,20 +203,20 @@ def one_token_tiles_keep_their_occupancy(capability: int) -> None:
         skinny_gemm._rms_norm_gemv_kernel: dict(norm_weight_ptr=x, bias_ptr=x, eps=1e-6, HAS_BIAS=False),
         skinny_gemm._silu_mul_gemv_kernel: dict(residual_ptr=x, stride_r=6144, HAS_RESIDUAL=True),
     }  # fmt: skip
+    folds = [(1, 1), (2, 16), (3, MAX_FOLDED_RANK)]  # (shards, max rank); (1, 1): no LoRA
     for kernel, extra in kernels.items():
-        for block_n, block_k in [(16, 512), (4, 2048)]:
-            for lora in (False, True):
-                cubin = compile_for(
-                    kernel, capability, dict(num_warps=8, maxnreg=cap if lora else None), aligned=True,
-                    x_ptr=x, weight_ptr=x, out_ptr=x, **sizes, **extra, lora_a_ptr=x, lora_b_ptr=x,
-                    ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1), stride_s=96, counts_ptr=ints,
-                    site=1, producers=2, shard_end0=3072, shard_end1=6144, BLOCK_M=1, BLOCK_N=block_n,
-                    BLOCK_K=block_k, HAS_LORA=lora, SHARDS=2 if lora else 1, MAX_RANK=16 if lora else 1,
-                    BLOCK_R=16 if lora else 1,
-                )  # fmt: skip
-                used = resource_usage(cubin)
-                what = f"{kernel.__name__} {block_n}x{block_k} {'LoRA' if lora else 'plain'}: {used}"
-                assert used["REG"] <= cap and used["LOCAL"] == used["STACK"] == 0, what
+        for (block_n, block_k), (shards, rank) in itertools.product([(16, 512), (4, 2048)], folds):
+            lora = rank > 1
+            cubin = compile_for(
+                kernel, capability, dict(num_warps=8, **skinny_gemm.launch_options(1, lora)), aligned=True,
+                x_ptr=x, weight_ptr=x, out_ptr=x, **sizes, **extra, lora_a_ptr=x, lora_b_ptr=x,
+                ranks_ptr=ints, slots_ptr=ints, shrinks_ptr=torch.empty(1), stride_s=192, counts_ptr=ints,
+                site=1, producers=2, shard_end0=3072, shard_end1=6144, BLOCK_M=1, BLOCK_N=block_n,
+                BLOCK_K=block_k, HAS_LORA=lora, SHARDS=shards, MAX_RANK=rank, BLOCK_R=max(16, rank),
+            )  # fmt: skip
+            used = resource_usage(cubin)
+            what = f"{kernel.__name__} {block_n}x{block_k}, {shards} shards of rank {rank}: {used}"
+            assert used["REG"] <= cap and used["LOCAL"] == used["STACK"] == 0, what
 
 
 @pytest.mark.slow

@@ -31,9 +31,9 @@ def compile_for(
 ) -> bytes:
     """The cubin of `kernel` (a @triton.jit function) for sm_<capability>, given every argument by name:
     a tensor stands for a pointer to its dtype, an int for i32, a float for fp32; constexpr parameters
-    take their values. `options` are compile options (num_warps, maxnreg, ...). `aligned` compiles the
-    variant a launch specialises to: pointers, and ints that are multiples of 16 (unless the kernel does
-    not specialise them), known to be 16-aligned."""
+    take their values. `options` are compile options (num_warps, maxnreg, ...). `aligned` marks what a
+    launch would find 16-aligned: pointers, and ints that are multiples of 16 (unless the kernel does
+    not specialise them). An int equal to 1 stays an i32 here, where a launch would make it a constant."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -62,7 +62,8 @@ def compile_for(
 
 def resource_usage(cubin: bytes) -> dict[str, int]:
     """The kernel's registers a thread ("REG"), stack bytes ("STACK", where ptxas spills) and local memory
-    bytes ("LOCAL"), as `cuobjdump -res-usage` (shipped with Triton) reports them."""
+    bytes ("LOCAL"), as `cuobjdump -res-usage` (shipped with Triton) reports them; a Triton cubin holds one
+    kernel (with several, the last one's would be kept)."""
     import triton
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")

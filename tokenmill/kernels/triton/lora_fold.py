@@ -26,8 +26,9 @@ acquire add of 0.
 
 Each row keeps its own adapter (the slots are a graph input, so one decode graph serves any mix), and a
 row's s depends only on its own activations and the tile shape, not on the other rows. A row under
-NO_ADAPTER, and a shard its adapter does not target (rank 0 in `LoRAWeights.ranks`), load nothing and
-leave zeros.
+NO_ADAPTER loads nothing and leaves zeros; a shard its adapter does not target (rank 0 in
+`LoRAWeights.ranks`) leaves zeros too, though its shrink programs load its A rows (zeros) rather than
+wait on the ranks first (`shrink_program`).
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ MIN_BLOCK_R = 16  # rank values a tile expands, at least (masked ones load nothi
 @triton.jit
 def adapter_rows(ranks_ptr, slot, r0, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr):
     """Rows r0 .. r0 + BLOCK_R of `slot`'s stacked A ([SHARDS * MAX_RANK, k], each shard's rank padded to
-    MAX_RANK): their indices in the slot, and which hold the adapter (none under NO_ADAPTER, nor in a
-    shard the adapter does not target, so those rows cost no loads)."""
+    MAX_RANK): their indices in the slot, which hold the adapter (none under NO_ADAPTER, nor in a shard
+    the adapter does not target), and which exist in a slot (all of them but under NO_ADAPTER): the rows
+    to load, known without waiting on the ranks."""
     r = r0 + tl.arange(0, BLOCK_R)
     shard = r // MAX_RANK
     slots = slot + tl.zeros([BLOCK_R], dtype=tl.int32)  # a block: the interpreter masks with no scalar
-    rank = tl.load(ranks_ptr + slots * SHARDS + shard, mask=(slots >= 0) & (shard < SHARDS), other=0)
-    return r, (r % MAX_RANK) < rank
+    in_slot = (slots >= 0) & (shard < SHARDS)
+    rank = tl.load(ranks_ptr + slots * SHARDS + shard, mask=in_slot, other=0)
+    return r, (r % MAX_RANK) < rank, in_slot
 
 
 @triton.jit
@@ -66,20 +69,19 @@ def shrink_program(
     """A shrink program: BLOCK_N rank rows of one row's s = A·f(x), A's rows of the row's
     slot taking a one-token tile's weight rows, rounded to the activation dtype as the batched path
     rounds A·x; zeros where the row's adapter holds no rank row (the expand multiplies them by B's
-    masked zeros: they must be finite). A's loads wait on the slot only: the rows past the adapter's
-    rank are loaded too (zeros, `fill_slot`) and their s zeroed by the ranks, which arrive meanwhile;
-    waiting on the ranks first put a third round trip before the products (H100: 0.06 ms a
-    single-stream step)."""
+    masked zeros: they must be finite). A's loads wait on the slot alone: rows past the adapter's rank
+    are loaded too (zeros, `LoRALinear.fill_slot`; with a large max rank and small adapters, bytes for
+    nothing) and their s zeroed by the ranks, which arrive meanwhile. Waiting on the ranks first put a
+    third round trip before the products (H100: 0.06 ms a single-stream step)."""
     blocks: tl.constexpr = (SHARDS * MAX_RANK + BLOCK_N - 1) // BLOCK_N
     row = program // blocks
     slot = tl.load(slots_ptr + row)
-    r, held = adapter_rows(ranks_ptr, slot, program % blocks * BLOCK_N, SHARDS, MAX_RANK, BLOCK_N)
+    r, held, loaded = adapter_rows(ranks_ptr, slot, program % blocks * BLOCK_N, SHARDS, MAX_RANK, BLOCK_N)
     row_ids = row + tl.arange(0, 1)
     row_mask = row_ids < rows
     x_rows = x_ptr + row_ids[:, None] * stride_x
     rstd = rows_rstd(x_rows, row_mask, k, eps, PROLOGUE, 1, BLOCK_K)
     a_rows = lora_a_ptr + (slot * SHARDS * MAX_RANK + r).to(tl.int64)[:, None] * k
-    loaded = (r < SHARDS * MAX_RANK) & (slot + tl.zeros_like(r) >= 0)  # a block, as in `adapter_rows`
     s = tile_products(
         x_rows, row_mask, rstd, a_rows, loaded, k, norm_weight_ptr, PROLOGUE, 1, BLOCK_N, BLOCK_K
     )

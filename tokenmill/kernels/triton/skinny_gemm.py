@@ -38,10 +38,11 @@ MAX_BLOCK_N = 16
 DOT_ROWS = 16  # the token rows of a tensor-core tile (2 to 8 real ones, the rest masked)
 DOT_BLOCK_K = 256  # K per tensor-core step: larger spilled the SiLU-and-mul prologue's registers
 DOT_STAGES = 3
-# Registers a thread of a one-token tile may take with a LoRA delta folded in. Without LoRA these kernels
-# take at most 80 on sm_90 and sm_120, so three 8-warp programs share an SM; the fold pushed them to 88-91,
-# two programs an SM, and Qwen3-0.6B's gate|up (384 tiles) into a second wave: 10.5 us a launch against
-# 6.9 without LoRA (H100). Capped at 80 they compile without spills.
+# Registers a thread of a one-token tile may take with a LoRA delta folded in (every launch with BLOCK_M 1:
+# one token, or SiLU-and-mul's 2 to 8 run per token). Without LoRA these kernels take at most 80 on sm_90
+# and sm_120, so three 8-warp programs share an SM; the fold pushed them to 88-91, two programs an SM, and
+# Qwen3-0.6B's gate|up (384 tiles) into a second wave: 10.5 us a launch against 6.9 without LoRA (H100).
+# Capped at 80 they compile without spills.
 LORA_ONE_TOKEN_MAX_REGISTERS = 80
 
 
@@ -55,15 +56,15 @@ def _gemv_tile(
     HAS_LORA: tl.constexpr, SHARDS: tl.constexpr, MAX_RANK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     """A tile program: BLOCK_N outputs of BLOCK_M token rows. With HAS_LORA, each row's delta B·s
-    (`lora_fold.expand`, B loaded before the K loop) added to the rounded projection before the
-    residual, as `reference.lora_delta` rounds."""
+    (`lora_fold.expand`; a one-token tile loads B before its K loop) added to the rounded projection
+    before the residual, as `reference.lora_delta` rounds."""
     row_blocks = tl.cdiv(rows, BLOCK_M)
     tile, row_block = program // row_blocks, program % row_blocks
     row_ids = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = row_ids < rows
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < n
-    if HAS_LORA:
+    if HAS_LORA and BLOCK_M == 1:  # B under the K loop; the tensor-core tiles have no registers to spare
         b, r = expand_operands(
             row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, n, tile * BLOCK_N,
             shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
@@ -79,6 +80,11 @@ def _gemv_tile(
     dtype = out_ptr.dtype.element_ty
     out = y.to(dtype)
     if HAS_LORA:
+        if BLOCK_M > 1:
+            b, r = expand_operands(
+                row_ids, row_mask, cols, col_mask, lora_b_ptr, ranks_ptr, slots_ptr, n, tile * BLOCK_N,
+                shard_end0, shard_end1, SHARDS, MAX_RANK, BLOCK_R,
+            )  # fmt: skip
         delta = expand(b, r, row_ids, row_mask, shrinks_ptr, stride_s, count_ptr, producers, SHARDS, MAX_RANK)
         out = (out.to(tl.float32) + delta.to(dtype).to(tl.float32)).to(dtype)
     mask = row_mask[:, None] & col_mask[None, :]
@@ -187,6 +193,14 @@ def tile_shape(rows: int, n: int, k: int, sms: int, silu_prologue: bool = False)
     return 1, block_n, min(k_pow2, TILE_ELEMENTS // block_n)
 
 
+def launch_options(block_m: int, lora: bool) -> dict[str, int]:
+    """Compile options of a launch besides its warps: the tensor-core tiles' pipeline stages, the
+    one-token tiles' register cap under LoRA (`LORA_ONE_TOKEN_MAX_REGISTERS`)."""
+    if block_m > 1:
+        return {"num_stages": DOT_STAGES}
+    return {"maxnreg": LORA_ONE_TOKEN_MAX_REGISTERS} if lora else {}
+
+
 def _launch(
     kernel: triton.JITFunction,
     x: Tensor,
@@ -207,9 +221,7 @@ def _launch(
     silu_prologue = kernel is _silu_mul_gemv_kernel
     block_m, block_n, block_k = tile_shape(rows, n, k, num_sms(x.device), silu_prologue)
     args.update(fold_args(lora, rows, n, block_n, x))
-    options = {"num_stages": DOT_STAGES} if block_m > 1 else {}
-    if lora is not None and block_m == 1:
-        options["maxnreg"] = LORA_ONE_TOKEN_MAX_REGISTERS
+    options = launch_options(block_m, lora is not None)
     if residual is not None:
         args.update(residual_ptr=residual, stride_r=residual.stride(0), HAS_RESIDUAL=True)
     # 8 warps for a full weight tile, or for the expand's B tile of 16 rows at rank 64 (4 took 250 registers
