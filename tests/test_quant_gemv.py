@@ -51,7 +51,7 @@ def _on_device():
         yield
 
 
-@pytest.mark.parametrize("tokens", [1, 3])
+@pytest.mark.parametrize("tokens", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3: 0.8 s a format
 @pytest.mark.parametrize("kind", sorted(FORMATS))
 def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
     packed, weight = FORMATS[kind]()
