@@ -36,6 +36,8 @@ _MAX_SPLITS = 16  # the expand reads every part of a token's h in one round
 # Output columns an expand program adds to: 128 where its rank block is at most 32 (H200, qa-358 at rank
 # 16: 4.95 us a launch, against 5.23 at 64 columns and 5.43 at 256), else 64, where the wider tile's
 # registers (h and B held as the y tile loads) would halve the programs an SM holds.
+# The product stays on the tensor cores: one rank column at a time on the CUDA cores took 1.4-2x as long,
+# and 32- or 64-token tiles were no faster (H200, docs/benchmarks.md).
 _EXPAND_WIDE_BLOCK_N, _EXPAND_BLOCK_N = 128, 64
 _EXPAND_WIDE_MAX_RANK = 32
 

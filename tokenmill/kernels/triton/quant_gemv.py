@@ -47,7 +47,9 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     zeros_and_scales,
 )
 
-BYTE_TILE_BYTES = 32768  # weight bytes per program per K step of the byte kernel (16 KB: 12% slower, H100)
+# weight bytes per program per K step of the byte kernel (16 KB: 12% slower, H100), held in registers:
+# staging them through shared memory with Triton's loop pipeliner (tl.range num_stages) was 15-30% slower
+BYTE_TILE_BYTES = 32768
 BYTE_CHUNK_ELEMENTS = 8192  # the byte kernel's accumulator (a K step of its default shape is four)
 PACKED_TILE_BYTES = 8192  # packed weight bytes per program per K step (its chunks unrolled)
 MAX_CHUNK = 128  # input rows per packed chunk: a group of up to 128 rows, or a part of a larger one
