@@ -10,7 +10,8 @@ only the single stream and lists every kernel; run it with and without
 `--no-small-batch-kernels` to see what the fused small-batch path changes). With
 `--tensor-parallel-size 2` the kernels are rank 0's: its GEMVs against its all-reduces, whose time
 includes waiting for the other rank. `--quantization` and `--kv-cache-dtype` profile a format;
-`--lora-rank R` runs every request under one random rank-R adapter on all seven projections."""
+`--lora-rank R` runs every request under one random rank-R adapter on all seven projections; `--top N`
+lists the large batch's N costliest kernels (10 by default)."""
 
 from __future__ import annotations
 
