@@ -115,6 +115,19 @@ class LoRAWeights:
     site: int  # the projection's index in the model, below MAX_SITES: where its shrink programs count
 
 
+@dataclass(frozen=True)
+class LoRAExpand:
+    """One projection's expand, y += (Σ parts of h)·Bᵀ under each token's slot (`Ops.lora_expand`), left
+    for the kernel that reads y next (SiLU-and-mul after gate|up) to add as it loads y: y then goes
+    through memory once, and the step has one launch fewer."""
+
+    h: torch.Tensor  # [parts, tokens, slots or 1, shards, rank]: a shrink's, or every slot's x·Aᵀ
+    b: torch.Tensor  # [slots, out, rank], each adapter's scale folded in
+    ranks: torch.Tensor  # [slots, shards] int32
+    out_shards: tuple[int, ...]  # the fused shards' output widths
+    mapping: LoRAMapping
+
+
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:
     """Host side: (sorted_tokens, tile_slots, tile_starts, tile_ends), all int32, of per-token slots;
     the tile arrays are `max_tiles(len(token_slots), num_slots)` long."""

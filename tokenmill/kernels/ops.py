@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
+from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-
 
 # (x, weight, eps, residual) -> (RMSNorm of x + residual, x + residual); without residual, of x alone
 RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None], tuple[Tensor, Tensor | None]]
+# (gate_up, lora) -> SiLU(gate) * up, [rows, 2 * width] -> [rows, width]; lora: the pending expand of the
+# gate|up projection (`LoRAExpand`), added to gate and up first
+SiluAndMulOp = Callable[[Tensor, LoRAExpand | None], Tensor]
 # (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
 # optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
 NormRopeAndCacheOp = Callable[
@@ -104,7 +107,7 @@ class Ops:
     name: Literal["torch", "triton"]
     supports_cuda_graphs: bool  # its kernels can be captured (the reference reads host-side lists)
     rms_norm: RMSNormOp
-    silu_and_mul: Callable[[Tensor], Tensor]  # [rows, 2 * width] gate|up -> [rows, width]
+    silu_and_mul: SiluAndMulOp
     norm_rope_and_cache: NormRopeAndCacheOp
     paged_attention: PagedAttentionOp
     decode_splits: DecodeSplitsOp

@@ -10,7 +10,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tokenmill.kernels.lora_mapping import LoRAMapping, LoRAWeights
+from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 
@@ -28,8 +28,10 @@ def rms_norm(
     return weight * h.to(dtype), residual
 
 
-def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    """SiLU(gate) * up of the fused gate|up projection output."""
+def silu_and_mul(gate_up: torch.Tensor, lora: LoRAExpand | None = None) -> torch.Tensor:
+    """SiLU(gate) * up of the fused gate|up projection output (`lora`: its pending expand, added first)."""
+    if lora is not None:
+        gate_up = expanded(gate_up, lora)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -232,6 +234,13 @@ def lora_expand(
     slot's x·Aᵀ, else 0), lora_b [slots, out, rank] (the adapter's scale folded in), out_shards the fused
     shards' widths."""
     _expand_by_slot(y, h, lora_b, out_shards, mapping.token_slots[: y.shape[0]])
+
+
+def expanded(y: torch.Tensor, lora: LoRAExpand) -> torch.Tensor:
+    """y with a pending expand added (a copy: y may be a view of the stacked GEMM's output)."""
+    y = y.clone()
+    lora_expand(y, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+    return y
 
 
 def lora_delta(out: torch.Tensor, x: torch.Tensor, lora: LoRAWeights) -> None:

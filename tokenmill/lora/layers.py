@@ -14,6 +14,9 @@ and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 
 and every token multiplies all of them: many slots of a large rank make that GEMM work grow past the
 shrink launch it saves (`bench/lora_kernels.py` times both).
 
+gate|up's expand has no launch at all: `deferred` hands it (`LoRAExpand`) to the SiLU-and-mul that
+reads gate|up's output, which adds it as it loads the output (`MLP.forward`).
+
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
 (o, down) keeps A's columns of its own input columns and all of B, and sums the ranks' partial shrinks
@@ -40,6 +43,7 @@ from tokenmill.kernels.lora_mapping import (
     MAX_FOLDED_RANK,
     MAX_SITES,
     PACKED_ORDER,
+    LoRAExpand,
     LoRAMapping,
     LoRAWeights,
     ShrinkScratch,
@@ -112,7 +116,8 @@ class LoRAStep:
 
 class LoRALinear(DeltaProjection):
     """`base(x)` plus, for each token, its slot's B·A·x: on the batched shrink and expand kernels in
-    `forward`, or for a decode batch folded into the fused small-batch GEMVs (`delta_weights`)."""
+    `forward`, with the expand left to the kernel that reads the output next in `deferred`, or for a
+    decode batch folded into the fused small-batch GEMVs (`delta_weights`)."""
 
     def __init__(
         self, base: QuantLinear, max_loras: int, max_rank: int, step: LoRAStep, ops: Ops, dtype: torch.dtype
@@ -148,8 +153,14 @@ class LoRALinear(DeltaProjection):
         self.full_shards = base.full_shards if sharded else base.out_shards
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, expand = self.deferred(x)
+        if expand is not None:
+            self.ops.lora_expand(y, expand.h, expand.b, expand.ranks, expand.out_shards, expand.mapping)
+        return y
+
+    def deferred(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
         if not self.step.runs(self.targeted_slots):
-            return self.base(x)
+            return self.base(x), None
         if self.stacked is not None:  # one GEMM: [y | x·Aᵀ of every slot], y a view of its first columns
             out = F.linear(x, *self.stacked)
             n = self.base.out_features
@@ -159,8 +170,7 @@ class LoRALinear(DeltaProjection):
             h = self.ops.lora_shrink(x, self.lora_a, self.lora_ranks, self.step.mapping)
             if self.input_columns is not None:
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
-        self.ops.lora_expand(y, h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
-        return y
+        return y, LoRAExpand(h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
 
     def delta_weights(self, rows: int) -> LoRAWeights | None:
         if not self.step.runs(self.targeted_slots):

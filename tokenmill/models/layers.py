@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear, Split
+from tokenmill.kernels.lora_mapping import LoRAExpand
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models.config import ModelConfig
+from tokenmill.models.small_batch import DeltaProjection
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
 
 
@@ -40,6 +42,14 @@ def projection(
     if tp.size > 1:
         return ShardedLinear(in_features, list(shards.values()), bias, method, tp, split, unit)
     return QuantLinear(in_features, list(shards.values()), bias, method)
+
+
+def project(linear: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
+    """`linear(x)`, a LoRA wrapper's expand left for the kernel that reads the output next to add as it
+    loads it (SiLU-and-mul: `Ops.silu_and_mul`): one launch and one pass over the output fewer."""
+    if isinstance(linear, DeltaProjection):
+        return linear.deferred(x)
+    return linear(x), None
 
 
 class RMSNorm(nn.Module):
@@ -142,4 +152,5 @@ class MLP(nn.Module):
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        gate_up, lora = project(self.gate_up_proj, x)  # a LoRA wrapper's expand rides in SiLU-and-mul
+        return self.down_proj(self.ops.silu_and_mul(gate_up, lora))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels.lora_mapping import LoRAWeights
+from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import SmallBatchOps
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
@@ -45,6 +45,11 @@ class DeltaProjection(nn.Module):
     def delta_weights(self, rows: int) -> LoRAWeights | None:
         """The delta's operands for this step's first `rows` rows; None when no row's adapter targets
         this projection (the GEMV then runs without it)."""
+        raise NotImplementedError
+
+    def deferred(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
+        """`base(x)` and the delta's expand still to add (None: nothing to add), for the kernel that
+        reads the output next (`Ops.silu_and_mul`) to add as it loads it."""
         raise NotImplementedError
 
 

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAMapping, max_tiles
+from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand, LoRAMapping, max_tiles
 
 _BLOCK_K = 64
 _TARGET_PROGRAMS = 256  # about two per SM on the GPUs we serve on (H100: 132; RTX 5090: 170)
@@ -55,6 +55,47 @@ def _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M: tl.constexp
 def _adapter_rank(ranks, slot, shard, num_shards):
     """The rank of `slot`'s adapter on `shard`: 0 under NO_ADAPTER or where the adapter skips the shard."""
     return tl.load(ranks + tl.maximum(slot, 0) * num_shards + shard, mask=slot >= 0, other=0)
+
+
+@triton.jit
+def _summed_h(
+    h, tokens, rows, slot, shard, rank, splits, stride_h_split, stride_h, stride_h_slot, stride_h_shard,
+    BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+):  # fmt: skip
+    """[len(tokens), BLOCK_R]: Σ over the parts of h of each token's x·Aᵀ under `slot` on `shard`, zero on
+    rows outside `rows` and past `rank`, float32."""
+    offs_r = tl.arange(0, BLOCK_R)
+    offs_s = tl.arange(0, BLOCK_S)
+    ptrs = (
+        h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
+        + tl.maximum(slot, 0) * stride_h_slot + shard * stride_h_shard + offs_r[None, None, :]
+    )  # fmt: skip
+    mask = (offs_s[:, None, None] < splits) & rows[None, :, None] & (offs_r[None, None, :] < rank)
+    return tl.sum(tl.load(ptrs, mask=mask, other=0.0).to(tl.float32), axis=0)
+
+
+@triton.jit
+def tile_delta(
+    h, b, ranks, tokens, rows, slot, shard, shard_begin, cols, col_mask, num_shards, splits,
+    stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
+    BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """[len(tokens), len(cols)] float32: the expand's delta (Σ parts of h)·B[slot]ᵀ of the tile's `rows`
+    (those under `slot`) on `shard`'s columns `shard_begin + cols`, on the tensor cores; zero elsewhere.
+    For a kernel that reads a projection's output and adds its LoRA delta as it loads it."""
+    rank = _adapter_rank(ranks, slot, shard, num_shards)
+    h_tile = _summed_h(
+        h, tokens, rows, slot, shard, rank, splits, stride_h_split, stride_h, stride_h_slot, stride_h_shard,
+        BLOCK_R, BLOCK_S,
+    )  # fmt: skip
+    offs_r = tl.arange(0, BLOCK_R)
+    b_tile = tl.load(  # [BLOCK_R, len(cols)]: B transposed
+        b + tl.maximum(slot, 0).to(tl.int64) * stride_b_slot + (shard_begin + cols)[None, :] * stride_b_row
+        + offs_r[:, None],
+        mask=(offs_r[:, None] < rank) & col_mask[None, :],
+        other=0.0,
+    )  # fmt: skip
+    return tl.dot(h_tile.to(b_tile.dtype), b_tile, input_precision=PRECISION)
 
 
 @triton.jit
@@ -110,32 +151,24 @@ def _expand_kernel(
     col_end = tl.load(shard_offsets + shard + 1)
     if (rank > 0) & (col_begin < col_end):
         tokens, valid = _tile_rows(sorted_tokens, tile_starts, tile_ends, tile, BLOCK_M)
-        offs_r = tl.arange(0, BLOCK_R)
         cols = col_begin + tl.arange(0, BLOCK_N)
+        col_mask = cols < col_end
         y_ptrs = y + tokens[:, None] * stride_y + cols[None, :]
-        mask = valid[:, None] & (cols[None, :] < col_end)
+        mask = valid[:, None] & col_mask[None, :]
         y_tile = tl.load(y_ptrs, mask=mask, other=0.0)  # issued with h's and B's loads, not after the dot
-        offs_s = tl.arange(0, BLOCK_S)  # every part at once: one round of loads, then a sum
-        h_ptrs = (
-            h + offs_s[:, None, None] * stride_h_split + tokens[None, :, None] * stride_h
-            + slot * stride_h_slot + shard * stride_h_shard + offs_r[None, None, :]
+        delta = tile_delta(
+            h, b, ranks, tokens, valid, slot, shard, 0, cols, col_mask, num_shards, splits,
+            stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
+            BLOCK_R, BLOCK_S, PRECISION,
         )  # fmt: skip
-        h_mask = (offs_s[:, None, None] < splits) & valid[None, :, None] & (offs_r[None, None, :] < rank)
-        h_tile = tl.sum(tl.load(h_ptrs, mask=h_mask, other=0.0), axis=0)
-        b_tile = tl.load(  # [BLOCK_R, BLOCK_N]: B transposed
-            b + slot.to(tl.int64) * stride_b_slot + cols[None, :] * stride_b_row + offs_r[:, None],
-            mask=(offs_r[:, None] < rank) & (cols[None, :] < col_end),
-            other=0.0,
-        )
-        delta = tl.dot(h_tile.to(b_tile.dtype), b_tile, input_precision=PRECISION)
         tl.store(y_ptrs, (y_tile.to(tl.float32) + delta).to(y.dtype.element_ty), mask=mask)
 
 
-def _rank_block(rank: int) -> int:
+def rank_block(rank: int) -> int:
     return max(16, triton.next_power_of_2(rank))
 
 
-def _precision(dtype: torch.dtype) -> str:
+def precision(dtype: torch.dtype) -> str:
     """float32 models (the tests) multiply in full precision; tf32 would lose their token-exactness."""
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -163,7 +196,7 @@ def lora_shrink(
         mapping.tile_ends, in_features, shards, k_per_split,
         x.stride(0), lora_a.stride(0), lora_a.stride(1), lora_a.stride(2),
         h.stride(0), h.stride(1), h.stride(3),
-        BLOCK_M=TILE_TOKENS, BLOCK_R=_rank_block(rank), BLOCK_K=_BLOCK_K, PRECISION=_precision(x.dtype),
+        BLOCK_M=TILE_TOKENS, BLOCK_R=rank_block(rank), BLOCK_K=_BLOCK_K, PRECISION=precision(x.dtype),
     )  # fmt: skip
     return h
 
@@ -186,13 +219,23 @@ def lora_expand(
 ) -> None:  # fmt: skip
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
-    block_n = _EXPAND_WIDE_BLOCK_N if _rank_block(rank) <= _EXPAND_WIDE_MAX_RANK else _EXPAND_BLOCK_N
+    block_n = _EXPAND_WIDE_BLOCK_N if rank_block(rank) <= _EXPAND_WIDE_MAX_RANK else _EXPAND_BLOCK_N
     grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
         y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
         mapping.tile_ends, _offsets_on(y.device, out_shards), len(out_shards), h.shape[0],
         y.stride(0), h.stride(0), h.stride(1), h.stride(2) if h.shape[2] > 1 else 0, h.stride(3),
         lora_b.stride(0), lora_b.stride(1),
-        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=_rank_block(rank),
-        BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=_precision(y.dtype),
+        BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=rank_block(rank),
+        BLOCK_S=max(2, triton.next_power_of_2(h.shape[0])), PRECISION=precision(y.dtype),
     )  # fmt: skip
+
+
+def expand_operands(lora: LoRAExpand) -> tuple[tuple, dict[str, int]]:
+    """A pending expand as the runtime arguments and block sizes of a kernel that adds it (`tile_delta`):
+    h, B, ranks, token_slots, sorted_tokens, the parts of h, h's and B's strides."""
+    h, b, mapping = lora.h, lora.b, lora.mapping
+    slot_stride = h.stride(2) if h.shape[2] > 1 else 0  # h of a shrink holds the token's own slot only
+    strides = (h.stride(0), h.stride(1), slot_stride, h.stride(3), b.stride(0), b.stride(1))
+    args = (h, b, lora.ranks, mapping.token_slots, mapping.sorted_tokens, h.shape[0], *strides)
+    return args, {"BLOCK_R": rank_block(b.shape[-1]), "BLOCK_S": max(2, triton.next_power_of_2(h.shape[0]))}

@@ -1,0 +1,159 @@
+"""The LoRA expand of gate|up added by the SiLU-and-mul that reads its output (`LoRAExpand`), against
+the same op on y with the expand run first (`reference.expanded`), and the reference against a per-token
+loop that spells out the delta."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
+from tokenmill.kernels import reference
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAExpand, LoRAMapping, tiles
+
+triton_activation = pytest.importorskip("tokenmill.kernels.triton.activation")
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+# Triton's interpreter computes bfloat16 wrongly (numpy has no bfloat16): bfloat16 runs on a GPU only.
+DTYPES = [torch.float32, *([torch.bfloat16] if ON_GPU else [])]
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    with torch.device(DEVICE):
+        yield
+
+
+def _mapping(token_slots: list[int], num_slots: int, device: torch.device = DEVICE) -> LoRAMapping:
+    slots = np.array(token_slots, dtype=np.int32)
+    return LoRAMapping(*(torch.from_numpy(a).to(device) for a in (slots, *tiles(slots, num_slots))))
+
+
+CASES = {
+    # name: (token slots, slots, ranks [slots][shards] (0: a shard the adapter skips), max rank)
+    "decode mix, tiles crossing slots": ([0, 1, NO_ADAPTER, 1, 0, 2] * 7, 3, [[8, 5], [8, 8], [3, 0]], 8),
+    "runs longer than a tile": ([1] * 20 + [NO_ADAPTER] * 5 + [0] * 19, 2, [[16, 16], [16, 16]], 16),
+    "no adapter at all": ([NO_ADAPTER] * 7, 2, [[4, 4], [4, 4]], 4),
+    "one token": ([1], 2, [[8, 8], [6, 6]], 8),
+}
+
+
+def _expand(token_slots, num_slots, ranks, rank, out_shards, stacked, dtype) -> LoRAExpand:
+    """A random pending expand: h as the stacked GEMM leaves it (every slot, one part, the model dtype)
+    or as the shrink does (the token's own slot, three float32 parts); B zero past each slot's rank."""
+    tokens, shards = len(token_slots), len(out_shards)
+    if stacked:
+        h = torch.randn(1, tokens, num_slots, shards, rank).to(dtype)
+    else:
+        h = torch.randn(3, tokens, 1, shards, rank) / 2
+    b = torch.randn(num_slots, sum(out_shards), rank) / rank**0.5
+    bounds = np.cumsum([0, *out_shards])
+    ranks_t = torch.tensor([row[:shards] for row in ranks], dtype=torch.int32)
+    for slot in range(num_slots):
+        for shard in range(shards):
+            b[slot, bounds[shard] : bounds[shard + 1], ranks_t[slot, shard] :] = 0
+    return LoRAExpand(h, b.to(dtype), ranks_t, tuple(out_shards), _mapping(token_slots, num_slots))
+
+
+def _delta_by_definition(lora: LoRAExpand) -> torch.Tensor:
+    """[tokens, out] float64: token t's (Σ parts h)·Bᵀ under its slot, shard by shard."""
+    token_slots = lora.mapping.token_slots.tolist()
+    bounds = np.cumsum([0, *lora.out_shards])
+    out = torch.zeros(len(token_slots), int(bounds[-1]), dtype=torch.float64)
+    h = lora.h.double().sum(0)
+    for t, slot in enumerate(token_slots):
+        if slot == NO_ADAPTER:
+            continue
+        own = h[t, slot if h.shape[1] > 1 else 0]
+        for s in range(len(lora.out_shards)):
+            out[t, bounds[s] : bounds[s + 1]] = lora.b[slot, bounds[s] : bounds[s + 1]].double() @ own[s]
+    return out
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), want.float(), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_reference_adds_each_tokens_delta_before_the_op(case: str) -> None:
+    torch.manual_seed(0)
+    token_slots, num_slots, ranks, rank = CASES[case]
+    lora = _expand(token_slots, num_slots, ranks, rank, (24, 24), False, torch.float32)
+    gate_up = torch.randn(len(token_slots), 48)
+    added = (gate_up.double() + _delta_by_definition(lora)).float()
+    _close(reference.silu_and_mul(gate_up, lora), reference.silu_and_mul(added), torch.float32)
+    assert torch.equal(gate_up, gate_up.clone()), "the reference leaves y as it was"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "shrunk"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_silu_and_mul_adds_gate_ups_pending_expand(case: str, stacked: bool, dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    token_slots, num_slots, ranks, rank = CASES[case]
+    lora = _expand(token_slots, num_slots, ranks, rank, (40, 40), stacked, dtype)
+    gate_up = torch.randn(len(token_slots), 80).to(dtype)
+    want = reference.silu_and_mul(reference.expanded(gate_up, lora))
+    _close(triton_activation.silu_and_mul(gate_up, lora), want, dtype)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
+def test_an_mlp_under_lora_leaves_gate_ups_expand_to_silu_and_mul() -> None:
+    """gate|up's expand rides in SiLU-and-mul (down's runs on its own): one expand launch in the MLP, and
+    the result of running each wrapper with its expand."""
+    from tests.helpers.launch_count import count_launches
+    from tokenmill.kernels.ops import select_ops
+    from tokenmill.lora.layers import LoRALinear, LoRAStep
+    from tokenmill.models.config import ModelConfig
+    from tokenmill.models.layers import MLP
+
+    torch.manual_seed(3)
+    ops = select_ops("triton", DEVICE, small_batch=False)
+    config = ModelConfig(
+        architecture="Qwen3ForCausalLM", vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, rms_norm_eps=1e-6, rope_theta=1e4,
+        max_position_embeddings=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    mlp = MLP(config, ops, "mlp")
+    step = LoRAStep(max_tokens=20, max_loras=2, device=DEVICE)
+    for name in ("gate_up_proj", "down_proj"):
+        base = getattr(mlp, name)
+        torch.nn.init.normal_(base.weight, std=0.2)
+        wrapper = LoRALinear(base, 2, 4, step, ops, torch.float32)
+        shards = [(torch.randn(4, base.in_features), torch.randn(rows, 4)) for rows in base.out_shards]
+        wrapper.fill_slot(1, shards, scaling=0.5)
+        setattr(mlp, name, wrapper)
+    step.load(_mapping([1, NO_ADAPTER, 1, 1] * 5, 2, torch.device("cpu")), always=False)  # as the runner does
+    x = torch.randn(20, 32)
+    with count_launches() as launches:
+        got = mlp(x)
+    assert launches["triton._lora_silu_and_mul_kernel"] == 1 and launches["triton._expand_kernel"] == 1
+    want = mlp.down_proj(reference.silu_and_mul(mlp.gate_up_proj(x)))  # each wrapper with its expand
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(want, mlp.down_proj.base(reference.silu_and_mul(mlp.gate_up_proj.base(x))))
+
+
+def compile_fused_expand_kernel(capability: int) -> None:
+    """The kernel in bf16 at Qwen3-0.6B's gate|up, rank 16 (called in a fresh Python: `run_compiled`):
+    built, and without spills."""
+    x, ints = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.int32)
+    cubin = compile_for(
+        triton_activation._lora_silu_and_mul_kernel, capability, {"num_warps": triton_activation.lora_warps(capability)},
+        True, in_ptr=x, out_ptr=x, stride_in=6144 + 64, stride_out=3072, width=3072, num_tokens=358, h=x, b=x,
+        ranks=ints, token_slots=ints, sorted_tokens=ints, splits=1, stride_h_split=358 * 6208, stride_h=6208,
+        stride_h_slot=32, stride_h_shard=16, stride_b_slot=6144 * 16, stride_b_row=16, BLOCK_M=16,
+        BLOCK_N=128, BLOCK_R=16, BLOCK_S=2, PRECISION="tf32",
+    )  # fmt: skip
+    usage = resource_usage(cubin)
+    assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
+def test_the_fused_expand_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
+    run_compiled("tests.test_lora_fused_expand:compile_fused_expand_kernel", capability)
