@@ -5,8 +5,9 @@ For the four projection groups of a layer (q|k|v, o, gate|up, down), at 1, 16 an
 layers (as decode steps run), the microseconds per layer of: the base GEMMs alone; the base GEMM plus
 the batched shrink and expand (`kernels/triton/lora.py`: 3 launches a projection, what quantized and
 tensor-parallel projections run); and the shrink folded into the base GEMM (A's slots stacked under the
-weight, as `LoRALinear` does for plain projections: 2 launches a projection). Multiply by 28 layers for
-a step's cost next to `bench single`.
+weight, as `LoRALinear` does for plain projections: 2 launches a projection; the engine then adds
+gate|up's expand in its SiLU-and-mul instead, which this does not time). Multiply by 28 layers for a
+step's cost next to `bench single`.
 Usage: PYTHONPATH=. python bench/lora_kernels.py [--slots 8] [--adapters 1 8] [--rank 16] [--out results.json]
 """
 

@@ -4,6 +4,7 @@ loop that spells out the delta."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -39,24 +40,36 @@ CASES = {
     "runs longer than a tile": ([1] * 20 + [NO_ADAPTER] * 5 + [0] * 19, 2, [[16, 16], [16, 16]], 16),
     "no adapter at all": ([NO_ADAPTER] * 7, 2, [[4, 4], [4, 4]], 4),
     "one token": ([1], 2, [[8, 8], [6, 6]], 8),
+    "rank 32": ([0, NO_ADAPTER, 0] * 6, 1, [[32, 20]], 32),
+    "rank 64: the expand runs first": ([1, 0, NO_ADAPTER] * 6, 2, [[64, 64], [40, 64]], 64),
 }
+PARTS = {"stacked": 1, "shrunk": 3, "shrunk in 8 parts: the expand runs first": 8}
 
 
-def _expand(token_slots, num_slots, ranks, rank, out_shards, stacked, dtype) -> LoRAExpand:
+def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype) -> LoRAExpand:
     """A random pending expand: h as the stacked GEMM leaves it (every slot, one part, the model dtype)
-    or as the shrink does (the token's own slot, three float32 parts); B zero past each slot's rank."""
+    or as the shrink does (the token's own slot, `parts` float32 parts, NaN where it writes nothing: past
+    each slot's rank and on rows without an adapter); B zero past each slot's rank."""
     tokens, shards = len(token_slots), len(out_shards)
-    if stacked:
+    ranks_t = torch.tensor([row[:shards] for row in ranks], dtype=torch.int32)
+    if parts == 1:
         h = torch.randn(1, tokens, num_slots, shards, rank).to(dtype)
     else:
-        h = torch.randn(3, tokens, 1, shards, rank) / 2
+        h = torch.randn(parts, tokens, 1, shards, rank) / 2
+        for t, slot in enumerate(token_slots):
+            for shard in range(shards):
+                h[:, t, 0, shard, 0 if slot == NO_ADAPTER else ranks_t[slot, shard] :] = float("nan")
     b = torch.randn(num_slots, sum(out_shards), rank) / rank**0.5
     bounds = np.cumsum([0, *out_shards])
-    ranks_t = torch.tensor([row[:shards] for row in ranks], dtype=torch.int32)
     for slot in range(num_slots):
         for shard in range(shards):
             b[slot, bounds[shard] : bounds[shard + 1], ranks_t[slot, shard] :] = 0
     return LoRAExpand(h, b.to(dtype), ranks_t, tuple(out_shards), _mapping(token_slots, num_slots))
+
+
+def _written(lora: LoRAExpand) -> LoRAExpand:
+    """The same expand with h's unwritten (NaN) entries 0, as the reference needs them."""
+    return dataclasses.replace(lora, h=torch.nan_to_num(lora.h, nan=0.0))
 
 
 def _delta_by_definition(lora: LoRAExpand) -> torch.Tensor:
@@ -83,23 +96,37 @@ def _close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
 def test_the_reference_adds_each_tokens_delta_before_the_op(case: str) -> None:
     torch.manual_seed(0)
     token_slots, num_slots, ranks, rank = CASES[case]
-    lora = _expand(token_slots, num_slots, ranks, rank, (24, 24), False, torch.float32)
+    lora = _expand(token_slots, num_slots, ranks, rank, (24, 24), 3, torch.float32)
     gate_up = torch.randn(len(token_slots), 48)
-    added = (gate_up.double() + _delta_by_definition(lora)).float()
-    _close(reference.silu_and_mul(gate_up, lora), reference.silu_and_mul(added), torch.float32)
-    assert torch.equal(gate_up, gate_up.clone()), "the reference leaves y as it was"
+    before = gate_up.clone()
+    added = (gate_up.double() + _delta_by_definition(_written(lora))).float()
+    _close(reference.silu_and_mul(gate_up, _written(lora)), reference.silu_and_mul(added), torch.float32)
+    assert torch.equal(gate_up, before), "the reference leaves y as it was"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "shrunk"])
+@pytest.mark.parametrize("h_from", list(PARTS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_silu_and_mul_adds_gate_ups_pending_expand(case: str, stacked: bool, dtype: torch.dtype) -> None:
+def test_silu_and_mul_adds_gate_ups_pending_expand(case: str, h_from: str, dtype: torch.dtype) -> None:
     torch.manual_seed(1)
     token_slots, num_slots, ranks, rank = CASES[case]
-    lora = _expand(token_slots, num_slots, ranks, rank, (40, 40), stacked, dtype)
+    lora = _expand(token_slots, num_slots, ranks, rank, (40, 40), PARTS[h_from], dtype)
     gate_up = torch.randn(len(token_slots), 80).to(dtype)
-    want = reference.silu_and_mul(reference.expanded(gate_up, lora))
-    _close(triton_activation.silu_and_mul(gate_up, lora), want, dtype)
+    want = reference.silu_and_mul(reference.expanded(gate_up, _written(lora)))
+    _close(triton_activation.silu_and_mul(gate_up.clone(), lora), want, dtype)
+
+
+def test_a_tile_adds_only_the_adapters_of_its_own_tokens() -> None:
+    """A tile holding slots 0 and 3 (slots 1 and 2 resident, used by no token, their B not finite): the
+    slots between add nothing to it, not even 0·B."""
+    torch.manual_seed(4)
+    lora = _expand([0, 3, NO_ADAPTER, 0, 3] * 3, 4, [[8, 8]] * 4, 8, (32, 32), 1, torch.float32)
+    lora.b[1:3] = float("inf")
+    gate_up = torch.randn(15, 64)
+    got = triton_activation.silu_and_mul(gate_up, lora)
+    clean = dataclasses.replace(lora, b=torch.where(lora.b.isinf(), 0.0, lora.b))
+    assert got.isfinite().all()
+    _close(got, reference.silu_and_mul(gate_up, clean), torch.float32)
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
@@ -139,18 +166,22 @@ def test_an_mlp_under_lora_leaves_gate_ups_expand_to_silu_and_mul() -> None:
 
 
 def compile_fused_expand_kernel(capability: int) -> None:
-    """The kernel in bf16 at Qwen3-0.6B's gate|up, rank 16 (called in a fresh Python: `run_compiled`):
-    built, and without spills."""
-    x, ints = torch.empty(1, dtype=torch.bfloat16), torch.empty(1, dtype=torch.int32)
-    cubin = compile_for(
-        triton_activation._lora_silu_and_mul_kernel, capability, {"num_warps": triton_activation.lora_warps(capability)},
-        True, in_ptr=x, out_ptr=x, stride_in=6144 + 64, stride_out=3072, width=3072, num_tokens=358, h=x, b=x,
-        ranks=ints, token_slots=ints, sorted_tokens=ints, splits=1, stride_h_split=358 * 6208, stride_h=6208,
-        stride_h_slot=32, stride_h_shard=16, stride_b_slot=6144 * 16, stride_b_row=16, BLOCK_M=16,
-        BLOCK_N=128, BLOCK_R=16, BLOCK_S=2, PRECISION="tf32",
-    )  # fmt: skip
-    usage = resource_usage(cubin)
-    assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usage
+    """The kernel in bf16 at Qwen3-0.6B's gate|up (called in a fresh Python: `run_compiled`), built
+    without spills at the ranks it takes (rank blocks 16 and 32), for h from the stacked GEMM (bf16, one
+    part) and from the shrink (float32, up to 4 parts)."""
+    x, ints, f32 = (torch.empty(1, dtype=dtype) for dtype in (torch.bfloat16, torch.int32, torch.float32))
+    usages = {}
+    for block_r, h, block_s in [(16, x, 2), (32, x, 2), (16, f32, 4), (32, f32, 4)]:
+        cubin = compile_for(
+            triton_activation._lora_silu_and_mul_kernel, capability,
+            {"num_warps": triton_activation.lora_warps(capability)}, True, in_ptr=x, out_ptr=x,
+            stride_in=6144 + 64, stride_out=3072, width=3072, num_tokens=358, h=h, b=x, ranks=ints,
+            token_slots=ints, sorted_tokens=ints, splits=block_s, stride_h_split=358 * 6208, stride_h=6208,
+            stride_h_slot=2 * block_r, stride_h_shard=block_r, stride_b_slot=6144 * block_r,
+            stride_b_row=block_r, BLOCK_M=16, BLOCK_N=128, BLOCK_R=block_r, BLOCK_S=block_s, PRECISION="tf32",
+        )  # fmt: skip
+        usages[(block_r, block_s)] = usage = resource_usage(cubin)
+        assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usages
 
 
 @pytest.mark.slow

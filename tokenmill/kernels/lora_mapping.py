@@ -1,5 +1,5 @@
 """Which resident LoRA slot each token of a step runs under: the contract between the runner and the
-batched LoRA kernels (`Ops.lora_shrink`, `Ops.lora_expand`).
+batched LoRA kernels (`Ops.lora_shrink`, `Ops.lora_expand`, and `Ops.silu_and_mul` with an expand).
 
 Tokens are grouped by slot, punica/S-LoRA style: `sorted_tokens` lists the batch's token indices ordered
 by slot, and each slot's run of them is cut into tiles of `TILE_TOKENS`. Tile i covers
@@ -34,7 +34,9 @@ def max_tiles(num_tokens: int, num_slots: int) -> int:
 @dataclass(frozen=True)
 class LoRAMapping:
     token_slots: torch.Tensor  # [tokens] int32: the slot of each token, NO_ADAPTER for the base model
-    sorted_tokens: torch.Tensor  # [tokens] int32: token indices grouped by slot
+    # [tokens] int32: every token index once, grouped by slot (the base model's first): a kernel that
+    # writes each token's output in this order (SiLU-and-mul with gate|up's expand) writes them all
+    sorted_tokens: torch.Tensor
     tile_slots: torch.Tensor  # [tiles] int32: the slot of each tile, NO_ADAPTER past the last
     tile_starts: torch.Tensor  # [tiles] int32: where each tile's tokens start in sorted_tokens
     tile_ends: torch.Tensor  # [tiles] int32: and where they end (at most TILE_TOKENS later)
@@ -42,12 +44,13 @@ class LoRAMapping:
     @classmethod
     def packed(cls, buffer: torch.Tensor, max_tokens: int, num_slots: int) -> LoRAMapping:
         """Views of `buffer` ([packed_size] int32) laid out in PACKED_ORDER, set to a mapping in which no
-        token has an adapter (what CUDA graphs are captured with). A step's upload then rewrites each
-        array's first entries only: its kernels' grids are sized from its own token count, so they never
-        read the tails past them."""
+        token has an adapter (what CUDA graphs are captured with), its tokens in order. A step's upload
+        then rewrites each array's first entries only: its kernels' grids are sized from its own token
+        count, so they never read the tails past them."""
         views = {}
         for name, (offset, size) in packed_layout(max_tokens, num_slots).items():
             views[name] = buffer[offset : offset + size].fill_(PACKED_FILL.get(name, 0))
+        views["sorted_tokens"].copy_(torch.arange(max_tokens, dtype=torch.int32))
         return cls(**views)
 
 
@@ -55,7 +58,10 @@ class LoRAMapping:
 # arrays lie within one prefix of it, so one copy uploads them (`LoRAStep.load`) where there were five
 # (the prefix holds the unused tails of the first four too: at most max_tokens + 3 * max_tiles values).
 PACKED_ORDER = ("tile_slots", "tile_starts", "tile_ends", "sorted_tokens", "token_slots")
-PACKED_FILL = {"tile_slots": NO_ADAPTER, "token_slots": NO_ADAPTER}  # the rest start at 0
+PACKED_FILL = {
+    "tile_slots": NO_ADAPTER,
+    "token_slots": NO_ADAPTER,
+}  # the rest at 0 (sorted_tokens: 0, 1, ...)
 
 
 def packed_layout(max_tokens: int, num_slots: int) -> dict[str, tuple[int, int]]:

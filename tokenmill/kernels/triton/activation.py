@@ -3,8 +3,8 @@
 
 After a LoRA-wrapped gate|up the pass also adds the tokens' LoRA deltas to gate and up as it loads them
 (`LoRAExpand`), in place of an expand launch of its own. Its programs then take tiles of TILE_TOKENS
-tokens in the mapping's slot order, so a tile has one adapter (two where a slot's run ends inside it)
-and multiplies its rows by B on the tensor cores, as the expand does.
+tokens in the mapping's slot order, so a tile's tokens run under few adapters (usually one), and each
+adapter present multiplies its rows by its B on the tensor cores, as the expand does.
 """
 
 from __future__ import annotations
@@ -16,13 +16,23 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand
-from tokenmill.kernels.triton.lora import expand_operands, precision, tile_delta
+from tokenmill.kernels.triton.lora import (
+    WIDE_TILE_MAX_RANK,
+    expand_operands,
+    lora_expand,
+    precision,
+    rank_block,
+    tile_delta,
+)
 
 _BLOCK = 1024
 # The LoRA variant's tiles: 16 tokens x 128 columns of gate and of up, 4 warps (H200, qa-358 at rank 16:
-# 5.8 us a launch, against 6.3-7.7 at 64 or 256 columns or 8 warps; the expand + SiLU-and-mul it
-# replaces took 8.7). sm_120 spills at 4 warps (96 registers a thread), so it takes 8 there.
+# 5.7 us a launch, against 6.3-7.7 at 64 or 256 columns or 8 warps; the expand + SiLU-and-mul it
+# replaces took 8.7). sm_120 spills at 4 warps (96 registers a thread), so it takes 8 there. The loop
+# over a tile's slots is a `for` (a `while`, or skipping absent slots with an `if`, took 7 us: more
+# registers a thread).
 _LORA_BLOCK_N = 128
+_LORA_MAX_PARTS = 4
 
 
 def lora_warps(capability: int) -> int:
@@ -57,7 +67,8 @@ def _lora_silu_and_mul_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
-    offs = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    start = tl.program_id(0) * BLOCK_M
+    offs = start + tl.arange(0, BLOCK_M)
     valid = offs < num_tokens
     tokens = tl.load(sorted_tokens + offs, mask=valid, other=0).to(tl.int64)
     slots = tl.load(token_slots + tokens, mask=valid, other=-1)
@@ -67,19 +78,21 @@ def _lora_silu_and_mul_kernel(
     ptrs = in_ptr + tokens[:, None] * stride_in + cols[None, :]
     gate = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     up = tl.load(ptrs + width, mask=mask, other=0.0).to(tl.float32)
-    first = tl.maximum(tl.min(tl.where(valid, slots, 2**30)), 0)  # slots ascend along the tile
-    for slot in range(first, tl.max(slots) + 1):
+    # slots ascend along the tile: its first and last tokens' bound the slots it holds
+    first = tl.maximum(tl.load(token_slots + tl.load(sorted_tokens + start)), 0)
+    last = tl.load(token_slots + tl.load(sorted_tokens + tl.minimum(start + BLOCK_M, num_tokens) - 1))
+    for slot in range(first, last + 1):  # where: other rows take nothing of this slot, not even 0·B
         rows = valid & (slots == slot)
-        gate += tile_delta(
+        gate += tl.where(rows[:, None], tile_delta(
             h, b, ranks, tokens, rows, slot, 0, 0, cols, col_mask, 2, splits,
             stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
             BLOCK_R, BLOCK_S, PRECISION,
-        )  # fmt: skip
-        up += tile_delta(
+        ), 0.0)  # fmt: skip
+        up += tl.where(rows[:, None], tile_delta(
             h, b, ranks, tokens, rows, slot, 1, width, cols, col_mask, 2, splits,
             stride_h_split, stride_h, stride_h_slot, stride_h_shard, stride_b_slot, stride_b_row,
             BLOCK_R, BLOCK_S, PRECISION,
-        )  # fmt: skip
+        ), 0.0)  # fmt: skip
     dtype = out_ptr.dtype.element_ty
     gate = gate.to(dtype).to(tl.float32)  # y + delta rounded to the model dtype, as the expand stores it
     up = up.to(dtype).to(tl.float32)
@@ -88,10 +101,18 @@ def _lora_silu_and_mul_kernel(
 
 
 def silu_and_mul(gate_up: torch.Tensor, lora: LoRAExpand | None = None) -> torch.Tensor:
-    """[rows, 2 * width] gate|up -> [rows, width]; `lora`: the pending expand of the gate|up projection."""
+    """[rows, 2 * width] gate|up -> [rows, width]; `lora`: the pending expand of the gate|up projection.
+    Above rank 32, or with h in more than 4 parts (a shrink's split K, a few tokens over a quantized or
+    sharded base), the expand runs first, on gate_up in place, as its own launch: the fused tiles would
+    spill on sm_120 (the expand narrows its tiles there)."""
     rows, double = gate_up.shape
     width = double // 2
     out = torch.empty(rows, width, dtype=gate_up.dtype, device=gate_up.device)
+    if lora is not None:
+        assert lora.out_shards == (width, width), "gate|up's expand: two shards, gate's and up's"
+        if rank_block(lora.b.shape[-1]) > WIDE_TILE_MAX_RANK or lora.h.shape[0] > _LORA_MAX_PARTS:
+            lora_expand(gate_up, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+            lora = None
     if lora is None:
         _silu_and_mul_kernel[(rows, triton.cdiv(width, _BLOCK))](
             gate_up, out, gate_up.stride(0), out.stride(0), width, BLOCK=_BLOCK, num_warps=4

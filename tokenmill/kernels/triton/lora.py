@@ -1,8 +1,9 @@
 """Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `reference.lora_shrink`,
 `reference.lora_expand`).
 
-One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up: every shard at once),
-over the tiles of a `LoRAMapping`: a program gathers the rows of one tile (up to TILE_TOKENS tokens, all
+One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up: every shard at once;
+gate|up's expand usually rides in its SiLU-and-mul instead, through `tile_delta`), over the tiles of a
+`LoRAMapping`: a program gathers the rows of one tile (up to TILE_TOKENS tokens, all
 under one adapter) and multiplies them by that adapter's matrices. The grid has `max_tiles(tokens,
 slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph replays it for any mix
 of adapters); programs of unused tiles exit at once, and tokens without an adapter are in no tile. A
@@ -39,7 +40,7 @@ _MAX_SPLITS = 16  # the expand reads every part of a token's h in one round
 # The product stays on the tensor cores: one rank column at a time on the CUDA cores took 1.4-2x as long,
 # and 32- or 64-token tiles were no faster (H200, docs/benchmarks.md).
 _EXPAND_WIDE_BLOCK_N, _EXPAND_BLOCK_N = 128, 64
-_EXPAND_WIDE_MAX_RANK = 32
+WIDE_TILE_MAX_RANK = 32  # (as a rank block) the largest rank 128-column tiles take without spilling
 
 
 @triton.jit
@@ -219,7 +220,7 @@ def lora_expand(
 ) -> None:  # fmt: skip
     num_tokens = y.shape[0]
     num_slots, _, rank = lora_b.shape
-    block_n = _EXPAND_WIDE_BLOCK_N if rank_block(rank) <= _EXPAND_WIDE_MAX_RANK else _EXPAND_BLOCK_N
+    block_n = _EXPAND_WIDE_BLOCK_N if rank_block(rank) <= WIDE_TILE_MAX_RANK else _EXPAND_BLOCK_N
     grid = (max_tiles(num_tokens, num_slots), triton.cdiv(max(out_shards), block_n), len(out_shards))
     _expand_kernel[grid](
         y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
