@@ -58,10 +58,8 @@ class LoRAMapping:
 # arrays lie within one prefix of it, so one copy uploads them (`LoRAStep.load`) where there were five
 # (the prefix holds the unused tails of the first four too: at most max_tokens + 3 * max_tiles values).
 PACKED_ORDER = ("tile_slots", "tile_starts", "tile_ends", "sorted_tokens", "token_slots")
-PACKED_FILL = {
-    "tile_slots": NO_ADAPTER,
-    "token_slots": NO_ADAPTER,
-}  # the rest at 0 (sorted_tokens: 0, 1, ...)
+# What `LoRAMapping.packed` starts each array at: these, 0 for the tile bounds, 0, 1, ... for sorted_tokens
+PACKED_FILL = {"tile_slots": NO_ADAPTER, "token_slots": NO_ADAPTER}
 
 
 def packed_layout(max_tokens: int, num_slots: int) -> dict[str, tuple[int, int]]:
