@@ -62,7 +62,10 @@ def large_batch(engine, requests, lora: LoRARequest | None, top: int) -> None:
         params = SamplingParams(temperature=0, max_tokens=out, ignore_eos=True)
         engine.add_request(str(index), prompt, params, False, lora)
     print("first steps of qa-358 (ms, scheduled sequences, tokens):")
-    for _ in range(10):
+    for index in range(10):
+        if index == 1:  # the second to fourth steps: prompts only, 8,192 tokens each
+            print("  kernels of the second to fourth steps (prompt tokens only):")
+            kernel_table(engine, 3, top=top)
         batch_size = len(engine.scheduler.running) + len(engine.scheduler.waiting)
         print(f"  {timed_step(engine):8.2f}  {batch_size}")
     steady = [timed_step(engine) for _ in range(20)]
@@ -135,9 +138,11 @@ def main() -> None:
     parser.add_argument("--quantization")
     parser.add_argument("--kv-cache-dtype", default="auto")
     parser.add_argument("--lora-rank", type=int, default=0, help="0: no adapter")
+    parser.add_argument("--max-loras", type=int, default=1, help="resident adapter slots with --lora-rank")
     parser.add_argument("--top", type=int, default=10, help="kernels listed for the large batch")
     args = parser.parse_args()
     max_num_seqs = {"all": 358, "single": 8, "nano-256": 256}[args.workload]
+    lora = dict(enable_lora=True, max_lora_rank=args.lora_rank, max_loras=args.max_loras)
     llm = LLM(
         args.model,
         max_num_seqs=max_num_seqs,
@@ -146,7 +151,7 @@ def main() -> None:
         async_scheduling=args.workload != "nano-256",  # there: each step's kind read before it runs
         quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype,
-        **(dict(enable_lora=True, max_lora_rank=args.lora_rank) if args.lora_rank else {}),
+        **(lora if args.lora_rank else {}),
     )
     engine = llm.engine
     print(f"small-batch kernels: {'on' if args.small_batch_kernels else 'off'}")

@@ -1,6 +1,6 @@
-"""The LoRA expand of gate|up added by the SiLU-and-mul that reads its output (`LoRAExpand`), against
-the same op on y with the expand run first (`reference.expanded`), and the reference against a per-token
-loop that spells out the delta."""
+"""The LoRA expand of gate|up added by the SiLU-and-mul that reads its output, and o's and down's by the
+residual RMSNorm that reads theirs (`LoRAExpand`), against the same op on y with the expand run first
+(`reference.expanded`), and the reference against a per-token loop that spells out the delta."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
 from tokenmill.kernels import reference
-from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAExpand, LoRAMapping, tiles
+from tokenmill.kernels.lora_mapping import NO_ADAPTER, ROW_DELTA_MAX_RANK, LoRAExpand, LoRAMapping, tiles
 
 triton_activation = pytest.importorskip("tokenmill.kernels.triton.activation")
+triton_norm = pytest.importorskip("tokenmill.kernels.triton.norm")
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -49,7 +50,8 @@ PARTS = {"stacked": 1, "shrunk": 3, "shrunk in 8 parts: the expand runs first": 
 def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype) -> LoRAExpand:
     """A random pending expand: h as the stacked GEMM leaves it (every slot, one part, the model dtype)
     or as the shrink does (the token's own slot, `parts` float32 parts, NaN where it writes nothing: past
-    each slot's rank and on rows without an adapter); B zero past each slot's rank."""
+    each slot's rank and on rows without an adapter); B zero past each slot's rank, and rank-major too
+    where a wrapper keeps it so (one shard, up to ROW_DELTA_MAX_RANK)."""
     tokens, shards = len(token_slots), len(out_shards)
     ranks_t = torch.tensor([row[:shards] for row in ranks], dtype=torch.int32)
     if parts == 1:
@@ -64,7 +66,9 @@ def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype) -> Lo
     for slot in range(num_slots):
         for shard in range(shards):
             b[slot, bounds[shard] : bounds[shard + 1], ranks_t[slot, shard] :] = 0
-    return LoRAExpand(h, b.to(dtype), ranks_t, tuple(out_shards), _mapping(token_slots, num_slots))
+    b = b.to(dtype)
+    by_rank = b.transpose(1, 2).contiguous() if shards == 1 and rank <= ROW_DELTA_MAX_RANK else None
+    return LoRAExpand(h, b, ranks_t, tuple(out_shards), _mapping(token_slots, num_slots), by_rank)
 
 
 def _written(lora: LoRAExpand) -> LoRAExpand:
@@ -129,10 +133,37 @@ def test_a_tile_adds_only_the_adapters_of_its_own_tokens() -> None:
     _close(got, reference.silu_and_mul(gate_up, clean), torch.float32)
 
 
+NORM_PARTS = {"stacked": 1, "shrunk": 1, "shrunk in 3 parts: the expand runs first": 3}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("h_from", list(NORM_PARTS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_residual_norm_adds_os_and_downs_pending_expand(
+    case: str, h_from: str, with_residual: bool, dtype: torch.dtype
+) -> None:
+    torch.manual_seed(5)
+    token_slots, num_slots, ranks, rank = CASES[case]
+    lora = _expand(token_slots, num_slots, ranks, rank, (48,), NORM_PARTS[h_from], dtype)
+    if h_from == "shrunk":  # one float32 part of the token's own slot, as an unsplit shrink leaves h
+        lora = dataclasses.replace(lora, h=lora.h[:, :, :1].contiguous())
+    x, weight = torch.randn(len(token_slots), 48).to(dtype), torch.randn(48).to(dtype)
+    residual = torch.randn(len(token_slots), 48).to(dtype) if with_residual else None
+    want, want_stream = reference.rms_norm(x, weight, 1e-6, residual, _written(lora))
+    got, stream = triton_norm.rms_norm(
+        x.clone(), weight, 1e-6, None if residual is None else residual.clone(), lora
+    )
+    _close(got, want, dtype)
+    if with_residual:
+        _close(stream, want_stream, dtype)
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="counts launches in the interpreter")
-def test_an_mlp_under_lora_leaves_gate_ups_expand_to_silu_and_mul() -> None:
-    """gate|up's expand rides in SiLU-and-mul (down's runs on its own): one expand launch in the MLP, and
-    the result of running each wrapper with its expand."""
+def test_an_mlp_under_lora_launches_no_expand() -> None:
+    """gate|up's expand rides in SiLU-and-mul, down's in the residual norm that reads the MLP's output
+    (the MLP returns it pending): no expand launch, and the result of running each wrapper with its
+    expand, then the norm."""
     from tests.helpers.launch_count import count_launches
     from tokenmill.kernels.ops import select_ops
     from tokenmill.lora.layers import LoRALinear, LoRAStep
@@ -156,13 +187,18 @@ def test_an_mlp_under_lora_leaves_gate_ups_expand_to_silu_and_mul() -> None:
         wrapper.fill_slot(1, shards, scaling=0.5)
         setattr(mlp, name, wrapper)
     step.load(_mapping([1, NO_ADAPTER, 1, 1] * 5, 2, torch.device("cpu")), always=False)  # as the runner does
-    x = torch.randn(20, 32)
+    x, weight, residual = torch.randn(20, 32), torch.randn(32), torch.randn(20, 32)
     with count_launches() as launches:
-        got = mlp(x)
-    assert launches["triton._lora_silu_and_mul_kernel"] == 1 and launches["triton._expand_kernel"] == 1
-    want = mlp.down_proj(reference.silu_and_mul(mlp.gate_up_proj(x)))  # each wrapper with its expand
+        y, down_expand = mlp(x)
+        got, stream = ops.rms_norm(y, weight, 1e-6, residual.clone(), down_expand)
+    assert launches["triton._lora_silu_and_mul_kernel"] == 1 and launches["triton._expand_kernel"] == 0
+    assert launches["triton._add_rms_norm_kernel"] == 1
+    want_y = mlp.down_proj(reference.silu_and_mul(mlp.gate_up_proj(x)))  # each wrapper with its expand
+    want, want_stream = reference.rms_norm(want_y, weight, 1e-6, residual)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(want, mlp.down_proj.base(reference.silu_and_mul(mlp.gate_up_proj.base(x))))
+    torch.testing.assert_close(stream, want_stream, rtol=1e-4, atol=1e-4)
+    plain = mlp.down_proj.base(reference.silu_and_mul(mlp.gate_up_proj.base(x)))
+    assert not torch.allclose(want_y, plain)
 
 
 def compile_fused_expand_kernel(capability: int) -> None:
@@ -184,7 +220,27 @@ def compile_fused_expand_kernel(capability: int) -> None:
         assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usages
 
 
+def compile_lora_norm_kernel(capability: int) -> None:
+    """The residual norm with a row's delta in bf16, built without spills at the ranks it takes (rank
+    blocks 16 and 32), for h from the stacked GEMM (bf16) and from the shrink (float32), at Qwen3-0.6B's
+    1,024-wide rows (4 warps) and Qwen3-32B's 5,120 (8 warps)."""
+    x, ints, f32 = (torch.empty(1, dtype=dtype) for dtype in (torch.bfloat16, torch.int32, torch.float32))
+    usages = {}
+    for n_cols, block_r, h in [(1024, 16, x), (1024, 32, f32), (5120, 16, x), (5120, 32, f32)]:
+        cubin = compile_for(
+            triton_norm._add_rms_norm_kernel, capability, {"num_warps": 4 if n_cols <= 2048 else 8}, True,
+            x_ptr=x, residual_ptr=x, weight_ptr=x, out_ptr=x, residual_out_ptr=x, stride_x=n_cols + 64,
+            stride_r=n_cols, stride_o=n_cols, n_cols=n_cols, eps=1e-6, h_ptr=h, b_ptr=x, slots_ptr=ints,
+            ranks_ptr=ints, stride_h=n_cols + 64, stride_h_slot=block_r, stride_b_slot=block_r * n_cols,
+            stride_b_rank=n_cols, HAS_RESIDUAL=True, HAS_LORA=True, BLOCK=triton_norm.triton.next_power_of_2(n_cols),
+            BLOCK_R=block_r,
+        )  # fmt: skip
+        usages[(n_cols, block_r)] = usage = resource_usage(cubin)
+        assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usages
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["fused_expand", "lora_norm"])
 @pytest.mark.parametrize("capability", [ARCHITECTURES["hopper"], ARCHITECTURES["blackwell-rtx"]])
-def test_the_fused_expand_kernel_compiles_for_hopper_and_blackwell(capability: int) -> None:
-    run_compiled("tests.test_lora_fused_expand:compile_fused_expand_kernel", capability)
+def test_the_kernels_adding_an_expand_compile_for_hopper_and_blackwell(kernel: str, capability: int) -> None:
+    run_compiled(f"tests.test_lora_fused_expand:compile_{kernel}_kernel", capability)

@@ -307,7 +307,7 @@ def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_mo
         max_lora_rank=max_rank, num_kv_blocks=16, enforce_eager=True,
     )  # fmt: skip
     layer = llm.engine.runner.model.layers[0]
-    assert small_batch.takes(layer.small_batch_ops, layer, 1) == (max_rank <= MAX_FOLDED_RANK)
+    assert small_batch.takes(layer.ops.small_batch, layer, 1) == (max_rank <= MAX_FOLDED_RANK)
 
 
 @pytest.mark.slow

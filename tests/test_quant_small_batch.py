@@ -188,7 +188,7 @@ def test_fused_quantized_decode_generates_what_the_unfused_path_does(
         )  # fmt: skip
         layer = llm.engine.runner.model.layers[0]
         assert (
-            layer.small_batch_ops is not None and small_batch.takes(layer.small_batch_ops, layer, 2)
+            layer.ops.small_batch is not None and small_batch.takes(layer.ops.small_batch, layer, 2)
         ) == fused
         tokens[fused] = [
             output.outputs[0].token_ids for output in llm.generate(prompts, params, use_tqdm=False)

@@ -33,7 +33,8 @@ def compile_for(
     a tensor stands for a pointer to its dtype, an int for i32, a float for fp32; constexpr parameters
     take their values. `options` are compile options (num_warps, maxnreg, ...). `aligned` marks what a
     launch would find 16-aligned: pointers, and ints that are multiples of 16 (unless the kernel does
-    not specialise them). An int equal to 1 stays an i32 here, where a launch would make it a constant."""
+    not specialise them). An int equal to 1 becomes the constant 1, as a launch makes it (a loop of
+    `range(n)` with n == 1 compiles to its body alone)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -46,7 +47,7 @@ def compile_for(
         multiple = isinstance(value, torch.Tensor) or (type(value) is int and value % 16 == 0)
         if aligned and not param.is_constexpr and not param.do_not_specialize and multiple:
             attrs[(index,)] = [["tt.divisibility", 16]]
-        if param.is_constexpr:
+        if param.is_constexpr or (type(value) is int and value == 1 and not param.do_not_specialize):
             signature[param.name], constants[param.name] = "constexpr", value
         elif isinstance(value, torch.Tensor):
             signature[param.name] = "*" + _POINTER_TYPES[value.dtype]

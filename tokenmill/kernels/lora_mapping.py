@@ -22,6 +22,9 @@ NO_ADAPTER = -1
 # grow with the rank (rank 64 compiles without spills on sm_90; 256 would not fit sm_120's shared memory).
 MAX_FOLDED_RANK = 64
 MAX_LORA_SHARDS = 3  # fused shards one projection's adapter spans: q|k|v at most
+# The largest rank whose delta the residual RMSNorm adds a row at a time (`LoRAExpand.b_by_rank`): its
+# rank loop is unrolled, and each unrolled row of B is one more load in flight.
+ROW_DELTA_MAX_RANK = 32
 MAX_SITES = 4096  # LoRA-wrapped projections a model may have, each counting at its own site
 TILE_TOKENS = 16
 
@@ -122,14 +125,17 @@ class LoRAWeights:
 @dataclass(frozen=True)
 class LoRAExpand:
     """One projection's expand, y += (Σ parts of h)·Bᵀ under each token's slot (`Ops.lora_expand`), left
-    for the kernel that reads y next (SiLU-and-mul after gate|up) to add as it loads y: y then goes
-    through memory once, and the step has one launch fewer."""
+    for the kernel that reads y next (SiLU-and-mul after gate|up, the residual RMSNorm after o and down)
+    to add as it loads y: y then goes through memory once, and the step has one launch fewer."""
 
     h: torch.Tensor  # [parts, tokens, slots or 1, shards, rank]: a shrink's, or every slot's x·Aᵀ
     b: torch.Tensor  # [slots, out, rank], each adapter's scale folded in
     ranks: torch.Tensor  # [slots, shards] int32
     out_shards: tuple[int, ...]  # the fused shards' output widths
     mapping: LoRAMapping
+    # [slots, rank, out]: B rank-major, for a kernel that adds the delta a row at a time (each rank's
+    # row of B then loads contiguously); single-shard projections up to ROW_DELTA_MAX_RANK, else None
+    b_by_rank: torch.Tensor | None = None
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

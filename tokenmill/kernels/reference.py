@@ -15,10 +15,16 @@ from tokenmill.kernels.metadata import AttentionMetadata
 
 
 def rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    lora: LoRAExpand | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The residual stream is summed in the model dtype, normalised in float32.
-    Returns (normed, x + residual)."""
+    Returns (normed, x + residual). `lora`: the pending expand of x's projection, added to x first."""
+    if lora is not None:
+        x = expanded(x, lora)
     if residual is not None:
         x = x + residual
         residual = x

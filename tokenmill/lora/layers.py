@@ -14,8 +14,11 @@ and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 
 and every token multiplies all of them: many slots of a large rank make that GEMM work grow past the
 shrink launch it saves (`bench/lora_kernels.py` times both).
 
-gate|up's expand has no launch at all: `deferred` hands it (`LoRAExpand`) to the SiLU-and-mul that
-reads gate|up's output, which adds it as it loads the output (`MLP.forward`).
+Only q|k|v's expand is a launch of its own: `deferred` hands gate|up's (`LoRAExpand`) to the SiLU-and-mul
+that reads gate|up's output, and o's and down's to the residual RMSNorm that reads theirs, which add it as
+they load the output (`MLP.forward`, `DecoderLayer.forward`). The norm holds a whole row a program, so it
+reads B rank-major: a single-shard projection up to ROW_DELTA_MAX_RANK keeps that copy of B too
+(`lora_b_by_rank`: 7 MB more at Qwen3-0.6B, 4 slots of rank 16).
 
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
@@ -43,6 +46,7 @@ from tokenmill.kernels.lora_mapping import (
     MAX_FOLDED_RANK,
     MAX_SITES,
     PACKED_ORDER,
+    ROW_DELTA_MAX_RANK,
     LoRAExpand,
     LoRAMapping,
     LoRAWeights,
@@ -140,6 +144,10 @@ class LoRALinear(DeltaProjection):
         self.register_buffer(
             "lora_b", torch.zeros(max_loras, base.out_features, max_rank, dtype=dtype, device=device)
         )
+        by_rank = None  # [slots, rank, out]: B rank-major, for the residual norm that adds o's and down's
+        if shards == 1 and max_rank <= ROW_DELTA_MAX_RANK:
+            by_rank = torch.zeros(max_loras, max_rank, base.out_features, dtype=dtype, device=device)
+        self.register_buffer("lora_b_by_rank", by_rank)
         self.register_buffer("lora_ranks", torch.zeros(max_loras, shards, dtype=torch.int32, device=device))
         self.targeted_slots: set[int] = set()  # slots whose adapter targets this projection
         self._delta_weights: dict[int, LoRAWeights] = {}  # by row count: views of persistent buffers
@@ -170,7 +178,9 @@ class LoRALinear(DeltaProjection):
             h = self.ops.lora_shrink(x, self.lora_a, self.lora_ranks, self.step.mapping)
             if self.input_columns is not None:
                 h = self.base.tp.all_reduce(h)  # each rank shrank its own input columns
-        return y, LoRAExpand(h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping)
+        return y, LoRAExpand(
+            h, self.lora_b, self.lora_ranks, self.out_shards, self.step.mapping, self.lora_b_by_rank
+        )
 
     def delta_weights(self, rows: int) -> LoRAWeights | None:
         if not self.step.runs(self.targeted_slots):
@@ -211,6 +221,8 @@ class LoRALinear(DeltaProjection):
             rows = self.base.shard_rows(shard)
             self.lora_a[slot, shard, : a.shape[0]].copy_(a)
             self.lora_b[slot, rows, : b.shape[1]].copy_(b.to(torch.float32) * scaling)
+        if self.lora_b_by_rank is not None:
+            self.lora_b_by_rank[slot].copy_(self.lora_b[slot].T)
 
     def expected_shapes(self, shard: int, rank: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """The shapes of A and B a rank-`rank` adapter of shard `shard` must have (the checkpoint's,

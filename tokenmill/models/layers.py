@@ -46,7 +46,8 @@ def projection(
 
 def project(linear: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
     """`linear(x)`, a LoRA wrapper's expand left for the kernel that reads the output next to add as it
-    loads it (SiLU-and-mul: `Ops.silu_and_mul`): one launch and one pass over the output fewer."""
+    loads it (`Ops.silu_and_mul` after gate|up, `Ops.rms_norm` after o and down): one launch and one pass
+    over the output fewer."""
     if isinstance(linear, DeltaProjection):
         return linear.deferred(x)
     return linear(x), None
@@ -62,9 +63,10 @@ class RMSNorm(nn.Module):
         self.ops = ops
 
     def forward(
-        self, x: torch.Tensor, residual: torch.Tensor | None = None
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, lora: LoRAExpand | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.ops.rms_norm(x, self.weight, self.eps, residual)
+        """`lora`: the pending expand of the projection x came from (`project`), added to x first."""
+        return self.ops.rms_norm(x, self.weight, self.eps, residual, lora)
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -122,8 +124,11 @@ class Attention(nn.Module):
         self.kv_cache: torch.Tensor | None = None  # [2, num_blocks, block_size, kv_heads, head_dim]
         self.kv_scales: torch.Tensor | None = None  # a quantized cache's scales, attached with it
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        return self.o_proj(self.attend(positions, self.qkv_proj(x), meta))
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, LoRAExpand | None]:
+        """The o projection's output and its pending LoRA expand, for the residual norm that reads it."""
+        return project(self.o_proj, self.attend(positions, self.qkv_proj(x), meta))
 
     def attend(self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Attention of the projected q|k|v over the cache, before o_proj: [tokens, heads * head_dim]."""
@@ -151,6 +156,7 @@ class MLP(nn.Module):
         self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix, "row")
         self.ops = ops
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
+        """The down projection's output and its pending LoRA expand, for the residual norm that reads it."""
         gate_up, lora = project(self.gate_up_proj, x)  # a LoRA wrapper's expand rides in SiLU-and-mul
-        return self.down_proj(self.ops.silu_and_mul(gate_up, lora))
+        return project(self.down_proj, self.ops.silu_and_mul(gate_up, lora))

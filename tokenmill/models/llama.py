@@ -9,6 +9,7 @@ from torch import nn
 
 from tokenmill.distributed.sharding import checkpoint_part
 from tokenmill.distributed.vocab import embedding, lm_head
+from tokenmill.kernels.lora_mapping import LoRAExpand
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models import small_batch
@@ -28,7 +29,8 @@ _FUSED_SHARDS = {
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block. The residual stream is carried separately so each norm can fuse the add."""
+    """Pre-norm block. The residual stream is carried separately so each norm can fuse the add, and so
+    is the pending LoRA expand of the projection that wrote the layer's output: the next norm adds it."""
 
     def __init__(self, config: ModelConfig, rotary: RotaryTables, ops: Ops, prefix: str) -> None:
         super().__init__()
@@ -36,7 +38,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, rotary, ops, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, ops)
         self.mlp = MLP(config, ops, f"{prefix}.mlp")
-        self.small_batch_ops = ops.small_batch
+        self.ops = ops
 
     def forward(
         self,
@@ -44,20 +46,26 @@ class DecoderLayer(nn.Module):
         hidden: torch.Tensor,
         residual: torch.Tensor | None,
         meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(hidden, residual) -> the layer's output and the residual stream; the fused small-batch
-        path returns the stream alone, (stream, None), which the next norm reads the same way."""
-        fused = self.small_batch_ops
+        lora: LoRAExpand | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LoRAExpand | None]:
+        """(hidden, residual, hidden's pending LoRA expand) -> the same after this layer; the fused
+        small-batch path returns the stream alone, (stream, None, None), which the next norm reads the
+        same way."""
+        fused = self.ops.small_batch
         if fused is not None and small_batch.takes(fused, self, hidden.shape[0]):
-            return small_batch.forward(fused, self, positions, hidden, residual, meta)
-        if residual is None:
+            if lora is not None:  # the layer before ran unfused: its down projection's delta is still to add
+                self.ops.lora_expand(hidden, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+            return (*small_batch.forward(fused, self, positions, hidden, residual, meta), None)
+        if residual is None:  # the embeddings, or a fused layer's stream: nothing pending
+            assert lora is None
             residual, (hidden, _) = hidden, self.input_layernorm(hidden)
         else:
-            hidden, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(positions, hidden, meta)
-        hidden, residual = self.post_attention_layernorm(hidden, residual)
+            hidden, residual = self.input_layernorm(hidden, residual, lora)
+        hidden, lora = self.self_attn(positions, hidden, meta)
+        hidden, residual = self.post_attention_layernorm(hidden, residual, lora)
         assert residual is not None
-        return self.mlp(hidden), residual
+        hidden, lora = self.mlp(hidden)
+        return hidden, residual, lora
 
 
 class LlamaForCausalLM(nn.Module):
@@ -85,10 +93,10 @@ class LlamaForCausalLM(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        hidden, residual = self.embed_tokens(input_ids), None
+        hidden, residual, lora = self.embed_tokens(input_ids), None, None
         for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual, meta)
-        return self.norm(hidden, residual)[0]
+            hidden, residual, lora = layer(positions, hidden, residual, meta, lora)
+        return self.norm(hidden, residual, lora)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
