@@ -10,8 +10,10 @@ only the single stream and lists every kernel; run it with and without
 `--no-small-batch-kernels` to see what the fused small-batch path changes). With
 `--tensor-parallel-size 2` the kernels are rank 0's: its GEMVs against its all-reduces, whose time
 includes waiting for the other rank. `--quantization` and `--kv-cache-dtype` profile a format;
-`--lora-rank R` runs every request under one random rank-R adapter on all seven projections; `--top N`
-lists the large batch's N costliest kernels (10 by default)."""
+`--lora-rank R` runs every request under one random rank-R adapter on all seven projections, with
+`--max-loras` resident slots (1 by default); `--top N` lists the N costliest kernels (10 by default) of
+the large batch's decode steps, and of its second to fourth steps, which carry prompt tokens only (qa-358
+fills them to the default 8,192-token budget): the first-steps listing times steps 1 and 5-13 around them."""
 
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def large_batch(engine, requests, lora: LoRARequest | None, top: int) -> None:
         engine.add_request(str(index), prompt, params, False, lora)
     print("first steps of qa-358 (ms, scheduled sequences, tokens):")
     for index in range(10):
-        if index == 1:  # the second to fourth steps: prompts only, 8,192 tokens each
+        if index == 1:  # the second to fourth steps: prompt tokens only
             print("  kernels of the second to fourth steps (prompt tokens only):")
             kernel_table(engine, 3, top=top)
         batch_size = len(engine.scheduler.running) + len(engine.scheduler.waiting)

@@ -91,6 +91,25 @@ def test_one_adapter_matches_peft(arch: str, tiny_model_dir, adapters, expected,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_layers_alternating_fused_and_unfused_keep_every_delta(
+    kernels, tiny_model_dir, adapters, expected, fused_lora_rows, monkeypatch
+) -> None:
+    """Odd layers alone on the fused small-batch path (as a model quantized layer by layer can make it):
+    each fused layer first adds the down projection's delta the unfused layer before it left pending for
+    its norm, and the tokens stay peft's."""
+    llm = LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True, kernels=kernels, block_size=8)
+    odd = {id(layer) for layer in llm.engine.runner.model.layers[1::2]}
+    takes = small_batch.takes
+    monkeypatch.setattr(
+        small_batch, "takes", lambda ops, layer, rows: id(layer) in odd and takes(ops, layer, rows)
+    )
+    lora = LoRARequest("down", str(adapters("qwen3", 1)))  # rank 4 on q, v and down
+    assert _tokens(llm.generate(prompts(), PARAMS, use_tqdm=False, lora_request=lora)) == expected("qwen3", 1)
+    assert 4 in fused_lora_rows, "the decode steps ran the fused path on the odd layers"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arch", "max_loras", "kernels"),
     [("qwen3", 3, "torch"), ("qwen2", 1, "torch"), ("qwen3", 3, "triton")],  # triton: the interpreter, slow

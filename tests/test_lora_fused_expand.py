@@ -47,14 +47,15 @@ CASES = {
 PARTS = {"stacked": 1, "shrunk": 3, "shrunk in 8 parts: the expand runs first": 8}
 
 
-def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype) -> LoRAExpand:
+def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype, stacked=True) -> LoRAExpand:
     """A random pending expand: h as the stacked GEMM leaves it (every slot, one part, the model dtype)
     or as the shrink does (the token's own slot, `parts` float32 parts, NaN where it writes nothing: past
-    each slot's rank and on rows without an adapter); B zero past each slot's rank, and rank-major too
-    where a wrapper keeps it so (one shard, up to ROW_DELTA_MAX_RANK)."""
+    each slot's rank and on rows without an adapter): the stacked GEMM's where it is in one part, unless
+    `stacked` is False. B zero past each slot's rank, and rank-major too where a wrapper keeps it so (one
+    shard, up to ROW_DELTA_MAX_RANK)."""
     tokens, shards = len(token_slots), len(out_shards)
     ranks_t = torch.tensor([row[:shards] for row in ranks], dtype=torch.int32)
-    if parts == 1:
+    if parts == 1 and stacked:
         h = torch.randn(1, tokens, num_slots, shards, rank).to(dtype)
     else:
         h = torch.randn(parts, tokens, 1, shards, rank) / 2
@@ -133,21 +134,21 @@ def test_a_tile_adds_only_the_adapters_of_its_own_tokens() -> None:
     _close(got, reference.silu_and_mul(gate_up, clean), torch.float32)
 
 
-NORM_PARTS = {"stacked": 1, "shrunk": 1, "shrunk in 3 parts: the expand runs first": 3}
+# h's source for the norm: (the stacked GEMM's, parts)
+NORM_H = {"stacked": (True, 1), "shrunk": (False, 1), "shrunk in 3 parts: the expand runs first": (False, 3)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_residual", [True, False])
-@pytest.mark.parametrize("h_from", list(NORM_PARTS))
+@pytest.mark.parametrize("h_from", list(NORM_H))
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_residual_norm_adds_os_and_downs_pending_expand(
     case: str, h_from: str, with_residual: bool, dtype: torch.dtype
 ) -> None:
     torch.manual_seed(5)
     token_slots, num_slots, ranks, rank = CASES[case]
-    lora = _expand(token_slots, num_slots, ranks, rank, (48,), NORM_PARTS[h_from], dtype)
-    if h_from == "shrunk":  # one float32 part of the token's own slot, as an unsplit shrink leaves h
-        lora = dataclasses.replace(lora, h=lora.h[:, :, :1].contiguous())
+    stacked, parts = NORM_H[h_from]
+    lora = _expand(token_slots, num_slots, ranks, rank, (48,), parts, dtype, stacked)
     x, weight = torch.randn(len(token_slots), 48).to(dtype), torch.randn(48).to(dtype)
     residual = torch.randn(len(token_slots), 48).to(dtype) if with_residual else None
     want, want_stream = reference.rms_norm(x, weight, 1e-6, residual, _written(lora))
@@ -199,6 +200,29 @@ def test_an_mlp_under_lora_launches_no_expand() -> None:
     torch.testing.assert_close(stream, want_stream, rtol=1e-4, atol=1e-4)
     plain = mlp.down_proj.base(reference.silu_and_mul(mlp.gate_up_proj.base(x)))
     assert not torch.allclose(want_y, plain)
+
+
+def test_the_rank_major_copy_of_b_follows_every_fill_of_a_slot() -> None:
+    """A single-shard wrapper's `lora_b_by_rank` is B transposed after each load into a slot (a larger
+    rank, a smaller one, none: the adapter skips it); fused shards and ranks past ROW_DELTA_MAX_RANK keep no
+    copy (the norm then runs the expand first)."""
+    from tokenmill.kernels.ops import select_ops
+    from tokenmill.lora.layers import LoRALinear, LoRAStep
+    from tokenmill.quantization import QuantLinear, UnquantizedMethod
+
+    torch.manual_seed(6)
+    ops = select_ops("triton", DEVICE, small_batch=False)
+    step = LoRAStep(max_tokens=4, max_loras=2, device=DEVICE)
+    wrapper = LoRALinear(QuantLinear(32, [24], False, UnquantizedMethod()), 2, 8, step, ops, torch.float32)
+    for rank in (8, 4, None):
+        shards = [None if rank is None else (torch.randn(rank, 32), torch.randn(24, rank))]
+        wrapper.fill_slot(1, shards, scaling=0.5)
+        assert torch.equal(wrapper.lora_b_by_rank[1], wrapper.lora_b[1].T)
+        assert wrapper.lora_b_by_rank[1].any() == (rank is not None)
+    assert not wrapper.lora_b_by_rank[0].any()
+    fused = LoRALinear(QuantLinear(32, [16, 8], False, UnquantizedMethod()), 2, 8, step, ops, torch.float32)
+    wide = LoRALinear(QuantLinear(32, [24], False, UnquantizedMethod()), 2, 64, step, ops, torch.float32)
+    assert fused.lora_b_by_rank is None and wide.lora_b_by_rank is None
 
 
 def compile_fused_expand_kernel(capability: int) -> None:

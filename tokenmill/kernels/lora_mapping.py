@@ -12,6 +12,7 @@ are persistent buffers refilled in place each step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +137,10 @@ class LoRAExpand:
     # [slots, rank, out]: B rank-major, for a kernel that adds the delta a row at a time (each rank's
     # row of B then loads contiguously); single-shard projections up to ROW_DELTA_MAX_RANK, else None
     b_by_rank: torch.Tensor | None = None
+
+    def add_to(self, y: torch.Tensor, lora_expand: Callable[..., None]) -> None:
+        """Run the expand on its own: y += the delta, in place, by `lora_expand` (an `Ops.lora_expand`)."""
+        lora_expand(y, self.h, self.b, self.ranks, self.out_shards, self.mapping)
 
 
 def tiles(token_slots: np.ndarray, num_slots: int) -> tuple[np.ndarray, ...]:

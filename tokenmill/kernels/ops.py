@@ -26,7 +26,8 @@ Tensor = torch.Tensor
 QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-head norms
 
 # (x, weight, eps, residual, lora) -> (RMSNorm of x + residual, x + residual); without residual, of x
-# alone; lora: the pending expand of the projection x came from (`LoRAExpand`), added to x first
+# alone; lora: the pending expand of the projection x came from (`LoRAExpand`), added to x first (a
+# kernel may add it to x in place)
 RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None, LoRAExpand | None], tuple[Tensor, Tensor | None]]
 # (gate_up, lora) -> SiLU(gate) * up, [rows, 2 * width] -> [rows, width]; lora: the pending expand of the
 # gate|up projection (`LoRAExpand`), added to gate and up first

@@ -245,7 +245,7 @@ def lora_expand(
 def expanded(y: torch.Tensor, lora: LoRAExpand) -> torch.Tensor:
     """y with a pending expand added (a copy: y may be a view of the stacked GEMM's output)."""
     y = y.clone()
-    lora_expand(y, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+    lora.add_to(y, lora_expand)
     return y
 
 

@@ -14,11 +14,12 @@ and its x·Aᵀ under every slot, and only the expand is a launch of its own (2 
 and every token multiplies all of them: many slots of a large rank make that GEMM work grow past the
 shrink launch it saves (`bench/lora_kernels.py` times both).
 
-Only q|k|v's expand is a launch of its own: `deferred` hands gate|up's (`LoRAExpand`) to the SiLU-and-mul
-that reads gate|up's output, and o's and down's to the residual RMSNorm that reads theirs, which add it as
-they load the output (`MLP.forward`, `DecoderLayer.forward`). The norm holds a whole row a program, so it
-reads B rank-major: a single-shard projection up to ROW_DELTA_MAX_RANK keeps that copy of B too
-(`lora_b_by_rank`: 7 MB more at Qwen3-0.6B, 4 slots of rank 16).
+On a plain base only q|k|v's expand is a launch of its own: `deferred` hands gate|up's (`LoRAExpand`) to
+the SiLU-and-mul that reads gate|up's output, and o's and down's to the residual RMSNorm that reads theirs,
+which add it as they load the output (`MLP.forward`, `DecoderLayer.forward`; where h comes from a split
+shrink, over a quantized or sharded base, the expand still runs first). The norm holds a whole row a
+program, so it reads B rank-major: a single-shard projection up to ROW_DELTA_MAX_RANK keeps that copy of B
+too (`lora_b_by_rank`: 7 MB more at Qwen3-0.6B, 4 slots of rank 16).
 
 Under tensor parallelism (`ShardedLinear` bases) each rank holds its part, as vLLM does: a column-parallel
 projection (q|k|v, gate|up) keeps all of A and the rows of B of its own output rows; a row-parallel one
@@ -163,7 +164,7 @@ class LoRALinear(DeltaProjection):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, expand = self.deferred(x)
         if expand is not None:
-            self.ops.lora_expand(y, expand.h, expand.b, expand.ranks, expand.out_shards, expand.mapping)
+            expand.add_to(y, self.ops.lora_expand)
         return y
 
     def deferred(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:

@@ -54,7 +54,7 @@ class DecoderLayer(nn.Module):
         fused = self.ops.small_batch
         if fused is not None and small_batch.takes(fused, self, hidden.shape[0]):
             if lora is not None:  # the layer before ran unfused: its down projection's delta is still to add
-                self.ops.lora_expand(hidden, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+                lora.add_to(hidden, self.ops.lora_expand)
             return (*small_batch.forward(fused, self, positions, hidden, residual, meta), None)
         if residual is None:  # the embeddings, or a fused layer's stream: nothing pending
             assert lora is None
@@ -88,7 +88,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = lm_head(config)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.small_batch_ops = ops.small_batch
+        self.ops = ops
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
@@ -102,7 +102,7 @@ class LlamaForCausalLM(nn.Module):
         """Logits in the model dtype: greedy argmax needs no float32 copy of [batch, vocab]. Under
         tensor parallelism, rank 0 gets them and the other ranks None."""
         if self._head_is_gemv(hidden):
-            return self.small_batch_ops.linear(hidden, self.lm_head.weight, None, None)
+            return self.ops.small_batch.linear(hidden, self.lm_head.weight, None, None)
         return self.lm_head(hidden)
 
     def warm_up_logits(self, hidden: torch.Tensor) -> None:
@@ -113,7 +113,7 @@ class LlamaForCausalLM(nn.Module):
             self.compute_logits(hidden)
 
     def _head_is_gemv(self, hidden: torch.Tensor) -> bool:
-        fused = self.small_batch_ops
+        fused = self.ops.small_batch
         return fused is not None and small_batch.head_takes(fused, self.lm_head, hidden.shape[0])
 
     def attention_layers(self) -> list[Attention]:

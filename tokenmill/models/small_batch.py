@@ -49,7 +49,7 @@ class DeltaProjection(nn.Module):
 
     def deferred(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
         """`base(x)` and the delta's expand still to add (None: nothing to add), for the kernel that
-        reads the output next (`Ops.silu_and_mul`) to add as it loads it."""
+        reads the output next (`Ops.silu_and_mul`, `Ops.rms_norm`) to add as it loads it."""
         raise NotImplementedError
 
 

@@ -111,7 +111,7 @@ def silu_and_mul(gate_up: torch.Tensor, lora: LoRAExpand | None = None) -> torch
     if lora is not None:
         assert lora.out_shards == (width, width), "gate|up's expand: two shards, gate's and up's"
         if rank_block(lora.b.shape[-1]) > WIDE_TILE_MAX_RANK or lora.h.shape[0] > _LORA_MAX_PARTS:
-            lora_expand(gate_up, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+            lora.add_to(gate_up, lora_expand)
             lora = None
     if lora is None:
         _silu_and_mul_kernel[(rows, triton.cdiv(width, _BLOCK))](

@@ -2,13 +2,13 @@
 `reference.lora_expand`).
 
 One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up: every shard at once;
-gate|up's expand usually rides in its SiLU-and-mul instead, through `tile_delta`), over the tiles of a
-`LoRAMapping`: a program gathers the rows of one tile (up to TILE_TOKENS tokens, all
-under one adapter) and multiplies them by that adapter's matrices. The grid has `max_tiles(tokens,
-slots)` rows, so its shape depends only on the token and slot counts (a CUDA graph replays it for any mix
-of adapters); programs of unused tiles exit at once, and tokens without an adapter are in no tile. A
-program reads its adapter's own rank of each shard (`ranks` [slots, shards]: the slots are padded to the
-largest rank) and exits at once on a shard the adapter does not target.
+gate|up's expand usually rides in its SiLU-and-mul instead, through `tile_delta`, and o's and down's in
+the residual RMSNorm, `norm.py`), over the tiles of a `LoRAMapping`: a program gathers the rows of one
+tile (up to TILE_TOKENS tokens, all under one adapter) and multiplies them by that adapter's matrices. The
+grid has `max_tiles(tokens, slots)` rows, so its shape depends only on the token and slot counts (a CUDA
+graph replays it for any mix of adapters); programs of unused tiles exit at once, and tokens without an
+adapter are in no tile. A program reads its adapter's own rank of each shard (`ranks` [slots, shards]: the
+slots are padded to the largest rank) and exits at once on a shard the adapter does not target.
 
 shrink: h[p, t, 0, s, :] = x[t, K-part p] · A[slot(t), s, :, K-part p]ᵀ, float32 partial sums
 expand: y[t, shard s] += (Σ_p h[p, t, σ, s, :]) · B[slot(t), shard s]ᵀ  (the adapter's scale folded into

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.lora_mapping import ROW_DELTA_MAX_RANK, LoRAExpand
+from tokenmill.kernels.lora_mapping import LoRAExpand
 from tokenmill.kernels.triton.lora import lora_expand
 
 
@@ -64,10 +64,11 @@ def _add_rms_norm_kernel(
     tl.store(out_ptr + row * stride_o + cols, weight * h.to(x.dtype), mask=mask)
 
 
-def adds_by_row(lora: LoRAExpand) -> bool:
-    """Whether the norm adds `lora` itself: a rank-major B, and h in one part (a stacked GEMM's, or a
-    shrink's that was not split); else the expand runs first, as its own launch."""
-    return lora.b_by_rank is not None and lora.h.shape[0] == 1 and lora.b.shape[-1] <= ROW_DELTA_MAX_RANK
+def _adds_by_row(lora: LoRAExpand) -> bool:
+    """Whether the norm adds `lora` itself: a rank-major B (a single-shard projection up to
+    ROW_DELTA_MAX_RANK keeps one), and h in one part (a stacked GEMM's, or a shrink's that was not split);
+    else the expand runs first, as its own launch."""
+    return lora.b_by_rank is not None and lora.h.shape[0] == 1
 
 
 def rms_norm(
@@ -78,9 +79,10 @@ def rms_norm(
     lora: LoRAExpand | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x (and residual): [rows, hidden]. Returns (normed, x + residual); the residual is updated in place.
-    `lora`: the pending expand of the projection x came from, added to x first."""
-    if lora is not None and not adds_by_row(lora):
-        lora_expand(x, lora.h, lora.b, lora.ranks, lora.out_shards, lora.mapping)
+    `lora`: the pending expand of the projection x came from, added to x first (to x in place, where the
+    expand runs as its own launch)."""
+    if lora is not None and not _adds_by_row(lora):
+        lora.add_to(x, lora_expand)
         lora = None
     out = torch.empty_like(x)
     n_cols = x.shape[-1]
@@ -95,7 +97,9 @@ def rms_norm(
     return out, residual
 
 
-def _row_delta_operands(lora: LoRAExpand | None, placeholder: torch.Tensor) -> tuple:
+def _row_delta_operands(
+    lora: LoRAExpand | None, placeholder: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, int]:
     """h, rank-major B, token slots, ranks and the strides `_row_delta` reads (placeholders without LoRA:
     HAS_LORA compiles them out)."""
     if lora is None:
