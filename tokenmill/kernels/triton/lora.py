@@ -225,13 +225,13 @@ def lora_expand(
     _expand_kernel[grid](
         y, h, lora_b, ranks, mapping.sorted_tokens, mapping.tile_slots, mapping.tile_starts,
         mapping.tile_ends, _offsets_on(y.device, out_shards), len(out_shards), h.shape[0],
-        y.stride(0), *_h_strides(h), lora_b.stride(0), lora_b.stride(1),
+        y.stride(0), *h_strides(h), lora_b.stride(0), lora_b.stride(1),
         BLOCK_M=TILE_TOKENS, BLOCK_N=block_n, BLOCK_R=rank_block(rank), BLOCK_S=_parts_block(h),
         PRECISION=precision(y.dtype),
     )  # fmt: skip
 
 
-def _h_strides(h: torch.Tensor) -> tuple[int, int, int, int]:
+def h_strides(h: torch.Tensor) -> tuple[int, int, int, int]:
     """h's strides over parts, tokens, slots and shards; the slot's 0 where h holds the token's own slot
     only (a shrink's), so the kernels index it by the token's slot either way."""
     return h.stride(0), h.stride(1), h.stride(2) if h.shape[2] > 1 else 0, h.stride(3)
@@ -246,5 +246,5 @@ def expand_operands(lora: LoRAExpand) -> tuple[tuple, dict[str, int]]:
     """A pending expand as the runtime arguments and block sizes of a kernel that adds it (`tile_delta`):
     h, B, ranks, token_slots, sorted_tokens, the parts of h, h's and B's strides."""
     h, b, mapping = lora.h, lora.b, lora.mapping
-    args = (h, b, lora.ranks, mapping.token_slots, mapping.sorted_tokens, h.shape[0], *_h_strides(h))
+    args = (h, b, lora.ranks, mapping.token_slots, mapping.sorted_tokens, h.shape[0], *h_strides(h))
     return (*args, b.stride(0), b.stride(1)), {"BLOCK_R": rank_block(b.shape[-1]), "BLOCK_S": _parts_block(h)}

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.lora_mapping import LoRAExpand
-from tokenmill.kernels.triton.lora import lora_expand
+from tokenmill.kernels.triton.lora import h_strides, lora_expand
 
 
 @triton.jit
@@ -106,5 +106,5 @@ def _row_delta_operands(
         return placeholder, placeholder, placeholder, placeholder, 0, 0, 0, 0
     h, b = lora.h, lora.b_by_rank
     assert b is not None and len(lora.out_shards) == 1
-    slot_stride = h.stride(2) if h.shape[2] > 1 else 0  # h of the token's own slot only: index 0
-    return h, b, lora.mapping.token_slots, lora.ranks, h.stride(1), slot_stride, b.stride(0), b.stride(1)
+    _, token_stride, slot_stride, _ = h_strides(h)
+    return h, b, lora.mapping.token_slots, lora.ranks, token_stride, slot_stride, b.stride(0), b.stride(1)
