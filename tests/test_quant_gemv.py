@@ -21,7 +21,7 @@ from tests.test_quant_kernels import (
     packed_gptq,
     packed_int8,
 )
-from tokenmill.kernels.triton import gemv_fusion, int4_gemv, quant_gemv
+from tokenmill.kernels.triton import fp8_gemv, gemv_fusion, int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.quantization import QuantLinear, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -74,20 +74,36 @@ def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     )
 
 
+@pytest.mark.parametrize("kind", ["awq", "fp8"])
 @pytest.mark.parametrize("programs_per_sm", [pytest.param(1, marks=pytest.mark.slow), 64])
 def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
-    programs_per_sm: int, monkeypatch: pytest.MonkeyPatch
+    kind: str, programs_per_sm: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The 4-bit GEMV with K split over 4 programs per output tile (64 per SM wanted) or not at all: the
-    reference's sums; a second launch gives the same bits, since the last split of each tile reset its
-    count."""
+    """The 4-bit and the e4m3 GEMV with K split over programs per output tile (64 per SM wanted) or not
+    at all: the reference's sums; a second launch gives the same bits, since the last split of each tile
+    reset its count."""
     monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
-    packed, weight = packed_awq(OUT, 512, 128)
-    x = draw(3, 512, seed=29)
+    packed, weight = packed_awq(OUT, 512, 128) if kind == "awq" else packed_fp8(OUT, 2 * fp8_gemv.BLOCK_K)
+    x = draw(3, weight.shape[0], seed=29)
     first = quant_gemv.gemv(x, packed)
     close(first, x @ weight, torch.float32)
     assert torch.equal(quant_gemv.gemv(x, packed), first)
     assert not gemv_fusion.split_scratch(x.device)["count_ptr"].any()
+
+
+def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K."""
+    splits = []
+
+    def counted(*args: int) -> int:
+        splits.append(gemv_fusion.split_count(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", 64)
+    monkeypatch.setattr(fp8_gemv, "split_count", counted)
+    packed, weight = packed_fp8(OUT, 2 * fp8_gemv.BLOCK_K)
+    quant_gemv.gemv(draw(1, weight.shape[0], seed=31), packed)
+    assert splits == [2]
 
 
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float16, marks=pytest.mark.slow), torch.bfloat16])
@@ -105,6 +121,17 @@ def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums
     torch.testing.assert_close(got, x.float() @ weight, atol=bound, rtol=0)
     monkeypatch.setattr(int4_gemv, "_uses_asm", lambda x: False)
     torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=bound, rtol=0)
+
+
+def test_fp8_gemv_in_inline_ptx_gives_the_portable_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU (sm_89+) the words meet their activations in inline PTX: the same fp32 products as the
+    portable decode, summed in another order (under the interpreter both are the portable path)."""
+    packed, _ = packed_fp8(OUT, IN)
+    x = draw(2, IN, seed=32).to(torch.bfloat16)
+    assert fp8_gemv._uses_asm(x.device) == ON_GPU
+    got = quant_gemv.gemv(x, packed).float()
+    monkeypatch.setattr(fp8_gemv, "_uses_asm", lambda device: False)
+    torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=0, rtol=1e-2)
 
 
 def test_split_count_fills_the_sms_within_k_and_the_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,8 +156,9 @@ def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() 
 
 
 def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """GPUs before sm_89 decode the e4m3 bit fields (scaled by 2^-8, undone on the sums)."""
-    monkeypatch.setattr(quant_gemv, "native_fp8", lambda device: False)
+    """GPUs before sm_89 decode the e4m3 bit fields (scaled by 2^-8, undone on the sums), in the words of
+    `fp8_gemv` (per-channel scales) as in the bytes of `quant_gemv`'s kernel (block scales, below)."""
+    monkeypatch.setattr(fp8_gemv, "native_fp8", lambda device: False)
     packed, weight = packed_fp8(OUT, IN)
     x = draw(2, IN, seed=22)
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
@@ -142,7 +170,7 @@ def test_fp8_block_gemv_equals_the_dequantized_reference(
     block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Partial blocks along both dimensions (100 x 300); activations are not quantized on this path."""
-    monkeypatch.setattr(quant_gemv, "native_fp8", lambda device: native)
+    monkeypatch.setattr(fp8_gemv, "native_fp8", lambda device: native)
     weight, scale_inv = quantize_fp8_blocks(draw(100, 300, seed=23) * 0.05, block)
     x = draw(3, 300, seed=24)
     expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
@@ -237,6 +265,15 @@ def compile_every_gemv(capability: int) -> None:
                 **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
                 BITS=bits, ZERO_OFFSET=zero_offset, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
                 BLOCK_K=4 * chunk, CHUNK=chunk,
+            )  # fmt: skip
+    native = capability >= 89
+    for split in (8, 1):
+        for fusion in FUSIONS:
+            compile_for(
+                fp8_gemv._fp8_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
+                partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
+                stride_w=3072, SPLIT=split, BLOCK_N=fp8_gemv.WIDEST_TILE, BLOCK_K=fp8_gemv.BLOCK_K,
+                USE_ASM=native, NATIVE_FP8=native, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split in ((True, 8), (True, 1), (False, 2)):
         for fusion in FUSIONS:

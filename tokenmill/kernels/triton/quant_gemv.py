@@ -18,22 +18,22 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
   warps inside the loop would put a barrier between the chunks' loads.
 4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
-arithmetic, split K). Both kernels here take the fused small-batch path's element-wise neighbours
-(`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual epilogue. The
-references are the quantization methods' `apply` (x times the `dequantize_*` weight), with the unfused
-norm, activation and add around it.
+arithmetic, split K), and e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step
+ahead, split K); the byte kernel keeps int8 and fp8 block scales. Both kernels here take the fused
+small-batch path's element-wise neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue,
+the bias and the residual epilogue. The references are the quantization methods' `apply` (x times the
+`dequantize_*` weight), with the unfused norm, activation and add around it.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton import int4_gemv
+from tokenmill.kernels.triton import fp8_gemv, int4_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
@@ -163,12 +163,6 @@ def _packed_gemv_kernel(
     store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n < N, stride_o, stride_r, HAS_BIAS, HAS_RESIDUAL)
 
 
-@functools.cache
-def native_fp8(device: torch.device) -> bool:
-    """fp8 -> float conversion instructions: sm_89+ (and Triton's interpreter); elsewhere bit decoding."""
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
-
-
 def _byte_gemv(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -193,8 +187,9 @@ def _byte_gemv(
         x_ptr=x, w_ptr=weight.view(torch.uint8) if not is_int8 else weight, scale_ptr=scales, out_ptr=out,
         rows=rows, N=n, K=k, stride_x=x.stride(0), stride_w=weight.stride(0),
         stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
-        FORMAT=int(weight_format), NATIVE_FP8=native_fp8(x.device), BLOCK_OUT=block[0] if block else 0,
-        BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk, num_warps=8 if block_n * chunk >= 8192 else 4,
+        FORMAT=int(weight_format), NATIVE_FP8=fp8_gemv.native_fp8(x.device),
+        BLOCK_OUT=block[0] if block else 0, BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk,
+        num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip
     return out
 
@@ -223,11 +218,13 @@ def gemv(
     x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION, shape: GemvShape | None = None
 ) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype,
-    for any `PackedWeight` format; `shape` None: `default_shape`, or `int4_gemv` where it applies (a
-    shape sweeps this module's packed kernel)."""
+    for any `PackedWeight` format; `shape` None: `default_shape`, or `int4_gemv` / `fp8_gemv` where they
+    apply (a shape sweeps this module's own kernels)."""
     x = _rows(x)
     if shape is None and weight.format == WeightFormat.GPTQ and int4_gemv.supports(weight):
         return int4_gemv.gemv(x, weight, fusion)
+    if shape is None and weight.format == WeightFormat.FP8 and fp8_gemv.supports(weight.weight):
+        return fp8_gemv.gemv(x, weight.weight, weight.scales, fusion)
     if weight.format < WeightFormat.GPTQ:
         is_int8 = weight.format == WeightFormat.INT8
         return _byte_gemv(x, weight.weight, weight.scales, is_int8, None, fusion, shape)

@@ -1,0 +1,14 @@
+[ -d /tmp/site/opentelemetry ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD:/tmp/site
+nvidia-smi -L
+timeout -s KILL 200 python3 .k4/fp8probe.py qwen3-8b $OUT/probe-8b.json > $OUT/probe-8b.log 2>&1
+grep -v '^{' $OUT/probe-8b.log | tail -12
+python3 - <<'PY'
+import json, os
+d=json.load(open(os.environ["OUT"]+"/probe-8b.json"))
+rows={}
+for l in d['lines']:
+    rows.setdefault(l['variant'],{})[l['projection']]=(l['us'],l['tb_per_s'])
+for v,r in sorted(rows.items(), key=lambda kv: sum(x[0] for x in kv[1].values())):
+    print(f"{v:22s}", "  ".join(f"{p}:{u:6.2f}({t:.2f})" for p,(u,t) in r.items()))
+PY

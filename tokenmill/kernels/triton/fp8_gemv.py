@@ -1,0 +1,203 @@
+"""The e4m3 decode GEMV with one scale per output channel (`--quantization fp8`): y = x W^T for one to a
+few token rows, W float8_e4m3fn [out, in], with the fused small-batch path's prologue and epilogue
+(`gemv_fusion`). Reference: `Fp8ChannelMethod.apply` (x times the dequantized weight).
+
+`quant_gemv`'s byte kernel reads the bytes as bytes and decodes each one on its own; it cannot carry a
+K step's bytes into the next iteration without a byte permute per byte moved, so it loads and computes
+in turn and waits on memory latency (H100: 2.7 TB/s against bf16's 3.07). Here the weight is read as
+int32 words of four consecutive inputs, as `int4_gemv` reads its 4-bit words:
+- each program issues its next K step's loads (words, activations) before it computes the current one,
+  so it keeps two steps' bytes in flight, and K is split (`gemv_fusion.split_count`) to give every SM
+  several programs;
+- each word meets its four activations in inline PTX (sm_89 and later): two conversions of a byte pair
+  to an f16 pair, four to fp32, four FMAs into the word's fp32 sum, the same fp32 products as the byte
+  kernel's.
+The portable path (Triton's interpreter, GPUs without fp8 conversions) decodes the words' bytes in plain
+Triton to the same fp32 values. One Qwen3-8B layer's four GEMVs at one token: H100 89 -> 82 us, H200
+77 -> 66 us (docs/benchmarks.md, 16 outputs and 512 inputs a step at 4 warps won the sweep on both).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels.triton.gemv_fusion import (
+    MAX_ROWS,
+    Fusion,
+    row_rstd,
+    split_count,
+    split_scratch,
+    store_split_row,
+)
+from tokenmill.kernels.triton.gemv_rows import prologue_finish, prologue_loads
+from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
+from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, e4m3_bits_to_half
+
+BLOCK_K = 512  # inputs (bytes) per row per K step
+WIDEST_TILE = 16  # output rows per program, narrower where the tiles would not cover the SMs
+NUM_WARPS = 4
+
+# $1 holds four e4m3 weights (inputs k..k+3, little-endian), $2..$5 their activations, $6 the running
+# sum of this word column: $0 = $6 + sum of the four products, in fp32.
+_E4M3_WORD_FMA = tl.constexpr("""
+{
+.reg .b16 lo, hi, h0, h1, h2, h3;
+.reg .b32 p0, p1;
+.reg .f32 f0, f1, f2, f3;
+mov.b32 {lo, hi}, $1;
+cvt.rn.f16x2.e4m3x2 p0, lo;
+cvt.rn.f16x2.e4m3x2 p1, hi;
+mov.b32 {h0, h1}, p0;
+mov.b32 {h2, h3}, p1;
+cvt.f32.f16 f0, h0;
+cvt.f32.f16 f1, h1;
+cvt.f32.f16 f2, h2;
+cvt.f32.f16 f3, h3;
+fma.rn.f32 $0, f0, $2, $6;
+fma.rn.f32 $0, f1, $3, $0;
+fma.rn.f32 $0, f2, $4, $0;
+fma.rn.f32 $0, f3, $5, $0;
+}
+""")
+
+
+@triton.jit
+def _byte_values(words, i: tl.constexpr, NATIVE_FP8: tl.constexpr):
+    """The i-th byte of each word as the fp32 e4m3 value (times 2^-8 without fp8 conversions)."""
+    stored = ((words >> (8 * i)) & 0xFF).to(tl.uint8)
+    if NATIVE_FP8:
+        values = stored.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        values = e4m3_bits_to_half(stored).to(tl.float32)
+    return values
+
+
+@triton.jit
+def _word_fma(acc, words, x, WORDS: tl.constexpr, USE_ASM: tl.constexpr, NATIVE_FP8: tl.constexpr):
+    """acc [BLOCK_N, WORDS] plus each word's four products with its activations x [1, 4 * WORDS]."""
+    even, odd = tl.split(tl.reshape(x, [WORDS, 2, 2]))  # inputs (4w, 4w + 2) and (4w + 1, 4w + 3)
+    x0, x2 = tl.split(even)
+    x1, x3 = tl.split(odd)
+    x0, x1, x2, x3 = x0[None, :], x1[None, :], x2[None, :], x3[None, :]
+    if USE_ASM:
+        shape: tl.constexpr = acc.shape
+        acc = tl.inline_asm_elementwise(
+            _E4M3_WORD_FMA, "=f,r,f,f,f,f,f",
+            [words, tl.broadcast_to(x0, shape), tl.broadcast_to(x1, shape), tl.broadcast_to(x2, shape),
+             tl.broadcast_to(x3, shape), acc],
+            dtype=tl.float32, is_pure=True, pack=1,
+        )  # fmt: skip
+    else:
+        acc += _byte_values(words, 0, NATIVE_FP8) * x0 + _byte_values(words, 1, NATIVE_FP8) * x1
+        acc += _byte_values(words, 2, NATIVE_FP8) * x2 + _byte_values(words, 3, NATIVE_FP8) * x3
+    return acc
+
+
+@triton.jit
+def _word_loads(w_ptr, k0, k_end, n, n_mask, stride_w, BLOCK_K: tl.constexpr):
+    """The words of K step k0, masked past this split's end."""
+    word = k0 // 4 + tl.arange(0, BLOCK_K // 4)
+    return tl.load(
+        w_ptr + n[:, None] * stride_w + word[None, :],
+        mask=n_mask[:, None] & (word < k_end // 4)[None, :], other=0,
+    )  # fmt: skip
+
+
+@triton.jit
+def _input_loads(x_row, norm_weight_ptr, k0, k_end, K, PROLOGUE: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The prologue's loads of K step k0's inputs."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    k_mask = k < k_end
+    return prologue_loads(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, PROLOGUE)
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _fp8_gemv_kernel(
+    x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr, count_ptr,
+    rows, N, K, k_per_split, stride_x, stride_w, stride_o, stride_r, eps,
+    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr,
+    NATIVE_FP8: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    NORM_BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Program (tile, row, split): BLOCK_N outputs of one token row over inputs [split * k_per_split,
+    ...), stride_w counted in words; each K step's loads issued one step ahead (the step past the end
+    loads nothing: its mask is empty)."""
+    WORDS: tl.constexpr = BLOCK_K // 4
+    pid = tl.program_id(0)
+    split, tile_row = pid % SPLIT, pid // SPLIT
+    tile, row = tile_row // rows, tile_row % rows
+    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = n < N
+    x_row = x_ptr + row * stride_x
+    k_start = split * k_per_split
+    k_end = tl.minimum(k_start + k_per_split, K)
+    words = _word_loads(w_ptr, k_start, k_end, n, n_mask, stride_w, BLOCK_K)
+    x, second = _input_loads(x_row, norm_weight_ptr, k_start, k_end, K, PROLOGUE, BLOCK_K)
+    rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
+    acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        current, x_now, second_now = words, x, second
+        words = _word_loads(w_ptr, k0 + BLOCK_K, k_end, n, n_mask, stride_w, BLOCK_K)
+        x, second = _input_loads(x_row, norm_weight_ptr, k0 + BLOCK_K, k_end, K, PROLOGUE, BLOCK_K)
+        acc = _word_fma(
+            acc, current, prologue_finish(x_now, second_now, rstd, PROLOGUE), WORDS, USE_ASM, NATIVE_FP8
+        )
+    y = tl.sum(acc, 1) * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
+    if not NATIVE_FP8:
+        y = y * FP8_BITS_UNIT
+    store_split_row(
+        y, out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr, row, n, n_mask,
+        stride_o, stride_r, SPLIT, BLOCK_N, HAS_BIAS, HAS_RESIDUAL,
+    )  # fmt: skip
+
+
+def supports(weight: torch.Tensor) -> bool:
+    """Rows that read as whole int32 words: four-byte aligned, a multiple of four inputs long."""
+    return weight.shape[1] % 4 == 0 and weight.stride(0) % 4 == 0 and weight.data_ptr() % 4 == 0
+
+
+@functools.cache
+def native_fp8(device: torch.device) -> bool:
+    """fp8 -> float conversion instructions: sm_89+ (and Triton's interpreter); elsewhere bit decoding."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _uses_asm(device: torch.device) -> bool:
+    """fp8 conversions in inline PTX: a GPU of sm_89 or later, not Triton's interpreter."""
+    return os.environ.get("TRITON_INTERPRET") != "1" and device.type == "cuda" and native_fp8(device)
+
+
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scales: torch.Tensor,
+    fusion: Fusion,
+    block_n: int | None = None,
+    block_k: int = BLOCK_K,
+    num_warps: int = NUM_WARPS,
+) -> torch.Tensor:
+    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) times an e4m3 weight [out, in]
+    with per-output `scales` -> [tokens, out] in x's dtype. `block_n`, `block_k` and `num_warps` are
+    the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23 fifth session)."""
+    assert supports(weight)
+    rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
+    out = x.new_empty(rows, n)
+    if rows == 0:
+        return out
+    sms = num_sms(x.device)
+    block_n = block_n or widest_covering_tile(n, 8, WIDEST_TILE, sms)
+    tiles = triton.cdiv(n, block_n)
+    split = split_count(tiles, k, block_k, block_n, sms) if rows <= MAX_ROWS else 1
+    k_per_split = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
+    _fp8_gemv_kernel[(tiles * rows * split,)](
+        x_ptr=x, w_ptr=weight.view(torch.int32), scale_ptr=scales, out_ptr=out, **split_scratch(x.device),
+        rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
+        stride_o=out.stride(0), **fusion.kernel_args(x), SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k,
+        USE_ASM=_uses_asm(x.device), NATIVE_FP8=native_fp8(x.device), num_warps=num_warps,
+    )  # fmt: skip
+    return out
