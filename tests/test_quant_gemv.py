@@ -21,8 +21,10 @@ from tests.test_quant_kernels import (
     packed_gptq,
     packed_int8,
 )
+from tokenmill.kernels import reference
 from tokenmill.kernels.triton import fp8_gemv, gemv_fusion, int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton.gemv_fusion import Fusion
 from tokenmill.quantization import QuantLinear, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod, dequantize_fp8_blocks, quantize_fp8_blocks
@@ -91,19 +93,49 @@ def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
     assert not gemv_fusion.split_scratch(x.device)["count_ptr"].any()
 
 
-def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K."""
-    splits = []
+def _recorded_splits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The split counts the e4m3 GEMV launches with, from here on."""
+    splits: list[int] = []
 
     def counted(*args: int) -> int:
         splits.append(gemv_fusion.split_count(*args))
         return splits[-1]
 
-    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", 64)
     monkeypatch.setattr(fp8_gemv, "split_count", counted)
+    return splits
+
+
+def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K."""
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", 64)
+    splits = _recorded_splits(monkeypatch)
     packed, weight = packed_fp8(OUT, 2 * fp8_gemv.BLOCK_K)
     quant_gemv.gemv(draw(1, weight.shape[0], seed=31), packed)
     assert splits == [2]
+
+
+@pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
+    k: int, programs_per_sm: int, split: int, prologue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several K steps a program: 5 with a partial last one (K 2148, no split), or 3 in each of two
+    splits (K 3072): the look-ahead and each split's bounds, with the prologue that reads the whole row
+    (RMSNorm) or the up half K columns on (SiLU-and-mul), and the residual."""
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
+    splits = _recorded_splits(monkeypatch)
+    packed, weight = packed_fp8(OUT, k)
+    residual = draw(2, OUT, seed=41)
+    if prologue == "norm":
+        x, norm = draw(2, k, seed=40), (torch.rand(k) + 0.5, 1e-6)
+        got = quant_gemv.gemv(x, packed, Fusion(norm=norm, residual=residual))
+        inputs = reference.rms_norm(x, *norm)[0]
+    else:
+        x = draw(2, 2 * k, seed=40)
+        got = quant_gemv.gemv(x, packed, Fusion(silu_mul=True, residual=residual))
+        inputs = reference.silu_and_mul(x)
+    assert splits == [split]
+    close(got, inputs @ weight + residual, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float16, marks=pytest.mark.slow), torch.bfloat16])
@@ -124,11 +156,12 @@ def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums
 
 
 def test_fp8_gemv_in_inline_ptx_gives_the_portable_sums(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a GPU (sm_89+) the words meet their activations in inline PTX: the same fp32 products as the
-    portable decode, summed in another order (under the interpreter both are the portable path)."""
+    """On a GPU of sm_89+ the words meet their activations in inline PTX: the portable decode's fp32
+    values, multiplied and summed in another order (fused multiply-adds; under the interpreter both are
+    the portable path)."""
     packed, _ = packed_fp8(OUT, IN)
     x = draw(2, IN, seed=32).to(torch.bfloat16)
-    assert fp8_gemv._uses_asm(x.device) == ON_GPU
+    assert fp8_gemv._uses_asm(x.device) == (ON_GPU and wo.native_fp8(x.device))
     got = quant_gemv.gemv(x, packed).float()
     monkeypatch.setattr(fp8_gemv, "_uses_asm", lambda device: False)
     torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=0, rtol=1e-2)
@@ -158,7 +191,7 @@ def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() 
 def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.MonkeyPatch) -> None:
     """GPUs before sm_89 decode the e4m3 bit fields (scaled by 2^-8, undone on the sums), in the words of
     `fp8_gemv` (per-channel scales) as in the bytes of `quant_gemv`'s kernel (block scales, below)."""
-    monkeypatch.setattr(fp8_gemv, "native_fp8", lambda device: False)
+    monkeypatch.setattr(wo, "native_fp8", lambda device: False)
     packed, weight = packed_fp8(OUT, IN)
     x = draw(2, IN, seed=22)
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
@@ -170,7 +203,7 @@ def test_fp8_block_gemv_equals_the_dequantized_reference(
     block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Partial blocks along both dimensions (100 x 300); activations are not quantized on this path."""
-    monkeypatch.setattr(fp8_gemv, "native_fp8", lambda device: native)
+    monkeypatch.setattr(wo, "native_fp8", lambda device: native)
     weight, scale_inv = quantize_fp8_blocks(draw(100, 300, seed=23) * 0.05, block)
     x = draw(3, 300, seed=24)
     expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
@@ -267,12 +300,12 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_K=4 * chunk, CHUNK=chunk,
             )  # fmt: skip
     native = capability >= 89
-    for split in (8, 1):
+    for split, block_n in ((8, fp8_gemv.WIDEST_TILE), (1, fp8_gemv.WIDEST_TILE), (2, 8)):
         for fusion in FUSIONS:
             compile_for(
                 fp8_gemv._fp8_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
                 partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
-                stride_w=3072, SPLIT=split, BLOCK_N=fp8_gemv.WIDEST_TILE, BLOCK_K=fp8_gemv.BLOCK_K,
+                stride_w=3072, SPLIT=split, BLOCK_N=block_n, BLOCK_K=fp8_gemv.BLOCK_K,
                 USE_ASM=native, NATIVE_FP8=native, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split in ((True, 8), (True, 1), (False, 2)):

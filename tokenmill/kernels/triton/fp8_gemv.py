@@ -10,8 +10,7 @@ int32 words of four consecutive inputs, as `int4_gemv` reads its 4-bit words:
   so it keeps two steps' bytes in flight, and K is split (`gemv_fusion.split_count`) to give every SM
   several programs;
 - each word meets its four activations in inline PTX (sm_89 and later): two conversions of a byte pair
-  to an f16 pair, four to fp32, four FMAs into the word's fp32 sum, the same fp32 products as the byte
-  kernel's.
+  to an f16 pair, four to fp32 (exact), four fp32 FMAs into the word's running sum.
 The portable path (Triton's interpreter, GPUs without fp8 conversions) decodes the words' bytes in plain
 Triton to the same fp32 values. One Qwen3-8B layer's four GEMVs at one token: H100 89 -> 82 us, H200
 77 -> 66 us (docs/benchmarks.md, 16 outputs and 512 inputs a step at 4 warps won the sweep on both).
@@ -19,22 +18,21 @@ Triton to the same fp32 values. One Qwen3-8B layer's four GEMVs at one token: H1
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.gemv_fusion import (
     MAX_ROWS,
     Fusion,
+    row_loads,
     row_rstd,
     split_count,
     split_scratch,
     store_split_row,
 )
-from tokenmill.kernels.triton.gemv_rows import prologue_finish, prologue_loads
+from tokenmill.kernels.triton.gemv_rows import four_columns, prologue_finish
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
 from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, e4m3_bits_to_half
 
@@ -48,7 +46,7 @@ _E4M3_WORD_FMA = tl.constexpr("""
 {
 .reg .b16 lo, hi, h0, h1, h2, h3;
 .reg .b32 p0, p1;
-.reg .f32 f0, f1, f2, f3;
+.reg .f32 f0, f1, f2, f3, sum;
 mov.b32 {lo, hi}, $1;
 cvt.rn.f16x2.e4m3x2 p0, lo;
 cvt.rn.f16x2.e4m3x2 p1, hi;
@@ -58,10 +56,10 @@ cvt.f32.f16 f0, h0;
 cvt.f32.f16 f1, h1;
 cvt.f32.f16 f2, h2;
 cvt.f32.f16 f3, h3;
-fma.rn.f32 $0, f0, $2, $6;
-fma.rn.f32 $0, f1, $3, $0;
-fma.rn.f32 $0, f2, $4, $0;
-fma.rn.f32 $0, f3, $5, $0;
+fma.rn.f32 sum, f0, $2, $6;
+fma.rn.f32 sum, f1, $3, sum;
+fma.rn.f32 sum, f2, $4, sum;
+fma.rn.f32 $0, f3, $5, sum;
 }
 """)
 
@@ -80,9 +78,7 @@ def _byte_values(words, i: tl.constexpr, NATIVE_FP8: tl.constexpr):
 @triton.jit
 def _word_fma(acc, words, x, WORDS: tl.constexpr, USE_ASM: tl.constexpr, NATIVE_FP8: tl.constexpr):
     """acc [BLOCK_N, WORDS] plus each word's four products with its activations x [1, 4 * WORDS]."""
-    even, odd = tl.split(tl.reshape(x, [WORDS, 2, 2]))  # inputs (4w, 4w + 2) and (4w + 1, 4w + 3)
-    x0, x2 = tl.split(even)
-    x1, x3 = tl.split(odd)
+    x0, x1, x2, x3 = four_columns(tl.reshape(x, [WORDS, 4]), WORDS)  # inputs 4w, 4w + 1, ...
     x0, x1, x2, x3 = x0[None, :], x1[None, :], x2[None, :], x3[None, :]
     if USE_ASM:
         shape: tl.constexpr = acc.shape
@@ -108,14 +104,6 @@ def _word_loads(w_ptr, k0, k_end, n, n_mask, stride_w, BLOCK_K: tl.constexpr):
     )  # fmt: skip
 
 
-@triton.jit
-def _input_loads(x_row, norm_weight_ptr, k0, k_end, K, PROLOGUE: tl.constexpr, BLOCK_K: tl.constexpr):
-    """The prologue's loads of K step k0's inputs."""
-    k = k0 + tl.arange(0, BLOCK_K)
-    k_mask = k < k_end
-    return prologue_loads(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, PROLOGUE)
-
-
 @triton.jit(do_not_specialize=["rows"])
 def _fp8_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr, count_ptr,
@@ -125,8 +113,9 @@ def _fp8_gemv_kernel(
     NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Program (tile, row, split): BLOCK_N outputs of one token row over inputs [split * k_per_split,
-    ...), stride_w counted in words; each K step's loads issued one step ahead (the step past the end
-    loads nothing: its mask is empty)."""
+    ...), stride_w counted in words; each K step's loads issued one step ahead (past the split's end the
+    words' mask is empty; the activations read there, the next split's or none, meet zeros)."""
+    tl.static_assert(NATIVE_FP8 or not USE_ASM, "the inline PTX converts with sm_89's fp8 instructions")
     WORDS: tl.constexpr = BLOCK_K // 4
     pid = tl.program_id(0)
     split, tile_row = pid % SPLIT, pid // SPLIT
@@ -137,13 +126,13 @@ def _fp8_gemv_kernel(
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
     words = _word_loads(w_ptr, k_start, k_end, n, n_mask, stride_w, BLOCK_K)
-    x, second = _input_loads(x_row, norm_weight_ptr, k_start, k_end, K, PROLOGUE, BLOCK_K)
+    x, second = row_loads(x_row, k_start + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         current, x_now, second_now = words, x, second
         words = _word_loads(w_ptr, k0 + BLOCK_K, k_end, n, n_mask, stride_w, BLOCK_K)
-        x, second = _input_loads(x_row, norm_weight_ptr, k0 + BLOCK_K, k_end, K, PROLOGUE, BLOCK_K)
+        x, second = row_loads(x_row, k0 + BLOCK_K + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
         acc = _word_fma(
             acc, current, prologue_finish(x_now, second_now, rstd, PROLOGUE), WORDS, USE_ASM, NATIVE_FP8
         )
@@ -157,19 +146,18 @@ def _fp8_gemv_kernel(
 
 
 def supports(weight: torch.Tensor) -> bool:
-    """Rows that read as whole int32 words: four-byte aligned, a multiple of four inputs long."""
-    return weight.shape[1] % 4 == 0 and weight.stride(0) % 4 == 0 and weight.data_ptr() % 4 == 0
-
-
-@functools.cache
-def native_fp8(device: torch.device) -> bool:
-    """fp8 -> float conversion instructions: sm_89+ (and Triton's interpreter); elsewhere bit decoding."""
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+    """Rows that read as whole int32 words: contiguous, four-byte aligned, a multiple of four inputs."""
+    return (
+        weight.stride(1) == 1
+        and weight.shape[1] % 4 == 0
+        and weight.stride(0) % 4 == 0
+        and weight.data_ptr() % 4 == 0
+    )
 
 
 def _uses_asm(device: torch.device) -> bool:
     """fp8 conversions in inline PTX: a GPU of sm_89 or later, not Triton's interpreter."""
-    return os.environ.get("TRITON_INTERPRET") != "1" and device.type == "cuda" and native_fp8(device)
+    return wo.compiles_ptx(device) and wo.native_fp8(device)
 
 
 def gemv(
@@ -186,6 +174,7 @@ def gemv(
     the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23 fifth session)."""
     assert supports(weight)
     rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
+    assert weight.shape[1] == k, f"the weight takes {weight.shape[1]} inputs, x gives {k}"
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
@@ -193,11 +182,10 @@ def gemv(
     block_n = block_n or widest_covering_tile(n, 8, WIDEST_TILE, sms)
     tiles = triton.cdiv(n, block_n)
     split = split_count(tiles, k, block_k, block_n, sms) if rows <= MAX_ROWS else 1
-    k_per_split = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
     _fp8_gemv_kernel[(tiles * rows * split,)](
         x_ptr=x, w_ptr=weight.view(torch.int32), scale_ptr=scales, out_ptr=out, **split_scratch(x.device),
-        rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
+        rows=rows, N=n, K=k, k_per_split=k // split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
         stride_o=out.stride(0), **fusion.kernel_args(x), SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k,
-        USE_ASM=_uses_asm(x.device), NATIVE_FP8=native_fp8(x.device), num_warps=num_warps,
+        USE_ASM=_uses_asm(x.device), NATIVE_FP8=wo.native_fp8(x.device), num_warps=num_warps,
     )  # fmt: skip
     return out

@@ -1,14 +1,14 @@
 """The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`,
-`int4_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows`' prologue: the RMSNorm of
+`int4_gemv`, `fp8_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows`' prologue: the RMSNorm of
 a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a
 row is short, and one program per (tile, row) keeps the rows independent), then the bias added to the
 fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
 
-Split K (`int4_gemv`): a GEMV whose output tiles alone leave the SMs short of bytes in flight (q|k|v, o
-and down at one token) splits each tile's K range over programs. Each split stores its fp32 sums and
-counts itself in; the last split of the tile to arrive adds the splits in split order (the same sums every
-run, whichever arrives last), runs the epilogue and resets the count for the next launch: no reduction
-kernel, and no atomics on the outputs.
+Split K (`int4_gemv`, `fp8_gemv`): a GEMV whose output tiles alone leave the SMs short of bytes in
+flight (q|k|v, o and down at one token) splits each tile's K range over programs. Each split stores its
+fp32 sums and counts itself in; the last split of the tile to arrive adds the splits in split order (the
+same sums every run, whichever arrives last), runs the epilogue and resets the count for the next launch:
+no reduction kernel, and no atomics on the outputs.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def split_count(tiles: int, k: int, block_k: int, block_n: int, sms: int) -> int
     while (
         tiles * split < SPLIT_PROGRAMS_PER_SM * sms
         and split < MAX_SPLIT
-        and (k // block_k) % (2 * split) == 0
+        and k % (2 * split * block_k) == 0
         and tiles * MAX_ROWS * 2 * split * block_n <= PARTIAL_ELEMENTS
     ):
         split *= 2

@@ -10,6 +10,15 @@ import triton.language as tl
 
 
 @triton.jit
+def four_columns(t, ROWS: tl.constexpr):
+    """[ROWS, 4] -> its four columns, each [ROWS] (a word's four inputs, in the word-wise GEMVs)."""
+    even, odd = tl.split(tl.reshape(t, [ROWS, 2, 2]))  # columns (0, 2) and (1, 3)
+    c0, c2 = tl.split(even)
+    c1, c3 = tl.split(odd)
+    return c0, c1, c2, c3
+
+
+@triton.jit
 def prologue_activations(x_ptrs, x_mask, k, norm_weight_ptrs, k_mask, rstd, PROLOGUE: tl.constexpr):
     """One [BLOCK_M, BLOCK_K] block of the GEMV input in fp32, rounded to the activation dtype as the
     unfused kernels round their outputs: PROLOGUE 0 the raw rows, 1 their RMSNorm (`rstd` [BLOCK_M, 1]),

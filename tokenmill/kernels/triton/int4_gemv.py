@@ -21,13 +21,11 @@ fp32 with plain Triton.
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.gemv_fusion import (
     MAX_ROWS,
     Fusion,
@@ -37,7 +35,7 @@ from tokenmill.kernels.triton.gemv_fusion import (
     split_scratch,
     store_split_row,
 )
-from tokenmill.kernels.triton.gemv_rows import prologue_finish
+from tokenmill.kernels.triton.gemv_rows import four_columns, prologue_finish
 from tokenmill.kernels.triton.packed_int import zero_points
 from tokenmill.kernels.triton.split_k import num_sms
 from tokenmill.kernels.triton.weight_only_gemm import PackedWeight
@@ -78,15 +76,6 @@ add.f32 $0, lo, hi;
 
 
 @triton.jit
-def _columns(t, ROWS: tl.constexpr):
-    """[ROWS, 4] -> its four columns, each [ROWS]."""
-    even, odd = tl.split(tl.reshape(t, [ROWS, 2, 2]))  # columns (0, 2) and (1, 3)
-    c0, c2 = tl.split(even)
-    c1, c3 = tl.split(odd)
-    return c0, c1, c2, c3
-
-
-@triton.jit
 def _bf16_bits(x):
     """fp32 -> the bit pattern of its bf16 rounding, in the low half of an int32."""
     return x.to(tl.bfloat16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
@@ -104,7 +93,7 @@ def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.conste
     4] hold the activations of the word's rows i and i + 4 and zeros [1, BLOCK_N] the zero points."""
     if USE_ASM:
         neg = _bf16_bits(-(128.0 + zeros))
-        p0, p1, p2, p3 = _columns(_bf16_bits(lo) | (_bf16_bits(hi) << 16), WORD_ROWS)
+        p0, p1, p2, p3 = four_columns(_bf16_bits(lo) | (_bf16_bits(hi) << 16), WORD_ROWS)
         shape: tl.constexpr = [WORD_ROWS, BLOCK_N]
         sums = tl.inline_asm_elementwise(
             _BF16X2_WORD_SUM, "=r,r,r,r,r,r,r",
@@ -114,8 +103,8 @@ def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.conste
             dtype=tl.float32, is_pure=True, pack=1,
         )  # fmt: skip
     else:
-        x0, x1, x2, x3 = _columns(lo, WORD_ROWS)
-        x4, x5, x6, x7 = _columns(hi, WORD_ROWS)
+        x0, x1, x2, x3 = four_columns(lo, WORD_ROWS)
+        x4, x5, x6, x7 = four_columns(hi, WORD_ROWS)
         sums = _nibble_term(words, 0, zeros, x0) + _nibble_term(words, 1, zeros, x1)
         sums += _nibble_term(words, 2, zeros, x2) + _nibble_term(words, 3, zeros, x3)
         sums += _nibble_term(words, 4, zeros, x4) + _nibble_term(words, 5, zeros, x5)
@@ -189,14 +178,7 @@ def supports(weight: PackedWeight) -> bool:
 
 
 def _uses_asm(x: torch.Tensor) -> bool:
-    return x.dtype in (torch.bfloat16, torch.float16) and _compiles_ptx(x.device)
-
-
-@functools.cache
-def _compiles_ptx(device: torch.device) -> bool:
-    """A GPU of sm_80 or later (bf16x2 FMAs), and not Triton's interpreter (which runs no inline PTX)."""
-    compiled = os.environ.get("TRITON_INTERPRET") != "1"
-    return compiled and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+    return x.dtype in (torch.bfloat16, torch.float16) and wo.compiles_ptx(x.device)
 
 
 def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:

@@ -19,7 +19,8 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   warps inside the loop would put a barrier between the chunks' loads.
 4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
 arithmetic, split K), and e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step
-ahead, split K); the byte kernel keeps int8 and fp8 block scales. Both kernels here take the fused
+ahead, split K) where their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block
+scales, the shapes a sweep names). Both kernels here take the fused
 small-batch path's element-wise neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue,
 the bias and the residual epilogue. The references are the quantization methods' `apply` (x times the
 `dequantize_*` weight), with the unfused norm, activation and add around it.
@@ -34,6 +35,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import fp8_gemv, int4_gemv
+from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
@@ -187,7 +189,7 @@ def _byte_gemv(
         x_ptr=x, w_ptr=weight.view(torch.uint8) if not is_int8 else weight, scale_ptr=scales, out_ptr=out,
         rows=rows, N=n, K=k, stride_x=x.stride(0), stride_w=weight.stride(0),
         stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
-        FORMAT=int(weight_format), NATIVE_FP8=fp8_gemv.native_fp8(x.device),
+        FORMAT=int(weight_format), NATIVE_FP8=wo.native_fp8(x.device),
         BLOCK_OUT=block[0] if block else 0, BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk,
         num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip

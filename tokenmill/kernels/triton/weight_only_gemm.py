@@ -17,6 +17,8 @@ Hopper-only instructions).
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -43,6 +45,20 @@ class WeightFormat(IntEnum):
 # what the kernels compare their FORMAT with (compiled kernels read only constexpr globals)
 INT8, FP8, GPTQ = (tl.constexpr(int(f)) for f in (WeightFormat.INT8, WeightFormat.FP8, WeightFormat.GPTQ))
 FP8_BITS_UNIT = tl.constexpr(256.0)  # `e4m3_bits_to_half` yields the e4m3 value times 2^-8
+
+
+@functools.cache
+def native_fp8(device: torch.device) -> bool:
+    """fp8 -> float conversion instructions: sm_89+ (and Triton's interpreter); elsewhere bit decoding."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+@functools.cache
+def compiles_ptx(device: torch.device) -> bool:
+    """Inline PTX of sm_80 (bf16x2 FMAs): a GPU of sm_80 or later, not Triton's interpreter (which runs
+    no inline PTX)."""
+    compiled = os.environ.get("TRITON_INTERPRET") != "1"
+    return compiled and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 @triton.jit
