@@ -29,12 +29,13 @@ from tokenmill.kernels.triton.gemv_fusion import (
     row_loads,
     row_rstd,
     split_count,
+    split_program,
     split_scratch,
     store_split_row,
 )
 from tokenmill.kernels.triton.gemv_rows import four_columns, prologue_finish
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
-from tokenmill.kernels.triton.weight_only_gemm import FP8_BITS_UNIT, e4m3_bits_to_half
+from tokenmill.kernels.triton.weight_only_gemm import FP8, FP8_BITS_UNIT, decode_bytes
 
 BLOCK_K = 512  # inputs (bytes) per row per K step
 WIDEST_TILE = 16  # output rows per program, narrower where the tiles would not cover the SMs
@@ -67,12 +68,7 @@ fma.rn.f32 $0, f3, $5, sum;
 @triton.jit
 def _byte_values(words, i: tl.constexpr, NATIVE_FP8: tl.constexpr):
     """The i-th byte of each word as the fp32 e4m3 value (times 2^-8 without fp8 conversions)."""
-    stored = ((words >> (8 * i)) & 0xFF).to(tl.uint8)
-    if NATIVE_FP8:
-        values = stored.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-    else:
-        values = e4m3_bits_to_half(stored).to(tl.float32)
-    return values
+    return decode_bytes(((words >> (8 * i)) & 0xFF).to(tl.uint8), FP8, NATIVE_FP8)
 
 
 @triton.jit
@@ -117,14 +113,9 @@ def _fp8_gemv_kernel(
     words' mask is empty; the activations read there, the next split's or none, meet zeros)."""
     tl.static_assert(NATIVE_FP8 or not USE_ASM, "the inline PTX converts with sm_89's fp8 instructions")
     WORDS: tl.constexpr = BLOCK_K // 4
-    pid = tl.program_id(0)
-    split, tile_row = pid % SPLIT, pid // SPLIT
-    tile, row = tile_row // rows, tile_row % rows
-    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    split, tile_row, row, n, k_start, k_end = split_program(rows, K, k_per_split, SPLIT, BLOCK_N)
     n_mask = n < N
     x_row = x_ptr + row * stride_x
-    k_start = split * k_per_split
-    k_end = tl.minimum(k_start + k_per_split, K)
     words = _word_loads(w_ptr, k_start, k_end, n, n_mask, stride_w, BLOCK_K)
     x, second = row_loads(x_row, k_start + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)

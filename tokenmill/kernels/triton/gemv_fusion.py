@@ -1,8 +1,8 @@
 """The fused small-batch path's element-wise work around the quantized GEMVs (`quant_gemv`,
-`int4_gemv`, `fp8_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows`' prologue: the RMSNorm of
-a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its own row (a
-row is short, and one program per (tile, row) keeps the rows independent), then the bias added to the
-fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
+`int4_gemv`, `fp8_gemv`), as `skinny_gemm`'s bf16 GEMVs do it, through `gemv_rows`' prologue: the
+RMSNorm of a token row or SiLU(gate) * up of a gate|up row in the prologue, each program normalising its
+own row (a row is short, and one program per (tile, row) keeps the rows independent), then the bias added
+to the fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
 
 Split K (`int4_gemv`, `fp8_gemv`): a GEMV whose output tiles alone leave the SMs short of bytes in
 flight (q|k|v, o and down at one token) splits each tile's K range over programs. Each split stores its
@@ -95,6 +95,18 @@ def store_row(y, out_ptr, bias_ptr, residual_ptr, row, n, n_mask, stride_o, stri
     if HAS_RESIDUAL:
         out = out + tl.load(residual_ptr + row * stride_r + n, mask=n_mask, other=0.0)
     tl.store(out_ptr + row * stride_o + n, out, mask=n_mask)
+
+
+@triton.jit
+def split_program(rows, K, k_per_split, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's (split, tile_row, row, output columns n, K range start and end) in a launch of one
+    program per (output tile, token row, split), the splits of a tile row adjacent, then its rows."""
+    pid = tl.program_id(0)
+    split, tile_row = pid % SPLIT, pid // SPLIT
+    tile, row = tile_row // rows, tile_row % rows
+    k_start = split * k_per_split
+    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    return split, tile_row, row, n, k_start, tl.minimum(k_start + k_per_split, K)
 
 
 @triton.jit

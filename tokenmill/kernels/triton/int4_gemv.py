@@ -32,6 +32,7 @@ from tokenmill.kernels.triton.gemv_fusion import (
     row_loads,
     row_rstd,
     split_count,
+    split_program,
     split_scratch,
     store_split_row,
 )
@@ -138,14 +139,9 @@ def _int4_gemv_kernel(
     """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...),
     each K step's loads issued one step ahead (the last step reloads itself rather than run past K)."""
     WORD_ROWS: tl.constexpr = BLOCK_K // 8
-    pid = tl.program_id(0)
-    split, tile_row = pid % SPLIT, pid // SPLIT
-    tile, row = tile_row // rows, tile_row % rows
-    n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    split, tile_row, row, n, k_start, k_end = split_program(rows, K, k_per_split, SPLIT, BLOCK_N)
     n_mask = (n < N)[None, :]
     x_row = x_ptr + row * stride_x
-    k_start = split * k_per_split
-    k_end = tl.minimum(k_start + k_per_split, K)
     loaded = _k_step_loads(
         w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k_start, K, n, n_mask, stride_wk, stride_zg,
         stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, BLOCK_K,

@@ -20,9 +20,9 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
 4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
 arithmetic, split K), and e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step
 ahead, split K) where their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block
-scales, the shapes a sweep names). Both kernels here take the fused
-small-batch path's element-wise neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue,
-the bias and the residual epilogue. The references are the quantization methods' `apply` (x times the
+scales, the shapes a sweep names). Both kernels here take the fused small-batch path's element-wise
+neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual
+epilogue. The references are the quantization methods' `apply` (x times the
 `dequantize_*` weight), with the unfused norm, activation and add around it.
 """
 
@@ -44,7 +44,7 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     INT8,
     PackedWeight,
     WeightFormat,
-    e4m3_bits_to_half,
+    decode_bytes,
     packed_values,
     zeros_and_scales,
 )
@@ -82,18 +82,6 @@ def _tile_and_row(rows):
     return pid // rows, pid % rows
 
 
-@triton.jit
-def _decode_bytes(stored, FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr):
-    """int8 or e4m3 bytes -> float32 (e4m3 without fp8 conversions: the value times 2^-8)."""
-    if FORMAT == INT8:  # int8 + 128 OR-ed into float32 2^23's mantissa: no int -> float instruction
-        values = offset_float(stored.to(tl.int32) + 128) - (OFFSET + 128.0)
-    elif NATIVE_FP8:
-        values = stored.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-    else:
-        values = e4m3_bits_to_half(stored).to(tl.float32)
-    return values
-
-
 @triton.jit(do_not_specialize=["rows"])
 def _byte_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, rows, N, K,
@@ -119,7 +107,7 @@ def _byte_gemv_kernel(
             stored = tl.load(
                 w_ptr + n[:, None] * stride_w + k[None, :], mask=n_mask[:, None] & (k < K)[None, :], other=0
             )
-            w = _decode_bytes(stored, FORMAT, NATIVE_FP8)
+            w = decode_bytes(stored, FORMAT, NATIVE_FP8)
             if BLOCK_OUT > 0:
                 block_column = tl.minimum(k0 + c * CHUNK, K - 1) // CHUNK
                 scale = tl.load(

@@ -70,13 +70,25 @@ def e4m3_bits_to_half(bits):
 
 
 @triton.jit
-def _byte_tile(w_ptr, k, n, mask, stride_wk, stride_wn, FORMAT: tl.constexpr):
-    """INT8 or FP8 W^T[k, n] (one value per byte, stored [out, in]) as float32, per-channel scales left to
-    the caller. int8 + 128 goes through `offset_float` rather than an int -> float conversion."""
-    stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
+def decode_bytes(stored, FORMAT: tl.constexpr, NATIVE_FP8: tl.constexpr):
+    """int8 or e4m3 bytes -> float32: int8 + 128 OR-ed into float32 2^23's mantissa (`offset_float`, no
+    int -> float instruction); e4m3 by fp8 conversions, or without them (NATIVE_FP8 false) as the value
+    times 2^-8 (`e4m3_bits_to_half`)."""
     if FORMAT == INT8:
-        return offset_float(stored.to(tl.int32) + 128) - (OFFSET + 128.0)
-    return e4m3_bits_to_half(stored).to(tl.float32)
+        values = offset_float(stored.to(tl.int32) + 128) - (OFFSET + 128.0)
+    elif NATIVE_FP8:
+        values = stored.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        values = e4m3_bits_to_half(stored).to(tl.float32)
+    return values
+
+
+@triton.jit
+def _byte_tile(w_ptr, k, n, mask, stride_wk, stride_wn, FORMAT: tl.constexpr):
+    """INT8 or FP8 W^T[k, n] (one value per byte, stored [out, in]) as float32 (fp8 times 2^-8),
+    per-channel scales left to the caller."""
+    stored = tl.load(w_ptr + k[:, None] * stride_wk + n[None, :] * stride_wn, mask=mask, other=0)
+    return decode_bytes(stored, FORMAT, False)
 
 
 @triton.jit
