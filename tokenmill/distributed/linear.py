@@ -17,6 +17,7 @@ import torch
 
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.sharding import CheckpointTensor, float_part, rank_rows
+from tokenmill.kernels.fp8_rows import Fp8Rows
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
 from tokenmill.quantization.base import QuantMethod
 
@@ -70,10 +71,10 @@ class ShardedLinear(QuantLinear):
             part = tensor[:, self.columns]
         return float_part(part, what)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         if self.split == "column":
             return super().forward(x)
-        out = self.tp.all_reduce(self.method.apply(self, x, None))
+        out = self.tp.all_reduce(self.product(x))
         return out if self.bias is None else out + self.bias
 
     def fused_gemv(

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
+from tokenmill.kernels.fp8_rows import Fp8Rows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
@@ -25,13 +26,16 @@ KernelChoice = Literal["auto", "triton", "torch"]
 Tensor = torch.Tensor
 QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-head norms
 
-# (x, weight, eps, residual, lora) -> (RMSNorm of x + residual, x + residual); without residual, of x
-# alone; lora: the pending expand of the projection x came from (`LoRAExpand`), added to x first (a
-# kernel may add it to x in place)
-RMSNormOp = Callable[[Tensor, Tensor, float, Tensor | None, LoRAExpand | None], tuple[Tensor, Tensor | None]]
-# (gate_up, lora) -> SiLU(gate) * up, [rows, 2 * width] -> [rows, width]; lora: the pending expand of the
-# gate|up projection (`LoRAExpand`), added to gate and up first
-SiluAndMulOp = Callable[[Tensor, LoRAExpand | None], Tensor]
+# (x, weight, eps, residual, lora, quantize) -> (RMSNorm of x + residual, x + residual); without residual,
+# of x alone; lora: the pending expand of the projection x came from (`LoRAExpand`), added to x first (a
+# kernel may add it to x in place); quantize: the normed rows as `Fp8Rows`, for a projection that reads
+# fp8 activations
+RMSNormOp = Callable[
+    [Tensor, Tensor, float, Tensor | None, LoRAExpand | None, bool], tuple[Tensor | Fp8Rows, Tensor | None]
+]
+# (gate_up, lora, quantize) -> SiLU(gate) * up, [rows, 2 * width] -> [rows, width]; lora: the pending
+# expand of the gate|up projection (`LoRAExpand`), added to gate and up first; quantize: as `Fp8Rows`
+SiluAndMulOp = Callable[[Tensor, LoRAExpand | None, bool], Tensor | Fp8Rows]
 # (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
 # optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
 NormRopeAndCacheOp = Callable[

@@ -10,6 +10,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from tokenmill.kernels.fp8_rows import Fp8Rows, quantize_rows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
@@ -20,9 +21,11 @@ def rms_norm(
     eps: float,
     residual: torch.Tensor | None = None,
     lora: LoRAExpand | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    quantize: bool = False,
+) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
     """The residual stream is summed in the model dtype, normalised in float32.
-    Returns (normed, x + residual). `lora`: the pending expand of x's projection, added to x first."""
+    Returns (normed, x + residual). `lora`: the pending expand of x's projection, added to x first.
+    `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per token), for an fp8 GEMM."""
     if lora is not None:
         x = expanded(x, lora)
     if residual is not None:
@@ -31,15 +34,20 @@ def rms_norm(
     dtype = x.dtype
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(dtype), residual
+    normed = weight * h.to(dtype)
+    return quantize_rows(normed) if quantize else normed, residual
 
 
-def silu_and_mul(gate_up: torch.Tensor, lora: LoRAExpand | None = None) -> torch.Tensor:
-    """SiLU(gate) * up of the fused gate|up projection output (`lora`: its pending expand, added first)."""
+def silu_and_mul(
+    gate_up: torch.Tensor, lora: LoRAExpand | None = None, quantize: bool = False
+) -> torch.Tensor | Fp8Rows:
+    """SiLU(gate) * up of the fused gate|up projection output (`lora`: its pending expand, added first;
+    `quantize`: the product as `Fp8Rows`)."""
     if lora is not None:
         gate_up = expanded(gate_up, lora)
     gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
+    out = F.silu(gate) * up
+    return quantize_rows(out) if quantize else out
 
 
 def linear(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear, Split
+from tokenmill.kernels.fp8_rows import Fp8Rows
 from tokenmill.kernels.lora_mapping import LoRAExpand
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
@@ -44,13 +45,19 @@ def projection(
     return QuantLinear(in_features, list(shards.values()), bias, method)
 
 
-def project(linear: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
+def project(linear: nn.Module, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, LoRAExpand | None]:
     """`linear(x)`, a LoRA wrapper's expand left for the kernel that reads the output next to add as it
     loads it (`Ops.silu_and_mul` after gate|up, `Ops.rms_norm` after o and down): one launch and one pass
     over the output fewer."""
     if isinstance(linear, DeltaProjection):
         return linear.deferred(x)
     return linear(x), None
+
+
+def reads_fp8_rows(linear: nn.Module | None, tokens: int) -> bool:
+    """Whether `linear` multiplies `tokens` rows as fp8 activations, so that the kernel writing its input
+    should write them as `Fp8Rows` (a LoRA wrapper never does: its delta reads model-dtype rows)."""
+    return isinstance(linear, QuantLinear) and linear.takes_fp8_rows(tokens)
 
 
 class RMSNorm(nn.Module):
@@ -63,10 +70,17 @@ class RMSNorm(nn.Module):
         self.ops = ops
 
     def forward(
-        self, x: torch.Tensor, residual: torch.Tensor | None = None, lora: LoRAExpand | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`lora`: the pending expand of the projection x came from (`project`), added to x first."""
-        return self.ops.rms_norm(x, self.weight, self.eps, residual, lora)
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        lora: LoRAExpand | None = None,
+        feeds: nn.Module | None = None,
+    ) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
+        """`lora`: the pending expand of the projection x came from (`project`), added to x first.
+        `feeds`: the projection that reads the output, which the norm writes as `Fp8Rows` if it
+        multiplies this many rows as fp8 activations."""
+        quantize = reads_fp8_rows(feeds, x.shape[0])
+        return self.ops.rms_norm(x, self.weight, self.eps, residual, lora, quantize)
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -125,7 +139,7 @@ class Attention(nn.Module):
         self.kv_scales: torch.Tensor | None = None  # a quantized cache's scales, attached with it
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
+        self, positions: torch.Tensor, x: torch.Tensor | Fp8Rows, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, LoRAExpand | None]:
         """The o projection's output and its pending LoRA expand, for the residual norm that reads it."""
         return project(self.o_proj, self.attend(positions, self.qkv_proj(x), meta))
@@ -156,7 +170,8 @@ class MLP(nn.Module):
         self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix, "row")
         self.ops = ops
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, LoRAExpand | None]:
+    def forward(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, LoRAExpand | None]:
         """The down projection's output and its pending LoRA expand, for the residual norm that reads it."""
         gate_up, lora = project(self.gate_up_proj, x)  # a LoRA wrapper's expand rides in SiLU-and-mul
-        return project(self.down_proj, self.ops.silu_and_mul(gate_up, lora))
+        quantize = reads_fp8_rows(self.down_proj, gate_up.shape[0])
+        return project(self.down_proj, self.ops.silu_and_mul(gate_up, lora, quantize))

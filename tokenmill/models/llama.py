@@ -56,15 +56,16 @@ class DecoderLayer(nn.Module):
             if lora is not None:  # the layer before ran unfused: its down projection's delta is still to add
                 lora.add_to(hidden, self.ops.lora_expand)
             return (*small_batch.forward(fused, self, positions, hidden, residual, meta), None)
+        qkv, gate_up = self.self_attn.qkv_proj, self.mlp.gate_up_proj  # the norms write their inputs
         if residual is None:  # the embeddings, or a fused layer's stream: nothing pending
             assert lora is None
-            residual, (hidden, _) = hidden, self.input_layernorm(hidden)
+            residual, (normed, _) = hidden, self.input_layernorm(hidden, feeds=qkv)
         else:
-            hidden, residual = self.input_layernorm(hidden, residual, lora)
-        hidden, lora = self.self_attn(positions, hidden, meta)
-        hidden, residual = self.post_attention_layernorm(hidden, residual, lora)
+            normed, residual = self.input_layernorm(hidden, residual, lora, qkv)
+        hidden, lora = self.self_attn(positions, normed, meta)
+        normed, residual = self.post_attention_layernorm(hidden, residual, lora, gate_up)
         assert residual is not None
-        hidden, lora = self.mlp(hidden)
+        hidden, lora = self.mlp(normed)
         return hidden, residual, lora
 
 

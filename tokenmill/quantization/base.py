@@ -17,11 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenmill.kernels.fp8_rows import Fp8Rows
+
 
 class KernelGemm(Protocol):
     """(layer, x) -> x W^T on compiled kernels, whose variants depend on the number of tokens."""
 
-    def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor: ...
+
+    def takes_fp8_rows(self, tokens: int) -> bool:
+        """Whether `tokens` rows are multiplied as fp8 activations, so they may come as `Fp8Rows`."""
+        ...
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant (see `compile_gemm_variants`)."""
@@ -128,10 +134,24 @@ class QuantLinear(nn.Module):
         else:
             self.method.load(self, name, tensor, shard)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method.gemm is None:
-            return self.method.apply(self, x, self.bias)
-        y = self.method.gemm(self, x)
+    def takes_fp8_rows(self, tokens: int) -> bool:
+        """Whether this layer multiplies `tokens` rows as fp8 activations: the kernel that writes its input
+        may then write `Fp8Rows` (only a Triton-backend GEMM does; see `kernels/fp8_rows.py`)."""
+        gemm = self.method.gemm
+        return gemm is not None and gemm.takes_fp8_rows(tokens)
+
+    def product(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        """x W^T without the bias: the method's GEMM where it has one, else its reference."""
+        gemm = self.method.gemm
+        if gemm is None:
+            assert isinstance(x, torch.Tensor), "only a kernel GEMM takes Fp8Rows"
+            return self.method.apply(self, x, None)
+        return gemm(self, x)
+
+    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        if self.bias is not None and self.method.gemm is None and isinstance(x, torch.Tensor):
+            return self.method.apply(self, x, self.bias)  # the reference adds the bias as it multiplies
+        y = self.product(x)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

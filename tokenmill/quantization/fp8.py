@@ -13,10 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, FP8_MAX, quantize_token_groups
 from tokenmill.quantization.base import ChannelScaledMethod, QuantLinear, QuantMethod, copy_checked
-
-FP8_DTYPE = torch.float8_e4m3fn
-FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
 
 
 def quantize_fp8_blocks(weight: torch.Tensor, block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,19 +47,6 @@ def dequantize_fp8_blocks(
     grid_rows, grid_cols = scale_inv.shape
     tiles = scale_inv[:, None, :, None].expand(grid_rows, block[0], grid_cols, block[1])
     return weight.float() * tiles.reshape(grid_rows * block[0], grid_cols * block[1])[:rows, :cols]
-
-
-def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
-    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
-    rows, cols = x.shape
-    groups = -(-cols // group)
-    padded = x.float().new_zeros(rows, groups * group)
-    padded[:, :cols] = x.float()
-    tiles = padded.view(rows, groups, group)
-    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
-    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
 
 
 def fp8_block_gemm(

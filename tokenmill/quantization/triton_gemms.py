@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tokenmill.kernels.fp8_rows import Fp8Rows
 from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
@@ -79,6 +80,7 @@ class RoutedGemm:
     kernel: Route
     dense: Route | None
     gemv: GemvRoute
+    dense_reads_fp8: bool = False  # the dense route multiplies fp8 activations, and takes `Fp8Rows`
 
     def dense_from(self) -> int | None:
         """The token count from which the dense route runs (read per call, so a bench can move it)."""
@@ -88,7 +90,15 @@ class RoutedGemm:
         """The most tokens the GEMV runs (read per call, like `dense_from`)."""
         return GEMV_UP_TO_TOKENS[self.table_key]
 
-    def __call__(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def takes_fp8_rows(self, tokens: int) -> bool:
+        """Whether `tokens` rows take a dense route that reads `Fp8Rows`."""
+        start = self.dense_from()
+        return self.dense_reads_fp8 and start is not None and tokens >= start and tokens > self.gemv_up_to()
+
+    def __call__(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        if isinstance(x, Fp8Rows):  # quantized by the kernel that wrote them (`takes_fp8_rows`)
+            assert self.dense is not None and self.takes_fp8_rows(x.shape[0])
+            return self.dense(layer, x)
         rows = _rows(x)
         start = self.dense_from()
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
@@ -175,14 +185,17 @@ def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return rows @ dequantize(packed_weight(layer), rows.dtype)
 
 
-def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
     """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales.
-    The activations are quantized by one kernel (a row per program): as seven PyTorch ops, 144 of them
-    per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved."""
-    quantized, scale = fp8_gemm.quantize_token_groups(rows, rows.shape[1])
+    Model-dtype rows are quantized by one kernel (a row per program: as seven PyTorch ops, 144 of them
+    per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved); the RMSNorm and SiLU-and-mul
+    kernels hand over `Fp8Rows` instead, quantized as they wrote them."""
+    if isinstance(rows, torch.Tensor):
+        rows = Fp8Rows(*fp8_gemm.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
     return torch._scaled_mm(
-        quantized, layer.weight.T, scale_a=scale, scale_b=layer.weight_scale[None, :], out_dtype=rows.dtype
-    )
+        rows.values, layer.weight.T, scale_a=rows.scales, scale_b=layer.weight_scale[None, :],
+        out_dtype=rows.dtype,
+    )  # fmt: skip
 
 
 def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
@@ -227,7 +240,7 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     if isinstance(method, GptqMethod):  # AWQ included
         return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
-        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv)
+        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv, True)
     if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):

@@ -32,6 +32,16 @@ FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
 
 
 @triton.jit
+def quantize_row(x):
+    """A row (or a group of one) -> (its e4m3 bits as uint8, the float32 scale): the largest magnitude
+    maps to 448. Masked-off elements must be 0. Shared by the kernels that write `Fp8Rows`."""
+    x = x.to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
+    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
+    return q.to(tl.uint8, bitcast=True), scale
+
+
+@triton.jit
 def _quantize_token_groups_kernel(
     x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, GROUP: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip
@@ -39,10 +49,8 @@ def _quantize_token_groups_kernel(
     group = tl.program_id(1)
     k = group * GROUP + tl.arange(0, BLOCK)
     mask = (k < K) & (tl.arange(0, BLOCK) < GROUP)
-    x = tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0).to(tl.float32)
-    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
-    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
-    tl.store(q_ptr + row * stride_qm + k, q.to(tl.uint8, bitcast=True), mask=mask)
+    q, scale = quantize_row(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0))
+    tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
     tl.store(scale_ptr + row * stride_sm + group, scale)
 
 

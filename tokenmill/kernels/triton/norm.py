@@ -14,7 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows
 from tokenmill.kernels.lora_mapping import LoRAExpand
+from tokenmill.kernels.triton.fp8_gemm import quantize_row
 from tokenmill.kernels.triton.lora import h_strides, lora_expand
 
 
@@ -42,9 +44,10 @@ def _row_delta(
 
 @triton.jit
 def _add_rms_norm_kernel(
-    x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr, stride_x, stride_r, stride_o, n_cols, eps,
-    h_ptr, b_ptr, slots_ptr, ranks_ptr, stride_h, stride_h_slot, stride_b_slot, stride_b_rank,
-    HAS_RESIDUAL: tl.constexpr, HAS_LORA: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr,
+    x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr, scale_ptr, stride_x, stride_r, stride_o,
+    n_cols, eps, h_ptr, b_ptr, slots_ptr, ranks_ptr, stride_h, stride_h_slot, stride_b_slot, stride_b_rank,
+    HAS_RESIDUAL: tl.constexpr, HAS_LORA: tl.constexpr, QUANTIZE: tl.constexpr, BLOCK: tl.constexpr,
+    BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
@@ -61,7 +64,11 @@ def _add_rms_norm_kernel(
     h = x.to(tl.float32)
     h = h * tl.rsqrt(tl.sum(h * h, 0) / n_cols + eps)
     weight = tl.load(weight_ptr + cols, mask=mask, other=0.0)
-    tl.store(out_ptr + row * stride_o + cols, weight * h.to(x.dtype), mask=mask)
+    normed = weight * h.to(x.dtype)
+    if QUANTIZE:
+        normed, scale = quantize_row(normed)
+        tl.store(scale_ptr + row, scale)
+    tl.store(out_ptr + row * stride_o + cols, normed, mask=mask)
 
 
 def _adds_by_row(lora: LoRAExpand) -> bool:
@@ -77,24 +84,28 @@ def rms_norm(
     eps: float,
     residual: torch.Tensor | None = None,
     lora: LoRAExpand | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    quantize: bool = False,
+) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
     """x (and residual): [rows, hidden]. Returns (normed, x + residual); the residual is updated in place.
     `lora`: the pending expand of the projection x came from, added to x first (to x in place, where the
-    expand runs as its own launch)."""
+    expand runs as its own launch). `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per
+    row, as `fp8_gemm.quantize_token_groups` would quantize them)."""
     if lora is not None and not _adds_by_row(lora):
         lora.add_to(x, lora_expand)
         lora = None
-    out = torch.empty_like(x)
-    n_cols = x.shape[-1]
+    rows, n_cols = x.shape
+    out = torch.empty(rows, n_cols, dtype=FP8_DTYPE if quantize else x.dtype, device=x.device)
+    scales = torch.empty(rows, 1, dtype=torch.float32, device=x.device) if quantize else x
     stream = residual if residual is not None else x  # a placeholder without residual
-    _add_rms_norm_kernel[(x.shape[0],)](
-        x, stream, weight, out, stream, x.stride(0), stream.stride(0), out.stride(0), n_cols, eps,
-        *_row_delta_operands(lora, x),
-        HAS_RESIDUAL=residual is not None, HAS_LORA=lora is not None, BLOCK=triton.next_power_of_2(n_cols),
+    _add_rms_norm_kernel[(rows,)](
+        x, stream, weight, out.view(torch.uint8) if quantize else out, stream, scales, x.stride(0),
+        stream.stride(0), out.stride(0), n_cols, eps, *_row_delta_operands(lora, x),
+        HAS_RESIDUAL=residual is not None, HAS_LORA=lora is not None, QUANTIZE=quantize,
+        BLOCK=triton.next_power_of_2(n_cols),
         BLOCK_R=triton.next_power_of_2(lora.b.shape[-1]) if lora is not None else 1,
         num_warps=4 if n_cols <= 2048 else 8,
     )  # fmt: skip
-    return out, residual
+    return Fp8Rows(out, scales, x.dtype) if quantize else out, residual
 
 
 def _row_delta_operands(

@@ -1,0 +1,49 @@
+"""Activations quantized to e4m3 for an fp8 GEMM, and the PyTorch reference of that quantization.
+
+A projection whose GEMM multiplies fp8 activations (`torch._scaled_mm` with one scale per token) would
+otherwise launch a quantization kernel of its own before each call. Where the kernel that produces its
+input holds whole rows anyway (the RMSNorm, SiLU-and-mul), that kernel writes `Fp8Rows` instead of
+model-dtype rows: one launch and one pass over the activations fewer per projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
+
+
+@dataclass(frozen=True)
+class Fp8Rows:
+    """Rows [tokens, in] as e4m3 `values` and one float32 scale per row (`scales`, [tokens, 1]):
+    row i stands for values[i] * scales[i]. `dtype`: the model dtype they were computed in, which the
+    GEMM's output takes."""
+
+    values: torch.Tensor
+    scales: torch.Tensor
+    dtype: torch.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+
+def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
+    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
+    rows, cols = x.shape
+    groups = -(-cols // group)
+    padded = x.float().new_zeros(rows, groups * group)
+    padded[:, :cols] = x.float()
+    tiles = padded.view(rows, groups, group)
+    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
+
+
+def quantize_rows(x: torch.Tensor) -> Fp8Rows:
+    """x [tokens, in] quantized with one scale per row (a single group of the whole row)."""
+    return Fp8Rows(*quantize_token_groups(x, x.shape[-1]), x.dtype)
