@@ -69,6 +69,26 @@ def test_row_parallel_keeps_the_rank_input_columns_and_refuses_packed_tensors() 
         linear.load("weight", weight.to(torch.int8), None)
 
 
+def test_row_parallel_multiplies_on_its_method_kernel_gemm() -> None:
+    """A quantized o or down shard runs its method's GEMM (the Triton backend's), not the reference, which
+    dequantizes the whole weight at every call."""
+    calls: list[tuple[int, ...]] = []
+
+    class Gemm:
+        def __call__(self, layer: ShardedLinear, x: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(x.shape))
+            return x @ layer.weight.T + 1
+
+    method = UnquantizedMethod()
+    linear = ShardedLinear(64, [32], True, method, TensorParallel(0, 1), "row", 16)
+    linear.load("weight", torch.randn(32, 64), None)
+    linear.load("bias", torch.randn(32), None)
+    method.gemm = Gemm()  # type: ignore[assignment]
+    x = torch.randn(3, 64)
+    torch.testing.assert_close(linear(x), x @ linear.weight.T + 1 + linear.bias, rtol=0, atol=0)
+    assert calls == [(3, 64)]
+
+
 def test_vocab_rows_are_padded_on_the_last_rank() -> None:
     embedding = VocabParallelEmbedding(10, 4, TensorParallel(2, 3))  # 4 rows per rank, the last has 2
     full = torch.randn(10, 4)
