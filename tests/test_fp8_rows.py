@@ -1,6 +1,8 @@
-"""Kernels that write a projection's fp8 activations as they produce them (`Fp8Rows`): the RMSNorm and the
-SiLU-and-mul quantize exactly as the separate quantization kernel would, only the projections whose GEMM
-multiplies fp8 activations take them, and a model gives the same logprobs either way.
+"""What passes between an fp8 GEMM and the kernels beside it: the RMSNorm and the SiLU-and-mul write a
+projection's fp8 activations as they produce them (`Fp8Rows`), exactly as the separate quantization kernel
+would, and apply a GEMM output's scales as they load it (`ScaledRows`), exactly as resolving it first
+would; only the projections whose GEMM multiplies fp8 activations take them, and a model gives the same
+logprobs either way.
 
 On CI the kernels run on Triton's interpreter (float32); compiled on a GPU, in bfloat16 too, and the model
 test runs the real torch._scaled_mm (`TRITON_INTERPRET=0 pytest tests/test_fp8_rows.py`)."""
@@ -15,8 +17,10 @@ from torch import nn
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tokenmill import LLM, SamplingParams
+from tokenmill.distributed.group import TensorParallel
+from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels import reference
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, quantize_rows
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows, quantize_rows
 from tokenmill.kernels.triton import activation, fp8_gemm, norm
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, triton_gemms
 from tokenmill.quantization.fp8 import Fp8ChannelMethod
@@ -99,6 +103,56 @@ def test_the_references_quantize_their_model_dtype_rows(with_residual: bool) -> 
     assert torch.equal(got_product.scales, product.scales)
 
 
+def scaled_rows(rows: int, cols: int, seed: int, dtype: torch.dtype) -> ScaledRows:
+    values = draw(rows, cols, seed=seed, dtype=dtype) * 100
+    row_scales = draw(rows, 1, seed=seed + 1).abs() * 1e-2
+    return ScaledRows(values, row_scales, draw(cols, seed=seed + 2).abs() * 1e-2)
+
+
+def same(got: torch.Tensor | Fp8Rows, want: torch.Tensor | Fp8Rows) -> None:
+    if isinstance(want, Fp8Rows):
+        assert isinstance(got, Fp8Rows) and torch.equal(got.scales, want.scales)
+        got, want = got.values.view(torch.uint8), want.values.view(torch.uint8)
+    assert isinstance(got, torch.Tensor) and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rms_norm_applies_a_gemm_output_scales_as_it_loads_it(
+    dtype: torch.dtype, quantize: bool, with_residual: bool
+) -> None:
+    x = scaled_rows(6, 200, seed=10, dtype=dtype)
+    residual = draw(6, 200, seed=13, dtype=dtype)
+    weight = (torch.rand(200, generator=torch.Generator().manual_seed(14)) + 0.5).to(DEVICE, dtype)
+    stream = residual.clone() if with_residual else None
+    got, got_stream = norm.rms_norm(x, weight, 1e-6, stream, None, quantize)
+    want_stream = residual.clone() if with_residual else None
+    want, _ = norm.rms_norm(x.resolve(), weight, 1e-6, want_stream, None, quantize)
+    same(got, want)
+    if with_residual:
+        assert got_stream is not None and want_stream is not None and torch.equal(got_stream, want_stream)
+    reference_got, _ = reference.rms_norm(
+        x, weight, 1e-6, residual if with_residual else None, None, quantize
+    )
+    reference_want, _ = reference.rms_norm(x.resolve(), weight, 1e-6, residual if with_residual else None)
+    same(reference_got, quantize_rows(reference_want) if quantize else reference_want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("quantize", [False, True])
+def test_silu_and_mul_applies_gate_up_scales_as_it_loads_them(dtype: torch.dtype, quantize: bool) -> None:
+    gate_up = scaled_rows(5, 2 * 1500, seed=20, dtype=dtype)  # gate's and up's column scales differ
+    same(
+        activation.silu_and_mul(gate_up, None, quantize),
+        activation.silu_and_mul(gate_up.resolve(), None, quantize),
+    )
+    same(
+        reference.silu_and_mul(gate_up, None, quantize),
+        reference.silu_and_mul(gate_up.resolve(), None, quantize),
+    )
+
+
 def loaded(method, inp: int = 128) -> QuantLinear:
     layer = QuantLinear(inp, (64, 32), False, method)
     layer.load("weight", torch.randn(96, inp, generator=torch.Generator().manual_seed(0)) * 0.05, None)
@@ -124,70 +178,131 @@ def test_only_fp8_per_channel_takes_fp8_rows_and_only_on_its_dense_route(
     assert not fp8.takes_fp8_rows(4096)
 
 
-def test_a_model_hands_fp8_rows_to_q_k_v_gate_up_and_down_with_the_same_logprobs(
-    tiny_model_dir, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A 40-token prompt runs every fp8 projection on the dense route: the norms and SiLU-and-mul quantize
-    q|k|v's, gate|up's and down's input as they write it, o's input (attention's output) is quantized by
-    the GEMM. The logprobs equal those of the same model with no producer quantizing."""
-    took_rows: list[bool] = []
-    real = triton_gemms.scaled_mm_rows
+def test_only_fp8_per_channel_on_its_dense_route_leaves_its_scales(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`forward_scaled` gives `ScaledRows` from fp8 per channel's dense route (then resolving them gives the
+    plain output to rounding), and plain rows below it, with a bias, from other formats and from a
+    row-parallel shard (whose partial products are summed over the ranks)."""
+    monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
+    monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
+    fp8, int8 = loaded(Fp8ChannelMethod()), loaded(Int8WeightOnlyMethod())
+    biased = QuantLinear(128, (96,), True, Fp8ChannelMethod())
+    biased.load("weight", fp8.weight.float() * fp8.weight_scale[:, None], None)
+    biased.load("bias", torch.zeros(96), None)
+    row = ShardedLinear(128, [96], False, Fp8ChannelMethod(), TensorParallel(0, 1), "row", 1)
+    row.load("weight", torch.randn(96, 128, generator=torch.Generator().manual_seed(0)) * 0.05, None)
+    triton_gemms.use_triton_gemms(nn.Sequential(fp8, int8, biased, row))
+    start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
+    assert start is not None
+    x = draw(start, 128, seed=30)
+    out = fp8.forward_scaled(x)
+    assert isinstance(out, ScaledRows) and out.shape == (start, 96)
+    torch.testing.assert_close(out.resolve(), fp8(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(fp8.forward_scaled(x[: start - 1]), torch.Tensor)
+    for plain in (int8, biased, row):
+        assert isinstance(plain.forward_scaled(x), torch.Tensor)
 
-    def scaled_mm(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
-        took_rows.append(isinstance(rows, Fp8Rows))
-        if ON_GPU:
-            return real(layer, rows)
-        if isinstance(rows, torch.Tensor):  # as the real route quantizes them
-            rows = Fp8Rows(*fp8_gemm.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
-        weight = layer.weight.float() * layer.weight_scale[:, None]
-        return ((rows.values.float() * rows.scales) @ weight.T).to(rows.dtype)
 
+def emulated_scaled_mm(
+    a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """torch._scaled_mm on the CPU, which has no fp8 GEMM: the same product in float32."""
+    return ((a.float() * scale_a) @ (b.float() * scale_b)).to(out_dtype)
+
+
+Routes = list[tuple[str, bool]]
+
+
+def generate_fp8(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> tuple[list, Routes]:
+    """A 40-token prompt (every fp8 projection on its dense route), then one decode step (the GEMVs): the
+    logprobs, and each prompt-step projection's route and whether its input came as `Fp8Rows`."""
+    routes: Routes = []
+    for name in ("scaled_mm_rows", "unscaled_mm_rows"):
+        real = getattr(triton_gemms, name)
+
+        def recorded(layer: QuantLinear, rows, _real=real, _name=name):
+            routes.append((_name, isinstance(rows, Fp8Rows)))
+            return _real(layer, rows)
+
+        monkeypatch.setattr(triton_gemms, name, recorded)
     if not ON_GPU:
         monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
-    monkeypatch.setattr(triton_gemms, "scaled_mm_rows", scaled_mm)
-    prompt = list(range(3, 43))
-    params = SamplingParams(max_tokens=2, temperature=0.0, logprobs=5)
+        monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
+    llm = LLM(
+        str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="bfloat16" if ON_GPU else "float32",
+        kernels="triton", quantization="fp8", num_kv_blocks=16, enforce_eager=True,
+    )  # fmt: skip
+    try:
+        routes.clear()  # not the warm-up's calls
+        params = SamplingParams(max_tokens=2, temperature=0.0, logprobs=5)
+        return llm.generate([list(range(3, 43))], params)[0].outputs[0].logprobs, list(routes)
+    finally:
+        llm.shutdown()
 
-    def generate() -> list:
-        llm = LLM(
-            str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="bfloat16" if ON_GPU else "float32",
-            kernels="triton", quantization="fp8", num_kv_blocks=16, enforce_eager=True,
-        )  # fmt: skip
-        try:
-            took_rows.clear()  # not the warm-up's calls
-            return llm.generate([prompt], params)[0].outputs[0].logprobs
-        finally:
-            llm.shutdown()
 
-    fused = generate()
-    layers = 2
-    assert took_rows == [True, False, True, True] * layers  # q|k|v, o, gate|up, down; the decode step: GEMVs
+LAYERS = 2  # the tiny model's
+
+
+def test_the_norms_and_silu_and_mul_hand_fp8_rows_to_q_k_v_gate_up_and_down(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The norms and SiLU-and-mul quantize q|k|v's, gate|up's and down's input as they write it; o's
+    input (attention's output) is quantized by the route. The logprobs are those of the same model with
+    no producer quantizing, to the bit (the output scales applied by the GEMM in both runs)."""
+    monkeypatch.setattr(triton_gemms.RoutedGemm, "scaled", triton_gemms.RoutedGemm.__call__)
+    fused, routes = generate_fp8(tiny_model_dir, monkeypatch)
+    assert [took for _, took in routes] == [True, False, True, True] * LAYERS  # q|k|v, o, gate|up, down
     monkeypatch.setattr(triton_gemms.RoutedGemm, "takes_fp8_rows", lambda self, tokens: False)
-    unfused = generate()
-    assert took_rows == [False] * 4 * layers
+    unfused, routes = generate_fp8(tiny_model_dir, monkeypatch)
+    assert [took for _, took in routes] == [False] * 4 * LAYERS
     assert fused == unfused
 
 
+def test_o_gate_up_and_down_leave_their_scales_to_the_kernels_that_read_them(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """o's and down's output reach the residual RMSNorm, gate|up's SiLU-and-mul, as `ScaledRows` (q|k|v's,
+    read by the RoPE/cache kernel, is scaled by its GEMM); the logprobs stay within rounding of the
+    model whose GEMMs scale every output."""
+    deferred, routes = generate_fp8(tiny_model_dir, monkeypatch)
+    per_layer = [("scaled_mm_rows", True), ("unscaled_mm_rows", False)]
+    per_layer += [("unscaled_mm_rows", True), ("unscaled_mm_rows", True)]
+    assert routes == per_layer * LAYERS
+    monkeypatch.setattr(triton_gemms.RoutedGemm, "scaled", triton_gemms.RoutedGemm.__call__)
+    scaled, routes = generate_fp8(tiny_model_dir, monkeypatch)
+    assert {name for name, _ in routes} == {"scaled_mm_rows"}
+    tolerance = 0.05 if ON_GPU else 1e-4
+    for got, want in zip(deferred, scaled, strict=True):
+        assert got.keys() == want.keys()
+        for token, logprob in got.items():
+            assert abs(logprob - want[token]) < tolerance
+
+
 def compile_kernels(capability: int) -> None:
-    """The quantizing variants of both kernels build for an fp8 GPU."""
+    """The variants that quantize their output or scale their input build for an fp8 GPU."""
     bf16, u8, f32, ints = (
         torch.empty(1, dtype=d) for d in (torch.bfloat16, torch.uint8, torch.float32, torch.int32)
     )
-    for n_cols in (1024, 4096):
+    for n_cols, scaled, quantize in [(1024, False, True), (4096, True, True), (4096, True, False)]:
         compile_for(
             norm._add_rms_norm_kernel, capability, {"num_warps": 4 if n_cols <= 2048 else 8}, True,
-            x_ptr=bf16, residual_ptr=bf16, weight_ptr=bf16, out_ptr=u8, residual_out_ptr=bf16, scale_ptr=f32,
-            stride_x=n_cols, stride_r=n_cols, stride_o=n_cols, n_cols=n_cols, eps=1e-6, h_ptr=bf16, b_ptr=bf16,
-            slots_ptr=ints, ranks_ptr=ints, stride_h=0, stride_h_slot=0, stride_b_slot=0, stride_b_rank=0,
-            HAS_RESIDUAL=True, HAS_LORA=False, QUANTIZE=True, BLOCK=n_cols, BLOCK_R=1,
+            x_ptr=bf16, residual_ptr=bf16, weight_ptr=bf16, out_ptr=u8 if quantize else bf16,
+            residual_out_ptr=bf16, scale_ptr=f32, x_row_scale_ptr=f32, x_col_scale_ptr=f32, stride_x=n_cols,
+            stride_r=n_cols, stride_o=n_cols, n_cols=n_cols, eps=1e-6, h_ptr=bf16, b_ptr=bf16, slots_ptr=ints,
+            ranks_ptr=ints, stride_h=0, stride_h_slot=0, stride_b_slot=0, stride_b_rank=0, HAS_RESIDUAL=True,
+            HAS_LORA=False, SCALED=scaled, QUANTIZE=quantize, BLOCK=n_cols, BLOCK_R=1,
         )  # fmt: skip
-    for width in (3072, 9728, 12288):
+    for width, scaled in [(3072, False), (9728, True), (12288, True)]:
         block = 1 << (width - 1).bit_length()
         compile_for(
-            activation._silu_and_mul_quantize_kernel, capability, {"num_warps": max(4, block // 1024)}, True,
-            in_ptr=bf16, out_ptr=u8, scale_ptr=f32, stride_in=2 * width, stride_out=width, width=width,
-            BLOCK=block,
+            activation._silu_and_mul_quantize_kernel, capability, {"num_warps": min(32, max(4, block // 512))}, True,
+            in_ptr=bf16, out_ptr=u8, scale_ptr=f32, row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * width,
+            stride_out=width, width=width, SCALED=scaled, BLOCK=block,
         )  # fmt: skip
+    compile_for(
+        activation._silu_and_mul_kernel, capability, {"num_warps": 4}, True, in_ptr=bf16, out_ptr=bf16,
+        row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * 9728, stride_out=9728, width=9728, SCALED=True,
+        BLOCK=1024,
+    )  # fmt: skip
 
 
 @pytest.mark.slow

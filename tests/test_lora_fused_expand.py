@@ -254,10 +254,10 @@ def compile_lora_norm_kernel(capability: int) -> None:
         cubin = compile_for(
             triton_norm._add_rms_norm_kernel, capability, {"num_warps": 4 if n_cols <= 2048 else 8}, True,
             x_ptr=x, residual_ptr=x, weight_ptr=x, out_ptr=x, residual_out_ptr=x, scale_ptr=x,
-            stride_x=n_cols + 64, stride_r=n_cols, stride_o=n_cols, n_cols=n_cols, eps=1e-6, h_ptr=h, b_ptr=x,
+            x_row_scale_ptr=x, x_col_scale_ptr=x, stride_x=n_cols + 64, stride_r=n_cols, stride_o=n_cols, n_cols=n_cols, eps=1e-6, h_ptr=h, b_ptr=x,
             slots_ptr=ints, ranks_ptr=ints, stride_h=n_cols + 64, stride_h_slot=block_r,
             stride_b_slot=block_r * n_cols, stride_b_rank=n_cols, HAS_RESIDUAL=True, HAS_LORA=True,
-            QUANTIZE=False, BLOCK=triton_norm.triton.next_power_of_2(n_cols), BLOCK_R=block_r,
+            SCALED=False, QUANTIZE=False, BLOCK=triton_norm.triton.next_power_of_2(n_cols), BLOCK_R=block_r,
         )  # fmt: skip
         usages[(n_cols, block_r)] = usage = resource_usage(cubin)
         assert usage.get("STACK", 0) == 0 and usage.get("LOCAL", 0) == 0, usages

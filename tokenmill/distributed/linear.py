@@ -17,7 +17,7 @@ import torch
 
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.sharding import CheckpointTensor, float_part, rank_rows
-from tokenmill.kernels.fp8_rows import Fp8Rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.quantization import QuantLinear, UnquantizedMethod
 from tokenmill.quantization.base import QuantMethod
 
@@ -76,6 +76,11 @@ class ShardedLinear(QuantLinear):
             return super().forward(x)
         out = self.tp.all_reduce(self.product(x))
         return out if self.bias is None else out + self.bias
+
+    def forward_scaled(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
+        """Row-parallel: each rank's partial product has its own activation scales (each rank quantizes its
+        own input columns), so it is scaled before the sum."""
+        return self(x) if self.split == "row" else super().forward_scaled(x)
 
     def fused_gemv(
         self,

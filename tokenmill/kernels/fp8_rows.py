@@ -1,9 +1,16 @@
-"""Activations quantized to e4m3 for an fp8 GEMM, and the PyTorch reference of that quantization.
+"""What passes between an fp8 GEMM and its neighbouring kernels: its input quantized to e4m3 by the kernel
+that wrote it, and its output before its scales, for the kernel that reads it.
 
 A projection whose GEMM multiplies fp8 activations (`torch._scaled_mm` with one scale per token) would
 otherwise launch a quantization kernel of its own before each call. Where the kernel that produces its
 input holds whole rows anyway (the RMSNorm, SiLU-and-mul), that kernel writes `Fp8Rows` instead of
 model-dtype rows: one launch and one pass over the activations fewer per projection.
+
+With one scale per token and one per output channel, cuBLASLt's row-wise kernels run well below its
+per-tensor ones at some shapes (Qwen3-4B's o and down: 1.5x slower at 358 tokens on an H100), and some
+GPUs have no row-wise kernel at all. So the GEMM may multiply with unit scales and hand its output as
+`ScaledRows`, whose scales the kernel reading it (the residual RMSNorm, SiLU-and-mul) applies as it loads
+each row.
 """
 
 from __future__ import annotations
@@ -29,6 +36,24 @@ class Fp8Rows:
     @property
     def shape(self) -> torch.Size:
         return self.values.shape
+
+
+@dataclass(frozen=True)
+class ScaledRows:
+    """A GEMM's output [tokens, out] before its scales: element (i, j) stands for values[i, j] *
+    row_scales[i] * col_scales[j], rounded to the values' dtype (`resolve`)."""
+
+    values: torch.Tensor
+    row_scales: torch.Tensor  # float32 [tokens, 1]
+    col_scales: torch.Tensor  # float32 [out]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def resolve(self) -> torch.Tensor:
+        """The scaled rows in the values' dtype: the reference of what a reading kernel loads."""
+        return (self.values.float() * self.row_scales * self.col_scales).to(self.values.dtype)
 
 
 def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:

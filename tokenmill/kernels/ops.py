@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from tokenmill.kernels import reference
-from tokenmill.kernels.fp8_rows import Fp8Rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
@@ -29,13 +29,15 @@ QKNorm = tuple[Tensor, Tensor, float]  # q weight, k weight, eps of Qwen3's per-
 # (x, weight, eps, residual, lora, quantize) -> (RMSNorm of x + residual, x + residual); without residual,
 # of x alone; lora: the pending expand of the projection x came from (`LoRAExpand`), added to x first (a
 # kernel may add it to x in place); quantize: the normed rows as `Fp8Rows`, for a projection that reads
-# fp8 activations
+# fp8 activations; x as `ScaledRows`: an fp8 GEMM's output, its scales applied first
 RMSNormOp = Callable[
-    [Tensor, Tensor, float, Tensor | None, LoRAExpand | None, bool], tuple[Tensor | Fp8Rows, Tensor | None]
+    [Tensor | ScaledRows, Tensor, float, Tensor | None, LoRAExpand | None, bool],
+    tuple[Tensor | Fp8Rows, Tensor | None],
 ]
 # (gate_up, lora, quantize) -> SiLU(gate) * up, [rows, 2 * width] -> [rows, width]; lora: the pending
-# expand of the gate|up projection (`LoRAExpand`), added to gate and up first; quantize: as `Fp8Rows`
-SiluAndMulOp = Callable[[Tensor, LoRAExpand | None, bool], Tensor | Fp8Rows]
+# expand of the gate|up projection (`LoRAExpand`), added to gate and up first; quantize: as `Fp8Rows`;
+# gate_up as `ScaledRows`: an fp8 GEMM's output, its scales applied first
+SiluAndMulOp = Callable[[Tensor | ScaledRows, LoRAExpand | None, bool], Tensor | Fp8Rows]
 # (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
 # optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
 NormRopeAndCacheOp = Callable[

@@ -10,13 +10,13 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tokenmill.kernels.fp8_rows import Fp8Rows, quantize_rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows, quantize_rows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
 
 
 def rms_norm(
-    x: torch.Tensor,
+    x: torch.Tensor | ScaledRows,
     weight: torch.Tensor,
     eps: float,
     residual: torch.Tensor | None = None,
@@ -25,7 +25,11 @@ def rms_norm(
 ) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
     """The residual stream is summed in the model dtype, normalised in float32.
     Returns (normed, x + residual). `lora`: the pending expand of x's projection, added to x first.
-    `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per token), for an fp8 GEMM."""
+    `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per token), for an fp8 GEMM.
+    x as `ScaledRows`: its scales applied first (and no LoRA expand pending)."""
+    if isinstance(x, ScaledRows):
+        assert lora is None, "a LoRA-wrapped projection hands over scaled rows"
+        x = x.resolve()
     if lora is not None:
         x = expanded(x, lora)
     if residual is not None:
@@ -39,10 +43,13 @@ def rms_norm(
 
 
 def silu_and_mul(
-    gate_up: torch.Tensor, lora: LoRAExpand | None = None, quantize: bool = False
+    gate_up: torch.Tensor | ScaledRows, lora: LoRAExpand | None = None, quantize: bool = False
 ) -> torch.Tensor | Fp8Rows:
     """SiLU(gate) * up of the fused gate|up projection output (`lora`: its pending expand, added first;
-    `quantize`: the product as `Fp8Rows`)."""
+    `quantize`: the product as `Fp8Rows`; gate_up as `ScaledRows`: its scales applied first)."""
+    if isinstance(gate_up, ScaledRows):
+        assert lora is None, "a LoRA-wrapped projection hands over scaled rows"
+        gate_up = gate_up.resolve()
     if lora is not None:
         gate_up = expanded(gate_up, lora)
     gate, up = gate_up.chunk(2, dim=-1)

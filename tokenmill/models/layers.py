@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tokenmill.distributed.linear import ShardedLinear, Split
-from tokenmill.kernels.fp8_rows import Fp8Rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand
 from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
@@ -45,12 +45,16 @@ def projection(
     return QuantLinear(in_features, list(shards.values()), bias, method)
 
 
-def project(linear: nn.Module, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, LoRAExpand | None]:
-    """`linear(x)`, a LoRA wrapper's expand left for the kernel that reads the output next to add as it
-    loads it (`Ops.silu_and_mul` after gate|up, `Ops.rms_norm` after o and down): one launch and one pass
-    over the output fewer."""
+def project(
+    linear: nn.Module, x: torch.Tensor | Fp8Rows
+) -> tuple[torch.Tensor | ScaledRows, LoRAExpand | None]:
+    """`linear(x)`, with what is left for the kernel that reads the output next (`Ops.silu_and_mul` after
+    gate|up, `Ops.rms_norm` after o and down) to apply as it loads it: a LoRA wrapper's expand, or an fp8
+    GEMM's scales (the output as `ScaledRows`). One launch and one pass over the output fewer."""
     if isinstance(linear, DeltaProjection):
         return linear.deferred(x)
+    if isinstance(linear, QuantLinear):
+        return linear.forward_scaled(x), None
     return linear(x), None
 
 
@@ -71,7 +75,7 @@ class RMSNorm(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | ScaledRows,
         residual: torch.Tensor | None = None,
         lora: LoRAExpand | None = None,
         feeds: nn.Module | None = None,
@@ -140,8 +144,8 @@ class Attention(nn.Module):
 
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor | Fp8Rows, meta: AttentionMetadata
-    ) -> tuple[torch.Tensor, LoRAExpand | None]:
-        """The o projection's output and its pending LoRA expand, for the residual norm that reads it."""
+    ) -> tuple[torch.Tensor | ScaledRows, LoRAExpand | None]:
+        """The o projection's output and what it leaves to the residual norm that reads it (`project`)."""
         return project(self.o_proj, self.attend(positions, self.qkv_proj(x), meta))
 
     def attend(self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -170,8 +174,8 @@ class MLP(nn.Module):
         self.down_proj = projection(config, size, {"down_proj": config.hidden_size}, False, prefix, "row")
         self.ops = ops
 
-    def forward(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor, LoRAExpand | None]:
-        """The down projection's output and its pending LoRA expand, for the residual norm that reads it."""
+    def forward(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor | ScaledRows, LoRAExpand | None]:
+        """The down projection's output and what it leaves to the residual norm that reads it (`project`)."""
         gate_up, lora = project(self.gate_up_proj, x)  # a LoRA wrapper's expand rides in SiLU-and-mul
         quantize = reads_fp8_rows(self.down_proj, gate_up.shape[0])
         return project(self.down_proj, self.ops.silu_and_mul(gate_up, lora, quantize))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.kernels.fp8_rows import Fp8Rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 
 
 class KernelGemm(Protocol):
@@ -27,6 +27,10 @@ class KernelGemm(Protocol):
 
     def takes_fp8_rows(self, tokens: int) -> bool:
         """Whether `tokens` rows are multiplied as fp8 activations, so they may come as `Fp8Rows`."""
+        ...
+
+    def scaled(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
+        """`self(layer, x)`, or its output as `ScaledRows` where that is cheaper."""
         ...
 
     def variant_tokens(self) -> tuple[int, ...]:
@@ -147,6 +151,14 @@ class QuantLinear(nn.Module):
             assert isinstance(x, torch.Tensor), "only a kernel GEMM takes Fp8Rows"
             return self.method.apply(self, x, None)
         return gemm(self, x)
+
+    def forward_scaled(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
+        """`self(x)`, whose output may come as `ScaledRows` (an fp8 GEMM's, before its scales): for a
+        caller whose next kernel applies them. A bias, added after the scales, keeps the output plain."""
+        gemm = self.method.gemm
+        if gemm is None or self.bias is not None:
+            return self(x)
+        return gemm.scaled(self, x)
 
     def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         if self.bias is not None and self.method.gemm is None and isinstance(x, torch.Tensor):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tokenmill.kernels.fp8_rows import Fp8Rows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
@@ -81,6 +81,8 @@ class RoutedGemm:
     dense: Route | None
     gemv: GemvRoute
     dense_reads_fp8: bool = False  # the dense route multiplies fp8 activations, and takes `Fp8Rows`
+    # the dense route's variant that leaves the output's scales to the kernel reading it (`ScaledRows`)
+    scaled_dense: Callable[[QuantLinear, torch.Tensor | Fp8Rows], ScaledRows] | None = None
 
     def dense_from(self) -> int | None:
         """The token count from which the dense route runs (read per call, so a bench can move it)."""
@@ -90,24 +92,33 @@ class RoutedGemm:
         """The most tokens the GEMV runs (read per call, like `dense_from`)."""
         return GEMV_UP_TO_TOKENS[self.table_key]
 
+    def dense_runs(self, tokens: int) -> bool:
+        """Whether `tokens` rows take the dense route."""
+        start = self.dense_from()
+        return self.dense is not None and start is not None and tokens >= start and tokens > self.gemv_up_to()
+
     def takes_fp8_rows(self, tokens: int) -> bool:
         """Whether `tokens` rows take a dense route that reads `Fp8Rows`."""
-        start = self.dense_from()
-        return self.dense_reads_fp8 and start is not None and tokens >= start and tokens > self.gemv_up_to()
+        return self.dense_reads_fp8 and self.dense_runs(tokens)
 
     def __call__(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         if isinstance(x, Fp8Rows):  # quantized by the kernel that wrote them (`takes_fp8_rows`)
             assert self.dense is not None and self.takes_fp8_rows(x.shape[0])
             return self.dense(layer, x)
         rows = _rows(x)
-        start = self.dense_from()
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
             y = self.gemv(layer, rows, NO_FUSION)
-        elif self.dense is not None and start is not None and len(rows) >= start:
+        elif self.dense is not None and self.dense_runs(len(rows)):
             y = self.dense(layer, rows)
         else:
             y = self.kernel(layer, rows)
         return y.view(*x.shape[:-1], layer.out_features)
+
+    def scaled(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
+        """`self(layer, x)`; on a dense route with a `scaled_dense` variant, that variant's `ScaledRows`."""
+        if self.scaled_dense is None or not self.dense_runs(x.shape[0]):
+            return self(layer, x)
+        return self.scaled_dense(layer, x if isinstance(x, Fp8Rows) else _rows(x))
 
     def fused_gemv(
         self,
@@ -190,12 +201,33 @@ def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Te
     Model-dtype rows are quantized by one kernel (a row per program: as seven PyTorch ops, 144 of them
     per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved); the RMSNorm and SiLU-and-mul
     kernels hand over `Fp8Rows` instead, quantized as they wrote them."""
-    if isinstance(rows, torch.Tensor):
-        rows = Fp8Rows(*fp8_gemm.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
+    rows = _fp8_rows(rows)
     return torch._scaled_mm(
         rows.values, layer.weight.T, scale_a=rows.scales, scale_b=layer.weight_scale[None, :],
         out_dtype=rows.dtype,
     )  # fmt: skip
+
+
+def unscaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> ScaledRows:
+    """`scaled_mm_rows` with unit scales, which cuBLASLt runs on its per-tensor kernels (faster than its
+    row-wise ones at many shapes, and on GPUs without them): the per-token and per-channel scales are
+    left to the kernel that reads the output."""
+    rows = _fp8_rows(rows)
+    one = _unit_scale(rows.values.device)
+    values = torch._scaled_mm(rows.values, layer.weight.T, scale_a=one, scale_b=one, out_dtype=rows.dtype)
+    return ScaledRows(values, rows.scales, layer.weight_scale)
+
+
+def _fp8_rows(rows: torch.Tensor | Fp8Rows) -> Fp8Rows:
+    """Rows quantized per token, by their own kernel where the kernel that wrote them did not."""
+    if isinstance(rows, Fp8Rows):
+        return rows
+    return Fp8Rows(*fp8_gemm.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
+
+
+@functools.cache
+def _unit_scale(device: torch.device) -> torch.Tensor:
+    return torch.ones((), dtype=torch.float32, device=device)
 
 
 def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
@@ -240,7 +272,9 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     if isinstance(method, GptqMethod):  # AWQ included
         return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
-        return RoutedGemm("fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv, True)
+        return RoutedGemm(
+            "fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv, True, unscaled_mm_rows
+        )
     if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):

@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import quantize_row, quantize_token_groups
+from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_row, quantize_token_groups
 from tokenmill.kernels.triton.lora import (
     WIDE_TILE_MAX_RANK,
     expand_operands,
@@ -28,8 +28,9 @@ from tokenmill.kernels.triton.lora import (
 )
 
 _BLOCK = 1024
-# The widest row the quantizing variant takes in one program (16 warps: 32 values of gate and of up a
-# thread); wider rows (Qwen3-14B's and 32B's) are multiplied, then quantized by a second launch.
+# The widest row the quantizing variant takes in one program (32 warps: 16 values of gate and of up a
+# thread, 43 registers with their scales on sm_90, 83 at 16 warps); wider rows (Qwen3-14B's and 32B's)
+# are multiplied, then quantized by a second launch.
 QUANTIZE_MAX_WIDTH = 16384
 # The LoRA variant's tiles: 16 tokens x 128 columns of gate and of up, 4 warps (H200, qa-358 at rank 16:
 # 5.7 us a launch, against 6.3-7.7 at 64 or 256 columns or 8 warps; the expand + SiLU-and-mul it
@@ -54,27 +55,43 @@ def _capability(device: torch.device) -> int:
 
 
 @triton.jit
-def _silu_and_mul_kernel(in_ptr, out_ptr, stride_in, stride_out, width, BLOCK: tl.constexpr):
+def _gate_and_up(
+    in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED: tl.constexpr
+):  # fmt: skip
+    """A row's gate and up columns `cols` in float32; SCALED: gate|up is a GEMM's output before its
+    scales (`ScaledRows`), applied here."""
+    gate = tl.load(in_ptr + row * stride_in + cols, mask=mask, other=0.0)
+    up = tl.load(in_ptr + row * stride_in + width + cols, mask=mask, other=0.0)
+    if SCALED:
+        gate = apply_scales(gate, row_scale_ptr, col_scale_ptr, row, cols, mask)
+        up = apply_scales(up, row_scale_ptr, col_scale_ptr + width, row, cols, mask)
+    return gate.to(tl.float32), up.to(tl.float32)
+
+
+@triton.jit
+def _silu_and_mul_kernel(
+    in_ptr, out_ptr, row_scale_ptr, col_scale_ptr, stride_in, stride_out, width, SCALED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < width
-    gate = tl.load(in_ptr + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
-    up = tl.load(in_ptr + row * stride_in + width + cols, mask=mask, other=0.0).to(tl.float32)
+    gate, up = _gate_and_up(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED)
     out = gate * tl.sigmoid(gate) * up
     tl.store(out_ptr + row * stride_out + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _silu_and_mul_quantize_kernel(
-    in_ptr, out_ptr, scale_ptr, stride_in, stride_out, width, BLOCK: tl.constexpr
+    in_ptr, out_ptr, scale_ptr, row_scale_ptr, col_scale_ptr, stride_in, stride_out, width,
+    SCALED: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """A whole row per program, written as `Fp8Rows`: the product rounded to the model dtype (as the
     kernel above stores it), then quantized per row."""
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
-    gate = tl.load(in_ptr + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
-    up = tl.load(in_ptr + row * stride_in + width + cols, mask=mask, other=0.0).to(tl.float32)
+    gate, up = _gate_and_up(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED)
     q, scale = quantize_row((gate * tl.sigmoid(gate) * up).to(in_ptr.dtype.element_ty))
     tl.store(out_ptr + row * stride_out + cols, q, mask=mask)
     tl.store(scale_ptr + row, scale)
@@ -122,25 +139,31 @@ def _lora_silu_and_mul_kernel(
 
 
 def silu_and_mul(
-    gate_up: torch.Tensor, lora: LoRAExpand | None = None, quantize: bool = False
+    gate_up: torch.Tensor | ScaledRows, lora: LoRAExpand | None = None, quantize: bool = False
 ) -> torch.Tensor | Fp8Rows:
     """[rows, 2 * width] gate|up -> [rows, width]; `lora`: the pending expand of the gate|up projection.
     Above rank 32, or with h in more than 4 parts (a shrink's split K, a few tokens over a quantized or
     sharded base), the expand runs first, on gate_up in place, as its own launch: the fused tiles would
     spill on sm_120 (the expand narrows its tiles there). `quantize`: the product as `Fp8Rows`, written
-    so by this kernel where a row fits one program (`QUANTIZE_MAX_WIDTH`) and no LoRA delta is added."""
+    so by this kernel where a row fits one program (`QUANTIZE_MAX_WIDTH`) and no LoRA delta is added.
+    gate_up as `ScaledRows` (an fp8 GEMM's output): its scales applied as it is loaded."""
+    scaled = gate_up if isinstance(gate_up, ScaledRows) else None
+    if scaled is not None:
+        assert lora is None, "a LoRA-wrapped projection hands over scaled rows"
+        gate_up = scaled.values
+    scale_operands = (scaled.row_scales, scaled.col_scales) if scaled is not None else (gate_up, gate_up)
     rows, double = gate_up.shape
     width = double // 2
     if quantize:
         block = triton.next_power_of_2(width)
         if lora is not None or block > QUANTIZE_MAX_WIDTH:
-            product = silu_and_mul(gate_up, lora)
+            product = silu_and_mul(gate_up if scaled is None else scaled, lora)
             return Fp8Rows(*quantize_token_groups(product, width), product.dtype)
         values = torch.empty(rows, width, dtype=FP8_DTYPE, device=gate_up.device)
         scales = torch.empty(rows, 1, dtype=torch.float32, device=gate_up.device)
         _silu_and_mul_quantize_kernel[(rows,)](
-            gate_up, values.view(torch.uint8), scales, gate_up.stride(0), values.stride(0), width,
-            BLOCK=block, num_warps=max(4, block // 1024),
+            gate_up, values.view(torch.uint8), scales, *scale_operands, gate_up.stride(0), values.stride(0),
+            width, SCALED=scaled is not None, BLOCK=block, num_warps=min(32, max(4, block // 512)),
         )  # fmt: skip
         return Fp8Rows(values, scales, gate_up.dtype)
     out = torch.empty(rows, width, dtype=gate_up.dtype, device=gate_up.device)
@@ -151,8 +174,9 @@ def silu_and_mul(
             lora = None
     if lora is None:
         _silu_and_mul_kernel[(rows, triton.cdiv(width, _BLOCK))](
-            gate_up, out, gate_up.stride(0), out.stride(0), width, BLOCK=_BLOCK, num_warps=4
-        )
+            gate_up, out, *scale_operands, gate_up.stride(0), out.stride(0), width, SCALED=scaled is not None,
+            BLOCK=_BLOCK, num_warps=4,
+        )  # fmt: skip
         return out
     lora_args, lora_blocks = expand_operands(lora)
     grid = (triton.cdiv(rows, TILE_TOKENS), triton.cdiv(width, _LORA_BLOCK_N))

@@ -42,6 +42,14 @@ def quantize_row(x):
 
 
 @triton.jit
+def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
+    """Elements `cols` of row `row` of a GEMM's output loaded before their scales (`ScaledRows`), scaled
+    and rounded back to x's dtype, as `ScaledRows.resolve` does."""
+    col_scales = tl.load(col_scale_ptr + cols, mask=mask, other=0.0)
+    return (x.to(tl.float32) * tl.load(row_scale_ptr + row) * col_scales).to(x.dtype)
+
+
+@triton.jit
 def _quantize_token_groups_kernel(
     x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, GROUP: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip

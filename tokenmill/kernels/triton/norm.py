@@ -14,9 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import quantize_row
+from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_row
 from tokenmill.kernels.triton.lora import h_strides, lora_expand
 
 
@@ -44,15 +44,17 @@ def _row_delta(
 
 @triton.jit
 def _add_rms_norm_kernel(
-    x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr, scale_ptr, stride_x, stride_r, stride_o,
-    n_cols, eps, h_ptr, b_ptr, slots_ptr, ranks_ptr, stride_h, stride_h_slot, stride_b_slot, stride_b_rank,
-    HAS_RESIDUAL: tl.constexpr, HAS_LORA: tl.constexpr, QUANTIZE: tl.constexpr, BLOCK: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    x_ptr, residual_ptr, weight_ptr, out_ptr, residual_out_ptr, scale_ptr, x_row_scale_ptr, x_col_scale_ptr,
+    stride_x, stride_r, stride_o, n_cols, eps, h_ptr, b_ptr, slots_ptr, ranks_ptr, stride_h, stride_h_slot,
+    stride_b_slot, stride_b_rank, HAS_RESIDUAL: tl.constexpr, HAS_LORA: tl.constexpr, SCALED: tl.constexpr,
+    QUANTIZE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    if SCALED:
+        x = apply_scales(x, x_row_scale_ptr, x_col_scale_ptr, row, cols, mask)
     if HAS_LORA:
         x = _row_delta(
             x, row, cols, n_cols, h_ptr, b_ptr, slots_ptr, ranks_ptr, stride_h, stride_h_slot, stride_b_slot,
@@ -79,7 +81,7 @@ def _adds_by_row(lora: LoRAExpand) -> bool:
 
 
 def rms_norm(
-    x: torch.Tensor,
+    x: torch.Tensor | ScaledRows,
     weight: torch.Tensor,
     eps: float,
     residual: torch.Tensor | None = None,
@@ -89,7 +91,12 @@ def rms_norm(
     """x (and residual): [rows, hidden]. Returns (normed, x + residual); the residual is updated in place.
     `lora`: the pending expand of the projection x came from, added to x first (to x in place, where the
     expand runs as its own launch). `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per
-    row, as `fp8_gemm.quantize_token_groups` would quantize them)."""
+    row, as `fp8_gemm.quantize_token_groups` would quantize them). x as `ScaledRows` (an fp8 GEMM's
+    output): its scales applied as it is loaded."""
+    scaled = x if isinstance(x, ScaledRows) else None
+    if scaled is not None:
+        assert lora is None, "a LoRA-wrapped projection hands over scaled rows"
+        x = scaled.values
     if lora is not None and not _adds_by_row(lora):
         lora.add_to(x, lora_expand)
         lora = None
@@ -98,9 +105,11 @@ def rms_norm(
     scales = torch.empty(rows, 1, dtype=torch.float32, device=x.device) if quantize else x
     stream = residual if residual is not None else x  # a placeholder without residual
     _add_rms_norm_kernel[(rows,)](
-        x, stream, weight, out.view(torch.uint8) if quantize else out, stream, scales, x.stride(0),
+        x, stream, weight, out.view(torch.uint8) if quantize else out, stream, scales,
+        *((scaled.row_scales, scaled.col_scales) if scaled is not None else (x, x)), x.stride(0),
         stream.stride(0), out.stride(0), n_cols, eps, *_row_delta_operands(lora, x),
-        HAS_RESIDUAL=residual is not None, HAS_LORA=lora is not None, QUANTIZE=quantize,
+        HAS_RESIDUAL=residual is not None, HAS_LORA=lora is not None, SCALED=scaled is not None,
+        QUANTIZE=quantize,
         BLOCK=triton.next_power_of_2(n_cols),
         BLOCK_R=triton.next_power_of_2(lora.b.shape[-1]) if lora is not None else 1,
         num_warps=4 if n_cols <= 2048 else 8,
