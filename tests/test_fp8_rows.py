@@ -162,7 +162,7 @@ def loaded(method, inp: int = 128) -> QuantLinear:
 def test_only_fp8_per_channel_takes_fp8_rows_and_only_on_its_dense_route(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
+    monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
     fp8, int8, plain = loaded(Fp8ChannelMethod()), loaded(Int8WeightOnlyMethod()), loaded(UnquantizedMethod())
     triton_gemms.use_triton_gemms(nn.Sequential(fp8, int8, plain))
     start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
@@ -182,7 +182,7 @@ def test_only_fp8_per_channel_on_its_dense_route_leaves_its_scales(monkeypatch: 
     """`forward_scaled` gives `ScaledRows` from fp8 per channel's dense route (then resolving them gives the
     plain output to rounding), and plain rows below it, with a bias, from other formats and from a
     row-parallel shard (whose partial products are summed over the ranks)."""
-    monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
+    monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
     monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
     fp8, int8 = loaded(Fp8ChannelMethod()), loaded(Int8WeightOnlyMethod())
     biased = QuantLinear(128, (96,), True, Fp8ChannelMethod())
@@ -200,6 +200,33 @@ def test_only_fp8_per_channel_on_its_dense_route_leaves_its_scales(monkeypatch: 
     assert isinstance(fp8.forward_scaled(x[: start - 1]), torch.Tensor)
     for plain in (int8, biased, row):
         assert isinstance(plain.forward_scaled(x), torch.Tensor)
+
+
+def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where torch._scaled_mm takes per-tensor scales only (cuBLASLt on some GPUs), fp8 per channel keeps its
+    dense route: the unit-scaled product, left to the next kernel or scaled by a pass of its own."""
+    monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "tensor")
+    products: list[tuple[float, float]] = []
+
+    def per_tensor_only(a, b, scale_a, scale_b, out_dtype):
+        products.append((scale_a.numel(), scale_b.numel()))
+        return emulated_scaled_mm(a, b, scale_a, scale_b, out_dtype)
+
+    monkeypatch.setattr(torch, "_scaled_mm", per_tensor_only)
+    layer = loaded(Fp8ChannelMethod())
+    start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
+    assert start is not None
+    x = draw(start, 128, seed=31)
+    values, scales = fp8_gemm.quantize_token_groups(x, 128)
+    expected = (values.float() * scales) @ (layer.weight.float() * layer.weight_scale[:, None]).T
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    assert isinstance(layer.method.gemm, triton_gemms.RoutedGemm) and layer.takes_fp8_rows(start)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    scaled = layer.forward_scaled(x)
+    assert isinstance(scaled, ScaledRows) and torch.equal(scaled.resolve(), layer(x))
+    assert set(products) == {(1, 1)}
 
 
 def emulated_scaled_mm(
@@ -225,7 +252,7 @@ def generate_fp8(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> tuple[list,
 
         monkeypatch.setattr(triton_gemms, name, recorded)
     if not ON_GPU:
-        monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
+        monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
         monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
     llm = LLM(
         str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="bfloat16" if ON_GPU else "float32",

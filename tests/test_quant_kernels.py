@@ -335,14 +335,14 @@ def test_layers_on_the_triton_backend_equal_their_reference_apply(
     """`use_triton_gemms` swaps each method's `apply` for its kernel; large batches take the dense route."""
     layer = quantized_linear(LAYERS[kind]())
     x = draw(2, 3, 256, seed=13)  # [..., in] rows as the model passes them
-    if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # activations quantized per token
+    if kind == "fp8-channel" and triton_gemms.scaled_mm_scales(DEVICE):  # activations quantized per token
         x = exact_fp8_activations(6, 256, 256, seed=13).unflatten(0, (2, 3))
     expected = layer(x)
     dense_from = dict.fromkeys(triton_gemms.DENSE_FROM_TOKENS, 4 if dense else None)
     monkeypatch.setattr(triton_gemms, "DENSE_FROM_TOKENS", dense_from)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert layer.method.gemm is not None
-    if kind == "fp8-channel" and triton_gemms._rowwise_scaled_mm(DEVICE):  # fp8 tensor-core products
+    if kind == "fp8-channel" and triton_gemms.scaled_mm_scales(DEVICE):  # fp8 tensor-core products
         close_after_fp8_dots(layer(x), expected)
     else:
         close(layer(x), expected, torch.float32)

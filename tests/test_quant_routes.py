@@ -48,7 +48,7 @@ def test_fp8_per_channel_runs_the_w8_kernel_up_to_16_tokens_and_scaled_mm_above(
         scaled_mm_tokens.append(len(rows))
         return layer.method.apply(layer, rows, None)
 
-    monkeypatch.setattr(triton_gemms, "_rowwise_scaled_mm", lambda device: True)
+    monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
     monkeypatch.setattr(triton_gemms, "scaled_mm_rows", scaled_mm)
     layer = loaded(Fp8ChannelMethod())
     x = torch.randn(17, 128, generator=torch.Generator().manual_seed(1))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -249,19 +250,31 @@ def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
 
 
 @functools.cache
-def _rowwise_scaled_mm(device: torch.device) -> bool:
-    """Whether torch._scaled_mm takes per-row/per-column scales here (Hopper, and newer torch on Ada and
-    Blackwell): asked once with a tiny product rather than from a table of versions."""
+def scaled_mm_scales(device: torch.device) -> Literal["row", "tensor"] | None:
+    """The scales torch._scaled_mm takes here: per row and column ("row": Hopper, and newer torch on Ada),
+    per tensor only ("tensor": cuBLASLt has no row-wise fp8 kernel for some GPUs, e.g. sm_120 under
+    torch 2.10), or none (no fp8 GEMM, or no GPU). Asked once with tiny products rather than from a table
+    of versions."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        return False
+        return None
     a = torch.ones(16, 32, device=device).to(FP8_DTYPE)
     b = torch.ones(16, 32, device=device).to(FP8_DTYPE)
-    scale_a, scale_b = torch.ones(16, 1, device=device), torch.ones(1, 16, device=device)
-    try:
-        torch._scaled_mm(a, b.T, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
+    for kind, scale_a, scale_b in (
+        ("row", torch.ones(16, 1, device=device), torch.ones(1, 16, device=device)),
+        ("tensor", _unit_scale(device), _unit_scale(device)),
+    ):
+        try:
+            torch._scaled_mm(a, b.T, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
+        except (RuntimeError, NotImplementedError):
+            continue
+        return kind
+    return None
+
+
+def resolved_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    """`scaled_mm_rows` where torch._scaled_mm takes per-tensor scales only: the unit-scaled product, then
+    its scales in a pass of their own."""
+    return unscaled_mm_rows(layer, rows).resolve()
 
 
 def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
@@ -271,12 +284,12 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, GptqMethod):  # AWQ included
         return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
-    if isinstance(method, Fp8ChannelMethod) and _rowwise_scaled_mm(device):
-        return RoutedGemm(
-            "fp8-channel", weight_only_kernel, scaled_mm_rows, packed_gemv, True, unscaled_mm_rows
-        )
-    if isinstance(method, Fp8ChannelMethod):  # no fp8 GEMM here: its bytes are decoded as int8's are
-        return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
+    if isinstance(method, Fp8ChannelMethod):
+        scales = scaled_mm_scales(device)
+        if scales is None:  # no fp8 GEMM here: its bytes are decoded as int8's are
+            return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
+        dense = scaled_mm_rows if scales == "row" else resolved_mm_rows
+        return RoutedGemm("fp8-channel", weight_only_kernel, dense, packed_gemv, True, unscaled_mm_rows)
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
         return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
     return None
