@@ -21,7 +21,7 @@ from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels import reference
 from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows, quantize_rows
-from tokenmill.kernels.triton import activation, fp8_gemm, norm
+from tokenmill.kernels.triton import activation, fp8_gemm, norm, rope
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, triton_gemms
 from tokenmill.quantization.fp8 import Fp8ChannelMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
@@ -151,6 +151,34 @@ def test_silu_and_mul_applies_gate_up_scales_as_it_loads_them(dtype: torch.dtype
         reference.silu_and_mul(gate_up, None, quantize),
         reference.silu_and_mul(gate_up.resolve(), None, quantize),
     )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv_cache_dtype", [None, FP8_DTYPE])
+def test_rope_and_cache_apply_q_k_v_scales_as_they_load_them(
+    dtype: torch.dtype, kv_cache_dtype: torch.dtype | None
+) -> None:
+    """q|k|v as one fp8 GEMM's `ScaledRows`, cut into heads as the attention cuts it: the rotated q and the
+    cache written are those of its resolved rows, to the bit (and so in the reference)."""
+    tokens, heads, kv_heads, head_dim = 5, 4, 2, 32
+    qkv = scaled_rows(tokens, (heads + 2 * kv_heads) * head_dim, seed=40, dtype=dtype)
+    sizes = [heads * head_dim, kv_heads * head_dim, kv_heads * head_dim]
+    positions, slots = torch.tensor([0, 5, 17, 3, 99]), torch.tensor([3, 9, 10, 0, 14])
+    angles = torch.arange(128.0)[:, None] * (1.0 / 10000 ** (torch.arange(0, head_dim, 2) / head_dim))[None]
+    qk_norm = (torch.rand(head_dim, dtype=dtype) + 0.5, torch.rand(head_dim, dtype=dtype) + 0.5, 1e-6)
+    kv_scales = torch.tensor([0.02, 0.03]) if kv_cache_dtype is not None else None
+
+    def run(op, parts: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = torch.zeros(2, 4, 4, kv_heads, head_dim).to(kv_cache_dtype or dtype)
+        q, k, v = (part.unflatten(-1, (-1, head_dim)) for part in parts)
+        q = op(q, k, v, positions, angles.cos(), angles.sin(), cache, slots, qk_norm, kv_scales)
+        return q.clone(), cache.view(torch.uint8)
+
+    for op in (rope.norm_rope_and_cache, reference.norm_rope_and_cache):
+        want_q, want_cache = run(op, qkv.resolve().split(sizes, dim=-1))
+        fresh = ScaledRows(qkv.values.clone(), qkv.row_scales, qkv.col_scales)  # q is rotated in place
+        got_q, got_cache = run(op, fresh.split(sizes))
+        assert torch.equal(got_q, want_q) and torch.equal(got_cache, want_cache)
 
 
 def loaded(method, inp: int = 128) -> QuantLinear:
@@ -284,15 +312,14 @@ def test_the_norms_and_silu_and_mul_hand_fp8_rows_to_q_k_v_gate_up_and_down(
     assert fused == unfused
 
 
-def test_o_gate_up_and_down_leave_their_scales_to_the_kernels_that_read_them(
+def test_every_projection_leaves_its_scales_to_the_kernel_that_reads_it(
     tiny_model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """o's and down's output reach the residual RMSNorm, gate|up's SiLU-and-mul, as `ScaledRows` (q|k|v's,
-    read by the RoPE/cache kernel, is scaled by its GEMM); the logprobs stay within rounding of the
-    model whose GEMMs scale every output."""
+    """Every projection's output reaches the kernel that reads it as `ScaledRows`: q|k|v's the RoPE/cache
+    kernel, o's and down's the residual RMSNorm, gate|up's SiLU-and-mul; the logprobs stay within
+    rounding of the model whose GEMMs scale every output."""
     deferred, routes = generate_fp8(tiny_model_dir, monkeypatch)
-    per_layer = [("scaled_mm_rows", True), ("unscaled_mm_rows", False)]
-    per_layer += [("unscaled_mm_rows", True), ("unscaled_mm_rows", True)]
+    per_layer = [("unscaled_mm_rows", True), ("unscaled_mm_rows", False)] + [("unscaled_mm_rows", True)] * 2
     assert routes == per_layer * LAYERS
     monkeypatch.setattr(triton_gemms.RoutedGemm, "scaled", triton_gemms.RoutedGemm.__call__)
     scaled, routes = generate_fp8(tiny_model_dir, monkeypatch)
@@ -325,6 +352,14 @@ def compile_kernels(capability: int) -> None:
             in_ptr=bf16, out_ptr=u8, scale_ptr=f32, row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * width,
             stride_out=width, width=width, SCALED=scaled, BLOCK=block,
         )  # fmt: skip
+    compile_for(
+        rope._norm_rope_cache_kernel, capability, {"num_warps": 4}, True, q_ptr=bf16, k_ptr=bf16, v_ptr=bf16,
+        positions_ptr=ints, slots_ptr=torch.empty(1, dtype=torch.int64), cos_ptr=f32, sin_ptr=f32, q_norm_ptr=bf16,
+        k_norm_ptr=bf16, k_cache_ptr=u8, v_cache_ptr=u8, k_scale_ptr=f32, v_scale_ptr=f32, row_scale_ptr=f32,
+        q_col_scale_ptr=f32, k_col_scale_ptr=f32, v_col_scale_ptr=f32, eps=1e-6, stride_qt=6144, stride_qh=128,
+        stride_kt=6144, stride_kh=128, stride_vt=6144, stride_vh=128, stride_cs=1024, stride_ch=128,
+        NUM_HEADS=32, NUM_KV_HEADS=8, BLOCK_H=32, BLOCK_KV=8, HALF=64, QK_NORM=True, KV_QUANT=0, SCALED=True,
+    )  # fmt: skip
     compile_for(
         activation._silu_and_mul_kernel, capability, {"num_warps": 4}, True, in_ptr=bf16, out_ptr=bf16,
         row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * 9728, stride_out=9728, width=9728, SCALED=True,

@@ -160,10 +160,10 @@ def compile_int8_cache_kernels(capability: int) -> None:
     )  # fmt: skip
     compile_for(
         rope._norm_rope_cache_kernel, capability, **cache, q_ptr=bf16, k_ptr=bf16, v_ptr=bf16, positions_ptr=i32,
-        slots_ptr=_pointer64(), cos_ptr=f32, sin_ptr=f32, q_norm_ptr=bf16, k_norm_ptr=bf16, eps=1e-6,
-        stride_qt=6144, stride_qh=128, stride_kt=6144, stride_kh=128, stride_vt=6144, stride_vh=128,
-        stride_cs=1024, stride_ch=128, NUM_HEADS=32, NUM_KV_HEADS=8, BLOCK_H=32, BLOCK_KV=8, HALF=64,
-        QK_NORM=True, KV_QUANT=2,
+        slots_ptr=_pointer64(), cos_ptr=f32, sin_ptr=f32, q_norm_ptr=bf16, k_norm_ptr=bf16, row_scale_ptr=f32,
+        q_col_scale_ptr=f32, k_col_scale_ptr=f32, v_col_scale_ptr=f32, eps=1e-6, stride_qt=6144, stride_qh=128,
+        stride_kt=6144, stride_kh=128, stride_vt=6144, stride_vh=128, stride_cs=1024, stride_ch=128,
+        NUM_HEADS=32, NUM_KV_HEADS=8, BLOCK_H=32, BLOCK_KV=8, HALF=64, QK_NORM=True, KV_QUANT=2, SCALED=False,
     )  # fmt: skip
 
 

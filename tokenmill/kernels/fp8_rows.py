@@ -40,20 +40,35 @@ class Fp8Rows:
 
 @dataclass(frozen=True)
 class ScaledRows:
-    """A GEMM's output [tokens, out] before its scales: element (i, j) stands for values[i, j] *
-    row_scales[i] * col_scales[j], rounded to the values' dtype (`resolve`)."""
+    """A GEMM's output before its scales: values [tokens, out] (or a view of them [tokens, heads,
+    head_dim]); element (i, j) stands for values[i, j] * row_scales[i] * col_scales[j] (j counted along
+    the flattened row), rounded to the values' dtype (`resolve`). `split` and `unflatten` cut it as
+    the tensor they stand for would be cut (q|k|v into heads)."""
 
     values: torch.Tensor
     row_scales: torch.Tensor  # float32 [tokens, 1]
-    col_scales: torch.Tensor  # float32 [out]
+    col_scales: torch.Tensor  # float32 [out], contiguous
 
     @property
     def shape(self) -> torch.Size:
         return self.values.shape
 
+    def split(self, sizes: list[int], dim: int = -1) -> tuple[ScaledRows, ...]:
+        """Blocks of columns of 2-D rows, each with its column scales."""
+        assert self.values.dim() == 2 and dim in (-1, 1)
+        values, columns = self.values.split(sizes, dim), self.col_scales.split(sizes)
+        return tuple(ScaledRows(v, self.row_scales, c) for v, c in zip(values, columns, strict=True))
+
+    def unflatten(self, dim: int, sizes: tuple[int, ...]) -> ScaledRows:
+        """Each row as [*sizes] (the column scales stay one per element of the flattened row)."""
+        assert dim in (-1, self.values.dim() - 1)
+        return ScaledRows(self.values.unflatten(dim, sizes), self.row_scales, self.col_scales)
+
     def resolve(self) -> torch.Tensor:
         """The scaled rows in the values' dtype: the reference of what a reading kernel loads."""
-        return (self.values.float() * self.row_scales * self.col_scales).to(self.values.dtype)
+        rows = self.row_scales.view(-1, *[1] * (self.values.dim() - 1))
+        scaled = self.values.float() * rows * self.col_scales.view(self.values.shape[1:])
+        return scaled.to(self.values.dtype)
 
 
 def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,9 +39,11 @@ RMSNormOp = Callable[
 # gate_up as `ScaledRows`: an fp8 GEMM's output, its scales applied first
 SiluAndMulOp = Callable[[Tensor | ScaledRows, LoRAExpand | None, bool], Tensor | Fp8Rows]
 # (q, k, v, positions, cos_table, sin_table, kv_cache, slot_mapping, qk_norm, kv_scales) -> rotated q;
-# optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots
+# optional per-head q/k norm, rotary embedding, and the write of k and v at their cache slots; q, k and v
+# as `ScaledRows`: parts of one fp8 GEMM's output, their scales applied first
+QKV = Tensor | ScaledRows
 NormRopeAndCacheOp = Callable[
-    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, QKNorm | None, Tensor | None], Tensor
+    [QKV, QKV, QKV, Tensor, Tensor, Tensor, Tensor, Tensor, QKNorm | None, Tensor | None], Tensor
 ]
 # (q, kv_cache, meta, scale, kv_scales) -> causal attention of a step's new tokens over the paged cache
 PagedAttentionOp = Callable[[Tensor, Tensor, AttentionMetadata, float, Tensor | None], Tensor]

@@ -136,9 +136,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 def norm_rope_and_cache(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+    q: torch.Tensor | ScaledRows,
+    k: torch.Tensor | ScaledRows,
+    v: torch.Tensor | ScaledRows,
     positions: torch.Tensor,
     cos_table: torch.Tensor,
     sin_table: torch.Tensor,
@@ -148,7 +148,9 @@ def norm_rope_and_cache(
     kv_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-head q/k RMSNorm (Qwen3), rotary embedding and the KV-cache write, one step after another.
-    Returns the rotated q ([tokens, heads, head_dim]); writes rotated k and v to the cache."""
+    Returns the rotated q ([tokens, heads, head_dim]); writes rotated k and v to the cache. q, k and v as
+    `ScaledRows` (parts of an fp8 GEMM's output): their scales applied first."""
+    q, k, v = (x.resolve() if isinstance(x, ScaledRows) else x for x in (q, k, v))
     if qk_norm is not None:
         q_weight, k_weight, eps = qk_norm
         q, k = rms_norm(q, q_weight, eps)[0], rms_norm(k, k_weight, eps)[0]

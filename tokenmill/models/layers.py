@@ -53,9 +53,13 @@ def project(
     GEMM's scales (the output as `ScaledRows`). One launch and one pass over the output fewer."""
     if isinstance(linear, DeltaProjection):
         return linear.deferred(x)
-    if isinstance(linear, QuantLinear):
-        return linear.forward_scaled(x), None
-    return linear(x), None
+    return leave_scales(linear, x), None
+
+
+def leave_scales(linear: nn.Module, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
+    """`linear(x)`, leaving an fp8 GEMM's output scales to the caller's next kernel (the output as
+    `ScaledRows`); a LoRA wrapper's output comes scaled (its delta is added to it)."""
+    return linear.forward_scaled(x) if isinstance(linear, QuantLinear) else linear(x)
 
 
 def reads_fp8_rows(linear: nn.Module | None, tokens: int) -> bool:
@@ -146,10 +150,13 @@ class Attention(nn.Module):
         self, positions: torch.Tensor, x: torch.Tensor | Fp8Rows, meta: AttentionMetadata
     ) -> tuple[torch.Tensor | ScaledRows, LoRAExpand | None]:
         """The o projection's output and what it leaves to the residual norm that reads it (`project`)."""
-        return project(self.o_proj, self.attend(positions, self.qkv_proj(x), meta))
+        return project(self.o_proj, self.attend(positions, leave_scales(self.qkv_proj, x), meta))
 
-    def attend(self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Attention of the projected q|k|v over the cache, before o_proj: [tokens, heads * head_dim]."""
+    def attend(
+        self, positions: torch.Tensor, qkv: torch.Tensor | ScaledRows, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """Attention of the projected q|k|v over the cache, before o_proj: [tokens, heads * head_dim]. As
+        `ScaledRows`, q|k|v's scales are applied by the RoPE/cache kernel."""
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.unflatten(-1, (self.num_heads, self.head_dim))
         k = k.unflatten(-1, (self.num_kv_heads, self.head_dim))
