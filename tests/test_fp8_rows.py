@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
 from tokenmill import LLM, SamplingParams
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
@@ -70,19 +70,13 @@ def test_rms_norm_writes_the_rows_the_quantization_kernel_makes(
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [1500, 64])
-def test_silu_and_mul_writes_the_rows_the_quantization_kernel_makes(dtype: torch.dtype, width: int) -> None:
+@pytest.mark.parametrize("chunk", [2048, 512])  # 512: three chunks of each row, the last partial
+def test_silu_and_mul_writes_the_rows_the_quantization_kernel_makes(
+    dtype: torch.dtype, width: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activation, "_QUANTIZE_BLOCK", chunk)
     gate_up = draw(5, 2 * width, seed=4, dtype=dtype) * 2
     assert_quantized_as(activation.silu_and_mul(gate_up, quantize=True), activation.silu_and_mul(gate_up))
-
-
-def test_rows_wider_than_one_program_are_quantized_after_the_product(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activation, "QUANTIZE_MAX_WIDTH", 512)
-    gate_up = draw(3, 2 * 1500, seed=5)
-    launches = []
-    kernel = activation._silu_and_mul_quantize_kernel
-    monkeypatch.setattr(kernel, "pre_run_hooks", [*kernel.pre_run_hooks, lambda *a, **k: launches.append(1)])
-    assert_quantized_as(activation.silu_and_mul(gate_up, quantize=True), activation.silu_and_mul(gate_up))
-    assert not launches
 
 
 @pytest.mark.parametrize("with_residual", [False, True])
@@ -345,13 +339,13 @@ def compile_kernels(capability: int) -> None:
             ranks_ptr=ints, stride_h=0, stride_h_slot=0, stride_b_slot=0, stride_b_rank=0, HAS_RESIDUAL=True,
             HAS_LORA=False, SCALED=scaled, QUANTIZE=quantize, BLOCK=n_cols, BLOCK_R=1,
         )  # fmt: skip
-    for width, scaled in [(3072, False), (9728, True), (12288, True)]:
-        block = 1 << (width - 1).bit_length()
-        compile_for(
-            activation._silu_and_mul_quantize_kernel, capability, {"num_warps": min(32, max(4, block // 512))}, True,
-            in_ptr=bf16, out_ptr=u8, scale_ptr=f32, row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * width,
-            stride_out=width, width=width, SCALED=scaled, BLOCK=block,
-        )  # fmt: skip
+    for width, scaled in [(3072, False), (9728, True), (25600, True)]:
+        usage = resource_usage(compile_for(
+            activation._silu_and_mul_quantize_kernel, capability, {"num_warps": 4}, True, in_ptr=bf16, out_ptr=u8,
+            scale_ptr=f32, row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * width, stride_out=width,
+            width=width, SCALED=scaled, BLOCK=activation._QUANTIZE_BLOCK,
+        ))  # fmt: skip
+        assert usage["LOCAL"] == 0, f"SiLU-and-mul quantizing {width} columns spills: {usage}"
     compile_for(
         rope._norm_rope_cache_kernel, capability, {"num_warps": 4}, True, q_ptr=bf16, k_ptr=bf16, v_ptr=bf16,
         positions_ptr=ints, slots_ptr=torch.empty(1, dtype=torch.int64), cos_ptr=f32, sin_ptr=f32, q_norm_ptr=bf16,

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_row, quantize_token_groups
+from tokenmill.kernels.triton.fp8_gemm import apply_scales, fp8_bits, fp8_scale, quantize_token_groups
 from tokenmill.kernels.triton.lora import (
     WIDE_TILE_MAX_RANK,
     expand_operands,
@@ -28,10 +28,7 @@ from tokenmill.kernels.triton.lora import (
 )
 
 _BLOCK = 1024
-# The widest row the quantizing variant takes in one program (32 warps: 16 values of gate and of up a
-# thread, 43 registers with their scales on sm_90, 83 at 16 warps); wider rows (Qwen3-14B's and 32B's)
-# are multiplied, then quantized by a second launch.
-QUANTIZE_MAX_WIDTH = 16384
+_QUANTIZE_BLOCK = 2048  # columns of gate and of up a quantizing program takes per step (16 a thread)
 # The LoRA variant's tiles: 16 tokens x 128 columns of gate and of up, 4 warps (H200, qa-358 at rank 16:
 # 5.7 us a launch, against 6.3-7.7 at 64 or 256 columns or 8 warps; the expand + SiLU-and-mul it
 # replaces took 8.7). sm_120 spills at 4 warps (96 registers a thread), so it takes 8 there. The loop
@@ -73,7 +70,7 @@ def _silu_and_mul_kernel(
     in_ptr, out_ptr, row_scale_ptr, col_scale_ptr, stride_in, stride_out, width, SCALED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # rows * stride may pass 2**31 (80,000 tokens at width 14,336)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < width
     gate, up = _gate_and_up(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED)
@@ -86,15 +83,34 @@ def _silu_and_mul_quantize_kernel(
     in_ptr, out_ptr, scale_ptr, row_scale_ptr, col_scale_ptr, stride_in, stride_out, width,
     SCALED: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """A whole row per program, written as `Fp8Rows`: the product rounded to the model dtype (as the
-    kernel above stores it), then quantized per row."""
-    row = tl.program_id(0)
-    cols = tl.arange(0, BLOCK)
+    """One row per program, written as `Fp8Rows`, in two passes of BLOCK-wide chunks: the first finds the
+    largest magnitude of the product (rounded to the model dtype, as the kernel above stores it), the
+    second quantizes it (its loads mostly from L2). Small programs, many to an SM: a whole row in one
+    pass of one program took 15 us a launch at Qwen3-4B's 358 x 9,728 (H100), the two launches it
+    replaces 11."""
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, width, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        product = _rounded_product(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED)
+        amax = tl.maximum(amax, tl.abs(product))
+    scale = fp8_scale(tl.max(amax, 0))
+    for start in range(0, width, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        product = _rounded_product(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED)
+        tl.store(out_ptr + row * stride_out + cols, fp8_bits(product, scale), mask=cols < width)
+    tl.store(scale_ptr + row, scale)
+
+
+@triton.jit
+def _rounded_product(
+    in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED: tl.constexpr
+):  # fmt: skip
+    """SiLU(gate) * up at `cols` of a row, rounded to the model dtype as the unquantized kernel stores it
+    (0 past the row's end), in float32."""
     mask = cols < width
     gate, up = _gate_and_up(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED)
-    q, scale = quantize_row((gate * tl.sigmoid(gate) * up).to(in_ptr.dtype.element_ty))
-    tl.store(out_ptr + row * stride_out + cols, q, mask=mask)
-    tl.store(scale_ptr + row, scale)
+    return (gate * tl.sigmoid(gate) * up).to(in_ptr.dtype.element_ty).to(tl.float32)
 
 
 @triton.jit
@@ -145,7 +161,7 @@ def silu_and_mul(
     Above rank 32, or with h in more than 4 parts (a shrink's split K, a few tokens over a quantized or
     sharded base), the expand runs first, on gate_up in place, as its own launch: the fused tiles would
     spill on sm_120 (the expand narrows its tiles there). `quantize`: the product as `Fp8Rows`, written
-    so by this kernel where a row fits one program (`QUANTIZE_MAX_WIDTH`) and no LoRA delta is added.
+    so by this kernel where no LoRA delta is added.
     gate_up as `ScaledRows` (an fp8 GEMM's output): its scales applied as it is loaded."""
     scaled = gate_up if isinstance(gate_up, ScaledRows) else None
     if scaled is not None:
@@ -155,15 +171,15 @@ def silu_and_mul(
     rows, double = gate_up.shape
     width = double // 2
     if quantize:
-        block = triton.next_power_of_2(width)
-        if lora is not None or block > QUANTIZE_MAX_WIDTH:
-            product = silu_and_mul(gate_up if scaled is None else scaled, lora)
+        if lora is not None:
+            product = silu_and_mul(gate_up, lora)
             return Fp8Rows(*quantize_token_groups(product, width), product.dtype)
         values = torch.empty(rows, width, dtype=FP8_DTYPE, device=gate_up.device)
         scales = torch.empty(rows, 1, dtype=torch.float32, device=gate_up.device)
         _silu_and_mul_quantize_kernel[(rows,)](
             gate_up, values.view(torch.uint8), scales, *scale_operands, gate_up.stride(0), values.stride(0),
-            width, SCALED=scaled is not None, BLOCK=block, num_warps=min(32, max(4, block // 512)),
+            width, SCALED=scaled is not None, BLOCK=min(_QUANTIZE_BLOCK, triton.next_power_of_2(width)),
+            num_warps=4,
         )  # fmt: skip
         return Fp8Rows(values, scales, gate_up.dtype)
     out = torch.empty(rows, width, dtype=gate_up.dtype, device=gate_up.device)

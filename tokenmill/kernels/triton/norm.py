@@ -49,7 +49,7 @@ def _add_rms_norm_kernel(
     stride_b_slot, stride_b_rank, HAS_RESIDUAL: tl.constexpr, HAS_LORA: tl.constexpr, SCALED: tl.constexpr,
     QUANTIZE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_R: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
