@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
+from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tokenmill import LLM, SamplingParams
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
@@ -32,6 +32,12 @@ DTYPES = [torch.float32, *([torch.bfloat16] if ON_GPU else [])]
 pytestmark = pytest.mark.skipif(
     ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE), reason="this GPU has no fp8 (sm_89+ needed)"
 )
+
+
+@pytest.fixture(autouse=True)
+def _on_device():
+    with torch.device(DEVICE):
+        yield
 
 
 def draw(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -70,11 +76,7 @@ def test_rms_norm_writes_the_rows_the_quantization_kernel_makes(
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [1500, 64])
-@pytest.mark.parametrize("chunk", [2048, 512])  # 512: three chunks of each row, the last partial
-def test_silu_and_mul_writes_the_rows_the_quantization_kernel_makes(
-    dtype: torch.dtype, width: int, chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(activation, "_QUANTIZE_BLOCK", chunk)
+def test_silu_and_mul_writes_the_rows_the_quantization_kernel_makes(dtype: torch.dtype, width: int) -> None:
     gate_up = draw(5, 2 * width, seed=4, dtype=dtype) * 2
     assert_quantized_as(activation.silu_and_mul(gate_up, quantize=True), activation.silu_and_mul(gate_up))
 
@@ -103,11 +105,22 @@ def scaled_rows(rows: int, cols: int, seed: int, dtype: torch.dtype) -> ScaledRo
     return ScaledRows(values, row_scales, draw(cols, seed=seed + 2).abs() * 1e-2)
 
 
-def same(got: torch.Tensor | Fp8Rows, want: torch.Tensor | Fp8Rows) -> None:
+def same(got: torch.Tensor | Fp8Rows | None, want: torch.Tensor | Fp8Rows | None) -> None:
+    """Equal to the bit; float32 on a GPU to an ulp (the compiler may fuse a scaling multiply with the
+    residual add into one FMA, which 16-bit models' rounding in between rules out)."""
+    if isinstance(want, Fp8Rows) and ON_GPU and want.dtype == torch.float32:  # to one e4m3 step
+        assert isinstance(got, Fp8Rows)
+        got_values, want_values = got.values.float() * got.scales, want.values.float() * want.scales
+        torch.testing.assert_close(got_values, want_values, rtol=0.125, atol=1e-6)
+        return
     if isinstance(want, Fp8Rows):
         assert isinstance(got, Fp8Rows) and torch.equal(got.scales, want.scales)
         got, want = got.values.view(torch.uint8), want.values.view(torch.uint8)
-    assert isinstance(got, torch.Tensor) and torch.equal(got, want)
+    assert isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor)
+    if ON_GPU and want.dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=2e-7, atol=0)
+    else:
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -125,7 +138,7 @@ def test_rms_norm_applies_a_gemm_output_scales_as_it_loads_it(
     want, _ = norm.rms_norm(x.resolve(), weight, 1e-6, want_stream, None, quantize)
     same(got, want)
     if with_residual:
-        assert got_stream is not None and want_stream is not None and torch.equal(got_stream, want_stream)
+        same(got_stream, want_stream)
     reference_got, _ = reference.rms_norm(
         x, weight, 1e-6, residual if with_residual else None, None, quantize
     )
@@ -339,13 +352,6 @@ def compile_kernels(capability: int) -> None:
             ranks_ptr=ints, stride_h=0, stride_h_slot=0, stride_b_slot=0, stride_b_rank=0, HAS_RESIDUAL=True,
             HAS_LORA=False, SCALED=scaled, QUANTIZE=quantize, BLOCK=n_cols, BLOCK_R=1,
         )  # fmt: skip
-    for width, scaled in [(3072, False), (9728, True), (25600, True)]:
-        usage = resource_usage(compile_for(
-            activation._silu_and_mul_quantize_kernel, capability, {"num_warps": 4}, True, in_ptr=bf16, out_ptr=u8,
-            scale_ptr=f32, row_scale_ptr=f32, col_scale_ptr=f32, stride_in=2 * width, stride_out=width,
-            width=width, SCALED=scaled, BLOCK=activation._QUANTIZE_BLOCK,
-        ))  # fmt: skip
-        assert usage["LOCAL"] == 0, f"SiLU-and-mul quantizing {width} columns spills: {usage}"
     compile_for(
         rope._norm_rope_cache_kernel, capability, {"num_warps": 4}, True, q_ptr=bf16, k_ptr=bf16, v_ptr=bf16,
         positions_ptr=ints, slots_ptr=torch.empty(1, dtype=torch.int64), cos_ptr=f32, sin_ptr=f32, q_norm_ptr=bf16,

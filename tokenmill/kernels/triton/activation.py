@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
+from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import apply_scales, fp8_bits, fp8_scale, quantize_token_groups
+from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_token_groups
 from tokenmill.kernels.triton.lora import (
     WIDE_TILE_MAX_RANK,
     expand_operands,
@@ -28,7 +28,11 @@ from tokenmill.kernels.triton.lora import (
 )
 
 _BLOCK = 1024
-_QUANTIZE_BLOCK = 2048  # columns of gate and of up a quantizing program takes per step (16 a thread)
+# `quantize` runs this kernel, then the per-row quantization kernel. Fused, the row's largest magnitude
+# needs the whole row in one program: 358 such programs at Qwen3-4B's width (9,728) took 15.2 us a
+# launch in one pass (32 warps) and 19.3 in two passes of 2,048 columns (4 warps), against 10.7 for the
+# two launches (H100, bench/results/s14-fp8 calls D and E).
+
 # The LoRA variant's tiles: 16 tokens x 128 columns of gate and of up, 4 warps (H200, qa-358 at rank 16:
 # 5.7 us a launch, against 6.3-7.7 at 64 or 256 columns or 8 warps; the expand + SiLU-and-mul it
 # replaces took 8.7). sm_120 spills at 4 warps (96 registers a thread), so it takes 8 there. The loop
@@ -79,41 +83,6 @@ def _silu_and_mul_kernel(
 
 
 @triton.jit
-def _silu_and_mul_quantize_kernel(
-    in_ptr, out_ptr, scale_ptr, row_scale_ptr, col_scale_ptr, stride_in, stride_out, width,
-    SCALED: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    """One row per program, written as `Fp8Rows`, in two passes of BLOCK-wide chunks: the first finds the
-    largest magnitude of the product (rounded to the model dtype, as the kernel above stores it), the
-    second quantizes it (its loads mostly from L2). Small programs, many to an SM: a whole row in one
-    pass of one program took 15 us a launch at Qwen3-4B's 358 x 9,728 (H100), the two launches it
-    replaces 11."""
-    row = tl.program_id(0).to(tl.int64)
-    amax = tl.zeros([BLOCK], tl.float32)
-    for start in range(0, width, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        product = _rounded_product(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED)
-        amax = tl.maximum(amax, tl.abs(product))
-    scale = fp8_scale(tl.max(amax, 0))
-    for start in range(0, width, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        product = _rounded_product(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED)
-        tl.store(out_ptr + row * stride_out + cols, fp8_bits(product, scale), mask=cols < width)
-    tl.store(scale_ptr + row, scale)
-
-
-@triton.jit
-def _rounded_product(
-    in_ptr, row_scale_ptr, col_scale_ptr, row, cols, stride_in, width, SCALED: tl.constexpr
-):  # fmt: skip
-    """SiLU(gate) * up at `cols` of a row, rounded to the model dtype as the unquantized kernel stores it
-    (0 past the row's end), in float32."""
-    mask = cols < width
-    gate, up = _gate_and_up(in_ptr, row_scale_ptr, col_scale_ptr, row, cols, mask, stride_in, width, SCALED)
-    return (gate * tl.sigmoid(gate) * up).to(in_ptr.dtype.element_ty).to(tl.float32)
-
-
-@triton.jit
 def _lora_silu_and_mul_kernel(
     in_ptr, out_ptr, stride_in, stride_out, width, num_tokens,
     h, b, ranks, token_slots, sorted_tokens, splits, stride_h_split, stride_h, stride_h_slot, stride_h_shard,
@@ -160,9 +129,9 @@ def silu_and_mul(
     """[rows, 2 * width] gate|up -> [rows, width]; `lora`: the pending expand of the gate|up projection.
     Above rank 32, or with h in more than 4 parts (a shrink's split K, a few tokens over a quantized or
     sharded base), the expand runs first, on gate_up in place, as its own launch: the fused tiles would
-    spill on sm_120 (the expand narrows its tiles there). `quantize`: the product as `Fp8Rows`, written
-    so by this kernel where no LoRA delta is added.
-    gate_up as `ScaledRows` (an fp8 GEMM's output): its scales applied as it is loaded."""
+    spill on sm_120 (the expand narrows its tiles there). `quantize`: the product as `Fp8Rows`, quantized
+    per row by a second launch. gate_up as `ScaledRows` (an fp8 GEMM's output): its scales applied as it
+    is loaded."""
     scaled = gate_up if isinstance(gate_up, ScaledRows) else None
     if scaled is not None:
         assert lora is None, "a LoRA-wrapped projection hands over scaled rows"
@@ -170,18 +139,9 @@ def silu_and_mul(
     scale_operands = (scaled.row_scales, scaled.col_scales) if scaled is not None else (gate_up, gate_up)
     rows, double = gate_up.shape
     width = double // 2
-    if quantize:
-        if lora is not None:
-            product = silu_and_mul(gate_up, lora)
-            return Fp8Rows(*quantize_token_groups(product, width), product.dtype)
-        values = torch.empty(rows, width, dtype=FP8_DTYPE, device=gate_up.device)
-        scales = torch.empty(rows, 1, dtype=torch.float32, device=gate_up.device)
-        _silu_and_mul_quantize_kernel[(rows,)](
-            gate_up, values.view(torch.uint8), scales, *scale_operands, gate_up.stride(0), values.stride(0),
-            width, SCALED=scaled is not None, BLOCK=min(_QUANTIZE_BLOCK, triton.next_power_of_2(width)),
-            num_warps=4,
-        )  # fmt: skip
-        return Fp8Rows(values, scales, gate_up.dtype)
+    if quantize:  # two launches: see the note on quantizing above `_silu_and_mul_kernel`
+        product = silu_and_mul(gate_up if scaled is None else scaled, lora)
+        return Fp8Rows(*quantize_token_groups(product, width), product.dtype)
     out = torch.empty(rows, width, dtype=gate_up.dtype, device=gate_up.device)
     if lora is not None:
         assert lora.out_shards == (width, width), "gate|up's expand: two shards, gate's and up's"

@@ -32,24 +32,13 @@ FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
 
 
 @triton.jit
-def fp8_scale(amax):
-    """The scale that maps a row's (or group's) largest magnitude `amax` to 448, the e4m3 maximum."""
-    return tl.maximum(amax, FLOAT32_TINY) / FP8_MAX
-
-
-@triton.jit
-def fp8_bits(x, scale):
-    """x / scale in e4m3, as uint8 bits."""
-    return tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-
-
-@triton.jit
 def quantize_row(x):
     """A row (or a group of one) -> (its e4m3 bits as uint8, the float32 scale). Masked-off elements must
     be 0. The rule of every kernel that writes `Fp8Rows`."""
     x = x.to(tl.float32)
-    scale = fp8_scale(tl.max(tl.abs(x), 0))
-    return fp8_bits(x, scale), scale
+    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
+    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
+    return q.to(tl.uint8, bitcast=True), scale
 
 
 @triton.jit
