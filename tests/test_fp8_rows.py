@@ -61,7 +61,7 @@ def test_rms_norm_writes_the_rows_the_quantization_kernel_makes(
     dtype: torch.dtype, with_residual: bool, cols: int
 ) -> None:
     x, residual = draw(7, cols, seed=1, dtype=dtype) * 3, draw(7, cols, seed=2, dtype=dtype)
-    weight = (torch.rand(cols, generator=torch.Generator().manual_seed(3)) + 0.5).to(DEVICE, dtype)
+    weight = draw(cols, seed=3).abs().to(dtype) + 0.5
 
     def run(quantize: bool) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
         return norm.rms_norm(
@@ -131,7 +131,7 @@ def test_rms_norm_applies_a_gemm_output_scales_as_it_loads_it(
 ) -> None:
     x = scaled_rows(6, 200, seed=10, dtype=dtype)
     residual = draw(6, 200, seed=13, dtype=dtype)
-    weight = (torch.rand(200, generator=torch.Generator().manual_seed(14)) + 0.5).to(DEVICE, dtype)
+    weight = draw(200, seed=14).abs().to(dtype) + 0.5
     stream = residual.clone() if with_residual else None
     got, got_stream = norm.rms_norm(x, weight, 1e-6, stream, None, quantize)
     want_stream = residual.clone() if with_residual else None
@@ -190,7 +190,7 @@ def test_rope_and_cache_apply_q_k_v_scales_as_they_load_them(
 
 def loaded(method, inp: int = 128) -> QuantLinear:
     layer = QuantLinear(inp, (64, 32), False, method)
-    layer.load("weight", torch.randn(96, inp, generator=torch.Generator().manual_seed(0)) * 0.05, None)
+    layer.load("weight", draw(96, inp, seed=0) * 0.05, None)
     return layer
 
 
@@ -224,7 +224,7 @@ def test_only_fp8_per_channel_on_its_dense_route_leaves_its_scales(monkeypatch: 
     biased.load("weight", fp8.weight.float() * fp8.weight_scale[:, None], None)
     biased.load("bias", torch.zeros(96), None)
     row = ShardedLinear(128, [96], False, Fp8ChannelMethod(), TensorParallel(0, 1), "row", 1)
-    row.load("weight", torch.randn(96, 128, generator=torch.Generator().manual_seed(0)) * 0.05, None)
+    row.load("weight", draw(96, 128, seed=0) * 0.05, None)
     triton_gemms.use_triton_gemms(nn.Sequential(fp8, int8, biased, row))
     start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
     assert start is not None
