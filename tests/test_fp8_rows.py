@@ -274,7 +274,9 @@ def emulated_scaled_mm(
 Routes = list[tuple[str, bool]]
 
 
-def generate_fp8(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> tuple[list, Routes]:
+def generate_fp8(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch, quantization: str | None = "fp8"
+) -> tuple[list, Routes]:
     """A 40-token prompt (every fp8 projection on its dense route), then one decode step (the GEMVs): the
     logprobs, and each prompt-step projection's route and whether its input came as `Fp8Rows`."""
     routes: Routes = []
@@ -291,7 +293,7 @@ def generate_fp8(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> tuple[list,
         monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
     llm = LLM(
         str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="bfloat16" if ON_GPU else "float32",
-        kernels="triton", quantization="fp8", num_kv_blocks=16, enforce_eager=True,
+        kernels="triton", quantization=quantization, num_kv_blocks=16, enforce_eager=True,
     )  # fmt: skip
     try:
         routes.clear()  # not the warm-up's calls
@@ -323,19 +325,35 @@ def test_every_projection_leaves_its_scales_to_the_kernel_that_reads_it(
     tiny_model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every projection's output reaches the kernel that reads it as `ScaledRows`: q|k|v's the RoPE/cache
-    kernel, o's and down's the residual RMSNorm, gate|up's SiLU-and-mul; the logprobs stay within
-    rounding of the model whose GEMMs scale every output."""
+    kernel, o's and down's the residual RMSNorm, gate|up's SiLU-and-mul. In float32 (CPU) the logprobs
+    equal, to rounding, those of the model whose GEMMs scale every output. In bfloat16 (GPU) the two
+    round differently, and each next projection's activation quantization can move an element by a whole
+    e4m3 step, so each is held to the unquantized model instead: no further from it than the other."""
     deferred, routes = generate_fp8(tiny_model_dir, monkeypatch)
     per_layer = [("unscaled_mm_rows", True), ("unscaled_mm_rows", False)] + [("unscaled_mm_rows", True)] * 2
     assert routes == per_layer * LAYERS
     monkeypatch.setattr(triton_gemms.RoutedGemm, "scaled", triton_gemms.RoutedGemm.__call__)
     scaled, routes = generate_fp8(tiny_model_dir, monkeypatch)
     assert {name for name, _ in routes} == {"scaled_mm_rows"}
-    tolerance = 0.05 if ON_GPU else 1e-4
-    for got, want in zip(deferred, scaled, strict=True):
-        assert got.keys() == want.keys()
-        for token, logprob in got.items():
-            assert abs(logprob - want[token]) < tolerance
+    if not ON_GPU:
+        assert_logprobs_close(deferred, scaled, 1e-4)
+        return
+    unquantized, _ = generate_fp8(tiny_model_dir, monkeypatch, quantization=None)
+    assert error(deferred, unquantized) <= 1.5 * error(scaled, unquantized) + 0.02
+
+
+def assert_logprobs_close(
+    got: list[dict[int, float]], want: list[dict[int, float]], tolerance: float
+) -> None:
+    for got_step, want_step in zip(got, want, strict=True):
+        assert got_step.keys() == want_step.keys()
+        assert all(abs(logprob - want_step[token]) < tolerance for token, logprob in got_step.items())
+
+
+def error(got: list[dict[int, float]], want: list[dict[int, float]]) -> float:
+    """Mean |logprob difference| over the tokens both report."""
+    pairs = [(step[t], other[t]) for step, other in zip(got, want, strict=True) for t in step.keys() & other]
+    return sum(abs(a - b) for a, b in pairs) / len(pairs)
 
 
 def compile_kernels(capability: int) -> None:
