@@ -10,6 +10,7 @@ test runs the real torch._scaled_mm (`TRITON_INTERPRET=0 pytest tests/test_fp8_r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,15 +21,16 @@ from tokenmill import LLM, SamplingParams
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
 from tokenmill.kernels import reference
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows, quantize_rows
-from tokenmill.kernels.triton import activation, fp8_gemm, norm, rope
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
+from tokenmill.kernels.reference import quantize_rows
+from tokenmill.kernels.triton import activation, fp8_gemm, fp8_quant, norm, rope
 from tokenmill.quantization import QuantLinear, UnquantizedMethod, triton_gemms
 from tokenmill.quantization.fp8 import Fp8ChannelMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
-DTYPES = [torch.float32, *([torch.bfloat16] if ON_GPU else [])]
+DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
 pytestmark = pytest.mark.skipif(
     ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE), reason="this GPU has no fp8 (sm_89+ needed)"
 )
@@ -47,8 +49,8 @@ def draw(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Te
 
 def assert_quantized_as(got: Fp8Rows | torch.Tensor, rows: torch.Tensor) -> None:
     """`got` holds exactly what the quantization kernel makes of the model-dtype `rows`."""
-    assert isinstance(got, Fp8Rows) and got.dtype == rows.dtype
-    values, scales = fp8_gemm.quantize_token_groups(rows, rows.shape[1])
+    assert isinstance(got, Fp8Rows) and got.out_dtype == rows.dtype
+    values, scales = fp8_quant.quantize_token_groups(rows, rows.shape[1])
     assert got.values.dtype == FP8_DTYPE and got.scales.shape == (rows.shape[0], 1)
     assert torch.equal(got.values.view(torch.uint8), values.view(torch.uint8))
     assert torch.equal(got.scales, scales)
@@ -87,7 +89,7 @@ def test_the_references_quantize_their_model_dtype_rows(with_residual: bool) -> 
     normed, stream = reference.rms_norm(x, weight, 1e-6, residual if with_residual else None)
     got, got_stream = reference.rms_norm(x, weight, 1e-6, residual if with_residual else None, None, True)
     want = quantize_rows(normed)
-    assert isinstance(got, Fp8Rows) and got.dtype == x.dtype
+    assert isinstance(got, Fp8Rows) and got.out_dtype == x.dtype
     assert torch.equal(got.values.float(), want.values.float()) and torch.equal(got.scales, want.scales)
     assert (got_stream is None) == (not with_residual) and (stream is None or torch.equal(got_stream, stream))
     gate_up = draw(4, 256, seed=9)
@@ -108,7 +110,7 @@ def scaled_rows(rows: int, cols: int, seed: int, dtype: torch.dtype) -> ScaledRo
 def same(got: torch.Tensor | Fp8Rows | None, want: torch.Tensor | Fp8Rows | None) -> None:
     """Equal to the bit; float32 on a GPU to an ulp (the compiler may fuse a scaling multiply with the
     residual add into one FMA, which 16-bit models' rounding in between rules out)."""
-    if isinstance(want, Fp8Rows) and ON_GPU and want.dtype == torch.float32:  # to one e4m3 step
+    if isinstance(want, Fp8Rows) and ON_GPU and want.out_dtype == torch.float32:  # to one e4m3 step
         assert isinstance(got, Fp8Rows)
         got_values, want_values = got.values.float() * got.scales, want.values.float() * want.scales
         torch.testing.assert_close(got_values, want_values, rtol=0.125, atol=1e-6)
@@ -213,12 +215,27 @@ def test_only_fp8_per_channel_takes_fp8_rows_and_only_on_its_dense_route(
     assert not fp8.takes_fp8_rows(4096)
 
 
+def test_a_biased_layer_adds_its_bias_to_fp8_rows_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows a norm quantized multiply as the same rows quantized by the route would, bias included
+    (q|k|v under Qwen2)."""
+    monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
+    layer = QuantLinear(128, (96,), True, Fp8ChannelMethod())
+    layer.load("weight", draw(96, 128, seed=50) * 0.05, None)
+    layer.load("bias", draw(96, seed=51), None)
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
+    assert start is not None
+    x = draw(start, 128, seed=52)
+    rows = Fp8Rows(*fp8_quant.quantize_token_groups(x, 128), x.dtype)
+    assert torch.equal(layer(rows), layer(x))
+    assert not torch.equal(layer(rows), layer.product(rows))  # the bias is there
+
+
 def test_only_fp8_per_channel_on_its_dense_route_leaves_its_scales(monkeypatch: pytest.MonkeyPatch) -> None:
     """`forward_scaled` gives `ScaledRows` from fp8 per channel's dense route (then resolving them gives the
     plain output to rounding), and plain rows below it, with a bias, from other formats and from a
     row-parallel shard (whose partial products are summed over the ranks)."""
     monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
-    monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
     fp8, int8 = loaded(Fp8ChannelMethod()), loaded(Int8WeightOnlyMethod())
     biased = QuantLinear(128, (96,), True, Fp8ChannelMethod())
     biased.load("weight", fp8.weight.float() * fp8.weight_scale[:, None], None)
@@ -244,17 +261,18 @@ def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own
     dense route: the unit-scaled product, left to the next kernel or scaled by a pass of its own."""
     monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "tensor")
     products: list[tuple[float, float]] = []
+    scaled_mm = torch._scaled_mm
 
     def per_tensor_only(a, b, scale_a, scale_b, out_dtype):
         products.append((scale_a.numel(), scale_b.numel()))
-        return emulated_scaled_mm(a, b, scale_a, scale_b, out_dtype)
+        return scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype)
 
     monkeypatch.setattr(torch, "_scaled_mm", per_tensor_only)
     layer = loaded(Fp8ChannelMethod())
     start = triton_gemms.DENSE_FROM_TOKENS["fp8-channel"]
     assert start is not None
     x = draw(start, 128, seed=31)
-    values, scales = fp8_gemm.quantize_token_groups(x, 128)
+    values, scales = fp8_quant.quantize_token_groups(x, 128)
     expected = (values.float() * scales) @ (layer.weight.float() * layer.weight_scale[:, None]).T
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert isinstance(layer.method.gemm, triton_gemms.RoutedGemm) and layer.takes_fp8_rows(start)
@@ -264,18 +282,14 @@ def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own
     assert set(products) == {(1, 1)}
 
 
-def emulated_scaled_mm(
-    a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, out_dtype: torch.dtype
-) -> torch.Tensor:
-    """torch._scaled_mm on the CPU, which has no fp8 GEMM: the same product in float32."""
-    return ((a.float() * scale_a) @ (b.float() * scale_b)).to(out_dtype)
-
-
 Routes = list[tuple[str, bool]]
 
 
 def generate_fp8(
-    tiny_model_dir, monkeypatch: pytest.MonkeyPatch, quantization: str | None = "fp8"
+    tiny_model_dir,
+    monkeypatch: pytest.MonkeyPatch,
+    quantization: str | None = "fp8",
+    setup: Callable[[LLM], None] = lambda llm: None,
 ) -> tuple[list, Routes]:
     """A 40-token prompt (every fp8 projection on its dense route), then one decode step (the GEMVs): the
     logprobs, and each prompt-step projection's route and whether its input came as `Fp8Rows`."""
@@ -290,12 +304,12 @@ def generate_fp8(
         monkeypatch.setattr(triton_gemms, name, recorded)
     if not ON_GPU:
         monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "row")
-        monkeypatch.setattr(torch, "_scaled_mm", emulated_scaled_mm)
     llm = LLM(
         str(tiny_model_dir("qwen3")), device=DEVICE.type, dtype="bfloat16" if ON_GPU else "float32",
         kernels="triton", quantization=quantization, num_kv_blocks=16, enforce_eager=True,
     )  # fmt: skip
     try:
+        setup(llm)
         routes.clear()  # not the warm-up's calls
         params = SamplingParams(max_tokens=2, temperature=0.0, logprobs=5)
         return llm.generate([list(range(3, 43))], params)[0].outputs[0].logprobs, list(routes)
@@ -319,6 +333,27 @@ def test_the_norms_and_silu_and_mul_hand_fp8_rows_to_q_k_v_gate_up_and_down(
     unfused, routes = generate_fp8(tiny_model_dir, monkeypatch)
     assert [took for _, took in routes] == [False] * 4 * LAYERS
     assert fused == unfused
+
+
+@pytest.mark.parametrize("projection", [0, 2, 3])  # q|k|v, gate|up, down
+def test_only_the_projection_that_takes_fp8_rows_gets_them(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch, projection: int
+) -> None:
+    """With one projection of the first layer taking fp8 rows, the kernel that writes its input, and no
+    other, writes them."""
+    taking: list[nn.Module] = []
+    takes = QuantLinear.takes_fp8_rows
+    monkeypatch.setattr(
+        QuantLinear, "takes_fp8_rows", lambda self, tokens: self in taking and takes(self, tokens)
+    )
+
+    def choose(llm: LLM) -> None:
+        first = llm.engine.runner.model.layers[0]
+        attention, mlp = first.self_attn, first.mlp
+        taking.append((attention.qkv_proj, attention.o_proj, mlp.gate_up_proj, mlp.down_proj)[projection])
+
+    _, routes = generate_fp8(tiny_model_dir, monkeypatch, setup=choose)
+    assert [took for _, took in routes] == [index == projection for index in range(4 * LAYERS)]
 
 
 def test_every_projection_leaves_its_scales_to_the_kernel_that_reads_it(

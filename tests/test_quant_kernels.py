@@ -16,7 +16,7 @@ from torch import nn
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
 from tokenmill import LLM, SamplingParams
-from tokenmill.kernels.triton import fp8_gemm, quant_gemv
+from tokenmill.kernels.triton import fp8_gemm, fp8_quant, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
 from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
@@ -218,7 +218,7 @@ def fp8_blocks(out: int, inp: int, block: tuple[int, int]) -> tuple[torch.Tensor
 def test_token_group_quantization_equals_the_reference() -> None:
     x = draw(5, 300, seed=9) * 3  # 300: a partial last group
     expected, expected_scales = reference_fp8.quantize_token_groups(x, 128)
-    got, scales = fp8_gemm.quantize_token_groups(x, 128)
+    got, scales = fp8_quant.quantize_token_groups(x, 128)
     assert got.dtype == torch.float8_e4m3fn and scales.shape == (5, 3)
     torch.testing.assert_close(scales, expected_scales)
     same = got.float() == expected.float()
@@ -304,7 +304,7 @@ def compile_every_kernel(capability: int) -> None:
         )  # fmt: skip
     if capability >= 89:
         compile_for(
-            fp8_gemm._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
+            fp8_quant._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
             scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, GROUP=128, BLOCK=128,
         )  # fmt: skip
 

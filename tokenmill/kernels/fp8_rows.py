@@ -23,22 +23,22 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fp8Rows:
     """Rows [tokens, in] as e4m3 `values` and one float32 scale per row (`scales`, [tokens, 1]):
-    row i stands for values[i] * scales[i]. `dtype`: the model dtype they were computed in, which the
+    row i stands for values[i] * scales[i]. `out_dtype`: the model dtype they were computed in, which the
     GEMM's output takes."""
 
     values: torch.Tensor
     scales: torch.Tensor
-    dtype: torch.dtype
+    out_dtype: torch.dtype
 
     @property
     def shape(self) -> torch.Size:
         return self.values.shape
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ScaledRows:
     """A GEMM's output before its scales: values [tokens, out] (or a view of them [tokens, heads,
     head_dim]); element (i, j) stands for values[i, j] * row_scales[i] * col_scales[j] (j counted along
@@ -69,21 +69,3 @@ class ScaledRows:
         rows = self.row_scales.view(-1, *[1] * (self.values.dim() - 1))
         scaled = self.values.float() * rows * self.col_scales.view(self.values.shape[1:])
         return scaled.to(self.values.dtype)
-
-
-def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
-    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
-    rows, cols = x.shape
-    groups = -(-cols // group)
-    padded = x.float().new_zeros(rows, groups * group)
-    padded[:, :cols] = x.float()
-    tiles = padded.view(rows, groups, group)
-    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
-    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
-
-
-def quantize_rows(x: torch.Tensor) -> Fp8Rows:
-    """x [tokens, in] quantized with one scale per row (a single group of the whole row)."""
-    return Fp8Rows(*quantize_token_groups(x, x.shape[-1]), x.dtype)

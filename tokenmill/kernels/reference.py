@@ -10,9 +10,27 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows, quantize_rows
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, FP8_MAX, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
+
+
+def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic activation quantization, x [tokens, in] -> (float8_e4m3fn, float32 scales [tokens,
+    ceil(in/group)]): each row's groups of `group` columns scaled so their largest magnitude maps to 448."""
+    rows, cols = x.shape
+    groups = -(-cols // group)
+    padded = x.float().new_zeros(rows, groups * group)
+    padded[:, :cols] = x.float()
+    tiles = padded.view(rows, groups, group)
+    scales = tiles.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / FP8_MAX
+    quantized = (tiles / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return quantized.view(rows, groups * group)[:, :cols].contiguous(), scales
+
+
+def quantize_rows(x: torch.Tensor) -> Fp8Rows:
+    """x [tokens, in] quantized with one scale per row (a single group of the whole row)."""
+    return Fp8Rows(*quantize_token_groups(x, x.shape[-1]), x.dtype)
 
 
 def rms_norm(

@@ -62,7 +62,7 @@ def leave_scales(linear: nn.Module, x: torch.Tensor | Fp8Rows) -> torch.Tensor |
     return linear.forward_scaled(x) if isinstance(linear, QuantLinear) else linear(x)
 
 
-def reads_fp8_rows(linear: nn.Module | None, tokens: int) -> bool:
+def takes_fp8_rows(linear: nn.Module, tokens: int) -> bool:
     """Whether `linear` multiplies `tokens` rows as fp8 activations, so that the kernel writing its input
     should write them as `Fp8Rows` (a LoRA wrapper never does: its delta reads model-dtype rows)."""
     return isinstance(linear, QuantLinear) and linear.takes_fp8_rows(tokens)
@@ -82,12 +82,10 @@ class RMSNorm(nn.Module):
         x: torch.Tensor | ScaledRows,
         residual: torch.Tensor | None = None,
         lora: LoRAExpand | None = None,
-        feeds: nn.Module | None = None,
+        quantize: bool = False,
     ) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor | None]:
         """`lora`: the pending expand of the projection x came from (`project`), added to x first.
-        `feeds`: the projection that reads the output, which the norm writes as `Fp8Rows` if it
-        multiplies this many rows as fp8 activations."""
-        quantize = reads_fp8_rows(feeds, x.shape[0])
+        `quantize`: the output as `Fp8Rows`, for a projection that `takes_fp8_rows`."""
         return self.ops.rms_norm(x, self.weight, self.eps, residual, lora, quantize)
 
 
@@ -184,5 +182,5 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor | Fp8Rows) -> tuple[torch.Tensor | ScaledRows, LoRAExpand | None]:
         """The down projection's output and what it leaves to the residual norm that reads it (`project`)."""
         gate_up, lora = project(self.gate_up_proj, x)  # a LoRA wrapper's expand rides in SiLU-and-mul
-        quantize = reads_fp8_rows(self.down_proj, gate_up.shape[0])
+        quantize = takes_fp8_rows(self.down_proj, gate_up.shape[0])
         return project(self.down_proj, self.ops.silu_and_mul(gate_up, lora, quantize))

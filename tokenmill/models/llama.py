@@ -14,7 +14,7 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.models import small_batch
 from tokenmill.models.config import ModelConfig
-from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables
+from tokenmill.models.layers import MLP, Attention, RMSNorm, RotaryTables, takes_fp8_rows
 from tokenmill.quantization import QuantLinear
 from tokenmill.quantization.base import copy_checked
 
@@ -56,14 +56,17 @@ class DecoderLayer(nn.Module):
             if lora is not None:  # the layer before ran unfused: its down projection's delta is still to add
                 lora.add_to(hidden, self.ops.lora_expand)
             return (*small_batch.forward(fused, self, positions, hidden, residual, meta), None)
-        qkv, gate_up = self.self_attn.qkv_proj, self.mlp.gate_up_proj  # the norms write their inputs
+        tokens = hidden.shape[0]  # each norm writes its projection's input as that projection takes it
+        to_qkv, to_gate_up = (
+            takes_fp8_rows(p, tokens) for p in (self.self_attn.qkv_proj, self.mlp.gate_up_proj)
+        )
         if residual is None:  # the embeddings, or a fused layer's stream: nothing pending
             assert lora is None
-            residual, (normed, _) = hidden, self.input_layernorm(hidden, feeds=qkv)
+            residual, (normed, _) = hidden, self.input_layernorm(hidden, quantize=to_qkv)
         else:
-            normed, residual = self.input_layernorm(hidden, residual, lora, qkv)
+            normed, residual = self.input_layernorm(hidden, residual, lora, to_qkv)
         hidden, lora = self.self_attn(positions, normed, meta)
-        normed, residual = self.post_attention_layernorm(hidden, residual, lora, gate_up)
+        normed, residual = self.post_attention_layernorm(hidden, residual, lora, to_gate_up)
         assert residual is not None
         hidden, lora = self.mlp(normed)
         return hidden, residual, lora

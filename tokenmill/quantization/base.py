@@ -161,9 +161,10 @@ class QuantLinear(nn.Module):
         return gemm.scaled(self, x)
 
     def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
-        if self.bias is not None and self.method.gemm is None and isinstance(x, torch.Tensor):
-            return self.method.apply(self, x, self.bias)  # the reference adds the bias as it multiplies
-        y = self.product(x)
+        if self.method.gemm is None:
+            assert isinstance(x, torch.Tensor), "only a kernel GEMM takes Fp8Rows"
+            return self.method.apply(self, x, self.bias)
+        y = self.method.gemm(self, x)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenmill.kernels.fp8_rows import FP8_DTYPE, FP8_MAX, quantize_token_groups
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, FP8_MAX
+from tokenmill.kernels.reference import quantize_token_groups
 from tokenmill.quantization.base import ChannelScaledMethod, QuantLinear, QuantMethod, copy_checked
 
 

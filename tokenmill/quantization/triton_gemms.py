@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
-from tokenmill.kernels.triton import fp8_gemm, quant_gemv
+from tokenmill.kernels.triton import fp8_gemm, fp8_quant, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
     TILE_ROWS,
@@ -67,7 +67,8 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "gptq8": 4,
 }
 
-Route = Callable[[QuantLinear, torch.Tensor], torch.Tensor]  # (layer, rows [tokens, in]) -> [tokens, out]
+# (layer, rows [tokens, in]) -> [tokens, out]; rows as `Fp8Rows` for a dense route that takes them
+Route = Callable[[QuantLinear, torch.Tensor | Fp8Rows], torch.Tensor]
 # (layer, rows, what it fuses) -> [tokens, out]; rows are [tokens, 2 in] under `Fusion.silu_mul`
 GemvRoute = Callable[[QuantLinear, torch.Tensor, Fusion], torch.Tensor]
 
@@ -81,7 +82,7 @@ class RoutedGemm:
     kernel: Route
     dense: Route | None
     gemv: GemvRoute
-    dense_reads_fp8: bool = False  # the dense route multiplies fp8 activations, and takes `Fp8Rows`
+    dense_takes_fp8_rows: bool = False  # the dense route multiplies fp8 activations, and takes `Fp8Rows`
     # the dense route's variant that leaves the output's scales to the kernel reading it (`ScaledRows`)
     scaled_dense: Callable[[QuantLinear, torch.Tensor | Fp8Rows], ScaledRows] | None = None
 
@@ -100,7 +101,7 @@ class RoutedGemm:
 
     def takes_fp8_rows(self, tokens: int) -> bool:
         """Whether `tokens` rows take a dense route that reads `Fp8Rows`."""
-        return self.dense_reads_fp8 and self.dense_runs(tokens)
+        return self.dense_takes_fp8_rows and self.dense_runs(tokens)
 
     def __call__(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         if isinstance(x, Fp8Rows):  # quantized by the kernel that wrote them (`takes_fp8_rows`)
@@ -205,7 +206,7 @@ def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Te
     rows = _fp8_rows(rows)
     return torch._scaled_mm(
         rows.values, layer.weight.T, scale_a=rows.scales, scale_b=layer.weight_scale[None, :],
-        out_dtype=rows.dtype,
+        out_dtype=rows.out_dtype,
     )  # fmt: skip
 
 
@@ -215,7 +216,7 @@ def unscaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> Scaled
     left to the kernel that reads the output."""
     rows = _fp8_rows(rows)
     one = _unit_scale(rows.values.device)
-    values = torch._scaled_mm(rows.values, layer.weight.T, scale_a=one, scale_b=one, out_dtype=rows.dtype)
+    values = torch._scaled_mm(rows.values, layer.weight.T, scale_a=one, scale_b=one, out_dtype=rows.out_dtype)
     return ScaledRows(values, rows.scales, layer.weight_scale)
 
 
@@ -223,7 +224,7 @@ def _fp8_rows(rows: torch.Tensor | Fp8Rows) -> Fp8Rows:
     """Rows quantized per token, by their own kernel where the kernel that wrote them did not."""
     if isinstance(rows, Fp8Rows):
         return rows
-    return Fp8Rows(*fp8_gemm.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
+    return Fp8Rows(*fp8_quant.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
 
 
 @functools.cache
@@ -289,7 +290,10 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
         if scales is None:  # no fp8 GEMM here: its bytes are decoded as int8's are
             return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
         dense = scaled_mm_rows if scales == "row" else resolved_mm_rows
-        return RoutedGemm("fp8-channel", weight_only_kernel, dense, packed_gemv, True, unscaled_mm_rows)
+        return RoutedGemm(
+            "fp8-channel", weight_only_kernel, dense, packed_gemv, dense_takes_fp8_rows=True,
+            scaled_dense=unscaled_mm_rows,
+        )  # fmt: skip
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
         return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
     return None

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import TILE_TOKENS, LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_token_groups
+from tokenmill.kernels.triton.fp8_quant import apply_scales, quantize_token_groups
 from tokenmill.kernels.triton.lora import (
     WIDE_TILE_MAX_RANK,
     expand_operands,

@@ -5,7 +5,7 @@ On GPUs with fp8 tensor cores (sm_89+) the activations are quantized per token a
 columns (`quantize_token_groups`, dynamic scales) and each K tile is an fp8 x fp8 dot whose fp32 result is
 scaled by the activation group's and the weight tile's scales before it is accumulated. Elsewhere the
 weight bytes are decoded into the activation dtype in registers and the activations stay unquantized. The
-references are `quantize_token_groups` and `fp8_block_gemm` in `tokenmill.quantization.fp8`.
+references are `reference.quantize_token_groups` and `fp8_block_gemm` in `tokenmill.quantization.fp8`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import split_k as split
+from tokenmill.kernels.triton.fp8_quant import quantize_token_groups
 from tokenmill.kernels.triton.weight_only_gemm import (
     FP8_BITS_UNIT,
     TILE_ROWS,
@@ -26,40 +27,6 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     program_tile,
     store_tile,
 )
-
-FP8_MAX = tl.constexpr(448.0)
-FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
-
-
-@triton.jit
-def quantize_row(x):
-    """A row (or a group of one) -> (its e4m3 bits as uint8, the float32 scale). Masked-off elements must
-    be 0. The rule of every kernel that writes `Fp8Rows`."""
-    x = x.to(tl.float32)
-    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
-    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
-    return q.to(tl.uint8, bitcast=True), scale
-
-
-@triton.jit
-def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
-    """Elements `cols` of row `row` of a GEMM's output loaded before their scales (`ScaledRows`), scaled
-    and rounded back to x's dtype, as `ScaledRows.resolve` does."""
-    col_scales = tl.load(col_scale_ptr + cols, mask=mask, other=0.0)
-    return (x.to(tl.float32) * tl.load(row_scale_ptr + row) * col_scales).to(x.dtype)
-
-
-@triton.jit
-def _quantize_token_groups_kernel(
-    x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, GROUP: tl.constexpr, BLOCK: tl.constexpr
-):  # fmt: skip
-    row = tl.program_id(0).to(tl.int64)
-    group = tl.program_id(1)
-    k = group * GROUP + tl.arange(0, BLOCK)
-    mask = (k < K) & (tl.arange(0, BLOCK) < GROUP)
-    q, scale = quantize_row(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0))
-    tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
-    tl.store(scale_ptr + row * stride_sm + group, scale)
 
 
 @triton.jit(do_not_specialize=["M"])
@@ -87,21 +54,6 @@ def _fp8_block_gemm_kernel(
             part = tl.dot(x, e4m3_bits_to_half(w).to(x.dtype), input_precision=DOT)
             acc += part * (w_scale * FP8_BITS_UNIT)[None, :]
     store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
-
-
-def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [tokens, in] -> (float8_e4m3fn [tokens, in], float32 scales [tokens, ceil(in/group)]), each
-    group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum."""
-    m, k = x.shape
-    groups = triton.cdiv(k, group)
-    q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
-    scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
-    block = triton.next_power_of_2(group)
-    _quantize_token_groups_kernel[(m, groups)](
-        x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0),
-        GROUP=group, BLOCK=block, num_warps=max(4, min(16, block // 1024)),  # a whole row: 32 values a thread
-    )  # fmt: skip
-    return q, scales
 
 
 @functools.cache

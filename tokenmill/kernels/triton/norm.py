@@ -16,7 +16,7 @@ import triton.language as tl
 
 from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand
-from tokenmill.kernels.triton.fp8_gemm import apply_scales, quantize_row
+from tokenmill.kernels.triton.fp8_quant import apply_scales, quantize_row
 from tokenmill.kernels.triton.lora import h_strides, lora_expand
 
 
@@ -91,8 +91,9 @@ def rms_norm(
     """x (and residual): [rows, hidden]. Returns (normed, x + residual); the residual is updated in place.
     `lora`: the pending expand of the projection x came from, added to x first (to x in place, where the
     expand runs as its own launch). `quantize`: normed as `Fp8Rows` (the model-dtype rows quantized per
-    row, as `fp8_gemm.quantize_token_groups` would quantize them). x as `ScaledRows` (an fp8 GEMM's
-    output): its scales applied as it is loaded."""
+    row, as `fp8_quant.quantize_token_groups` would quantize them; compiled, the row's sum of squares may
+    be added in another order than the unquantized variant's, so an element can land an e4m3 step away).
+    x as `ScaledRows` (an fp8 GEMM's output): its scales applied as it is loaded."""
     scaled = x if isinstance(x, ScaledRows) else None
     if scaled is not None:
         assert lora is None, "a LoRA-wrapped projection hands over scaled rows"

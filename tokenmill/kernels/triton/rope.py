@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.fp8_rows import ScaledRows
-from tokenmill.kernels.triton.fp8_gemm import apply_scales
+from tokenmill.kernels.triton.fp8_quant import apply_scales
 
 INT8_MAX = tl.constexpr(127.0)
 

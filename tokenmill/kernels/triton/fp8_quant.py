@@ -1,0 +1,62 @@
+"""The activation side of an fp8 GEMM, for the kernels beside it: quantizing rows (or groups of a row) to
+e4m3 with one dynamic scale each, and applying a GEMM output's scales as it is loaded (`Fp8Rows`,
+`ScaledRows` in `kernels/fp8_rows.py`; references: `reference.quantize_token_groups`,
+`ScaledRows.resolve`).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tokenmill.kernels import fp8_rows
+
+FP8_MAX = tl.constexpr(fp8_rows.FP8_MAX)
+FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
+
+
+@triton.jit
+def quantize_row(x):
+    """A row (or a group of one) -> (its e4m3 bits as uint8, the float32 scale). Masked-off elements must
+    be 0. The rule of every kernel that writes `Fp8Rows`."""
+    x = x.to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
+    q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
+    return q.to(tl.uint8, bitcast=True), scale
+
+
+@triton.jit
+def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
+    """Elements `cols` of row `row` of a GEMM's output loaded before their scales (`ScaledRows`), scaled
+    and rounded back to x's dtype, as `ScaledRows.resolve` does."""
+    col_scales = tl.load(col_scale_ptr + cols, mask=mask, other=0.0)
+    return (x.to(tl.float32) * tl.load(row_scale_ptr + row) * col_scales).to(x.dtype)
+
+
+@triton.jit
+def _quantize_token_groups_kernel(
+    x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, GROUP: tl.constexpr, BLOCK: tl.constexpr
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    group = tl.program_id(1)
+    k = group * GROUP + tl.arange(0, BLOCK)
+    mask = (k < K) & (tl.arange(0, BLOCK) < GROUP)
+    q, scale = quantize_row(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0))
+    tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
+    tl.store(scale_ptr + row * stride_sm + group, scale)
+
+
+def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [tokens, in] -> (float8_e4m3fn [tokens, in], float32 scales [tokens, ceil(in/group)]), each
+    group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum."""
+    m, k = x.shape
+    groups = triton.cdiv(k, group)
+    q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
+    block = triton.next_power_of_2(group)
+    _quantize_token_groups_kernel[(m, groups)](
+        x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0),
+        GROUP=group, BLOCK=block, num_warps=max(4, min(16, block // 1024)),  # a whole row: 32 values a thread
+    )  # fmt: skip
+    return q, scales
