@@ -2,15 +2,15 @@
 that wrote it, and its output before its scales, for the kernel that reads it.
 
 A projection whose GEMM multiplies fp8 activations (`torch._scaled_mm` with one scale per token) would
-otherwise launch a quantization kernel of its own before each call. Where the kernel that produces its
-input holds whole rows anyway (the RMSNorm, SiLU-and-mul), that kernel writes `Fp8Rows` instead of
-model-dtype rows: one launch and one pass over the activations fewer per projection.
+otherwise launch a quantization kernel of its own before each call. The RMSNorm holds whole rows anyway,
+so it writes `Fp8Rows` instead of model-dtype rows: one launch and one pass over the activations fewer
+per projection (SiLU-and-mul returns them too, from a second launch: see `kernels/triton/activation.py`).
 
 With one scale per token and one per output channel, cuBLASLt's row-wise kernels run well below its
 per-tensor ones at some shapes (Qwen3-4B's o and down: 1.5x slower at 358 tokens on an H100), and some
-GPUs have no row-wise kernel at all. So the GEMM may multiply with unit scales and hand its output as
-`ScaledRows`, whose scales the kernel reading it (the residual RMSNorm, SiLU-and-mul) applies as it loads
-each row.
+GPUs have no row-wise kernel at all. So the GEMM multiplies with unit scales and hands its output over as
+`ScaledRows`, whose scales the kernel reading it (RoPE/cache, the residual RMSNorm, SiLU-and-mul)
+applies as it loads each row.
 """
 
 from __future__ import annotations
