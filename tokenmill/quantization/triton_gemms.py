@@ -7,7 +7,7 @@ Each format has up to three routes, chosen per call by the number of tokens: a G
 bandwidth for decode; its Triton GEMM kernel, which reads the stored bytes and dequantizes in registers
 (batches of a few dozen tokens); and from `DENSE_FROM_TOKENS` a dense route for batches large enough to
 be compute-bound: the weight dequantized once and multiplied by cuBLAS, or for
-fp8 per channel torch._scaled_mm (fp8 tensor cores, activations quantized per token).
+fp8 per channel torch._scaled_mm (fp8 tensor cores, activations quantized per token: `fp8_routes.py`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
-from tokenmill.kernels.triton import fp8_gemm, fp8_quant, quant_gemv
+from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_only_gemm import (
     TILE_ROWS,
@@ -31,7 +30,13 @@ from tokenmill.kernels.triton.weight_only_gemm import (
     weight_only_gemm,
 )
 from tokenmill.quantization.base import QuantLinear, QuantMethod
-from tokenmill.quantization.fp8 import FP8_DTYPE, Fp8BlockMethod, Fp8ChannelMethod
+from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
+from tokenmill.quantization.fp8_routes import (
+    resolved_mm_rows,
+    scaled_mm_rows,
+    scaled_mm_scales,
+    unscaled_mm_rows,
+)
 from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
@@ -198,40 +203,6 @@ def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return rows @ dequantize(packed_weight(layer), rows.dtype)
 
 
-def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
-    """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales.
-    Model-dtype rows are quantized by one kernel (a row per program: as seven PyTorch ops, 144 of them
-    per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved); the RMSNorm and SiLU-and-mul
-    kernels hand over `Fp8Rows` instead, quantized as they wrote them."""
-    rows = _fp8_rows(rows)
-    return torch._scaled_mm(
-        rows.values, layer.weight.T, scale_a=rows.scales, scale_b=layer.weight_scale[None, :],
-        out_dtype=rows.out_dtype,
-    )  # fmt: skip
-
-
-def unscaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> ScaledRows:
-    """`scaled_mm_rows` with unit scales, which cuBLASLt runs on its per-tensor kernels (faster than its
-    row-wise ones at many shapes, and on GPUs without them): the per-token and per-channel scales are
-    left to the kernel that reads the output."""
-    rows = _fp8_rows(rows)
-    one = _unit_scale(rows.values.device)
-    values = torch._scaled_mm(rows.values, layer.weight.T, scale_a=one, scale_b=one, out_dtype=rows.out_dtype)
-    return ScaledRows(values, rows.scales, layer.weight_scale)
-
-
-def _fp8_rows(rows: torch.Tensor | Fp8Rows) -> Fp8Rows:
-    """Rows quantized per token, by their own kernel where the kernel that wrote them did not."""
-    if isinstance(rows, Fp8Rows):
-        return rows
-    return Fp8Rows(*fp8_quant.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
-
-
-@functools.cache
-def _unit_scale(device: torch.device) -> torch.Tensor:
-    return torch.ones((), dtype=torch.float32, device=device)
-
-
 def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
@@ -248,34 +219,6 @@ def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
     and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
     kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot)
     return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
-
-
-@functools.cache
-def scaled_mm_scales(device: torch.device) -> Literal["row", "tensor"] | None:
-    """The scales torch._scaled_mm takes here: per row and column ("row": Hopper, and newer torch on Ada),
-    per tensor only ("tensor": cuBLASLt has no row-wise fp8 kernel for some GPUs, e.g. sm_120 under
-    torch 2.10), or none (no fp8 GEMM, or no GPU). Asked once with tiny products rather than from a table
-    of versions."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        return None
-    a = torch.ones(16, 32, device=device).to(FP8_DTYPE)
-    b = torch.ones(16, 32, device=device).to(FP8_DTYPE)
-    for kind, scale_a, scale_b in (
-        ("row", torch.ones(16, 1, device=device), torch.ones(1, 16, device=device)),
-        ("tensor", _unit_scale(device), _unit_scale(device)),
-    ):
-        try:
-            torch._scaled_mm(a, b.T, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
-        except (RuntimeError, NotImplementedError):
-            continue
-        return kind
-    return None
-
-
-def resolved_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
-    """`scaled_mm_rows` where torch._scaled_mm takes per-tensor scales only: the unit-scaled product, then
-    its scales in a pass of their own."""
-    return unscaled_mm_rows(layer, rows).resolve()
 
 
 def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:

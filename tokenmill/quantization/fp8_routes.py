@@ -1,0 +1,80 @@
+"""fp8 per channel's dense route: `torch._scaled_mm` on activations quantized per token (cuBLASLt's fp8
+tensor cores), which `triton_gemms.gemm_for` gives the format from `DENSE_FROM_TOKENS` tokens a call.
+
+The product runs with unit scales where it can (`unscaled_mm_rows`): cuBLASLt's per-tensor kernels beat its
+row-wise ones at most Qwen3 shapes, and some GPUs have only them. Its output then goes to the kernel that
+reads it as `ScaledRows`, or through a scaling pass of its own where none does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import torch
+
+from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
+from tokenmill.kernels.triton import fp8_quant
+from tokenmill.quantization.base import QuantLinear
+
+
+@functools.cache
+def scaled_mm_scales(device: torch.device) -> Literal["row", "tensor"] | None:
+    """The scales torch._scaled_mm takes here: per row and column ("row": Hopper, and newer torch on Ada),
+    per tensor only ("tensor": cuBLASLt has no row-wise fp8 kernel for some GPUs, e.g. sm_120 under
+    torch 2.10), or none (no fp8 GEMM, or no GPU). Asked once with tiny products rather than from a table
+    of versions."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        return None
+    a = torch.ones(16, 32, device=device).to(FP8_DTYPE)
+    b = torch.ones(16, 32, device=device).to(FP8_DTYPE)
+    for kind, scale_a, scale_b in (
+        ("row", torch.ones(16, 1, device=device), torch.ones(1, 16, device=device)),
+        ("tensor", _unit_scale(device), _unit_scale(device)),
+    ):
+        try:
+            torch._scaled_mm(a, b.T, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
+        except (RuntimeError, NotImplementedError):
+            continue
+        return kind
+    return None
+
+
+def resolved_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    """`scaled_mm_rows` where torch._scaled_mm takes per-tensor scales only: the unit-scaled product, then
+    its scales in a pass of their own."""
+    return unscaled_mm_rows(layer, rows).resolve()
+
+
+def scaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    """torch._scaled_mm (cuBLASLt fp8) with per-token activation scales and per-channel weight scales.
+    Model-dtype rows are quantized by one kernel (a row per program: as seven PyTorch ops, 144 of them
+    per Qwen3-4B step cost 4 ms at 358 tokens, more than fp8 saved); the RMSNorm and SiLU-and-mul
+    kernels hand over `Fp8Rows` instead, quantized as they wrote them."""
+    rows = _fp8_rows(rows)
+    return torch._scaled_mm(
+        rows.values, layer.weight.T, scale_a=rows.scales, scale_b=layer.weight_scale[None, :],
+        out_dtype=rows.out_dtype,
+    )  # fmt: skip
+
+
+def unscaled_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> ScaledRows:
+    """`scaled_mm_rows` with unit scales, which cuBLASLt runs on its per-tensor kernels (faster than its
+    row-wise ones at many shapes, and on GPUs without them): the per-token and per-channel scales are
+    left to the kernel that reads the output."""
+    rows = _fp8_rows(rows)
+    one = _unit_scale(rows.values.device)
+    values = torch._scaled_mm(rows.values, layer.weight.T, scale_a=one, scale_b=one, out_dtype=rows.out_dtype)
+    return ScaledRows(values, rows.scales, layer.weight_scale)
+
+
+def _fp8_rows(rows: torch.Tensor | Fp8Rows) -> Fp8Rows:
+    """Rows quantized per token, by their own kernel where the kernel that wrote them did not."""
+    if isinstance(rows, Fp8Rows):
+        return rows
+    return Fp8Rows(*fp8_quant.quantize_token_groups(rows, rows.shape[1]), rows.dtype)
+
+
+@functools.cache
+def _unit_scale(device: torch.device) -> torch.Tensor:
+    return torch.ones((), dtype=torch.float32, device=device)
