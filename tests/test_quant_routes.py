@@ -3,6 +3,8 @@ token count), and the warm-up that launches every variant a batch can select bef
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -21,6 +23,12 @@ from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 from tokenmill.quantization.warm_up import compile_gemm_variants
 
+# These run CPU tensors through the kernels, so only on Triton's interpreter (a compiled run on a GPU,
+# TRITON_INTERPRET=0, cannot launch them); the rest run either way.
+INTERPRETER_ONLY = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="CPU tensors: Triton's interpreter only"
+)
+
 METHODS = {
     "int8": Int8WeightOnlyMethod,
     "fp8-channel": Fp8ChannelMethod,
@@ -37,6 +45,7 @@ def loaded(method: QuantMethod, inp: int = 128, shards: tuple[int, ...] = (64, 3
     return layer
 
 
+@INTERPRETER_ONLY
 def test_fp8_per_channel_runs_the_w8_kernel_up_to_16_tokens_and_scaled_mm_above(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -119,6 +128,7 @@ def test_warm_up_launches_every_variant_a_batch_can_select(
 
 
 @pytest.mark.slow
+@INTERPRETER_ONLY
 def test_the_model_runner_compiles_the_quantized_gemms_before_serving(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,6 +153,7 @@ def test_the_model_runner_compiles_the_quantized_gemms_before_serving(
     "kind",
     [pytest.param(k, marks=pytest.mark.slow) if k in ("awq", "gptq4") else k for k in sorted(METHODS)],
 )  # the 4-bit ones (1.2 s each on the interpreter) run in the slow layer
+@INTERPRETER_ONLY
 def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
