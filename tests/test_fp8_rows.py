@@ -276,7 +276,10 @@ def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own
     expected = (values.float() * scales) @ (layer.weight.float() * layer.weight_scale[:, None]).T
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     assert isinstance(layer.method.gemm, triton_gemms.RoutedGemm) and layer.takes_fp8_rows(start)
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    # Hopper's fp8 tensor cores add products at less than float32's precision: 4.2e-4 off a float64
+    # product of the same operands at |out| <= 2.2, where this float32 expectation is 3e-7 off (H100)
+    tolerance = 2e-3 if ON_GPU else 1e-5
+    torch.testing.assert_close(layer(x), expected, rtol=tolerance, atol=tolerance)
     scaled = layer.forward_scaled(x)
     assert isinstance(scaled, ScaledRows) and torch.equal(scaled.resolve(), layer(x))
     assert set(products) == {(1, 1)}

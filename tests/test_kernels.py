@@ -163,6 +163,20 @@ def test_mixed_batch_dispatch(fp8: bool) -> None:
     close(TRITON.paged_attention(q, cache, meta, 0.25, scales), expected, torch.float16)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fp8_cache_attention_holds_each_query_dtype_to_its_tolerance(dtype: torch.dtype) -> None:
+    """An fp8 cache's tiles meet bf16 queries in fp16 (a conversion per pair, not per element): decodes
+    (split) and prefill chunks stay within the query dtype's tolerance of the reference, which multiplies
+    in float32, for every query dtype (bf16 on a GPU only)."""
+    seq_lens, query_lens = [9, 70, 3, 50, 17], [1, 1, 1, 20, 17]
+    q, cache, meta = _paged_setup(seq_lens, query_lens, page=8, kv_heads=2, group=4, dtype=dtype)
+    cache, scales = (cache * 4).to(torch.float8_e4m3fn), torch.tensor([0.25, 0.5])
+    q = q * 3
+    expected = reference.paged_attention(q.float(), cache, meta, 0.2, scales)
+    meta.decode_splits = 2
+    close(TRITON.paged_attention(q, cache, meta, 0.2, scales), expected, dtype)
+
+
 @pytest.mark.skipif(not ON_GPU, reason="the Triton interpreter rounds float->fp8 wrongly; checked on a GPU")
 def test_fp8_cache_write_matches_reference() -> None:
     tokens, kv_heads, head_dim = 64, 2, 64

@@ -46,6 +46,18 @@ def _load_kv_tile(
 
 
 @triton.jit
+def _mma_queries(q, FP8: tl.constexpr):
+    """The queries as the products' operand: bf16 queries meet an fp8 cache in fp16. An e4m3 pair
+    converts to an fp16 pair in one instruction, exactly; to bf16 it took a further conversion per
+    element, so the fp8 cache's tiles cost more instructions than their bytes saved (decode attention
+    at Qwen3-4B's shape: 52.5 -> 39.4 us at 128 tokens of context, H200). fp16 holds every bf16 q of
+    magnitude 2^-14 to 65504 exactly (q is clamped to that range) and rounds p, in [0, 1], finer."""
+    if FP8 and q.dtype == tl.bfloat16:
+        q = tl.clamp(q.to(tl.float32), -65504.0, 65504.0).to(tl.float16)
+    return q
+
+
+@triton.jit
 def _kv_scales(k_scale_ptr, v_scale_ptr, FP8: tl.constexpr):
     """The fp8 cache's (k, v) dequantisation scales; 1 for a cache in the model's dtype (one return:
     Triton 3.6 compiles the code after a static early return)."""
@@ -109,6 +121,7 @@ def _decode_kernel(
         mask=g_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
+    q = _mma_queries(q, FP8)
     k_scale, v_scale = _kv_scales(k_scale_ptr, v_scale_ptr, FP8)
     m = tl.full([BLOCK_G], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_G], tl.float32)
@@ -163,6 +176,7 @@ def _prefill_kernel(
     )
     positions = cached + rows
     kv_head = head // GROUP
+    q = _mma_queries(q, FP8)
     k_scale, v_scale = _kv_scales(k_scale_ptr, v_scale_ptr, FP8)
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_M], tl.float32)
