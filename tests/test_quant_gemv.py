@@ -23,7 +23,7 @@ from tests.test_quant_kernels import (
 )
 from tokenmill.kernels import reference
 from tokenmill.kernels.triton import fp8_gemv, gemv_fusion, int4_gemv, quant_gemv
-from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.gemv_fusion import Fusion
 from tokenmill.quantization import QuantLinear, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
@@ -161,7 +161,7 @@ def test_fp8_gemv_in_inline_ptx_gives_the_portable_sums(monkeypatch: pytest.Monk
     the portable path)."""
     packed, _ = packed_fp8(OUT, IN)
     x = draw(2, IN, seed=32).to(torch.bfloat16)
-    assert fp8_gemv._uses_asm(x.device) == (ON_GPU and wo.native_fp8(x.device))
+    assert fp8_gemv._uses_asm(x.device) == (ON_GPU and wf.native_fp8(x.device))
     got = quant_gemv.gemv(x, packed).float()
     monkeypatch.setattr(fp8_gemv, "_uses_asm", lambda device: False)
     torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=0, rtol=1e-2)
@@ -191,7 +191,7 @@ def test_chunks_hold_one_group_only_for_row_ordered_groups_of_16_rows_or_more() 
 def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.MonkeyPatch) -> None:
     """GPUs before sm_89 decode the e4m3 bit fields (scaled by 2^-8, undone on the sums), in the words of
     `fp8_gemv` (per-channel scales) as in the bytes of `quant_gemv`'s kernel (block scales, below)."""
-    monkeypatch.setattr(wo, "native_fp8", lambda device: False)
+    monkeypatch.setattr(wf, "native_fp8", lambda device: False)
     packed, weight = packed_fp8(OUT, IN)
     x = draw(2, IN, seed=22)
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
@@ -203,7 +203,7 @@ def test_fp8_block_gemv_equals_the_dequantized_reference(
     block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Partial blocks along both dimensions (100 x 300); activations are not quantized on this path."""
-    monkeypatch.setattr(wo, "native_fp8", lambda device: native)
+    monkeypatch.setattr(wf, "native_fp8", lambda device: native)
     weight, scale_inv = quantize_fp8_blocks(draw(100, 300, seed=23) * 0.05, block)
     x = draw(3, 300, seed=24)
     expected = x @ dequantize_fp8_blocks(weight, scale_inv, block).T
@@ -285,7 +285,7 @@ def compile_every_gemv(capability: int) -> None:
                     quant_gemv._byte_gemv_kernel, capability, x_ptr=bf16,
                     w_ptr=_pointer(torch.int8 if is_int8 else torch.uint8), scale_ptr=f32, out_ptr=bf16,
                     **sizes, **_fusion_args(bf16, *fusion), stride_w=12288, stride_s=96 if block else 0,
-                    FORMAT=int(wo.INT8 if is_int8 else wo.FP8), NATIVE_FP8=native,
+                    FORMAT=int(wf.INT8 if is_int8 else wf.FP8), NATIVE_FP8=native,
                     BLOCK_OUT=block[0] if block else 0, BLOCK_N=32, BLOCK_K=1024,
                     CHUNK=block[1] if block else 512, num_warps=8,
                 )  # fmt: skip

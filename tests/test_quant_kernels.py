@@ -17,6 +17,7 @@ from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, run_compiled
 from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
 from tokenmill import LLM, SamplingParams
 from tokenmill.kernels.triton import fp8_gemm, fp8_quant, quant_gemv
+from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
 from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
@@ -81,26 +82,26 @@ def close_after_fp8_dots(got: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(got.float(), expected.float(), atol=bound, rtol=0)
 
 
-def packed_int8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
+def packed_int8(out: int, inp: int) -> tuple[wf.PackedWeight, torch.Tensor]:
     quantized, scale = quantize_int8_per_channel(draw(out, inp, seed=1) * 0.05)
-    packed = wo.PackedWeight(wo.WeightFormat.INT8, quantized, scale, inp, out)
+    packed = wf.PackedWeight(wf.WeightFormat.INT8, quantized, scale, inp, out)
     return packed, (quantized.float() * scale[:, None]).T
 
 
-def packed_fp8(out: int, inp: int) -> tuple[wo.PackedWeight, torch.Tensor]:
+def packed_fp8(out: int, inp: int) -> tuple[wf.PackedWeight, torch.Tensor]:
     quantized, scale = quantize_fp8_per_channel(draw(out, inp, seed=2) * 0.05)
-    return wo.PackedWeight(wo.WeightFormat.FP8, quantized, scale, inp, out), (
+    return wf.PackedWeight(wf.WeightFormat.FP8, quantized, scale, inp, out), (
         quantized.float() * scale[:, None]
     ).T
 
 
-def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wo.PackedWeight, torch.Tensor]:
+def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wf.PackedWeight, torch.Tensor]:
     """AWQ tensors as the kernels read them (repacked into GPTQ's layout, zero points as they are), and
     the weight AWQ's own layout dequantizes to."""
     qweight, qzeros, scales = quantize_awq(draw(out, inp, seed=3) * 0.05, group)
     g_idx = (torch.arange(inp) // group).to(torch.int32)
-    packed = wo.PackedWeight(
-        wo.WeightFormat.GPTQ, repack_awq(qweight, "qweight"), scales, inp, out, repack_awq(qzeros, "qzeros"),
+    packed = wf.PackedWeight(
+        wf.WeightFormat.GPTQ, repack_awq(qweight, "qweight"), scales, inp, out, repack_awq(qzeros, "qzeros"),
         g_idx, 4, group, groups_in_row_order=True, zero_offset=0,
     )  # fmt: skip
     return packed, dequantize_awq(qweight, qzeros, scales)
@@ -108,11 +109,11 @@ def packed_awq(out: int, inp: int, group: int = 40) -> tuple[wo.PackedWeight, to
 
 def packed_gptq(
     out: int, inp: int, bits: int, act_order: bool, group: int = 40
-) -> tuple[wo.PackedWeight, torch.Tensor]:
+) -> tuple[wf.PackedWeight, torch.Tensor]:
     order = torch.randperm(inp, generator=torch.Generator(DEVICE).manual_seed(5), device=DEVICE)
     tensors = quantize_gptq(draw(out, inp, seed=4) * 0.05, bits, group, order if act_order else None)
-    packed = wo.PackedWeight(
-        wo.WeightFormat.GPTQ, tensors["qweight"], tensors["scales"], inp, out, tensors["qzeros"],
+    packed = wf.PackedWeight(
+        wf.WeightFormat.GPTQ, tensors["qweight"], tensors["scales"], inp, out, tensors["qzeros"],
         tensors["g_idx"], bits, group, groups_in_row_order=not act_order,
     )  # fmt: skip
     return packed, dequantize_gptq(tensors, bits)
@@ -158,7 +159,7 @@ def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, spl
 
 @pytest.mark.parametrize(("dtype", "offset"), [(torch.bfloat16, 128.0), (torch.float16, 1024.0)])
 def test_half_offsets_hold_every_value_below_their_bound_exactly(dtype: torch.dtype, offset: float) -> None:
-    pattern, bound = wo.HALF_OFFSETS[dtype]
+    pattern, bound = wf.HALF_OFFSETS[dtype]
     values = torch.arange(bound, dtype=torch.int32)
     as_half = (values | pattern).to(torch.int16).view(dtype)
     assert torch.equal(as_half.float(), offset + values.float())
@@ -172,8 +173,8 @@ def test_16_bit_activations_multiply_offset_weights_and_subtract_the_offset(kind
     bf16 dot is wrong)."""
     bits = 8 if kind == "gptq8" else 4
     packed, weight = packed_awq(96, 256, 128) if kind == "awq" else packed_gptq(96, 256, bits, False, 128)
-    assert wo.half_magic(torch.float16, packed) and packed.one_group_per_tile(128)
-    assert wo.half_magic(torch.bfloat16, packed) == (0 if bits == 8 else 0x4300)
+    assert wf.half_magic(torch.float16, packed) and packed.one_group_per_tile(128)
+    assert wf.half_magic(torch.bfloat16, packed) == (0 if bits == 8 else 0x4300)
     x = draw(tokens, 256, seed=17).half()
     close(wo.weight_only_gemm(x, packed), x.float() @ weight, torch.float16)
 
@@ -259,14 +260,14 @@ def compile_every_kernel(capability: int) -> None:
     sizes = {"M": 1, "N": 4096, "K": 4096, "k_per_split": 1024, "DOT": "tf32"}
     strides = dict.fromkeys(("stride_xm", "stride_wk", "stride_wn", "stride_sg", "stride_zg"), 4096)
     stored = {
-        wo.WeightFormat.INT8: (_pointer(torch.int8), f32),
-        wo.WeightFormat.FP8: (_pointer(torch.uint8), f32),
-        wo.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
+        wf.WeightFormat.INT8: (_pointer(torch.int8), f32),
+        wf.WeightFormat.FP8: (_pointer(torch.uint8), f32),
+        wf.WeightFormat.GPTQ: (i32, _pointer(torch.float16)),
     }
     for weight_format, (weight, scales) in stored.items():
         # the pointers PackedWeight.pointers() passes: INT8/FP8 have no zero points or g_idx, and pass
         # their scales in those places (a kernel must not compile code that reads them)
-        unused = scales if weight_format < wo.WeightFormat.GPTQ else i32
+        unused = scales if weight_format < wf.WeightFormat.GPTQ else i32
         common = {
             "w_ptr": weight,
             "scale_ptr": scales,
@@ -274,8 +275,8 @@ def compile_every_kernel(capability: int) -> None:
             "g_idx_ptr": unused,
             "out_ptr": bf16,
         }
-        for one_group in (False, True) if weight_format == wo.WeightFormat.GPTQ else (False,):
-            for bits in (4, 8) if weight_format == wo.WeightFormat.GPTQ else (4,):
+        for one_group in (False, True) if weight_format == wf.WeightFormat.GPTQ else (False,):
+            for bits in (4, 8) if weight_format == wf.WeightFormat.GPTQ else (4,):
                 constexprs = {
                     "FORMAT": int(weight_format),
                     "BITS": bits,

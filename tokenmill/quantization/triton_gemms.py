@@ -22,13 +22,8 @@ from torch import nn
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.triton import fp8_gemm, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
-from tokenmill.kernels.triton.weight_only_gemm import (
-    TILE_ROWS,
-    PackedWeight,
-    WeightFormat,
-    dequantize,
-    weight_only_gemm,
-)
+from tokenmill.kernels.triton.weight_formats import PackedWeight, WeightFormat
+from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dequantize, weight_only_gemm
 from tokenmill.quantization.base import QuantLinear, QuantMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.fp8_routes import (

@@ -18,11 +18,10 @@ import triton.language as tl
 
 from tokenmill.kernels.triton import split_k as split
 from tokenmill.kernels.triton.fp8_quant import quantize_token_groups
+from tokenmill.kernels.triton.weight_formats import FP8_BITS_UNIT, e4m3_bits_to_half
 from tokenmill.kernels.triton.weight_only_gemm import (
-    FP8_BITS_UNIT,
     TILE_ROWS,
     dot_precision,
-    e4m3_bits_to_half,
     k_step,
     program_tile,
     store_tile,

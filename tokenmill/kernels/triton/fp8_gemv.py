@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.gemv_fusion import (
     MAX_ROWS,
     Fusion,
@@ -35,7 +35,7 @@ from tokenmill.kernels.triton.gemv_fusion import (
 )
 from tokenmill.kernels.triton.gemv_rows import four_columns, prologue_finish
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
-from tokenmill.kernels.triton.weight_only_gemm import FP8, FP8_BITS_UNIT, decode_bytes
+from tokenmill.kernels.triton.weight_formats import FP8, FP8_BITS_UNIT, decode_bytes
 
 BLOCK_K = 512  # inputs (bytes) per row per K step
 WIDEST_TILE = 16  # output rows per program, narrower where the tiles would not cover the SMs
@@ -148,7 +148,7 @@ def supports(weight: torch.Tensor) -> bool:
 
 def _uses_asm(device: torch.device) -> bool:
     """fp8 conversions in inline PTX: a GPU of sm_89 or later, not Triton's interpreter."""
-    return wo.compiles_ptx(device) and wo.native_fp8(device)
+    return wf.compiles_ptx(device) and wf.native_fp8(device)
 
 
 def gemv(
@@ -177,6 +177,6 @@ def gemv(
         x_ptr=x, w_ptr=weight.view(torch.int32), scale_ptr=scales, out_ptr=out, **split_scratch(x.device),
         rows=rows, N=n, K=k, k_per_split=k // split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
         stride_o=out.stride(0), **fusion.kernel_args(x), SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k,
-        USE_ASM=_uses_asm(x.device), NATIVE_FP8=wo.native_fp8(x.device), num_warps=num_warps,
+        USE_ASM=_uses_asm(x.device), NATIVE_FP8=wf.native_fp8(x.device), num_warps=num_warps,
     )  # fmt: skip
     return out

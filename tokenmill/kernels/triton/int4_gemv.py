@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.gemv_fusion import (
     MAX_ROWS,
     Fusion,
@@ -39,7 +39,7 @@ from tokenmill.kernels.triton.gemv_fusion import (
 from tokenmill.kernels.triton.gemv_rows import four_columns, prologue_finish
 from tokenmill.kernels.triton.packed_int import zero_points
 from tokenmill.kernels.triton.split_k import num_sms
-from tokenmill.kernels.triton.weight_only_gemm import PackedWeight
+from tokenmill.kernels.triton.weight_formats import PackedWeight
 
 BLOCK_K = 128  # input rows per K step: one group (of 128, or an eighth... of a larger one)
 BLOCK_N = 64  # output columns per program (H100 sweep: 64 beat 16, 32 and 128 on Qwen3-8B)
@@ -174,7 +174,7 @@ def supports(weight: PackedWeight) -> bool:
 
 
 def _uses_asm(x: torch.Tensor) -> bool:
-    return x.dtype in (torch.bfloat16, torch.float16) and wo.compiles_ptx(x.device)
+    return x.dtype in (torch.bfloat16, torch.float16) and wf.compiles_ptx(x.device)
 
 
 def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:

@@ -10,7 +10,7 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
 - `_byte_gemv_kernel`: one value per byte, stored [out, in] (int8 or fp8-e4m3), so a program reads
   BLOCK_N contiguous rows. Per-channel scales multiply the finished sums; fp8 block scales ([out/bo,
   in/bi], the weight only: activations stay unquantized) multiply each bi-column chunk.
-- `_packed_gemv_kernel`: GPTQ's layout (4 or 8 bits; AWQ repacked into it at load, see `weight_only_gemm`),
+- `_packed_gemv_kernel`: GPTQ's layout (4 or 8 bits; AWQ repacked into it at load, see `weight_formats`),
   one chunk of CHUNK input rows at a time, several chunks per K step (unrolled) to keep about
   PACKED_TILE_BYTES of words in flight. The zero point is folded into the integer-to-float offset and
   the scale into the activation (x * scale, then one FMA per weight); where a chunk lies inside one
@@ -35,11 +35,11 @@ import triton
 import triton.language as tl
 
 from tokenmill.kernels.triton import fp8_gemv, int4_gemv
-from tokenmill.kernels.triton import weight_only_gemm as wo
+from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
 from tokenmill.kernels.triton.split_k import num_sms, widest_covering_tile
-from tokenmill.kernels.triton.weight_only_gemm import (
+from tokenmill.kernels.triton.weight_formats import (
     FP8_BITS_UNIT,
     INT8,
     PackedWeight,
@@ -177,7 +177,7 @@ def _byte_gemv(
         x_ptr=x, w_ptr=weight.view(torch.uint8) if not is_int8 else weight, scale_ptr=scales, out_ptr=out,
         rows=rows, N=n, K=k, stride_x=x.stride(0), stride_w=weight.stride(0),
         stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
-        FORMAT=int(weight_format), NATIVE_FP8=wo.native_fp8(x.device),
+        FORMAT=int(weight_format), NATIVE_FP8=wf.native_fp8(x.device),
         BLOCK_OUT=block[0] if block else 0, BLOCK_N=block_n, BLOCK_K=block_k, CHUNK=chunk,
         num_warps=8 if block_n * chunk >= 8192 else 4,
     )  # fmt: skip
