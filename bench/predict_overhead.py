@@ -48,9 +48,9 @@ from tokenmill.eval.datasets import load_items
 from tokenmill.eval.local_server import free_port
 from tokenmill.outputs import RequestOutput
 from tokenmill.server.app import create_app
+from tokenmill.server.fastdeploy_judge_requests import PredictRequest
 from tokenmill.server.judge import _prompt_batch, strip_thinking
 from tokenmill.server.metrics import observe_all_finished
-from tokenmill.server.protocol import PredictRequest
 from tokenmill.server.state import ServerState
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "official_test.txt"

@@ -10,7 +10,7 @@ import pytest
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.chat_output import ChoiceReader
 from tokenmill.server.openai_dialects import ChatDialect
-from tokenmill.server.protocol import ChatCompletionRequest, template_messages
+from tokenmill.server.openai_requests import ChatCompletionRequest, template_messages
 from tokenmill.server.reasoning import ReasoningSplitter, opens_thinking
 from tokenmill.server.tool_parsers import HermesToolParser, NamedCallParser, RequiredCallsParser
 from tokenmill.server.tools import ToolUse

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.errors import APIError
-from tokenmill.server.protocol import FastDeployRequest, template_messages
+from tokenmill.server.fastdeploy_judge_requests import FastDeployRequest
+from tokenmill.server.openai_requests import template_messages
 from tokenmill.server.responses import FastDeployMessage, UsageInfo
 from tokenmill.server.state import ServerState
 from tokenmill.server.streaming import Dialect, json_response, respond

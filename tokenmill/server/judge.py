@@ -17,8 +17,8 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.server.admission import Ticket
 from tokenmill.server.disconnect import unless_disconnected
 from tokenmill.server.errors import APIError
+from tokenmill.server.fastdeploy_judge_requests import PredictRequest
 from tokenmill.server.prompts import PromptEncoder, question_messages
-from tokenmill.server.protocol import PredictRequest
 from tokenmill.server.state import ServerState
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from tokenmill.engine.async_llm import AsyncLLM
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.lora.adapter import read_adapter
 from tokenmill.server.errors import APIError
-from tokenmill.server.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
+from tokenmill.server.openai_requests import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 from tokenmill.server.state import ServerState
 
 router = APIRouter(tags=["lora"])

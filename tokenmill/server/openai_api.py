@@ -10,13 +10,12 @@ from tokenmill.sampling_params import SamplingParams
 from tokenmill.server import fastdeploy
 from tokenmill.server.chat_output import ChoiceReader
 from tokenmill.server.errors import APIError
+from tokenmill.server.fastdeploy_judge_requests import ChatBody, FastDeployRequest
 from tokenmill.server.openai_dialects import ChatDialect, CompletionDialect
-from tokenmill.server.protocol import (
-    ChatBody,
+from tokenmill.server.openai_requests import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
-    FastDeployRequest,
     TokenizeRequest,
     template_messages,
 )

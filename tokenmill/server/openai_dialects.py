@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.chat_output import ChoiceReader, MessageParts
-from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest
+from tokenmill.server.openai_requests import ChatCompletionRequest, CompletionRequest
 from tokenmill.server.responses import (
     AssistantMessage,
     ChatChoice,

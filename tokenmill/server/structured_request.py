@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenmill.server.errors import APIError
-from tokenmill.server.protocol import ResponseFormat, StructuredOutputsBody
+from tokenmill.server.openai_requests import ResponseFormat, StructuredOutputsBody
 from tokenmill.server.state import ServerState
 from tokenmill.structured_output import StructuredOutputsParams
 from tokenmill.structured_output.compiler import GrammarError

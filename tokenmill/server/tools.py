@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenmill.server.errors import APIError
-from tokenmill.server.protocol import ChatCompletionRequest, NamedToolChoice
+from tokenmill.server.openai_requests import ChatCompletionRequest, NamedToolChoice
 from tokenmill.server.structured_request import Constraint
 from tokenmill.server.tool_parsers import HermesToolParser, NamedCallParser, RequiredCallsParser
 from tokenmill.structured_output import StructuredOutputsParams

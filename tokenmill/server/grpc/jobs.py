@@ -24,9 +24,10 @@ from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.server import fastdeploy
 from tokenmill.server.errors import APIError, validation_message
+from tokenmill.server.fastdeploy_judge_requests import FastDeployRequest
 from tokenmill.server.grpc.tensors import Tensor, input_tensors, parameter_values
 from tokenmill.server.openai_api import prepare_completion
-from tokenmill.server.protocol import CompletionRequest, FastDeployRequest
+from tokenmill.server.openai_requests import CompletionRequest
 from tokenmill.server.state import ServerState
 
 MODEL_VERSION = "1"

@@ -1,76 +1,34 @@
-"""Request bodies of every endpoint, strict so that a wrong type is a 400 and never a silent conversion.
+"""Request bodies of the OpenAI-compatible routes, with the fields and endpoints vLLM adds to them.
 
-Every string a request carries must be valid Unicode (JSON lets a body hold lone surrogates, which no
-tokenizer can encode) and every integer must fit the engine's integer types, so that such input is a
-400 naming the field rather than a failure deep in the tokenizer or in torch.
+Completions and chat (messages, tools, output constraints, vLLM's extra sampling fields), tokenize and
+detokenize, and loading or unloading a LoRA adapter. They hold the most fields and change with OpenAI's
+and vLLM's APIs, apart from the FastDeploy and judge bodies, which change with their own contracts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    Tag,
-    field_validator,
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from tokenmill.server.request_fields import (
+    INT32_MAX,
+    Penalty,
+    PositiveInt,
+    Probability,
+    RequestBody,
+    Seed,
+    StopStrings,
+    Temperature,
+    Text,
+    TokenId,
+    TopK,
+    UnicodeChecked,
 )
-from pydantic_core import PydanticCustomError
-
-logger = logging.getLogger(__name__)
-
-INT32_MAX = 2**31 - 1
 
 
-def unicode_problem(text: str) -> str | None:
-    """Why `text` is not valid Unicode (a lone surrogate, which UTF-8 cannot encode), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
-    return None
-
-
-def _require_unicode(value: Any) -> Any:
-    """Rejects a string, or a list of strings, holding text no tokenizer can encode."""
-    texts = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    for index, text in enumerate(texts):
-        problem = unicode_problem(text) if isinstance(text, str) else None
-        if problem:
-            where = "" if isinstance(value, str) else f"item {index} "
-            raise PydanticCustomError(
-                "invalid_unicode",
-                "{where}is not valid Unicode text: {problem}",
-                {"where": where, "problem": problem},
-            )
-    return value
-
-
-UnicodeChecked = BeforeValidator(_require_unicode)
-Text = Annotated[StrictStr, UnicodeChecked]
-Temperature = Annotated[float, Field(ge=0, le=100, strict=True)]
-Probability = Annotated[float, Field(ge=0, le=1, strict=True)]
-Penalty = Annotated[float, Field(ge=-2, le=2, strict=True)]
-PositiveInt = Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
-TokenId = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
-TopK = Annotated[StrictInt, Field(ge=-1, le=INT32_MAX)]
-Seed = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]  # torch.Generator's range
-StopStrings = Annotated[StrictStr | Annotated[list[StrictStr], Field(max_length=16)], UnicodeChecked]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _VllmSampling(_Body):
+class _VllmSampling(RequestBody):
     """Sampling fields vLLM accepts beyond the OpenAI ones."""
 
     top_k: TopK | None = None
@@ -82,11 +40,11 @@ class _VllmSampling(_Body):
     skip_special_tokens: StrictBool = True
 
 
-class StreamOptions(_Body):
+class StreamOptions(RequestBody):
     include_usage: StrictBool = False
 
 
-class JsonSchemaFormat(_Body):
+class JsonSchemaFormat(RequestBody):
     """OpenAI's `response_format.json_schema`: the schema travels under `schema`."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -96,12 +54,12 @@ class JsonSchemaFormat(_Body):
     strict: StrictBool | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
-class StructuredOutputsBody(_Body):
+class StructuredOutputsBody(RequestBody):
     """vLLM's `structured_outputs` object; exactly one field is to be set (checked when it is used)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -112,7 +70,7 @@ class StructuredOutputsBody(_Body):
     grammar: Text | None = None
 
 
-class _StructuredOutputFields(_Body):
+class _StructuredOutputFields(RequestBody):
     """Every spelling of an output constraint: OpenAI's `response_format`, vLLM's `structured_outputs`,
     and the older `guided_*` fields vLLM still accepts."""
 
@@ -153,23 +111,23 @@ class CompletionRequest(_OpenAISampling):
     best_of: PositiveInt | None = None
 
 
-class TextPart(_Body):
+class TextPart(RequestBody):
     type: Literal["text"]
     text: Text
 
 
-class FunctionCall(_Body):
+class FunctionCall(RequestBody):
     name: Text
     arguments: Text  # a JSON object, as text (OpenAI's spelling)
 
 
-class ToolCall(_Body):
+class ToolCall(RequestBody):
     id: Text
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(_Body):
+class ChatMessage(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Annotated[StrictStr | list[TextPart], UnicodeChecked] | None = None
     name: Text | None = None
@@ -209,23 +167,23 @@ def _json_or_text(arguments: str) -> Any:
         return arguments
 
 
-class FunctionDefinition(_Body):
+class FunctionDefinition(RequestBody):
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
     description: Text | None = None
     parameters: dict[str, Any] | None = None
     strict: StrictBool | None = None
 
 
-class Tool(_Body):
+class Tool(RequestBody):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Body):
+class NamedFunction(RequestBody):
     name: Text
 
 
-class NamedToolChoice(_Body):
+class NamedToolChoice(RequestBody):
     type: Literal["function"]
     function: NamedFunction
 
@@ -242,106 +200,24 @@ class ChatCompletionRequest(_OpenAISampling):
     chat_template_kwargs: dict[str, Any] | None = None
 
 
-class FastDeployRequest(_Body):
-    """FastDeploy's request (seed 003): `text` or `messages`, with its own names for the sampling knobs.
-    `model` names a LoRA adapter (or the base model) as on the OpenAI routes; FastDeploy's seed has no
-    field of its own for it."""
-
-    text: Text | None = None
-    model: Text | None = None
-    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
-    req_id: Text | None = Field(default=None, min_length=1, max_length=256)
-    max_dec_len: PositiveInt | None = None
-    min_dec_len: PositiveInt = 1
-    topp: Annotated[float, Field(gt=0, le=1, strict=True)] = 0.7
-    temperature: Annotated[float, Field(gt=0, le=100, strict=True)] = 0.95
-    penalty_score: Annotated[float, Field(gt=0, le=10, strict=True)] = 1.0
-    frequency_score: Penalty = 0.0
-    presence_score: Penalty = 0.0
-    stream: StrictBool = False
-    timeout: Annotated[float, Field(gt=0, le=3600, strict=True)] | None = None
-    return_usage: StrictBool = False
-    seed: Seed | None = None
-
-
-FASTDEPLOY_ONLY_FIELDS = frozenset(
-    {
-        "text",
-        "req_id",
-        "max_dec_len",
-        "min_dec_len",
-        "topp",
-        "penalty_score",
-        "frequency_score",
-        "presence_score",
-        "return_usage",
-        "timeout",
-    }
-)
-
-
-def _chat_dialect(body: Any) -> str:
-    if isinstance(body, dict) and FASTDEPLOY_ONLY_FIELDS & body.keys():
-        return "fastdeploy"
-    return "openai"
-
-
-ChatBody = Annotated[
-    Annotated[ChatCompletionRequest, Tag("openai")] | Annotated[FastDeployRequest, Tag("fastdeploy")],
-    Discriminator(_chat_dialect),
-]
-
-
-class PredictRequest(_Body):
-    """The judge's request: one prompt or a batch, plus optional overrides of the server's defaults.
-
-    A single prompt that is not valid Unicode is a 400; in a batch such an item becomes "" (answered
-    with "", like any empty question) so that the other items are still answered."""
-
-    prompt: StrictStr | Annotated[list[StrictStr], Field(max_length=100_000)]
-    max_new_tokens: PositiveInt | None = None
-    temperature: Temperature | None = None
-    top_p: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
-    top_k: TopK | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10, strict=True)] | None = None
-    stop: StopStrings | None = None
-    system_prompt: Text | None = None
-    lora: Text | None = None  # a LoRA adapter's name, or the base model's (default: --default-lora)
-
-    @field_validator("prompt")
-    @classmethod
-    def _blank_invalid_batch_items(cls, prompt: str | list[str]) -> str | list[str]:
-        if isinstance(prompt, str):
-            return _require_unicode(prompt)
-        checked = []
-        for index, question in enumerate(prompt):
-            problem = unicode_problem(question)
-            if problem:
-                logger.warning(
-                    "prompt[%d] is not valid Unicode text (%s); its answer is empty", index, problem
-                )
-            checked.append("" if problem else question)
-        return checked
-
-
-class TokenizeRequest(_Body):
+class TokenizeRequest(RequestBody):
     model: Text | None = None
     prompt: Text | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     add_special_tokens: StrictBool = True
 
 
-class DetokenizeRequest(_Body):
+class DetokenizeRequest(RequestBody):
     model: Text | None = None
     tokens: list[TokenId]
 
 
-class LoadLoRAAdapterRequest(_Body):
+class LoadLoRAAdapterRequest(RequestBody):
     """POST /v1/load_lora_adapter: a PEFT adapter directory to serve under `lora_name`."""
 
     lora_name: Text
     lora_path: Text
 
 
-class UnloadLoRAAdapterRequest(_Body):
+class UnloadLoRAAdapterRequest(RequestBody):
     lora_name: Text
