@@ -88,7 +88,7 @@ def make_engine(args: argparse.Namespace, speculate: bool) -> LLMEngine:
     runner.sample = timed("sample", runner.sample)
     runner.collect = timed("collect", runner.collect)
     engine._update_from_output = timed("update", engine._update_from_output)
-    engine._settle_speculation = timed("settle", engine._settle_speculation)
+    scheduler.settle_proposals = timed("settle", scheduler.settle_proposals)
     engine.output_processor.outputs = timed("outputs", engine.output_processor.outputs)
     return engine
 

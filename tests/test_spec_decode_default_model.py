@@ -9,7 +9,7 @@ import pytest
 
 from tokenmill import LLM, SamplingParams
 from tokenmill.bench.copy_workload import CopyWorkload
-from tokenmill.engine.llm_engine import StepStats
+from tokenmill.engine.stats import StepStats
 
 pytestmark = pytest.mark.slow  # the real default model's weights, decoded twice
 

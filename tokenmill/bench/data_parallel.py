@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.data_parallel import DataParallelLLM
-from tokenmill.engine.llm_engine import StepStats
+from tokenmill.engine.stats import StepStats
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.models.config import ModelConfig
 from tokenmill.outputs import RequestOutput

@@ -33,7 +33,7 @@ from tokenmill.bench.structured import compile_times_ms, workload_constraint
 from tokenmill.config import EngineConfig
 from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
 from tokenmill.engine.llm import LLM
-from tokenmill.engine.llm_engine import StepStats
+from tokenmill.engine.stats import StepStats
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.random_adapters import write_random_adapters
 from tokenmill.sampling_params import SamplingParams

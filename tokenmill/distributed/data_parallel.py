@@ -30,7 +30,6 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.replica import ReplicaFacts, run_replica
-from tokenmill.engine.async_llm import EngineLoad
 from tokenmill.engine.engine_client import (
     EngineDeadError,
     RequestStream,
@@ -39,6 +38,7 @@ from tokenmill.engine.engine_client import (
     deliver,
 )
 from tokenmill.engine.input_processor import InputProcessor, Prompt
+from tokenmill.engine.stats import EngineLoad
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output.compiler import GrammarCompiler

@@ -39,6 +39,7 @@ from tokenmill.engine.engine_client import (
 )
 from tokenmill.engine.input_processor import Prompt
 from tokenmill.engine.llm_engine import LLMEngine
+from tokenmill.engine.stats import EngineLoad, engine_load
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 
@@ -46,29 +47,6 @@ logger = logging.getLogger(__name__)
 
 
 MAX_CONSECUTIVE_OOM_STEPS = 3
-
-
-@dataclass(frozen=True)
-class SpeculationCounts:
-    """Speculative decoding since the engine started (metrics)."""
-
-    drafts: int
-    proposed: int
-    accepted: int
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.proposed if self.proposed else 0.0
-
-
-@dataclass(frozen=True)
-class EngineLoad:
-    """An engine's load as metrics and the data-parallel router see it."""
-
-    running: int
-    waiting: int
-    kv_cache_usage: float
-    speculation: SpeculationCounts | None = None  # None: the engine does not speculate
 
 
 class RequestFailedError(RuntimeError):
@@ -124,18 +102,7 @@ class AsyncLLM(StreamingClient):
 
     def loads(self) -> list[EngineLoad]:
         """One load per engine replica (here, one), read from any thread: it may be a step old."""
-        engine = self.engine
-        scheduler, stats = engine.scheduler, engine.stats
-        speculation = None
-        if engine.speculator is not None:
-            speculation = SpeculationCounts(
-                stats.spec_drafts, stats.spec_proposed_tokens, stats.spec_accepted_tokens
-            )
-        return [
-            EngineLoad(
-                len(scheduler.running), len(scheduler.waiting), engine.block_manager.usage, speculation
-            )
-        ]
+        return [engine_load(self.engine)]
 
     def check(self, prompt: Prompt, params: SamplingParams) -> None:
         """Raise now, on the caller's thread, the ValueError admission would raise on the engine's: a

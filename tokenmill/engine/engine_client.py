@@ -19,12 +19,12 @@ import torch
 
 from tokenmill.engine.batch_stream import OutputStream, StreamItem, final_outputs
 from tokenmill.engine.input_processor import Prompt
+from tokenmill.engine.stats import EngineLoad
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from tokenmill.engine.async_llm import EngineLoad
     from tokenmill.lora.manager import LoRAManager
     from tokenmill.models.config import ModelConfig
     from tokenmill.structured_output.manager import StructuredOutputs

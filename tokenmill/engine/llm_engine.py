@@ -2,7 +2,8 @@
 
 `step()` is the data path: schedule, execute on the device, update the sequences from what was sampled.
 The input processor (tokenization, validation), output processor (text, stops, outputs), KV-cache
-sizing and the async-scheduling policy (`AsyncScheduler`) each live in their own module.
+sizing, the async-scheduling policy (`AsyncScheduler`) and the step counters (`StepStats`) each live in
+their own module; the scheduler takes back rejected proposals (`settle_proposals`).
 
 Not thread-safe: exactly one thread (the caller of `LLM`, or `AsyncLLM`'s engine thread) drives it.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass
 
 import torch
 
@@ -28,6 +27,7 @@ from tokenmill.engine.rank_model import RankModel, load_rank_model
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch, Scheduler
 from tokenmill.engine.sequence import Sequence
+from tokenmill.engine.stats import StepStats
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.manager import LoRAManager
 from tokenmill.outputs import RequestOutput
@@ -40,29 +40,6 @@ from tokenmill.structured_output.token_mask import token_mask_op
 from tokenmill.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StepStats:
-    """Counters for benchmarks: steps run, and the time of pure-decode steps and of the others."""
-
-    steps: int = 0
-    decode_steps: int = 0
-    decode_seconds: float = 0.0
-    other_seconds: float = 0.0  # steps with prompt tokens (prefill, or prefill mixed with decodes)
-    continued_steps: int = 0  # decode steps launched before the previous step's tokens were known
-    spec_drafts: int = 0  # sequence-steps that verified proposals
-    spec_proposed_tokens: int = 0
-    spec_accepted_tokens: int = 0
-
-    @property
-    def spec_acceptance_rate(self) -> float | None:
-        return self.spec_accepted_tokens / self.spec_proposed_tokens if self.spec_proposed_tokens else None
-
-    @property
-    def spec_mean_accepted_length(self) -> float | None:
-        """Proposed tokens accepted per verifying sequence-step (it emits one more, the target's)."""
-        return self.spec_accepted_tokens / self.spec_drafts if self.spec_drafts else None
 
 
 class LLMEngine:
@@ -269,44 +246,13 @@ class LLMEngine:
                 self.scheduler.finish(seq, *stop)
             advanced.append(seq)
         if self.speculator is not None:
-            self._settle_speculation(sampled, batch)
+            self.stats.record_speculation(*self.scheduler.settle_proposals(sampled, batch))
         return self.output_processor.outputs(advanced)
-
-    def _settle_speculation(self, sampled: list[tuple[Sequence, int]], batch: ScheduledBatch) -> None:
-        """After a step's tokens are appended: roll back the K/V of rejected proposals, drop logprobs of
-        tokens cut by a stop, and count what was proposed and accepted."""
-        assert self.speculator is not None
-        self.speculator.tick()
-        if batch.proposals is None:
-            return
-        emitted = Counter(seq.seq_id for seq, _ in sampled)
-        stats = self.stats
-        drafts_in_step = accepted_in_step = rejections_in_step = 0
-        for seq, draft in zip(batch.seqs, batch.proposals):
-            if not draft:
-                continue
-            accepted = emitted[seq.seq_id] - 1
-            drafts_in_step += 1
-            rejections_in_step += accepted < len(draft) and not seq.is_finished
-            stats.spec_proposed_tokens += len(draft)
-            accepted_in_step += accepted
-            if seq.logprobs is not None:
-                del seq.logprobs[seq.num_output_tokens :]
-            if not seq.is_finished:
-                self.scheduler.rollback(seq)
-        stats.spec_drafts += drafts_in_step
-        stats.spec_accepted_tokens += accepted_in_step
-        self.speculator.record(drafts_in_step, accepted_in_step, rejections_in_step)
 
     def _record_step(self, batch: ScheduledBatch, seconds: float) -> None:
         if self.speculator is not None:
             self.speculator.record_time(batch, seconds)
-        self.stats.steps += 1
-        if batch.num_decodes == len(batch):
-            self.stats.decode_steps += 1
-            self.stats.decode_seconds += seconds
-        else:
-            self.stats.other_seconds += seconds
+        self.stats.record_step(batch, seconds)
 
     def abort_failed_step(self) -> list[str]:
         """After `step()` raised: abort the requests of the step that failed and of any step launched

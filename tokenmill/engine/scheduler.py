@@ -7,13 +7,14 @@ several steps. When blocks run out, the newest running sequence is preempted: it
 it is recomputed later, mostly from the prefix cache.
 
 With a `Speculator`, decoding sequences may also get proposed tokens once everything else is scheduled:
-their step becomes a chunk of 1 + k tokens, whose rejected tail `rollback` takes back afterwards.
+their step becomes a chunk of 1 + k tokens, whose rejected tail `settle_proposals` takes back afterwards
+(and counts what was accepted).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -169,6 +170,33 @@ class Scheduler:
             seq.num_computed_tokens += num_new
             if seq.num_computed_tokens // block_size > len(seq.block_hashes):
                 self.block_manager.cache_full_blocks(seq)
+
+    def settle_proposals(
+        self, sampled: list[tuple[Sequence, int]], batch: ScheduledBatch
+    ) -> tuple[int, int, int]:
+        """After a step's tokens are appended: roll back the K/V of rejected proposals, drop logprobs of
+        tokens cut by a stop, and count what was proposed and accepted (drafts, proposed tokens,
+        accepted tokens)."""
+        assert self.speculator is not None
+        self.speculator.tick()
+        if batch.proposals is None:
+            return 0, 0, 0
+        emitted = Counter(seq.seq_id for seq, _ in sampled)
+        drafts_in_step = proposed_in_step = accepted_in_step = rejections_in_step = 0
+        for seq, draft in zip(batch.seqs, batch.proposals):
+            if not draft:
+                continue
+            accepted = emitted[seq.seq_id] - 1
+            drafts_in_step += 1
+            rejections_in_step += accepted < len(draft) and not seq.is_finished
+            proposed_in_step += len(draft)
+            accepted_in_step += accepted
+            if seq.logprobs is not None:
+                del seq.logprobs[seq.num_output_tokens :]
+            if not seq.is_finished:
+                self.rollback(seq)
+        self.speculator.record(drafts_in_step, accepted_in_step, rejections_in_step)
+        return drafts_in_step, proposed_in_step, accepted_in_step
 
     def rollback(self, seq: Sequence) -> None:
         """After a verify step: forget the K/V of rejected proposals (everything past the sequence's

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from tokenmill.engine.async_llm import EngineLoad
+from tokenmill.engine.stats import EngineLoad
 from tokenmill.outputs import RequestOutput
 
 disable_created_metrics()
