@@ -12,7 +12,8 @@ from typing import Literal, Union, get_args, get_origin
 import pytest
 
 from tokenmill.cli import build_parser
-from tokenmill.config import SEED_ENV_ALIASES, EngineConfig, ServerConfig
+from tokenmill.config import EngineConfig, ServerConfig
+from tokenmill.config_env import SEED_ENV_ALIASES
 from tokenmill.config_flags import config_from_arguments
 
 

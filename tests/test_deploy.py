@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tokenmill.config import SEED_ENV_ALIASES, ServerConfig
+from tokenmill.config import ServerConfig
+from tokenmill.config_env import SEED_ENV_ALIASES
 from tokenmill.server.app import create_app
 from tokenmill.server.grpc.server import STOP_GRACE_SECONDS
 from tokenmill.server.launcher import ABANDON_GRACE_SECONDS, CLOSE_GRACE_SECONDS

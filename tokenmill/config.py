@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tokenmill.config_env import SeedAliasSource
+from tokenmill.config_values import LoRAModule, canonical_lora_modules, parse_bytes
 from tokenmill.kernels.metadata import MAX_VERIFY_WIDTH
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-class LoRAModule(BaseModel):
-    """One start-up adapter of `lora_modules`, in vLLM's JSON form; `base_model_name` is the parent
-    /v1/models lists for it (default: the served model)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    path: str = Field(min_length=1)
-    base_model_name: str | None = None
-
-    @classmethod
-    def parse(cls, item: object) -> LoRAModule:
-        """`name=path`, a JSON object text, or a dict."""
-        if isinstance(item, str) and item.lstrip().startswith("{"):
-            item = json.loads(item)
-        if isinstance(item, dict):
-            return cls.model_validate(item)
-        name, equals, path = str(item).partition("=")
-        if not (name and equals and path):
-            raise ValueError(f"lora_modules items look like name=path or a JSON object, got {item!r}")
-        return cls(name=name, path=path)
-
-    def text(self) -> str:
-        """The canonical item: `name=path`, or the JSON object when it says more than that."""
-        if self.base_model_name is None:
-            return f"{self.name}={self.path}"
-        return self.model_dump_json()
 
 
 class EngineConfig(BaseModel):
@@ -154,16 +123,7 @@ class EngineConfig(BaseModel):
     @field_validator("lora_modules", mode="before")
     @classmethod
     def _lora_module_forms(cls, value: Any) -> list[str]:
-        """Each item in its canonical text (see `LoRAModule.text`). A single string is the environment's
-        form: a JSON list or object, or items separated by whitespace."""
-        try:
-            if isinstance(value, str):
-                text = value.strip()
-                value = json.loads(text) if text.startswith(("[", "{")) else text.split()
-            items = [value] if isinstance(value, dict) else value
-            return [LoRAModule.parse(item).text() for item in items]
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"lora_modules: a JSON item does not parse: {exc}") from exc
+        return canonical_lora_modules(value)
 
     def lora_module_specs(self) -> list[LoRAModule]:
         return [LoRAModule.parse(item) for item in self.lora_modules]
@@ -216,53 +176,6 @@ class EngineConfig(BaseModel):
         if self.dtype != "auto":
             return getattr(torch, self.dtype)
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_bytes(text: str) -> int:
-    """'32GiB' -> 34359738368; also GB, MiB, MB, plain bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
-    if not match or match.group(2).upper() not in _UNITS:
-        raise ValueError(f"max_gpu_memory must look like 32GiB or 24GB, got {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-
-
-# Environment variable names of the seed projects (FastDeploy, the judge templates) -> field names.
-SEED_ENV_ALIASES: dict[str, str] = {
-    "MODEL_DIR": "model",
-    "LOCAL_MODEL_PATH": "model",
-    "MODEL_NAME": "served_model_name",
-    "BATCH_SIZE": "max_num_seqs",
-    "MAX_NEW_TOKENS": "default_max_tokens",
-    "MAX_INPUT_LENGTH": "max_input_tokens",
-    "MAX_SEQ_LEN": "max_input_tokens",
-    "MAX_DEC_LEN": "max_dec_len",
-    "MAX_CACHED_TASK_NUM": "max_queued_requests",
-    "GPU_MEMORY_UTILIZATION": "gpu_memory_utilization",
-    "BATCH_MODE": "batch_mode",
-    "PUSH_MODE_HTTP_PORT": "port",
-    "MP_NUM": "tensor_parallel_size",
-}
-
-
-class _SeedAliasSource(PydanticBaseSettingsSource):
-    """Reads the seeds' variable names; TOKENMILL_* variables and explicit arguments win over them."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        for env_name, target in SEED_ENV_ALIASES.items():
-            if target == field_name and env_name in os.environ:
-                return os.environ[env_name], env_name, False
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
-            if value is not None:
-                values[name] = value
-        return values
 
 
 class ServerConfig(BaseSettings, EngineConfig):
@@ -371,7 +284,7 @@ class ServerConfig(BaseSettings, EngineConfig):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _SeedAliasSource(settings_cls)
+        return init_settings, env_settings, SeedAliasSource(settings_cls)
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(**{name: getattr(self, name) for name in EngineConfig.model_fields})
