@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from tokenmill import LLM, SamplingParams
-from tokenmill.bench.offline import WORKLOADS, benchmark
+from tokenmill.bench.offline import benchmark
+from tokenmill.bench.workloads import WORKLOADS
 from tokenmill.config import EngineConfig
 from tokenmill.lora.random_adapters import write_random_adapters
 

@@ -26,7 +26,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from tokenmill import LLM, SamplingParams
-from tokenmill.bench.offline import WORKLOADS, make_requests, measure_copy_bandwidth
+from tokenmill.bench.bytes_floor import measure_copy_bandwidth
+from tokenmill.bench.workloads import WORKLOADS, make_requests
 from tokenmill.engine.kv_cache_sizing import kv_bytes_per_block
 from tokenmill.lora.adapter import LoRARequest
 from tokenmill.lora.random_adapters import write_random_adapters

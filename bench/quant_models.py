@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tokenmill.bench.offline import WORKLOADS, benchmark
+from tokenmill.bench.offline import benchmark
+from tokenmill.bench.workloads import WORKLOADS
 from tokenmill.config import EngineConfig
 
 KV_BLOCKS = 64  # 1024 tokens of cache: the workload needs 384

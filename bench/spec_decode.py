@@ -27,8 +27,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from tokenmill.bench.offline import WORKLOADS, benchmark
+from tokenmill.bench.offline import benchmark
 from tokenmill.bench.replay_proposer import Replay
+from tokenmill.bench.workloads import WORKLOADS
 from tokenmill.config import EngineConfig
 
 

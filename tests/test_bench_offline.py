@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tokenmill.bench.judge_workload import JUDGE_QUESTIONS, JudgeWorkload
-from tokenmill.bench.offline import Workload, benchmark
+from tokenmill.bench.offline import benchmark
+from tokenmill.bench.workloads import Workload
 from tokenmill.config import EngineConfig
 from tokenmill.eval.datasets import read_question_file
 from tokenmill.tokenizer import Tokenizer

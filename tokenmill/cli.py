@@ -47,7 +47,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.mode == "serve":
         return _bench_serve(args)
     from tokenmill.bench.judge_workload import JudgeWorkload
-    from tokenmill.bench.offline import WORKLOADS, Workload, benchmark
+    from tokenmill.bench.offline import benchmark
+    from tokenmill.bench.workloads import WORKLOADS, Workload
 
     if args.workload == "custom":
         workload = Workload(
