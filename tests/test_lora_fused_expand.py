@@ -1,6 +1,6 @@
 """The LoRA expand of gate|up added by the SiLU-and-mul that reads its output, and o's and down's by the
 residual RMSNorm that reads theirs (`LoRAExpand`), against the same op on y with the expand run first
-(`reference.expanded`), and the reference against a per-token loop that spells out the delta."""
+(`lora_reference.expanded`), and the reference against a per-token loop that spells out the delta."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
-from tokenmill.kernels import reference
+from tokenmill.kernels import lora_reference, reference
 from tokenmill.kernels.lora_mapping import NO_ADAPTER, ROW_DELTA_MAX_RANK, LoRAExpand, LoRAMapping, tiles
 
 triton_activation = pytest.importorskip("tokenmill.kernels.triton.activation")
@@ -117,7 +117,7 @@ def test_silu_and_mul_adds_gate_ups_pending_expand(case: str, h_from: str, dtype
     token_slots, num_slots, ranks, rank = CASES[case]
     lora = _expand(token_slots, num_slots, ranks, rank, (40, 40), PARTS[h_from], dtype)
     gate_up = torch.randn(len(token_slots), 80).to(dtype)
-    want = reference.silu_and_mul(reference.expanded(gate_up, _written(lora)))
+    want = reference.silu_and_mul(lora_reference.expanded(gate_up, _written(lora)))
     _close(triton_activation.silu_and_mul(gate_up.clone(), lora), want, dtype)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
-from tokenmill.kernels import reference
+from tokenmill.kernels import lora_reference
 from tokenmill.kernels.lora_mapping import NO_ADAPTER, LoRAMapping, tiles
 
 triton_lora = pytest.importorskip("tokenmill.kernels.triton.lora")
@@ -68,7 +68,7 @@ def test_shrink_then_expand_adds_each_tokens_adapter(
     backend: str, token_slots: list[int], num_slots: int, in_features: int, out_shards: tuple, rank: int
 ) -> None:
     torch.manual_seed(0)
-    ops = reference if backend == "reference" else triton_lora
+    ops = lora_reference if backend == "reference" else triton_lora
     x = torch.randn(len(token_slots), in_features)
     a = torch.randn(num_slots, len(out_shards), rank, in_features) / in_features**0.5
     b = torch.randn(num_slots, sum(out_shards), rank)
@@ -117,7 +117,9 @@ def test_triton_matches_reference_in_half_precision(dtype: torch.dtype) -> None:
     mapping, ranks = _mapping(token_slots, 3), _full_ranks(3, 2, 16)
     y_ref = torch.zeros(len(token_slots), 128, dtype=dtype)
     y_tri = y_ref.clone()
-    reference.lora_expand(y_ref, reference.lora_shrink(x, a, ranks, mapping), b, ranks, (64, 64), mapping)
+    lora_reference.lora_expand(
+        y_ref, lora_reference.lora_shrink(x, a, ranks, mapping), b, ranks, (64, 64), mapping
+    )
     triton_lora.lora_expand(y_tri, triton_lora.lora_shrink(x, a, ranks, mapping), b, ranks, (64, 64), mapping)
     torch.testing.assert_close(y_tri.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
 
@@ -214,7 +216,7 @@ def test_batched_kernels_compile_for_hopper_and_blackwell(capability: int) -> No
 def test_the_expand_takes_every_slots_shrink_from_the_base_gemms_extra_columns(backend: str) -> None:
     """h [1, tokens, slots, shards, rank] (each token's own slot picked) gives what the shrink's gives."""
     torch.manual_seed(3)
-    ops = reference if backend == "reference" else triton_lora
+    ops = lora_reference if backend == "reference" else triton_lora
     token_slots, out_shards, rank = [1, NO_ADAPTER, 0, 2, 1] * 4, (40, 24, 24), 8
     x = torch.randn(len(token_slots), 64)
     a = torch.randn(3, 3, rank, 64) / 8

@@ -15,7 +15,7 @@ from tokenmill import LLM, LoRARequest, SamplingParams
 from tokenmill.config import EngineConfig, ServerConfig
 from tokenmill.distributed.group import TensorParallel
 from tokenmill.distributed.linear import ShardedLinear
-from tokenmill.kernels import reference
+from tokenmill.kernels import lora_reference
 from tokenmill.kernels.lora_mapping import LoRAMapping
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.layers import LoRALinear, LoRAStep
@@ -53,14 +53,18 @@ def test_the_ranks_parts_of_an_adapter_add_up_to_the_whole(split: str) -> None:
     if split == "column":
         for local_x, wrapper in parts:
             y = torch.zeros(3, sum(wrapper.out_shards))
-            h = reference.lora_shrink(local_x, wrapper.lora_a, wrapper.lora_ranks, step.mapping)
-            reference.lora_expand(y, h, wrapper.lora_b, wrapper.lora_ranks, wrapper.out_shards, step.mapping)
+            h = lora_reference.lora_shrink(local_x, wrapper.lora_a, wrapper.lora_ranks, step.mapping)
+            lora_reference.lora_expand(
+                y, h, wrapper.lora_b, wrapper.lora_ranks, wrapper.out_shards, step.mapping
+            )
             rows = [whole[:, sum(out_shards[:s]) :][:, part] for s, part in enumerate(wrapper.column_parts)]
             torch.testing.assert_close(y, torch.cat(rows, dim=1))
     else:
-        h = sum(reference.lora_shrink(local_x, w.lora_a, w.lora_ranks, step.mapping) for local_x, w in parts)
+        h = sum(
+            lora_reference.lora_shrink(local_x, w.lora_a, w.lora_ranks, step.mapping) for local_x, w in parts
+        )
         y = torch.zeros(3, 32)
-        reference.lora_expand(y, h, parts[0][1].lora_b, parts[0][1].lora_ranks, (32,), step.mapping)
+        lora_reference.lora_expand(y, h, parts[0][1].lora_b, parts[0][1].lora_ranks, (32,), step.mapping)
         torch.testing.assert_close(y, whole)
 
 

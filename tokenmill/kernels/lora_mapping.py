@@ -112,7 +112,8 @@ class ShrinkScratch:
 @dataclass(frozen=True)
 class LoRAWeights:
     """One projection's resident adapters and each row's slot: what a fused small-batch GEMV needs to add
-    every row's LoRA delta B·A·f(x) to its output in the same launch (reference: `reference.lora_delta`)."""
+    every row's LoRA delta B·A·f(x) to its output in the same launch (reference:
+    `lora_reference.lora_delta`)."""
 
     a: torch.Tensor  # [slots, shards, max_rank, in] contiguous, each rank zero-padded to max_rank
     b: torch.Tensor  # [slots, out, max_rank] contiguous, each adapter's scale folded in

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from tokenmill.kernels import reference
+from tokenmill.kernels import lora_reference, reference
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand, LoRAMapping, LoRAWeights
 from tokenmill.kernels.metadata import AttentionMetadata
@@ -122,8 +122,8 @@ class Ops:
     paged_attention: PagedAttentionOp
     decode_splits: DecodeSplitsOp
     warm_up: WarmUpOp
-    lora_shrink: LoRAShrinkOp = reference.lora_shrink
-    lora_expand: LoRAExpandOp = reference.lora_expand
+    lora_shrink: LoRAShrinkOp = lora_reference.lora_shrink
+    lora_expand: LoRAExpandOp = lora_reference.lora_expand
     small_batch: SmallBatchOps | None = REFERENCE_SMALL_BATCH  # None: small batches run as large ones
 
 

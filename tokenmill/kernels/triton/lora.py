@@ -1,5 +1,5 @@
-"""Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `reference.lora_shrink`,
-`reference.lora_expand`).
+"""Batched LoRA for many adapters in one step, punica/S-LoRA style (references: `lora_reference.lora_shrink`,
+`lora_reference.lora_expand`).
 
 One shrink and one expand launch serve a whole fused projection (q|k|v, gate|up: every shard at once;
 gate|up's expand usually rides in its SiLU-and-mul instead, through `tile_delta`, and o's and down's in

@@ -1,4 +1,4 @@
-"""A LoRA delta folded into the small-batch GEMVs of `skinny_gemm` (reference: `reference.lora_delta`):
+"""A LoRA delta folded into the small-batch GEMVs of `skinny_gemm` (reference: `lora_reference.lora_delta`):
 each row's B·A·f(x) costs no launch of its own.
 
 At one token per step launches, not bytes, set the step time, and a separate delta kernel per projection

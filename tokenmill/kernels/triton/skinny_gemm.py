@@ -57,7 +57,7 @@ def _gemv_tile(
 ):  # fmt: skip
     """A tile program: BLOCK_N outputs of BLOCK_M token rows. With HAS_LORA, each row's delta B·s
     (`lora_fold.expand`; a one-token tile loads B before its K loop) added to the rounded projection
-    before the residual, as `reference.lora_delta` rounds."""
+    before the residual, as `lora_reference.lora_delta` rounds."""
     row_blocks = tl.cdiv(rows, BLOCK_M)
     tile, row_block = program // row_blocks, program % row_blocks
     row_ids = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
