@@ -102,6 +102,18 @@ def test_bad_tensors_are_named(tmp_path: Path) -> None:
         read_adapter("a", directory, 16)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00" * 3, b"\xff" * 1000, b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":1}'],
+    ids=["short", "garbage", "bad-header"],
+)
+def test_a_weights_file_that_is_not_safetensors_is_named(tmp_path: Path, content: bytes) -> None:
+    directory = write_adapter(tmp_path / "a")
+    (directory / "adapter_model.safetensors").write_bytes(content)
+    with pytest.raises(ValueError, match=r"adapter_model\.safetensors: not a readable safetensors file"):
+        read_adapter("a", directory, 16)
+
+
 @pytest.fixture(scope="module")
 def llm(tiny_model_dir) -> LLM:
     return LLM(str(tiny_model_dir("qwen3")), device="cpu", enable_lora=True, max_loras=1)

@@ -6,6 +6,7 @@ peft in tests/test_lora.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -161,6 +162,19 @@ def test_runtime_load_and_unload(setup) -> None:
     default = {"lora_name": "ft"}
     kept = requests.post(server.url + "/v1/unload_lora_adapter", json=default, headers=AUTH, timeout=30)
     assert kept.status_code == 409 and "--default-lora" in kept.json()["error"]["message"]
+
+
+def test_a_corrupt_adapter_file_is_a_400_naming_lora_path(setup, tmp_path) -> None:
+    server, _, second = setup
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(second, corrupt)
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\xff" * 1000)
+    load = {"lora_name": "corrupt", "lora_path": str(corrupt)}
+    response = requests.post(server.url + "/v1/load_lora_adapter", json=load, headers=AUTH, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "lora_path" and "not a readable safetensors file" in error["message"], error
+    assert _complete(server, "ft").status_code == 200
 
 
 def test_a_default_lora_that_is_not_loaded_stops_the_start(tiny_model_dir) -> None:

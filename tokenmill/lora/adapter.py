@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from tokenmill.models.loader import read_json_object
 
@@ -129,17 +129,10 @@ def _check_config(config: dict, where: Path, max_rank: int) -> tuple[int, float]
 
 def _read_weights(path: Path, rank: int) -> AdapterWeights:
     """The A and B of every adapted projection, with their shapes checked against the rank."""
-    halves: dict[tuple[int, str, str], torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-            match = _TENSOR_NAME.fullmatch(key)
-            if match is None or match.group(2) not in TARGET_MODULES:
-                raise ValueError(
-                    f"{path}: tensor {key!r} is not the LoRA A or B of a supported projection "
-                    f"({', '.join(TARGET_MODULES)}); embeddings, the LM head and other modules are not "
-                    "supported"
-                )
-            halves[(int(match.group(1)), match.group(2), match.group(3))] = handle.get_tensor(key)
+    try:
+        halves = _read_halves(path)
+    except SafetensorError as exc:  # a truncated, corrupt or foreign file: the caller's file, not a bug
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
     if not halves:
         raise ValueError(f"{path}: holds no LoRA tensors")
     weights: AdapterWeights = {}
@@ -154,3 +147,19 @@ def _read_weights(path: Path, rank: int) -> AdapterWeights:
             )
         weights[(layer, module)] = (a, b)
     return weights
+
+
+def _read_halves(path: Path) -> dict[tuple[int, str, str], torch.Tensor]:
+    """Every tensor of the file by (layer, module, A or B), refusing any other tensor by name."""
+    halves: dict[tuple[int, str, str], torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+            match = _TENSOR_NAME.fullmatch(key)
+            if match is None or match.group(2) not in TARGET_MODULES:
+                raise ValueError(
+                    f"{path}: tensor {key!r} is not the LoRA A or B of a supported projection "
+                    f"({', '.join(TARGET_MODULES)}); embeddings, the LM head and other modules are not "
+                    "supported"
+                )
+            halves[(int(match.group(1)), match.group(2), match.group(3))] = handle.get_tensor(key)
+    return halves
