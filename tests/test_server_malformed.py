@@ -31,6 +31,9 @@ CASES = [
     (CHAT, b"[1, 2]", 400, "body"),
     (CHAT, b'"hello"', 400, "body"),
     (CHAT, b"", 400, "body"),
+    (CHAT, b'{"messages": [{"role": "user", "content": "\xff"}]}', 400, "not UTF-8"),
+    (CHAT, b"[" * 100_000, 400, "nested too deeply"),
+    (COMPLETIONS, b'{"prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}", 400, "too many digits"),
     (CHAT, {}, 400, "messages"),
     (CHAT, {"messages": []}, 400, "messages"),
     (CHAT, {"messages": "hi"}, 400, "messages"),
@@ -216,6 +219,24 @@ def test_predict_batch_answers_around_an_item_that_is_not_unicode(server: Server
     assert with_bad_item[1] == ""
     assert with_bad_item == answers(["hi", "", "there"])
     assert "prompt[1] is not valid Unicode text" in server.log()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("path", [CHAT, "/predict"])
+def test_a_body_of_another_media_type_is_415(server: ServerProcess, path: str, content_type: str) -> None:
+    body = json.dumps({"prompt": "hi", "messages": USER}).encode()
+    response = requests.post(server.url + path, data=body, headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["param"] == "Content-Type" and content_type in error["message"], error
+
+
+def test_a_body_without_content_type_is_read_as_json(server: ServerProcess) -> None:
+    body = json.dumps({"prompt": "hi", "max_new_tokens": 2}).encode()
+    request = requests.Request("POST", server.url + "/predict", data=body).prepare()
+    assert "Content-Type" not in request.headers
+    response = requests.Session().send(request, timeout=30)
+    assert response.status_code == 200 and isinstance(response.json()["response"], str), response.text
 
 
 def test_wrong_method_is_405(server: ServerProcess) -> None:

@@ -18,6 +18,7 @@ _ERROR_TYPES = {
     404: "NotFoundError",
     408: "TimeoutError",
     413: "RequestTooLargeError",
+    415: "UnsupportedMediaTypeError",
     429: "RateLimitError",
     503: "ServiceUnavailableError",
 }
@@ -75,8 +76,11 @@ def field_path(location: tuple[Any, ...]) -> str:
 def validation_message(errors: Sequence[Any]) -> tuple[str, str]:
     """A pydantic validation failure as one message naming the field, and that field's path."""
     errors = errors or [{"loc": ("body",), "msg": "invalid request", "type": ""}]
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return "body is not valid JSON (or not UTF-8)", "body"
+    invalid_json = [e for e in errors if e.get("type") == "json_invalid"]
+    if invalid_json:
+        reason, position = invalid_json[0].get("ctx", {}).get("error"), invalid_json[0].get("loc", ())[-1]
+        where = f" at position {position}" if isinstance(position, int) and position else ""
+        return f"body is not valid JSON: {reason or 'unreadable'}{where}", "body"
     # the deepest location is the union branch that matched the input best
     path = max((field_path(tuple(e.get("loc", ("body",)))) for e in errors), key=len)
     same_field = [e for e in errors if field_path(tuple(e.get("loc", ()))) == path]

@@ -18,12 +18,13 @@ from tokenmill.server.admission import Ticket
 from tokenmill.server.disconnect import unless_disconnected
 from tokenmill.server.errors import APIError
 from tokenmill.server.fastdeploy_judge_requests import PredictRequest
+from tokenmill.server.json_body import JsonRoute
 from tokenmill.server.prompts import PromptEncoder, question_messages
 from tokenmill.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["judge"])
+router = APIRouter(tags=["judge"], route_class=JsonRoute)
 
 _THINKING = re.compile(r"<think>.*?(</think>|$)\s*", re.DOTALL)
 

@@ -17,10 +17,11 @@ from tokenmill.engine.async_llm import AsyncLLM
 from tokenmill.engine.llm_engine import LLMEngine
 from tokenmill.lora.adapter import read_adapter
 from tokenmill.server.errors import APIError
+from tokenmill.server.json_body import JsonRoute
 from tokenmill.server.openai_requests import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 from tokenmill.server.state import ServerState
 
-router = APIRouter(tags=["lora"])
+router = APIRouter(tags=["lora"], route_class=JsonRoute)
 
 
 def _lora_engine(state: ServerState) -> AsyncLLM:

@@ -11,6 +11,7 @@ from tokenmill.server import fastdeploy
 from tokenmill.server.chat_output import ChoiceReader
 from tokenmill.server.errors import APIError
 from tokenmill.server.fastdeploy_judge_requests import ChatBody, FastDeployRequest
+from tokenmill.server.json_body import JsonRoute
 from tokenmill.server.openai_dialects import ChatDialect, CompletionDialect
 from tokenmill.server.openai_requests import (
     ChatCompletionRequest,
@@ -35,7 +36,7 @@ from tokenmill.server.streaming import respond
 from tokenmill.server.structured_request import Constraint, compile_constraint, requested_constraint
 from tokenmill.server.tools import ToolUse
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=JsonRoute)
 
 
 @router.get("/v1/models")
