@@ -310,6 +310,9 @@ def refused(server: GrpcServer, inputs: list[triton.InferInput], model: str | No
 def test_malformed_unary_requests_name_the_problem(server: GrpcServer) -> None:
     status, message = refused(server, [bytes_input("IN", "{not json")])
     assert status == "StatusCode.INVALID_ARGUMENT" and "IN is not valid JSON" in message
+    for text, reason in (("[" * 100_000, "nested too deeply"), ('{"seed": ' + "9" * 5000 + "}", "digits")):
+        status, message = refused(server, [bytes_input("IN", text)])
+        assert status == "StatusCode.INVALID_ARGUMENT" and reason in message, message
     status, message = refused(server, [fastdeploy_input(text="hi", max_dec_len="ten")])
     assert status == "StatusCode.INVALID_ARGUMENT" and "max_dec_len" in message
     status, message = refused(server, [fastdeploy_input(text="hi", max_dec_len=100_000)])

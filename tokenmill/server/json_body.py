@@ -24,22 +24,26 @@ from tokenmill.server.errors import APIError
 JSON_MEDIA_TYPE = "application/json"
 
 
+def parse_json(data: bytes | str) -> Any:
+    """`json.loads`, every way of failing a `JSONDecodeError` with its reason (HTTP bodies, gRPC's IN)."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError(f"not UTF-8 ({exc.reason})", "", exc.start) from exc
+    except RecursionError as exc:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from exc
+    except ValueError as exc:  # an integer longer than int() converts
+        raise json.JSONDecodeError("a number with too many digits", "", 0) from exc
+
+
 class JsonRequest(Request):
     async def json(self) -> Any:
-        """The body as JSON; every way of failing is a `JSONDecodeError` with its reason, which FastAPI
-        turns into a validation error (a 400 naming the body)."""
+        """The body as JSON; FastAPI turns a `JSONDecodeError` into a validation error (a 400 naming the
+        body)."""
         if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = json.loads(body)
-            except json.JSONDecodeError:
-                raise
-            except UnicodeDecodeError as exc:
-                raise json.JSONDecodeError(f"not UTF-8 ({exc.reason})", "", exc.start) from exc
-            except RecursionError as exc:
-                raise json.JSONDecodeError("nested too deeply", "", 0) from exc
-            except ValueError as exc:  # an integer longer than int() converts
-                raise json.JSONDecodeError("a number with too many digits", "", 0) from exc
+            self._json = parse_json(await self.body())
         return self._json
 
 

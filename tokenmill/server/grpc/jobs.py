@@ -26,6 +26,7 @@ from tokenmill.server import fastdeploy
 from tokenmill.server.errors import APIError, validation_message
 from tokenmill.server.fastdeploy_judge_requests import FastDeployRequest
 from tokenmill.server.grpc.tensors import Tensor, input_tensors, parameter_values
+from tokenmill.server.json_body import parse_json
 from tokenmill.server.openai_api import prepare_completion
 from tokenmill.server.openai_requests import CompletionRequest
 from tokenmill.server.state import ServerState
@@ -176,7 +177,7 @@ def _text_job(tensors: dict[str, Tensor], parameters: dict[str, Any]) -> TextJob
 
 def _json_object(text: str, name: str) -> dict[str, Any]:
     try:
-        fields = json.loads(text)
+        fields = parse_json(text)
     except json.JSONDecodeError as exc:
         raise APIError(400, f"{name} is not valid JSON: {exc}", name) from None
     if not isinstance(fields, dict):
