@@ -22,6 +22,8 @@ TWO_CALLS = (
 )
 CALLS = [("get_weather", {"city": "Pa}r<is", "days": [1, 2]}), ("get_time", {})]
 
+DEEP = "[" * 100_000  # valid JSON so far, nested deeper than the json module can recurse
+
 
 def read(parser, chunks: list[str]) -> tuple[str, list[tuple[str, dict]], list[str]]:
     """Content, calls (name, arguments) and ids from feeding `chunks` then finishing."""
@@ -70,6 +72,7 @@ def test_hermes_arguments_stream_before_the_call_closes() -> None:
         ("x <tool_call>not json</tool_call>", "x <tool_call>not json</tool_call>", []),
         ('<tool_call>{"name": "f", "arguments": {"k": 1}}', "", [("f", {"k": 1})]),  # no end tag before EOS
         ('<tool_call>{"arguments": {"k": 1}, "name": "f"}</tool_call>', "", [("f", {"k": 1})]),
+        pytest.param(f"<tool_call>{DEEP}</tool_call>", f"<tool_call>{DEEP}</tool_call>", [], id="deep"),
     ],
 )
 def test_hermes_edge_cases(text: str, content: str, calls: list) -> None:
@@ -84,6 +87,16 @@ def test_call_cut_by_max_tokens_keeps_what_was_streamed() -> None:
         deltas = [d for c in chunks for d in parser.feed(c)[1]] + parser.finish()[1]
         assert [d.name for d in deltas if d.id] == ["f"]
         assert "".join(d.arguments for d in deltas) == '{"k": '
+
+
+def test_calls_nested_deeper_than_the_stack_are_text() -> None:
+    name_first = '<tool_call>{"name": "f", "arguments": ' + DEEP
+    deltas = HermesToolParser().feed(name_first)[1]
+    assert [d.name for d in deltas if d.id] == ["f"] and "".join(d.arguments for d in deltas) == DEEP
+    assert read(RequiredCallsParser(), [DEEP])[:2] == (DEEP, [])
+    earlier = {"id": "c1", "type": "function", "function": {"name": "w", "arguments": DEEP}}
+    body = ChatCompletionRequest(messages=[{"role": "assistant", "tool_calls": [earlier]}])
+    assert template_messages(body.messages)[0]["tool_calls"][0]["function"]["arguments"] == DEEP
 
 
 def test_forced_call_parsers() -> None:

@@ -239,6 +239,17 @@ def test_a_body_without_content_type_is_read_as_json(server: ServerProcess) -> N
     assert response.status_code == 200 and isinstance(response.json()["response"], str), response.text
 
 
+def test_earlier_tool_call_arguments_nested_too_deeply_reach_the_template_as_text(
+    server: ServerProcess,
+) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000}}
+    messages = [{"role": "assistant", "tool_calls": [call]}, *USER]
+    tokenized = requests.post(server.url + "/tokenize", json={"messages": messages}, timeout=60)
+    assert tokenized.status_code == 200 and tokenized.json()["count"] > 0, tokenized.text
+    chat = requests.post(server.url + CHAT, json={"messages": messages, "max_tokens": 1}, timeout=60)
+    assert chat.status_code == 200 and len(chat.json()["choices"]) == 1, chat.text
+
+
 def test_wrong_method_is_405(server: ServerProcess) -> None:
     response = requests.get(server.url + CHAT, timeout=10)
     assert response.status_code == 405 and response.json()["error"]["code"] == 405

@@ -163,7 +163,7 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
 def _json_or_text(arguments: str) -> Any:
     try:
         return json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack: as sent
         return arguments
 
 

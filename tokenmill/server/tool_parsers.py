@@ -112,7 +112,7 @@ class HermesToolParser:
             return deltas
         try:
             end = _decoder.raw_decode(self._buffer, self._args_start)[1]
-        except ValueError:
+        except (ValueError, RecursionError):  # incomplete, or nested deeper than Python's stack
             end = len(self._buffer) - held_tail(self._buffer, CALL_END)
         fragment = self._buffer[self._args_start + self._args_sent : end]
         if fragment:
@@ -132,14 +132,14 @@ class HermesToolParser:
             self._skip_blank(body)
             try:
                 end = _decoder.raw_decode(body, self._args_start)[1]
-            except ValueError:
+            except (ValueError, RecursionError):
                 return [], ""
             rest = body[self._args_start + self._args_sent : end]
             return ([ToolCallDelta(self._calls - 1, rest)] if rest else []), ""
         try:
             call = json.loads(body)
             name, arguments = call["name"], call.get("arguments", call.get("parameters", {}))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             return [], CALL_START + body + CALL_END
         if not isinstance(name, str):
             return [], CALL_START + body + CALL_END
@@ -178,7 +178,7 @@ class RequiredCallsParser:
                 ToolCallDelta(i, arguments_text(call.get("parameters", {})), new_call_id(), call["name"])
                 for i, call in enumerate(calls)
             ]
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             return self._text, []  # cut short by max_tokens: the text as it is
         self.called = bool(deltas)
         return "", deltas
