@@ -209,7 +209,8 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
         message = f"tool_choice {tool_use.mode} cannot be combined with {constraint[1]}"
         raise APIError(400, message, "tool_choice")
     constraint = constraint or forced
-    template_kwargs = {**tool_use.template_kwargs(), **(body.chat_template_kwargs or {})}
+    requested_kwargs = body.chat_template_kwargs.as_kwargs() if body.chat_template_kwargs else {}
+    template_kwargs = {**tool_use.template_kwargs(), **requested_kwargs}
     prompt = await state.encode_chat(template_messages(body.messages), template_kwargs)
     state.check_prompt_length(prompt, "messages")
     requested = body.max_completion_tokens or body.max_tokens

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
 from tokenmill.server.request_fields import (
     INT32_MAX,
@@ -197,7 +198,43 @@ class ChatCompletionRequest(_OpenAISampling):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool = True
-    chat_template_kwargs: dict[str, Any] | None = None
+    chat_template_kwargs: ChatTemplateKwargs | None = None
+
+
+def _refuse_server_owned(value: Any) -> Any:
+    raise PydanticCustomError(
+        "server_owned", "the server passes this argument to the chat template itself; leave it out"
+    )
+
+
+ServerOwned = Annotated[None, BeforeValidator(_refuse_server_owned)]
+
+
+class ChatTemplateKwargs(RequestBody):
+    """`chat_template_kwargs`: handed to the chat template as they are, except the arguments the
+    server's own template call sets, which would clash with them (a TypeError inside transformers,
+    blamed on the messages) or silently replace the request's `tools`; `enable_thinking` is a boolean,
+    since the server reads it too."""
+
+    model_config = ConfigDict(extra="allow")
+    enable_thinking: StrictBool | None = None
+    chat_template: Text | None = None
+    conversation: ServerOwned = None
+    messages: ServerOwned = None
+    tools: ServerOwned = None
+    tokenize: ServerOwned = None
+    add_generation_prompt: ServerOwned = None
+    continue_final_message: ServerOwned = None
+    return_dict: ServerOwned = None
+    return_tensors: ServerOwned = None
+    return_assistant_tokens_mask: ServerOwned = None
+    tokenizer_kwargs: ServerOwned = None
+    padding: ServerOwned = None
+    truncation: ServerOwned = None
+    max_length: ServerOwned = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True, exclude_none=True)
 
 
 class TokenizeRequest(RequestBody):
