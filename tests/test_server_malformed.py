@@ -79,6 +79,12 @@ CASES = [
     (CHAT, chat(repetition_penalty=0), 400, "repetition_penalty"),
     (CHAT, chat(min_tokens=50, max_tokens=10), 400, "min_tokens"),
     (CHAT, chat(model=123), 400, "model"),
+    (CHAT, chat(logit_bias={"5": 100}), 400, "logit_bias"),
+    (CHAT, chat(logit_bias={"5": "x"}), 400, "logit_bias.5"),
+    (CHAT, chat(logit_bias=[1]), 400, "logit_bias"),
+    (CHAT, chat(functions=[{"name": "f"}]), 400, "functions"),
+    (CHAT, chat(function_call="auto"), 400, "function_call"),
+    (COMPLETIONS, completion(logit_bias={"abc": 1}), 400, "logit_bias"),
     (
         CHAT,
         chat(chat_template_kwargs={"add_generation_prompt": False}),
@@ -263,6 +269,13 @@ def test_earlier_tool_call_arguments_nested_too_deeply_reach_the_template_as_tex
     assert tokenized.status_code == 200 and tokenized.json()["count"] > 0, tokenized.text
     chat = requests.post(server.url + CHAT, json={"messages": messages, "max_tokens": 1}, timeout=60)
     assert chat.status_code == 200 and len(chat.json()["choices"]) == 1, chat.text
+
+
+def test_an_empty_or_null_logit_bias_is_accepted(server: ServerProcess) -> None:
+    for bias in ({}, None):
+        body = completion(logit_bias=bias, max_tokens=2)
+        response = requests.post(server.url + COMPLETIONS, json=body, timeout=30)
+        assert response.status_code == 200, response.text
 
 
 def test_wrong_method_is_405(server: ServerProcess) -> None:

@@ -88,6 +88,8 @@ def _sampling(
     logprobs: int | None,
     constraint: Constraint | None,
 ) -> SamplingParams:
+    if body.logit_bias:  # accepted and ignored, it would change nothing the caller could notice
+        raise APIError(400, "logit_bias is not supported", "logit_bias")
     return state.sampling_params(
         n=body.n,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -200,6 +202,9 @@ async def chat_completions(body: ChatBody, request: Request) -> Response:
 
 async def _openai_chat(body: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
     lora = state.check_model(body.model)
+    for name in ("functions", "function_call"):
+        if getattr(body, name) is not None:
+            raise APIError(400, f"{name} is not supported; describe functions in tools instead", name)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", "top_logprobs")
     tool_use = ToolUse.of(body)

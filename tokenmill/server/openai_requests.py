@@ -95,6 +95,7 @@ class _OpenAISampling(_VllmSampling, _StructuredOutputFields):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: Text | None = None
+    logit_bias: dict[StrictStr, float] | None = None  # refused unless empty: the sampler has no biases
 
 
 class CompletionRequest(_OpenAISampling):
@@ -198,6 +199,8 @@ class ChatCompletionRequest(_OpenAISampling):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool = True
+    functions: list[Any] | None = None  # OpenAI's deprecated spelling of tools: refused, naming tools
+    function_call: Any = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
 
 
