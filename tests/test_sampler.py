@@ -59,3 +59,11 @@ def test_greedy_takes_the_argmax_and_min_tokens_bans_eos(sampler: Sampler) -> No
     held = make_seq(temperature=0, min_tokens=2)
     stop_held = make_seq(temperature=0, min_tokens=2, ignore_eos=True, stop_token_ids=[1])
     assert sampler(logits, [plain, held, stop_held]).tolist() == [EOS, 1, EOS]
+
+
+@pytest.mark.parametrize("params", [dict(temperature=1e-300), dict(temperature=1e-39), dict(top_p=1e-300)])
+def test_settings_that_underflow_float32_keep_the_most_likely_token(sampler: Sampler, params: dict) -> None:
+    """A temperature or top_p that rounds to 0 in float32 once divided logits into infinities (NaN
+    probabilities, token 0 drawn every step); in a batch with a sampled row too."""
+    logits = torch.tensor([[0.0, 1.0, 7.0, 0.0, 2.0], LOGITS[0]])
+    assert sampler(logits, [make_seq(**params), make_seq(temperature=1.0, seed=3)])[0].item() == 2

@@ -278,6 +278,17 @@ def test_an_empty_or_null_logit_bias_is_accepted(server: ServerProcess) -> None:
         assert response.status_code == 200, response.text
 
 
+def test_a_temperature_or_top_p_that_underflows_float32_decodes_greedily(server: ServerProcess) -> None:
+    def text(**fields: float) -> str:
+        body = completion(prompt=[17, 42, 99, 7], max_tokens=6, ignore_eos=True, **fields)
+        response = requests.post(server.url + COMPLETIONS, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["text"]
+
+    greedy = text(temperature=0)
+    assert text(temperature=1e-300) == greedy and text(top_p=1e-300) == greedy
+
+
 def test_wrong_method_is_405(server: ServerProcess) -> None:
     response = requests.get(server.url + CHAT, timeout=10)
     assert response.status_code == 405 and response.json()["error"]["code"] == 405

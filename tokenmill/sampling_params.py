@@ -7,15 +7,19 @@ from typing import Any
 
 from tokenmill.structured_output.params import StructuredOutputsParams
 
+# Temperatures below this decode greedily (vLLM's _SAMPLING_EPS): logits divided by a temperature near
+# float32's smallest normal overflow to infinities, and their softmax is NaN.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 
 @dataclass
 class SamplingParams:
     """How one request is decoded. Field names and defaults follow vLLM's `SamplingParams`.
 
-    `temperature=0` means greedy. `top_k` of 0 or -1 disables top-k. Penalties of 1.0 (repetition)
-    or 0.0 (presence, frequency) are off. Stop strings are matched on the decoded text and never
-    appear in the output. `structured_outputs` constrains the output to a JSON schema, a regex, a
-    choice or a grammar (a `StructuredOutputsParams`, or a dict of its fields).
+    `temperature=0` (or below `GREEDY_BELOW_TEMPERATURE`) means greedy. `top_k` of 0 or -1 disables
+    top-k. Penalties of 1.0 (repetition) or 0.0 (presence, frequency) are off. Stop strings are matched
+    on the decoded text and never appear in the output. `structured_outputs` constrains the output to a
+    JSON schema, a regex, a choice or a grammar (a `StructuredOutputsParams`, or a dict of its fields).
     """
 
     n: int = 1
@@ -116,7 +120,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
     @property
     def uses_penalties(self) -> bool:

@@ -99,7 +99,8 @@ class Sampler:
         return logits
 
     def _filtered_probs(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        temperature = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=logits.device)
+        temperatures = [1.0 if s.params.greedy else s.params.temperature for s in seqs]
+        temperature = torch.tensor(temperatures, device=logits.device)
         logits = logits / temperature[:, None]
         top_k = [s.params.top_k for s in seqs]
         if any(top_k):
@@ -137,6 +138,7 @@ def _apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     ordered, order = logits.sort(dim=-1, descending=True)
     probs = ordered.softmax(dim=-1)
     drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+    drop_sorted[:, 0] = False  # also when top_p rounds to 0 in float32 (1e-300)
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
