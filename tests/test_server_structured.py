@@ -170,6 +170,11 @@ def test_completions_follow_every_constraint_spelling(
             "one output constraint",
         ),
         ({"response_format": {"type": "json_schema"}}, "response_format", "json_schema is required"),
+        (
+            {"guided_json": '{"type": "array", "items": ' * 1500 + "{}" + "}" * 1500},
+            "guided_json",
+            "nests 1501",
+        ),
     ],
 )
 def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, message) -> None:

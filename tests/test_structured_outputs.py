@@ -15,7 +15,7 @@ import torch
 from tokenmill.engine.llm import LLM
 from tokenmill.sampling_params import SamplingParams
 from tokenmill.structured_output import StructuredOutputsParams
-from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError
+from tokenmill.structured_output.compiler import GrammarCompiler, GrammarError, nesting_depth
 from tokenmill.structured_output.text_guards import guard_row
 from tokenmill.structured_output.token_mask import StepMask, apply_token_mask_reference
 from tokenmill.tokenizer import Tokenizer
@@ -126,6 +126,14 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
     assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
 
 
+DEEP_SCHEMA_TEXT = '{"type": "array", "items": ' * 1500 + '{"type": "integer"}' + "}" * 1500
+
+
+def test_nesting_depth_skips_strings() -> None:
+    assert nesting_depth('{"a": [1, {"b": "[[{\\"]"}], "c": "\\\\"}') == 3
+    assert nesting_depth(DEEP_SCHEMA_TEXT) == 1501 and nesting_depth('"[{"') == 0
+
+
 @pytest.mark.parametrize(
     ("constraint", "message"),
     [
@@ -141,6 +149,11 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
         (
             StructuredOutputsParams(grammar="root ::= nowhere"),
             r"structured_outputs\.grammar: invalid EBNF grammar: .*nowhere",
+        ),
+        pytest.param(
+            StructuredOutputsParams(json=DEEP_SCHEMA_TEXT),
+            r"structured_outputs\.json: the schema nests 1501 levels deep; at most 128 are accepted",
+            id="deep",
         ),
     ],
 )
