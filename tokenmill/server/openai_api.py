@@ -14,6 +14,7 @@ from tokenmill.server.fastdeploy_judge_requests import ChatBody, FastDeployReque
 from tokenmill.server.json_body import JsonRoute
 from tokenmill.server.openai_dialects import ChatDialect, CompletionDialect
 from tokenmill.server.openai_requests import (
+    SERVER_TEMPLATE_ARGUMENTS,
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
@@ -215,6 +216,11 @@ async def _openai_chat(body: ChatCompletionRequest, request: Request, state: Ser
         raise APIError(400, message, "tool_choice")
     constraint = constraint or forced
     requested_kwargs = body.chat_template_kwargs.as_kwargs() if body.chat_template_kwargs else {}
+    clashing = sorted(SERVER_TEMPLATE_ARGUMENTS & requested_kwargs.keys())
+    if clashing:
+        param = f"chat_template_kwargs.{clashing[0]}"
+        message = f"{param}: the server passes this argument to the chat template itself; leave it out"
+        raise APIError(400, message, param)
     template_kwargs = {**tool_use.template_kwargs(), **requested_kwargs}
     prompt = await state.encode_chat(template_messages(body.messages), template_kwargs)
     state.check_prompt_length(prompt, "messages")

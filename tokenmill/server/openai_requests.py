@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from tokenmill.server.request_fields import (
     INT32_MAX,
@@ -204,37 +203,25 @@ class ChatCompletionRequest(_OpenAISampling):
     chat_template_kwargs: ChatTemplateKwargs | None = None
 
 
-def _refuse_server_owned(value: Any) -> Any:
-    raise PydanticCustomError(
-        "server_owned", "the server passes this argument to the chat template itself; leave it out"
-    )
-
-
-ServerOwned = Annotated[None, BeforeValidator(_refuse_server_owned)]
+# Arguments the server's own chat template call sets: passed again, they clash (a TypeError inside
+# transformers, blamed on the messages) or silently replace the request's `tools`.
+SERVER_TEMPLATE_ARGUMENTS = frozenset(
+    {
+        "conversation", "messages", "tools", "tokenize", "add_generation_prompt", "continue_final_message",
+        "return_dict", "return_tensors", "return_assistant_tokens_mask", "tokenizer_kwargs", "padding",
+        "truncation", "max_length",
+    }
+)  # fmt: skip
 
 
 class ChatTemplateKwargs(RequestBody):
-    """`chat_template_kwargs`: handed to the chat template as they are, except the arguments the
-    server's own template call sets, which would clash with them (a TypeError inside transformers,
-    blamed on the messages) or silently replace the request's `tools`; `enable_thinking` is a boolean,
+    """`chat_template_kwargs`: handed to the chat template as they are (but none of
+    `SERVER_TEMPLATE_ARGUMENTS`, refused where the request is read); `enable_thinking` is a boolean,
     since the server reads it too."""
 
     model_config = ConfigDict(extra="allow")
     enable_thinking: StrictBool | None = None
     chat_template: Text | None = None
-    conversation: ServerOwned = None
-    messages: ServerOwned = None
-    tools: ServerOwned = None
-    tokenize: ServerOwned = None
-    add_generation_prompt: ServerOwned = None
-    continue_final_message: ServerOwned = None
-    return_dict: ServerOwned = None
-    return_tensors: ServerOwned = None
-    return_assistant_tokens_mask: ServerOwned = None
-    tokenizer_kwargs: ServerOwned = None
-    padding: ServerOwned = None
-    truncation: ServerOwned = None
-    max_length: ServerOwned = None
 
     def as_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude_none=True)
