@@ -260,12 +260,14 @@ def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own
     """Where torch._scaled_mm takes per-tensor scales only (cuBLASLt on some GPUs), fp8 per channel keeps its
     dense route: the unit-scaled product, left to the next kernel or scaled by a pass of its own."""
     monkeypatch.setattr(triton_gemms, "scaled_mm_scales", lambda device: "tensor")
-    products: list[tuple[float, float]] = []
+    products: list[tuple[float, float, bool]] = []
     scaled_mm = torch._scaled_mm
 
-    def per_tensor_only(a, b, scale_a, scale_b, out_dtype):
-        products.append((scale_a.numel(), scale_b.numel()))
-        return scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype)
+    def per_tensor_only(a, b, scale_a, scale_b, out_dtype, use_fast_accum=False):
+        products.append((scale_a.numel(), scale_b.numel(), use_fast_accum))
+        return scaled_mm(
+            a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype, use_fast_accum=use_fast_accum
+        )
 
     monkeypatch.setattr(torch, "_scaled_mm", per_tensor_only)
     layer = loaded(Fp8ChannelMethod())
@@ -282,7 +284,7 @@ def test_a_gpu_without_row_wise_scales_scales_fp8_outputs_in_a_pass_of_their_own
     torch.testing.assert_close(layer(x), expected, rtol=tolerance, atol=tolerance)
     scaled = layer.forward_scaled(x)
     assert isinstance(scaled, ScaledRows) and torch.equal(scaled.resolve(), layer(x))
-    assert set(products) == {(1, 1)}
+    assert set(products) == {(1, 1, True)}  # unit scales, on cuBLASLt's fast-accumulation kernels
 
 
 Routes = list[tuple[str, bool]]

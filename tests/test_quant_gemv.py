@@ -114,6 +114,36 @@ def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.Mo
     assert splits == [2]
 
 
+def _fused_fp8_gemv(rows: int, k: int, prologue: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The e4m3 GEMV of `rows` token rows with the RMSNorm or SiLU-and-mul `prologue` and the residual
+    fused in, and the unfused ops' result on the same inputs."""
+    packed, weight = packed_fp8(OUT, k)
+    residual = draw(rows, OUT, seed=seed + 1)
+    if prologue == "norm":
+        x, norm = draw(rows, k, seed=seed), (torch.rand(k) + 0.5, 1e-6)
+        got = quant_gemv.gemv(x, packed, Fusion(norm=norm, residual=residual))
+        inputs = reference.rms_norm(x, *norm)[0]
+    else:
+        x = draw(rows, 2 * k, seed=seed)
+        got = quant_gemv.gemv(x, packed, Fusion(silu_mul=True, residual=residual))
+        inputs = reference.silu_and_mul(x)
+    return got, inputs @ weight + residual
+
+
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_fp8_gemv_with_one_wave_of_tiles_runs_unsplit_in_deeper_steps(
+    prologue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six tiles of 16 outputs on four SMs (one to two tiles per SM): no split (`split_count` is not
+    asked), K in steps of twice BLOCK_K over two full steps and a partial one, with the prologue and the
+    residual: the unfused ops' results."""
+    monkeypatch.setattr(fp8_gemv, "num_sms", lambda device: 4)
+    splits = _recorded_splits(monkeypatch)
+    got, expected = _fused_fp8_gemv(1, 5 * fp8_gemv.BLOCK_K - 4, prologue, seed=42)
+    assert splits == []
+    close(got, expected, torch.float32)
+
+
 @pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
 def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
@@ -124,18 +154,9 @@ def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
     (RMSNorm) or the up half K columns on (SiLU-and-mul), and the residual."""
     monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
     splits = _recorded_splits(monkeypatch)
-    packed, weight = packed_fp8(OUT, k)
-    residual = draw(2, OUT, seed=41)
-    if prologue == "norm":
-        x, norm = draw(2, k, seed=40), (torch.rand(k) + 0.5, 1e-6)
-        got = quant_gemv.gemv(x, packed, Fusion(norm=norm, residual=residual))
-        inputs = reference.rms_norm(x, *norm)[0]
-    else:
-        x = draw(2, 2 * k, seed=40)
-        got = quant_gemv.gemv(x, packed, Fusion(silu_mul=True, residual=residual))
-        inputs = reference.silu_and_mul(x)
+    got, expected = _fused_fp8_gemv(2, k, prologue, seed=40)
     assert splits == [split]
-    close(got, inputs @ weight + residual, torch.float32)
+    close(got, expected, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float16, marks=pytest.mark.slow), torch.bfloat16])

@@ -14,6 +14,12 @@ int32 words of four consecutive inputs, as `int4_gemv` reads its 4-bit words:
 The portable path (Triton's interpreter, GPUs without fp8 conversions) decodes the words' bytes in plain
 Triton to the same fp32 values. One Qwen3-8B layer's four GEMVs at one token: H100 89 -> 82 us, H200
 77 -> 66 us (docs/benchmarks.md, 16 outputs and 512 inputs a step at 4 warps won the sweep on both).
+
+A projection with one to two tiles per SM (Qwen3-8B's o and down, Qwen3-0.6B's q|k|v: 256 tiles on 132
+SMs) runs every tile of a one-token row in one wave; there an unsplit K range in steps twice as deep, at
+twice the warps (the same bytes per thread), beats splitting K: H200 o 8.3 -> 7.2 us, down 16.4 -> 15.5;
+H100 Qwen3-8B layer 81.6 -> 79.8 us, Qwen3-4B 53.1 -> 49.8 (weights read from HBM). At two rows it won
+for Qwen3-8B and lost for Qwen3-4B's down (17.0 -> 19.6), so two rows keep the split.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tokenmill.kernels.triton.weight_formats import FP8, FP8_BITS_UNIT, decode_b
 BLOCK_K = 512  # inputs (bytes) per row per K step
 WIDEST_TILE = 16  # output rows per program, narrower where the tiles would not cover the SMs
 NUM_WARPS = 4
+ONE_WAVE_TILES_PER_SM = 2  # up to this many tiles per SM, every tile's program runs in the first wave
 
 # $1 holds four e4m3 weights (inputs k..k+3, little-endian), $2..$5 their activations, $6 the running
 # sum of this word column: $0 = $6 + sum of the four products, in fp32.
@@ -159,10 +166,13 @@ def gemv(
     block_n: int | None = None,
     block_k: int = BLOCK_K,
     num_warps: int = NUM_WARPS,
+    deep: bool = True,
 ) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) times an e4m3 weight [out, in]
     with per-output `scales` -> [tokens, out] in x's dtype. `block_n`, `block_k` and `num_warps` are
-    the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23 fifth session)."""
+    the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23 fifth session);
+    `deep`: one token row's single wave of tiles runs unsplit, in steps of twice `block_k` at twice
+    `num_warps`."""
     assert supports(weight)
     rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
     assert weight.shape[1] == k, f"the weight takes {weight.shape[1]} inputs, x gives {k}"
@@ -172,7 +182,12 @@ def gemv(
     sms = num_sms(x.device)
     block_n = block_n or widest_covering_tile(n, 8, WIDEST_TILE, sms)
     tiles = triton.cdiv(n, block_n)
-    split = split_count(tiles, k, block_k, block_n, sms) if rows <= MAX_ROWS else 1
+    if rows > MAX_ROWS:
+        split = 1
+    elif rows == 1 and sms <= tiles < ONE_WAVE_TILES_PER_SM * sms and deep:
+        block_k, num_warps, split = 2 * block_k, 2 * num_warps, 1
+    else:
+        split = split_count(tiles, k, block_k, block_n, sms)
     _fp8_gemv_kernel[(tiles * rows * split,)](
         x_ptr=x, w_ptr=weight.view(torch.int32), scale_ptr=scales, out_ptr=out, **split_scratch(x.device),
         rows=rows, N=n, K=k, k_per_split=k // split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
