@@ -113,6 +113,7 @@ CASES = [
     (COMPLETIONS, completion(best_of=3), 400, "best_of"),
     (COMPLETIONS, completion(logprobs=50), 400, "logprobs"),
     (COMPLETIONS, completion(stop_token_ids=[-1]), 400, "stop_token_ids[0]"),
+    (COMPLETIONS, completion(min_tokens=1, stop_token_ids=list(range(320))), 400, "cover all 320 tokens"),
     (COMPLETIONS, completion(ignore_eos="no"), 400, "ignore_eos"),
     ("/tokenize", {"prompt": "a", "messages": USER}, 400, "prompt"),
     ("/tokenize", {}, 400, "prompt"),

@@ -185,6 +185,15 @@ def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, 
     assert message in error["message"]
 
 
+def test_grammars_that_allow_no_token_end_without_one(client, model) -> None:
+    """A grammar with no way on after "a" ends the answer there with finish_reason "abort"; a complete
+    choice under min_tokens ends with the choice. Neither answer gains the token 0 a row of -inf gave."""
+    dead_end = chat(client, model, extra_body={"guided_grammar": 'root ::= "a" tail\ntail ::= tail "b"'})
+    assert (dead_end.choices[0].message.content, dead_end.choices[0].finish_reason) == ("a", "abort")
+    complete = chat(client, model, extra_body={"guided_choice": ["yes"], "min_tokens": 5})
+    assert (complete.choices[0].message.content, complete.choices[0].finish_reason) == ("yes", "stop")
+
+
 # ---- tool calls ---------------------------------------------------------------------------------------
 
 

@@ -269,6 +269,40 @@ def test_bad_constraint_is_refused_before_anything_runs(llm: LLM) -> None:
     assert not llm.engine.has_unfinished_requests()
 
 
+def test_min_tokens_gives_way_to_a_complete_grammar(llm: LLM) -> None:
+    """A complete choice's grammar allows only EOS, which min_tokens bans: the sequence ends with the
+    choice ("stop") instead of drawing token 0 from a row of -inf."""
+    choice = StructuredOutputsParams(choice=["yes"])
+    params = [
+        SamplingParams(temperature=t, seed=1, max_tokens=8, min_tokens=5, structured_outputs=choice)
+        for t in (0.0, 1.0)
+    ]
+    for output in llm.generate(["a", "b"], params, use_tqdm=False):
+        completion = output.outputs[0]
+        assert (completion.text, completion.finish_reason) == ("yes", "stop")
+        assert completion.token_ids[-1] in llm.engine.eos_token_ids and 0 not in completion.token_ids
+
+
+# "a", then a rule that only recurses: every output starts a match that can never end
+DEAD_END = 'root ::= "a" tail\ntail ::= tail "b"'
+
+
+def test_a_grammar_with_no_way_on_ends_its_sequence_with_abort(llm: LLM) -> None:
+    """After "a" the grammar allows no token: the sequence ends there with finish_reason "abort",
+    without the token drawn from the row of -inf or its logprobs; a plain batch mate runs on."""
+    dead_end = StructuredOutputsParams(grammar=DEAD_END)
+    params = [
+        SamplingParams(temperature=t, seed=2, max_tokens=8, logprobs=1, structured_outputs=dead_end)
+        for t in (0.0, 1.0)
+    ]
+    params.append(SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    outputs = [o.outputs[0] for o in llm.generate(["a", "b", "c"], params, use_tqdm=False)]
+    for completion in outputs[:2]:
+        assert (completion.text, completion.finish_reason) == ("a", "abort")
+        assert len(completion.token_ids) == len(completion.logprobs or []) == 1
+    assert len(outputs[2].token_ids) == 4
+
+
 def test_grammar_steps_run_ahead_and_match_the_synchronous_path(tiny_model_dir) -> None:
     """With async scheduling, steps of a batch holding grammar requests are launched ahead too (their
     sampling waits for the matchers, not their forward pass), and every output is token for token the
