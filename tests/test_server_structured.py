@@ -175,6 +175,17 @@ def test_completions_follow_every_constraint_spelling(
             "guided_json",
             "nests 1501",
         ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}},
+            "response_format.json_schema.schema",
+            "uses `not`",
+        ),
+        (
+            {"structured_outputs": {"regex": "[^\\x00-\\U0010FFFF]"}},
+            "structured_outputs.regex",
+            "no text matches",
+        ),
+        ({"guided_grammar": 'root ::= root "a"'}, "guided_grammar", "no text matches it"),
     ],
 )
 def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, message) -> None:

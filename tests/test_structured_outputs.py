@@ -126,6 +126,10 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
     assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
 
 
+# "a", then a rule that only recurses: every output starts a match that can never end
+DEAD_END = 'root ::= "a" tail\ntail ::= tail "b"'
+
+
 DEEP_SCHEMA_TEXT = '{"type": "array", "items": ' * 1500 + '{"type": "integer"}' + "}" * 1500
 
 
@@ -155,6 +159,19 @@ def test_nesting_depth_skips_strings() -> None:
             r"structured_outputs\.json: the schema nests 1501 levels deep; at most 128 are accepted",
             id="deep",
         ),
+        (StructuredOutputsParams(json={"not": {}}), r"structured_outputs\.json: the schema uses `not`"),
+        (
+            StructuredOutputsParams(json='{"type": "array", "items": {"not": {"type": "null"}}}'),
+            r"structured_outputs\.json: the schema uses `not`, which xgrammar ignores",
+        ),
+        (
+            StructuredOutputsParams(regex="[^\\x00-\\U0010FFFF]"),
+            r"structured_outputs\.regex: no text matches it \(no token .* can begin a match\)",
+        ),
+        (
+            StructuredOutputsParams(grammar='root ::= root "a"'),
+            r"structured_outputs\.grammar: no text matches",
+        ),
     ],
 )
 def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) -> None:
@@ -162,6 +179,26 @@ def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) 
     with pytest.raises(GrammarError, match=message) as error:
         compiler.compile(constraint)
     assert error.value.kind == constraint.kind
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        StructuredOutputsParams(grammar='root ::= ""'),  # matches the empty text only: EOS at once
+        StructuredOutputsParams(grammar=DEAD_END),  # "a" begins it; the engine ends it there
+        StructuredOutputsParams(
+            json={
+                "type": "object",
+                "properties": {"not": {"enum": [{"not": 1}]}},
+                "required": ["not"],
+                "dependentRequired": {"not": []},
+            }
+        ),
+    ],
+)
+def test_constraints_that_can_begin_and_say_not_only_as_a_name_compile(constraint) -> None:
+    for stop_token_ids in [(256,), ()]:
+        GrammarCompiler(Tokenizer.byte_level(), 320, stop_token_ids).compile(constraint)
 
 
 def test_compiles_are_cached_by_constraint() -> None:
@@ -281,10 +318,6 @@ def test_min_tokens_gives_way_to_a_complete_grammar(llm: LLM) -> None:
         completion = output.outputs[0]
         assert (completion.text, completion.finish_reason) == ("yes", "stop")
         assert completion.token_ids[-1] in llm.engine.eos_token_ids and 0 not in completion.token_ids
-
-
-# "a", then a rule that only recurses: every output starts a match that can never end
-DEAD_END = 'root ::= "a" tail\ntail ::= tail "b"'
 
 
 def test_a_grammar_with_no_way_on_ends_its_sequence_with_abort(llm: LLM) -> None:

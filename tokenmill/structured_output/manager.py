@@ -80,14 +80,12 @@ class StructuredOutputs:
 
     def attach(self, seqs: list[Sequence], params: StructuredOutputsParams) -> None:
         """Give each sequence its own matcher; raises GrammarError (a ValueError) for a bad constraint."""
-        xgr = import_xgrammar()
         compiled = self.compile(params)
         for seq in seqs:
-            matcher = xgr.GrammarMatcher(
-                compiled, terminate_without_stop_token=not self.compiler.stop_token_ids
-            )
             guard = guard_row(params.is_json, after_lead=False)
-            self._constrained[seq.seq_id] = _Constrained(matcher, params.is_json, guard)
+            self._constrained[seq.seq_id] = _Constrained(
+                self.compiler.new_matcher(compiled), params.is_json, guard
+            )
 
     def release(self, seqs: list[Sequence]) -> None:
         for seq in seqs:
