@@ -72,11 +72,17 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    """The text of token ids, decoded on a prompt thread: a body's worth of ids takes most of a second."""
     state: ServerState = request.app.state.tm
     state.check_model(body.model)
-    if any(t >= state.vocab_size for t in body.tokens):
-        raise APIError(400, f"tokens must lie in [0, {state.vocab_size})", "tokens")
-    return DetokenizeResponse(prompt=state.tokenizer.decode(body.tokens))
+    largest = max(body.tokens, default=0)
+    if largest >= state.vocab_size:
+        raise APIError(
+            400,
+            f"tokens must lie in [0, {state.vocab_size}) (this model's vocabulary); got {largest}",
+            "tokens",
+        )
+    return DetokenizeResponse(prompt=await state.prompts.run(state.tokenizer.decode, body.tokens))
 
 
 # ---- shared by completions and chat ---------------------------------------------------------------
