@@ -106,7 +106,7 @@ def main() -> None:
         tokens = logits.argmax(dim=-1).tolist()
         clock.lap()
         for seq, token in zip(seqs[:constrained], tokens):
-            structured.advance(seq, token)
+            structured.accept(seq, token)
         parts["advance"].append(clock.lap())
     quarter = max(1, args.steps // 4)
     early = {name: statistics.median(times[:quarter] or [0.0]) for name, times in parts.items()}

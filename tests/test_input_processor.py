@@ -37,6 +37,20 @@ def test_stop_token_ids_outside_the_vocabulary_are_refused_by_name(processor, st
         processor.process("r", "hi", SamplingParams(stop_token_ids=stop_token_ids))
 
 
+def test_stop_token_ids_that_ban_every_token_before_min_tokens_are_refused_by_name() -> None:
+    """Until min_tokens are out the stop token ids and EOS are banned: all of the vocabulary would
+    leave the sampler nothing to draw (it drew token 0)."""
+    eos = VOCAB - 1
+    processor = InputProcessor(CodePointTokenizer(), VOCAB, 16, eos_token_ids=(eos,))  # type: ignore[arg-type]
+    all_but_eos = list(range(eos))
+    with pytest.raises(ValueError, match=rf"^stop_token_ids .*cover all {VOCAB} tokens.*min_tokens \(1\)"):
+        processor.process("r", "hi", SamplingParams(min_tokens=1, stop_token_ids=all_but_eos))
+    for allowed in (dict(ignore_eos=True), dict(min_tokens=0), dict(stop_token_ids=all_but_eos[1:])):
+        processor.process(
+            "r", "hi", SamplingParams(**{"min_tokens": 1, "stop_token_ids": all_but_eos, **allowed})
+        )
+
+
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [

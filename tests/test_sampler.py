@@ -61,6 +61,18 @@ def test_greedy_takes_the_argmax_and_min_tokens_bans_eos(sampler: Sampler) -> No
     assert sampler(logits, [plain, held, stop_held]).tolist() == [EOS, 1, EOS]
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_min_tokens_yields_where_a_grammar_allows_only_ending(sampler: Sampler, temperature: float) -> None:
+    """A row whose (grammar-masked) logits allow nothing but EOS and stop tokens draws one of them
+    under min_tokens instead of token 0 from a row of -inf; the other rows keep the ban."""
+    inf = float("-inf")
+    logits = torch.tensor([[inf, inf, inf, inf, 2.0], [inf, 1.0, inf, inf, 2.0], [inf, 3.0, inf, inf, inf]])
+    only_eos = make_seq(temperature=temperature, seed=1, min_tokens=3)
+    eos_or_one = make_seq(temperature=temperature, seed=1, min_tokens=3)
+    only_stop = make_seq(temperature=temperature, seed=1, min_tokens=3, stop_token_ids=[1])
+    assert sampler(logits, [only_eos, eos_or_one, only_stop]).tolist() == [EOS, 1, 1]
+
+
 @pytest.mark.parametrize("params", [dict(temperature=1e-300), dict(temperature=1e-39), dict(top_p=1e-300)])
 def test_settings_that_underflow_float32_keep_the_most_likely_token(sampler: Sampler, params: dict) -> None:
     """A temperature or top_p that rounds to 0 in float32 once divided logits into infinities (NaN

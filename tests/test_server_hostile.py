@@ -123,6 +123,33 @@ def test_too_many_completion_token_lists_are_refused(hostile_server: ServerProce
     assert response.status_code == 400 and _error_param(response) == "prompt"
 
 
+SLOW_DECODE = (
+    "import sys, time, tokenmill.tokenizer as t\n"
+    "original = t.Tokenizer.decode\n"
+    "def decode(self, token_ids, *args, **kwargs):\n"
+    "    if token_ids[:3] == [99, 98, 97]:\n"
+    "        time.sleep(3)\n"
+    "    return original(self, token_ids, *args, **kwargs)\n"
+    "t.Tokenizer.decode = decode\n"
+    "from tokenmill.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_detokenize_decodes_off_the_event_loop() -> None:
+    """A decode that takes seconds (a body's worth of ids: 1.2M of a 151k vocabulary took 0.7 s) runs on
+    a prompt thread, so liveness answers meanwhile; ids outside the vocabulary are a 400 naming tokens."""
+    server = ServerProcess("--model", "random:qwen3-tiny", "--no-warmup", wrapper=SLOW_DECODE).wait_ready()
+    try:
+        response = _post(server, "/detokenize", {"tokens": [99, 98, 97, 72, 105]}, limit=LIVENESS_LIMIT)
+        assert response.status_code == 200 and isinstance(response.json()["prompt"], str), response.text
+        response = requests.post(server.url + "/detokenize", json={"tokens": [1, 512]}, timeout=10)
+        assert response.status_code == 400 and _error_param(response) == "tokens"
+        assert "[0, 512) (this model's vocabulary); got 512" in response.json()["error"]["message"]
+    finally:
+        server.stop()
+
+
 def test_predict_max_new_tokens_has_a_default_cap(hostile_server: ServerProcess) -> None:
     response = _post(hostile_server, "/predict", {"prompt": "x", "max_new_tokens": 5000})
     assert response.status_code == 400 and _error_param(response) == "max_new_tokens"

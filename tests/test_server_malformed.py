@@ -113,6 +113,7 @@ CASES = [
     (COMPLETIONS, completion(best_of=3), 400, "best_of"),
     (COMPLETIONS, completion(logprobs=50), 400, "logprobs"),
     (COMPLETIONS, completion(stop_token_ids=[-1]), 400, "stop_token_ids[0]"),
+    (COMPLETIONS, completion(min_tokens=1, stop_token_ids=list(range(320))), 400, "cover all 320 tokens"),
     (COMPLETIONS, completion(ignore_eos="no"), 400, "ignore_eos"),
     ("/tokenize", {"prompt": "a", "messages": USER}, 400, "prompt"),
     ("/tokenize", {}, 400, "prompt"),
@@ -312,3 +313,31 @@ def test_oversized_bodies_are_413(server: ServerProcess) -> None:
     )
     assert chunked.status_code == 413
     assert requests.get(server.url + "/v2/health/ready", timeout=10).status_code == 200
+
+
+def test_the_prompt_cap_counts_each_prompt_n_times(tiny_model_dir) -> None:
+    """--max-prompts-per-request caps the sequences a request creates: prompts × n."""
+    server = ServerProcess(
+        "--model", str(tiny_model_dir("qwen3")), "--max-prompts-per-request", "4", "--no-warmup"
+    )
+    server.wait_ready()
+    try:
+
+        def post(path: str, body: dict) -> requests.Response:
+            return requests.post(server.url + path, json={**body, "max_tokens": 1}, timeout=60)
+
+        for path, body in [(COMPLETIONS, completion(prompt=["a", "b"], n=2)), (CHAT, chat(n=4))]:
+            response = post(path, body)
+            assert response.status_code == 200 and len(response.json()["choices"]) == 4, response.text
+        for path, body, param, needle in [
+            (COMPLETIONS, completion(prompt=["a", "b"], n=3), "n", "n is 3 for 2 prompts: 6 sequences"),
+            (COMPLETIONS, completion(prompt=[[1]] * 3, n=2), "n", "6 sequences; at most 4"),
+            (COMPLETIONS, completion(prompt=[[1]] * 5), "prompt", "prompt holds 5 prompts; at most 4"),
+            (CHAT, chat(n=5), "n", "n is 5 for 1 prompt: 5 sequences; at most 4"),
+        ]:
+            response = post(path, body)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["param"] == param and needle in error["message"], error
+    finally:
+        server.stop()

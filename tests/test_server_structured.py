@@ -175,6 +175,17 @@ def test_completions_follow_every_constraint_spelling(
             "guided_json",
             "nests 1501",
         ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}},
+            "response_format.json_schema.schema",
+            "uses `not`",
+        ),
+        (
+            {"structured_outputs": {"regex": "[^\\x00-\\U0010FFFF]"}},
+            "structured_outputs.regex",
+            "no text matches",
+        ),
+        ({"guided_grammar": 'root ::= root "a"'}, "guided_grammar", "no text matches it"),
     ],
 )
 def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, message) -> None:
@@ -183,6 +194,15 @@ def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, 
     error = info.value.body
     assert error["param"] == param, error
     assert message in error["message"]
+
+
+def test_grammars_that_allow_no_token_end_without_one(client, model) -> None:
+    """A grammar with no way on after "a" ends the answer there with finish_reason "abort"; a complete
+    choice under min_tokens ends with the choice. Neither answer gains the token 0 a row of -inf gave."""
+    dead_end = chat(client, model, extra_body={"guided_grammar": 'root ::= "a" tail\ntail ::= tail "b"'})
+    assert (dead_end.choices[0].message.content, dead_end.choices[0].finish_reason) == ("a", "abort")
+    complete = chat(client, model, extra_body={"guided_choice": ["yes"], "min_tokens": 5})
+    assert (complete.choices[0].message.content, complete.choices[0].finish_reason) == ("yes", "stop")
 
 
 # ---- tool calls ---------------------------------------------------------------------------------------

@@ -126,6 +126,10 @@ def test_text_guards_ban_control_bytes_in_json_and_surrogates_everywhere() -> No
     assert guards.ends_on_lead[byte_of[0xED]] and not guards.ends_on_lead[byte_of[0x41]]
 
 
+# "a", then a rule that only recurses: every output starts a match that can never end
+DEAD_END = 'root ::= "a" tail\ntail ::= tail "b"'
+
+
 DEEP_SCHEMA_TEXT = '{"type": "array", "items": ' * 1500 + '{"type": "integer"}' + "}" * 1500
 
 
@@ -155,6 +159,19 @@ def test_nesting_depth_skips_strings() -> None:
             r"structured_outputs\.json: the schema nests 1501 levels deep; at most 128 are accepted",
             id="deep",
         ),
+        (StructuredOutputsParams(json={"not": {}}), r"structured_outputs\.json: the schema uses `not`"),
+        (
+            StructuredOutputsParams(json='{"type": "array", "items": {"not": {"type": "null"}}}'),
+            r"structured_outputs\.json: the schema uses `not`, which xgrammar ignores",
+        ),
+        (
+            StructuredOutputsParams(regex="[^\\x00-\\U0010FFFF]"),
+            r"structured_outputs\.regex: no text matches it \(no token .* can begin a match\)",
+        ),
+        (
+            StructuredOutputsParams(grammar='root ::= root "a"'),
+            r"structured_outputs\.grammar: no text matches",
+        ),
     ],
 )
 def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) -> None:
@@ -162,6 +179,26 @@ def test_bad_constraints_are_value_errors_naming_the_field(constraint, message) 
     with pytest.raises(GrammarError, match=message) as error:
         compiler.compile(constraint)
     assert error.value.kind == constraint.kind
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        StructuredOutputsParams(grammar='root ::= ""'),  # matches the empty text only: EOS at once
+        StructuredOutputsParams(grammar=DEAD_END),  # "a" begins it; the engine ends it there
+        StructuredOutputsParams(
+            json={
+                "type": "object",
+                "properties": {"not": {"enum": [{"not": 1}]}},
+                "required": ["not"],
+                "dependentRequired": {"not": []},
+            }
+        ),
+    ],
+)
+def test_constraints_that_can_begin_and_say_not_only_as_a_name_compile(constraint) -> None:
+    for stop_token_ids in [(256,), ()]:
+        GrammarCompiler(Tokenizer.byte_level(), 320, stop_token_ids).compile(constraint)
 
 
 def test_compiles_are_cached_by_constraint() -> None:
@@ -267,6 +304,36 @@ def test_bad_constraint_is_refused_before_anything_runs(llm: LLM) -> None:
     with pytest.raises(ValueError, match=r"prompt 1: structured_outputs\.regex"):
         llm.generate(["a", "b"], [SamplingParams(max_tokens=2), bad], use_tqdm=False)
     assert not llm.engine.has_unfinished_requests()
+
+
+def test_min_tokens_gives_way_to_a_complete_grammar(llm: LLM) -> None:
+    """A complete choice's grammar allows only EOS, which min_tokens bans: the sequence ends with the
+    choice ("stop") instead of drawing token 0 from a row of -inf."""
+    choice = StructuredOutputsParams(choice=["yes"])
+    params = [
+        SamplingParams(temperature=t, seed=1, max_tokens=8, min_tokens=5, structured_outputs=choice)
+        for t in (0.0, 1.0)
+    ]
+    for output in llm.generate(["a", "b"], params, use_tqdm=False):
+        completion = output.outputs[0]
+        assert (completion.text, completion.finish_reason) == ("yes", "stop")
+        assert completion.token_ids[-1] in llm.engine.eos_token_ids and 0 not in completion.token_ids
+
+
+def test_a_grammar_with_no_way_on_ends_its_sequence_with_abort(llm: LLM) -> None:
+    """After "a" the grammar allows no token: the sequence ends there with finish_reason "abort",
+    without the token drawn from the row of -inf or its logprobs; a plain batch mate runs on."""
+    dead_end = StructuredOutputsParams(grammar=DEAD_END)
+    params = [
+        SamplingParams(temperature=t, seed=2, max_tokens=8, logprobs=1, structured_outputs=dead_end)
+        for t in (0.0, 1.0)
+    ]
+    params.append(SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    outputs = [o.outputs[0] for o in llm.generate(["a", "b", "c"], params, use_tqdm=False)]
+    for completion in outputs[:2]:
+        assert (completion.text, completion.finish_reason) == ("a", "abort")
+        assert len(completion.token_ids) == len(completion.logprobs or []) == 1
+    assert len(outputs[2].token_ids) == 4
 
 
 def test_grammar_steps_run_ahead_and_match_the_synchronous_path(tiny_model_dir) -> None:

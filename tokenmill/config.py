@@ -227,7 +227,10 @@ class ServerConfig(BaseSettings, EngineConfig):
     )
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="larger request bodies get 413")
     max_prompts_per_request: int = Field(
-        default=16384, ge=1, description="most prompts one /predict or /v1/completions request may carry"
+        default=16384,
+        ge=1,
+        description="most sequences one request may create: its prompts times n (a /predict or "
+        "/v1/completions batch, or a chat's n choices)",
     )
     allow_request_chat_template: bool = Field(
         default=False,

@@ -127,7 +127,7 @@ class DataParallelLLM(StreamingClient):
         compiler = GrammarCompiler(first.tokenizer, vocab_size, first.eos_token_ids)
         self.engine = replace(first, structured=StructuredOutputs(compiler))  # what the server reads
         self.tokenizer = first.tokenizer
-        self._admission = InputProcessor(self.tokenizer, vocab_size, max_model_len)
+        self._admission = InputProcessor(self.tokenizer, vocab_size, max_model_len, first.eos_token_ids)
         self._on_failure = on_failure
         self.error: BaseException | None = None
         self._streams: dict[str, RequestStream] = {}

@@ -82,7 +82,9 @@ class LLMEngine:
             self.speculator,
         )
         self.scheduler.lora = self.lora
-        self.input_processor = InputProcessor(self.tokenizer, loaded.config.vocab_size, self.max_model_len)
+        self.input_processor = InputProcessor(
+            self.tokenizer, loaded.config.vocab_size, self.max_model_len, self.eos_token_ids
+        )
         self.output_processor = OutputProcessor(
             self.tokenizer, self.eos_token_ids, self.max_model_len, self.structured
         )
@@ -233,17 +235,23 @@ class LLMEngine:
     ) -> list[RequestOutput]:
         """Append each sampled token, end the sequences that stop, and report the requests that advanced.
         A sequence that finished after this batch was launched ahead drops its speculative token; one
-        that verified proposals appends several tokens, up to the first that ends it."""
+        that verified proposals appends several tokens, up to the first that ends it; one whose grammar
+        refuses its token ends without it (`OutputProcessor.grammar_accepts`)."""
         advanced = []
         now = time.monotonic()  # one timestamp for the step's tokens: they all arrived together
         process_token = self.output_processor.process_token
+        grammar_accepts = self.output_processor.grammar_accepts
+        constrained = self.structured.constrains(batch.seqs)
         for seq, token in sampled:
             if seq.is_finished:
                 continue
-            seq.append_token(token, now)
-            stop = process_token(seq, token)
-            if stop is not None:
-                self.scheduler.finish(seq, *stop)
+            if constrained and not grammar_accepts(seq, token):
+                self.scheduler.finish(seq, "abort")
+            else:
+                seq.append_token(token, now)
+                stop = process_token(seq, token)
+                if stop is not None:
+                    self.scheduler.finish(seq, *stop)
             advanced.append(seq)
         if self.speculator is not None:
             self.stats.record_speculation(*self.scheduler.settle_proposals(sampled, batch))

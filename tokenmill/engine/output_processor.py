@@ -100,6 +100,21 @@ class OutputProcessor:
         state = self._requests.get(request_id)
         return None if state is None else state.seqs
 
+    def grammar_accepts(self, seq: Sequence, token: int) -> bool:
+        """Feed a sampled token to the sequence's grammar, if it has one, before the token is appended.
+
+        False when the grammar refuses it: the grammar then allowed no token at all (its language has
+        no continuation of the text so far) and the sampler drew from a row of -inf. The token is
+        dropped, with the logprobs entry recorded for it, and the sequence ends with finish_reason
+        "abort", as SGLang aborts a request whose grammar refuses a token (vLLM keeps the token and
+        goes on); the text stays the prefix that matched."""
+        grammars = self.structured
+        if grammars is None or not grammars.tracks(seq) or grammars.accept(seq, token):
+            return True
+        if seq.logprobs:
+            seq.logprobs.pop()
+        return False
+
     def process_token(self, seq: Sequence, token: int) -> StopDecision | None:
         """Extend the sequence's text by its newest token and decide whether the sequence stops."""
         text = self._requests[seq.request_id].texts[seq.index]
@@ -108,7 +123,7 @@ class OutputProcessor:
             stop_string = text.append(token, check_stops=seq.num_output_tokens >= seq.params.min_tokens)
         stop = check_stop(seq, token, stop_string, self.eos_token_ids, self.max_model_len)
         grammars = self.structured
-        if stop is None and grammars is not None and grammars.tracks(seq) and grammars.advance(seq, token):
+        if stop is None and grammars is not None and grammars.tracks(seq) and grammars.is_terminated(seq):
             return "stop", None  # the grammar is complete and allows nothing more
         return stop
 

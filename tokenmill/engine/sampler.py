@@ -84,7 +84,11 @@ class Sampler:
             seq.logprobs.append(entry)
 
     def _ban_early_stops(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """Until min_tokens are out, EOS and stop tokens cannot be drawn."""
+        """Until min_tokens are out, EOS and stop tokens cannot be drawn, unless they are all a row
+        allows: a complete grammar allows only ending, and then ends the sequence short of min_tokens.
+        The grammar is the request's hard constraint and min_tokens a floor it made unreachable; vLLM
+        and SGLang apply both bans and draw from a row of -inf (token 0, which the grammar refuses).
+        A ban of the whole vocabulary by stop_token_ids alone is refused at admission."""
         rows, cols = [], []
         for row, seq in enumerate(seqs):
             if seq.num_output_tokens < seq.params.min_tokens:
@@ -93,10 +97,12 @@ class Sampler:
                     banned += self.eos_token_ids
                 rows += [row] * len(banned)
                 cols += banned
-        if rows:
-            logits = logits.clone()
-            logits[rows, cols] = float("-inf")
-        return logits
+        if not rows:
+            return logits
+        kept = logits.clone()
+        kept[rows, cols] = float("-inf")
+        nothing_left = (kept == float("-inf")).all(dim=-1, keepdim=True)
+        return torch.where(nothing_left, logits, kept)
 
     def _filtered_probs(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         temperatures = [1.0 if s.params.greedy else s.params.temperature for s in seqs]

@@ -86,11 +86,21 @@ class Admission:
         limit = self.max_model_len - 1
         return min(limit, self.config.max_input_tokens) if self.config.max_input_tokens else limit
 
-    def check_prompt_count(self, count: int, param: str = "prompt") -> None:
+    def check_sequence_count(self, num_prompts: int, n: int = 1, param: str = "prompt") -> None:
+        """--max-prompts-per-request caps the sequences a request creates, `n` for each prompt: a 400
+        naming `param` when the prompts alone exceed it, else naming `n`."""
         limit = self.config.max_prompts_per_request
-        if count > limit:
+        if num_prompts > limit:
             raise APIError(
-                400, f"{param} holds {count} prompts; at most {limit} are accepted per request", param
+                400, f"{param} holds {num_prompts} prompts; at most {limit} are accepted per request", param
+            )
+        if num_prompts * n > limit:
+            prompts = f"{num_prompts} prompt{'s' if num_prompts > 1 else ''}"
+            raise APIError(
+                400,
+                f"n is {n} for {prompts}: {num_prompts * n} sequences; at most {limit} are accepted "
+                "per request (each prompt counts n times)",
+                "n",
             )
 
     def check_prompt_length(self, token_ids: list[int], param: str = "prompt") -> None:

@@ -73,7 +73,7 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
         stop=stop or None,
     )
     questions = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    state.admission.check_prompt_count(len(questions))
+    state.admission.check_sequence_count(len(questions))
     system = body.system_prompt if body.system_prompt is not None else config.system_prompt
     state.prompts.check_text_length(len(system or ""), "system_prompt")
     with state.admission.admit() as ticket:

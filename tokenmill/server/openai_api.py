@@ -72,11 +72,17 @@ async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    """The text of token ids, decoded on a prompt thread: a body's worth of ids takes most of a second."""
     state: ServerState = request.app.state.tm
     state.check_model(body.model)
-    if any(t >= state.vocab_size for t in body.tokens):
-        raise APIError(400, f"tokens must lie in [0, {state.vocab_size})", "tokens")
-    return DetokenizeResponse(prompt=state.tokenizer.decode(body.tokens))
+    largest = max(body.tokens, default=0)
+    if largest >= state.vocab_size:
+        raise APIError(
+            400,
+            f"tokens must lie in [0, {state.vocab_size}) (this model's vocabulary); got {largest}",
+            "tokens",
+        )
+    return DetokenizeResponse(prompt=await state.prompts.run(state.tokenizer.decode, body.tokens))
 
 
 # ---- shared by completions and chat ---------------------------------------------------------------
@@ -154,7 +160,7 @@ async def prepare_completion(
             raise APIError(400, f"{name} is not supported", name)
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
-    prompts = await _completion_prompts(state, body.prompt)
+    prompts = await _completion_prompts(state, body.prompt, body.n)
     max_tokens = min(state.resolve_max_tokens(body.max_tokens, len(p), "max_tokens") for p in prompts)
     constraint = requested_constraint(body)
     await compile_constraint(state, constraint)
@@ -162,17 +168,17 @@ async def prepare_completion(
 
 
 async def _completion_prompts(
-    state: ServerState, prompt: str | list[str] | list[int] | list[list[int]]
+    state: ServerState, prompt: str | list[str] | list[int] | list[list[int]], n: int
 ) -> list[list[int]]:
+    one_prompt = isinstance(prompt, str) or isinstance(prompt[0], int)
+    state.admission.check_sequence_count(1 if one_prompt else len(prompt), n)
     if isinstance(prompt, str):
         batch: list[list[int]] = [await state.encode(prompt)]
     elif isinstance(prompt[0], str):
-        state.admission.check_prompt_count(len(prompt))
         batch = await state.encode_many(prompt)  # type: ignore[arg-type]
     elif isinstance(prompt[0], int):
         batch = [prompt]  # type: ignore[list-item]
     else:
-        state.admission.check_prompt_count(len(prompt))
         batch = list(prompt)  # type: ignore[arg-type]
     for index, ids in enumerate(batch):
         param = "prompt" if len(batch) == 1 else f"prompt[{index}]"
@@ -203,6 +209,7 @@ async def chat_completions(body: ChatBody, request: Request) -> Response:
 
 async def _openai_chat(body: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
     lora = state.check_model(body.model)
+    state.admission.check_sequence_count(1, body.n)
     for name in ("functions", "function_call"):
         if getattr(body, name) is not None:
             raise APIError(400, f"{name} is not supported; describe functions in tools instead", name)

@@ -9,6 +9,7 @@ never sees a grammar never loads it.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -26,6 +27,19 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
 _CPP_LOCATION = re.compile(r"\[[0-9:.]+\] \S+\.cc:\d+: (Check failed: \(.*?\) is false: )?")
 _ANY_OBJECT = '{"type": "object"}'
+# Schema keywords whose object is keyed by property names, and those whose value is a JSON literal
+_BY_PROPERTY_NAME = frozenset(
+    {
+        "properties",
+        "patternProperties",
+        "$defs",
+        "definitions",
+        "dependentSchemas",
+        "dependentRequired",
+        "dependencies",
+    }
+)
+_LITERALS = frozenset({"const", "enum", "default", "examples"})
 _WHAT = {
     "json": "invalid JSON schema",
     "json_object": "invalid JSON grammar",
@@ -109,12 +123,33 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return compiled
 
+    def new_matcher(self, compiled: Any) -> Any:
+        """A fresh xgrammar `GrammarMatcher` of a compiled grammar, at the start of the output."""
+        return import_xgrammar().GrammarMatcher(
+            compiled, terminate_without_stop_token=not self.stop_token_ids
+        )
+
     def _compile(self, params: StructuredOutputsParams) -> Any:
+        if params.kind == "json":
+            _check_schema(params)
+        compiled = self._xgrammar_compile(params)
+        if not self._can_begin(compiled):
+            reason = "no text matches it (no token of this model's vocabulary can begin a match)"
+            raise GrammarError(params.kind, reason)
+        return compiled
+
+    def _can_begin(self, compiled: Any) -> bool:
+        """Whether an output can start: the grammar allows a first token, or ends at once. Neither
+        means its language is empty (a rule that only recurses, a character class of nothing), which
+        the sampler would meet as a first step with no token allowed."""
+        matcher = self.new_matcher(compiled)
+        bitmask = import_xgrammar().allocate_token_bitmask(1, self.grammar_vocab_size)
+        matcher.fill_next_token_bitmask(bitmask)
+        return bool(bitmask.any()) or matcher.is_terminated()
+
+    def _xgrammar_compile(self, params: StructuredOutputsParams) -> Any:
         compiler = self.xgrammar_compiler
         kind = params.kind
-        if kind == "json" and (depth := nesting_depth(params.source)) > MAX_SCHEMA_DEPTH:
-            reason = f"the schema nests {depth} levels deep; at most {MAX_SCHEMA_DEPTH} are accepted"
-            raise GrammarError(kind, reason)
         try:
             if kind == "json":
                 return compiler.compile_json_schema(params.source, any_whitespace=False)
@@ -125,6 +160,41 @@ class GrammarCompiler:
             return compiler.compile_grammar(params.source)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise GrammarError(kind, f"{_WHAT[kind]}: {_readable(exc)}") from None
+
+
+def _check_schema(params: StructuredOutputsParams) -> None:
+    """Refuse, naming the field, a schema xgrammar would take too long to compile or would not hold the
+    output to: `not` is ignored, so `{"not": {}}`, which nothing matches, would let anything through."""
+    depth = nesting_depth(params.source)
+    if depth > MAX_SCHEMA_DEPTH:
+        reason = f"the schema nests {depth} levels deep; at most {MAX_SCHEMA_DEPTH} are accepted"
+        raise GrammarError("json", reason)
+    try:  # the depth check keeps the parser's recursion shallow
+        schema = json.loads(params.json) if isinstance(params.json, str) else params.json
+    except ValueError:
+        return  # not JSON: xgrammar's compile says where
+    if schema_uses(schema, "not"):
+        reason = "the schema uses `not`, which xgrammar ignores (the output would not be held to it)"
+        raise GrammarError("json", reason)
+
+
+def schema_uses(schema: Any, keyword: str) -> bool:
+    """Whether a JSON schema, or any schema inside it, has `keyword`; property names and literal values
+    (`const`, `enum`, ...) that spell it do not count."""
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            if keyword in node:
+                return True
+            for name, value in node.items():
+                if name in _BY_PROPERTY_NAME and isinstance(value, dict):
+                    pending.extend(value.values())
+                elif name not in _LITERALS:
+                    pending.append(value)
+    return False
 
 
 def nesting_depth(text: str) -> int:

@@ -1,8 +1,9 @@
 """The engine's structured outputs: one grammar matcher per constrained sequence, a token mask per step.
 
 Three calls tie it to the step loop: `attach` when a request is added (compiles, or finds in the cache,
-and gives each of its sequences a matcher), the sampler's logits hook (`__call__`), and `advance` for
-each accepted token (which also says when the grammar has ended the sequence).
+and gives each of its sequences a matcher), the sampler's logits hook (`__call__`), and `accept` for
+each sampled token before it is appended (then `is_terminated` says when the grammar has ended the
+sequence).
 
 The hook runs after the step's forward pass is queued, so the host's work overlaps it: xgrammar fills a
 bitmask row over the grammar's vocabulary for each constrained sequence (not each batch row) into a
@@ -79,14 +80,12 @@ class StructuredOutputs:
 
     def attach(self, seqs: list[Sequence], params: StructuredOutputsParams) -> None:
         """Give each sequence its own matcher; raises GrammarError (a ValueError) for a bad constraint."""
-        xgr = import_xgrammar()
         compiled = self.compile(params)
         for seq in seqs:
-            matcher = xgr.GrammarMatcher(
-                compiled, terminate_without_stop_token=not self.compiler.stop_token_ids
-            )
             guard = guard_row(params.is_json, after_lead=False)
-            self._constrained[seq.seq_id] = _Constrained(matcher, params.is_json, guard)
+            self._constrained[seq.seq_id] = _Constrained(
+                self.compiler.new_matcher(compiled), params.is_json, guard
+            )
 
     def release(self, seqs: list[Sequence]) -> None:
         for seq in seqs:
@@ -101,9 +100,9 @@ class StructuredOutputs:
         constrained = self._constrained
         return bool(constrained) and any(seq.seq_id in constrained for seq in seqs)
 
-    def advance(self, seq: Sequence, token: int) -> bool:
-        """Feed the sequence's accepted token to its matcher; True when the grammar ends the sequence
-        (it terminated, or refused a token the mask should have excluded).
+    def accept(self, seq: Sequence, token: int) -> bool:
+        """Feed the sequence's sampled token to its matcher; False when the grammar refuses it, which
+        the mask leaves possible only when it allowed no token at all (the grammar has no way on).
 
         One call per token: xgrammar 0.2.8's `BatchGrammarMatcher.batch_accept_token` is a static loop
         on one thread and measured slower for a whole step (CPU, 358 rows of the benchmark's schema:
@@ -111,11 +110,19 @@ class StructuredOutputs:
         state = self._constrained[seq.seq_id]
         ends_on_lead = self._guards.ends_on_lead
         state.guard = guard_row(state.is_json, token < len(ends_on_lead) and bool(ends_on_lead[token]))
-        matcher = state.matcher
-        if not matcher.accept_token(token):
-            logger.warning("request %s: grammar refused token %d; ending the sequence", seq.request_id, token)
+        if state.matcher.accept_token(token):
             return True
-        return matcher.is_terminated()
+        logger.warning(
+            "request %s: its grammar allows no next token (%d output tokens); ending the sequence "
+            "(finish_reason abort)",
+            seq.request_id,
+            seq.num_output_tokens,
+        )
+        return False
+
+    def is_terminated(self, seq: Sequence) -> bool:
+        """Whether the sequence's grammar is complete and allows nothing more."""
+        return self._constrained[seq.seq_id].matcher.is_terminated()
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         """Mask, in place, the logits rows of constrained sequences to the tokens their grammar allows."""
