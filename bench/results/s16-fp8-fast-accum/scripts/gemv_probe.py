@@ -52,38 +52,39 @@ def variant(name, ptx, int_scaled):
     return mod
 
 
-variants = {"current": fp8_gemv, "noconv": variant("noconv", NOCONV, False), "intdec": variant("intdec", INTDEC, True),
-            "prmt": variant("prmt", PRMT, True)}
-dev = torch.device("cuda")
-shapes = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (24576, 4096), "down": (4096, 12288)}
-torch.manual_seed(0)
-print(f"{'shape':8} {'MB':>6} " + " ".join(f"{v:>16}" for v in [*variants, "bf16"]))
-totals = {v: 0.0 for v in [*variants, "bf16"]}
-for name, (n, k) in shapes.items():
-    w = (torch.randn(n, k, device=dev) * 0.05)
-    scales = w.abs().amax(1) / 448
-    w8 = (w / scales[:, None]).to(torch.float8_e4m3fn)
-    wb = w.to(torch.bfloat16)
-    x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
-    ref = fp8_gemv.gemv(x, w8, scales, NO_FUSION)
-    row = []
-    for vname, mod in variants.items():
-        out = mod.gemv(x, w8, scales, NO_FUSION)
-        if vname in ("intdec", "prmt"):
-            assert torch.equal(out, ref), (vname, (out.float() - ref.float()).abs().max())
-        us = do_bench_cudagraph(lambda: mod.gemv(x, w8, scales, NO_FUSION), rep=200) * 1000
-        totals[vname] += us
-        row.append(f"{us:7.2f} {n * k / us / 1e3:6.0f}GB/s")
-    us = do_bench_cudagraph(lambda: skinny_gemm.linear(x, wb), rep=200) * 1000
-    totals["bf16"] += us
-    row.append(f"{us:7.2f} {2 * n * k / us / 1e3:6.0f}GB/s")
-    print(f"{name:8} {n * k / 1e6:6.1f} " + " ".join(row))
-print("layer us: " + "  ".join(f"{v} {t:.1f}" for v, t in totals.items()))
-# subnormal / sign exactness of the int decode on every e4m3 byte
-allb = torch.arange(256, dtype=torch.uint8, device=dev).view(torch.float8_e4m3fn)
-finite = ~torch.isnan(allb.float())
-wv = allb[finite].repeat(16, 8)[:, :1024].contiguous()  # 16 rows
-xs = torch.randn(1, wv.shape[1], device=dev, dtype=torch.bfloat16)
-one = torch.ones(wv.shape[0], device=dev)
-a = variants["intdec"].gemv(xs, wv, one, NO_FUSION).float(); b = fp8_gemv.gemv(xs, wv, one, NO_FUSION).float()
-print("all-bytes intdec vs current max diff", (a - b).abs().max().item())
+if __name__ == "__main__":  # the probe of call A; gemv_probe2.py reuses the variants above
+    variants = {"current": fp8_gemv, "noconv": variant("noconv", NOCONV, False), "intdec": variant("intdec", INTDEC, True),
+                "prmt": variant("prmt", PRMT, True)}
+    dev = torch.device("cuda")
+    shapes = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (24576, 4096), "down": (4096, 12288)}
+    torch.manual_seed(0)
+    print(f"{'shape':8} {'MB':>6} " + " ".join(f"{v:>16}" for v in [*variants, "bf16"]))
+    totals = {v: 0.0 for v in [*variants, "bf16"]}
+    for name, (n, k) in shapes.items():
+        w = (torch.randn(n, k, device=dev) * 0.05)
+        scales = w.abs().amax(1) / 448
+        w8 = (w / scales[:, None]).to(torch.float8_e4m3fn)
+        wb = w.to(torch.bfloat16)
+        x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
+        ref = fp8_gemv.gemv(x, w8, scales, NO_FUSION)
+        row = []
+        for vname, mod in variants.items():
+            out = mod.gemv(x, w8, scales, NO_FUSION)
+            if vname in ("intdec", "prmt"):
+                assert torch.equal(out, ref), (vname, (out.float() - ref.float()).abs().max())
+            us = do_bench_cudagraph(lambda: mod.gemv(x, w8, scales, NO_FUSION), rep=200) * 1000
+            totals[vname] += us
+            row.append(f"{us:7.2f} {n * k / us / 1e3:6.0f}GB/s")
+        us = do_bench_cudagraph(lambda: skinny_gemm.linear(x, wb), rep=200) * 1000
+        totals["bf16"] += us
+        row.append(f"{us:7.2f} {2 * n * k / us / 1e3:6.0f}GB/s")
+        print(f"{name:8} {n * k / 1e6:6.1f} " + " ".join(row))
+    print("layer us: " + "  ".join(f"{v} {t:.1f}" for v, t in totals.items()))
+    # subnormal / sign exactness of the int decode on every e4m3 byte
+    allb = torch.arange(256, dtype=torch.uint8, device=dev).view(torch.float8_e4m3fn)
+    finite = ~torch.isnan(allb.float())
+    wv = allb[finite].repeat(16, 8)[:, :1024].contiguous()  # 16 rows
+    xs = torch.randn(1, wv.shape[1], device=dev, dtype=torch.bfloat16)
+    one = torch.ones(wv.shape[0], device=dev)
+    a = variants["intdec"].gemv(xs, wv, one, NO_FUSION).float(); b = fp8_gemv.gemv(xs, wv, one, NO_FUSION).float()
+    print("all-bytes intdec vs current max diff", (a - b).abs().max().item())

@@ -1,56 +1,11 @@
-"""Call A probe: is the fp8 GEMV bound by its byte conversions? Variants of the PTX word FMA, timed under
-CUDA graphs at Qwen3-8B's four projection shapes, one token; bf16 skinny GEMV beside them."""
-import importlib.util, pathlib, sys, torch, triton
+"""Call C probe: the fp8 GEMV's launch shapes and its conversion-free variant (`gemv_probe.NOCONV`) at
+Qwen3-8B's projections, one token, weights cycled so every launch reads HBM; the bf16 GEMV beside them."""
+import sys, torch
 from triton.testing import do_bench_cudagraph
 from tokenmill.kernels.triton import fp8_gemv, skinny_gemm
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION
-
-SRC = pathlib.Path(fp8_gemv.__file__).read_text()
-OLD_PTX = SRC[SRC.index('_E4M3_WORD_FMA = tl.constexpr("""'):SRC.index('""")', SRC.index('_E4M3_WORD_FMA')) + 5]
-
-NOCONV = '''_E4M3_WORD_FMA = tl.constexpr("""
-{
-fma.rn.f32 $0, $1, $2, $6;
-}
-""")'''
-INTDEC = '''_E4M3_WORD_FMA = tl.constexpr("""
-{
-.reg .b32 b0, b1, b2, b3;
-.reg .f32 sum;
-shl.b32 b0, $1, 24;
-shl.b32 b1, $1, 16;
-shl.b32 b2, $1, 8;
-shr.s32 b0, b0, 4;
-shr.s32 b1, b1, 4;
-shr.s32 b2, b2, 4;
-shr.s32 b3, $1, 4;
-and.b32 b0, b0, 0x87F00000;
-and.b32 b1, b1, 0x87F00000;
-and.b32 b2, b2, 0x87F00000;
-and.b32 b3, b3, 0x87F00000;
-fma.rn.f32 sum, b0, $2, $6;
-fma.rn.f32 sum, b1, $3, sum;
-fma.rn.f32 sum, b2, $4, sum;
-fma.rn.f32 $0, b3, $5, sum;
-}
-""")'''
-PRMT = INTDEC.replace("shl.b32 b0, $1, 24;", "prmt.b32 b0, $1, 0, 0x0444;").replace(
-    "shl.b32 b1, $1, 16;", "prmt.b32 b1, $1, 0, 0x1444;").replace("shl.b32 b2, $1, 8;", "prmt.b32 b2, $1, 0, 0x2444;")
-
-
-def variant(name, ptx, int_scaled):
-    src = SRC.replace(OLD_PTX, ptx)
-    if int_scaled:  # weights come out as value * 2^-120: activations * 2^64 in, sums * 2^56 out
-        src = src.replace("x0, x1, x2, x3 = x0[None, :], x1[None, :], x2[None, :], x3[None, :]",
-                          "x0, x1, x2, x3 = x0[None, :] * 18446744073709551616.0, x1[None, :] * 18446744073709551616.0, x2[None, :] * 18446744073709551616.0, x3[None, :] * 18446744073709551616.0")
-        src = src.replace("y = tl.sum(acc, 1) * tl.load(scale_ptr + n, mask=n_mask, other=0.0)",
-                          "y = tl.sum(acc, 1) * 72057594037927936.0 * tl.load(scale_ptr + n, mask=n_mask, other=0.0)")
-        assert src.count("18446744073709551616.0") == 4 and "72057594037927936.0" in src
-    path = pathlib.Path(f"/tmp/gemv_{name}.py"); path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"gemv_{name}", path)
-    mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
-    return mod
-
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from gemv_probe import NOCONV, variant  # noqa: E402
 
 variants = {"current": fp8_gemv, "noconv": variant("noconv", NOCONV, False)}
 dev = torch.device("cuda")
