@@ -4,22 +4,13 @@ error against the fp32 reference of the dequantized cache."""
 import importlib.util, json, sys, torch
 sys.path.insert(0, ".")
 sys.path.insert(0, ".k4/s15")
-from att_probe_common import batch, reference, time_graph, D
+from att_probe_common import D, batch, graph, reference, time_graph
 VARIANTS = {"old": ".k4/s15/attention_old.py", "tree": ".k4/s15/att_tree.py", "v_asm": ".k4/s15/att_v.py", "kv_asm": ".k4/s15/att_kv.py"}
 mods = {}
 for name, path in VARIANTS.items():
     spec = importlib.util.spec_from_file_location(f"att_{name}", path)
     mods[name] = importlib.util.module_from_spec(spec); sys.modules[f"att_{name}"] = mods[name]; spec.loader.exec_module(mods[name])
 TILINGS = [(64, 2, 3), (64, 2, 2), (64, 2, 1), (64, 4, 2), (32, 2, 2)]
-
-def graph(mod, args, tiling, reps=20):
-    fn = lambda: mod.decode_attention(*args[:4], D**-0.5, 1, args[4], tiling=mod.DecodeTiling(*tiling))
-    fn(); torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    return g, reps
 
 results = {}
 for ctx in (128, 256, 512):
@@ -31,7 +22,7 @@ for ctx in (128, 256, 512):
         errs[name] = ((out - ref).abs().max().item(), (out - ref).abs().mean().item())
         for t in TILINGS:
             try:
-                graphs[(name, t)] = graph(mod, args, t)
+                graphs[(name, t)] = graph(mod, args, mod.DecodeTiling(*t))
             except Exception as exc:  # a tiling that does not fit
                 print(name, t, "failed:", str(exc)[:100])
     times = {k: [] for k in graphs}

@@ -24,6 +24,16 @@ def reference(q, cache, tables, lens, scales):
         out[i] = torch.einsum("hl,lhd->hd", s.softmax(-1), v)
     return out
 
+def graph(mod, args, tiling=None, reps=20):
+    """`reps` launches of `mod`'s decode attention on `args` (a `DecodeTiling` or None) in one CUDA graph."""
+    fn = lambda: mod.decode_attention(*args[:4], D**-0.5, 1, args[4], tiling=tiling)
+    fn(); torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    return g, reps
+
 def time_graph(g, reps):
     s, e = torch.cuda.Event(True), torch.cuda.Event(True)
     s.record(); g.replay(); e.record(); e.synchronize()
