@@ -95,8 +95,6 @@ def _sampling(
     logprobs: int | None,
     constraint: Constraint | None,
 ) -> SamplingParams:
-    if body.logit_bias:  # accepted and ignored, it would change nothing the caller could notice
-        raise APIError(400, "logit_bias is not supported", "logit_bias")
     return state.sampling_params(
         n=body.n,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -116,6 +114,15 @@ def _sampling(
         logprobs=logprobs,
         structured_outputs=constraint[0] if constraint else None,
     )
+
+
+def _refuse_unsupported(body: CompletionRequest | ChatCompletionRequest, *fields: tuple[str, bool]) -> None:
+    """A 400 naming the first of `fields` (name, whether the request sets it) that is set, or
+    `logit_bias` unless empty: accepted and ignored, they would change nothing the caller could notice.
+    Checked before the prompts are tokenized or a constraint compiled."""
+    for name, present in (*fields, ("logit_bias", bool(body.logit_bias))):
+        if present:
+            raise APIError(400, f"{name} is not supported", name)
 
 
 async def _answer(
@@ -155,9 +162,7 @@ async def prepare_completion(
     body: CompletionRequest, state: ServerState
 ) -> tuple[list[list[int]], SamplingParams]:
     """The prompts and sampling parameters of a completion request (HTTP, or gRPC's `text_input`)."""
-    for name, unsupported in (("echo", body.echo), ("suffix", body.suffix is not None)):
-        if unsupported:
-            raise APIError(400, f"{name} is not supported", name)
+    _refuse_unsupported(body, ("echo", body.echo), ("suffix", body.suffix is not None))
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of must equal n (beam search is not supported)", "best_of")
     prompts = await _completion_prompts(state, body.prompt, body.n)
@@ -210,6 +215,7 @@ async def chat_completions(body: ChatBody, request: Request) -> Response:
 async def _openai_chat(body: ChatCompletionRequest, request: Request, state: ServerState) -> Response:
     lora = state.check_model(body.model)
     state.admission.check_sequence_count(1, body.n)
+    _refuse_unsupported(body)
     for name in ("functions", "function_call"):
         if getattr(body, name) is not None:
             raise APIError(400, f"{name} is not supported; describe functions in tools instead", name)
