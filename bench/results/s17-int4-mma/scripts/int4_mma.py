@@ -18,67 +18,39 @@ import triton.language as tl
 from tokenmill.kernels.triton.gemv_rows import four_columns
 
 TILE_N = tl.constexpr(32)  # outputs per warp: 8 lane groups x 4 words
-STEPS = tl.constexpr(4)  # word rows per lane per group of 128 inputs (16 word rows / 4 lanes)
 
-_MMA_STEP = tl.constexpr("""
-{
-.reg .b32 xb0, xb1, xb2, xb3, one, s;
-.reg .b32 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;
-mov.b32 one, 0x3f803f80;
-prmt.b32 xb0, $12, $14, 0x5410;
-prmt.b32 xb1, $12, $14, 0x7632;
-prmt.b32 xb2, $13, $15, 0x5410;
-prmt.b32 xb3, $13, $15, 0x7632;
-lop3.b32 a00, $8, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $8, 4;
-lop3.b32 a01, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $8, 8;
-lop3.b32 a02, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $8, 12;
-lop3.b32 a03, s, 0x000f000f, 0x43004300, 0xea;
-lop3.b32 a10, $9, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $9, 4;
-lop3.b32 a11, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $9, 8;
-lop3.b32 a12, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $9, 12;
-lop3.b32 a13, s, 0x000f000f, 0x43004300, 0xea;
-lop3.b32 a20, $10, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $10, 4;
-lop3.b32 a21, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $10, 8;
-lop3.b32 a22, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $10, 12;
-lop3.b32 a23, s, 0x000f000f, 0x43004300, 0xea;
-lop3.b32 a30, $11, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $11, 4;
-lop3.b32 a31, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $11, 8;
-lop3.b32 a32, s, 0x000f000f, 0x43004300, 0xea;
-shr.u32 s, $11, 12;
-lop3.b32 a33, s, 0x000f000f, 0x43004300, 0xea;
-fma.rn.bf16x2 a00, a00, one, $16;
-fma.rn.bf16x2 a01, a01, one, $16;
-fma.rn.bf16x2 a02, a02, one, $16;
-fma.rn.bf16x2 a03, a03, one, $16;
-fma.rn.bf16x2 a10, a10, one, $17;
-fma.rn.bf16x2 a11, a11, one, $17;
-fma.rn.bf16x2 a12, a12, one, $17;
-fma.rn.bf16x2 a13, a13, one, $17;
-fma.rn.bf16x2 a20, a20, one, $18;
-fma.rn.bf16x2 a21, a21, one, $18;
-fma.rn.bf16x2 a22, a22, one, $18;
-fma.rn.bf16x2 a23, a23, one, $18;
-fma.rn.bf16x2 a30, a30, one, $19;
-fma.rn.bf16x2 a31, a31, one, $19;
-fma.rn.bf16x2 a32, a32, one, $19;
-fma.rn.bf16x2 a33, a33, one, $19;
-mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a00, a10, a01, a11}, {xb0, xb1}, {$20, $21, $22, $23};
-mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a02, a12, a03, a13}, {xb2, xb3}, {$0, $1, $2, $3};
-mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$4, $5, $6, $7}, {a20, a30, a21, a31}, {xb0, xb1}, {$24, $25, $26, $27};
-mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$4, $5, $6, $7}, {a22, a32, a23, a33}, {xb2, xb3}, {$4, $5, $6, $7};
-}
-""")
+
+def _unpack_word(word: int) -> str:
+    """PTX turning word operand $<8 + word> into registers a<word>0..3: its nibble pairs (i, i + 4) as
+    bf16 (128 + q, 128 + q')."""
+    lines = [f"lop3.b32 a{word}0, ${8 + word}, 0x000f000f, 0x43004300, 0xea;"]
+    for i in (1, 2, 3):
+        lines.append(f"shr.u32 s, ${8 + word}, {4 * i};")
+        lines.append(f"lop3.b32 a{word}{i}, s, 0x000f000f, 0x43004300, 0xea;")
+    return "\n".join(lines)
+
+
+def _subtract_zero(word: int) -> str:
+    """PTX taking the word's 128 + zero point (the pair in operand $<16 + word>) off a<word>0..3."""
+    return "\n".join(f"fma.rn.bf16x2 a{word}{i}, a{word}{i}, one, ${16 + word};" for i in range(4))
+
+
+_MMA = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+# $8..$11 words (outputs n + 0..3), $12..$15 activation pairs (x0, x1) .. (x6, x7), $16..$19 -(128 + zero)
+# pairs, $20..$27 the sums in; $0..$7 the sums out (two mma blocks: words 0, 1 and 2, 3)
+_MMA_STEP = tl.constexpr(
+    "\n{\n.reg .b32 xb0, xb1, xb2, xb3, one, s;\n"
+    ".reg .b32 a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33;\n"
+    "mov.b32 one, 0x3f803f80;\n"
+    "prmt.b32 xb0, $12, $14, 0x5410;\nprmt.b32 xb1, $12, $14, 0x7632;\n"
+    "prmt.b32 xb2, $13, $15, 0x5410;\nprmt.b32 xb3, $13, $15, 0x7632;\n"
+    + "\n".join(_unpack_word(w) for w in range(4)) + "\n"
+    + "\n".join(_subtract_zero(w) for w in range(4)) + "\n"
+    f"{_MMA} {{$0, $1, $2, $3}}, {{a00, a10, a01, a11}}, {{xb0, xb1}}, {{$20, $21, $22, $23}};\n"
+    f"{_MMA} {{$0, $1, $2, $3}}, {{a02, a12, a03, a13}}, {{xb2, xb3}}, {{$0, $1, $2, $3}};\n"
+    f"{_MMA} {{$4, $5, $6, $7}}, {{a20, a30, a21, a31}}, {{xb0, xb1}}, {{$24, $25, $26, $27}};\n"
+    f"{_MMA} {{$4, $5, $6, $7}}, {{a22, a32, a23, a33}}, {{xb2, xb3}}, {{$4, $5, $6, $7}};\n}}\n"
+)
 
 
 _CONSTRAINTS = tl.constexpr(",".join(["=f"] * 8 + ["r"] * 12 + ["f"] * 8))
@@ -93,7 +65,7 @@ def _bf16_pair(v):
 @triton.jit
 def _group_loads(w_ptr, x32_ptr, zero_ptr, scale_ptr, group, lane_n, c, token, stride_wk, stride_x32,
                  stride_sg, stride_zg, groups, ZERO_OFFSET: tl.constexpr, BLOCKED: tl.constexpr):  # fmt: skip
-    """A group's words (STEPS x [T, 4]), activation pairs (STEPS x [T, 4]), zero points and scales
+    """A group's words (4 x [T, 4]: a lane's 4 of its 16 word rows), activation pairs (4 x [T, 4]), zero points and scales
     ([T, 4]) of each lane's four outputs. N is a multiple of TILE_N (no masks); lanes past the batch
     read the last row (their products land in columns nobody stores)."""
     n = lane_n[:, None] + tl.arange(0, 4)[None, :]
