@@ -24,7 +24,7 @@ from tests.test_quant_kernels import (
 from tokenmill.kernels import reference
 from tokenmill.kernels.triton import fp8_gemv, gemv_fusion, int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_formats as wf
-from tokenmill.kernels.triton.gemv_fusion import Fusion
+from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.quantization import QuantLinear, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod, dequantize_fp8_blocks, quantize_fp8_blocks
@@ -169,11 +169,11 @@ def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums
     packed, weight = packed_awq(OUT, 512, 128)
     x = draw(3, 512, seed=30).to(dtype)
     assert int4_gemv._uses_asm(x) == ON_GPU
-    got = quant_gemv.gemv(x, packed).float()
+    got = int4_gemv.gemv(x, packed, NO_FUSION).float()  # on sm_80+ quant_gemv takes `int4_mma` instead
     bound = 1e-2 * (x.float() @ weight).abs().max().item()
     torch.testing.assert_close(got, x.float() @ weight, atol=bound, rtol=0)
     monkeypatch.setattr(int4_gemv, "_uses_asm", lambda x: False)
-    torch.testing.assert_close(got, quant_gemv.gemv(x, packed).float(), atol=bound, rtol=0)
+    torch.testing.assert_close(got, int4_gemv.gemv(x, packed, NO_FUSION).float(), atol=bound, rtol=0)
 
 
 def test_fp8_gemv_in_inline_ptx_gives_the_portable_sums(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -277,6 +277,15 @@ def test_awq_checkpoint_config_is_read() -> None:
         QuantLinear(64, [64], False, method)
 
 
+@pytest.mark.parametrize("desc_act", [True, False])
+def test_gptq_checkpoint_config_carries_act_order_to_its_layers(desc_act: bool) -> None:
+    """The GEMV route of a GPTQ layer depends on it: act-order groups leave the row order."""
+    config = resolve_quantization(None, {**GPTQ, "desc_act": desc_act}, "c")
+    assert config is not None
+    method = config.method_for(["layers.0.q_proj"])
+    assert isinstance(method, GptqMethod) and method.act_order == desc_act
+
+
 def test_flags_without_a_quantized_checkpoint() -> None:
     assert resolve_quantization(None, None, "c") is None
     int8 = resolve_quantization("int8", None, "c")

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("mode", nargs="?", choices=["offline", "serve"], default="offline")
     bench.add_argument(
         "--workload",
-        choices=["qa-358", "judge-358", "nano-256", "single", "copy", "custom"],
+        choices=["qa-358", "judge-358", "nano-256", "single", "batch-8", "copy", "custom"],
         default="qa-358",
         help="copy: one stream whose answer repeats a paragraph of its prompt (speculative decoding)",
     )

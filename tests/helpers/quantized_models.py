@@ -68,7 +68,10 @@ def save_gptq_checkpoint(source: Path, directory: Path, bits: int, group_size: i
 
     def gptq(weight: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = weight.shape[1]
-        order = torch.randperm(rows, generator=torch.Generator().manual_seed(rows)) if act_order else None
+        generator = torch.Generator().manual_seed(
+            rows
+        )  # a CPU draw, also where a test's default device is CUDA
+        order = torch.randperm(rows, generator=generator, device="cpu") if act_order else None
         return quantize_gptq(weight, bits, group_size, order)
 
     return _save_quantized(source, directory, config, gptq, ())

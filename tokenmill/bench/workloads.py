@@ -34,6 +34,7 @@ WORKLOADS: dict[str, AnyWorkload] = {
     "judge-358": JudgeWorkload("judge-358", JUDGE_QUESTIONS),
     "nano-256": Workload("nano-256", 256, (100, 1024), (100, 1024)),
     "single": Workload("single", 1, (128, 128), (256, 256)),
+    "batch-8": Workload("batch-8", 8, (128, 128), (256, 256)),  # eight streams at once: a small server
     "copy": CopyWorkload("copy"),
 }
 

@@ -26,6 +26,7 @@ class QuantizationConfig:
     weight_block_size: tuple[int, int] | None = None  # fp8 checkpoints (quantized at load: per channel)
     group_size: int | None = None  # awq, gptq (-1: one group)
     bits: int = 4  # gptq
+    act_order: bool = False  # gptq: desc_act
     modules_to_not_convert: tuple[str, ...] = ()
 
     def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
@@ -47,7 +48,7 @@ class QuantizationConfig:
         if self.method == "awq" and self.group_size is not None:
             return AwqMethod(self.group_size, self.checkpoint_quantized)
         if self.method == "gptq" and self.group_size is not None:
-            return GptqMethod(self.bits, self.group_size, self.checkpoint_quantized)
+            return GptqMethod(self.bits, self.group_size, self.checkpoint_quantized, self.act_order)
         raise AssertionError(f"incomplete quantization config {self}")
 
     def _not_converted(self, module: str) -> bool:
@@ -127,6 +128,7 @@ def _gptq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConf
     layout = checkpoint.get("checkpoint_format", "gptq")
     if layout != "gptq":
         raise ValueError(f"{field}.checkpoint_format {layout!r} is not supported (only 'gptq')")
-    if not isinstance(checkpoint.get("desc_act", False), bool):
+    act_order = checkpoint.get("desc_act", False)
+    if not isinstance(act_order, bool):
         raise ValueError(f"{field}.desc_act must be true or false")
-    return QuantizationConfig("gptq", True, group_size=group, bits=bits)
+    return QuantizationConfig("gptq", True, group_size=group, bits=bits, act_order=act_order)

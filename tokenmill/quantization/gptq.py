@@ -74,8 +74,9 @@ class GptqMethod(QuantMethod):
     zero_offset = 1
     format_name = "GPTQ"
 
-    def __init__(self, bits: int, group_size: int, checkpoint_is_gptq: bool) -> None:
-        self.bits, self.group_size = bits, group_size
+    def __init__(self, bits: int, group_size: int, checkpoint_is_gptq: bool, act_order: bool = False) -> None:
+        """`act_order`: the checkpoint says `desc_act` (its `g_idx` may put the groups out of row order)."""
+        self.bits, self.group_size, self.act_order = bits, group_size, act_order
         self.checkpoint_tensors = GPTQ_TENSORS if checkpoint_is_gptq else ("weight",)
 
     def create_weights(self, layer: QuantLinear, dtype: torch.dtype) -> None:

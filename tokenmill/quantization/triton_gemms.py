@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
-from tokenmill.kernels.triton import fp8_gemm, quant_gemv
+from tokenmill.kernels.triton import fp8_gemm, int4_mma, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
-from tokenmill.kernels.triton.weight_formats import PackedWeight, WeightFormat
+from tokenmill.kernels.triton.weight_formats import PackedWeight, WeightFormat, compiles_ptx
 from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dequantize, weight_only_gemm
 from tokenmill.quantization.base import QuantLinear, QuantMethod
 from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
@@ -51,6 +51,7 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
     "gptq4": 128,  # and AWQ, repacked into GPTQ's layout at load
+    "gptq4-mma": 128,
     "gptq8": 128,
 }
 
@@ -64,7 +65,13 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "fp8-channel": 2,
     "fp8-block": 0,
     "gptq4": 4,  # and AWQ (`int4_gemv`: 0.95x of bf16's GEMV at 4 rows, the kernel 0.50x; at 8, 0.53x)
+    "gptq4-mma": int4_mma.MAX_ROWS,  # `int4_mma` (sm_80+): 16 rows cost about what one does
     "gptq8": 4,
+}
+
+# Token counts that launch each variant of a format's GEMV (default: one variant, the 1-token count's).
+GEMV_VARIANT_TOKENS: dict[str, tuple[int, ...]] = {
+    "gptq4-mma": (1, int4_mma.MIN_ROWS, int4_mma.BLOCK_ROWS + 1),  # `int4_gemv`, one mma block, two
 }
 
 # (layer, rows [tokens, in]) -> [tokens, out]; rows as `Fp8Rows` for a dense route that takes them
@@ -145,7 +152,7 @@ class RoutedGemm:
             tokens = max(first, kernel_from)
             if (last is None or tokens <= last) and (start is None or tokens < start):
                 kernel.append(tokens)
-        gemv = (1,) if kernel_from > 1 else ()
+        gemv = GEMV_VARIANT_TOKENS.get(self.table_key, (1,)) if kernel_from > 1 else ()
         return (*gemv, *kernel) if start is None else (*gemv, *kernel, start)
 
 
@@ -222,7 +229,8 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, GptqMethod):  # AWQ included
-        return RoutedGemm(f"gptq{method.bits}", weight_only_kernel, dequantized_dense, packed_gemv)
+        key = "gptq4-mma" if _mma_serves(method, device) else f"gptq{method.bits}"
+        return RoutedGemm(key, weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod):
         scales = scaled_mm_scales(device)
         if scales is None:  # no fp8 GEMM here: its bytes are decoded as int8's are
@@ -235,6 +243,18 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
         return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
     return None
+
+
+def _mma_serves(method: GptqMethod, device: torch.device) -> bool:
+    """Whether `int4_mma` runs `method`'s layers on `device` (given whole warps of outputs): 4 bits in
+    groups of its K step or a multiple (-1: one group), no act-order, a GPU that runs its inline PTX."""
+    group = method.group_size
+    return (
+        method.bits == 4
+        and not method.act_order
+        and (group == -1 or group % int4_mma.K_STEP == 0)
+        and compiles_ptx(device)
+    )
 
 
 def _kernel_reads_blocks(block: tuple[int, int]) -> bool:

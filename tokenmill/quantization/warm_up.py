@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tokenmill.kernels.ops import SMALL_BATCH_MAX_ROWS
 from tokenmill.quantization.base import QuantLinear
 
 
@@ -26,9 +27,15 @@ def compile_gemm_variants(model: nn.Module, dtype: torch.dtype) -> int:
             continue
         seen.add(key)
         device = next(module.parameters()).device
-        for tokens in module.method.gemm.variant_tokens():
+        gemm = module.method.gemm
+        for tokens in gemm.variant_tokens():
             zeros = torch.zeros(tokens, module.in_features, dtype=dtype, device=device)
-            module.method.gemm(module, zeros)
-            module.method.gemm.scaled(module, zeros)  # its variant leaving the scales to the next kernel
+            gemm(module, zeros)
+            gemm.scaled(module, zeros)  # its variant leaving the scales to the next kernel
+            if 1 < tokens <= min(gemm.gemv_up_to(), SMALL_BATCH_MAX_ROWS):
+                # the fused path's GEMV with a residual, which graph capture compiles only for the decode
+                # batch sizes captured: a prompt's last few tokens take it too
+                residual = torch.zeros(tokens, module.out_features, dtype=dtype, device=device)
+                gemm.fused_gemv(module, zeros, residual=residual)
             calls += 1
     return calls

@@ -17,9 +17,10 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
   group (groups in row order) both are read once per chunk and output, act-order groups per weight.
   The accumulator keeps one partial per (chunk row, output), summed once at the end: a sum across
   warps inside the loop would put a barrier between the chunks' loads.
-4-bit weights whose groups are multiples of 128 rows in row order go to `int4_gemv` instead (bf16x2
-arithmetic, split K), and e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step
-ahead, split K) where their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block
+4-bit weights whose groups are multiples of 128 rows in row order go to `int4_mma` instead (tensor
+cores: 16-bit activations, sm_80+, up to 16 rows) or else `int4_gemv` (bf16x2 arithmetic, split K), and
+e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step ahead, split K) where
+their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block
 scales, the shapes a sweep names). Both kernels here take the fused small-batch path's element-wise
 neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual
 epilogue. The references are the quantization methods' `apply` (x times the
@@ -34,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill.kernels.triton import fp8_gemv, int4_gemv
+from tokenmill.kernels.triton import fp8_gemv, int4_gemv, int4_mma
 from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion, row_inputs, row_rstd, store_row
 from tokenmill.kernels.triton.packed_int import OFFSET, offset_float
@@ -211,6 +212,8 @@ def gemv(
     for any `PackedWeight` format; `shape` None: `default_shape`, or `int4_gemv` / `fp8_gemv` where they
     apply (a shape sweeps this module's own kernels)."""
     x = _rows(x)
+    if shape is None and weight.format == WeightFormat.GPTQ and int4_mma.supports(x, weight):
+        return int4_mma.gemv(x, weight, fusion)
     if shape is None and weight.format == WeightFormat.GPTQ and int4_gemv.supports(weight):
         return int4_gemv.gemv(x, weight, fusion)
     if shape is None and weight.format == WeightFormat.FP8 and fp8_gemv.supports(weight.weight):
