@@ -3,10 +3,9 @@ repacked into them at load) meet the activations in `mma.sync.m16n8k16` (inline 
 the weight as the A operand (16 outputs by 16 inputs), up to 8 token rows as B, fp32 accumulation.
 Reference: the quantization methods' `apply`, with the unfused norm, activation and add around it.
 
-Why: `int4_gemv` decodes every weight once per token row on the CUDA cores, so its cost grows with the
-batch (a Qwen3-8B layer took 54 µs at one row and 286 µs at eight on an H200); here one decode serves 8
-rows (16 in two mmas), and a batch of 8 costs about what one token does (H100, Qwen3-8B: 73 µs a layer
-against `int4_gemv`'s 303, and 72 at two rows against 92). One row stays with `int4_gemv` (60 µs).
+Why: `int4_gemv` decodes every weight once per token row, so its cost grows with the batch; here one
+decode serves 8 rows (16 in two mmas): H100, Qwen3-8B, 73 µs a layer at 8 rows against 303. One row
+stays with `int4_gemv` (60 µs; this kernel took 72 at two rows).
 
 Lane (g, c) of a warp (g = lane // 4, c = lane % 4) owns, in each K step of 128 inputs (16 word rows),
 the words of rows c, c + 4, c + 8 and c + 12 for outputs n + 4g .. n + 4g + 3 (one 16-byte load each),
@@ -16,11 +15,10 @@ same way (x_i, x_i+4), so both operands of an mma hold the same permutation of 1
 the product is unchanged. Words 2m and 2m + 1 are A rows g and g + 8 of mma block m, so accumulator
 2j + p of a lane holds output n + 4g + j of token 2c + p (+ 8 in the second token block).
 
-The epilogue (bias, residual) rounds as the unfused ops do; split K adds the splits in split order, as
-`gemv_fusion` does. The prologue (`gemv_fusion.Fusion`: RMSNorm or SiLU-and-mul) runs as its own launch
-before it (`norm.rms_norm`, `activation.silu_and_mul`): inside the loop every lane would recompute its
-token's activations for its 32 outputs, which made the GEMV bound by instructions (H100, Qwen3-8B at 8
-rows: q|k|v 18.4 against 13.6 µs with the norm's launch, down 25.0 against 18.7 with SiLU-and-mul's).
+The epilogue (bias, residual) rounds as the unfused ops do; split K adds the splits in order, as
+`gemv_fusion` does. The prologue (RMSNorm or SiLU-and-mul) runs as its own launch before it: in the loop
+every lane recomputed its token's activations for its 32 outputs, and the GEMV was bound by instructions
+(H100, Qwen3-8B, 8 rows: q|k|v 18.4 against 13.6 µs, down 25.0 against 18.7).
 """
 
 from __future__ import annotations
@@ -40,8 +38,7 @@ from tokenmill.kernels.triton.weight_formats import PackedWeight
 K_STEP = 128  # inputs per K step: 16 word rows, one group of 128 (or part of a larger one)
 WARP_N = 32  # outputs per warp: 8 lane groups of 4 words
 WARPS = 4  # warps per program, side by side along N
-PROGRAMS_PER_SM = 2  # split K until the programs reach this many per SM (H100: 4 warps and 2 programs
-# beat 2 and 4, 1 and 8, 2 and 8 at 1 to 16 rows)
+PROGRAMS_PER_SM = 2  # split K up to this many programs an SM (H100: best with 4 warps, 1-16 rows)
 MIN_ROWS = 2  # one row: `int4_gemv` (H100, Qwen3-8B: 60 µs a layer; this GEMV took 72 at two rows)
 BLOCK_ROWS = 8  # token rows of one mma block (its N); more rows take a second block
 MAX_ROWS = 2 * BLOCK_ROWS
