@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers.gpu_compile import ARCHITECTURES, compile_for, resource_usage, run_compiled
-from tests.test_quant_kernels import DEVICE, ON_GPU, _pointer, draw, packed_awq
+from tests.test_quant_kernels import DEVICE, ON_GPU, _pointer, draw, packed_awq, packed_gptq
 from tests.test_quant_routes import loaded
 from tokenmill.kernels import reference
 from tokenmill.kernels.triton import gemv_fusion, int4_gemv, int4_mma, quant_gemv
@@ -56,7 +56,7 @@ def _fused_and_unfused(rows: int, prologue: str, dtype: torch.dtype, seed: int):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("prologue", ["none", "norm", "silu_mul"])
 @pytest.mark.parametrize("rows", [2, 3, 8, 11, 16])
-@pytest.mark.parametrize("sms", [0, 132])  # 0: one program a tile; 132: K split four ways
+@pytest.mark.parametrize("sms", [0, 2, 132])  # one program a tile (4 K steps), 2 splits of 2, 4 of 1
 def test_mma_gemv_equals_the_unfused_ops(
     rows: int, prologue: str, dtype: torch.dtype, sms: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,7 +64,7 @@ def test_mma_gemv_equals_the_unfused_ops(
     the output's last place of the float32 reference; the same bits again on a second launch (split K's
     arrival counts were reset), and close to `int4_gemv`'s sums of the same inputs."""
     monkeypatch.setattr(int4_mma, "num_sms", lambda device: sms)
-    assert int4_mma.launch_shape(OUT, IN, sms)[1] == (4 if sms else 1)
+    assert int4_mma.launch_shape(OUT, IN, sms)[1] == {0: 1, 2: 2, 132: 4}[sms]
     got, expected, packed, x, fusion = _fused_and_unfused(rows, prologue, dtype, seed=rows)
     bound = (2**-6 if dtype == torch.bfloat16 else 2**-9) * expected.float().abs().max().item()  # 2 ulps
     torch.testing.assert_close(got.float(), expected.float(), atol=bound, rtol=0)
@@ -72,6 +72,17 @@ def test_mma_gemv_equals_the_unfused_ops(
     assert not gemv_fusion.split_scratch(x.device)["count_ptr"].any()
     tree = int4_gemv.gemv(x, packed, fusion).float()
     torch.testing.assert_close(got.float(), tree, atol=1e-2 * tree.abs().max().item(), rtol=0)
+
+
+@needs_mma
+@pytest.mark.parametrize("rows", [2, 9])
+def test_gptq_weights_in_groups_of_256_equal_their_reference(rows: int) -> None:
+    """GPTQ's stored zero points (minus one) and a group spanning two K steps."""
+    packed, weight = packed_gptq(OUT, IN, 4, False, 256)
+    x = draw(rows, IN, seed=rows).to(torch.bfloat16)
+    expected = (x.float() @ weight).to(torch.bfloat16).float()
+    got = int4_mma.gemv(x, packed, Fusion()).float()
+    torch.testing.assert_close(got, expected, atol=2**-6 * expected.abs().max().item(), rtol=0)
 
 
 @needs_mma
@@ -95,22 +106,27 @@ def test_the_interpreter_and_the_cpu_never_take_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "key"),
+    ("method", "sizes", "key"),
     [
-        (lambda: AwqMethod(128, checkpoint_is_awq=True), "gptq4-mma"),
-        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True), "gptq4-mma"),
-        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True, act_order=True), "gptq4"),
-        (lambda: GptqMethod(4, 64, checkpoint_is_gptq=True), "gptq4"),
-        (lambda: GptqMethod(8, 128, checkpoint_is_gptq=True), "gptq8"),
+        (lambda: AwqMethod(128, checkpoint_is_awq=True), (512, 256), "gptq4-mma"),
+        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True), (512, 256), "gptq4-mma"),
+        (lambda: GptqMethod(4, -1, checkpoint_is_gptq=True), (512, 256), "gptq4-mma"),
+        (lambda: GptqMethod(4, -1, checkpoint_is_gptq=True), (320, 256), "gptq4"),  # one group of 320
+        (lambda: AwqMethod(128, checkpoint_is_awq=True), (512, 192), "gptq4"),  # not whole programs
+        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True, act_order=True), (512, 256), "gptq4"),
+        (lambda: GptqMethod(4, 64, checkpoint_is_gptq=True), (512, 256), "gptq4"),
+        (lambda: GptqMethod(8, 128, checkpoint_is_gptq=True), (512, 256), "gptq8"),
     ],
 )
-def test_4_bit_layers_the_mma_gemv_serves_run_their_gemv_to_16_rows(method, key: str) -> None:
-    """Where the mma GEMV runs (sm_80+, compiled), 4-bit layers in row-ordered groups of 128 keep their
-    GEMV up to 16 rows (it costs what one row does); elsewhere, and for act-order or smaller groups, the
-    tree GEMV stops at 4 and the weight-only GEMM takes over."""
-    gemm = triton_gemms.gemm_for(method(), DEVICE)
-    assert gemm.table_key == (key if RUNS_MMA else key.removesuffix("-mma"))
-    assert triton_gemms.GEMV_UP_TO_TOKENS["gptq4-mma"] == int4_mma.MAX_ROWS
+def test_4_bit_layers_the_mma_gemv_serves_run_their_gemv_to_16_rows(method, sizes, key: str) -> None:
+    """Where the mma GEMV runs (sm_80+, compiled), 4-bit layers it takes (row-ordered groups in whole K
+    steps, whole programs of outputs) keep their GEMV up to 16 rows (it costs what one row does); other
+    layers, and every layer elsewhere, stop at 4 and leave larger batches to the weight-only GEMM."""
+    layer = QuantLinear(sizes[0], [sizes[1]], False, method())
+    gemm = triton_gemms.gemm_for(layer, DEVICE)
+    expected = key if RUNS_MMA else key.removesuffix("-mma")
+    assert gemm.table_key == expected
+    assert gemm.gemv_up_to() == (int4_mma.MAX_ROWS if expected == "gptq4-mma" else 4)
 
 
 def test_warm_up_compiles_each_gemv_variant_and_the_fused_path_s_residual_one() -> None:

@@ -68,9 +68,7 @@ def save_gptq_checkpoint(source: Path, directory: Path, bits: int, group_size: i
 
     def gptq(weight: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = weight.shape[1]
-        generator = torch.Generator().manual_seed(
-            rows
-        )  # a CPU draw, also where a test's default device is CUDA
+        generator = torch.Generator().manual_seed(rows)  # on the CPU, whatever the default device
         order = torch.randperm(rows, generator=generator, device="cpu") if act_order else None
         return quantize_gptq(weight, bits, group_size, order)
 

@@ -24,7 +24,7 @@ from tokenmill.kernels.triton import fp8_gemm, int4_mma, quant_gemv
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
 from tokenmill.kernels.triton.weight_formats import PackedWeight, WeightFormat, compiles_ptx
 from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dequantize, weight_only_gemm
-from tokenmill.quantization.base import QuantLinear, QuantMethod
+from tokenmill.quantization.base import QuantLinear
 from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.fp8_routes import (
     resolved_mm_rows,
@@ -56,7 +56,8 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
 }
 
 # Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the
-# rows of a tile meeting in L2: a second row re-reads the weight from L2 and decodes it again). Measured
+# rows of a tile meeting in L2: a second row re-reads the weight from L2 and decodes it again; except
+# `int4_mma`, whose tensor-core rows share one decode). Measured
 # on an H100 (`bench/quant_gemm.py --presets qwen3-8b --gemv`, docs/benchmarks.md): the largest batch at
 # which the GEMV beat the Triton kernel on Qwen3-8B's projections. 0: the kernel from one token (fp8
 # blocks: activations quantized to fp8 feed the tensor cores, faster than the GEMV's dequantization).
@@ -137,15 +138,16 @@ class RoutedGemm:
         silu_mul: bool = False,
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The GEMV of f(x) (+ the layer's bias) (+ residual) in one launch, f the RMSNorm `norm` or
-        SiLU-and-mul of a gate|up x [tokens, 2 in] (see `Fusion`); for the fused small-batch
-        path, up to `gemv_up_to()` tokens."""
+        """The GEMV of f(x) (+ the layer's bias) (+ residual), f the RMSNorm `norm` or SiLU-and-mul of a
+        gate|up x [tokens, 2 in] (see `Fusion`), in one launch (two where `int4_mma` runs: f first); for
+        the fused small-batch path, up to `gemv_up_to()` tokens."""
         return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual))
 
     def variant_tokens(self) -> tuple[int, ...]:
-        """Token counts that between them launch every kernel variant a batch can select: one GEMV (its
-        launch shape does not depend on the tokens), the first count of each kernel tile shape between
-        the GEMV and the dense route, and the dense route's first."""
+        """Token counts that between them launch every kernel variant a batch can select: the GEMV's
+        (`GEMV_VARIANT_TOKENS`; one count for most: their launch shape does not depend on the tokens),
+        the first count of each kernel tile shape between the GEMV and the dense route, and the dense
+        route's first."""
         start, kernel_from = self.dense_from(), self.gemv_up_to() + 1
         kernel = []
         for first, last in zip((1, *(rows + 1 for rows in TILE_ROWS)), (*TILE_ROWS, None), strict=True):
@@ -223,13 +225,14 @@ def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
     return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
 
 
-def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
-    """The routed GEMM of `method` on `device`; None: unquantized (cuBLAS already), or a layout the
-    kernels do not take (the reference `apply` runs)."""
+def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
+    """The routed GEMM of `layer`'s method on `device`; None: unquantized (cuBLAS already), or a layout
+    the kernels do not take (the reference `apply` runs)."""
+    method = layer.method
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, GptqMethod):  # AWQ included
-        key = "gptq4-mma" if _mma_serves(method, device) else f"gptq{method.bits}"
+        key = "gptq4-mma" if _mma_serves(layer, method, device) else f"gptq{method.bits}"
         return RoutedGemm(key, weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod):
         scales = scaled_mm_scales(device)
@@ -245,14 +248,17 @@ def gemm_for(method: QuantMethod, device: torch.device) -> RoutedGemm | None:
     return None
 
 
-def _mma_serves(method: GptqMethod, device: torch.device) -> bool:
-    """Whether `int4_mma` runs `method`'s layers on `device` (given whole warps of outputs): 4 bits in
-    groups of its K step or a multiple (-1: one group), no act-order, a GPU that runs its inline PTX."""
-    group = method.group_size
+def _mma_serves(layer: QuantLinear, method: GptqMethod, device: torch.device) -> bool:
+    """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations): 4 bits without act-order,
+    inputs and groups (-1: one group of all inputs) in whole K steps, outputs in whole programs, a GPU
+    that runs its inline PTX. Where it does not, the GEMV stops at 4 rows, as `int4_gemv`'s does."""
+    group = layer.in_features if method.group_size == -1 else method.group_size
     return (
         method.bits == 4
         and not method.act_order
-        and (group == -1 or group % int4_mma.K_STEP == 0)
+        and group % int4_mma.K_STEP == 0
+        and layer.in_features % int4_mma.K_STEP == 0
+        and layer.out_features % (int4_mma.WARPS * int4_mma.WARP_N) == 0
         and compiles_ptx(device)
     )
 
@@ -266,4 +272,4 @@ def use_triton_gemms(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, QuantLinear):
             device = next(module.parameters()).device
-            module.method.gemm = gemm_for(module.method, device)
+            module.method.gemm = gemm_for(module, device)

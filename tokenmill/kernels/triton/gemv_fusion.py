@@ -4,11 +4,11 @@ RMSNorm of a token row or SiLU(gate) * up of a gate|up row in the prologue, each
 own row (a row is short, and one program per (tile, row) keeps the rows independent), then the bias added
 to the fp32 sums and the residual after rounding to the activation dtype, as the unfused ops round them.
 
-Split K (`int4_gemv`, `fp8_gemv`): a GEMV whose output tiles alone leave the SMs short of bytes in
-flight (q|k|v, o and down at one token) splits each tile's K range over programs. Each split stores its
-fp32 sums and counts itself in; the last split of the tile to arrive adds the splits in split order (the
-same sums every run, whichever arrives last), runs the epilogue and resets the count for the next launch:
-no reduction kernel, and no atomics on the outputs.
+Split K (`int4_gemv`, `fp8_gemv`; `int4_mma` shares the scratch): a GEMV whose output tiles alone leave
+the SMs short of bytes in flight (q|k|v, o and down at one token) splits each tile's K range over
+programs. Each split stores its fp32 sums and counts itself in; the last split of the tile to arrive adds
+the splits in split order (the same sums every run, whichever arrives last), runs the epilogue and resets
+the count for the next launch: no reduction kernel, and no atomics on the outputs.
 """
 
 from __future__ import annotations

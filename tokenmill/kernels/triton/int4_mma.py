@@ -4,8 +4,8 @@ the weight as the A operand (16 outputs by 16 inputs), up to 8 token rows as B, 
 Reference: the quantization methods' `apply`, with the unfused norm, activation and add around it.
 
 Why: `int4_gemv` decodes every weight once per token row, so its cost grows with the batch; here one
-decode serves 8 rows (16 in two mmas): H100, Qwen3-8B, 73 µs a layer at 8 rows against 303. One row
-stays with `int4_gemv` (60 µs; this kernel took 72 at two rows).
+decode serves 8 rows (rows 9-16 take a second block, decoded again): H100, Qwen3-8B, 73 µs a layer at
+8 rows against 303. One row stays with `int4_gemv` (60 µs; this kernel took 72 at two rows).
 
 Lane (g, c) of a warp (g = lane // 4, c = lane % 4) owns, in each K step of 128 inputs (16 word rows),
 the words of rows c, c + 4, c + 8 and c + 12 for outputs n + 4g .. n + 4g + 3 (one 16-byte load each),
@@ -298,13 +298,13 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
     out = x.new_empty(rows, n)
     tiles, split = launch_shape(n, k, num_sms(x.device))
     w_ptr, scale_ptr, zero_ptr, _ = weight.pointers()
-    _, _, stride_sg, stride_zg = weight.strides()
+    stride_wk, _, stride_sg, stride_zg = weight.strides()
     residual = fusion.residual
     _int4_mma_kernel[(tiles * split,)](
         x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, out_ptr=out,
         bias_ptr=x if fusion.bias is None else fusion.bias, residual_ptr=x if residual is None else residual,
         **split_scratch(x.device), rows=rows, steps_per_split=k // K_STEP // split, stride_x=x.stride(0),
-        stride_wk=weight.weight.stride(0), stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
+        stride_wk=stride_wk, stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
         stride_r=0 if residual is None else residual.stride(0), ZERO_OFFSET=weight.zero_offset,
         GROUP=weight.group_size, SPLIT=split, TOKEN_BLOCKS=1 if rows <= BLOCK_ROWS else 2,
         HAS_BIAS=fusion.bias is not None, HAS_RESIDUAL=residual is not None, WARPS=WARPS, num_warps=WARPS,
