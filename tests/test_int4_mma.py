@@ -157,7 +157,6 @@ def test_launch_shape_splits_k_to_fill_the_sms_within_the_scratch(monkeypatch: p
     assert int4_mma.launch_shape(4096, 256, 132) == (32, 2)  # two K steps
     assert int4_mma.launch_shape(4096, 4096, 0) == (32, 1)
     monkeypatch.setattr(gemv_fusion, "PARTIAL_ELEMENTS", 1 << 18)  # two token blocks' sums must fit
-    monkeypatch.setattr(int4_mma, "PARTIAL_ELEMENTS", 1 << 18)
     assert int4_mma.launch_shape(4096, 4096, 132) == (32, 4)
 
 

@@ -256,9 +256,7 @@ def _mma_serves(layer: QuantLinear, method: GptqMethod, device: torch.device) ->
     return (
         method.bits == 4
         and not method.act_order
-        and group % int4_mma.K_STEP == 0
-        and layer.in_features % int4_mma.K_STEP == 0
-        and layer.out_features % (int4_mma.WARPS * int4_mma.WARP_N) == 0
+        and int4_mma.takes_shape(layer.in_features, layer.out_features, group)
         and compiles_ptx(device)
     )
 

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton.activation import silu_and_mul
-from tokenmill.kernels.triton.gemv_fusion import PARTIAL_ELEMENTS, Fusion, split_scratch, store_row
+from tokenmill.kernels.triton.gemv_fusion import Fusion, split_count, split_scratch, store_row
 from tokenmill.kernels.triton.gemv_rows import four_columns
 from tokenmill.kernels.triton.norm import rms_norm
 from tokenmill.kernels.triton.split_k import num_sms
@@ -37,12 +37,10 @@ from tokenmill.kernels.triton.weight_formats import PackedWeight
 
 K_STEP = 128  # inputs per K step: 16 word rows, one group of 128 (or part of a larger one)
 WARP_N = 32  # outputs per warp: 8 lane groups of 4 words
-WARPS = 4  # warps per program, side by side along N
-PROGRAMS_PER_SM = 2  # split K up to this many programs an SM (H100: best with 4 warps, 1-16 rows)
+WARPS = 4  # warps per program, side by side along N (H100: best of 1, 2 and 4, at 2 programs an SM)
 MIN_ROWS = 2  # one row: `int4_gemv` (H100, Qwen3-8B: 60 µs a layer; this GEMV took 72 at two rows)
 BLOCK_ROWS = 8  # token rows of one mma block (its N); more rows take a second block
 MAX_ROWS = 2 * BLOCK_ROWS
-MAX_SPLIT = 16
 HALVES = (torch.bfloat16, torch.float16)  # the activation dtypes its mma instructions take
 _K_STEP, _WARP_N = tl.constexpr(K_STEP), tl.constexpr(WARP_N)  # as the kernels read them
 
@@ -259,32 +257,27 @@ def _scaled_sum(acc, d, s0, s1, s2, s3):
 
 def supports(x: torch.Tensor, weight: PackedWeight) -> bool:
     """16-bit activations of MIN_ROWS to MAX_ROWS rows on a GPU that runs the inline PTX, and 4-bit weights
-    whose groups (multiples of K_STEP rows) follow the row order, with whole warps of outputs."""
+    in row-ordered groups of a shape it takes (`takes_shape`)."""
     return (
         x.dtype in HALVES
         and MIN_ROWS <= x.shape[0] <= MAX_ROWS
         and wf.compiles_ptx(x.device)
         and weight.bits == 4
         and weight.groups_in_row_order
-        and weight.group_size % K_STEP == 0
-        and weight.in_features % K_STEP == 0
-        and weight.out_features % (WARPS * WARP_N) == 0
+        and takes_shape(weight.in_features, weight.out_features, weight.group_size)
     )
 
 
+def takes_shape(in_features: int, out_features: int, group_size: int) -> bool:
+    """Inputs and groups (of input rows) in whole K steps, outputs in whole programs."""
+    return group_size % K_STEP == 0 and in_features % K_STEP == 0 and out_features % (WARPS * WARP_N) == 0
+
+
 def launch_shape(n: int, k: int, sms: int) -> tuple[int, int]:
-    """(tiles, splits): split K (a power of two of whole K steps) until the programs reach
-    PROGRAMS_PER_SM per SM, within the split scratch at two token blocks."""
-    tiles, steps = n // (WARPS * WARP_N), k // K_STEP
-    split = 1
-    while (
-        tiles * split < PROGRAMS_PER_SM * sms
-        and split < MAX_SPLIT
-        and steps % (2 * split) == 0
-        and tiles * 2 * (2 * split) * 8 * 32 * WARPS <= PARTIAL_ELEMENTS
-    ):
-        split *= 2
-    return tiles, split
+    """(tiles, splits): programs of WARPS * WARP_N outputs, K split as `gemv_fusion.split_count` splits
+    it (a program's split sums of MAX_ROWS rows are those of a tile row there)."""
+    tiles = n // (WARPS * WARP_N)
+    return tiles, split_count(tiles, k, K_STEP, WARPS * WARP_N, sms)
 
 
 def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
