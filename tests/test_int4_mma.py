@@ -150,6 +150,25 @@ def test_warm_up_compiles_each_gemv_variant_and_the_fused_path_s_residual_one() 
     assert list(dict.fromkeys(gemvs)) == [(1, False), (2, False), (2, True), (9, False)]  # (`scaled` repeats)
 
 
+def test_warm_up_compiles_a_biased_layer_s_fused_gemv_with_its_bias_and_no_residual() -> None:
+    """q|k|v with a bias (Qwen2) takes the fused path's GEMV with its bias and no residual (the RMSNorm
+    runs first): the warm-up launches that epilogue too, not only the bias-and-residual one."""
+    epilogues: set[tuple[int, bool, bool]] = set()
+
+    def gemv(layer: QuantLinear, x: torch.Tensor, fusion: Fusion) -> torch.Tensor:
+        epilogues.add((len(x), fusion.bias is not None, fusion.residual is not None))
+        return x.new_zeros(len(x), layer.out_features)
+
+    def kernel(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(len(x), layer.out_features)
+
+    with torch.device("cpu"):  # no kernel runs: the routes are recorded
+        layer = QuantLinear(256, [128], True, AwqMethod(128, checkpoint_is_awq=False))
+    layer.method.gemm = triton_gemms.RoutedGemm("gptq4-mma", kernel, kernel, gemv)
+    compile_gemm_variants(layer, torch.float32)
+    assert {(2, True, False), (2, True, True)} <= epilogues
+
+
 def test_launch_shape_splits_k_to_fill_the_sms_within_the_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert int4_mma.launch_shape(24576, 4096, 132) == (192, 2)  # Qwen3-8B gate|up
     assert int4_mma.launch_shape(6144, 4096, 132) == (48, 8)  # q|k|v

@@ -33,9 +33,10 @@ def compile_gemm_variants(model: nn.Module, dtype: torch.dtype) -> int:
             gemm(module, zeros)
             gemm.scaled(module, zeros)  # its variant leaving the scales to the next kernel
             if 1 < tokens <= min(gemm.gemv_up_to(), SMALL_BATCH_MAX_ROWS):
-                # the fused path's GEMV with a residual, which graph capture compiles only for the decode
-                # batch sizes captured: a prompt's last few tokens take it too
+                # the fused path's GEMVs (the layer's bias, then a residual or none), which graph capture
+                # compiles only for the decode batch sizes captured: a prompt's last few tokens take them too
                 residual = torch.zeros(tokens, module.out_features, dtype=dtype, device=device)
+                gemm.fused_gemv(module, zeros)
                 gemm.fused_gemv(module, zeros, residual=residual)
             calls += 1
     return calls

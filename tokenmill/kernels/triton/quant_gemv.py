@@ -20,11 +20,11 @@ program per (tile, row), the programs of a tile adjacent so that their weight re
 4-bit weights whose groups are multiples of 128 rows in row order go to `int4_mma` instead (tensor
 cores: 16-bit activations, sm_80+, up to 16 rows) or else `int4_gemv` (bf16x2 arithmetic, split K), and
 e4m3 weights with per-channel scales to `fp8_gemv` (int32 words, loads a K step ahead, split K) where
-their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block
-scales, the shapes a sweep names). Both kernels here take the fused small-batch path's element-wise
-neighbours (`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual
-epilogue. The references are the quantization methods' `apply` (x times the
-`dequantize_*` weight), with the unfused norm, activation and add around it.
+their rows read as int32 words; the byte kernel keeps the rest (int8, fp8 block scales, the shapes a
+sweep names). Both kernels here take the fused small-batch path's element-wise neighbours
+(`gemv_fusion.Fusion`): the RMSNorm or SiLU-and-mul prologue, the bias and the residual epilogue. The
+references are the quantization methods' `apply` (x times the `dequantize_*` weight), with the unfused
+norm, activation and add around it.
 """
 
 from __future__ import annotations
@@ -209,8 +209,8 @@ def gemv(
     x: torch.Tensor, weight: PackedWeight, fusion: Fusion = NO_FUSION, shape: GemvShape | None = None
 ) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype,
-    for any `PackedWeight` format; `shape` None: `default_shape`, or `int4_gemv` / `fp8_gemv` where they
-    apply (a shape sweeps this module's own kernels)."""
+    for any `PackedWeight` format; `shape` None: `default_shape`, or `int4_mma` / `int4_gemv` / `fp8_gemv`
+    where they apply (a shape sweeps this module's own kernels)."""
     x = _rows(x)
     if shape is None and weight.format == WeightFormat.GPTQ and int4_mma.supports(x, weight):
         return int4_mma.gemv(x, weight, fusion)
