@@ -325,6 +325,7 @@ def generate_fp8(
 LAYERS = 2  # the tiny model's
 
 
+@pytest.mark.slow  # whole engines, each ~3.5 s under the Triton interpreter
 def test_the_norms_and_silu_and_mul_hand_fp8_rows_to_q_k_v_gate_up_and_down(
     tiny_model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,6 +341,7 @@ def test_the_norms_and_silu_and_mul_hand_fp8_rows_to_q_k_v_gate_up_and_down(
     assert fused == unfused
 
 
+@pytest.mark.slow  # whole engines, each ~3.5 s under the Triton interpreter
 @pytest.mark.parametrize("projection", [0, 2, 3])  # q|k|v, gate|up, down
 def test_only_the_projection_that_takes_fp8_rows_gets_them(
     tiny_model_dir, monkeypatch: pytest.MonkeyPatch, projection: int
@@ -361,6 +363,7 @@ def test_only_the_projection_that_takes_fp8_rows_gets_them(
     assert [took for _, took in routes] == [index == projection for index in range(4 * LAYERS)]
 
 
+@pytest.mark.slow  # whole engines, each ~3.5 s under the Triton interpreter
 def test_every_projection_leaves_its_scales_to_the_kernel_that_reads_it(
     tiny_model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,7 +57,8 @@ class EngineConfig(BaseModel):
     symmetric_all_reduce: bool = Field(
         default=True,
         description="tensor parallelism: small all-reduces through symmetric memory (one kernel over "
-        "peer-mapped buffers) where every GPU allows it; NCCL otherwise",
+        "peer-mapped buffers: the one-way kernel up to 1 MiB, PyTorch's one-shot up to 4 MiB) where every "
+        "GPU allows it; NCCL otherwise",
     )
     async_scheduling: bool = Field(
         default=True, description="launch the next decode step before the current one's tokens are back"

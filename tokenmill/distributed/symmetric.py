@@ -2,16 +2,21 @@
 
 A decode step all-reduces a few kilobytes twice per layer; NCCL's ring/tree protocols spend ~10 µs on
 each, which at TP=2 is a sixth of an 8B model's step. With every rank's buffer mapped into every other
-rank's address space (PyTorch's symmetric memory, over NVLink or PCIe peer access), one kernel copies the
-local input into its buffer, waits on the peers, and sums all the buffers straight into the output: one
-launch and one hop, and capturable in CUDA graphs. Larger tensors (prefill) keep using NCCL.
+rank's address space (PyTorch's symmetric memory, over NVLink or PCIe peer access) one kernel does the
+whole all-reduce, capturable in CUDA graphs:
+- up to `ONE_WAY_MAX_BYTES`, the one-way kernel of `kernels/triton/all_reduce.py` (each word travels
+  with its own arrival flag: one hop, no barrier), where Triton is installed;
+- up to `MAX_BYTES`, PyTorch's one-shot kernel (copy in, barrier, sum every peer's copy);
+- larger tensors (prefill) keep using NCCL's bandwidth-optimal algorithms.
 
-Multicast (NVLink SHARP) is never used: only the peer-to-peer one-shot kernel.
+Multicast (NVLink SHARP) is never used: only peer-to-peer loads and stores.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,34 +25,79 @@ logger = logging.getLogger(__name__)
 
 # One-shot reads every peer's whole copy: past a few MiB, NCCL's bandwidth-optimal algorithms win.
 MAX_BYTES = 4 << 20
-
+# The one-way kernel sends twice the data (a flag per word); past this, the one-shot kernel's
+# barriers cost less than the doubled transfer.
+ONE_WAY_MAX_BYTES = 1 << 20
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # activations, and LoRA's float32 shrink sums
 
 
+@dataclass(frozen=True)
+class OneWaySlots:
+    """This rank's receive slots for the one-way kernel, every rank's slot address, and the kernel's
+    per-program epoch counters."""
+
+    slots: torch.Tensor
+    peer_slots: torch.Tensor
+    epochs: torch.Tensor
+    rank: int
+    world: int
+    kernel: Any  # kernels.triton.all_reduce (imported only where Triton is)
+
+    @classmethod
+    def create(cls, group: dist.ProcessGroup, device: torch.device) -> OneWaySlots:
+        from tokenmill.kernels.triton import all_reduce as kernel
+
+        world, rank = group.size(), group.rank()
+        words = 2 * world * (ONE_WAY_MAX_BYTES // 4)
+        slots, handle = _mapped_zeros(words, torch.uint64, device, group)
+        offset = slots.data_ptr() - handle.buffer_ptrs[rank]
+        addresses = [ptr + offset for ptr in handle.buffer_ptrs]
+        peer_slots = torch.tensor(addresses, dtype=torch.int64, device=device)
+        epochs = torch.zeros(kernel.MAX_PROGRAMS, dtype=torch.int32, device=device)
+        return cls(slots, peer_slots, epochs, rank, world, kernel)
+
+    def all_reduce(self, x: torch.Tensor) -> None:
+        self.kernel.all_reduce(x, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
+
+
+def _mapped_zeros(
+    numel: int, dtype: torch.dtype, device: torch.device, group: dist.ProcessGroup
+) -> tuple[torch.Tensor, Any]:
+    """A zeroed symmetric tensor that every rank of `group` maps (a collective), and its handle."""
+    import torch.distributed._symmetric_memory as symmetric_memory
+
+    tensor = symmetric_memory.empty(numel, dtype=dtype, device=device).zero_()
+    return tensor, symmetric_memory.rendezvous(tensor, group.group_name)
+
+
 class SymmetricAllReduce:
-    def __init__(self, buffers: dict[torch.dtype, torch.Tensor], group_name: str) -> None:
+    def __init__(
+        self, buffers: dict[torch.dtype, torch.Tensor], group_name: str, one_way: OneWaySlots | None
+    ) -> None:
         self._buffers = buffers
         self._group_name = group_name
+        self._one_way = one_way
 
     @classmethod
     def create(cls, group: dist.ProcessGroup, device: torch.device) -> SymmetricAllReduce | None:
         """The all-reduce for `group` if this rank can map its peers' buffers, else None. The caller
-        makes the ranks agree: a collective taken by one rank and not another would hang."""
+        makes the ranks agree: a collective taken by one rank and not another would hang (so the
+        one-way kernel is used where Triton is, which every rank of one host shares)."""
         try:
-            import torch.distributed._symmetric_memory as symmetric_memory
-
             torch.ops.symm_mem.one_shot_all_reduce_copy_out  # noqa: B018 (older PyTorch lacks it)
             buffers = {}
             for dtype in DTYPES:
-                buffers[dtype] = symmetric_memory.empty(
-                    MAX_BYTES // dtype.itemsize, dtype=dtype, device=device
-                )
-                symmetric_memory.rendezvous(buffers[dtype], group.group_name)
+                buffers[dtype], _ = _mapped_zeros(MAX_BYTES // dtype.itemsize, dtype, device, group)
         except (ImportError, AttributeError, RuntimeError) as exc:
             logger.info("symmetric-memory all-reduce unavailable, NCCL for all: %s", exc)
             return None
-        return cls(buffers, group.group_name)
+        try:
+            one_way = OneWaySlots.create(group, device)
+        except ImportError as exc:
+            logger.info("no Triton, no one-way all-reduce: %s", exc)
+            one_way = None
+        return cls(buffers, group.group_name, one_way)
 
     def handles(self, x: torch.Tensor) -> bool:
         """Whether `x` goes through this all-reduce (decided by its shape and dtype alone, so every rank
@@ -56,6 +106,10 @@ class SymmetricAllReduce:
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the group, in place."""
+        size = x.numel() * x.element_size()
+        if self._one_way is not None and size <= ONE_WAY_MAX_BYTES and size % 4 == 0:
+            self._one_way.all_reduce(x)
+            return x
         flat = x.view(-1)
         staging = self._buffers[x.dtype][: flat.numel()]
         torch.ops.symm_mem.one_shot_all_reduce_copy_out(staging, flat, "sum", self._group_name, flat)

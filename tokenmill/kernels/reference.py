@@ -250,3 +250,12 @@ def _sdpa(
         enable_gqa=q.shape[2] != k.shape[2],
     )
     return out.transpose(1, 2)
+
+
+def all_reduce_in_rank_order(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The ranks' tensors summed in float32 in rank order, rounded once to their dtype: what every rank
+    of the low-latency all-reduce computes, so all of them hold the same bits."""
+    total = torch.zeros_like(parts[0], dtype=torch.float32)
+    for part in parts:
+        total += part.float()
+    return total.to(parts[0].dtype)
