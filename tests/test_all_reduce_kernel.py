@@ -6,6 +6,9 @@ from CUDA graphs through the engine's group code."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -38,9 +41,14 @@ def _run_ranks_in_turn(
     return results
 
 
-@pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
-def test_every_rank_holds_the_rank_order_sum_call_after_call(world: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    ("world", "dtype", "block"),
+    [(w, d, 256) for w in (2, 3) for d in (torch.float16, torch.float32, torch.bfloat16)]
+    + [(2, torch.float32, 16)],  # up to 188 chunks of 16 words: programs take several (MAX_PROGRAMS 64)
+)
+def test_every_rank_holds_the_rank_order_sum_call_after_call(
+    world: int, dtype: torch.dtype, block: int
+) -> None:
     """Five calls alternate the two slot sets, and the last wraps the epoch: slots left from a call two
     back hold stale words with another epoch, which the kernel must not take. (The interpreter rounds
     to bfloat16 by truncation, so bfloat16 runs on a GPU only.)"""
@@ -55,9 +63,35 @@ def test_every_rank_holds_the_rank_order_sum_call_after_call(world: int, dtype: 
     for shape in [(3, 1000), (1, 64), (2, 1000), (5, 700), (1, 2)]:
         parts = [torch.randn(shape, dtype=dtype, device=DEVICE) * (rank + 1) for rank in range(world)]
         want = all_reduce_in_rank_order(parts)
-        for rank, result in enumerate(_run_ranks_in_turn(parts, slots, epochs)):
+        for rank, result in enumerate(_run_ranks_in_turn(parts, slots, epochs, block)):
             assert torch.equal(result, want), (rank, shape)
     assert epochs[0][0] == 2  # program 0 ran every call: period - 2, period - 1, period, 1, 2
+
+
+def test_a_rank_waits_past_stale_words_for_the_ones_of_its_call() -> None:
+    """The peer's slots hold its words from two calls back (same slot set, older epoch); the call's
+    words arrive a second after the kernel starts. A kernel that took any word, or any nonzero flag,
+    would sum the stale ones."""
+    world, words = 2, 500
+    slots = [torch.zeros(2 * world * SLOT_WORDS, dtype=torch.uint64, device=DEVICE) for _ in range(world)]
+    peer_slots = torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
+    epochs = torch.full((kernel.MAX_PROGRAMS,), 2, dtype=torch.int32, device=DEVICE)  # this call: epoch 3
+    parts = [torch.randn(2 * words, dtype=torch.float16, device=DEVICE) for _ in range(world)]
+    peer_words = slots[0].view(torch.int64)[(1 * world + 1) * SLOT_WORDS :][:words]  # set 1, sender 1
+    peer_words.copy_(
+        kernel.pack_words(torch.randn(2 * words, dtype=torch.float16, device=DEVICE), 1).view(torch.int64)
+    )
+
+    def arrive() -> None:
+        time.sleep(1.0)
+        peer_words.copy_(kernel.pack_words(parts[1], 3).view(torch.int64))
+
+    sender = threading.Thread(target=arrive)
+    sender.start()
+    result = parts[0].clone()
+    kernel.all_reduce(result, slots[0], peer_slots, epochs, 0, world, block=256)
+    sender.join()
+    assert torch.equal(result, all_reduce_in_rank_order(parts))
 
 
 def test_the_words_sent_carry_the_epoch_above_the_data() -> None:
@@ -88,8 +122,8 @@ def test_two_ranks_on_two_streams_of_one_gpu_wait_for_each_other() -> None:
     peer_slots = torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
     epochs = [torch.zeros(kernel.MAX_PROGRAMS, dtype=torch.int32, device=DEVICE) for _ in range(world)]
     streams = [torch.cuda.Stream(DEVICE) for _ in range(world)]
-    for call in range(4):
-        parts = [torch.randn(3, 2048, dtype=torch.bfloat16, device=DEVICE) for _ in range(world)]
+    for call, rows in enumerate([3, 3, 1, 4, 2]):  # 12, 12, 4, 16 and 8 programs of 256 words
+        parts = [torch.randn(rows, 2048, dtype=torch.bfloat16, device=DEVICE) for _ in range(world)]
         want = all_reduce_in_rank_order(parts)
         if call == 0:
             results = _run_ranks_in_turn(parts, slots, epochs)

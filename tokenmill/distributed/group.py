@@ -90,8 +90,9 @@ class TensorParallel:
 
     def warm_up(self, device: torch.device, dtype: torch.dtype) -> None:
         """Issue each collective of a step once, eagerly, small and large: NCCL sets up a kind of
-        connection (and its buffers) at its first use, which should then be neither a CUDA graph
-        capture nor a request's step, and should come before the KV cache takes the free memory."""
+        connection (and its buffers) at its first use, and a Triton all-reduce compiles at its first,
+        which should then be neither a CUDA graph capture nor a request's step, and should come before
+        the KV cache takes the free memory."""
         if self.size == 1:
             return
         for numel in WARM_UP_ELEMENTS:
@@ -99,6 +100,8 @@ class TensorParallel:
             self.all_reduce(x)
             self.gather_last_dim(x)
             self.broadcast_from_first(x[0].long())
+        if dtype != torch.float32:  # LoRA's shrink sums are all-reduced in float32: compile that kernel too
+            self.all_reduce(torch.zeros(1, WARM_UP_ELEMENTS[0], dtype=torch.float32, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -139,10 +142,13 @@ def init_tensor_parallel(
     if not symmetric or device.type != "cuda":
         return tp
     fast = SymmetricAllReduce.create(tp.group, device)
-    if tp.minimum(int(fast is not None), device) == 0:  # every rank takes the same path, or they hang
+    paths = tp.minimum(fast.paths if fast is not None else 0, device)  # every rank alike, or they hang
+    if fast is None or paths == 0:
         logger.info("NCCL for every all-reduce: a rank cannot map its peers' memory")
         return tp
-    logger.info("small all-reduces go through symmetric memory (one-shot, up to %d bytes)", MAX_BYTES)
+    if paths < fast.paths:
+        fast = fast.without_one_way()
+    logger.info("small all-reduces through symmetric memory (%d kernels, up to %d bytes)", paths, MAX_BYTES)
     return dataclasses.replace(tp, symmetric=fast)
 
 

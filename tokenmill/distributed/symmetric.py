@@ -15,6 +15,7 @@ Multicast (NVLink SHARP) is never used: only peer-to-peer loads and stores.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,23 +43,25 @@ class OneWaySlots:
     epochs: torch.Tensor
     rank: int
     world: int
-    kernel: Any  # kernels.triton.all_reduce (imported only where Triton is)
+    launch: Callable[..., None]  # kernels.triton.all_reduce.all_reduce (imported only where Triton is)
 
     @classmethod
     def create(cls, group: dist.ProcessGroup, device: torch.device) -> OneWaySlots:
-        from tokenmill.kernels.triton import all_reduce as kernel
+        from tokenmill.kernels.triton.all_reduce import MAX_PROGRAMS, all_reduce
 
         world, rank = group.size(), group.rank()
         words = 2 * world * (ONE_WAY_MAX_BYTES // 4)
+        # Zeroed on this rank's stream before any peer can store into them: the peers' first stores
+        # come after the group's next collective (`init_tensor_parallel`'s agreement), in stream order.
         slots, handle = _mapped_zeros(words, torch.uint64, device, group)
         offset = slots.data_ptr() - handle.buffer_ptrs[rank]
         addresses = [ptr + offset for ptr in handle.buffer_ptrs]
         peer_slots = torch.tensor(addresses, dtype=torch.int64, device=device)
-        epochs = torch.zeros(kernel.MAX_PROGRAMS, dtype=torch.int32, device=device)
-        return cls(slots, peer_slots, epochs, rank, world, kernel)
+        epochs = torch.zeros(MAX_PROGRAMS, dtype=torch.int32, device=device)
+        return cls(slots, peer_slots, epochs, rank, world, all_reduce)
 
     def all_reduce(self, x: torch.Tensor) -> None:
-        self.kernel.all_reduce(x, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
+        self.launch(x, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
 
 
 def _mapped_zeros(
@@ -94,10 +97,18 @@ class SymmetricAllReduce:
             return None
         try:
             one_way = OneWaySlots.create(group, device)
-        except ImportError as exc:
-            logger.info("no Triton, no one-way all-reduce: %s", exc)
+        except (ImportError, RuntimeError) as exc:
+            logger.info("no one-way all-reduce (PyTorch's one-shot kernel for all): %s", exc)
             one_way = None
         return cls(buffers, group.group_name, one_way)
+
+    @property
+    def paths(self) -> int:
+        """1 with PyTorch's one-shot kernel alone, 2 with the one-way kernel too (ranks must agree)."""
+        return 2 if self._one_way is not None else 1
+
+    def without_one_way(self) -> SymmetricAllReduce:
+        return SymmetricAllReduce(self._buffers, self._group_name, None)
 
     def handles(self, x: torch.Tensor) -> bool:
         """Whether `x` goes through this all-reduce (decided by its shape and dtype alone, so every rank
@@ -107,7 +118,8 @@ class SymmetricAllReduce:
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the group, in place."""
         size = x.numel() * x.element_size()
-        if self._one_way is not None and size <= ONE_WAY_MAX_BYTES and size % 4 == 0:
+        words = size % 4 == 0 and x.data_ptr() % 4 == 0  # a 16-bit view may start mid-word
+        if self._one_way is not None and size <= ONE_WAY_MAX_BYTES and words:
             self._one_way.all_reduce(x)
             return x
         flat = x.view(-1)

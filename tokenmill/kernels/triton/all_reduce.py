@@ -10,7 +10,12 @@ unnecessary: a rank reuses a set only after its peers have sent the next call's 
 only after they finished reading this one (stream order).
 
 Epochs are counted per program (a program's counter is touched by that program alone), and every
-rank launches the same programs in the same order, so the ranks' counters agree without talking.
+rank launches the same programs in the same order, so the ranks' counters agree without talking. Word
+offset o is always handled by program (o // block) % MAX_PROGRAMS, whatever the call's size, so two
+calls that both reach o are one epoch apart for its program and use opposite slot sets; calls on the
+same slots must therefore use the same `block`. A word is taken only if its flag is the call's epoch:
+a stale one could pass only if its program ran exactly EPOCH_PERIOD calls in between without writing
+that slot, which does not happen in practice.
 Reference: `pack_words` (what a rank sends) and `reference.all_reduce_in_rank_order` (the sum).
 """
 
@@ -22,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # runs no PTX: sends are plain stores
+_TRITON_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 EPOCH_PERIOD = 1 << 30  # even, so the slot set still alternates when the epoch wraps to 1 (and never 0)
 MAX_PROGRAMS = 64  # of 4 warps: resident at once on any GPU, so no waiting program holds back a peer's
 
@@ -39,6 +46,7 @@ def _unpack_sum(acc_lo, acc_hi, words, DTYPE: tl.constexpr):
 
 @triton.jit
 def _pack(acc_lo, acc_hi, DTYPE: tl.constexpr):
+    """The float32 sums rounded to DTYPE (nearest even, as PyTorch rounds), back in 32-bit words."""
     if DTYPE.primitive_bitwidth == 32:
         words = acc_lo.to(tl.uint32, bitcast=True)
     else:
@@ -61,7 +69,7 @@ def _send(slots, packed, mask, VOLATILE: tl.constexpr):
         tl.store(slots, packed, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_words", "slot_words"])  # one variant per dtype: none compiles mid-serving
 def _all_reduce_kernel(
     words_ptr, slots_ptr, peer_slots_ptr, epochs_ptr, num_words, slot_words,
     RANK: tl.constexpr, WORLD: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr,
@@ -106,7 +114,7 @@ def _all_reduce_kernel(
 def pack_words(x: torch.Tensor, epoch: int | torch.Tensor) -> torch.Tensor:
     """What a rank sends for `x` at `epoch` (one, or one per word): each 32-bit word of `x` with the
     epoch in the high half."""
-    words = x.reshape(-1).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    words = x.view(-1).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     return (words | (epoch << 32)).view(torch.uint64)
 
 
@@ -121,8 +129,9 @@ def all_reduce(
 ) -> None:
     """Sum contiguous `x` over the ranks in place. `slots`: this rank's receive slots (uint64, 2 ·
     `world` · slot_words); `peer_slots`: int64 addresses of every rank's slots; `epochs`: int32
-    [MAX_PROGRAMS], zero at first and then only touched here. Every rank must make the same calls."""
-    words = x.reshape(-1).view(torch.int32)
+    [MAX_PROGRAMS], zero at first and then only touched here. Every rank must make the same calls, with
+    the same `block` on the same slots."""
+    words = x.view(-1).view(torch.int32)
     slot_words = slots.numel() // (2 * world)
     if words.numel() > slot_words:
         raise ValueError(f"{x.numel() * x.element_size()} bytes exceed the slots' {slot_words * 4}")
@@ -130,9 +139,5 @@ def all_reduce(
     _all_reduce_kernel[(programs,)](
         words, slots, peer_slots, epochs, words.numel(), slot_words,
         RANK=rank, WORLD=world, DTYPE=_TRITON_DTYPES[x.dtype], BLOCK=block, PERIOD=EPOCH_PERIOD,
-        VOLATILE=x.is_cuda and not _INTERPRETED, num_warps=4,
+        VOLATILE=not _INTERPRETED, num_warps=4,
     )  # fmt: skip
-
-
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-_TRITON_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
