@@ -21,13 +21,23 @@ SLOT_WORDS = 4096
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _zeroed_slots(world: int) -> list[torch.Tensor]:
+    """Each rank's receive slots: 2 sets of `world` senders' SLOT_WORDS words."""
+    return [torch.zeros(2 * world * SLOT_WORDS, dtype=torch.uint64, device=DEVICE) for _ in range(world)]
+
+
+def _addresses(slots: list[torch.Tensor]) -> torch.Tensor:
+    """Every rank's slot address, as the kernel reads them (one process maps them all)."""
+    return torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
+
+
 def _run_ranks_in_turn(
     parts: list[torch.Tensor], slots: list[torch.Tensor], epochs: list[torch.Tensor], block: int = 256
 ) -> list[torch.Tensor]:
     """Each rank's result, running rank 0 first: before rank r runs, the ranks after it have 'sent'
     each of their words with the epoch of the program that handles it."""
     world = len(parts)
-    peer_slots = torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
+    peer_slots = _addresses(slots)
     results = [part.clone() for part in parts]
     words = parts[0].numel() * parts[0].element_size() // 4
     programs = min(-(-words // block), kernel.MAX_PROGRAMS)
@@ -55,7 +65,7 @@ def test_every_rank_holds_the_rank_order_sum_call_after_call(
     if dtype == torch.bfloat16 and DEVICE.type == "cpu":
         pytest.skip("the Triton interpreter truncates to bfloat16")
     torch.manual_seed(0)
-    slots = [torch.zeros(2 * world * SLOT_WORDS, dtype=torch.uint64, device=DEVICE) for _ in range(world)]
+    slots = _zeroed_slots(world)
     epochs = [
         torch.full((kernel.MAX_PROGRAMS,), kernel.EPOCH_PERIOD - 3, dtype=torch.int32, device=DEVICE)
         for _ in range(world)
@@ -74,8 +84,8 @@ def test_a_rank_waits_past_stale_words_for_the_ones_of_its_call() -> None:
     words arrive a second after the kernel starts. A kernel that took any word, or any nonzero flag,
     would sum the stale ones. (On a GPU, the two-stream test makes rank 0 wait for rank 1.)"""
     world, words = 2, 500
-    slots = [torch.zeros(2 * world * SLOT_WORDS, dtype=torch.uint64, device=DEVICE) for _ in range(world)]
-    peer_slots = torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
+    slots = _zeroed_slots(world)
+    peer_slots = _addresses(slots)
     epochs = torch.full((kernel.MAX_PROGRAMS,), 2, dtype=torch.int32, device=DEVICE)  # this call: epoch 3
     parts = [torch.randn(2 * words, dtype=torch.float16, device=DEVICE) for _ in range(world)]
     peer_words = slots[0].view(torch.int64)[(1 * world + 1) * SLOT_WORDS :][:words]  # set 1, sender 1
@@ -119,8 +129,8 @@ def test_two_ranks_on_two_streams_of_one_gpu_wait_for_each_other() -> None:
     them lazily) can wait for the GPU to idle, which it never does while rank 0 waits in the same
     process (ranks on GPUs of their own do not share this)."""
     world = 2
-    slots = [torch.zeros(2 * world * SLOT_WORDS, dtype=torch.uint64, device=DEVICE) for _ in range(world)]
-    peer_slots = torch.tensor([s.data_ptr() for s in slots], dtype=torch.int64, device=DEVICE)
+    slots = _zeroed_slots(world)
+    peer_slots = _addresses(slots)
     epochs = [torch.zeros(kernel.MAX_PROGRAMS, dtype=torch.int32, device=DEVICE) for _ in range(world)]
     streams = [torch.cuda.Stream(DEVICE) for _ in range(world)]
     for call, rows in enumerate([3, 3, 1, 4, 2]):  # 12, 12, 4, 16 and 8 programs of 256 words
