@@ -121,6 +121,32 @@ def test_a_tensor_larger_than_the_slots_is_refused() -> None:
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("offset", [0, 1, 2, 8])  # elements of bf16: aligned, mid-word, off by 4 and 16 bytes
+def test_views_off_the_kernels_alignment_go_through_it_staged(offset: int) -> None:
+    """Which kernel runs depends on the size alone (the ranks' addresses may differ): a view that
+    starts off 16 bytes is copied to the aligned staging buffer, reduced there and copied back."""
+    from tokenmill.distributed.symmetric import ALIGNMENT, ONE_WAY_MAX_BYTES, OneWaySlots, SymmetricAllReduce
+
+    launched: list[int] = []
+
+    def launch(x: torch.Tensor, *args: object) -> None:  # stands in for the kernel: sums with a twin
+        launched.append(x.data_ptr() % ALIGNMENT)
+        x.mul_(2)
+
+    staging = torch.empty(ONE_WAY_MAX_BYTES, dtype=torch.uint8)
+    one_way = OneWaySlots(torch.zeros(1), torch.zeros(1), torch.zeros(1), staging, 0, 2, launch)
+    reduce = SymmetricAllReduce({torch.bfloat16: torch.zeros(1)}, "no group: never reached", one_way)
+    base = torch.randn(4104, dtype=torch.bfloat16)
+    original = base.clone()
+    view = base[offset : offset + 4096]
+    assert reduce.all_reduce(view) is view
+    assert launched == [0]
+    assert torch.equal(view, original[offset : offset + 4096] * 2)
+    assert torch.equal(base[:offset], original[:offset]) and torch.equal(
+        base[offset + 4096 :], original[offset + 4096 :]
+    )
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_two_ranks_on_two_streams_of_one_gpu_wait_for_each_other() -> None:
     """Both ranks' kernels run at once on one GPU, each polling the words the other stores: the

@@ -31,16 +31,18 @@ MAX_BYTES = 4 << 20
 ONE_WAY_MAX_BYTES = 1 << 20
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # activations, and LoRA's float32 shrink sums
+ALIGNMENT = 16  # bytes: Triton compiles the one-way kernel for data this aligned (another is a new variant)
 
 
 @dataclass(frozen=True)
 class OneWaySlots:
-    """This rank's receive slots for the one-way kernel, every rank's slot address, and the kernel's
-    per-program epoch counters."""
+    """This rank's receive slots for the one-way kernel, every rank's slot address, the kernel's
+    per-program epoch counters, and an aligned buffer for the views that start off ALIGNMENT."""
 
     slots: torch.Tensor
     peer_slots: torch.Tensor
     epochs: torch.Tensor
+    staging: torch.Tensor
     rank: int
     world: int
     launch: Callable[..., None]  # kernels.triton.all_reduce.all_reduce (imported only where Triton is)
@@ -58,10 +60,20 @@ class OneWaySlots:
         addresses = [ptr + offset for ptr in handle.buffer_ptrs]
         peer_slots = torch.tensor(addresses, dtype=torch.int64, device=device)
         epochs = torch.zeros(MAX_PROGRAMS, dtype=torch.int32, device=device)
-        return cls(slots, peer_slots, epochs, rank, world, all_reduce)
+        staging = torch.empty(ONE_WAY_MAX_BYTES, dtype=torch.uint8, device=device)
+        return cls(slots, peer_slots, epochs, staging, rank, world, all_reduce)
 
     def all_reduce(self, x: torch.Tensor) -> None:
-        self.launch(x, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
+        """Sum contiguous `x` (whole 32-bit words, at most ONE_WAY_MAX_BYTES) in place. A view that
+        starts off ALIGNMENT goes through the staging buffer, a copy on this rank alone: the ranks'
+        addresses may differ, so where the data sits must not change which kernel a rank runs."""
+        if x.data_ptr() % ALIGNMENT == 0:
+            self.launch(x, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
+            return
+        staged = self.staging[: x.numel() * x.element_size()].view(x.dtype).view(x.shape)
+        staged.copy_(x)
+        self.launch(staged, self.slots, self.peer_slots, self.epochs, self.rank, self.world)
+        x.copy_(staged)
 
 
 def _mapped_zeros(
@@ -118,8 +130,7 @@ class SymmetricAllReduce:
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum `x` over the group, in place."""
         size = x.numel() * x.element_size()
-        words = size % 4 == 0 and x.data_ptr() % 4 == 0  # a 16-bit view may start mid-word
-        if self._one_way is not None and size <= ONE_WAY_MAX_BYTES and words:
+        if self._one_way is not None and size <= ONE_WAY_MAX_BYTES and size % 4 == 0:
             self._one_way.all_reduce(x)
             return x
         flat = x.view(-1)
