@@ -11,7 +11,7 @@ try:
     from tokenmill.kernels.triton import fp8_mma
 except ImportError:
     fp8_mma = None
-TREE = sys.argv[1]
+TREE = sys.argv[1] if len(sys.argv) > 1 else ""
 
 
 def timed(calls, replays=20):
