@@ -4,8 +4,8 @@
   after it) replayed back to back, timed with CUDA events: the median of 7 blocks of 200 replays. Two
   trees compared this way differ by their kernels alone, with none of the ±2-3% that a 256-token
   `quant_models.py` run moves by.
-- Prefill: the forward pass of a fresh 128-token prompt (a prefill graph's replay, or eager where
-  none is captured), as the host launches it (`ModelRunner.run_model` returning) and as the GPU runs it
+- Prefill: the forward pass of a fresh 128-token prompt (eager, or a graph's replay where one runs
+  it; the output says which), as the host launches it (`ModelRunner.run_model` returning) and as the GPU runs it
   (CUDA events around it); the best of 3 prompts. Where the two times are equal the GPU waited on the
   host's launches.
 

@@ -8,8 +8,6 @@ into them and one launch; the copies are tested on CPU.
 A `DecodeGraphs` of `width` > 1 holds the same graphs for verify steps of speculative decoding: every
 row is `width` query tokens (the last known token and up to `width - 1` proposals, padded), each attended
 as a decode (`AttentionMetadata.attends_as_decodes`), whose launch depends only on the batch's shape.
-One of `verifies` False holds a single row of one prompt chunk padded to `width` tokens, attended by the
-prefill kernel (`prefill_graphs`).
 """
 
 from __future__ import annotations
@@ -33,20 +31,10 @@ class StaticInputs:
     0, the null block's first slots, context length `width`), so warm-up and capture touch only the null
     block."""
 
-    def __init__(
-        self,
-        largest: int,
-        block_table: BlockTable,
-        device: torch.device,
-        width: int = 1,
-        verifies: bool | None = None,
-    ) -> None:
-        """`verifies` (default: `width` > 1): rows of several tokens are verify chunks, attended as
-        decodes; else prompt chunks, attended by the prefill kernel."""
+    def __init__(self, largest: int, block_table: BlockTable, device: torch.device, width: int = 1) -> None:
         null_block, block_size = block_table.null_block, block_table.block_size
         tokens = largest * width
         self.width = width
-        self.verifies = width > 1 if verifies is None else verifies
         self.input_ids = torch.zeros(tokens, dtype=torch.long, device=device)
         self.positions = torch.zeros(tokens, dtype=torch.long, device=device)
         self.slot_mapping = torch.full((tokens,), null_block * block_size, dtype=torch.long, device=device)
@@ -85,16 +73,14 @@ class StaticInputs:
             block_size=self.block_size,
             max_query_len=width,
             decode_splits=decode_splits,
-            verifies=self.verifies,
+            verifies=width > 1,
         )
 
 
 class DecodeGraphs:
-    def __init__(self, width: int = 1, verifies: bool | None = None) -> None:
-        """`width`: query tokens per row (1: decode steps; k + 1: verify steps of k proposals; a prompt
-        chunk's padded length with `verifies` False)."""
+    def __init__(self, width: int = 1) -> None:
+        """`width`: query tokens per row (1: decode steps; k + 1: verify steps of k proposals)."""
         self.width = width
-        self.verifies = width > 1 if verifies is None else verifies
         self._sizes: list[int] = []
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: StaticInputs | None = None
@@ -125,7 +111,7 @@ class DecodeGraphs:
         """Capture every size, largest first (later, smaller graphs reuse the pool's memory); `pool`
         is another set of graphs' `pool` to share (one step replays at a time)."""
         sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
-        static = self._static = StaticInputs(sizes[-1], block_table, device, self.width, self.verifies)
+        static = self._static = StaticInputs(sizes[-1], block_table, device, self.width)
         pool = self.pool = pool or torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
@@ -163,33 +149,3 @@ class DecodeGraphs:
         graph, hidden = self._graphs[inputs.num_rows]
         graph.replay()
         return hidden[: inputs.num_seqs * self.width]
-
-
-class GraphsByWidth:
-    """`DecodeGraphs` of several row widths (the verify graphs, the prefill graphs), captured into one
-    pool and replayed by a step's width; subclasses say which batches they take (`plan`)."""
-
-    def __init__(self, by_width: dict[int, DecodeGraphs], max_num_seqs: int) -> None:
-        self.by_width = by_width
-        self.max_num_seqs = max_num_seqs
-
-    def __len__(self) -> int:
-        return sum(len(graphs) for graphs in self.by_width.values())
-
-    def capture(
-        self,
-        model: LlamaForCausalLM,
-        block_table: BlockTable,
-        device: torch.device,
-        pool: object,
-        decode_splits: Callable[[int], int],
-    ) -> None:
-        """Capture every width and size into `pool` (the decode graphs': one step replays at a time).
-        `decode_splits(size)`: programs per token and KV head of a decode-kernel attention, the decode
-        graph's of the same size."""
-        for graphs in self.by_width.values():
-            graphs.capture(model, block_table, device, self.max_num_seqs, decode_splits, pool)
-
-    def replay(self, inputs: StepInputs) -> torch.Tensor:
-        """The hidden states of a planned step's rows, padding tokens included."""
-        return self.by_width[inputs.width].replay(inputs)

@@ -17,7 +17,6 @@ from tokenmill.distributed.group import SINGLE_RANK, TensorParallel
 from tokenmill.engine.cuda_graphs import GRAPH_BATCH_SIZES
 from tokenmill.engine.kv_cache_sizing import KVCachePlan, plan_kv_cache
 from tokenmill.engine.model_runner import ModelRunner, StepPeers
-from tokenmill.engine.prefill_graphs import PrefillGraphs
 from tokenmill.engine.sampler import Sampler
 from tokenmill.kernels.ops import Ops, select_ops
 from tokenmill.lora.layers import LoRAModel, LoRAStep
@@ -70,7 +69,6 @@ class RankModel:
             peers=peers,
             lora_step=lora_step,
             verify_graphs=self.verify_graphs(kv.max_model_len),
-            prefill_graphs=PrefillGraphs(kv.max_model_len, self.max_num_batched_tokens),
         )
 
     def verify_graphs(self, max_model_len: int) -> VerifyGraphs | None:
