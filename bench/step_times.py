@@ -5,9 +5,9 @@
   trees compared this way differ by their kernels alone, with none of the ±2-3% that a 256-token
   `quant_models.py` run moves by.
 - Prefill: the forward pass of a fresh 128-token prompt (eager, or a graph's replay where one runs
-  it; the output says which), as the host launches it (`ModelRunner.run_model` returning) and as the GPU runs it
-  (CUDA events around it); the best of 3 prompts. Where the two times are equal the GPU waited on the
-  host's launches.
+  it; the output says which), as the host launches it (`ModelRunner.run_model` returning) and as the
+  GPU runs it (CUDA events around it); the best of 3 prompts. Where the two times are equal the GPU
+  waited on the host's launches.
 
 Each format loads `random:<preset>` as `quant_models.py` does and runs one untimed request first.
 Usage: PYTHONPATH=. python bench/step_times.py [--model random:qwen3-8b] [--formats none,fp8,awq]
