@@ -8,12 +8,23 @@ into them and one launch; the copies are tested on CPU.
 A `DecodeGraphs` of `width` > 1 holds the same graphs for verify steps of speculative decoding: every
 row is `width` query tokens (the last known token and up to `width - 1` proposals, padded), each attended
 as a decode (`AttentionMetadata.attends_as_decodes`), whose launch depends only on the batch's shape.
+One of `verifies` False holds a single row of one prompt chunk padded to `width` tokens, attended by the
+prefill kernel (`prefill_graphs`).
+
+How many graphs a process instantiates changes how fast every one of them runs: the CUDA driver
+(580.159, CUDA 13.0, H200) starts a graph's next kernel about 0.06 µs after the last one ends while the
+process has instantiated at most FAST_CHAINED_EXECS graph executables, and about 0.42 µs after it from
+the next instantiation on, in every graph, for the rest of the process, whether or not the others are
+destroyed again. A Qwen3-8B decode step of 254 kernels replays 3.4% slower (2,599 -> 2,688 µs,
+bench/results/s23-graph-execs/). So a configuration that fits in that many graphs captures no more,
+counting those an earlier engine of the same process made (`DecodeGraphs.made_in_process`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 
@@ -24,6 +35,12 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.models.llama import LlamaForCausalLM
 
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, *range(16, 513, 16))
+FAST_CHAINED_EXECS = 3
+
+
+def graph_sizes(max_num_seqs: int) -> list[int]:
+    """The batch sizes captured for up to `max_num_seqs` rows."""
+    return sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
 
 
 class StaticInputs:
@@ -31,10 +48,20 @@ class StaticInputs:
     0, the null block's first slots, context length `width`), so warm-up and capture touch only the null
     block."""
 
-    def __init__(self, largest: int, block_table: BlockTable, device: torch.device, width: int = 1) -> None:
+    def __init__(
+        self,
+        largest: int,
+        block_table: BlockTable,
+        device: torch.device,
+        width: int = 1,
+        verifies: bool | None = None,
+    ) -> None:
+        """`verifies` (default: `width` > 1): rows of several tokens are verify chunks, attended as
+        decodes; else prompt chunks, attended by the prefill kernel."""
         null_block, block_size = block_table.null_block, block_table.block_size
         tokens = largest * width
         self.width = width
+        self.verifies = width > 1 if verifies is None else verifies
         self.input_ids = torch.zeros(tokens, dtype=torch.long, device=device)
         self.positions = torch.zeros(tokens, dtype=torch.long, device=device)
         self.slot_mapping = torch.full((tokens,), null_block * block_size, dtype=torch.long, device=device)
@@ -73,14 +100,18 @@ class StaticInputs:
             block_size=self.block_size,
             max_query_len=width,
             decode_splits=decode_splits,
-            verifies=width > 1,
+            verifies=self.verifies,
         )
 
 
 class DecodeGraphs:
-    def __init__(self, width: int = 1) -> None:
-        """`width`: query tokens per row (1: decode steps; k + 1: verify steps of k proposals)."""
+    made_in_process: ClassVar[int] = 0  # graphs instantiated by every engine of this process so far
+
+    def __init__(self, width: int = 1, verifies: bool | None = None) -> None:
+        """`width`: query tokens per row (1: decode steps; k + 1: verify steps of k proposals; a prompt
+        chunk's padded length with `verifies` False)."""
         self.width = width
+        self.verifies = width > 1 if verifies is None else verifies
         self._sizes: list[int] = []
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._static: StaticInputs | None = None
@@ -110,8 +141,8 @@ class DecodeGraphs:
     ) -> None:
         """Capture every size, largest first (later, smaller graphs reuse the pool's memory); `pool`
         is another set of graphs' `pool` to share (one step replays at a time)."""
-        sizes = sorted({b for b in GRAPH_BATCH_SIZES if b < max_num_seqs} | {min(max_num_seqs, 512)})
-        static = self._static = StaticInputs(sizes[-1], block_table, device, self.width)
+        sizes = graph_sizes(max_num_seqs)
+        static = self._static = StaticInputs(sizes[-1], block_table, device, self.width, self.verifies)
         pool = self.pool = pool or torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             for size in reversed(sizes):
@@ -124,6 +155,7 @@ class DecodeGraphs:
                 with torch.cuda.graph(graph, pool=pool):
                     hidden = model(input_ids, positions, meta)
                 self._graphs[size] = (graph, hidden)
+                DecodeGraphs.made_in_process += 1
             for graph, hidden in self._graphs.values():  # a first replay uploads the graph: not in a request
                 graph.replay()
                 model.warm_up_logits(hidden)  # nor the first compile of a small batch's LM head
@@ -149,3 +181,37 @@ class DecodeGraphs:
         graph, hidden = self._graphs[inputs.num_rows]
         graph.replay()
         return hidden[: inputs.num_seqs * self.width]
+
+
+class GraphsByWidth:
+    """`DecodeGraphs` of several row widths (the verify graphs, the prefill graphs), captured into one
+    pool and replayed by a step's width; subclasses say which batches they take (`plan`)."""
+
+    def __init__(self, by_width: dict[int, DecodeGraphs], max_num_seqs: int) -> None:
+        self.by_width = by_width
+        self.max_num_seqs = max_num_seqs
+
+    def __len__(self) -> int:
+        return sum(len(graphs) for graphs in self.by_width.values())
+
+    def planned(self) -> int:
+        """How many graphs `capture` will instantiate."""
+        return len(self.by_width) * len(graph_sizes(self.max_num_seqs))
+
+    def capture(
+        self,
+        model: LlamaForCausalLM,
+        block_table: BlockTable,
+        device: torch.device,
+        pool: object,
+        decode_splits: Callable[[int], int],
+    ) -> None:
+        """Capture every width and size into `pool` (the decode graphs': one step replays at a time).
+        `decode_splits(size)`: programs per token and KV head of a decode-kernel attention, the decode
+        graph's of the same size."""
+        for graphs in self.by_width.values():
+            graphs.capture(model, block_table, device, self.max_num_seqs, decode_splits, pool)
+
+    def replay(self, inputs: StepInputs) -> torch.Tensor:
+        """The hidden states of a planned step's rows, padding tokens included."""
+        return self.by_width[inputs.width].replay(inputs)

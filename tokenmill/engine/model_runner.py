@@ -9,8 +9,9 @@ from typing import Protocol
 import torch
 
 from tokenmill.engine.block_table import BlockTable
-from tokenmill.engine.cuda_graphs import DecodeGraphs
+from tokenmill.engine.cuda_graphs import DecodeGraphs, GraphsByWidth
 from tokenmill.engine.kv_cache_sizing import allocate_kv_cache
+from tokenmill.engine.prefill_graphs import PrefillGraphs
 from tokenmill.engine.sampler import Sampler
 from tokenmill.engine.scheduler import ScheduledBatch
 from tokenmill.engine.sequence import Sequence
@@ -73,9 +74,11 @@ class ModelRunner:
         peers: StepPeers | None = None,
         lora_step: LoRAStep | None = None,
         verify_graphs: VerifyGraphs | None = None,
+        prefill_graphs: PrefillGraphs | None = None,
     ) -> None:
         """`sampler` is None on a tensor-parallel worker; `peers` are rank 0's workers; `verify_graphs`
-        (captured here with the decode graphs) run the verify steps of speculative decoding."""
+        and `prefill_graphs` (captured here with the decode graphs) run the verify steps of speculative
+        decoding and the steps of one sequence's prompt chunk."""
         self.model = model
         self.peers = peers
         self.block_size = block_size
@@ -106,13 +109,15 @@ class ModelRunner:
         self.inputs = InputBuilder(block_table, self.device, 0 if lora_step is None else lora_step.num_slots)
         self.graphs = DecodeGraphs()
         self.verify_graphs = verify_graphs
+        self.prefill_graphs = prefill_graphs
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         compile_gemm_variants(model, self.dtype)
         if cuda_graphs:
             splits = self._graph_splits
             self.graphs.capture(model, block_table, self.device, max_num_seqs, splits)
-            if verify_graphs is not None:
-                verify_graphs.capture(model, block_table, self.device, self.graphs.pool, splits)
+            for wide in (verify_graphs, prefill_graphs):
+                if wide is not None:
+                    wide.capture(model, block_table, self.device, self.graphs.pool, splits)
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:
@@ -130,8 +135,9 @@ class ModelRunner:
         """`launch` without the sampling: the caller queues that with `sample`, once what the sampler
         reads (grammar matchers) has caught up with the step before."""
         graph_size, width = self.graphs.padded_size(batch), 1
-        if graph_size is None and self.verify_graphs is not None:
-            graph_size, width = self.verify_graphs.plan(batch) or (None, 1)
+        for wide in (self.verify_graphs, self.prefill_graphs):
+            if graph_size is None and wide is not None:
+                graph_size, width = wide.plan(batch) or (None, 1)
         inputs = self.inputs.build_inputs(batch, token_source, graph_size, width)
         if self.peers is not None:
             self.peers.send_step(inputs, graph_size is not None)
@@ -189,8 +195,7 @@ class ModelRunner:
         if not use_graph:
             hidden = self._forward(inputs)
         elif inputs.width > 1:
-            assert self.verify_graphs is not None, "only verify graphs have rows of several tokens"
-            hidden = self.verify_graphs.replay(inputs)
+            hidden = self._wide_graphs(inputs.width).replay(inputs)
         else:
             hidden = self.graphs.replay(inputs)
         num_sampling = len(inputs.logits_indices)
@@ -199,6 +204,13 @@ class ModelRunner:
         if num_sampling < len(hidden):
             hidden = hidden[inputs.logits_indices.to(self.device, non_blocking=True)]
         return self.model.compute_logits(hidden)
+
+    def _wide_graphs(self, width: int) -> GraphsByWidth:
+        """The graphs of rows `width` tokens wide: the prefill graphs' widths exceed every verify width."""
+        prefill = self.prefill_graphs
+        wide = prefill if prefill is not None and width in prefill.by_width else self.verify_graphs
+        assert wide is not None, f"no graph has rows of {width} tokens"
+        return wide
 
     def _forward(self, inputs: StepInputs) -> torch.Tensor:
         """The eager forward pass: upload the step's inputs and run the model on them."""

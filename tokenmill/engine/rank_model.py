@@ -14,9 +14,10 @@ import torch
 
 from tokenmill.config import EngineConfig
 from tokenmill.distributed.group import SINGLE_RANK, TensorParallel
-from tokenmill.engine.cuda_graphs import GRAPH_BATCH_SIZES
+from tokenmill.engine.cuda_graphs import GRAPH_BATCH_SIZES, DecodeGraphs, graph_sizes
 from tokenmill.engine.kv_cache_sizing import KVCachePlan, plan_kv_cache
 from tokenmill.engine.model_runner import ModelRunner, StepPeers
+from tokenmill.engine.prefill_graphs import PrefillGraphs
 from tokenmill.engine.sampler import Sampler
 from tokenmill.kernels.ops import Ops, select_ops
 from tokenmill.lora.layers import LoRAModel, LoRAStep
@@ -56,6 +57,10 @@ class RankModel:
     ) -> ModelRunner:
         """The model runner over this rank's KV cache (captures CUDA graphs unless eager)."""
         config = self.config
+        verify_graphs = self.verify_graphs(kv.max_model_len)
+        other_graphs = DecodeGraphs.made_in_process + len(graph_sizes(config.max_num_seqs))
+        if verify_graphs is not None:
+            other_graphs += verify_graphs.planned()
         return ModelRunner(
             self.loaded.model,
             config.block_size,
@@ -68,7 +73,8 @@ class RankModel:
             cuda_graphs=self.ops.supports_cuda_graphs and not config.enforce_eager,
             peers=peers,
             lora_step=lora_step,
-            verify_graphs=self.verify_graphs(kv.max_model_len),
+            verify_graphs=verify_graphs,
+            prefill_graphs=PrefillGraphs(kv.max_model_len, self.max_num_batched_tokens, other_graphs),
         )
 
     def verify_graphs(self, max_model_len: int) -> VerifyGraphs | None:

@@ -1,0 +1,6 @@
+#!/bin/bash
+# Session 23 call D (H200): graph_sticky.py on the old tree.
+[ -d /tmp/site/opentelemetry ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false PYTHONPATH=$PWD/.k4/base:$PWD:/tmp/site
+timeout -s KILL 200 python3 .k4/s23/graph_sticky.py sticky 2>&1 | grep "STK\|Error\|error"
+nvidia-smi --query-gpu=driver_version --format=csv,noheader; python3 -c "import torch; print(torch.version.cuda)"
