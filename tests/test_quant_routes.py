@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tests.helpers.tiny_models import save_tiny_model
-from tokenmill import LLM
+from tokenmill import LLM, SamplingParams
 from tokenmill.engine import model_runner
 from tokenmill.kernels.triton import int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
@@ -178,3 +178,37 @@ def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
         for layer in model:
             layer(torch.randn(tokens, layer.in_features, dtype=torch.float16))
     assert launched and launched <= warmed
+
+
+@pytest.mark.slow
+@INTERPRETER_ONLY
+@pytest.mark.parametrize("quantization", ["fp8", "int8"])
+def test_prompts_launch_only_norm_and_activation_variants_the_warm_up_launched(
+    quantization: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RMSNorm and SiLU-and-mul that follow each quantized GEMM route (fp8 rows with their scales,
+    or plain ones) run, for prompts of many lengths, only in specialisations the engine launched before
+    serving: a fresh fp8 engine once compiled two in its first prefix-cached prompt of 16 new tokens."""
+    specialisation = pytest.importorskip("tests.test_kernel_specialization")
+    from tokenmill.kernels.triton import activation, norm
+
+    launched: set[tuple] = set()
+    for kernel in (norm._add_rms_norm_kernel, activation._silu_and_mul_kernel):
+
+        def hook(*args, _kernel=kernel, **kwargs) -> None:
+            launched.add(specialisation._key(_kernel, args, kwargs))
+
+        monkeypatch.setattr(kernel, "pre_run_hooks", [*kernel.pre_run_hooks, hook])
+    model = save_tiny_model("qwen3", tmp_path)
+    llm = LLM(
+        str(model), device="cpu", dtype="float32", kernels="triton", quantization=quantization,
+        num_kv_blocks=64, max_model_len=256,
+    )  # fmt: skip
+    try:
+        warmed = set(launched)
+        launched.clear()
+        prompts = [list(range(5, 5 + n)) for n in (3, 17, 40, 70, 150)]
+        llm.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True), use_tqdm=False)
+        assert launched and launched <= warmed
+    finally:
+        llm.shutdown()

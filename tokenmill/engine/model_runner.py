@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 
 from tokenmill.engine.block_table import BlockTable
-from tokenmill.engine.cuda_graphs import DecodeGraphs, GraphsByWidth
+from tokenmill.engine.cuda_graphs import DecodeGraphs, GraphsByWidth, StaticInputs
 from tokenmill.engine.kv_cache_sizing import allocate_kv_cache
 from tokenmill.engine.prefill_graphs import PrefillGraphs
 from tokenmill.engine.sampler import Sampler
@@ -20,7 +20,7 @@ from tokenmill.kernels.metadata import AttentionMetadata
 from tokenmill.kernels.ops import Ops
 from tokenmill.lora.layers import LoRAStep
 from tokenmill.models.llama import LlamaForCausalLM
-from tokenmill.quantization.warm_up import compile_gemm_variants
+from tokenmill.quantization.warm_up import compile_gemm_variants, prompt_variant_tokens
 from tokenmill.spec_decode.rejection_sampler import RejectionSampler, emitted_tokens
 from tokenmill.spec_decode.verify_graphs import VerifyGraphs
 
@@ -112,12 +112,22 @@ class ModelRunner:
         self.prefill_graphs = prefill_graphs
         ops.warm_up(self.kv_caches[0], num_heads, self.dtype, self.null_block, kv_scales[0])
         compile_gemm_variants(model, self.dtype)
+        self._compile_prompt_variants()
         if cuda_graphs:
             splits = self._graph_splits
             self.graphs.capture(model, block_table, self.device, max_num_seqs, splits)
             for wide in (verify_graphs, prefill_graphs):
                 if wide is not None:
                     wide.capture(model, block_table, self.device, self.graphs.pool, splits)
+
+    @torch.inference_mode()
+    def _compile_prompt_variants(self) -> None:
+        """An eager one-row prompt chunk on the null block at each token count where a quantized GEMM
+        changes route, so that no request's prompt compiles the kernels around it (graph capture
+        compiles only the captured shapes'); on every tensor-parallel rank alike."""
+        for tokens in prompt_variant_tokens(self.model, self.max_model_len):
+            static = StaticInputs(1, self.inputs.block_table, self.device, tokens, verifies=False)
+            self.model(static.input_ids, static.positions, static.metadata(1, 1))
 
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, token_source: torch.Tensor | None = None) -> Launch:

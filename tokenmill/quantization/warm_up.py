@@ -40,3 +40,17 @@ def compile_gemm_variants(model: nn.Module, dtype: torch.dtype) -> int:
                 gemm.fused_gemv(module, zeros, residual=residual)
             calls += 1
     return calls
+
+
+def prompt_variant_tokens(model: nn.Module, limit: int) -> list[int]:
+    """The token counts (2 to `limit`) at which some quantized GEMM of `model` changes its kernel variant:
+    an eager prompt chunk of each runs the kernels around the GEMMs (RMSNorm, SiLU-and-mul) in the
+    variant each route's output takes (fp8 rows with their scales, or not), which `compile_gemm_variants`
+    does not launch."""
+    counts = {
+        tokens
+        for module in model.modules()
+        if isinstance(module, QuantLinear) and module.method.gemm is not None
+        for tokens in module.method.gemm.variant_tokens()
+    }
+    return sorted(t for t in counts if 1 < t <= limit)
