@@ -12,10 +12,10 @@ One of `verifies` False holds a single row of one prompt chunk padded to `width`
 prefill kernel (`prefill_graphs`).
 
 How many graphs a process instantiates changes how fast every one of them runs: the CUDA driver
-(580.159, CUDA 13.0, H200) starts a graph's next kernel about 0.06 µs after the last one ends while the
-process has instantiated at most FAST_CHAINED_EXECS graph executables, and about 0.42 µs after it from
-the next instantiation on, in every graph, for the rest of the process, whether or not the others are
-destroyed again. A Qwen3-8B decode step of 254 kernels replays 3.4% slower (2,599 -> 2,688 µs,
+(580.159, CUDA 13.0; H100 and H200) starts a graph's next kernel about 0.06 µs after the last one ends
+while the process has instantiated at most FAST_CHAINED_EXECS graph executables, and about 0.42 µs after
+it from the next instantiation on, in every graph, for the rest of the process, whether or not the
+others are destroyed again. A Qwen3-8B decode step of 254 kernels replays 3.4% slower (2,599 -> 2,688 µs,
 bench/results/s23-graph-execs/). So a configuration that fits in that many graphs captures no more,
 counting those an earlier engine of the same process made (`DecodeGraphs.made_in_process`).
 """
