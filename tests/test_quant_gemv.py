@@ -130,6 +130,31 @@ def _fused_fp8_gemv(rows: int, k: int, prologue: str, seed: int) -> tuple[torch.
     return got, inputs @ weight + residual
 
 
+@pytest.mark.parametrize("block", [(128, 128), (16, 64)])
+@pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_fp8_block_gemv_fused_equals_the_unfused_ops_on_the_dequantized_weight(
+    block: tuple[int, int], k: int, programs_per_sm: int, split: int, prologue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Block scales on the word GEMV: one block row for every tile (128 x 128) or one per tile (16 x 64),
+    a partial last block column (K 2148), split K (3072 over two splits), each prologue and the
+    residual: the unfused ops times the dequantized weight."""
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
+    splits = _recorded_splits(monkeypatch)
+    weight, scale_inv = quantize_fp8_blocks(draw(OUT, k, seed=43) * 0.05, block)
+    residual = draw(2, OUT, seed=44)
+    if prologue == "norm":
+        x, norm = draw(2, k, seed=45), (torch.rand(k) + 0.5, 1e-6)
+        fusion, inputs = Fusion(norm=norm, residual=residual), reference.rms_norm(x, *norm)[0]
+    else:
+        x = draw(2, 2 * k, seed=45)
+        fusion, inputs = Fusion(silu_mul=True, residual=residual), reference.silu_and_mul(x)
+    got = quant_gemv.fp8_block_gemv(x, weight, scale_inv, block, fusion)
+    assert splits == [split]
+    close(got, inputs @ dequantize_fp8_blocks(weight, scale_inv, block).T + residual, torch.float32)
+
+
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
 def test_fp8_gemv_with_one_wave_of_tiles_runs_unsplit_in_deeper_steps(
     prologue: str, monkeypatch: pytest.MonkeyPatch
@@ -321,13 +346,14 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_K=4 * chunk, CHUNK=chunk,
             )  # fmt: skip
     native = capability >= 89
-    for split, block_n in ((8, fp8_gemv.WIDEST_TILE), (1, fp8_gemv.WIDEST_TILE), (2, 8)):
+    for split, block_n, block in ((8, 16, None), (1, 16, None), (2, 8, None), (1, 16, (128, 128))):
         for fusion in FUSIONS:
             compile_for(
                 fp8_gemv._fp8_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
                 partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
-                stride_w=3072, SPLIT=split, BLOCK_N=block_n, BLOCK_K=fp8_gemv.BLOCK_K,
-                USE_ASM=native, NATIVE_FP8=native, num_warps=fp8_gemv.NUM_WARPS,
+                stride_w=3072, stride_s=96 if block else 0, SPLIT=split, BLOCK_N=block_n,
+                BLOCK_K=fp8_gemv.BLOCK_K, USE_ASM=native, NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0,
+                BLOCK_IN=block[1] if block else 0, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split in ((True, 8), (True, 1), (False, 2)):
         for fusion in FUSIONS:

@@ -59,12 +59,14 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
 # rows of a tile meeting in L2: a second row re-reads the weight from L2 and decodes it again; except
 # `int4_mma`, whose tensor-core rows share one decode). Measured
 # on an H100 (`bench/quant_gemm.py --presets qwen3-8b --gemv`, docs/benchmarks.md): the largest batch at
-# which the GEMV beat the Triton kernel on Qwen3-8B's projections. 0: the kernel from one token (fp8
-# blocks: activations quantized to fp8 feed the tensor cores, faster than the GEMV's dequantization).
+# which the GEMV beat the Triton kernel on Qwen3-8B's projections. fp8 blocks: `fp8_gemv` with block
+# scales at one token (Qwen3-8B single stream, tok/s: H200 252.0 -> 329.8, H100 219.1 -> 273.0;
+# docs/benchmarks.md, 2026-11-24 sixteenth session); from two, the tensor-core kernel, whose cost
+# barely grows with the rows.
 GEMV_UP_TO_TOKENS: dict[str, int] = {
     "int8": 1,
     "fp8-channel": 2,
-    "fp8-block": 0,
+    "fp8-block": 1,
     "gptq4": 4,  # and AWQ (`int4_gemv`: 0.95x of bf16's GEMV at 4 rows, the kernel 0.50x; at 8, 0.53x)
     "gptq4-mma": int4_mma.MAX_ROWS,  # `int4_mma` (sm_80+): 16 rows cost about what one does
     "gptq8": 4,

@@ -1,6 +1,11 @@
-"""The e4m3 decode GEMV with one scale per output channel (`--quantization fp8`): y = x W^T for one to a
-few token rows, W float8_e4m3fn [out, in], with the fused small-batch path's prologue and epilogue
-(`gemv_fusion`). Reference: `Fp8ChannelMethod.apply` (x times the dequantized weight).
+"""The e4m3 decode GEMV: y = x W^T for one to a few token rows, W float8_e4m3fn [out, in] with one scale
+per output channel (`--quantization fp8`) or per block (FP8 checkpoints, `weight_block_size`), with the
+fused small-batch path's prologue and epilogue (`gemv_fusion`). References: `Fp8ChannelMethod.apply` and
+`Fp8BlockMethod.apply` (x times the dequantized weight).
+
+Block scales ride on the activations: a tile's outputs lie in one block row, so each K step multiplies its
+activations by their block column's scale (one load per step, shared by the tile's rows) and the weights'
+products stay as they are. The activations are not quantized, as on the per-channel path.
 
 `quant_gemv`'s byte kernel reads the bytes as bytes and decodes each one on its own; it cannot carry a
 K step's bytes into the next iteration without a byte permute per byte moved, so it loads and computes
@@ -107,34 +112,56 @@ def _word_loads(w_ptr, k0, k_end, n, n_mask, stride_w, BLOCK_K: tl.constexpr):
     )  # fmt: skip
 
 
+@triton.jit
+def _block_scales(scale_ptr, first_output, stride_s, k, K, BLOCK_OUT: tl.constexpr, BLOCK_IN: tl.constexpr):
+    """[1, len(k)]: the scale of each input column k in the block row of output `first_output` (a
+    tile's outputs share one); 1 where scales are per channel (BLOCK_IN 0)."""
+    if BLOCK_IN == 0:
+        scales = tl.full([1, k.shape[0]], 1.0, tl.float32)
+    else:
+        block_row = scale_ptr + (first_output // BLOCK_OUT) * stride_s
+        scales = tl.load(block_row + k // BLOCK_IN, mask=k < K, other=0.0)[None, :]
+    return scales
+
+
 @triton.jit(do_not_specialize=["rows"])
 def _fp8_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr, count_ptr,
-    rows, N, K, k_per_split, stride_x, stride_w, stride_o, stride_r, eps,
+    rows, N, K, k_per_split, stride_x, stride_w, stride_s, stride_o, stride_r, eps,
     SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr,
     NATIVE_FP8: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    NORM_BLOCK: tl.constexpr,
+    NORM_BLOCK: tl.constexpr, BLOCK_OUT: tl.constexpr, BLOCK_IN: tl.constexpr,
 ):  # fmt: skip
     """Program (tile, row, split): BLOCK_N outputs of one token row over inputs [split * k_per_split,
     ...), stride_w counted in words; each K step's loads issued one step ahead (past the split's end the
-    words' mask is empty; the activations read there, the next split's or none, meet zeros)."""
+    words' mask is empty; the activations read there, the next split's or none, meet zeros). BLOCK_IN 0:
+    per-channel scales; else blocks of BLOCK_OUT x BLOCK_IN (BLOCK_OUT a multiple of BLOCK_N), their
+    scales' rows stride_s apart."""
     tl.static_assert(NATIVE_FP8 or not USE_ASM, "the inline PTX converts with sm_89's fp8 instructions")
     WORDS: tl.constexpr = BLOCK_K // 4
     split, tile_row, row, n, k_start, k_end = split_program(rows, K, k_per_split, SPLIT, BLOCK_N)
     n_mask = n < N
     x_row = x_ptr + row * stride_x
+    first_output = tile_row // rows * BLOCK_N
     words = _word_loads(w_ptr, k_start, k_end, n, n_mask, stride_w, BLOCK_K)
-    x, second = row_loads(x_row, k_start + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
+    k = k_start + tl.arange(0, BLOCK_K)
+    x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+    scales = _block_scales(scale_ptr, first_output, stride_s, k, K, BLOCK_OUT, BLOCK_IN)
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
-        current, x_now, second_now = words, x, second
+        current, x_now, second_now, scales_now = words, x, second, scales
         words = _word_loads(w_ptr, k0 + BLOCK_K, k_end, n, n_mask, stride_w, BLOCK_K)
-        x, second = row_loads(x_row, k0 + BLOCK_K + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
-        acc = _word_fma(
-            acc, current, prologue_finish(x_now, second_now, rstd, PROLOGUE), WORDS, USE_ASM, NATIVE_FP8
-        )
-    y = tl.sum(acc, 1) * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
+        k = k0 + BLOCK_K + tl.arange(0, BLOCK_K)
+        x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+        scales = _block_scales(scale_ptr, first_output, stride_s, k, K, BLOCK_OUT, BLOCK_IN)
+        x_now = prologue_finish(x_now, second_now, rstd, PROLOGUE)
+        if BLOCK_IN != 0:
+            x_now = x_now * scales_now
+        acc = _word_fma(acc, current, x_now, WORDS, USE_ASM, NATIVE_FP8)
+    y = tl.sum(acc, 1)
+    if BLOCK_IN == 0:
+        y = y * tl.load(scale_ptr + n, mask=n_mask, other=0.0)
     if not NATIVE_FP8:
         y = y * FP8_BITS_UNIT
     store_split_row(
@@ -143,13 +170,15 @@ def _fp8_gemv_kernel(
     )  # fmt: skip
 
 
-def supports(weight: torch.Tensor) -> bool:
-    """Rows that read as whole int32 words: contiguous, four-byte aligned, a multiple of four inputs."""
+def supports(weight: torch.Tensor, block: tuple[int, int] | None = None) -> bool:
+    """Rows that read as whole int32 words: contiguous, four-byte aligned, a multiple of four inputs; block
+    scales whose rows hold whole tiles (any tile width the launcher picks divides WIDEST_TILE)."""
     return (
         weight.stride(1) == 1
         and weight.shape[1] % 4 == 0
         and weight.stride(0) % 4 == 0
         and weight.data_ptr() % 4 == 0
+        and (block is None or block[0] % WIDEST_TILE == 0)
     )
 
 
@@ -167,13 +196,15 @@ def gemv(
     block_k: int = BLOCK_K,
     num_warps: int = NUM_WARPS,
     deep: bool = True,
+    block: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) times an e4m3 weight [out, in]
-    with per-output `scales` -> [tokens, out] in x's dtype. `block_n`, `block_k` and `num_warps` are
-    the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23 fifth session);
-    `deep`: one token row's single wave of tiles runs unsplit, in steps of twice `block_k` at twice
-    `num_warps`."""
-    assert supports(weight)
+    with per-output `scales` ([out]), or with `block` (out, in) scales ([ceil(out / block[0]),
+    ceil(in / block[1])], multiplied to dequantize) -> [tokens, out] in x's dtype. `block_n`, `block_k`
+    and `num_warps` are the launch shape (the defaults won the sweep in docs/benchmarks.md, 2026-11-23
+    fifth session); `deep`: one token row's single wave of tiles runs unsplit, in steps of twice
+    `block_k` at twice `num_warps`."""
+    assert supports(weight, block)
     rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
     assert weight.shape[1] == k, f"the weight takes {weight.shape[1]} inputs, x gives {k}"
     out = x.new_empty(rows, n)
@@ -181,6 +212,7 @@ def gemv(
         return out
     sms = num_sms(x.device)
     block_n = block_n or widest_covering_tile(n, 8, WIDEST_TILE, sms)
+    assert block is None or block[0] % block_n == 0, f"tiles of {block_n} outputs straddle {block} blocks"
     tiles = triton.cdiv(n, block_n)
     if rows > MAX_ROWS:
         split = 1
@@ -191,7 +223,9 @@ def gemv(
     _fp8_gemv_kernel[(tiles * rows * split,)](
         x_ptr=x, w_ptr=weight.view(torch.int32), scale_ptr=scales, out_ptr=out, **split_scratch(x.device),
         rows=rows, N=n, K=k, k_per_split=k // split, stride_x=x.stride(0), stride_w=weight.stride(0) // 4,
-        stride_o=out.stride(0), **fusion.kernel_args(x), SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k,
-        USE_ASM=_uses_asm(x.device), NATIVE_FP8=wf.native_fp8(x.device), num_warps=num_warps,
+        stride_s=scales.stride(0) if block else 0, stride_o=out.stride(0), **fusion.kernel_args(x),
+        SPLIT=split, BLOCK_N=block_n, BLOCK_K=block_k, USE_ASM=_uses_asm(x.device),
+        NATIVE_FP8=wf.native_fp8(x.device), BLOCK_OUT=block[0] if block else 0,
+        BLOCK_IN=block[1] if block else 0, num_warps=num_warps,
     )  # fmt: skip
     return out

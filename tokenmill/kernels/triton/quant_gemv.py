@@ -193,9 +193,12 @@ def fp8_block_gemv(
     fusion: Fusion = NO_FUSION,
 ) -> torch.Tensor:
     """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) times an e4m3 weight [out, in]
-    with block scales -> [tokens, out] in x's dtype. block[1] (the block's input columns) must be a
-    power of two of at least 16."""
-    return _byte_gemv(_rows(x), weight, weight_scale_inv, False, block, fusion)
+    with block scales -> [tokens, out] in x's dtype: `fp8_gemv`'s word kernel where it takes the weight
+    and blocks, else the byte kernel (block[1], the block's input columns, a power of two of at least 16)."""
+    x = _rows(x)
+    if fp8_gemv.supports(weight, block):
+        return fp8_gemv.gemv(x, weight, weight_scale_inv, fusion, block=block)
+    return _byte_gemv(x, weight, weight_scale_inv, False, block, fusion)
 
 
 def packed_chunk(weight: PackedWeight) -> tuple[int, bool]:
