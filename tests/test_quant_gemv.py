@@ -184,6 +184,45 @@ def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
     close(got, expected, torch.float32)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        int4_gemv.Int4Shape(),
+        int4_gemv.WIDE_SHAPE,
+        int4_gemv.Int4Shape(block_n=16, groups=4),
+        pytest.param(int4_gemv.Int4Shape(block_n=32, groups=2), marks=pytest.mark.slow),
+    ],
+)
+@pytest.mark.parametrize(("rows", "programs_per_sm"), [(1, 2), (2, 64)])
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_4_bit_gemv_launch_shapes_equal_the_unfused_ops(
+    shape: int4_gemv.Int4Shape, rows: int, programs_per_sm: int, prologue: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Every launch shape (chunks a K step, tile width), unsplit or with K split
+    over programs (64 per SM wanted), with the prologue and the residual: the unfused ops times the
+    dequantized weight, K 1024 in groups of 128 (two to eight steps a program)."""
+    monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
+    packed, weight = packed_awq(OUT, 1024, 128)
+    residual = draw(rows, OUT, seed=52)
+    if prologue == "norm":
+        x, norm = draw(rows, 1024, seed=53), (torch.rand(1024) + 0.5, 1e-6)
+        fusion, inputs = Fusion(norm=norm, residual=residual), reference.rms_norm(x, *norm)[0]
+    else:
+        x = draw(rows, 2048, seed=53)
+        fusion, inputs = Fusion(silu_mul=True, residual=residual), reference.silu_and_mul(x)
+    close(int4_gemv.gemv(x, packed, fusion, shape), inputs @ weight + residual, torch.float32)
+
+
+def test_4_bit_gemv_takes_wide_steps_only_where_each_program_keeps_several() -> None:
+    """Qwen3-8B on 132 SMs: gate|up (unsplit, 16 wide steps) and down (K split 8 ways, 6 each) in
+    two-chunk steps; q|k|v (4 splits of 4) and o (8 of 2) one chunk a step; so is a K of one chunk."""
+    for n, k in ((24576, 4096), (4096, 12288)):
+        assert int4_gemv.launch_shape(n, k, 132) == int4_gemv.WIDE_SHAPE
+    for n, k in ((6144, 4096), (4096, 4096), (24576, 128)):
+        assert int4_gemv.launch_shape(n, k, 132) == int4_gemv.Int4Shape()
+
+
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float16, marks=pytest.mark.slow), torch.bfloat16])
 def test_4_bit_gemv_in_half_precision_stays_near_the_reference_and_the_fp32_sums(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
@@ -355,12 +394,12 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_K=fp8_gemv.BLOCK_K, USE_ASM=native, NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0,
                 BLOCK_IN=block[1] if block else 0, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
-    for use_asm, split in ((True, 8), (True, 1), (False, 2)):
+    for use_asm, split, groups in ((True, 8, 1), (True, 1, int4_gemv.WIDE_SHAPE.groups), (False, 2, 1)):
         for fusion in FUSIONS:
             compile_for(
                 int4_gemv._int4_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, out_ptr=bf16, partial_ptr=f32, count_ptr=i32,
                 **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096,
                 stride_zg=512, ZERO_OFFSET=0, GROUP=128, SPLIT=split, BLOCK_N=int4_gemv.BLOCK_N,
-                BLOCK_K=int4_gemv.BLOCK_K, USE_ASM=use_asm,
+                BLOCK_K=int4_gemv.BLOCK_K, GROUPS=groups, USE_ASM=use_asm,
             )  # fmt: skip

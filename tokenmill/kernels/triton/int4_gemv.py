@@ -15,11 +15,17 @@ bytes, slower than bf16. Two changes make the bytes the limit again:
   split of each output tile adding the splits in order (`gemv_fusion.store_split_row`), and each
   program issues the loads of its next K step (words, zero points, scales, activations) before it
   computes the current one, so a program keeps two steps' bytes in flight.
+A K step is one chunk of 128 inputs (16 word rows), or two where each program keeps enough steps to pay
+for the per-step work a wider tile shares (`launch_shape`). Measured with ncu on an H200, the kernel
+issues about 4.4 instructions a weight at 57% of the issue slots: it is bound by instructions and
+latency together, not by DRAM (36% of it on Qwen3-8B's gate|up).
 The portable path (Triton's interpreter, fp32 activations, GPUs before sm_80) computes the same sums in
 fp32 with plain Triton.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -41,7 +47,7 @@ from tokenmill.kernels.triton.packed_int import zero_points
 from tokenmill.kernels.triton.split_k import num_sms
 from tokenmill.kernels.triton.weight_formats import PackedWeight
 
-BLOCK_K = 128  # input rows per K step: one group (of 128, or an eighth... of a larger one)
+BLOCK_K = 128  # input rows per chunk: one group (of 128, or an eighth... of a larger one)
 BLOCK_N = 64  # output columns per program (H100 sweep: 64 beat 16, 32 and 128 on Qwen3-8B)
 
 # Two nibbles of a word (bits 4i..4i+3 and 16+4i..) OR-ed into bf16 128.0 are the pair (128 + q_i,
@@ -84,28 +90,37 @@ def _bf16_bits(x):
 
 @triton.jit
 def _nibble_term(words, i: tl.constexpr, zeros, x):
-    """(q_i - zero) * x for the i-th nibble of each word, x [word rows] that row's activation."""
-    return (((words >> (4 * i)) & 15).to(tl.float32) - zeros) * x[:, None]
+    """(q_i - zero) * x for the i-th nibble of each word, x that word row's activation."""
+    return (((words >> (4 * i)) & 15).to(tl.float32) - zeros) * x
 
 
 @triton.jit
-def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.constexpr, USE_ASM: tl.constexpr):
-    """[word rows, BLOCK_N] sums over each word's 8 weights of (q - zero) * x, where lo / hi [word rows,
-    4] hold the activations of the word's rows i and i + 4 and zeros [1, BLOCK_N] the zero points."""
+def _pair_columns(t, GROUPS: tl.constexpr, WORD_ROWS: tl.constexpr):
+    """[GROUPS, WORD_ROWS, 4] -> its four columns, each [GROUPS, WORD_ROWS, 1] (broadcast along the
+    outputs)."""
+    c0, c1, c2, c3 = four_columns(tl.reshape(t, [GROUPS * WORD_ROWS, 4]), GROUPS * WORD_ROWS)
+    shape: tl.constexpr = [GROUPS, WORD_ROWS, 1]
+    return tl.reshape(c0, shape), tl.reshape(c1, shape), tl.reshape(c2, shape), tl.reshape(c3, shape)
+
+
+@triton.jit
+def _word_sums(words, zeros, lo, hi, GROUPS: tl.constexpr, WORD_ROWS: tl.constexpr, USE_ASM: tl.constexpr):
+    """[GROUPS, WORD_ROWS, BLOCK_N] sums over each word's 8 weights of (q - zero) * x, where lo / hi
+    [GROUPS, WORD_ROWS, 4] hold the activations of the word's rows i and i + 4 and zeros [GROUPS, 1,
+    BLOCK_N] the zero points of each group."""
     if USE_ASM:
         neg = _bf16_bits(-(128.0 + zeros))
-        p0, p1, p2, p3 = four_columns(_bf16_bits(lo) | (_bf16_bits(hi) << 16), WORD_ROWS)
-        shape: tl.constexpr = [WORD_ROWS, BLOCK_N]
+        p0, p1, p2, p3 = _pair_columns(_bf16_bits(lo) | (_bf16_bits(hi) << 16), GROUPS, WORD_ROWS)
+        shape: tl.constexpr = words.shape
         sums = tl.inline_asm_elementwise(
             _BF16X2_WORD_SUM, "=r,r,r,r,r,r,r",
-            [words, tl.broadcast_to(neg | (neg << 16), shape), tl.broadcast_to(p0[:, None], shape),
-             tl.broadcast_to(p1[:, None], shape), tl.broadcast_to(p2[:, None], shape),
-             tl.broadcast_to(p3[:, None], shape)],
+            [words, tl.broadcast_to(neg | (neg << 16), shape), tl.broadcast_to(p0, shape),
+             tl.broadcast_to(p1, shape), tl.broadcast_to(p2, shape), tl.broadcast_to(p3, shape)],
             dtype=tl.float32, is_pure=True, pack=1,
         )  # fmt: skip
     else:
-        x0, x1, x2, x3 = four_columns(lo, WORD_ROWS)
-        x4, x5, x6, x7 = four_columns(hi, WORD_ROWS)
+        x0, x1, x2, x3 = _pair_columns(lo, GROUPS, WORD_ROWS)
+        x4, x5, x6, x7 = _pair_columns(hi, GROUPS, WORD_ROWS)
         sums = _nibble_term(words, 0, zeros, x0) + _nibble_term(words, 1, zeros, x1)
         sums += _nibble_term(words, 2, zeros, x2) + _nibble_term(words, 3, zeros, x3)
         sums += _nibble_term(words, 4, zeros, x4) + _nibble_term(words, 5, zeros, x5)
@@ -116,16 +131,30 @@ def _word_sums(words, zeros, lo, hi, WORD_ROWS: tl.constexpr, BLOCK_N: tl.conste
 @triton.jit
 def _k_step_loads(w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k0, K, n, n_mask, stride_wk, stride_zg,
                   stride_sg, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, PROLOGUE: tl.constexpr,
-                  BLOCK_K: tl.constexpr):  # fmt: skip
-    """Everything one K step from k0 reads: its words, its group's zero points and scales, and the
-    prologue's loads of its activations."""
-    word_rows = k0 // 8 + tl.arange(0, BLOCK_K // 8)
-    words = tl.load(w_ptr + word_rows[:, None] * stride_wk + n[None, :], mask=n_mask, other=0)
-    group = tl.zeros([1], tl.int32) + k0 // GROUP
-    zeros = zero_points(zero_ptr, group, n, n_mask, stride_zg, 4, ZERO_OFFSET)
-    scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask, other=0.0)
-    x, second = row_loads(x_row, k0 + tl.arange(0, BLOCK_K), K, norm_weight_ptr, PROLOGUE)
-    return words, zeros, scales, x, second
+                  GROUPS: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    """Everything one K step from k0 (GROUPS chunks of BLOCK_K inputs) reads: its words [GROUPS,
+    BLOCK_K / 8, BLOCK_N], each chunk's zero points and scales [GROUPS, 1, BLOCK_N], and the prologue's
+    loads of its activations."""
+    chunk = k0 + tl.arange(0, GROUPS) * BLOCK_K
+    word_rows = (chunk // 8)[:, None, None] + tl.arange(0, BLOCK_K // 8)[None, :, None]
+    words = tl.load(w_ptr + word_rows * stride_wk + n[None, None, :], mask=n_mask[None, None, :], other=0)
+    group = chunk // GROUP
+    zeros = zero_points(zero_ptr, group, n, n_mask[None, :], stride_zg, 4, ZERO_OFFSET)
+    scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask[None, :], other=0.0)
+    x, second = row_loads(x_row, k0 + tl.arange(0, GROUPS * BLOCK_K), K, norm_weight_ptr, PROLOGUE)
+    return words, zeros[:, None, :], scales[:, None, :], x, second
+
+
+@triton.jit
+def _k_step(acc, loaded, rstd, GROUPS: tl.constexpr, BLOCK_K: tl.constexpr, PROLOGUE: tl.constexpr,
+            USE_ASM: tl.constexpr):  # fmt: skip
+    """acc [GROUPS, BLOCK_K / 8, BLOCK_N] plus one K step's scaled word sums."""
+    WORD_ROWS: tl.constexpr = BLOCK_K // 8
+    words, zeros, scales, x, second = loaded
+    x = prologue_finish(x, second, rstd, PROLOGUE)
+    pairs = tl.permute(tl.reshape(x, [GROUPS, WORD_ROWS, 2, 4]), (0, 1, 3, 2))
+    lo, hi = tl.split(pairs)  # the inputs 8w + i and 8w + 4 + i of each word w
+    return acc + _word_sums(words, zeros, lo, hi, GROUPS, WORD_ROWS, USE_ASM) * scales.to(tl.float32)
 
 
 @triton.jit(do_not_specialize=["rows"])
@@ -133,33 +162,32 @@ def _int4_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr,
     count_ptr, rows, N, K, k_per_split, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
     ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, USE_ASM: tl.constexpr, PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUPS: tl.constexpr, USE_ASM: tl.constexpr,
+    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...),
-    each K step's loads issued one step ahead (the last step reloads itself rather than run past K)."""
-    WORD_ROWS: tl.constexpr = BLOCK_K // 8
+    GROUPS chunks of BLOCK_K a K step, each step's loads issued a step ahead (the last step reloads
+    itself rather than run past the split's end)."""
+    STEP: tl.constexpr = GROUPS * BLOCK_K
     split, tile_row, row, n, k_start, k_end = split_program(rows, K, k_per_split, SPLIT, BLOCK_N)
-    n_mask = (n < N)[None, :]
+    n_mask = n < N
     x_row = x_ptr + row * stride_x
     loaded = _k_step_loads(
         w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k_start, K, n, n_mask, stride_wk, stride_zg,
-        stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, BLOCK_K,
+        stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, GROUPS, BLOCK_K,
     )  # fmt: skip
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
-    acc = tl.zeros([WORD_ROWS, BLOCK_N], tl.float32)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        words, zeros, scales, x, second = loaded
+    acc = tl.zeros([GROUPS, BLOCK_K // 8, BLOCK_N], tl.float32)
+    for k0 in range(k_start, k_end, STEP):
+        current = loaded
         loaded = _k_step_loads(
-            w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K), K,
-            n, n_mask, stride_wk, stride_zg, stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, BLOCK_K,
+            w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, tl.minimum(k0 + STEP, k_end - STEP), K, n,
+            n_mask, stride_wk, stride_zg, stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, GROUPS, BLOCK_K,
         )  # fmt: skip
-        x = prologue_finish(x, second, rstd, PROLOGUE)
-        lo, hi = tl.split(tl.permute(tl.reshape(x, [WORD_ROWS, 2, 4]), (0, 2, 1)))  # rows 8w+i, 8w+4+i
-        acc += _word_sums(words, zeros, lo, hi, WORD_ROWS, BLOCK_N, USE_ASM) * scales.to(tl.float32)
+        acc = _k_step(acc, current, rstd, GROUPS, BLOCK_K, PROLOGUE, USE_ASM)
     store_split_row(
-        tl.sum(acc, 0), out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr, row, n,
-        n < N, stride_o, stride_r, SPLIT, BLOCK_N, HAS_BIAS, HAS_RESIDUAL,
+        tl.sum(tl.sum(acc, 1), 0), out_ptr, partial_ptr, count_ptr, tile_row, split, bias_ptr, residual_ptr,
+        row, n, n_mask, stride_o, stride_r, SPLIT, BLOCK_N, HAS_BIAS, HAS_RESIDUAL,
     )  # fmt: skip
 
 
@@ -177,16 +205,46 @@ def _uses_asm(x: torch.Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16) and wf.compiles_ptx(x.device)
 
 
-def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
-    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype."""
+@dataclass(frozen=True)
+class Int4Shape:
+    """One launch shape: BLOCK_N outputs a program, `groups` chunks of BLOCK_K inputs a K step."""
+
+    block_n: int = BLOCK_N
+    groups: int = 1
+
+
+WIDE_SHAPE = Int4Shape(groups=2)
+MIN_WIDE_STEPS = 6  # wide steps a program must keep to pay for its fixed part (RMSNorm factor, split sum)
+
+
+def launch_shape(n: int, k: int, sms: int) -> Int4Shape:
+    """WIDE_SHAPE where each program (K split as `split_count` splits it) keeps MIN_WIDE_STEPS wide steps
+    or more. Wide steps made Qwen3-8B's gate|up (16 of them) 7% faster on an H200 and 5% on an H100,
+    down (6 a split) 4% and 0%; q|k|v (4) 10% and o (2) 17% slower (H200; docs/benchmarks.md,
+    2026-11-24, seventeenth session)."""
+    step = WIDE_SHAPE.groups * BLOCK_K
+    if k % step:
+        return Int4Shape()
+    split = split_count(triton.cdiv(n, WIDE_SHAPE.block_n), k, step, WIDE_SHAPE.block_n, sms)
+    return WIDE_SHAPE if k // (split * step) >= MIN_WIDE_STEPS else Int4Shape()
+
+
+def gemv(
+    x: torch.Tensor, weight: PackedWeight, fusion: Fusion, shape: Int4Shape | None = None
+) -> torch.Tensor:
+    """x [tokens, in] (gate|up [tokens, 2 in] under `fusion.silu_mul`) -> [tokens, out] in x's dtype;
+    `shape` None: `launch_shape`."""
     assert supports(weight)
     rows, k, n = x.shape[0], fusion.in_features(x), weight.out_features
     out = x.new_empty(rows, n)
     if rows == 0:
         return out
-    tiles = triton.cdiv(n, BLOCK_N)
-    split = split_count(tiles, k, BLOCK_K, BLOCK_N, num_sms(x.device)) if rows <= MAX_ROWS else 1
-    assert k % (split * BLOCK_K) == 0, "the look-ahead needs whole K steps in every split"
+    sms = num_sms(x.device)
+    shape = shape or launch_shape(n, k, sms)
+    step = shape.groups * BLOCK_K
+    tiles = triton.cdiv(n, shape.block_n)
+    split = split_count(tiles, k, step, shape.block_n, sms) if rows <= MAX_ROWS else 1
+    assert k % (split * step) == 0, "the look-ahead needs whole K steps in every split"
     k_per_split = k // split
     w_ptr, scale_ptr, zero_ptr, _ = weight.pointers()
     _, _, stride_sg, stride_zg = weight.strides()
@@ -195,6 +253,6 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
         **split_scratch(x.device), rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0),
         stride_wk=weight.weight.stride(0), stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
         **fusion.kernel_args(x), ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, SPLIT=split,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, USE_ASM=_uses_asm(x), num_warps=4,
+        BLOCK_N=shape.block_n, BLOCK_K=BLOCK_K, GROUPS=shape.groups, USE_ASM=_uses_asm(x), num_warps=4,
     )  # fmt: skip
     return out
