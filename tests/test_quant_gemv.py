@@ -155,6 +155,14 @@ def test_fp8_block_gemv_fused_equals_the_unfused_ops_on_the_dequantized_weight(
     close(got, inputs @ dequantize_fp8_blocks(weight, scale_inv, block).T + residual, torch.float32)
 
 
+def test_fp8_gemv_caps_its_registers_only_past_one_wave_of_one_token_programs() -> None:
+    """Qwen3-8B on 132 SMs: gate|up's 1,536 programs at one token (2.3 waves of five an SM) take the
+    cap; q|k|v's 384 (one wave) do not, nor do two rows' 3,072."""
+    assert fp8_gemv.register_cap(1, 1536, 132) == {"maxnreg": fp8_gemv.CAPPED_REGISTERS}
+    assert fp8_gemv.register_cap(1, 384, 132) == {}
+    assert fp8_gemv.register_cap(2, 3072, 132) == {}
+
+
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
 def test_fp8_gemv_with_one_wave_of_tiles_runs_unsplit_in_deeper_steps(
     prologue: str, monkeypatch: pytest.MonkeyPatch
@@ -385,10 +393,13 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_K=4 * chunk, CHUNK=chunk,
             )  # fmt: skip
     native = capability >= 89
-    for split, block_n, block in ((8, 16, None), (1, 16, None), (2, 8, None), (1, 16, (128, 128))):
+    capped = fp8_gemv.register_cap(1, fp8_gemv.RESIDENT_PROGRAMS_PER_SM + 1, 1)
+    for split, block_n, block, options in (
+        (8, 16, None, None), (1, 16, None, capped), (2, 8, None, None), (1, 16, (128, 128), capped),
+    ):  # fmt: skip
         for fusion in FUSIONS:
             compile_for(
-                fp8_gemv._fp8_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
+                fp8_gemv._fp8_gemv_kernel, capability, options, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
                 partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
                 stride_w=3072, stride_s=96 if block else 0, SPLIT=split, BLOCK_N=block_n,
                 BLOCK_K=fp8_gemv.BLOCK_K, USE_ASM=native, NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0,
