@@ -106,11 +106,12 @@ def _recorded_splits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K."""
+    """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K (three
+    rows, as there)."""
     monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", 64)
     splits = _recorded_splits(monkeypatch)
     packed, weight = packed_fp8(OUT, 2 * fp8_gemv.BLOCK_K)
-    quant_gemv.gemv(draw(1, weight.shape[0], seed=31), packed)
+    quant_gemv.gemv(draw(3, weight.shape[0], seed=31), packed)
     assert splits == [2]
 
 
@@ -161,6 +162,15 @@ def test_fp8_gemv_caps_its_registers_only_past_one_wave_of_one_token_programs() 
     assert fp8_gemv.register_cap(1, 1536, 132) == {"maxnreg": fp8_gemv.CAPPED_REGISTERS}
     assert fp8_gemv.register_cap(1, 384, 132) == {}
     assert fp8_gemv.register_cap(2, 3072, 132) == {}
+
+
+def test_fp8_gemv_past_one_wave_takes_tiles_twice_as_wide_and_half_as_deep() -> None:
+    """Qwen3-8B on 132 SMs: gate|up at one token in WAVE_TILE (768 programs); q|k|v, two rows, and block
+    rows of 16 outputs (no whole wave tile) keep 16 outputs by BLOCK_K."""
+    assert fp8_gemv.default_tile(1, 24576, None, 132) == fp8_gemv.WAVE_TILE == (32, 256)
+    assert fp8_gemv.default_tile(1, 24576, (128, 128), 132) == fp8_gemv.WAVE_TILE
+    for rows, n, block in ((1, 6144, None), (2, 24576, None), (1, 24576, (16, 64))):
+        assert fp8_gemv.default_tile(rows, n, block, 132) == (16, fp8_gemv.BLOCK_K)
 
 
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
@@ -396,13 +406,14 @@ def compile_every_gemv(capability: int) -> None:
     capped = fp8_gemv.register_cap(1, fp8_gemv.RESIDENT_PROGRAMS_PER_SM + 1, 1)
     for split, block_n, block, options in (
         (8, 16, None, None), (1, 16, None, capped), (2, 8, None, None), (1, 16, (128, 128), capped),
+        (1, fp8_gemv.WAVE_TILE[0], None, capped), (1, fp8_gemv.WAVE_TILE[0], (128, 128), capped),
     ):  # fmt: skip
         for fusion in FUSIONS:
             compile_for(
                 fp8_gemv._fp8_gemv_kernel, capability, options, x_ptr=bf16, w_ptr=i32, scale_ptr=f32, out_ptr=bf16,
                 partial_ptr=f32, count_ptr=i32, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
                 stride_w=3072, stride_s=96 if block else 0, SPLIT=split, BLOCK_N=block_n,
-                BLOCK_K=fp8_gemv.BLOCK_K, USE_ASM=native, NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0,
+                BLOCK_K=fp8_gemv.WAVE_TILE[1] if block_n == fp8_gemv.WAVE_TILE[0] else fp8_gemv.BLOCK_K, USE_ASM=native, NATIVE_FP8=native, BLOCK_OUT=block[0] if block else 0,
                 BLOCK_IN=block[1] if block else 0, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split, groups in ((True, 8, 1), (True, 1, int4_gemv.WIDE_SHAPE.groups), (False, 2, 1)):
