@@ -131,6 +131,23 @@ def _fused_fp8_gemv(rows: int, k: int, prologue: str, seed: int) -> tuple[torch.
     return got, inputs @ weight + residual
 
 
+def _fused_fp8_block_gemv(
+    rows: int, n: int, k: int, block: tuple[int, int], prologue: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quant_gemv.fp8_block_gemv` of a block-quantized [n, k] weight with the RMSNorm or SiLU-and-mul
+    `prologue` and the residual fused in, and the unfused ops' result times the dequantized weight."""
+    weight, scale_inv = quantize_fp8_blocks(draw(n, k, seed=seed) * 0.05, block)
+    residual = draw(rows, n, seed=seed + 1)
+    if prologue == "norm":
+        x, norm = draw(rows, k, seed=seed + 2), (torch.rand(k) + 0.5, 1e-6)
+        fusion, inputs = Fusion(norm=norm, residual=residual), reference.rms_norm(x, *norm)[0]
+    else:
+        x = draw(rows, 2 * k, seed=seed + 2)
+        fusion, inputs = Fusion(silu_mul=True, residual=residual), reference.silu_and_mul(x)
+    got = quant_gemv.fp8_block_gemv(x, weight, scale_inv, block, fusion)
+    return got, inputs @ dequantize_fp8_blocks(weight, scale_inv, block).T + residual
+
+
 @pytest.mark.parametrize("block", [(128, 128), (16, 64)])
 @pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
@@ -143,17 +160,9 @@ def test_fp8_block_gemv_fused_equals_the_unfused_ops_on_the_dequantized_weight(
     residual: the unfused ops times the dequantized weight."""
     monkeypatch.setattr(gemv_fusion, "SPLIT_PROGRAMS_PER_SM", programs_per_sm)
     splits = _recorded_splits(monkeypatch)
-    weight, scale_inv = quantize_fp8_blocks(draw(OUT, k, seed=43) * 0.05, block)
-    residual = draw(2, OUT, seed=44)
-    if prologue == "norm":
-        x, norm = draw(2, k, seed=45), (torch.rand(k) + 0.5, 1e-6)
-        fusion, inputs = Fusion(norm=norm, residual=residual), reference.rms_norm(x, *norm)[0]
-    else:
-        x = draw(2, 2 * k, seed=45)
-        fusion, inputs = Fusion(silu_mul=True, residual=residual), reference.silu_and_mul(x)
-    got = quant_gemv.fp8_block_gemv(x, weight, scale_inv, block, fusion)
+    got, expected = _fused_fp8_block_gemv(2, OUT, k, block, prologue, seed=43)
     assert splits == [split]
-    close(got, inputs @ dequantize_fp8_blocks(weight, scale_inv, block).T + residual, torch.float32)
+    close(got, expected, torch.float32)
 
 
 def test_fp8_gemv_caps_its_registers_only_past_one_wave_of_one_token_programs() -> None:
@@ -167,10 +176,36 @@ def test_fp8_gemv_caps_its_registers_only_past_one_wave_of_one_token_programs() 
 def test_fp8_gemv_past_one_wave_takes_tiles_twice_as_wide_and_half_as_deep() -> None:
     """Qwen3-8B on 132 SMs: gate|up at one token in WAVE_TILE (768 programs); q|k|v, two rows, and block
     rows of 16 outputs (no whole wave tile) keep 16 outputs by BLOCK_K."""
-    assert fp8_gemv.default_tile(1, 24576, None, 132) == fp8_gemv.WAVE_TILE == (32, 256)
-    assert fp8_gemv.default_tile(1, 24576, (128, 128), 132) == fp8_gemv.WAVE_TILE
+    warps = fp8_gemv.NUM_WARPS
+    assert fp8_gemv.default_tile(1, 24576, None, 132) == (*fp8_gemv.WAVE_TILE, warps) == (32, 256, 4)
+    assert fp8_gemv.default_tile(1, 24576, (128, 128), 132) == (*fp8_gemv.WAVE_TILE, warps)
     for rows, n, block in ((1, 6144, None), (2, 24576, None), (1, 24576, (16, 64))):
-        assert fp8_gemv.default_tile(rows, n, block, 132) == (16, fp8_gemv.BLOCK_K)
+        assert fp8_gemv.default_tile(rows, n, block, 132) == (16, fp8_gemv.BLOCK_K, warps)
+
+
+def test_fp8_block_gemv_where_16_wide_tiles_make_one_wave_takes_32_by_256_tiles_at_8_warps() -> None:
+    """Qwen3-8B's o and down (4,096 outputs: 256 tiles of 16 on 132 SMs, which `gemv` would run deep):
+    128 x 128 block scales take BLOCK_SCALED_ONE_WAVE_TILE; per-channel scales, two rows and block rows
+    of 16 keep 16 outputs by BLOCK_K."""
+    assert (
+        fp8_gemv.default_tile(1, 4096, (128, 128), 132) == fp8_gemv.BLOCK_SCALED_ONE_WAVE_TILE == (32, 256, 8)
+    )
+    for rows, block in ((1, None), (2, (128, 128)), (1, (16, 64))):
+        assert fp8_gemv.default_tile(rows, 4096, block, 132) == (16, fp8_gemv.BLOCK_K, fp8_gemv.NUM_WARPS)
+
+
+@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+def test_fp8_block_gemv_in_block_scaled_one_wave_tiles_equals_the_unfused_ops(
+    prologue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One token, 256 outputs in 128 x 128 blocks on 12 SMs (16 tiles of 16 would make one wave): 32 x 256
+    tiles at 8 warps, K (2,048) split four ways, with each prologue and the residual: the unfused ops
+    times the dequantized weight."""
+    monkeypatch.setattr(fp8_gemv, "num_sms", lambda device: 12)
+    splits = _recorded_splits(monkeypatch)
+    got, expected = _fused_fp8_block_gemv(1, 256, 2048, (128, 128), prologue, seed=46)
+    assert splits == [4]
+    close(got, expected, torch.float32)
 
 
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
@@ -407,6 +442,7 @@ def compile_every_gemv(capability: int) -> None:
     for split, block_n, block, options in (
         (8, 16, None, None), (1, 16, None, capped), (2, 8, None, None), (1, 16, (128, 128), capped),
         (1, fp8_gemv.WAVE_TILE[0], None, capped), (1, fp8_gemv.WAVE_TILE[0], (128, 128), capped),
+        (4, fp8_gemv.WAVE_TILE[0], (128, 128), {"num_warps": fp8_gemv.BLOCK_SCALED_ONE_WAVE_TILE[2]}),
     ):  # fmt: skip
         for fusion in FUSIONS:
             compile_for(

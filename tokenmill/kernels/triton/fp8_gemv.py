@@ -55,6 +55,7 @@ ONE_WAVE_TILES_PER_SM = 2  # up to this many tiles per SM, every tile's program 
 RESIDENT_PROGRAMS_PER_SM = 5  # of NUM_WARPS at the ~96 registers a thread the kernel takes uncapped
 CAPPED_REGISTERS = 80  # six resident, for one-token launches of more programs than five an SM hold
 WAVE_TILE = (32, BLOCK_K // 2)  # such a launch's tile: the same bytes a step, half the programs (one wave)
+BLOCK_SCALED_ONE_WAVE_TILE = (32, BLOCK_K // 2, 2 * NUM_WARPS)  # (outputs, inputs, warps): `default_tile`
 
 # $1 holds four e4m3 weights (inputs k..k+3, little-endian), $2..$5 their activations, $6 the running
 # sum of this word column: $0 = $6 + sum of the four products, in fp32.
@@ -197,7 +198,7 @@ def gemv(
     fusion: Fusion,
     block_n: int | None = None,
     block_k: int | None = None,
-    num_warps: int = NUM_WARPS,
+    num_warps: int | None = None,
     deep: bool = True,
     block: tuple[int, int] | None = None,
 ) -> torch.Tensor:
@@ -214,8 +215,8 @@ def gemv(
     if rows == 0:
         return out
     sms = num_sms(x.device)
-    tile_n, tile_k = default_tile(rows, n, block, sms)
-    block_n, block_k = block_n or tile_n, block_k or tile_k
+    tile_n, tile_k, tile_warps = default_tile(rows, n, block, sms)
+    block_n, block_k, num_warps = block_n or tile_n, block_k or tile_k, num_warps or tile_warps
     assert block is None or block[0] % block_n == 0, f"tiles of {block_n} outputs straddle {block} blocks"
     tiles = triton.cdiv(n, block_n)
     if rows > MAX_ROWS:
@@ -236,16 +237,23 @@ def gemv(
     return out
 
 
-def default_tile(rows: int, n: int, block: tuple[int, int] | None, sms: int) -> tuple[int, int]:
-    """(outputs, inputs) of a program's K step: the widest tile of up to WIDEST_TILE outputs that covers
-    the SMs, BLOCK_K deep; WAVE_TILE for a one-token launch whose programs would outnumber what five an
-    SM hold (and whose block rows, if any, hold whole wave tiles). With the register cap that makes six
-    resident, Qwen3-8B's gate|up then runs 768 programs in one wave of 792 (H200: 28.2 -> 26.9 us)."""
+def default_tile(rows: int, n: int, block: tuple[int, int] | None, sms: int) -> tuple[int, int, int]:
+    """(outputs, inputs, warps) of a program's K step: the widest tile of up to WIDEST_TILE outputs that
+    covers the SMs, BLOCK_K deep, NUM_WARPS; WAVE_TILE for a one-token launch whose programs would
+    outnumber what five an SM hold (and whose block rows, if any, hold whole wave tiles). With the
+    register cap that makes six resident, Qwen3-8B's gate|up then runs 768 programs in one wave of 792
+    (H200: 28.2 -> 26.9 us). Block scales where those tiles make one wave (1-2 an SM, which `gemv` runs
+    unsplit in deep steps) take BLOCK_SCALED_ONE_WAVE_TILE, split: per-channel scales win deep, but
+    blocks pay for a scale per 128 inputs of a deep step (H200, Qwen3-8B o 8.44 -> 7.94 us, down 18.74
+    -> 16.71; docs/benchmarks.md, 2026-11-24, eighteenth session)."""
     block_n = widest_covering_tile(n, 8, WIDEST_TILE, sms)
+    tiles = triton.cdiv(n, block_n)
     fits = block is None or block[0] % WAVE_TILE[0] == 0
-    if rows == 1 and fits and triton.cdiv(n, block_n) > RESIDENT_PROGRAMS_PER_SM * sms:
-        return WAVE_TILE
-    return block_n, BLOCK_K
+    if rows == 1 and fits and tiles > RESIDENT_PROGRAMS_PER_SM * sms:
+        return (*WAVE_TILE, NUM_WARPS)
+    if rows == 1 and block is not None and fits and sms <= tiles < ONE_WAVE_TILES_PER_SM * sms:
+        return BLOCK_SCALED_ONE_WAVE_TILE
+    return block_n, BLOCK_K, NUM_WARPS
 
 
 def register_cap(rows: int, programs: int, sms: int) -> dict[str, int]:
