@@ -228,6 +228,52 @@ def test_token_group_quantization_equals_the_reference() -> None:
     assert same.all()
 
 
+@NEEDS_FP8
+def test_token_group_quantization_stores_token_major_scales_on_request() -> None:
+    """The scales cuBLAS's block-scaled GEMM reads: the same values, the tokens contiguous."""
+    x = draw(5, 300, seed=9) * 3
+    rows, scales = fp8_quant.quantize_token_groups(x, 128)
+    rows_too, token_major = fp8_quant.quantize_token_groups(x, 128, tokens_major=True)
+    assert token_major.shape == (5, 3) and token_major.stride() == (1, 5)
+    assert torch.equal(rows_too.view(torch.uint8), rows.view(torch.uint8)) and torch.equal(
+        token_major, scales
+    )
+
+
+def test_cublas_block_gemm_takes_only_enough_bf16_rows_and_whole_128_blocks_where_cublas_has_them() -> None:
+    weight = torch.empty(512, 1024, dtype=torch.float8_e4m3fn)
+    tokens = fp8_gemm.CUBLAS_FROM_TOKENS
+    bf16, fp16 = (
+        torch.empty(tokens, 1024, dtype=torch.bfloat16),
+        torch.empty(tokens, 1024, dtype=torch.float16),
+    )
+    assert not fp8_gemm.takes_cublas(bf16[1:], weight, (128, 128), cublas=True)  # too few rows
+    assert fp8_gemm.takes_cublas(bf16, weight, (128, 128), cublas=True)
+    assert not fp8_gemm.takes_cublas(bf16, weight, (128, 128), cublas=False)
+    assert not fp8_gemm.takes_cublas(fp16, weight, (128, 128), cublas=True)
+    assert not fp8_gemm.takes_cublas(bf16, weight, (64, 128), cublas=True)
+    assert not fp8_gemm.takes_cublas(bf16[:, :640], weight[:, :640], (128, 128), cublas=True)  # 5 blocks
+    assert not fp8_gemm.takes_cublas(bf16, weight[:384], (128, 128), cublas=True)  # 3 blocks of outputs
+    assert not fp8_gemm.has_cublas_blocks(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 64, 130])
+def test_cublas_block_gemm_equals_the_reference(tokens: int) -> None:
+    """Where cuBLAS takes block scales (sm_90): token counts in fours and not (padded), against the
+    reference on activations the quantization keeps exact; the route takes it from CUBLAS_FROM_TOKENS."""
+    if not (ON_GPU and fp8_gemm.has_cublas_blocks(DEVICE)):
+        pytest.skip("no block-scaled cuBLAS GEMM here (sm_90, PyTorch 2.9+, cuBLAS 12.9+)")
+    block = (128, 128)
+    weight, scale_inv = fp8_blocks(512, 1024, block)
+    x = exact_fp8_activations(tokens, 1024, block[1], seed=11).to(torch.bfloat16)
+    got = fp8_gemm.cublas_block_gemm(x, weight, scale_inv)
+    assert got.shape == (tokens, 512) and got.dtype == torch.bfloat16
+    expected = reference_fp8.fp8_block_gemm(x.float(), weight, scale_inv, block)
+    close_after_fp8_dots(got.float(), expected)
+    if tokens >= fp8_gemm.CUBLAS_FROM_TOKENS:
+        assert torch.equal(fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block), got)
+
+
 @pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
 @pytest.mark.parametrize("fp8_dot", [True, False])
 def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot: bool) -> None:
@@ -306,7 +352,8 @@ def compile_every_kernel(capability: int) -> None:
     if capability >= 89:
         compile_for(
             fp8_quant._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
-            scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, GROUP=128, BLOCK=128,
+            scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, stride_sg=1, GROUP=128,
+            BLOCK=128,
         )  # fmt: skip
 
 
@@ -354,7 +401,7 @@ def test_fp8_checkpoint_layers_on_the_triton_backend(fp8_dot: bool) -> None:
     skip_without_fp8_dot(fp8_dot)
     """With fp8 dots (sm_89+) activations are quantized per token and group; without, only decoded."""
     layer = quantized_linear(Fp8BlockMethod((32, 32), checkpoint_is_fp8=False))
-    layer.method.gemm = triton_gemms.fp8_block_gemm(fp8_dot)
+    layer.method.gemm = triton_gemms.fp8_block_gemm(fp8_dot, cublas=False)
     x = exact_fp8_activations(5, 256, 32, seed=14)  # the interpreter's fp8 rounding then cannot differ
     if fp8_dot:
         expected = (

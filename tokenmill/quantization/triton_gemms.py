@@ -209,10 +209,12 @@ def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return rows @ dequantize(packed_weight(layer), rows.dtype)
 
 
-def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
+def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool, cublas: bool) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
-    return fp8_gemm.fp8_block_gemm(rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot)
+    return fp8_gemm.fp8_block_gemm(
+        rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot, cublas=cublas
+    )
 
 
 def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
@@ -220,10 +222,11 @@ def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return layer.method.apply(layer, rows, None)
 
 
-def fp8_block_gemm(fp8_dot: bool) -> RoutedGemm:
-    """fp8 tensor-core dots (sm_89+) at every size; without them the weight bytes decoded in registers,
-    and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
-    kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot)
+def fp8_block_gemm(fp8_dot: bool, cublas: bool) -> RoutedGemm:
+    """fp8 tensor-core dots (sm_89+) at every size, through cuBLAS's block-scaled GEMM where `cublas`
+    (`fp8_gemm.has_cublas_blocks`); without them the weight bytes decoded in registers, and from
+    `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
+    kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot, cublas=cublas)
     return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
 
 
@@ -246,7 +249,7 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
             scaled_dense=unscaled_mm_rows,
         )  # fmt: skip
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
-        return fp8_block_gemm(fp8_gemm.has_fp8_dot(device))
+        return fp8_block_gemm(fp8_gemm.has_fp8_dot(device), fp8_gemm.has_cublas_blocks(device))
     return None
 
 

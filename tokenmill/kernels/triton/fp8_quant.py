@@ -36,7 +36,8 @@ def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
 
 @triton.jit
 def _quantize_token_groups_kernel(
-    x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, GROUP: tl.constexpr, BLOCK: tl.constexpr
+    x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, stride_sg, GROUP: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
     group = tl.program_id(1)
@@ -44,19 +45,25 @@ def _quantize_token_groups_kernel(
     mask = (k < K) & (tl.arange(0, BLOCK) < GROUP)
     q, scale = quantize_row(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0))
     tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
-    tl.store(scale_ptr + row * stride_sm + group, scale)
+    tl.store(scale_ptr + row * stride_sm + group * stride_sg, scale)
 
 
-def quantize_token_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_token_groups(
+    x: torch.Tensor, group: int, tokens_major: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x [tokens, in] -> (float8_e4m3fn [tokens, in], float32 scales [tokens, ceil(in/group)]), each
-    group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum."""
+    group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum.
+    `tokens_major`: the scales stored with the tokens contiguous, as cuBLAS's block-scaled GEMM reads them."""
     m, k = x.shape
     groups = triton.cdiv(k, group)
     q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
-    scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
+    if tokens_major:
+        scales = torch.empty(groups, m, dtype=torch.float32, device=x.device).t()
+    else:
+        scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
     block = triton.next_power_of_2(group)
     _quantize_token_groups_kernel[(m, groups)](
-        x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0),
+        x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0), scales.stride(1),
         GROUP=group, BLOCK=block, num_warps=max(4, min(16, block // 1024)),  # a whole row: 32 values a thread
     )  # fmt: skip
     return q, scales
