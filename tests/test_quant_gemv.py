@@ -185,13 +185,15 @@ def test_fp8_gemv_past_one_wave_takes_tiles_twice_as_wide_and_half_as_deep() -> 
 
 def test_fp8_block_gemv_where_16_wide_tiles_make_one_wave_takes_32_by_256_tiles_at_8_warps() -> None:
     """Qwen3-8B's o and down (4,096 outputs: 256 tiles of 16 on 132 SMs, which `gemv` would run deep):
-    128 x 128 block scales take BLOCK_SCALED_ONE_WAVE_TILE; per-channel scales, two rows and block rows
-    of 16 keep 16 outputs by BLOCK_K."""
+    128 x 128 block scales take BLOCK_SCALED_ONE_WAVE_TILE; per-channel scales, two rows, block rows of
+    16, and one wave of 8-wide tiles keep their tiles."""
     assert (
         fp8_gemv.default_tile(1, 4096, (128, 128), 132) == fp8_gemv.BLOCK_SCALED_ONE_WAVE_TILE == (32, 256, 8)
     )
     for rows, block in ((1, None), (2, (128, 128)), (1, (16, 64))):
         assert fp8_gemv.default_tile(rows, 4096, block, 132) == (16, fp8_gemv.BLOCK_K, fp8_gemv.NUM_WARPS)
+    # 2,048 outputs: 8-wide tiles cover the SMs (256 of them), a shape not measured with the block tile
+    assert fp8_gemv.default_tile(1, 2048, (128, 128), 132) == (8, fp8_gemv.BLOCK_K, fp8_gemv.NUM_WARPS)
 
 
 @pytest.mark.parametrize("prologue", ["norm", "silu_mul"])

@@ -257,6 +257,18 @@ def test_cublas_block_gemm_takes_only_enough_bf16_rows_and_whole_128_blocks_wher
     assert not fp8_gemm.has_cublas_blocks(torch.device("cpu"))
 
 
+def test_cublas_block_gemm_asks_the_device_only_for_products_it_would_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[torch.device] = []
+    monkeypatch.setattr(fp8_gemm, "has_cublas_blocks", lambda device: asked.append(device) or True)
+    weight = torch.empty(512, 1024, dtype=torch.float8_e4m3fn)
+    assert not fp8_gemm.takes_cublas(torch.empty(2, 1024, dtype=torch.bfloat16), weight, (128, 128), None)
+    assert asked == []
+    rows = torch.empty(fp8_gemm.CUBLAS_FROM_TOKENS, 1024, dtype=torch.bfloat16)
+    assert fp8_gemm.takes_cublas(rows, weight, (128, 128), None) and asked == [rows.device]
+
+
 @pytest.mark.parametrize("tokens", [1, 7, 64, 130])
 def test_cublas_block_gemm_equals_the_reference(tokens: int) -> None:
     """Where cuBLAS takes block scales (sm_90): token counts in fours and not (padded), against the

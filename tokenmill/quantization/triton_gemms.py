@@ -43,9 +43,10 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 # at 16 tokens int8 ran at 1.27x. The 4-bit entries sit lower: their kernels spend more per byte.
 # fp8 per channel: torch._scaled_mm ran at 0.69x/0.63x at 1/16 tokens, where the W8 kernel runs about as
 # int8 does, and at 0.64x at 256. fp8 blocks on GPUs with fp8 dots keep their kernel at every size (an
-# fp8 tensor-core GEMM, 0.55x at 256); without fp8 dots they decode bytes like int8. Each token count
-# between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the first count from
-# which each format's dense route wins.
+# fp8 tensor-core GEMM, 0.55x at 256, which hands 128 x 128 blocks from `fp8_gemm.CUBLAS_FROM_TOKENS`
+# tokens to cuBLAS's block-scaled GEMM where it has one); without fp8 dots they decode bytes like int8.
+# Each token count between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the
+# first count from which each format's dense route wins.
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
@@ -223,9 +224,10 @@ def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
 
 
 def fp8_block_gemm(fp8_dot: bool, cublas: bool) -> RoutedGemm:
-    """fp8 tensor-core dots (sm_89+) at every size, through cuBLAS's block-scaled GEMM where `cublas`
-    (`fp8_gemm.has_cublas_blocks`); without them the weight bytes decoded in registers, and from
-    `DENSE_FROM_TOKENS["fp8-block"]` tokens the dequantized weight through cuBLAS."""
+    """fp8 tensor-core dots (sm_89+) at every size, through cuBLAS's block-scaled GEMM from
+    `fp8_gemm.CUBLAS_FROM_TOKENS` tokens where `cublas` (`fp8_gemm.has_cublas_blocks`); without fp8 dots
+    the weight bytes decoded in registers, and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the
+    dequantized weight through cuBLAS."""
     kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot, cublas=cublas)
     return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
 

@@ -64,24 +64,26 @@ CUBLAS_FROM_TOKENS = 16  # fewer rows: the Triton kernel (H200, Qwen3-8B layer: 
 @functools.cache
 def has_cublas_blocks(device: torch.device) -> bool:
     """Whether `torch._scaled_mm` takes DeepSeek-style block scales here (cuBLAS 12.9+ on sm_90, PyTorch
-    2.9+): one small GEMM with a known answer, run once, eagerly (the loader asks before any CUDA graph).
-    Four blocks each way, as `takes_cublas` requires."""
+    2.9+): one small GEMM, four blocks each way (as `takes_cublas` requires), every scale distinct, against
+    its fp32 sum; run once, eagerly (the loader asks before any CUDA graph). A refusal is synchronised
+    first, so that an error left on the device surfaces here rather than in a later kernel."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
         return False
-    blocks, (block_out, block_in) = CUBLAS_BLOCKS_MULTIPLE, CUBLAS_BLOCK
-    x = torch.ones(CUBLAS_ROW_MULTIPLE, blocks * block_in, device=device).to(torch.float8_e4m3fn)
+    blocks, rows, (block_out, block_in) = CUBLAS_BLOCKS_MULTIPLE, CUBLAS_ROW_MULTIPLE, CUBLAS_BLOCK
+    x = torch.ones(rows, blocks * block_in, device=device).to(torch.float8_e4m3fn)
     weight = torch.ones(blocks * block_out, blocks * block_in, device=device).to(torch.float8_e4m3fn)
-    steps = torch.arange(1.0, blocks + 1, device=device)
-    x_scales = steps[:, None].expand(blocks, CUBLAS_ROW_MULTIPLE).contiguous().t()  # [tokens, in blocks]
-    weight_scales = steps[:, None].expand(blocks, blocks).contiguous()  # [out blocks, in blocks]
+    steps = torch.arange(blocks * max(rows, blocks), device=device, dtype=torch.float32)
+    x_scales = 1.0 + steps[: rows * blocks].view(blocks, rows).t()  # [tokens, in blocks], tokens contiguous
+    weight_scales = 0.5 + steps[: blocks * blocks].view(blocks, blocks)  # [out blocks, in blocks]
     try:
         y = torch._scaled_mm(
             x, weight.t(), scale_a=x_scales, scale_b=weight_scales.t(), out_dtype=torch.bfloat16
         )
     except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        torch.cuda.synchronize(device)
         return False
-    expected = block_in * steps.sum() * steps.repeat_interleave(block_out)  # per output block
-    return torch.equal(y.float(), expected.expand_as(y))
+    expected = block_in * (x_scales @ weight_scales.t()).repeat_interleave(block_out, dim=1)
+    return torch.allclose(y.float(), expected, rtol=1e-2, atol=0.0)
 
 
 def cublas_block_gemm(x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor) -> torch.Tensor:
@@ -100,14 +102,16 @@ def cublas_block_gemm(x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: t
     return out[:tokens] if padding else out
 
 
-def takes_cublas(x: torch.Tensor, weight: torch.Tensor, block: tuple[int, int], cublas: bool) -> bool:
+def takes_cublas(x: torch.Tensor, weight: torch.Tensor, block: tuple[int, int], cublas: bool | None) -> bool:
     """Whether `cublas_block_gemm` runs this product: CUBLAS_FROM_TOKENS bf16 rows or more, CUBLAS_BLOCK
-    blocks tiling the weight whole in multiples of CUBLAS_BLOCKS_MULTIPLE each way, and `cublas`
-    (`has_cublas_blocks`)."""
+    blocks tiling the weight whole in multiples of CUBLAS_BLOCKS_MULTIPLE each way, and `cublas` (None:
+    `has_cublas_blocks`, asked only for such a product)."""
     n, k = weight.shape
     whole = n % (CUBLAS_BLOCKS_MULTIPLE * block[0]) == 0 and k % (CUBLAS_BLOCKS_MULTIPLE * block[1]) == 0
     rows = x.shape[0] >= CUBLAS_FROM_TOKENS and x.dtype == torch.bfloat16
-    return cublas and rows and block == CUBLAS_BLOCK and whole
+    if not (rows and block == CUBLAS_BLOCK and whole):
+        return False
+    return has_cublas_blocks(x.device) if cublas is None else cublas
 
 
 @functools.cache
@@ -132,7 +136,6 @@ def fp8_block_gemm(
     n = weight.shape[0]
     block_out, block_k = block
     use_fp8 = has_fp8_dot(x.device) if fp8_dot is None else fp8_dot
-    cublas = has_cublas_blocks(x.device) if cublas is None else cublas
     if use_fp8 and takes_cublas(x, weight, block, cublas):
         return cublas_block_gemm(x, weight, weight_scale_inv)
     if use_fp8:

@@ -24,7 +24,8 @@ A projection with one to two tiles per SM (Qwen3-8B's o and down, Qwen3-0.6B's q
 SMs) runs every tile of a one-token row in one wave; there an unsplit K range in steps twice as deep, at
 twice the warps (the same bytes per thread), beats splitting K: H200 o 8.3 -> 7.2 us, down 16.4 -> 15.5;
 H100 Qwen3-8B layer 81.6 -> 79.8 us, Qwen3-4B 53.1 -> 49.8 (weights read from HBM). At two rows it won
-for Qwen3-8B and lost for Qwen3-4B's down (17.0 -> 19.6), so two rows keep the split.
+for Qwen3-8B and lost for Qwen3-4B's down (17.0 -> 19.6), so two rows keep the split. Block scales there
+take split tiles of 32 x 256 at 8 warps instead (`default_tile`).
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def gemv(
         return out
     sms = num_sms(x.device)
     tile_n, tile_k, tile_warps = default_tile(rows, n, block, sms)
-    block_n, block_k, num_warps = block_n or tile_n, block_k or tile_k, num_warps or tile_warps
+    num_warps = num_warps or (tile_warps if block_n is None and block_k is None else NUM_WARPS)
+    block_n, block_k = block_n or tile_n, block_k or tile_k
     assert block is None or block[0] % block_n == 0, f"tiles of {block_n} outputs straddle {block} blocks"
     tiles = triton.cdiv(n, block_n)
     if rows > MAX_ROWS:
@@ -242,7 +244,7 @@ def default_tile(rows: int, n: int, block: tuple[int, int] | None, sms: int) -> 
     covers the SMs, BLOCK_K deep, NUM_WARPS; WAVE_TILE for a one-token launch whose programs would
     outnumber what five an SM hold (and whose block rows, if any, hold whole wave tiles). With the
     register cap that makes six resident, Qwen3-8B's gate|up then runs 768 programs in one wave of 792
-    (H200: 28.2 -> 26.9 us). Block scales where those tiles make one wave (1-2 an SM, which `gemv` runs
+    (H200: 28.2 -> 26.9 us). Block scales where 16-wide tiles make one wave (1-2 an SM, which `gemv` runs
     unsplit in deep steps) take BLOCK_SCALED_ONE_WAVE_TILE, split: per-channel scales win deep, but
     blocks pay for a scale per 128 inputs of a deep step (H200, Qwen3-8B o 8.44 -> 7.94 us, down 18.74
     -> 16.71; docs/benchmarks.md, 2026-11-24, eighteenth session)."""
@@ -251,7 +253,8 @@ def default_tile(rows: int, n: int, block: tuple[int, int] | None, sms: int) -> 
     fits = block is None or block[0] % WAVE_TILE[0] == 0
     if rows == 1 and fits and tiles > RESIDENT_PROGRAMS_PER_SM * sms:
         return (*WAVE_TILE, NUM_WARPS)
-    if rows == 1 and block is not None and fits and sms <= tiles < ONE_WAVE_TILES_PER_SM * sms:
+    one_wave = block_n == WIDEST_TILE and sms <= tiles < ONE_WAVE_TILES_PER_SM * sms
+    if rows == 1 and block is not None and fits and one_wave:
         return BLOCK_SCALED_ONE_WAVE_TILE
     return block_n, BLOCK_K, NUM_WARPS
 

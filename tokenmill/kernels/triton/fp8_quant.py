@@ -34,7 +34,7 @@ def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
     return (x.to(tl.float32) * tl.load(row_scale_ptr + row) * col_scales).to(x.dtype)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_sm", "stride_sg"])  # one variant for either scale layout
 def _quantize_token_groups_kernel(
     x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, stride_sg, GROUP: tl.constexpr,
     BLOCK: tl.constexpr,
