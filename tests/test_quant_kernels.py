@@ -20,7 +20,7 @@ from tokenmill.kernels.triton import fp8_gemm, fp8_quant, quant_gemv
 from tokenmill.kernels.triton import weight_formats as wf
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.split_k import choose_split_k
-from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, triton_gemms
+from tokenmill.quantization import QuantLinear, QuantMethod, UnquantizedMethod, fp8_routes, triton_gemms
 from tokenmill.quantization import fp8 as reference_fp8
 from tokenmill.quantization.awq import AwqMethod, dequantize_awq, quantize_awq, repack_awq
 from tokenmill.quantization.fp8 import (
@@ -240,50 +240,63 @@ def test_token_group_quantization_stores_token_major_scales_on_request() -> None
     )
 
 
-def test_cublas_block_gemm_takes_only_enough_bf16_rows_and_whole_128_blocks_where_cublas_has_them() -> None:
-    weight = torch.empty(512, 1024, dtype=torch.float8_e4m3fn)
-    tokens = fp8_gemm.CUBLAS_FROM_TOKENS
-    bf16, fp16 = (
-        torch.empty(tokens, 1024, dtype=torch.bfloat16),
-        torch.empty(tokens, 1024, dtype=torch.float16),
-    )
-    assert not fp8_gemm.takes_cublas(bf16[1:], weight, (128, 128), cublas=True)  # too few rows
-    assert fp8_gemm.takes_cublas(bf16, weight, (128, 128), cublas=True)
-    assert not fp8_gemm.takes_cublas(bf16, weight, (128, 128), cublas=False)
-    assert not fp8_gemm.takes_cublas(fp16, weight, (128, 128), cublas=True)
-    assert not fp8_gemm.takes_cublas(bf16, weight, (64, 128), cublas=True)
-    assert not fp8_gemm.takes_cublas(bf16[:, :640], weight[:, :640], (128, 128), cublas=True)  # 5 blocks
-    assert not fp8_gemm.takes_cublas(bf16, weight[:384], (128, 128), cublas=True)  # 3 blocks of outputs
-    assert not fp8_gemm.has_cublas_blocks(torch.device("cpu"))
+def block_layer(out: int, inp: int, block: tuple[int, int] = (128, 128)) -> QuantLinear:
+    """An FP8 block linear loaded from float weights (quantized at load, as a checkpoint stores them)."""
+    layer = QuantLinear(inp, [out], False, Fp8BlockMethod(block, checkpoint_is_fp8=False))
+    layer.load("weight", draw(out, inp, seed=8) * 0.05, 0)
+    return layer
 
 
-def test_cublas_block_gemm_asks_the_device_only_for_products_it_would_take(
+def test_cublas_block_route_takes_only_whole_128_blocks_in_fours_and_starts_at_16_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Layers whose weight cuBLAS's block-scaled GEMM can take get it as their dense route from 16 tokens
+    (bf16 rows); the device is asked only for such layers."""
     asked: list[torch.device] = []
-    monkeypatch.setattr(fp8_gemm, "has_cublas_blocks", lambda device: asked.append(device) or True)
-    weight = torch.empty(512, 1024, dtype=torch.float8_e4m3fn)
-    assert not fp8_gemm.takes_cublas(torch.empty(2, 1024, dtype=torch.bfloat16), weight, (128, 128), None)
+    monkeypatch.setattr(triton_gemms, "has_cublas_blocks", lambda device: asked.append(device) or True)
+    monkeypatch.setattr(fp8_gemm, "has_fp8_dot", lambda device: True)
+    for odd in (block_layer(512, 1024, (64, 128)), block_layer(512, 640), block_layer(384, 1024)):
+        assert not fp8_routes.cublas_takes_blocks(odd)  # other blocks; 5 blocks of inputs; 3 of outputs
+        gemm = triton_gemms.gemm_for(odd, DEVICE)
+        assert gemm is not None and gemm.table_key == "fp8-block" and gemm.dense is None
     assert asked == []
-    rows = torch.empty(fp8_gemm.CUBLAS_FROM_TOKENS, 1024, dtype=torch.bfloat16)
-    assert fp8_gemm.takes_cublas(rows, weight, (128, 128), None) and asked == [rows.device]
+    layer = block_layer(512, 1024)
+    gemm = triton_gemms.gemm_for(layer, DEVICE)
+    assert gemm is not None and gemm.table_key == "fp8-block-cublas" and asked == [DEVICE]
+    assert gemm.dense_from() == 16 and gemm.variant_tokens()[-1] == 16
+    assert not gemm.dense_runs(15) and gemm.dense_runs(16)
+    assert not fp8_routes.has_cublas_blocks(torch.device("cpu"))
+
+
+def test_cublas_block_route_leaves_other_than_bf16_rows_to_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layer = block_layer(512, 1024)
+    called: list[torch.dtype] = []
+    monkeypatch.setattr(triton_gemms, "block_mm_rows", lambda layer, rows: called.append(rows.dtype))
+    monkeypatch.setattr(triton_gemms, "fp8_block_kernel", lambda layer, rows, fp8_dot: called.append(fp8_dot))
+    triton_gemms.fp8_block_cublas(layer, torch.empty(16, 1024, dtype=torch.float16))
+    triton_gemms.fp8_block_cublas(layer, torch.empty(16, 1024, dtype=torch.bfloat16))
+    assert called == [True, torch.bfloat16]
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 64, 130])
 def test_cublas_block_gemm_equals_the_reference(tokens: int) -> None:
     """Where cuBLAS takes block scales (sm_90): token counts in fours and not (padded), against the
-    reference on activations the quantization keeps exact; the route takes it from CUBLAS_FROM_TOKENS."""
-    if not (ON_GPU and fp8_gemm.has_cublas_blocks(DEVICE)):
+    reference on activations the quantization keeps exact; the routed layer takes it from 16 tokens."""
+    if not (ON_GPU and fp8_routes.has_cublas_blocks(DEVICE)):
         pytest.skip("no block-scaled cuBLAS GEMM here (sm_90, PyTorch 2.9+, cuBLAS 12.9+)")
-    block = (128, 128)
-    weight, scale_inv = fp8_blocks(512, 1024, block)
-    x = exact_fp8_activations(tokens, 1024, block[1], seed=11).to(torch.bfloat16)
-    got = fp8_gemm.cublas_block_gemm(x, weight, scale_inv)
+    layer = block_layer(512, 1024)
+    x = exact_fp8_activations(tokens, 1024, 128, seed=11).to(torch.bfloat16)
+    got = fp8_routes.block_mm_rows(layer, x)
     assert got.shape == (tokens, 512) and got.dtype == torch.bfloat16
-    expected = reference_fp8.fp8_block_gemm(x.float(), weight, scale_inv, block)
+    expected = reference_fp8.fp8_block_gemm(x.float(), layer.weight, layer.weight_scale_inv, (128, 128))
     close_after_fp8_dots(got.float(), expected)
-    if tokens >= fp8_gemm.CUBLAS_FROM_TOKENS:
-        assert torch.equal(fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block), got)
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    if tokens >= 16:
+        assert torch.equal(layer(x), got)
+    else:  # the GEMV, or the Triton kernel
+        close_after_fp8_dots(layer(x).float(), expected)
 
 
 @pytest.mark.parametrize(("tokens", "split_k"), SHAPES)

@@ -1,5 +1,7 @@
-"""fp8 per channel's dense route: `torch._scaled_mm` on activations quantized per token (cuBLASLt's fp8
-tensor cores), which `triton_gemms.gemm_for` gives the format from `DENSE_FROM_TOKENS` tokens a call.
+"""The fp8 formats' dense routes, which `triton_gemms.gemm_for` gives them from `DENSE_FROM_TOKENS` tokens
+a call: `torch._scaled_mm` (cuBLASLt's fp8 tensor cores) on activations quantized per token for fp8 per
+channel, per token and 128 columns for 128 x 128 FP8 blocks (`block_mm_rows`, where cuBLAS takes block
+scales).
 
 The product runs with unit scales where it can (`unscaled_mm_rows`): cuBLASLt's per-tensor kernels beat its
 row-wise ones at most Qwen3 shapes, and some GPUs have only them. Its output then goes to the kernel that
@@ -26,6 +28,11 @@ import torch
 from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.triton import fp8_quant
 from tokenmill.quantization.base import QuantLinear
+from tokenmill.quantization.fp8 import Fp8BlockMethod
+
+CUBLAS_BLOCK = (128, 128)  # the weight blocks cuBLAS's block-scaled fp8 GEMM takes (activations: 1 x 128)
+CUBLAS_ROW_MULTIPLE = 4  # its token rows (the activation scales' leading dimension) come in fours
+CUBLAS_BLOCKS_MULTIPLE = 4  # blocks along in and out in fours (the weight scales' dimensions): as measured
 
 
 @functools.cache
@@ -48,6 +55,61 @@ def scaled_mm_scales(device: torch.device) -> Literal["row", "tensor"] | None:
             continue
         return kind
     return None
+
+
+@functools.cache
+def has_cublas_blocks(device: torch.device) -> bool:
+    """Whether `torch._scaled_mm` takes DeepSeek-style block scales here (cuBLAS 12.9+ on sm_90, PyTorch
+    2.9+): one small GEMM, four blocks each way (as `cublas_takes_blocks` requires), every scale distinct,
+    against its fp32 sum; run once, eagerly (the loader asks before any CUDA graph). A refusal is
+    synchronised first, so that an error left on the device surfaces here rather than in a later kernel."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        return False
+    blocks, rows, (block_out, block_in) = CUBLAS_BLOCKS_MULTIPLE, CUBLAS_ROW_MULTIPLE, CUBLAS_BLOCK
+    x = torch.ones(rows, blocks * block_in, device=device).to(FP8_DTYPE)
+    weight = torch.ones(blocks * block_out, blocks * block_in, device=device).to(FP8_DTYPE)
+    steps = torch.arange(blocks * max(rows, blocks), device=device, dtype=torch.float32)
+    x_scales = 1.0 + steps[: rows * blocks].view(blocks, rows).t()  # [tokens, in blocks], tokens contiguous
+    weight_scales = 0.5 + steps[: blocks * blocks].view(blocks, blocks)  # [out blocks, in blocks]
+    try:
+        y = torch._scaled_mm(
+            x, weight.t(), scale_a=x_scales, scale_b=weight_scales.t(), out_dtype=torch.bfloat16
+        )
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        torch.cuda.synchronize(device)
+        return False
+    expected = block_in * (x_scales @ weight_scales.t()).repeat_interleave(block_out, dim=1)
+    return torch.allclose(y.float(), expected, rtol=1e-2, atol=0.0)
+
+
+def cublas_takes_blocks(layer: QuantLinear) -> bool:
+    """Whether `block_mm_rows` can multiply `layer`: FP8 CUBLAS_BLOCK blocks tiling its weight whole, in
+    multiples of CUBLAS_BLOCKS_MULTIPLE each way (Qwen3's projections all are)."""
+    method = layer.method
+    if not (isinstance(method, Fp8BlockMethod) and method.block == CUBLAS_BLOCK):
+        return False
+    sizes = (layer.out_features, layer.in_features)
+    return all(
+        size % (CUBLAS_BLOCKS_MULTIPLE * block) == 0 for size, block in zip(sizes, CUBLAS_BLOCK, strict=True)
+    )
+
+
+def block_mm_rows(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """bf16 rows [tokens, in] -> [tokens, out] through cuBLAS's block-scaled fp8 GEMM (`cublas_takes_blocks`
+    layers): the activations quantized per token and 128 columns as the Triton kernel's are, their scales
+    stored token-major, the rows padded to CUBLAS_ROW_MULTIPLE. About twice the Triton kernel's speed on
+    Hopper (Qwen3-8B layer at 2,048 tokens: H200 2.00 -> 0.90 ms, H100 2.00 -> 0.87; docs/benchmarks.md,
+    2026-11-24, eighteenth session)."""
+    tokens = rows.shape[0]
+    padding = -tokens % CUBLAS_ROW_MULTIPLE
+    if padding:
+        rows = torch.nn.functional.pad(rows, (0, 0, 0, padding))
+    values, scales = fp8_quant.quantize_token_groups(rows, CUBLAS_BLOCK[1], tokens_major=True)
+    out = torch._scaled_mm(
+        values, layer.weight.t(), scale_a=scales, scale_b=layer.weight_scale_inv.t(),
+        out_dtype=torch.bfloat16,
+    )  # fmt: skip
+    return out[:tokens] if padding else out
 
 
 def resolved_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:

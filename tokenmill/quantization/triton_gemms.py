@@ -27,6 +27,9 @@ from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dequantize, wei
 from tokenmill.quantization.base import QuantLinear
 from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod
 from tokenmill.quantization.fp8_routes import (
+    block_mm_rows,
+    cublas_takes_blocks,
+    has_cublas_blocks,
     resolved_mm_rows,
     scaled_mm_rows,
     scaled_mm_scales,
@@ -43,14 +46,16 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 # at 16 tokens int8 ran at 1.27x. The 4-bit entries sit lower: their kernels spend more per byte.
 # fp8 per channel: torch._scaled_mm ran at 0.69x/0.63x at 1/16 tokens, where the W8 kernel runs about as
 # int8 does, and at 0.64x at 256. fp8 blocks on GPUs with fp8 dots keep their kernel at every size (an
-# fp8 tensor-core GEMM, 0.55x at 256, which hands 128 x 128 blocks from `fp8_gemm.CUBLAS_FROM_TOKENS`
-# tokens to cuBLAS's block-scaled GEMM where it has one); without fp8 dots they decode bytes like int8.
+# fp8 tensor-core GEMM, 0.55x at 256); without fp8 dots they decode bytes like int8. 128 x 128 blocks
+# where cuBLAS takes block scales ("fp8-block-cublas", `fp8_routes.block_mm_rows`) go to it from 16
+# tokens: Qwen3-8B layer, H200, 128 tokens 207.9 -> 119.3 us, at 2 tokens 88.7 against 89.2 (2026-11-24).
 # Each token count between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the
 # first count from which each format's dense route wins.
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
+    "fp8-block-cublas": 16,
     "gptq4": 128,  # and AWQ, repacked into GPTQ's layout at load
     "gptq4-mma": 128,
     "gptq8": 128,
@@ -68,6 +73,7 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "int8": 1,
     "fp8-channel": 2,
     "fp8-block": 1,
+    "fp8-block-cublas": 1,
     "gptq4": 4,  # and AWQ (`int4_gemv`: 0.95x of bf16's GEMV at 4 rows, the kernel 0.50x; at 8, 0.53x)
     "gptq4-mma": int4_mma.MAX_ROWS,  # `int4_mma` (sm_80+): 16 rows cost about what one does
     "gptq8": 4,
@@ -210,12 +216,10 @@ def dequantized_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return rows @ dequantize(packed_weight(layer), rows.dtype)
 
 
-def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool, cublas: bool) -> torch.Tensor:
+def fp8_block_kernel(layer: QuantLinear, rows: torch.Tensor, fp8_dot: bool) -> torch.Tensor:
     method = layer.method
     assert isinstance(method, Fp8BlockMethod)
-    return fp8_gemm.fp8_block_gemm(
-        rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot, cublas=cublas
-    )
+    return fp8_gemm.fp8_block_gemm(rows, layer.weight, layer.weight_scale_inv, method.block, fp8_dot=fp8_dot)
 
 
 def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
@@ -223,12 +227,21 @@ def fp8_block_dense(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     return layer.method.apply(layer, rows, None)
 
 
-def fp8_block_gemm(fp8_dot: bool, cublas: bool) -> RoutedGemm:
-    """fp8 tensor-core dots (sm_89+) at every size, through cuBLAS's block-scaled GEMM from
-    `fp8_gemm.CUBLAS_FROM_TOKENS` tokens where `cublas` (`fp8_gemm.has_cublas_blocks`); without fp8 dots
-    the weight bytes decoded in registers, and from `DENSE_FROM_TOKENS["fp8-block"]` tokens the
-    dequantized weight through cuBLAS."""
-    kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot, cublas=cublas)
+def fp8_block_cublas(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """cuBLAS's block-scaled GEMM for bf16 rows (the output dtype it was tried with), the kernel else."""
+    if rows.dtype != torch.bfloat16:
+        return fp8_block_kernel(layer, rows, fp8_dot=True)
+    return block_mm_rows(layer, rows)
+
+
+def fp8_block_gemm(fp8_dot: bool, cublas: bool = False) -> RoutedGemm:
+    """fp8 tensor-core dots (sm_89+) at every size, or from `DENSE_FROM_TOKENS["fp8-block-cublas"]` tokens
+    cuBLAS's block-scaled GEMM where `cublas` (the layer takes it: `fp8_routes.cublas_takes_blocks`);
+    without fp8 dots the weight bytes decoded in registers, and from `DENSE_FROM_TOKENS["fp8-block"]`
+    tokens the dequantized weight through cuBLAS."""
+    kernel = functools.partial(fp8_block_kernel, fp8_dot=fp8_dot)
+    if fp8_dot and cublas:
+        return RoutedGemm("fp8-block-cublas", kernel, fp8_block_cublas, fp8_block_gemv)
     return RoutedGemm("fp8-block", kernel, None if fp8_dot else fp8_block_dense, fp8_block_gemv)
 
 
@@ -251,7 +264,8 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
             scaled_dense=unscaled_mm_rows,
         )  # fmt: skip
     if isinstance(method, Fp8BlockMethod) and _kernel_reads_blocks(method.block):
-        return fp8_block_gemm(fp8_gemm.has_fp8_dot(device), fp8_gemm.has_cublas_blocks(device))
+        fp8_dot = fp8_gemm.has_fp8_dot(device)
+        return fp8_block_gemm(fp8_dot, fp8_dot and cublas_takes_blocks(layer) and has_cublas_blocks(device))
     return None
 
 

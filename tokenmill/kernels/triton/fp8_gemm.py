@@ -55,65 +55,6 @@ def _fp8_block_gemm_kernel(
     store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
 
 
-CUBLAS_BLOCK = (128, 128)  # the weight block cuBLAS's block-scaled fp8 GEMM takes (activations: 1 x 128)
-CUBLAS_ROW_MULTIPLE = 4  # its token rows (the leading dimension of the activations' scales) come in fours
-CUBLAS_BLOCKS_MULTIPLE = 4  # blocks along in and out in fours (the weight scales' dimensions): as measured
-CUBLAS_FROM_TOKENS = 16  # fewer rows: the Triton kernel (H200, Qwen3-8B layer: 2 rows 89.8 against 102.5 us)
-
-
-@functools.cache
-def has_cublas_blocks(device: torch.device) -> bool:
-    """Whether `torch._scaled_mm` takes DeepSeek-style block scales here (cuBLAS 12.9+ on sm_90, PyTorch
-    2.9+): one small GEMM, four blocks each way (as `takes_cublas` requires), every scale distinct, against
-    its fp32 sum; run once, eagerly (the loader asks before any CUDA graph). A refusal is synchronised
-    first, so that an error left on the device surfaces here rather than in a later kernel."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
-        return False
-    blocks, rows, (block_out, block_in) = CUBLAS_BLOCKS_MULTIPLE, CUBLAS_ROW_MULTIPLE, CUBLAS_BLOCK
-    x = torch.ones(rows, blocks * block_in, device=device).to(torch.float8_e4m3fn)
-    weight = torch.ones(blocks * block_out, blocks * block_in, device=device).to(torch.float8_e4m3fn)
-    steps = torch.arange(blocks * max(rows, blocks), device=device, dtype=torch.float32)
-    x_scales = 1.0 + steps[: rows * blocks].view(blocks, rows).t()  # [tokens, in blocks], tokens contiguous
-    weight_scales = 0.5 + steps[: blocks * blocks].view(blocks, blocks)  # [out blocks, in blocks]
-    try:
-        y = torch._scaled_mm(
-            x, weight.t(), scale_a=x_scales, scale_b=weight_scales.t(), out_dtype=torch.bfloat16
-        )
-    except (RuntimeError, TypeError, ValueError, NotImplementedError):
-        torch.cuda.synchronize(device)
-        return False
-    expected = block_in * (x_scales @ weight_scales.t()).repeat_interleave(block_out, dim=1)
-    return torch.allclose(y.float(), expected, rtol=1e-2, atol=0.0)
-
-
-def cublas_block_gemm(x: torch.Tensor, weight: torch.Tensor, weight_scale_inv: torch.Tensor) -> torch.Tensor:
-    """x [tokens, in] (bf16) -> [tokens, out] through cuBLAS's block-scaled fp8 GEMM (CUBLAS_BLOCK weights):
-    the activations quantized per token and 128 columns as the Triton kernel's are, their scales stored
-    token-major, the rows padded to CUBLAS_ROW_MULTIPLE. About twice the Triton kernel's speed on an H200
-    (Qwen3-8B layer at 2,048 tokens 2.01 -> 0.93 ms; docs/benchmarks.md, 2026-11-24, eighteenth session)."""
-    tokens = x.shape[0]
-    padding = -tokens % CUBLAS_ROW_MULTIPLE
-    if padding:
-        x = torch.nn.functional.pad(x, (0, 0, 0, padding))
-    activation, scales = quantize_token_groups(x, CUBLAS_BLOCK[1], tokens_major=True)
-    out = torch._scaled_mm(
-        activation, weight.t(), scale_a=scales, scale_b=weight_scale_inv.t(), out_dtype=torch.bfloat16
-    )
-    return out[:tokens] if padding else out
-
-
-def takes_cublas(x: torch.Tensor, weight: torch.Tensor, block: tuple[int, int], cublas: bool | None) -> bool:
-    """Whether `cublas_block_gemm` runs this product: CUBLAS_FROM_TOKENS bf16 rows or more, CUBLAS_BLOCK
-    blocks tiling the weight whole in multiples of CUBLAS_BLOCKS_MULTIPLE each way, and `cublas` (None:
-    `has_cublas_blocks`, asked only for such a product)."""
-    n, k = weight.shape
-    whole = n % (CUBLAS_BLOCKS_MULTIPLE * block[0]) == 0 and k % (CUBLAS_BLOCKS_MULTIPLE * block[1]) == 0
-    rows = x.shape[0] >= CUBLAS_FROM_TOKENS and x.dtype == torch.bfloat16
-    if not (rows and block == CUBLAS_BLOCK and whole):
-        return False
-    return has_cublas_blocks(x.device) if cublas is None else cublas
-
-
 @functools.cache
 def has_fp8_dot(device: torch.device) -> bool:
     """fp8 tensor-core dots: Ada, Hopper, Blackwell (sm_89+). Not on the CPU: Triton's interpreter rounds
@@ -128,16 +69,12 @@ def fp8_block_gemm(
     block: tuple[int, int],
     split_k: int | None = None,
     fp8_dot: bool | None = None,
-    cublas: bool | None = None,
 ) -> torch.Tensor:
-    """x [tokens, in] -> [tokens, out] in x's dtype; `fp8_dot` None: where the GPU has it; `cublas` None:
-    `cublas_block_gemm` where `takes_cublas` (and fp8 dots), else this module's Triton kernel."""
+    """x [tokens, in] -> [tokens, out] in x's dtype; `fp8_dot` None: where the GPU has it."""
     m, k = x.shape
     n = weight.shape[0]
     block_out, block_k = block
     use_fp8 = has_fp8_dot(x.device) if fp8_dot is None else fp8_dot
-    if use_fp8 and takes_cublas(x, weight, block, cublas):
-        return cublas_block_gemm(x, weight, weight_scale_inv)
     if use_fp8:
         activation, activation_scales = quantize_token_groups(x, block_k)
         activation = activation.view(torch.uint8)
