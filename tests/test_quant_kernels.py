@@ -378,7 +378,7 @@ def compile_every_kernel(capability: int) -> None:
         compile_for(
             fp8_quant._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
             scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, stride_sg=1, GROUP=128,
-            BLOCK=128,
+            BLOCK=128, GROUPS=32,
         )  # fmt: skip
 
 

@@ -17,11 +17,12 @@ FLOAT32_TINY = tl.constexpr(torch.finfo(torch.float32).tiny)
 
 
 @triton.jit
-def quantize_row(x):
-    """A row (or a group of one) -> (its e4m3 bits as uint8, the float32 scale). Masked-off elements must
-    be 0. The rule of every kernel that writes `Fp8Rows`."""
+def quantize_groups(x, AXIS: tl.constexpr):
+    """Values -> (their e4m3 bits as uint8, float32 scales): one scale for each slice of x along AXIS (a
+    row of a 2D block for AXIS 1, the whole of a 1D block for AXIS 0), its dimension kept. Masked-off
+    elements must be 0. The rule of every kernel that writes `Fp8Rows`."""
     x = x.to(tl.float32)
-    scale = tl.maximum(tl.max(tl.abs(x), 0), FLOAT32_TINY) / FP8_MAX
+    scale = tl.maximum(tl.max(tl.abs(x), AXIS, keep_dims=True), FLOAT32_TINY) / FP8_MAX
     q = tl.clamp(x / scale, -FP8_MAX, FP8_MAX).to(tl.float8e4nv)
     return q.to(tl.uint8, bitcast=True), scale
 
@@ -34,18 +35,25 @@ def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
     return (x.to(tl.float32) * tl.load(row_scale_ptr + row) * col_scales).to(x.dtype)
 
 
+ELEMENTS_PER_PROGRAM = 4096  # groups of a row that one program quantizes together: 32 values a thread
+
+
 @triton.jit(do_not_specialize=["stride_sm", "stride_sg"])  # one variant for either scale layout
 def _quantize_token_groups_kernel(
     x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, stride_sg, GROUP: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, GROUPS: tl.constexpr,
 ):  # fmt: skip
+    """Program (row, g): groups g * GROUPS, ..., g * GROUPS + GROUPS - 1 of the row."""
     row = tl.program_id(0).to(tl.int64)
-    group = tl.program_id(1)
-    k = group * GROUP + tl.arange(0, BLOCK)
-    mask = (k < K) & (tl.arange(0, BLOCK) < GROUP)
-    q, scale = quantize_row(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0))
+    group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+    within = tl.arange(0, BLOCK)
+    k = group[:, None] * GROUP + within[None, :]
+    mask = (k < K) & (within < GROUP)[None, :]
+    q, scale = quantize_groups(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0), 1)
     tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
-    tl.store(scale_ptr + row * stride_sm + group * stride_sg, scale)
+    tl.store(
+        scale_ptr + row * stride_sm + group[:, None] * stride_sg, scale, mask=(group * GROUP < K)[:, None]
+    )
 
 
 def quantize_token_groups(
@@ -53,7 +61,9 @@ def quantize_token_groups(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [tokens, in] -> (float8_e4m3fn [tokens, in], float32 scales [tokens, ceil(in/group)]), each
     group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum.
-    `tokens_major`: the scales stored with the tokens contiguous, as cuBLAS's block-scaled GEMM reads them."""
+    `tokens_major`: the scales stored with the tokens contiguous, as cuBLAS's block-scaled GEMM reads them.
+    A program takes up to ELEMENTS_PER_PROGRAM values of a row: one program a group of 128 spent more on
+    its launch than on its 256 bytes."""
     m, k = x.shape
     groups = triton.cdiv(k, group)
     q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
@@ -62,8 +72,9 @@ def quantize_token_groups(
     else:
         scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
     block = triton.next_power_of_2(group)
-    _quantize_token_groups_kernel[(m, groups)](
+    per_program = min(triton.next_power_of_2(groups), max(1, ELEMENTS_PER_PROGRAM // block))
+    _quantize_token_groups_kernel[(m, triton.cdiv(groups, per_program))](
         x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0), scales.stride(1),
-        GROUP=group, BLOCK=block, num_warps=max(4, min(16, block // 1024)),  # a whole row: 32 values a thread
+        GROUP=group, BLOCK=block, GROUPS=per_program, num_warps=max(4, min(16, per_program * block // 1024)),
     )  # fmt: skip
     return q, scales

@@ -16,7 +16,7 @@ import triton.language as tl
 
 from tokenmill.kernels.fp8_rows import FP8_DTYPE, Fp8Rows, ScaledRows
 from tokenmill.kernels.lora_mapping import LoRAExpand
-from tokenmill.kernels.triton.fp8_quant import apply_scales, quantize_row
+from tokenmill.kernels.triton.fp8_quant import apply_scales, quantize_groups
 from tokenmill.kernels.triton.lora import h_strides, lora_expand
 
 
@@ -68,8 +68,8 @@ def _add_rms_norm_kernel(
     weight = tl.load(weight_ptr + cols, mask=mask, other=0.0)
     normed = weight * h.to(x.dtype)
     if QUANTIZE:
-        normed, scale = quantize_row(normed)
-        tl.store(scale_ptr + row, scale)
+        normed, scale = quantize_groups(normed, 0)
+        tl.store(scale_ptr + row + tl.arange(0, 1), scale)
     tl.store(out_ptr + row * stride_o + cols, normed, mask=mask)
 
 
