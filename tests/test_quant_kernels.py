@@ -240,6 +240,20 @@ def test_token_group_quantization_stores_token_major_scales_on_request() -> None
     )
 
 
+@NEEDS_FP8
+def test_token_group_quantization_pads_rows_with_zeros_on_request() -> None:
+    """The padded rows cuBLAS's block-scaled GEMM takes: the tokens' rows as without padding, zeros past."""
+    x = draw(5, 300, seed=9) * 3
+    rows, scales = fp8_quant.quantize_token_groups(x, 128, tokens_major=True)
+    padded_rows, padded_scales = fp8_quant.quantize_token_groups(x, 128, tokens_major=True, rows=8)
+    assert (
+        padded_rows.shape == (8, 300) and padded_scales.shape == (8, 3) and padded_scales.stride() == (1, 8)
+    )
+    assert torch.equal(padded_rows[:5].view(torch.uint8), rows.view(torch.uint8))
+    assert torch.equal(padded_scales[:5], scales)
+    assert not padded_rows[5:].view(torch.uint8).any() and (padded_scales[5:] > 0).all()
+
+
 def block_layer(out: int, inp: int, block: tuple[int, int] = (128, 128)) -> QuantLinear:
     """An FP8 block linear loaded from float weights (quantized at load, as a checkpoint stores them)."""
     layer = QuantLinear(inp, [out], False, Fp8BlockMethod(block, checkpoint_is_fp8=False))
@@ -377,8 +391,8 @@ def compile_every_kernel(capability: int) -> None:
     if capability >= 89:
         compile_for(
             fp8_quant._quantize_token_groups_kernel, capability, x_ptr=bf16, q_ptr=_pointer(torch.uint8),
-            scale_ptr=f32, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, stride_sg=1, GROUP=128,
-            BLOCK=128, GROUPS=32,
+            scale_ptr=f32, M=64, K=4096, stride_xm=4096, stride_qm=4096, stride_sm=32, stride_sg=1,
+            GROUP=128, BLOCK=128, GROUPS=32,
         )  # fmt: skip
 
 

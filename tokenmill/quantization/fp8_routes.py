@@ -97,19 +97,18 @@ def cublas_takes_blocks(layer: QuantLinear) -> bool:
 def block_mm_rows(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     """bf16 rows [tokens, in] -> [tokens, out] through cuBLAS's block-scaled fp8 GEMM (`cublas_takes_blocks`
     layers): the activations quantized per token and 128 columns as the Triton kernel's are, their scales
-    stored token-major, the rows padded to CUBLAS_ROW_MULTIPLE. About twice the Triton kernel's speed on
-    Hopper (Qwen3-8B layer at 2,048 tokens: H200 2.00 -> 0.90 ms, H100 2.00 -> 0.87; docs/benchmarks.md,
-    2026-11-24, eighteenth session)."""
+    stored token-major, the rows padded to CUBLAS_ROW_MULTIPLE by the quantization itself (padding the
+    bf16 rows took 0.67 ms of a 7.5 ms qa-358 decode step of Qwen3-4B on an H200). About twice the Triton
+    kernel's speed on Hopper (Qwen3-8B layer at 2,048 tokens: H200 2.00 -> 0.90 ms, H100 2.00 -> 0.87;
+    docs/benchmarks.md, 2026-11-24, eighteenth session)."""
     tokens = rows.shape[0]
-    padding = -tokens % CUBLAS_ROW_MULTIPLE
-    if padding:
-        rows = torch.nn.functional.pad(rows, (0, 0, 0, padding))
-    values, scales = fp8_quant.quantize_token_groups(rows, CUBLAS_BLOCK[1], tokens_major=True)
+    padded = tokens + -tokens % CUBLAS_ROW_MULTIPLE
+    values, scales = fp8_quant.quantize_token_groups(rows, CUBLAS_BLOCK[1], tokens_major=True, rows=padded)
     out = torch._scaled_mm(
         values, layer.weight.t(), scale_a=scales, scale_b=layer.weight_scale_inv.t(),
         out_dtype=torch.bfloat16,
     )  # fmt: skip
-    return out[:tokens] if padding else out
+    return out[:tokens]
 
 
 def resolved_mm_rows(layer: QuantLinear, rows: torch.Tensor | Fp8Rows) -> torch.Tensor:

@@ -38,18 +38,21 @@ def apply_scales(x, row_scale_ptr, col_scale_ptr, row, cols, mask):
 ELEMENTS_PER_PROGRAM = 4096  # groups of a row that one program quantizes together: 32 values a thread
 
 
-@triton.jit(do_not_specialize=["stride_sm", "stride_sg"])  # one variant for either scale layout
+@triton.jit(do_not_specialize=["M", "stride_sm", "stride_sg"])  # one variant for either scale layout
 def _quantize_token_groups_kernel(
-    x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, stride_sm, stride_sg, GROUP: tl.constexpr,
+    x_ptr, q_ptr, scale_ptr, M, K, stride_xm, stride_qm, stride_sm, stride_sg, GROUP: tl.constexpr,
     BLOCK: tl.constexpr, GROUPS: tl.constexpr,
 ):  # fmt: skip
-    """Program (row, g): groups g * GROUPS, ..., g * GROUPS + GROUPS - 1 of the row."""
+    """Program (row, g): groups g * GROUPS, ..., g * GROUPS + GROUPS - 1 of the row; rows from M on (the
+    padding) read as zeros."""
     row = tl.program_id(0).to(tl.int64)
     group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
     within = tl.arange(0, BLOCK)
     k = group[:, None] * GROUP + within[None, :]
     mask = (k < K) & (within < GROUP)[None, :]
-    q, scale = quantize_groups(tl.load(x_ptr + row * stride_xm + k, mask=mask, other=0.0), 1)
+    columns_read = tl.where(row < M, K, 0)  # a padding row reads none
+    x = tl.load(x_ptr + row * stride_xm + k, mask=mask & (k < columns_read), other=0.0)
+    q, scale = quantize_groups(x, 1)
     tl.store(q_ptr + row * stride_qm + k, q, mask=mask)
     tl.store(
         scale_ptr + row * stride_sm + group[:, None] * stride_sg, scale, mask=(group * GROUP < K)[:, None]
@@ -57,14 +60,17 @@ def _quantize_token_groups_kernel(
 
 
 def quantize_token_groups(
-    x: torch.Tensor, group: int, tokens_major: bool = False
+    x: torch.Tensor, group: int, tokens_major: bool = False, rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x [tokens, in] -> (float8_e4m3fn [tokens, in], float32 scales [tokens, ceil(in/group)]), each
     group of `group` columns of a row scaled so its largest magnitude maps to the e4m3 maximum.
     `tokens_major`: the scales stored with the tokens contiguous, as cuBLAS's block-scaled GEMM reads them.
+    `rows` (at least tokens): that many rows out, those past x's zeros, for a GEMM that takes padded rows.
     A program takes up to ELEMENTS_PER_PROGRAM values of a row: one program a group of 128 spent more on
     its launch than on its 256 bytes."""
-    m, k = x.shape
+    tokens, k = x.shape
+    m = tokens if rows is None else rows
+    assert m >= tokens, f"{m} rows out cannot hold {tokens} tokens"
     groups = triton.cdiv(k, group)
     q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=x.device)
     if tokens_major:
@@ -74,7 +80,8 @@ def quantize_token_groups(
     block = triton.next_power_of_2(group)
     per_program = min(triton.next_power_of_2(groups), max(1, ELEMENTS_PER_PROGRAM // block))
     _quantize_token_groups_kernel[(m, triton.cdiv(groups, per_program))](
-        x, q.view(torch.uint8), scales, k, x.stride(0), q.stride(0), scales.stride(0), scales.stride(1),
-        GROUP=group, BLOCK=block, GROUPS=per_program, num_warps=max(4, min(16, per_program * block // 1024)),
+        x, q.view(torch.uint8), scales, tokens, k, x.stride(0), q.stride(0), scales.stride(0),
+        scales.stride(1), GROUP=group, BLOCK=block, GROUPS=per_program,
+        num_warps=max(4, min(16, per_program * block // 1024)),
     )  # fmt: skip
     return q, scales
