@@ -31,6 +31,8 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+# the kernel tests below run float32 in the fast layer, every dtype in the slow one (0.1-0.4 s each)
+DTYPE_PARAMS = [DTYPES[0], *(pytest.param(dtype, marks=pytest.mark.slow) for dtype in DTYPES[1:])]
 pytestmark = pytest.mark.skipif(
     ON_GPU and not fp8_gemm.has_fp8_dot(DEVICE), reason="this GPU has no fp8 (sm_89+ needed)"
 )
@@ -56,7 +58,7 @@ def assert_quantized_as(got: Fp8Rows | torch.Tensor, rows: torch.Tensor) -> None
     assert torch.equal(got.scales, scales)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("with_residual", [False, True])
 @pytest.mark.parametrize("cols", [96, 200])  # 200: the row's block is partly masked
 def test_rms_norm_writes_the_rows_the_quantization_kernel_makes(
@@ -76,7 +78,7 @@ def test_rms_norm_writes_the_rows_the_quantization_kernel_makes(
         assert stream is not None and got_stream is not None and torch.equal(got_stream, stream)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("width", [1500, 64])
 def test_silu_and_mul_writes_the_rows_the_quantization_kernel_makes(dtype: torch.dtype, width: int) -> None:
     gate_up = draw(5, 2 * width, seed=4, dtype=dtype) * 2
@@ -125,7 +127,7 @@ def same(got: torch.Tensor | Fp8Rows | None, want: torch.Tensor | Fp8Rows | None
         assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("quantize", [False, True])
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_rms_norm_applies_a_gemm_output_scales_as_it_loads_it(
@@ -148,7 +150,7 @@ def test_rms_norm_applies_a_gemm_output_scales_as_it_loads_it(
     same(reference_got, quantize_rows(reference_want) if quantize else reference_want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("quantize", [False, True])
 def test_silu_and_mul_applies_gate_up_scales_as_it_loads_them(dtype: torch.dtype, quantize: bool) -> None:
     gate_up = scaled_rows(5, 2 * 1500, seed=20, dtype=dtype)  # gate's and up's column scales differ
@@ -162,7 +164,7 @@ def test_silu_and_mul_applies_gate_up_scales_as_it_loads_them(dtype: torch.dtype
     )
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize("kv_cache_dtype", [None, FP8_DTYPE])
 def test_rope_and_cache_apply_q_k_v_scales_as_they_load_them(
     dtype: torch.dtype, kv_cache_dtype: torch.dtype | None

@@ -16,6 +16,9 @@ from tokenmill.kernels.triton import attention as attention_kernels
 from tokenmill.kernels.triton import rope
 from tokenmill.kernels.triton.attention import decode_attention, prefill_attention
 
+# the kernel tests below run float32 in the fast layer, every dtype in the slow one
+DTYPE_PARAMS = [DTYPES[0], *(pytest.param(dtype, marks=pytest.mark.slow) for dtype in DTYPES[1:])]
+
 
 @pytest.fixture(autouse=True)
 def _on_device():
@@ -49,7 +52,7 @@ def test_head_quantization_matches_a_head_by_head_formula() -> None:
     )
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 def test_cache_write_matches_the_reference(dtype: torch.dtype) -> None:
     tokens, heads, kv_heads, head_dim = 6, 4, 2, 32
     q = torch.randn(tokens, heads, head_dim, dtype=dtype)
@@ -74,8 +77,8 @@ def test_cache_write_matches_the_reference(dtype: torch.dtype) -> None:
     assert (written.abs().amax(dim=-1) == 127).all()  # each head's largest value maps onto 127
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("splits", [1, 4])
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@pytest.mark.parametrize("splits", [1, pytest.param(4, marks=pytest.mark.slow)])  # 4: 0.4 s a dtype
 def test_decode_attention_reads_an_int8_cache(dtype: torch.dtype, splits: int) -> None:
     seq_lens = [1, 7, 70]
     q, cache, meta = _paged_setup(seq_lens, [1] * 3, page=8, kv_heads=2, group=3, dtype=dtype)
@@ -86,7 +89,7 @@ def test_decode_attention_reads_an_int8_cache(dtype: torch.dtype, splits: int) -
     close(expected, reference.paged_attention(q, dequantized, meta, 0.3), dtype)  # scales really applied
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 def test_prefill_attention_reads_an_int8_cache(dtype: torch.dtype) -> None:
     seq_lens, query_lens = [20, 47], [20, 30]  # a fresh prompt and a chunk after a cached prefix
     q, cache, meta = _paged_setup(seq_lens, query_lens, page=16, kv_heads=2, group=2, dtype=dtype)

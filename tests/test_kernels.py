@@ -120,7 +120,11 @@ def _paged_setup(seq_lens: list[int], query_lens: list[int], page: int, kv_heads
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("group,splits", [(1, 1), (2, 1), (3, 4), (4, 2)])
+@pytest.mark.parametrize(
+    "group,splits",
+    # the fast layer runs group 1 (the others take 0.2-0.7 s each); it splits decodes in the tests below
+    [(1, 1), *(pytest.param(g, s, marks=pytest.mark.slow) for g, s in ((2, 1), (3, 4), (4, 2)))],
+)
 def test_decode_attention(dtype: torch.dtype, group: int, splits: int) -> None:
     seq_lens = [1, 7, 33, 130, 64]
     q, cache, meta = _paged_setup(seq_lens, [1] * len(seq_lens), page=8, kv_heads=2, group=group, dtype=dtype)
@@ -129,8 +133,10 @@ def test_decode_attention(dtype: torch.dtype, group: int, splits: int) -> None:
     close(got, expected, dtype)
 
 
-@pytest.mark.parametrize("tiling", [DecodeTiling(16, 4, 1), DecodeTiling(32, 8, 3)], ids=str)
-@pytest.mark.parametrize("splits", [1, 2])
+@pytest.mark.parametrize(
+    "tiling", [DecodeTiling(16, 4, 1), pytest.param(DecodeTiling(32, 8, 3), marks=pytest.mark.slow)], ids=str
+)
+@pytest.mark.parametrize("splits", [pytest.param(1, marks=pytest.mark.slow), 2])  # 0.2-0.5 s each
 def test_decode_attention_tilings_walk_long_contexts_tile_by_tile(tiling: DecodeTiling, splits: int) -> None:
     """Tiles narrower than the default take the loop many times per program, split or not."""
     seq_lens = [1, 17, 130, 64]
@@ -140,7 +146,7 @@ def test_decode_attention_tilings_walk_long_contexts_tile_by_tile(tiling: Decode
     close(got, expected, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", [DTYPES[0], *(pytest.param(d, marks=pytest.mark.slow) for d in DTYPES[1:])])
 def test_prefill_attention_with_cached_prefixes(dtype: torch.dtype) -> None:
     seq_lens, query_lens = [20, 70, 5, 90], [20, 30, 5, 1]  # no prefix, 40 cached, whole, decode-like
     q, cache, meta = _paged_setup(seq_lens, query_lens, page=16, kv_heads=2, group=2, dtype=dtype)
@@ -150,7 +156,8 @@ def test_prefill_attention_with_cached_prefixes(dtype: torch.dtype) -> None:
     close(got, expected, dtype)
 
 
-@pytest.mark.parametrize("fp8", [False, True])
+# fp8: 0.8 s interpreted; the fp8 cache test below takes the same dispatch
+@pytest.mark.parametrize("fp8", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_mixed_batch_dispatch(fp8: bool) -> None:
     """Decodes first, then prefill chunks: the Triton backend's `paged_attention` equals the reference."""
     seq_lens, query_lens = [9, 40, 3, 50, 17], [1, 1, 1, 20, 17]
@@ -163,7 +170,10 @@ def test_mixed_batch_dispatch(fp8: bool) -> None:
     close(TRITON.paged_attention(q, cache, meta, 0.25, scales), expected, torch.float16)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# the fast layer keeps float16; each dtype takes about 1 s interpreted
+@pytest.mark.parametrize(
+    "dtype", [d if d == torch.float16 else pytest.param(d, marks=pytest.mark.slow) for d in DTYPES]
+)
 def test_fp8_cache_attention_holds_each_query_dtype_to_its_tolerance(dtype: torch.dtype) -> None:
     """An fp8 cache's tiles meet bf16 queries in fp16 (a conversion per pair, not per element): decodes
     (split) and prefill chunks stay within the query dtype's tolerance of the reference, which multiplies
@@ -212,6 +222,7 @@ def test_select_ops_picks_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch)
         select_ops("triton", cpu)
 
 
+@pytest.mark.slow  # every variant through the interpreter: 1.5 s
 def test_warm_up_runs_every_attention_variant_without_touching_the_cache() -> None:
     """The runner's warm-up call (its argument order included) reaches every kernel variant."""
     cache = _cache(5, 4, 2, 32, torch.float32)

@@ -45,6 +45,9 @@ CASES = {
     "rank 64: the expand runs first": ([1, 0, NO_ADAPTER] * 6, 2, [[64, 64], [40, 64]], 64),
 }
 PARTS = {"stacked": 1, "shrunk": 3, "shrunk in 8 parts: the expand runs first": 8}
+# the kernel tests run these cases in the slow layer only (0.1-0.8 s each through the interpreter)
+SLOW_CASES = ("decode mix, tiles crossing slots", "runs longer than a tile", "rank 32")
+KERNEL_CASES = [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
 
 
 def _expand(token_slots, num_slots, ranks, rank, out_shards, parts, dtype, stacked=True) -> LoRAExpand:
@@ -111,7 +114,7 @@ def test_the_reference_adds_each_tokens_delta_before_the_op(case: str) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("h_from", list(PARTS))
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", KERNEL_CASES)
 def test_silu_and_mul_adds_gate_ups_pending_expand(case: str, h_from: str, dtype: torch.dtype) -> None:
     torch.manual_seed(1)
     token_slots, num_slots, ranks, rank = CASES[case]
@@ -139,9 +142,9 @@ NORM_H = {"stacked": (True, 1), "shrunk": (False, 1), "shrunk in 3 parts: the ex
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("with_residual", [True, pytest.param(False, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("h_from", list(NORM_H))
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", KERNEL_CASES)
 def test_the_residual_norm_adds_os_and_downs_pending_expand(
     case: str, h_from: str, with_residual: bool, dtype: torch.dtype
 ) -> None:

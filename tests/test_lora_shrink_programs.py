@@ -96,7 +96,12 @@ def _narrow_tiles(monkeypatch) -> None:
 @pytest.mark.parametrize("prologue", PROLOGUES)
 @pytest.mark.parametrize(
     "rows",
-    [1, "1 on 16-row tiles", 2, *[pytest.param(rows, marks=pytest.mark.slow) for rows in range(3, 9)]],
+    [  # 0.1-0.4 s each interpreted: the fast layer runs one token on 16-row tiles
+        pytest.param(1, marks=pytest.mark.slow),
+        "1 on 16-row tiles",
+        pytest.param(2, marks=pytest.mark.slow),
+        *[pytest.param(rows, marks=pytest.mark.slow) for rows in range(3, 9)],
+    ],
 )
 def test_each_row_gets_its_own_adapters_delta(rows: int | str, prologue: str, monkeypatch) -> None:
     if isinstance(rows, str):
@@ -124,7 +129,14 @@ def _assert_counted(lora: LoRAWeights, prologue: str, rows: int, sms: int) -> No
     assert set(counts[: lora.site] + counts[lora.site + 1 :]) == {0}
 
 
-@pytest.mark.parametrize(("rows", "prologue"), [(1, "norm"), (5, "none"), (5, "silu_mul")])
+@pytest.mark.parametrize(
+    ("rows", "prologue"),
+    [  # 0.3-0.9 s each interpreted: the fast layer runs 5 rows without a prologue
+        pytest.param(1, "norm", marks=pytest.mark.slow),
+        (5, "none"),
+        pytest.param(5, "silu_mul", marks=pytest.mark.slow),
+    ],
+)
 def test_repeated_forwards_count_afresh_and_agree(rows: int, prologue: str) -> None:
     """As a CUDA graph replays a forward: same buffers, same output, the site's count zeroed as each
     forward starts and left at the launch's shrink programs by it (a count kept from the last forward

@@ -79,17 +79,28 @@ def _run(ops, prologue, x, weight, bias, residual, norm, lora):
 
 R = NO_ADAPTER
 CASES = [
-    # (row slots, out shards, in, max rank, per-slot shard ranks, prologue)
-    ([0], (64, 32, 32), 64, 8, [[8, 8, 8]], "norm"),  # one token, q|k|v: one shard per column tile
-    ([1], (64, 32, 32), 64, 8, [[8, 0, 8], [4, 0, 8]], "norm"),  # only q and v, a smaller q rank
+    # (row slots, out shards, in, max rank, per-slot shard ranks, prologue); the cases marked slow take
+    # 0.2-0.5 s each through the interpreter
+    pytest.param(  # one token, q|k|v: one shard per column tile
+        [0], (64, 32, 32), 64, 8, [[8, 8, 8]], "norm", marks=pytest.mark.slow
+    ),
+    pytest.param(  # only q and v, a smaller q rank
+        [1], (64, 32, 32), 64, 8, [[8, 0, 8], [4, 0, 8]], "norm", marks=pytest.mark.slow
+    ),
     ([1, R, 0, 1], (40, 24, 24), 48, 4, [[4, 4, 4], [2, 4, 3]], "norm"),  # mixed; tiles straddle shards
-    ([0, 0, 1], (48, 48), 80, 20, [[20, 20], [12, 0]], "norm"),  # gate|up; a rank not a power of two
-    ([1, 0, R, 1, 0, 1, 0, 1], (64,), 600, 16, [[16], [16]], "none"),  # o: 8 rows, several K steps
+    pytest.param(  # gate|up; a rank not a power of two
+        [0, 0, 1], (48, 48), 80, 20, [[20, 20], [12, 0]], "norm", marks=pytest.mark.slow
+    ),
+    pytest.param(  # o: 8 rows, several K steps
+        [1, 0, R, 1, 0, 1, 0, 1], (64,), 600, 16, [[16], [16]], "none", marks=pytest.mark.slow
+    ),
     ([0], (40,), 600, 16, [[7]], "none"),  # o, one token, several K steps
     ([R, 0], (40,), 96, 8, [[8]], "silu_mul"),  # down: reads gate|up, 2 x 96 wide
     ([0], (40,), 96, 8, [[8]], "silu_mul"),
     ([R, R, R], (32, 32), 32, 4, [[4, 4], [4, 4]], "norm"),  # no adapter: the base GEMV's result
-    ([2, 2, 2, 2, 2], (96, 32, 32), 64, 16, [[16] * 3, [16] * 3, [16] * 3], "norm"),  # one adapter, 5 rows
+    pytest.param(  # one adapter, 5 rows (0.5 s interpreted)
+        [2, 2, 2, 2, 2], (96, 32, 32), 64, 16, [[16] * 3, [16] * 3, [16] * 3], "norm", marks=pytest.mark.slow
+    ),
 ]
 
 
@@ -119,8 +130,11 @@ def test_the_fused_gemv_adds_each_rows_adapter_to_its_projection(
 
 # Triton's interpreter computes bfloat16 wrongly (numpy has no bfloat16): bfloat16 runs on a GPU only.
 @pytest.mark.parametrize("dtype", [torch.float16, *([torch.bfloat16] if ON_GPU else [])])
-@pytest.mark.parametrize("rows", [1, 4])
-@pytest.mark.parametrize("prologue", ["none", "norm", "silu_mul"])
+@pytest.mark.parametrize("rows", [1, pytest.param(4, marks=pytest.mark.slow)])  # 4 rows: 0.4-1.3 s each
+# the fast layer runs SiLU-and-mul (a residual, and gate|up read twice as wide); each takes ~0.3 s
+@pytest.mark.parametrize(
+    "prologue", [*(pytest.param(p, marks=pytest.mark.slow) for p in ("none", "norm")), "silu_mul"]
+)
 def test_triton_rounds_as_the_reference_in_half_precision(dtype, rows, prologue) -> None:
     """The delta is rounded where the reference rounds it (A·x, then B·A·x, then the sum, before the
     residual): the results agree to a rounding or two of the output."""
@@ -293,10 +307,9 @@ def test_an_adapter_costs_nothing_on_the_projections_it_does_not_target(
     assert folded == layers  # q|k|v only
 
 
+@pytest.mark.slow  # a whole engine each (1.8 s under the interpreter)
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="Triton kernels on CPU tensors")
-@pytest.mark.parametrize(
-    "max_rank", [MAX_FOLDED_RANK, pytest.param(2 * MAX_FOLDED_RANK, marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize("max_rank", [MAX_FOLDED_RANK, 2 * MAX_FOLDED_RANK])
 def test_ranks_past_the_fold_limit_keep_the_ordinary_path(max_rank: int, tiny_model_dir) -> None:
     """The fused GEMVs carry LoRA deltas up to MAX_FOLDED_RANK; a larger `max_lora_rank` leaves the
     layers on the batched shrink/expand kernels, whose tiles do not grow with the rank."""

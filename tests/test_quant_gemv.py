@@ -53,8 +53,23 @@ def _on_device():
         yield
 
 
+# 0.1-0.5 s each interpreted: the fast layer keeps int8, fp8, awq-g128 and gptq8-act-order
+SLOW_FORMATS = (
+    "awq-g32",
+    "awq-g64",
+    "awq-g96",
+    "gptq4-g32",
+    "gptq4-g64",
+    "gptq4-g128",
+    "gptq4-act-order",
+    "gptq8-g128",
+)
+
+
 @pytest.mark.parametrize("tokens", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3: 0.8 s a format
-@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_FORMATS else k for k in sorted(FORMATS)]
+)
 def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
     packed, weight = FORMATS[kind]()
     x = draw(tokens, IN, seed=21)
@@ -63,7 +78,12 @@ def test_gemv_equals_the_dequantized_reference(kind: str, tokens: int) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "block_n", "tile_bytes"),
-    [("int8", 64, 4096), ("fp8", 4, 32768), ("gptq4-g64", 128, 4096), ("awq-g32", 32, 32768)],
+    [
+        ("int8", 64, 4096),
+        ("fp8", 4, 32768),
+        ("gptq4-g64", 128, 4096),
+        pytest.param("awq-g32", 32, 32768, marks=pytest.mark.slow),
+    ],
 )
 def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     kind: str, block_n: int, tile_bytes: int
@@ -76,6 +96,7 @@ def test_gemv_shapes_the_tuning_bench_sweeps_compute_the_same(
     )
 
 
+@pytest.mark.slow  # 1.5 s a format interpreted
 @pytest.mark.parametrize("kind", ["awq", "fp8"])
 @pytest.mark.parametrize("programs_per_sm", [pytest.param(1, marks=pytest.mark.slow), 64])
 def test_split_k_gemv_sums_and_leaves_the_arrival_counts_at_zero(
@@ -105,6 +126,7 @@ def _recorded_splits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return splits
 
 
+@pytest.mark.slow  # with the split test above
 def test_fp8_gemv_splits_k_where_its_tiles_leave_sms_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the split test above relies on: 64 programs per SM wanted split the e4m3 GEMV's K (three
     rows, as there)."""
@@ -148,9 +170,11 @@ def _fused_fp8_block_gemv(
     return got, inputs @ dequantize_fp8_blocks(weight, scale_inv, block).T + residual
 
 
-@pytest.mark.parametrize("block", [(128, 128), (16, 64)])
-@pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
-@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+@pytest.mark.parametrize("block", [(128, 128), pytest.param((16, 64), marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("k", "programs_per_sm", "split"), [(2148, 2, 1), pytest.param(3072, 64, 2, marks=pytest.mark.slow)]
+)
+@pytest.mark.parametrize("prologue", ["norm", pytest.param("silu_mul", marks=pytest.mark.slow)])
 def test_fp8_block_gemv_fused_equals_the_unfused_ops_on_the_dequantized_weight(
     block: tuple[int, int], k: int, programs_per_sm: int, split: int, prologue: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -196,7 +220,7 @@ def test_fp8_block_gemv_where_16_wide_tiles_make_one_wave_takes_32_by_256_tiles_
     assert fp8_gemv.default_tile(1, 2048, (128, 128), 132) == (8, fp8_gemv.BLOCK_K, fp8_gemv.NUM_WARPS)
 
 
-@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+@pytest.mark.parametrize("prologue", ["norm", pytest.param("silu_mul", marks=pytest.mark.slow)])  # 1 s each
 def test_fp8_block_gemv_in_block_scaled_one_wave_tiles_equals_the_unfused_ops(
     prologue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,7 +234,7 @@ def test_fp8_block_gemv_in_block_scaled_one_wave_tiles_equals_the_unfused_ops(
     close(got, expected, torch.float32)
 
 
-@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+@pytest.mark.parametrize("prologue", ["norm", pytest.param("silu_mul", marks=pytest.mark.slow)])
 def test_fp8_gemv_with_one_wave_of_tiles_runs_unsplit_in_deeper_steps(
     prologue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,8 +248,10 @@ def test_fp8_gemv_with_one_wave_of_tiles_runs_unsplit_in_deeper_steps(
     close(got, expected, torch.float32)
 
 
-@pytest.mark.parametrize(("k", "programs_per_sm", "split"), [(2148, 2, 1), (3072, 64, 2)])
-@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+@pytest.mark.parametrize(
+    ("k", "programs_per_sm", "split"), [pytest.param(2148, 2, 1, marks=pytest.mark.slow), (3072, 64, 2)]
+)
+@pytest.mark.parametrize("prologue", [pytest.param("norm", marks=pytest.mark.slow), "silu_mul"])  # ~1 s each
 def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
     k: int, programs_per_sm: int, split: int, prologue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,14 +268,15 @@ def test_fp8_gemv_over_several_k_steps_equals_the_unfused_ops(
 @pytest.mark.parametrize(
     "shape",
     [
-        int4_gemv.Int4Shape(),
-        int4_gemv.WIDE_SHAPE,
-        int4_gemv.Int4Shape(block_n=16, groups=4),
+        int4_gemv.Int4Shape(),  # the fast layer runs the default shape only
+        pytest.param(int4_gemv.WIDE_SHAPE, marks=pytest.mark.slow),
+        pytest.param(int4_gemv.Int4Shape(block_n=16, groups=4), marks=pytest.mark.slow),
         pytest.param(int4_gemv.Int4Shape(block_n=32, groups=2), marks=pytest.mark.slow),
     ],
 )
-@pytest.mark.parametrize(("rows", "programs_per_sm"), [(1, 2), (2, 64)])
-@pytest.mark.parametrize("prologue", ["norm", "silu_mul"])
+# split K over two rows: ~1 s each interpreted (the fast layer splits K in the e4m3 tests above)
+@pytest.mark.parametrize(("rows", "programs_per_sm"), [(1, 2), pytest.param(2, 64, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("prologue", ["norm", pytest.param("silu_mul", marks=pytest.mark.slow)])
 def test_4_bit_gemv_launch_shapes_equal_the_unfused_ops(
     shape: int4_gemv.Int4Shape, rows: int, programs_per_sm: int, prologue: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -337,8 +364,15 @@ def test_fp8_bytes_decode_the_same_without_fp8_conversions(monkeypatch: pytest.M
     close(quant_gemv.gemv(x, packed), x @ weight, torch.float32)
 
 
-@pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("block", [(128, 128), pytest.param((64, 32), marks=pytest.mark.slow), (16, 64)])
+@pytest.mark.parametrize("native", [True, pytest.param(False, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "block",
+    [
+        (128, 128),
+        pytest.param((64, 32), marks=pytest.mark.slow),
+        pytest.param((16, 64), marks=pytest.mark.slow),
+    ],
+)
 def test_fp8_block_gemv_equals_the_dequantized_reference(
     block: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,7 +385,7 @@ def test_fp8_block_gemv_equals_the_dequantized_reference(
 
 
 @pytest.mark.parametrize(
-    "kind", ["int8", "awq-g128", pytest.param("gptq4-act-order", marks=pytest.mark.slow)]
+    "kind", ["int8", *(pytest.param(k, marks=pytest.mark.slow) for k in ("awq-g128", "gptq4-act-order"))]
 )
 def test_gemv_in_half_precision_and_for_each_row_alone(kind: str) -> None:
     """fp16 activations and output; each row's result is the one it gets alone (no cross-row terms)."""
@@ -371,7 +405,10 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.slow) if k in ("awq", "fp8-block") else k for k in sorted(LAYERS)],
+)
 def test_layers_route_batches_up_to_the_table_entry_to_the_gemv(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,7 +55,8 @@ def exact_fp8_activations(tokens: int, features: int, group: int, seed: int) -> 
     return values * 2**-6
 
 
-SHAPES = [(1, 1), (5, 3), (33, 2)]  # (tokens, split_k): one tile row or several, split-K off and on
+# (tokens, split_k): one tile row or several, split-K off and on; the fast layer runs 5 tokens only
+SHAPES = [pytest.param(1, 1, marks=pytest.mark.slow), (5, 3), pytest.param(33, 2, marks=pytest.mark.slow)]
 
 
 @pytest.fixture(autouse=True)
@@ -129,8 +130,15 @@ FORMATS = {
 }
 
 
+# the fast layer runs int8, fp8, awq and gptq4-act-order; gptq4 and gptq8-act-order run in the slow one
+FORMAT_PARAMS = [
+    pytest.param(kind, marks=pytest.mark.slow) if kind in ("gptq4", "gptq8-act-order") else kind
+    for kind in sorted(FORMATS)
+]
+
+
 @pytest.mark.parametrize(("tokens", "split_k"), SHAPES)
-@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize("kind", FORMAT_PARAMS)
 def test_weight_only_gemm_equals_the_dequantized_reference(kind: str, split_k: int, tokens: int) -> None:
     packed, weight = FORMATS[kind](96, 320)  # K = 320: a partial last K tile, splits of unequal length
     x = draw(tokens, 320, seed=6)
@@ -144,8 +152,10 @@ GROUPS_OF_128 = {
 }
 
 
-@pytest.mark.parametrize(("tokens", "split_k"), [*SHAPES[1:], (70, 1)])
-@pytest.mark.parametrize("kind", sorted(GROUPS_OF_128))
+@pytest.mark.parametrize(("tokens", "split_k"), [*SHAPES[1:], pytest.param(70, 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(  # the fast layer runs awq (groups in row order) and act-order
+    "kind", [pytest.param(k, marks=pytest.mark.slow) if k == "gptq4" else k for k in sorted(GROUPS_OF_128)]
+)
 def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
     """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
     scales per tile (ONE_GROUP) and applies the scales to the tile's product; act-order groups never do.
@@ -165,7 +175,7 @@ def test_half_offsets_hold_every_value_below_their_bound_exactly(dtype: torch.dt
     assert torch.equal(as_half.float(), offset + values.float())
 
 
-@pytest.mark.parametrize("tokens", [1, 5, 33, 70])
+@pytest.mark.parametrize("tokens", [1, 5, *(pytest.param(t, marks=pytest.mark.slow) for t in (33, 70))])
 @pytest.mark.parametrize("kind", ["awq", "gptq4", "gptq8"])
 def test_16_bit_activations_multiply_offset_weights_and_subtract_the_offset(kind: str, tokens: int) -> None:
     """fp16 activations with groups holding whole K tiles take the HALF_MAGIC path (offset + q as fp16
@@ -179,7 +189,16 @@ def test_16_bit_activations_multiply_offset_weights_and_subtract_the_offset(kind
     close(wo.weight_only_gemm(x, packed), x.float() @ weight, torch.float16)
 
 
-@pytest.mark.parametrize("tiles", [wo.Tiles(16, 32, 256, 8), wo.Tiles(16, 128, 64), wo.Tiles(32, 64, 32, 2)])
+@pytest.mark.parametrize(
+    "tiles",
+    [
+        wo.Tiles(16, 32, 256, 8),
+        *(
+            pytest.param(tiles, marks=pytest.mark.slow)
+            for tiles in (wo.Tiles(16, 128, 64), wo.Tiles(32, 64, 32, 2))
+        ),
+    ],
+)
 @pytest.mark.parametrize("kind", ["int8", "awq", "gptq4", "gptq8-act-order"])
 def test_every_launch_shape_the_tuning_bench_tries_is_exact(kind: str, tiles: wo.Tiles) -> None:
     """bench/quant_tune.py times other tile shapes than `tiles_for` picks: they compute the same."""
@@ -188,7 +207,8 @@ def test_every_launch_shape_the_tuning_bench_tries_is_exact(kind: str, tiles: wo
     close(wo.weight_only_gemm(x, packed, 2, tiles), x @ weight, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# the fast layer runs float16 (the half precision this test is about), the slow one float32 too
+@pytest.mark.parametrize("dtype", [pytest.param(DTYPES[0], marks=pytest.mark.slow), *DTYPES[1:]])
 @pytest.mark.parametrize("kind", ["int8", "awq", "gptq4-act-order"])
 def test_weight_only_gemm_in_half_precision_and_odd_sizes(kind: str, dtype: torch.dtype) -> None:
     packed, weight = FORMATS[kind](88, 200)  # neither a multiple of the tiles
@@ -198,7 +218,7 @@ def test_weight_only_gemm_in_half_precision_and_odd_sizes(kind: str, dtype: torc
     close(got, x.float() @ weight, dtype)
 
 
-@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize("kind", FORMAT_PARAMS)
 def test_dequantize_kernel_equals_the_reference(kind: str) -> None:
     packed, weight = FORMATS[kind](96, 200)
     torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
@@ -414,7 +434,7 @@ def quantized_linear(method: QuantMethod) -> QuantLinear:
     return layer
 
 
-@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dense", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_layers_on_the_triton_backend_equal_their_reference_apply(
     kind: str, dense: bool, monkeypatch: pytest.MonkeyPatch

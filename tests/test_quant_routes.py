@@ -149,10 +149,8 @@ def test_the_model_runner_compiles_the_quantized_gemms_before_serving(
         llm.shutdown()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=pytest.mark.slow) if k in ("awq", "gptq4") else k for k in sorted(METHODS)],
-)  # the 4-bit ones (1.2 s each on the interpreter) run in the slow layer
+@pytest.mark.slow  # 1.2-1.7 s a format on the interpreter
+@pytest.mark.parametrize("kind", sorted(METHODS))
 @INTERPRETER_ONLY
 def test_batches_launch_only_kernel_specialisations_the_warm_up_compiled(
     kind: str, monkeypatch: pytest.MonkeyPatch

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
-import openai
 import pytest
 import requests
 
 from tests.helpers.server_process import ServerProcess
+
+if TYPE_CHECKING:  # imported where used: importing openai costs every collection, fast layer included, 0.5 s
+    import openai
 
 pytestmark = pytest.mark.slow  # real server process
 
@@ -18,6 +21,8 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
 
 
@@ -92,6 +97,8 @@ def test_completion_stream_with_usage(client: openai.OpenAI, model: str) -> None
 
 
 def test_async_client_concurrent(server: ServerProcess, model: str) -> None:
+    import openai
+
     async def run() -> list[str]:
         client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused")
         calls = [
@@ -147,6 +154,8 @@ def test_n_seed_stop_and_logprobs(client: openai.OpenAI, model: str) -> None:
 
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    import openai
+
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nope", messages=MESSAGES)
     assert "nope" in str(info.value)

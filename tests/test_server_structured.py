@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING
 
 import jsonschema
-import openai
 import pytest
 import requests
 
 from tests.helpers.server_process import ServerProcess
+
+if TYPE_CHECKING:  # imported where used: importing openai costs every collection, fast layer included, 0.5 s
+    import openai
+
+pytestmark = pytest.mark.slow  # real server process (its start-up alone takes ~4 s)
 
 ITEM = {
     "$defs": {"size": {"enum": ["S", "M", "L"]}},
@@ -60,6 +65,8 @@ USER = [{"role": "user", "content": "hello"}]
 
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
 
 
@@ -97,7 +104,6 @@ def streamed(client, model, **fields) -> tuple[dict, str]:
 # ---- structured outputs -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_json_schema_response_format_validates(client, model) -> None:
     response_format = {"type": "json_schema", "json_schema": {"name": "item", "schema": ITEM, "strict": True}}
     answer = chat(client, model, n=10, seed=7, temperature=1.0, response_format=response_format)
@@ -129,7 +135,6 @@ def test_json_schema_response_format_validates(client, model) -> None:
         ({"response_format": {"type": "json_object"}}, lambda t: isinstance(json.loads(t), dict)),
     ],
 )
-@pytest.mark.slow
 def test_completions_follow_every_constraint_spelling(
     server: ServerProcess, model: str, fields, check
 ) -> None:
@@ -189,6 +194,8 @@ def test_completions_follow_every_constraint_spelling(
     ],
 )
 def test_bad_constraints_are_400_naming_the_field(client, model, fields, param, message) -> None:
+    import openai
+
     with pytest.raises(openai.BadRequestError) as info:
         chat(client, model, extra_body=fields)
     error = info.value.body
@@ -208,7 +215,6 @@ def test_grammars_that_allow_no_token_end_without_one(client, model) -> None:
 # ---- tool calls ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_named_tool_choice_gives_a_valid_call(client, model) -> None:
     choice = {"type": "function", "function": {"name": "get_weather"}}
     for seed in range(5):
@@ -224,7 +230,6 @@ def test_named_tool_choice_gives_a_valid_call(client, model) -> None:
     jsonschema.validate(json.loads(call["arguments"]), WEATHER["function"]["parameters"])
 
 
-@pytest.mark.slow
 def test_required_tool_choice_gives_valid_calls(client, model) -> None:
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (TIME, WEATHER)}
     for seed in range(5):
@@ -290,6 +295,8 @@ def test_tool_messages_go_through_the_template(client, model) -> None:
 
 
 def test_tool_choice_errors(client, model) -> None:
+    import openai
+
     with pytest.raises(openai.BadRequestError) as info:
         chat(client, model, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}})
     assert info.value.body["param"] == "tool_choice.function.name"

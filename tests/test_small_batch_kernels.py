@@ -24,9 +24,18 @@ from tokenmill.models import small_batch
 ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = [torch.float32, torch.float16, *([torch.bfloat16] if ON_GPU else [])]
+# the GEMV tests below run float32 in the fast layer, every dtype in the slow one
+DTYPE_PARAMS = [DTYPES[0], *(pytest.param(dtype, marks=pytest.mark.slow) for dtype in DTYPES[1:])]
 # (rows, out, in, SMs): one token (CUDA-core GEMV) on tiles 4, 16 and 1 weight rows wide (as chosen for a
-# GPU of that many SMs), several K steps, ragged tiles; 3 and 8 tokens (tensor-core dot) likewise
-CASES = [(1, 24, 96, 6), (1, 20, 600, 1), (1, 5, 64, 8), (3, 37, 100, 1), (8, 20, 600, 1)]
+# GPU of that many SMs), several K steps, ragged tiles; 3 and 8 tokens (tensor-core dot) likewise (8 tokens
+# in the slow layer only)
+CASES = [
+    (1, 24, 96, 6),
+    (1, 20, 600, 1),
+    (1, 5, 64, 8),
+    (3, 37, 100, 1),
+    pytest.param(8, 20, 600, 1, marks=pytest.mark.slow),
+]
 # (out, in) of every projection of Qwen3 0.6B, 1.7B, 4B and 8B (qkv, o, gate|up, down)
 QWEN3_SHAPES = [
     *[(4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)],
@@ -57,7 +66,7 @@ def weights(out: int, inp: int, dtype: torch.dtype) -> torch.Tensor:
     return (torch.randn(out, inp) / inp**0.5).to(dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
 def test_linear_with_bias_and_residual(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
     as_if_on(monkeypatch, sms)
@@ -68,7 +77,7 @@ def test_linear_with_bias_and_residual(dtype, rows: int, out: int, inp: int, sms
     close(got, reference.linear(x, weight, bias, residual), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
 def test_rms_norm_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
     as_if_on(monkeypatch, sms)
@@ -78,7 +87,7 @@ def test_rms_norm_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeyp
     close(got, reference.rms_norm_linear(x, norm_weight, 1e-6, weight, bias), dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @pytest.mark.parametrize(("rows", "out", "inp", "sms"), CASES)
 def test_silu_mul_linear(dtype, rows: int, out: int, inp: int, sms: int, monkeypatch) -> None:
     as_if_on(monkeypatch, sms)

@@ -47,7 +47,9 @@ def _as_decodes(q, cache, meta: AttentionMetadata, scale: float, kv_scales=None)
 @pytest.mark.parametrize(
     ("widths", "splits", "dtype"),
     [
-        ([1, 1, 5, 3], 2, torch.float16),  # decodes and verify chunks of several widths in one step
+        pytest.param(  # decodes and verify chunks of several widths in one step (2-3 s interpreted)
+            [1, 1, 5, 3], 2, torch.float16, marks=pytest.mark.slow
+        ),
         *(
             pytest.param(widths, splits, dtype, marks=pytest.mark.slow)  # 1 to 10 s each, interpreted
             for widths, splits in [([2, 2, 2, 2], 1), ([5, 5, 5, 5], 2), ([8, 8, 8, 8], 4), ([1, 1, 5, 3], 2)]
@@ -79,7 +81,8 @@ def test_a_row_does_not_depend_on_its_chunk() -> None:
     assert torch.equal(TRITON.paged_attention(q[last_two], cache, narrow, 0.3), wide_out[last_two])
 
 
-@pytest.mark.parametrize("kind", ["fp8", pytest.param("int8", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 2-3 s each interpreted
+@pytest.mark.parametrize("kind", ["fp8", "int8"])
 def test_verify_rows_over_quantized_caches(kind: str) -> None:
     q, cache, meta = _verify_step([1, 2, 3, 4], torch.float16, 2)
     if kind == "fp8":

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM
+
+# peft and transformers are imported inside the functions that use them: test modules import this
+# one at collection time, and importing peft there costs every pytest run half a second.
 
 ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -22,6 +23,9 @@ def save_adapter(
 ) -> Path:
     """An adapter whose A and B are both random (peft's `init_lora_weights=False`), so it changes the
     model's greedy output; the base model is loaded fresh each time, as peft modifies it in place."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(
@@ -36,6 +40,9 @@ def save_adapter(
 
 
 def peft_model(base_dir: Path, adapter_dir: Path | None) -> torch.nn.Module:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     return base if adapter_dir is None else PeftModel.from_pretrained(base, adapter_dir).eval()
 

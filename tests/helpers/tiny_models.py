@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config, Qwen3Config
 
-from tokenmill.tokenizer import build_byte_level_tokenizer
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 _COMMON = dict(
     vocab_size=320,
@@ -27,6 +28,10 @@ ARCHITECTURES = ["llama", "llama3-tied", "qwen2", "qwen3"]
 
 
 def tiny_config(arch: str) -> PretrainedConfig:
+    # Imported here, not at module level: tests/conftest.py imports this module, and importing
+    # transformers' model configs costs every pytest run seconds of collection before any test needs one.
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
     if arch == "llama":
         return LlamaConfig(**_COMMON, tie_word_embeddings=False)
     if arch == "llama3-tied":
@@ -46,6 +51,10 @@ def tiny_config(arch: str) -> PretrainedConfig:
 
 
 def save_tiny_model(arch: str, directory: Path, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    from tokenmill.tokenizer import build_byte_level_tokenizer
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
     model.save_pretrained(directory, safe_serialization=True)
