@@ -7,6 +7,7 @@ float->fp8 rounding are broken); on a GPU (`TRITON_INTERPRET=0`) the same tests 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 
 import pytest
@@ -401,12 +402,16 @@ def compile_every_kernel(capability: int) -> None:
                     wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs, BLOCK_N=64,
                     BLOCK_K=64,
                 )  # fmt: skip
-    for fp8_dot in (False, True) if capability >= 89 else (False,):
+    fp8 = _pointer(torch.float8_e4m3fn)
+    for fp8_dot, tile in itertools.product(
+        (False, True) if capability >= 89 else (False,), (fp8_gemm.DECODE_TILE, fp8_gemm.PREFILL_TILE)
+    ):
         compile_for(
-            fp8_gemm._fp8_block_gemm_kernel, capability, x_ptr=_pointer(torch.uint8) if fp8_dot else bf16,
-            x_scale_ptr=f32, w_ptr=_pointer(torch.uint8), w_scale_ptr=f32, out_ptr=bf16, **sizes,
-            stride_xm=4096, stride_xsm=32, stride_wn=4096, stride_wsn=32, stride_os=0, stride_om=4096,
-            BLOCK_OUT=128, FP8_DOT=fp8_dot, BLOCK_M=16, BLOCK_N=64, BLOCK_K=128,
+            fp8_gemm._fp8_block_gemm_kernel, capability, {"num_stages": tile.stages}, True,
+            x_ptr=fp8 if fp8_dot else bf16, x_scale_ptr=f32, w_ptr=fp8 if fp8_dot else _pointer(torch.uint8),
+            w_scale_ptr=f32, out_ptr=bf16, **sizes, stride_xm=4096, stride_xsm=32, stride_wn=4096,
+            stride_wsn=32, stride_os=0, stride_om=4096, BLOCK_OUT=128, FP8_DOT=fp8_dot, EVEN_K=True,
+            MASK_ROWS=tile.mask_rows, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=128,
         )  # fmt: skip
     if capability >= 89:
         compile_for(

@@ -6,11 +6,18 @@ columns (`quantize_token_groups`, dynamic scales) and each K tile is an fp8 x fp
 scaled by the activation group's and the weight tile's scales before it is accumulated. Elsewhere the
 weight bytes are decoded into the activation dtype in registers and the activations stay unquantized. The
 references are `reference.quantize_token_groups` and `fp8_block_gemm` in `tokenmill.quantization.fp8`.
+
+The fp8 operands are passed as float8 tensors: read as uint8 and bitcast, each tile passed through
+registers instead of being copied to shared memory asynchronously, and the kernel ran at half speed (H200,
+Qwen3-4B layer at 358 tokens: 258 -> 145 us; docs/benchmarks.md, 2026-11-25, twentieth session). This is
+the route of every batch of two tokens or more on GPUs where PyTorch's GEMM takes no block scales (sm_89,
+sm_120), and of fp16 models and odd shapes on Hopper.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -19,40 +26,78 @@ import triton.language as tl
 from tokenmill.kernels.triton import split_k as split
 from tokenmill.kernels.triton.fp8_quant import quantize_token_groups
 from tokenmill.kernels.triton.weight_formats import FP8_BITS_UNIT, e4m3_bits_to_half
-from tokenmill.kernels.triton.weight_only_gemm import (
-    TILE_ROWS,
-    dot_precision,
-    k_step,
-    program_tile,
-    store_tile,
-)
+from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dot_precision, store_tile
+
+# Row tiles that sweep the output columns together (Qwen3-4B gate|up at 358 rows: 20% faster than 1).
+GROUP_M = tl.constexpr(8)
+
+
+class Tile(NamedTuple):
+    """A launch shape: BLOCK_M x BLOCK_N outputs a program, pipelined `stages` K steps deep."""
+
+    block_m: int
+    block_n: int
+    stages: int
+    mask_rows: bool
+
+
+# 64 x 128 tiles at three stages fit two programs an SM into 100 KB of shared memory (sm_89, sm_120); the
+# decode tile's fourth stage and masked rows took Qwen3-8B's layer at 2 tokens from 87 to 78 us (H200).
+DECODE_TILE, PREFILL_TILE = Tile(16, 64, 4, True), Tile(64, 128, 3, False)
+
+
+@triton.jit
+def _grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's row tile and column tile: GROUP_M row tiles take each column tile in turn, so the
+    programs running together read the same weight tiles (from L2 after the first)."""
+    pid = tl.program_id(0)
+    width = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (pid // width) * GROUP_M
+    rows_of_group = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+    return first_m + (pid % width) % rows_of_group, (pid % width) // rows_of_group
 
 
 @triton.jit(do_not_specialize=["M"])
 def _fp8_block_gemm_kernel(
     x_ptr, x_scale_ptr, w_ptr, w_scale_ptr, out_ptr, M, N, K, k_per_split,
     stride_xm, stride_xsm, stride_wn, stride_wsn, stride_os, stride_om,
-    BLOCK_OUT: tl.constexpr, FP8_DOT: tl.constexpr,
+    BLOCK_OUT: tl.constexpr, FP8_DOT: tl.constexpr, EVEN_K: tl.constexpr, MASK_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """BLOCK_K is the weight tiles' block_in, so each K step meets one column of weight scales."""
-    m, n, m_mask, n_mask, k_start, k_end = program_tile(M, N, K, k_per_split, BLOCK_M, BLOCK_N)
+    """BLOCK_K is the weight tiles' block_in, so each K step meets one column of weight scales: one scale
+    for the whole tile where a weight block spans it. Columns past the output, and rows unless MASK_ROWS,
+    wrap around in the loads instead of being masked (their sums are not stored): masks cost the prefill
+    tile 7-12%, while the decode tile, whose rows are mostly past the tokens, is faster not loading them."""
+    tile_m, tile_n = _grouped_tile(M, N, BLOCK_M, BLOCK_N)
+    m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_start = tl.program_id(2) * k_per_split
+    k = tl.arange(0, BLOCK_K)
+    m_mask = m < M
+    rows = m if MASK_ROWS else m % M  # wrapped rows' sums are not stored
+    x_ptrs = x_ptr + rows[:, None] * stride_xm + (k_start + k)[None, :]
+    w_ptrs = w_ptr + (n % N)[None, :] * stride_wn + (k_start + k)[:, None]
+    x_scale_ptrs = x_scale_ptr + rows * stride_xsm
+    if BLOCK_OUT % BLOCK_N == 0:
+        w_scale_ptrs = w_scale_ptr + (tile_n * BLOCK_N // BLOCK_OUT) * stride_wsn
+    else:
+        w_scale_ptrs = w_scale_ptr + ((n % N) // BLOCK_OUT)[None, :] * stride_wsn
+    row_mask = m_mask if MASK_ROWS else tl.full([BLOCK_M], 1, tl.int1)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        k, k_mask, x = k_step(x_ptr, m, m_mask, k0, K, stride_xm, BLOCK_K)
-        w = tl.load(
-            w_ptr + n[None, :] * stride_wn + k[:, None], mask=k_mask[:, None] & n_mask[None, :], other=0
-        )
-        kb = k0 // BLOCK_K
-        w_scale = tl.load(w_scale_ptr + (n // BLOCK_OUT) * stride_wsn + kb, mask=n_mask, other=0.0)
+    for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
+        k_mask = tl.full([BLOCK_K], 1, tl.int1) if EVEN_K else k < K - k0
+        x = tl.load(x_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=k_mask[:, None], other=0.0)
+        w_scale = tl.load(w_scale_ptrs + k0 // BLOCK_K)
         if FP8_DOT:
-            part = tl.dot(x.to(tl.float8e4nv, bitcast=True), w.to(tl.float8e4nv, bitcast=True))
-            x_scale = tl.load(x_scale_ptr + m * stride_xsm + kb, mask=m_mask, other=0.0)
-            acc += part * x_scale[:, None] * w_scale[None, :]
+            x_scale = tl.load(x_scale_ptrs + k0 // BLOCK_K, mask=row_mask, other=0.0)
+            acc = tl.fma(tl.dot(x, w), x_scale[:, None] * w_scale, acc)
         else:
             part = tl.dot(x, e4m3_bits_to_half(w).to(x.dtype), input_precision=DOT)
-            acc += part * (w_scale * FP8_BITS_UNIT)[None, :]
-    store_tile(out_ptr, acc, m, n, m_mask, n_mask, stride_os, stride_om)
+            acc = tl.fma(part, w_scale * FP8_BITS_UNIT, acc)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    store_tile(out_ptr, acc, m, n, m_mask, n < N, stride_os, stride_om)
 
 
 @functools.cache
@@ -77,18 +122,20 @@ def fp8_block_gemm(
     use_fp8 = has_fp8_dot(x.device) if fp8_dot is None else fp8_dot
     if use_fp8:
         activation, activation_scales = quantize_token_groups(x, block_k)
-        activation = activation.view(torch.uint8)
+        stored = weight
     else:
         activation, activation_scales = x, weight_scale_inv  # the scales are not read without fp8 dots
-    block_m, block_n = (16, 64) if m <= TILE_ROWS[0] else (64, 128)
-    grid_m, grid_n = triton.cdiv(m, block_m), triton.cdiv(n, block_n)
-    splits, k_per_split = split.plan(k, block_k, grid_m * grid_n, x.device, split_k)
+        stored = weight.view(torch.uint8)
+    tile = DECODE_TILE if m <= TILE_ROWS[0] else PREFILL_TILE
+    tiles = triton.cdiv(m, tile.block_m) * triton.cdiv(n, tile.block_n)
+    splits, k_per_split = split.plan(k, block_k, tiles, x.device, split_k)
     out = split.output(x, n, splits)
-    _fp8_block_gemm_kernel[(grid_m, grid_n, splits)](
-        activation, activation_scales, weight.view(torch.uint8), weight_scale_inv, out, m, n, k, k_per_split,
+    _fp8_block_gemm_kernel[(tiles, 1, splits)](
+        activation, activation_scales, stored, weight_scale_inv, out, m, n, k, k_per_split,
         activation.stride(0), activation_scales.stride(0), weight.stride(0), weight_scale_inv.stride(0),
         out.stride(0) if splits > 1 else 0, n,
-        BLOCK_OUT=block_out, FP8_DOT=use_fp8, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        DOT=dot_precision(x), num_warps=4, num_stages=3,
+        BLOCK_OUT=block_out, FP8_DOT=use_fp8, EVEN_K=k % block_k == 0, MASK_ROWS=tile.mask_rows,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=block_k, DOT=dot_precision(x), num_warps=4,
+        num_stages=tile.stages,
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
