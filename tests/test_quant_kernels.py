@@ -282,11 +282,12 @@ def block_layer(out: int, inp: int, block: tuple[int, int] = (128, 128)) -> Quan
     return layer
 
 
-def test_cublas_block_route_takes_only_whole_128_blocks_in_fours_and_starts_at_16_tokens(
+def test_cublas_block_route_takes_only_whole_128_blocks_in_fours_from_its_table_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Layers whose weight cuBLAS's block-scaled GEMM can take get it as their dense route from 16 tokens
-    (bf16 rows); the device is asked only for such layers."""
+    """Layers whose weight cuBLAS's block-scaled GEMM can take get it as their dense route from
+    `DENSE_FROM_TOKENS["fp8-block-cublas"]` tokens (bf16 rows), the warm-up's counts ending there; the
+    device is asked only for such layers."""
     asked: list[torch.device] = []
     monkeypatch.setattr(triton_gemms, "has_cublas_blocks", lambda device: asked.append(device) or True)
     monkeypatch.setattr(fp8_gemm, "has_fp8_dot", lambda device: True)
@@ -298,8 +299,9 @@ def test_cublas_block_route_takes_only_whole_128_blocks_in_fours_and_starts_at_1
     layer = block_layer(512, 1024)
     gemm = triton_gemms.gemm_for(layer, DEVICE)
     assert gemm is not None and gemm.table_key == "fp8-block-cublas" and asked == [DEVICE]
-    assert gemm.dense_from() == 16 and gemm.variant_tokens()[-1] == 16
-    assert not gemm.dense_runs(15) and gemm.dense_runs(16)
+    start = triton_gemms.DENSE_FROM_TOKENS["fp8-block-cublas"]
+    assert start is not None and gemm.dense_from() == start and gemm.variant_tokens()[-1] == start
+    assert not gemm.dense_runs(start - 1) and gemm.dense_runs(start)
     assert not fp8_routes.has_cublas_blocks(torch.device("cpu"))
 
 
@@ -318,7 +320,8 @@ def test_cublas_block_route_leaves_other_than_bf16_rows_to_the_kernel(
 @pytest.mark.parametrize("tokens", [1, 7, 64, 130])
 def test_cublas_block_gemm_equals_the_reference(tokens: int) -> None:
     """Where cuBLAS takes block scales (sm_90): token counts in fours and not (padded), against the
-    reference on activations the quantization keeps exact; the routed layer takes it from 16 tokens."""
+    reference on activations the quantization keeps exact; the routed layer takes it from its table
+    entry."""
     if not (ON_GPU and fp8_routes.has_cublas_blocks(DEVICE)):
         pytest.skip("no block-scaled cuBLAS GEMM here (sm_90, PyTorch 2.9+, cuBLAS 12.9+)")
     layer = block_layer(512, 1024)
@@ -328,7 +331,7 @@ def test_cublas_block_gemm_equals_the_reference(tokens: int) -> None:
     expected = reference_fp8.fp8_block_gemm(x.float(), layer.weight, layer.weight_scale_inv, (128, 128))
     close_after_fp8_dots(got.float(), expected)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
-    if tokens >= 16:
+    if tokens >= triton_gemms.DENSE_FROM_TOKENS["fp8-block-cublas"]:
         assert torch.equal(layer(x), got)
     else:  # the GEMV, or the Triton kernel
         close_after_fp8_dots(layer(x).float(), expected)

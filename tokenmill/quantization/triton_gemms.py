@@ -39,26 +39,25 @@ from tokenmill.quantization.gptq import GptqMethod
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
 # Tokens per call from which each format leaves its Triton kernel for its dense route (None: never).
-# Set from the H100 run of 2026-11-22 (bench/results/quant-gemm-nvidia-h100-80gb-hbm3-2026-11-22.json,
-# Qwen3-8B projections, speed-up over bf16 cuBLAS at 1/16/256 tokens), before the 4-bit kernels were
-# reworked: at 256 tokens every weight-only kernel ran at 0.29-0.45x, below the ~0.5x estimated for the
-# dense route (dequantizing writes the bf16 weight: about one batch-1 bf16 GEMM, plus the GEMM itself);
-# at 16 tokens int8 ran at 1.27x. The 4-bit entries sit lower: their kernels spend more per byte.
-# fp8 per channel: torch._scaled_mm ran at 0.69x/0.63x at 1/16 tokens, where the W8 kernel runs about as
-# int8 does, and at 0.64x at 256. fp8 blocks on GPUs with fp8 dots keep their kernel at every size (an
-# fp8 tensor-core GEMM, 0.55x at 256); without fp8 dots they decode bytes like int8. 128 x 128 blocks
-# where cuBLAS takes block scales ("fp8-block-cublas", `fp8_routes.block_mm_rows`) go to it from 16
-# tokens: Qwen3-8B layer, H200, 128 tokens 207.9 -> 119.3 us, at 2 tokens 88.7 against 89.2 (2026-11-24).
-# Each token count between the measured ones is a guess: `bench/quant_gemm.py --crossover` prints the
-# first count from which each format's dense route wins.
+# `bench/quant_gemm.py --crossover` prints the first count from which each format's dense route wins
+# (Qwen3-8B and Qwen3-4B layers; bench/results/s28-crossover/, H200 and H100, 2026-11-25):
+# - the 4-bit and 8-bit GPTQ/AWQ kernels run their widest tile (128 x 128) above TILE_ROWS[1] tokens at
+#   twice the dense route's time (Qwen3-8B layer at 96 tokens: 655 against 266-338 us); up to 64 tokens
+#   the two are within 15% either way, so the dense route starts where that tile would;
+# - int8 crosses between 96 and 384 tokens by preset and GPU (256 in between);
+# - fp8 per channel: torch._scaled_mm wins from 16 tokens;
+# - 128 x 128 FP8 blocks where cuBLAS takes block scales ("fp8-block-cublas", `fp8_routes.block_mm_rows`):
+#   the Triton kernel up to 64 tokens (Qwen3-8B layer at 64: 103 against 113 us, H200), cuBLAS from 96
+#   (113 against 130). Other FP8 blocks ("fp8-block") keep the kernel at every size where the GPU has fp8
+#   dots; without them the kernel decodes the weight bytes and the dense route starts at 256 (earlier).
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
-    "fp8-block-cublas": 16,
-    "gptq4": 128,  # and AWQ, repacked into GPTQ's layout at load
-    "gptq4-mma": 128,
-    "gptq8": 128,
+    "fp8-block-cublas": 96,
+    "gptq4": TILE_ROWS[1] + 1,  # and AWQ, repacked into GPTQ's layout at load
+    "gptq4-mma": TILE_ROWS[1] + 1,
+    "gptq8": TILE_ROWS[1] + 1,
 }
 
 # Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the
