@@ -353,6 +353,21 @@ def test_fp8_block_gemm_equals_the_reference(tokens: int, split_k: int, fp8_dot:
     (close_after_fp8_dots if fp8_dot else functools.partial(close, dtype=torch.float32))(got, expected)
 
 
+@pytest.mark.parametrize("tokens", [5, 20])
+def test_fp8_block_gemm_takes_one_scale_a_tile_of_128_blocks(tokens: int) -> None:
+    """Qwen3's 128 x 128 blocks, whose scale each decode tile (64 outputs: two a block) and prefill tile
+    (128) takes once; the blocks' scales differ up to threefold, so a tile reading its neighbour's is far
+    off. 300 outputs end in a partial block and tile; the prefill tile's rows past the tokens wrap around
+    in its loads."""
+    skip_without_fp8_dot(True)
+    block = (128, 128)
+    growing = torch.arange(1, 4, device=DEVICE).repeat_interleave(128)[:300, None]
+    weight, scale_inv = quantize_fp8_blocks(draw(300, 256, seed=8) * 0.05 * growing, block)
+    x = exact_fp8_activations(tokens, 256, 128, seed=12)
+    got = fp8_gemm.fp8_block_gemm(x, weight, scale_inv, block, fp8_dot=True)
+    close_after_fp8_dots(got, reference_fp8.fp8_block_gemm(x, weight, scale_inv, block))
+
+
 def _pointer(dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype, device="meta")
 
@@ -406,14 +421,18 @@ def compile_every_kernel(capability: int) -> None:
                     BLOCK_K=64,
                 )  # fmt: skip
     fp8 = _pointer(torch.float8_e4m3fn)
-    for fp8_dot, tile in itertools.product(
-        (False, True) if capability >= 89 else (False,), (fp8_gemm.DECODE_TILE, fp8_gemm.PREFILL_TILE)
-    ):
+    variants = [
+        (fp8_dot, tile, 128, True)
+        for fp8_dot, tile in itertools.product(
+            (False, True) if capability >= 89 else (False,), (fp8_gemm.DECODE_TILE, fp8_gemm.PREFILL_TILE)
+        )
+    ] + [(capability >= 89, fp8_gemm.PREFILL_TILE, 64, False)]  # blocks narrower than the tile, odd K
+    for fp8_dot, tile, block_out, even_k in variants:
         compile_for(
             fp8_gemm._fp8_block_gemm_kernel, capability, {"num_stages": tile.stages}, True,
             x_ptr=fp8 if fp8_dot else bf16, x_scale_ptr=f32, w_ptr=fp8 if fp8_dot else _pointer(torch.uint8),
             w_scale_ptr=f32, out_ptr=bf16, **sizes, stride_xm=4096, stride_xsm=32, stride_wn=4096,
-            stride_wsn=32, stride_os=0, stride_om=4096, BLOCK_OUT=128, FP8_DOT=fp8_dot, EVEN_K=True,
+            stride_wsn=32, stride_os=0, stride_om=4096, BLOCK_OUT=block_out, FP8_DOT=fp8_dot, EVEN_K=even_k,
             MASK_ROWS=tile.mask_rows, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=128,
         )  # fmt: skip
     if capability >= 89:

@@ -45,11 +45,12 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 #   twice the dense route's time (Qwen3-8B layer at 96 tokens: 655 against 266-338 us); up to 64 tokens
 #   the two are within 15% either way, so the dense route starts where that tile would;
 # - int8 crosses between 96 and 384 tokens by preset and GPU (256 in between);
-# - fp8 per channel: torch._scaled_mm wins from 16 tokens;
+# - fp8 per channel: torch._scaled_mm wins at every count measured (from 16), so it starts past the GEMV;
 # - 128 x 128 FP8 blocks where cuBLAS takes block scales ("fp8-block-cublas", `fp8_routes.block_mm_rows`):
 #   the Triton kernel up to 64 tokens (Qwen3-8B layer at 64: 103 against 113 us, H200), cuBLAS from 96
 #   (113 against 130). Other FP8 blocks ("fp8-block") keep the kernel at every size where the GPU has fp8
-#   dots; without them the kernel decodes the weight bytes and the dense route starts at 256 (earlier).
+#   dots; without them the kernel decodes the weight bytes and the dense route starts at 256 (set on an
+#   H100 on 2026-11-22, not re-measured: no GPU here lacks fp8 dots).
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,

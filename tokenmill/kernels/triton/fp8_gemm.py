@@ -9,9 +9,10 @@ references are `reference.quantize_token_groups` and `fp8_block_gemm` in `tokenm
 
 The fp8 operands are passed as float8 tensors: read as uint8 and bitcast, each tile passed through
 registers instead of being copied to shared memory asynchronously, and the kernel ran at half speed (H200,
-Qwen3-4B layer at 358 tokens: 258 -> 145 us; docs/benchmarks.md, 2026-11-25, twentieth session). This is
+Qwen3-4B layer at 358 tokens: 254 -> 144 us; docs/benchmarks.md, 2026-11-25, twentieth session). This is
 the route of every batch of two tokens or more on GPUs where PyTorch's GEMM takes no block scales (sm_89,
-sm_120), and of fp16 models and odd shapes on Hopper.
+sm_120); on Hopper, of batches below cuBLAS's start (`triton_gemms.DENSE_FROM_TOKENS`), fp16 models and
+shapes cuBLAS does not take.
 """
 
 from __future__ import annotations
