@@ -13,6 +13,9 @@ from typing import Any
 import torch
 
 ARCHITECTURES = {"ampere": 80, "ada": 89, "hopper": 90, "blackwell-rtx": 120}
+# The most shared memory one program may take on each (the opt-in maximum per block, CUDA guide's
+# compute-capability table): an RTX 4090 or 5090 gives 99 KB, a third of Hopper's.
+SHARED_MEMORY_LIMIT = {80: 163 * 1024, 89: 99 * 1024, 90: 227 * 1024, 120: 99 * 1024}
 
 _POINTER_TYPES = {
     torch.float32: "fp32",
@@ -29,11 +32,18 @@ _POINTER_TYPES = {
 def compile_for(
     kernel: Any, capability: int, options: dict[str, Any] | None = None, aligned: bool = False, **args: Any
 ) -> bytes:
-    """The cubin of `kernel` (a @triton.jit function) for sm_<capability>, given every argument by name:
-    a tensor stands for a pointer to its dtype, an int for i32, a float for fp32; constexpr parameters
-    take their values. `options` are compile options (num_warps, maxnreg, ...). `aligned` marks what a
-    launch would find 16-aligned: pointers, and ints that are multiples of 16 (unless the kernel does
-    not specialise them). An int equal to 1 becomes the constant 1, as a launch makes it (a loop of
+    """The cubin of `kernel` (`compiled_for`'s)."""
+    return compiled_for(kernel, capability, options, aligned, **args).asm["cubin"]
+
+
+def compiled_for(
+    kernel: Any, capability: int, options: dict[str, Any] | None = None, aligned: bool = False, **args: Any
+) -> Any:
+    """`kernel` (a @triton.jit function) compiled for sm_<capability> (its `asm`, and its `metadata`, e.g.
+    `shared` bytes), given every argument by name: a tensor stands for a pointer to its dtype, an int for
+    i32, a float for fp32; constexpr parameters take their values. `options` are compile options
+    (num_warps, num_stages, maxnreg, ...). `aligned` marks what a launch would find 16-aligned: pointers,
+    and ints that are multiples of 16 (unless the kernel does not specialise them). An int equal to 1 becomes the constant 1, as a launch makes it (a loop of
     `range(n)` with n == 1 compiles to its body alone)."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -53,12 +63,11 @@ def compile_for(
             signature[param.name] = "*" + _POINTER_TYPES[value.dtype]
         else:
             signature[param.name] = "fp32" if isinstance(value, float) else "i32"
-    compiled = triton.compile(
+    return triton.compile(
         ASTSource(kernel, signature, constants, attrs),
         target=GPUTarget("cuda", capability, 32),
         options=options,
     )
-    return compiled.asm["cubin"]
 
 
 def resource_usage(cubin: bytes) -> dict[str, int]:

@@ -40,25 +40,25 @@ from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 
 # Tokens per call from which each format leaves its Triton kernel for its dense route (None: never).
 # `bench/quant_gemm.py --crossover` prints the first count from which each format's dense route wins
-# (Qwen3-8B and Qwen3-4B layers; bench/results/s28-crossover/, H200 and H100, 2026-11-25):
-# - the 4-bit and 8-bit GPTQ/AWQ kernels run their widest tile (128 x 128) above TILE_ROWS[1] tokens at
-#   twice the dense route's time (Qwen3-8B layer at 96 tokens: 655 against 266-338 us); up to 64 tokens
-#   the two are within 15% either way, so the dense route starts where that tile would;
-# - int8 crosses between 96 and 384 tokens by preset and GPU (256 in between);
+# (Qwen3-8B and Qwen3-4B layers, H200 and H100):
+# - the 4-bit and 8-bit GPTQ/AWQ kernels win up to 128 tokens, the dense route from 192 (H100, both
+#   presets; H200, Qwen3-8B: AWQ at 128 tokens 245 against 268 us, at 192 385 against 297;
+#   bench/results/s29-w4-gemm/, 2026-11-25);
+# - int8: the dense route from 192 (H200) or 384 (H100) tokens, 256 in between (same results);
 # - fp8 per channel: torch._scaled_mm wins at every count measured (from 16), so it starts past the GEMV;
 # - 128 x 128 FP8 blocks where cuBLAS takes block scales ("fp8-block-cublas", `fp8_routes.block_mm_rows`):
 #   the Triton kernel up to 64 tokens (Qwen3-8B layer at 64: 103 against 113 us, H200), cuBLAS from 96
-#   (113 against 130). Other FP8 blocks ("fp8-block") keep the kernel at every size where the GPU has fp8
-#   dots; without them the kernel decodes the weight bytes and the dense route starts at 256 (set on an
-#   H100 on 2026-11-22, not re-measured: no GPU here lacks fp8 dots).
+#   (113 against 130; bench/results/s28-crossover/). Other FP8 blocks ("fp8-block") keep the kernel at
+#   every size where the GPU has fp8 dots; without them the kernel decodes the weight bytes and the dense
+#   route starts at 256 (set on an H100 on 2026-11-22, not re-measured: no GPU here lacks fp8 dots).
 DENSE_FROM_TOKENS: dict[str, int | None] = {
     "int8": 256,
     "fp8-channel": TILE_ROWS[0] + 1,
     "fp8-block": 256,
     "fp8-block-cublas": 96,
-    "gptq4": TILE_ROWS[1] + 1,  # and AWQ, repacked into GPTQ's layout at load
-    "gptq4-mma": TILE_ROWS[1] + 1,
-    "gptq8": TILE_ROWS[1] + 1,
+    "gptq4": 129,  # and AWQ, repacked into GPTQ's layout at load
+    "gptq4-mma": 129,
+    "gptq8": 129,
 }
 
 # Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the

@@ -3,14 +3,11 @@ integer -> float conversion instruction.
 
 A decode GEMM over 4-bit weights turns every weight into a float once per call; at a quarter of the
 bytes of bf16, the per-value instruction count decides its speed. So:
-- a tile of packed words is loaded once ([BLOCK_K * bits / 32, BLOCK_N]), each word repeated in place
-  along its packed axis (`tl.interleave` keeps the copies in the registers of the thread that loaded
-  it) and shifted by a broadcast vector of shifts; the data is never permuted;
+- a tile of packed words is loaded once, each word repeated in place along its packed axis
+  (`tl.interleave` keeps the copies in the registers of the thread that loaded it) and shifted by a
+  broadcast vector of shifts; the data is never permuted;
 - an integer below 2^23 OR-ed into the mantissa of float32 2^23 is that float plus the integer (one
-  logic op and a bitcast), where I2F runs at a quarter of the ALU rate on Hopper;
-- likewise an integer below 128 OR-ed into bf16 128.0 (below 1024 into fp16 1024.0) is a 16-bit weight
-  the tensor cores take as it is (`HALF_MAGIC`): the GEMM then subtracts (offset + zero point) times
-  the sum of the activations once per output, instead of once per weight.
+  logic op and a bitcast), where I2F runs at a quarter of the ALU rate on Hopper.
 The reference is `unpack_sequential` in `tokenmill.quantization.gptq`.
 """
 
@@ -40,19 +37,21 @@ def repeat_each(words, TIMES: tl.constexpr):
 
 
 @triton.jit
+def unpack_columns(words, BITS: tl.constexpr):
+    """Words [R, C], each holding 32/BITS consecutive columns (GPTQ's input rows, read as W's columns),
+    -> values [R, C * 32/BITS]."""
+    per_word: tl.constexpr = 32 // BITS
+    shifts = (tl.arange(0, words.shape[1] * per_word) % per_word) * BITS
+    return (repeat_each(words, per_word) >> shifts[None, :]) & ((1 << BITS) - 1)
+
+
+@triton.jit
 def unpack_rows(words, BITS: tl.constexpr):
     """GPTQ's words [R, C], each holding 32/BITS consecutive rows, -> values [R * 32/BITS, C]."""
     per_word: tl.constexpr = 32 // BITS
     repeated = tl.trans(repeat_each(tl.trans(words), per_word))
     shifts = (tl.arange(0, words.shape[0] * per_word) % per_word) * BITS
     return (repeated >> shifts[:, None]) & ((1 << BITS) - 1)
-
-
-@triton.jit
-def as_half_offset(values, HALF_MAGIC: tl.constexpr, dtype: tl.constexpr):
-    """int32 values below 128 (bf16) or 1024 (fp16) -> `dtype` (16-bit) values offset + value, exactly,
-    where HALF_MAGIC is the bit pattern of the offset (bf16 128.0 or fp16 1024.0) in that dtype."""
-    return (values | HALF_MAGIC).to(tl.int16).to(dtype, bitcast=True)
 
 
 @triton.jit

@@ -140,15 +140,3 @@ class PackedWeight:
         zeros = self.zeros if self.zeros is not None else self.scales
         g_idx = self.g_idx if self.g_idx is not None else self.scales
         return weight, self.scales, zeros, g_idx
-
-
-# 16-bit activation dtype -> (bit pattern of the offset the kernel ORs packed values into, the bound
-# below which offset + value is exact: 7 and 10 explicit mantissa bits)
-HALF_OFFSETS = {torch.bfloat16: (0x4300, 128), torch.float16: (0x6400, 1024)}
-
-
-def half_magic(dtype: torch.dtype, weight: PackedWeight) -> int:
-    """HALF_MAGIC for GPTQ-layout weights and `dtype` activations; 0 (float32 dequantization) where the
-    values do not fit (8-bit GPTQ with bf16) or the activations are float32."""
-    pattern, bound = HALF_OFFSETS.get(dtype, (0, 0))
-    return pattern if weight.format == WeightFormat.GPTQ and 2**weight.bits <= bound else 0
