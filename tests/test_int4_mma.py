@@ -113,7 +113,7 @@ def test_the_interpreter_and_the_cpu_never_take_it() -> None:
         (lambda: GptqMethod(4, -1, checkpoint_is_gptq=True), (512, 256), "gptq4-mma"),
         (lambda: GptqMethod(4, -1, checkpoint_is_gptq=True), (320, 256), "gptq4"),  # one group of 320
         (lambda: AwqMethod(128, checkpoint_is_awq=True), (512, 192), "gptq4"),  # not whole programs
-        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True, act_order=True), (512, 256), "gptq4"),
+        (lambda: GptqMethod(4, 128, checkpoint_is_gptq=True, act_order=True), (512, 256), "gptq-act-order"),
         (lambda: GptqMethod(4, 64, checkpoint_is_gptq=True), (512, 256), "gptq4"),
         (lambda: GptqMethod(8, 128, checkpoint_is_gptq=True), (512, 256), "gptq8"),
     ],
@@ -121,12 +121,14 @@ def test_the_interpreter_and_the_cpu_never_take_it() -> None:
 def test_4_bit_layers_the_mma_gemv_serves_run_their_gemv_to_16_rows(method, sizes, key: str) -> None:
     """Where the mma GEMV runs (sm_80+, compiled), 4-bit layers it takes (row-ordered groups in whole K
     steps, whole programs of outputs) keep their GEMV up to 16 rows (it costs what one row does); other
-    layers, and every layer elsewhere, stop at 4 and leave larger batches to the weight-only GEMM."""
+    layers, and every layer elsewhere, stop at 4 and leave larger batches to the weight-only GEMM;
+    act-order layers have none (the dense route runs every batch)."""
     layer = QuantLinear(sizes[0], [sizes[1]], False, method())
     gemm = triton_gemms.gemm_for(layer, DEVICE)
     expected = key if RUNS_MMA else key.removesuffix("-mma")
     assert gemm.table_key == expected
-    assert gemm.gemv_up_to() == (int4_mma.MAX_ROWS if expected == "gptq4-mma" else 4)
+    rows = {"gptq4-mma": int4_mma.MAX_ROWS, "gptq-act-order": 0}.get(expected, 4)
+    assert gemm.gemv_up_to() == rows
 
 
 def test_warm_up_compiles_each_gemv_variant_and_the_fused_path_s_residual_one() -> None:

@@ -34,6 +34,7 @@ METHODS = {
     "fp8-channel": Fp8ChannelMethod,
     "awq": lambda: AwqMethod(64, checkpoint_is_awq=False),
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
+    "gptq4-act-order": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False, act_order=True),
 }
 
 
@@ -85,6 +86,21 @@ def test_every_format_takes_its_dense_route_from_its_table_entry(
     assert {route for _, _, route, _ in launched} == {"kernel"}
     layer(torch.zeros(start, 128))
     assert {route for _, _, route, _ in launched} == {"kernel", "dense"}
+
+
+def test_act_order_gptq_takes_the_dense_route_at_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups out of row order make every kernel read a group per input row: a desc_act layer (without
+    static groups) dequantizes its weight once and runs cuBLAS, from one token on, and has no fused GEMV."""
+    layer = loaded(GptqMethod(4, 64, checkpoint_is_gptq=False, act_order=True))
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    gemm = layer.method.gemm
+    assert isinstance(gemm, triton_gemms.RoutedGemm) and gemm.table_key == "gptq-act-order"
+    assert gemm.gemv_up_to() == 0 and gemm.variant_tokens() == (1,)
+    launched: set[tuple] = set()
+    recorded_variants(monkeypatch, launched)
+    for tokens in (1, 2, 5, 17, 200):
+        layer(torch.zeros(tokens, 128))
+    assert {route for _, _, route, _ in launched} == {"dense"}
 
 
 def recorded_variants(monkeypatch: pytest.MonkeyPatch, launched: set[tuple]) -> None:

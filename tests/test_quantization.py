@@ -277,13 +277,19 @@ def test_awq_checkpoint_config_is_read() -> None:
         QuantLinear(64, [64], False, method)
 
 
-@pytest.mark.parametrize("desc_act", [True, False])
-def test_gptq_checkpoint_config_carries_act_order_to_its_layers(desc_act: bool) -> None:
-    """The GEMV route of a GPTQ layer depends on it: act-order groups leave the row order."""
-    config = resolve_quantization(None, {**GPTQ, "desc_act": desc_act}, "c")
+@pytest.mark.parametrize(("desc_act", "static_groups"), [(True, False), (False, False), (True, True)])
+def test_gptq_checkpoint_config_carries_act_order_to_its_layers(desc_act: bool, static_groups: bool) -> None:
+    """A GPTQ layer's routes depend on it: act-order groups leave the row order, unless the groups were
+    fixed before the reorder (static_groups)."""
+    config = resolve_quantization(None, {**GPTQ, "desc_act": desc_act, "static_groups": static_groups}, "c")
     assert config is not None
     method = config.method_for(["layers.0.q_proj"])
-    assert isinstance(method, GptqMethod) and method.act_order == desc_act
+    assert isinstance(method, GptqMethod) and method.act_order == (desc_act and not static_groups)
+
+
+def test_gptq_static_groups_must_be_a_boolean() -> None:
+    with pytest.raises(ValueError, match=r"quantization_config\.static_groups must be true or false"):
+        resolve_quantization(None, {**GPTQ, "static_groups": "yes"}, "c")
 
 
 def test_flags_without_a_quantized_checkpoint() -> None:

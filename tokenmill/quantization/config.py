@@ -26,7 +26,7 @@ class QuantizationConfig:
     weight_block_size: tuple[int, int] | None = None  # fp8 checkpoints (quantized at load: per channel)
     group_size: int | None = None  # awq, gptq (-1: one group)
     bits: int = 4  # gptq
-    act_order: bool = False  # gptq: desc_act
+    act_order: bool = False  # gptq: desc_act without static_groups (groups out of row order)
     modules_to_not_convert: tuple[str, ...] = ()
 
     def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
@@ -128,7 +128,10 @@ def _gptq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConf
     layout = checkpoint.get("checkpoint_format", "gptq")
     if layout != "gptq":
         raise ValueError(f"{field}.checkpoint_format {layout!r} is not supported (only 'gptq')")
-    act_order = checkpoint.get("desc_act", False)
-    if not isinstance(act_order, bool):
-        raise ValueError(f"{field}.desc_act must be true or false")
+    desc_act, static_groups = checkpoint.get("desc_act", False), checkpoint.get("static_groups", False)
+    for name, value in (("desc_act", desc_act), ("static_groups", static_groups)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{field}.{name} must be true or false")
+    # static groups are fixed before act-order reorders the columns, so g_idx keeps the row order
+    act_order = desc_act and not static_groups
     return QuantizationConfig("gptq", True, group_size=group, bits=bits, act_order=act_order)

@@ -59,6 +59,10 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "gptq4": 129,  # and AWQ, repacked into GPTQ's layout at load
     "gptq4-mma": 129,
     "gptq8": 129,
+    # act-order GPTQ (groups out of row order): every kernel reads a group per input row, the dense route
+    # wins at every count (Qwen3-8B layer, H100, 4-bit: 491 us at 1 token against the GEMV's 908, 486
+    # at 16 against the kernel's 1,284; bench/results/s29-w4-gemm/H)
+    "gptq-act-order": 1,
 }
 
 # Tokens per call up to which each format runs its GEMV (one program per output tile and token row, the
@@ -77,6 +81,7 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "gptq4": 4,  # and AWQ (`int4_gemv`: 0.95x of bf16's GEMV at 4 rows, the kernel 0.50x; at 8, 0.53x)
     "gptq4-mma": int4_mma.MAX_ROWS,  # `int4_mma` (sm_80+): 16 rows cost about what one does
     "gptq8": 4,
+    "gptq-act-order": 0,  # the dense route at every count (`DENSE_FROM_TOKENS`)
 }
 
 # Token counts that launch each variant of a format's GEMV (default: one variant, the 1-token count's).
@@ -252,7 +257,10 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
     if isinstance(method, Int8WeightOnlyMethod):
         return RoutedGemm("int8", weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, GptqMethod):  # AWQ included
-        key = "gptq4-mma" if _mma_serves(layer, method, device) else f"gptq{method.bits}"
+        if method.act_order:
+            key = "gptq-act-order"
+        else:
+            key = "gptq4-mma" if _mma_serves(layer, method, device) else f"gptq{method.bits}"
         return RoutedGemm(key, weight_only_kernel, dequantized_dense, packed_gemv)
     if isinstance(method, Fp8ChannelMethod):
         scales = scaled_mm_scales(device)
@@ -270,13 +278,13 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
 
 
 def _mma_serves(layer: QuantLinear, method: GptqMethod, device: torch.device) -> bool:
-    """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations): 4 bits without act-order,
-    inputs and groups (-1: one group of all inputs) in whole K steps, outputs in whole programs, a GPU
-    that runs its inline PTX. Where it does not, the GEMV stops at 4 rows, as `int4_gemv`'s does."""
+    """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations; act-order layers never get
+    here): 4 bits, inputs and groups (-1: one group of all inputs) in whole K steps, outputs in whole
+    programs, a GPU that runs its inline PTX. Where it does not, the GEMV stops at 4 rows, as
+    `int4_gemv`'s does."""
     group = layer.in_features if method.group_size == -1 else method.group_size
     return (
         method.bits == 4
-        and not method.act_order
         and int4_mma.takes_shape(layer.in_features, layer.out_features, group)
         and compiles_ptx(device)
     )
