@@ -121,14 +121,14 @@ def test_the_interpreter_and_the_cpu_never_take_it() -> None:
 def test_4_bit_layers_the_mma_gemv_serves_run_their_gemv_to_16_rows(method, sizes, key: str) -> None:
     """Where the mma GEMV runs (sm_80+, compiled), 4-bit layers it takes (row-ordered groups in whole K
     steps, whole programs of outputs) keep their GEMV up to 16 rows (it costs what one row does); other
-    layers, and every layer elsewhere, stop at 4 and leave larger batches to the weight-only GEMM;
-    act-order layers have none (the dense route runs every batch)."""
+    layers, and every layer elsewhere, stop at their own table entry (4-bit: 3, 8-bit: 1) and leave
+    larger batches to the weight-only GEMM; act-order layers have none (the dense route runs them)."""
     layer = QuantLinear(sizes[0], [sizes[1]], False, method())
     gemm = triton_gemms.gemm_for(layer, DEVICE)
     expected = key if RUNS_MMA else key.removesuffix("-mma")
     assert gemm.table_key == expected
-    rows = {"gptq4-mma": int4_mma.MAX_ROWS, "gptq-act-order": 0}.get(expected, 4)
-    assert gemm.gemv_up_to() == rows
+    assert gemm.gemv_up_to() == triton_gemms.GEMV_UP_TO_TOKENS[expected]
+    assert (gemm.gemv_up_to() == int4_mma.MAX_ROWS) == (expected == "gptq4-mma")
 
 
 def test_warm_up_compiles_each_gemv_variant_and_the_fused_path_s_residual_one() -> None:

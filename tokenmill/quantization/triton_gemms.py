@@ -78,9 +78,13 @@ GEMV_UP_TO_TOKENS: dict[str, int] = {
     "fp8-channel": 2,
     "fp8-block": 1,
     "fp8-block-cublas": 1,
-    "gptq4": 4,  # and AWQ (`int4_gemv`: 0.95x of bf16's GEMV at 4 rows, the kernel 0.50x; at 8, 0.53x)
+    # 4-bit where `int4_mma` does not serve, AWQ too (`int4_gemv` at 3 and 4 rows: 1.23x and 0.98x of
+    # bf16's GEMV, the kernel 1.10x; H100, bench/results/s29-w4-gemm/J)
+    "gptq4": 3,
     "gptq4-mma": int4_mma.MAX_ROWS,  # `int4_mma` (sm_80+): 16 rows cost about what one does
-    "gptq8": 4,
+    # 8-bit: at 2 rows the kernel runs 1.18x bf16's GEMV, the GEMV 0.80x; at one, 1.07x against 0.99x,
+    # and the GEMV keeps the fused path's launches (H100, bench/results/s29-w4-gemm/I)
+    "gptq8": 1,
     "gptq-act-order": 0,  # the dense route at every count (`DENSE_FROM_TOKENS`)
 }
 
@@ -280,7 +284,7 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
 def _mma_serves(layer: QuantLinear, method: GptqMethod, device: torch.device) -> bool:
     """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations; act-order layers never get
     here): 4 bits, inputs and groups (-1: one group of all inputs) in whole K steps, outputs in whole
-    programs, a GPU that runs its inline PTX. Where it does not, the GEMV stops at 4 rows, as
+    programs, a GPU that runs its inline PTX. Where it does not, the GEMV stops at 3 rows, as
     `int4_gemv`'s does."""
     group = layer.in_features if method.group_size == -1 else method.group_size
     return (
