@@ -159,14 +159,16 @@ GROUPS_OF_128 = {
 }
 
 
-@pytest.mark.parametrize(("tokens", "split_k"), [*SHAPES[1:], pytest.param(70, 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("tokens", "split_k"), [*SHAPES[1:], *(pytest.param(t, 1, marks=pytest.mark.slow) for t in (20, 70))]
+)
 @pytest.mark.parametrize(  # the fast layer runs awq (groups in row order) and act-order
     "kind", [pytest.param(k, marks=pytest.mark.slow) if k == "gptq4" else k for k in sorted(GROUPS_OF_128)]
 )
 def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, split_k: int) -> None:
     """Groups of 128 rows in row order hold whole K tiles, so the kernel loads one row of zero points and
-    scales per tile (ONE_GROUP) and applies the scales to the tile's product; act-order groups never do.
-    5, 33 and 70 tokens take each of the three tile shapes."""
+    scales per tile (ONE_GROUP) and folds them into the weights it dequantizes; act-order groups never
+    do. 5, 20, 33 and 70 tokens take each of the four tile shapes."""
     packed, weight = GROUPS_OF_128[kind]()
     assert packed.one_group_per_tile(128) == (kind != "gptq8-act-order")
     x = draw(tokens, 256, seed=15)
@@ -174,18 +176,21 @@ def test_tiles_inside_one_group_read_its_scales_once(kind: str, tokens: int, spl
     torch.testing.assert_close(wo.dequantize(packed, torch.float32), weight, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("tokens", [1, 5, *(pytest.param(t, marks=pytest.mark.slow) for t in (33, 70))])
+@pytest.mark.parametrize("tokens", [1, 5, *(pytest.param(t, marks=pytest.mark.slow) for t in (20, 33, 70))])
 @pytest.mark.parametrize("kind", ["awq", "gptq4", "gptq8"])
 def test_16_bit_activations_meet_the_weights_the_dense_route_dequantizes(kind: str, tokens: int) -> None:
     """With groups holding whole K steps the kernel folds each group's scale into the weights it
-    dequantizes, rounded to the activations' dtype, as `dequantize` writes them for the dense route: the
-    two routes multiply the same weights, whatever the batch."""
+    dequantizes, rounded to the activations' dtype: the reference's float32 weights rounded to fp16, as
+    `dequantize` writes them for the dense route, so the two routes multiply the same weights."""
     bits = 8 if kind == "gptq8" else 4
-    packed, _ = packed_awq(96, 256, 128) if kind == "awq" else packed_gptq(96, 256, bits, False, 128)
+    packed, weight = packed_awq(96, 256, 128) if kind == "awq" else packed_gptq(96, 256, bits, False, 128)
     assert packed.one_group_per_tile(wo.tiles_for(tokens).block_k)
+    rounded = weight.half().float()
+    assert torch.equal(wo.dequantize(packed, torch.float16).float(), rounded)
     x = draw(tokens, 256, seed=17).half()
-    expected = x.float() @ wo.dequantize(packed, torch.float16).float()
-    torch.testing.assert_close(wo.weight_only_gemm(x, packed).float(), expected, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(
+        wo.weight_only_gemm(x, packed).float(), x.float() @ rounded, atol=2e-3, rtol=2e-3
+    )
 
 
 @pytest.mark.parametrize(
@@ -406,14 +411,19 @@ def compile_every_kernel(capability: int) -> None:
                     "GROUP": 128,
                     "ONE_GROUP": one_group,
                 }
-                for tokens in (1, 17, 33, 65):  # each tile shape `tiles_for` picks
-                    tiles = wo.tiles_for(tokens)
+                # each tile shape `tiles_for` picks, as a launch compiles it (aligned, so its loads are
+                # pipelined in shared memory), for 16-bit and float32 activations
+                for tokens, dtype in itertools.product((1, 17, 33, 65), (torch.bfloat16, torch.float32)):
+                    tiles, x = wo.tiles_for(tokens), _pointer(dtype)
                     kernel = compiled_for(
-                        wo._weight_only_gemm_kernel, capability, {"num_stages": tiles.stages}, x_ptr=bf16,
-                        **common, **sizes, **strides, stride_os=0, stride_om=4096, **constexprs,
-                        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
+                        wo._weight_only_gemm_kernel, capability,
+                        {"num_stages": wo.pipeline_stages(tiles, dtype)}, True, x_ptr=x, **common,
+                        **{**sizes, "DOT": "ieee" if dtype == torch.float32 else "tf32"}, **strides,
+                        stride_os=0, stride_om=4096, **constexprs, BLOCK_M=tiles.block_m,
+                        BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k,
                     )  # fmt: skip
-                    assert kernel.metadata.shared <= SHARED_MEMORY_LIMIT[capability], (tiles, capability)
+                    within = kernel.metadata.shared <= SHARED_MEMORY_LIMIT[capability]
+                    assert within, (weight_format, bits, one_group, tiles, dtype, capability)
                 compile_for(
                     wo._dequantize_kernel, capability, **common, **sizes, **strides, **constexprs, BLOCK_N=64,
                     BLOCK_K=64,

@@ -277,14 +277,25 @@ def test_awq_checkpoint_config_is_read() -> None:
         QuantLinear(64, [64], False, method)
 
 
-@pytest.mark.parametrize(("desc_act", "static_groups"), [(True, False), (False, False), (True, True)])
-def test_gptq_checkpoint_config_carries_act_order_to_its_layers(desc_act: bool, static_groups: bool) -> None:
+@pytest.mark.parametrize(
+    ("desc_act", "static_groups", "group_size", "act_order"),
+    [
+        (True, False, 128, True),
+        (False, False, 128, False),
+        (True, True, 128, False),
+        (True, False, -1, False),
+    ],
+)
+def test_gptq_checkpoint_config_carries_act_order_to_its_layers(
+    desc_act: bool, static_groups: bool, group_size: int, act_order: bool
+) -> None:
     """A GPTQ layer's routes depend on it: act-order groups leave the row order, unless the groups were
-    fixed before the reorder (static_groups)."""
-    config = resolve_quantization(None, {**GPTQ, "desc_act": desc_act, "static_groups": static_groups}, "c")
+    fixed before the reorder (static_groups) or there is one group."""
+    checkpoint = {**GPTQ, "desc_act": desc_act, "static_groups": static_groups, "group_size": group_size}
+    config = resolve_quantization(None, checkpoint, "c")
     assert config is not None
     method = config.method_for(["layers.0.q_proj"])
-    assert isinstance(method, GptqMethod) and method.act_order == (desc_act and not static_groups)
+    assert isinstance(method, GptqMethod) and method.act_order == act_order
 
 
 def test_gptq_static_groups_must_be_a_boolean() -> None:

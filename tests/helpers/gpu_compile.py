@@ -14,8 +14,9 @@ import torch
 
 ARCHITECTURES = {"ampere": 80, "ada": 89, "hopper": 90, "blackwell-rtx": 120}
 # The most shared memory one program may take on each (the opt-in maximum per block, CUDA guide's
-# compute-capability table): an RTX 4090 or 5090 gives 99 KB, a third of Hopper's.
-SHARED_MEMORY_LIMIT = {80: 163 * 1024, 89: 99 * 1024, 90: 227 * 1024, 120: 99 * 1024}
+# compute-capability table): an RTX 4090 or 5090 gives 99 KB, a third of Hopper's. sm_80's entry is
+# sm_86's (RTX 30, A10, A40: 99 KB against the A100's 163), which builds the same kernels.
+SHARED_MEMORY_LIMIT = {80: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024, 120: 99 * 1024}
 
 _POINTER_TYPES = {
     torch.float32: "fp32",

@@ -26,7 +26,7 @@ class QuantizationConfig:
     weight_block_size: tuple[int, int] | None = None  # fp8 checkpoints (quantized at load: per channel)
     group_size: int | None = None  # awq, gptq (-1: one group)
     bits: int = 4  # gptq
-    act_order: bool = False  # gptq: desc_act without static_groups (groups out of row order)
+    act_order: bool = False  # gptq: desc_act, groups out of row order (no static_groups, not one group)
     modules_to_not_convert: tuple[str, ...] = ()
 
     def method_for(self, checkpoint_modules: Sequence[str]) -> QuantMethod:
@@ -132,6 +132,7 @@ def _gptq_checkpoint(checkpoint: dict[str, Any], field: str) -> QuantizationConf
     for name, value in (("desc_act", desc_act), ("static_groups", static_groups)):
         if not isinstance(value, bool):
             raise ValueError(f"{field}.{name} must be true or false")
-    # static groups are fixed before act-order reorders the columns, so g_idx keeps the row order
-    act_order = desc_act and not static_groups
+    # static groups are fixed before act-order reorders the columns, and one group (-1) has no order:
+    # either way g_idx keeps the row order
+    act_order = desc_act and not static_groups and group != -1
     return QuantizationConfig("gptq", True, group_size=group, bits=bits, act_order=act_order)

@@ -75,7 +75,8 @@ class GptqMethod(QuantMethod):
     format_name = "GPTQ"
 
     def __init__(self, bits: int, group_size: int, checkpoint_is_gptq: bool, act_order: bool = False) -> None:
-        """`act_order`: the checkpoint says `desc_act` (its `g_idx` may put the groups out of row order)."""
+        """`act_order`: the checkpoint's `g_idx` puts the groups out of row order (`desc_act`, without
+        `static_groups`, groups smaller than the input)."""
         self.bits, self.group_size, self.act_order = bits, group_size, act_order
         self.checkpoint_tensors = GPTQ_TENSORS if checkpoint_is_gptq else ("weight",)
 

@@ -147,9 +147,9 @@ class Tiles:
 # The most tokens each tile shape of `tiles_for` takes (the last one takes any batch).
 TILE_ROWS = (16, 32, 64)
 # Qwen3-8B layers, H200 (bench/results/s29-w4-gemm/): 64 outputs, as many token rows as the batch (up
-# to 128), one group of 128 inputs a K step; the widest tile steps 64 inputs, so its 3 stages fit the
-# 99 KB of shared memory sm_89 and sm_120 give a program (at 96 tokens, AWQ / GPTQ 8-bit / INT8: 241 /
-# 225 / 205 us a layer, 268 / 301 / 280 with 128 inputs in 2 stages).
+# to 128), one group of 128 inputs a K step; the widest tile steps 64 inputs, so with 16-bit activations
+# its 3 stages fit the 99 KB of shared memory sm_86, sm_89 and sm_120 give a program (at 96 tokens, AWQ
+# / GPTQ 8-bit / INT8: 241 / 225 / 205 us a layer, 268 / 301 / 280 with 128 inputs in 2 stages).
 _TILES = (
     Tiles(16, 64, 128),
     Tiles(32, 64, 128, stages=4),
@@ -164,6 +164,13 @@ def tiles_for(m: int) -> Tiles:
         if rows is None or m <= rows:
             return tiles
     raise AssertionError("unreachable: the last tile takes any batch")
+
+
+def pipeline_stages(tiles: Tiles, dtype: torch.dtype) -> int:
+    """The tile's stages for 16-bit activations; float32 ones load unpipelined: their tiles take twice
+    the shared memory, and with groups read per input row even 2 stages of the 32- and 64-row tiles
+    pass the 99 KB of sm_86, sm_89 and sm_120 (100-120 KB; one stage 48-64)."""
+    return tiles.stages if dtype.itemsize <= 2 else 1
 
 
 def dot_precision(x: torch.Tensor) -> str:
@@ -189,7 +196,7 @@ def weight_only_gemm(
         FORMAT=int(weight.format), BITS=weight.bits, ZERO_OFFSET=weight.zero_offset,
         GROUP=weight.group_size, ONE_GROUP=weight.one_group_per_tile(tiles.block_k), BLOCK_M=tiles.block_m,
         BLOCK_N=tiles.block_n, BLOCK_K=tiles.block_k, DOT=dot_precision(x), num_warps=tiles.num_warps,
-        num_stages=tiles.stages,
+        num_stages=pipeline_stages(tiles, x.dtype),
     )  # fmt: skip
     return split.reduce(out, splits, x.dtype)
 
