@@ -144,8 +144,6 @@ class Tiles:
     stages: int = 3
 
 
-# The most tokens each tile shape of `tiles_for` takes (the last one takes any batch).
-TILE_ROWS = (16, 32, 64)
 # Qwen3-8B layers, H200 (bench/results/s29-w4-gemm/): 64 outputs, as many token rows as the batch (up
 # to 128), one group of 128 inputs a K step; the widest tile steps 64 inputs, so with 16-bit activations
 # its 3 stages fit the 99 KB of shared memory sm_86, sm_89 and sm_120 give a program (at 96 tokens, AWQ
@@ -156,14 +154,13 @@ _TILES = (
     Tiles(64, 64, 128),
     Tiles(128, 64, 64),
 )
+# The most tokens each tile shape of `tiles_for` takes but the last, which takes any batch.
+TILE_ROWS = tuple(tiles.block_m for tiles in _TILES[:-1])
 
 
 def tiles_for(m: int) -> Tiles:
-    """The narrowest tile that holds the batch's rows (the widest past TILE_ROWS[-1])."""
-    for tiles, rows in zip(_TILES, (*TILE_ROWS, None), strict=True):
-        if rows is None or m <= rows:
-            return tiles
-    raise AssertionError("unreachable: the last tile takes any batch")
+    """The narrowest tile that holds the batch's rows (the widest past them all)."""
+    return next((tiles for tiles in _TILES if m <= tiles.block_m), _TILES[-1])
 
 
 def pipeline_stages(tiles: Tiles, dtype: torch.dtype) -> int:
