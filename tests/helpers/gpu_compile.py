@@ -44,8 +44,9 @@ def compiled_for(
     `shared` bytes), given every argument by name: a tensor stands for a pointer to its dtype, an int for
     i32, a float for fp32; constexpr parameters take their values. `options` are compile options
     (num_warps, num_stages, maxnreg, ...). `aligned` marks what a launch would find 16-aligned: pointers,
-    and ints that are multiples of 16 (unless the kernel does not specialise them). An int equal to 1 becomes the constant 1, as a launch makes it (a loop of
-    `range(n)` with n == 1 compiles to its body alone)."""
+    and ints that are multiples of 16 (unless the kernel does not specialise them). An int equal to 1
+    becomes the constant 1, as a launch makes it (a loop of `range(n)` with n == 1 compiles to its body
+    alone)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
