@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers.quantized_models import gptq_tensors
 from tests.helpers.tiny_models import save_tiny_model
 from tokenmill import LLM, SamplingParams
 from tokenmill.engine import model_runner
+from tokenmill.kernels import reference
 from tokenmill.kernels.triton import int4_gemv, quant_gemv
 from tokenmill.kernels.triton import weight_only_gemm as wo
 from tokenmill.kernels.triton.gemv_fusion import NO_FUSION
@@ -19,7 +21,7 @@ from tokenmill.kernels.triton.weight_only_gemm import tiles_for
 from tokenmill.quantization import QuantLinear, QuantMethod, triton_gemms
 from tokenmill.quantization.awq import AwqMethod
 from tokenmill.quantization.fp8 import Fp8ChannelMethod
-from tokenmill.quantization.gptq import GptqMethod
+from tokenmill.quantization.gptq import GptqMethod, dequantize_gptq
 from tokenmill.quantization.int8 import Int8WeightOnlyMethod
 from tokenmill.quantization.warm_up import compile_gemm_variants
 
@@ -88,10 +90,81 @@ def test_every_format_takes_its_dense_route_from_its_table_entry(
     assert {route for _, _, route, _ in launched} == {"kernel", "dense"}
 
 
-def test_act_order_gptq_takes_the_dense_route_at_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Groups out of row order make every kernel read a group per input row: a desc_act layer (without
-    static groups) dequantizes its weight once and runs cuBLAS, from one token on, and has no fused GEMV."""
-    layer = loaded(GptqMethod(4, 64, checkpoint_is_gptq=False, act_order=True))
+def act_order_loaded(g_idx: torch.Tensor | None = None) -> tuple[QuantLinear, torch.Tensor]:
+    """A 4-bit desc_act GPTQ layer (groups of 64) loaded from checkpoint tensors whose groups follow a
+    random order of the inputs (or `g_idx`), `after_loading` done; and the [out, in] float weight its
+    checkpoint tensors stand for."""
+    layer = QuantLinear(128, (64, 32), False, GptqMethod(4, 64, checkpoint_is_gptq=True, act_order=True))
+    weights = torch.randn(96, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+    parts = []
+    for index, rows in enumerate(weights.split([64, 32])):
+        tensors = gptq_tensors(rows, 4, 64, act_order=True)
+        tensors["g_idx"] = tensors["g_idx"] if g_idx is None else g_idx
+        for name, tensor in tensors.items():
+            layer.load(name, tensor, index)
+        parts.append(dequantize_gptq(tensors, 4).T)
+    layer.after_loading()
+    return layer, torch.cat(parts)
+
+
+def test_act_order_gptq_runs_the_row_ordered_routes_on_its_gathered_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stored in group order at load, a desc_act layer takes the table entry of a row-ordered one (GEMV,
+    kernel, dense route), each route given x's columns in the stored order."""
+    seen: list[tuple[str, torch.Tensor]] = []
+
+    def recorded(route: str):
+        def launch(x: torch.Tensor, weight, *args, **kwargs) -> torch.Tensor:
+            seen.append((route, x))
+            return x.new_zeros(len(x), weight.out_features)
+
+        return launch
+
+    monkeypatch.setattr(quant_gemv, "gemv", recorded("gemv"))
+    monkeypatch.setattr(triton_gemms, "weight_only_gemm", recorded("kernel"))
+    monkeypatch.setattr(triton_gemms, "dequantized_dense", lambda layer, x: recorded("dense")(x, layer))
+    layer, _ = act_order_loaded()
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    gemm = layer.method.gemm
+    assert isinstance(gemm, triton_gemms.RoutedGemm) and gemm.table_key == "gptq4"
+    assert layer.input_order is not None and not torch.equal(layer.input_order, torch.arange(128))
+    start = triton_gemms.DENSE_FROM_TOKENS["gptq4"]
+    x = torch.randn(start, 128, generator=torch.Generator().manual_seed(1))
+    for tokens in (1, gemm.gemv_up_to() + 1, start):
+        layer(x[:tokens])
+    assert [route for route, _ in seen] == ["gemv", "kernel", "dense"]
+    for route, rows in seen:
+        assert torch.equal(rows, x[: len(rows), layer.input_order]), route
+
+
+@pytest.mark.slow  # 1.7 s interpreted
+@INTERPRETER_ONLY
+def test_act_order_gptq_routes_compute_the_checkpoints_product() -> None:
+    """Each route of a reordered act-order layer, and its fused GEMV with the RMSNorm and the SiLU-and-mul
+    prologues, against the product of the weight its checkpoint tensors stand for."""
+    layer, weight = act_order_loaded()
+    triton_gemms.use_triton_gemms(nn.Sequential(layer))
+    gemm = layer.method.gemm
+    x = torch.randn(triton_gemms.DENSE_FROM_TOKENS["gptq4"], 128, generator=torch.Generator().manual_seed(2))
+    for tokens in (1, gemm.gemv_up_to() + 1, len(x)):  # GEMV, kernel, dense route
+        torch.testing.assert_close(layer(x[:tokens]), x[:tokens] @ weight.T, atol=1e-4, rtol=1e-4)
+    norm = (torch.rand(128, generator=torch.Generator().manual_seed(3)) + 0.5, 1e-6)
+    fused = gemm.fused_gemv(layer, x[:2], norm=norm)
+    torch.testing.assert_close(fused, reference.rms_norm(x[:2], *norm)[0] @ weight.T, atol=1e-4, rtol=1e-4)
+    gate_up = torch.randn(2, 256, generator=torch.Generator().manual_seed(4))
+    fused = gemm.fused_gemv(layer, gate_up, silu_mul=True)
+    torch.testing.assert_close(fused, reference.silu_and_mul(gate_up) @ weight.T, atol=1e-4, rtol=1e-4)
+
+
+def test_act_order_gptq_with_groups_of_other_sizes_takes_the_dense_route_at_every_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A g_idx whose groups are not all `group_size` rows cannot be stored in row-ordered groups: every
+    kernel would read a group per input row, so the layer dequantizes its weight once and runs cuBLAS,
+    from one token on, and has no fused GEMV."""
+    uneven = torch.cat([torch.zeros(80), torch.ones(48)]).to(torch.int32)
+    layer, _ = act_order_loaded(uneven[torch.randperm(128, generator=torch.Generator().manual_seed(5))])
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     gemm = layer.method.gemm
     assert isinstance(gemm, triton_gemms.RoutedGemm) and gemm.table_key == "gptq-act-order"

@@ -12,7 +12,12 @@ import torch
 from torch import nn
 
 from tests.helpers.launch_count import decode_step_launches
-from tests.helpers.quantized_models import save_awq_checkpoint, save_fp8_checkpoint, save_gptq_checkpoint
+from tests.helpers.quantized_models import (
+    gptq_tensors,
+    save_awq_checkpoint,
+    save_fp8_checkpoint,
+    save_gptq_checkpoint,
+)
 from tests.test_quant_kernels import DEVICE, ON_GPU, draw
 from tokenmill import LLM, SamplingParams
 from tokenmill.kernels import reference
@@ -32,6 +37,8 @@ METHODS = {
     "awq-g128": lambda: AwqMethod(128, checkpoint_is_awq=False),  # `int4_gemv` (K 256, below)
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
     "gptq8": lambda: GptqMethod(8, 32, checkpoint_is_gptq=False),
+    # a desc_act checkpoint's tensors, stored in group order at load: x and the norm weight are gathered
+    "gptq4-act-order": lambda: GptqMethod(4, 64, checkpoint_is_gptq=True, act_order=True),
 }
 IN, OUT_SHARDS = 192, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
 IN_FEATURES = {"awq-g128": 256}  # whole groups of 128 (K split in two on one CPU "SM")
@@ -54,9 +61,15 @@ def quantized(kind: str, bias: bool = True) -> QuantLinear:
     in_features = IN_FEATURES.get(kind, IN)
     layer = QuantLinear(in_features, OUT_SHARDS, bias, METHODS[kind]())
     for index, rows in enumerate(draw(sum(OUT_SHARDS), in_features, seed=31).mul(0.05).split(OUT_SHARDS)):
-        layer.load("weight", rows, index)
+        if kind == "gptq4-act-order":
+            for name, tensor in gptq_tensors(rows, 4, 64, act_order=True).items():
+                layer.load(name, tensor, index)
+        else:
+            layer.load("weight", rows, index)
         if bias:
             layer.load("bias", draw(rows.shape[0], seed=32 + index), index)
+    layer.after_loading()
+    assert layer.input_order is not None or kind != "gptq4-act-order"
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     return layer
 
@@ -173,20 +186,23 @@ def test_a_quantized_decode_step_launches_as_many_kernels_as_the_bf16_one(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["fp8", "fp8-checkpoint", "gptq"])
+@pytest.mark.parametrize("kind", ["fp8", "fp8-checkpoint", "gptq", "gptq-act-order"])
 def test_fused_quantized_decode_generates_what_the_unfused_path_does(
     tiny_model_dir, tmp_path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """float32, greedy, two sequences decoding together (rows 2 on the fused GEMVs); fp8 quantized at
-    load, an FP8 block-wise checkpoint (its table entry raised to two rows), and a GPTQ checkpoint of
-    qwen2 in groups of 32 (q|k|v biases in the epilogue; act-order ones take the dense route instead)."""
+    load, an FP8 block-wise checkpoint (its table entry raised to two rows), and GPTQ checkpoints of
+    qwen2 in groups of 32 (q|k|v biases in the epilogue), with and without act-order (stored in group
+    order at load, the inputs and norm weights gathered)."""
     if kind == "fp8":
         source, quantization = tiny_model_dir("qwen3"), "fp8"
     elif kind == "fp8-checkpoint":
         source, quantization = save_fp8_checkpoint(tiny_model_dir("qwen3"), tmp_path, (32, 32)), None
         monkeypatch.setitem(triton_gemms.GEMV_UP_TO_TOKENS, "fp8-block", 2)
     else:
-        source, quantization = save_gptq_checkpoint(tiny_model_dir("qwen2"), tmp_path, 4, 32, False), None
+        act_order = kind == "gptq-act-order"
+        source = save_gptq_checkpoint(tiny_model_dir("qwen2"), tmp_path, 4, 32, act_order)
+        quantization = None
     prompts = [[5, 6, 7], list(range(20, 40))]
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
     tokens = {}

@@ -167,6 +167,63 @@ def test_gptq_packing_and_groups_match_the_formula(bits: int) -> None:
     assert ((gptq_weight(tensors, bits) - weight).abs() <= step * (0.5 + 2**bits * 2**-10)).all()
 
 
+def act_order_layer(bits: int, g_idx: torch.Tensor | None = None) -> tuple[QuantLinear, torch.Tensor]:
+    """A desc_act GPTQ checkpoint layer (q|k shards of 16 rows, 64 inputs, groups of 16) loaded from its
+    tensors, groups following a random order of the inputs (or `g_idx`), before `after_loading`; and
+    the [out, in] float weight those tensors stand for."""
+    layer = QuantLinear(64, [16, 16], False, GptqMethod(bits, 16, checkpoint_is_gptq=True, act_order=True))
+    weight = torch.randn(32, 64, generator=torch.Generator().manual_seed(11))
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(12))
+    parts = []
+    for index, rows in enumerate(weight.split(16)):
+        tensors = quantize_gptq(rows, bits, 16, order)
+        if g_idx is not None:
+            tensors["g_idx"] = g_idx
+        for name, tensor in tensors.items():
+            layer.load(name, tensor, index)
+        parts.append(gptq_weight(tensors, bits))
+    return layer, torch.cat(parts)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_act_order_layers_are_stored_in_group_order_and_gather_their_inputs(bits: int) -> None:
+    """Once loaded, a desc_act layer's rows sit in group order (g_idx is then the row order's, so the
+    kernels read one group per K tile) and x's columns are gathered to match: the same product."""
+    layer, weight = act_order_layer(bits)
+    g_idx, stored = layer.g_idx.clone(), gptq_unpacked(layer.qweight, bits, 0)
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(13))
+    before = layer(x)
+    torch.testing.assert_close(before, x @ weight.T)
+    layer.after_loading()
+    order = torch.argsort(g_idx, stable=True)
+    assert torch.equal(layer.input_order, order) and not layer.method.act_order
+    assert torch.equal(layer.g_idx, torch.arange(64, dtype=torch.int32) // 16)
+    assert torch.equal(gptq_unpacked(layer.qweight, bits, 0), stored[order])
+    torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=1e-5)  # the same terms, summed reordered
+    assert torch.equal(layer.stored_order(x), x[:, order])
+
+
+def test_act_order_layers_whose_groups_differ_in_size_keep_their_order() -> None:
+    """Only GPTQ's own act-order (every group `group_size` rows) is reordered; another g_idx leaves the
+    layer as it is, to the dense route."""
+    uneven = torch.cat([torch.zeros(20), torch.ones(12), torch.full((32,), 2)]).to(torch.int32)  # 4th empty
+    layer, weight = act_order_layer(
+        4, uneven[torch.randperm(64, generator=torch.Generator().manual_seed(15))]
+    )
+    qweight = layer.qweight.clone()
+    layer.after_loading()
+    assert layer.method.act_order and layer.input_order is None and torch.equal(layer.qweight, qweight)
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(14))
+    torch.testing.assert_close(layer(x), x @ weight.T)
+
+
+def test_a_desc_act_layer_already_in_row_order_is_left_as_it_is() -> None:
+    layer, _ = act_order_layer(4, torch.arange(64, dtype=torch.int32) // 16)
+    qweight = layer.qweight.clone()
+    layer.after_loading()
+    assert not layer.method.act_order and layer.input_order is None and torch.equal(layer.qweight, qweight)
+
+
 def test_fused_gptq_shards_must_share_their_act_order() -> None:
     layer = QuantLinear(32, [16, 16], False, GptqMethod(4, 16, checkpoint_is_gptq=True))
     layer.load("g_idx", torch.arange(32, dtype=torch.int32) // 16, 1)

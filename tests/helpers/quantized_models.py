@@ -54,9 +54,8 @@ def save_awq_checkpoint(source: Path, directory: Path, group_size: int) -> Path:
 
 
 def save_gptq_checkpoint(source: Path, directory: Path, bits: int, group_size: int, act_order: bool) -> Path:
-    """`source` as a GPTQ v1 checkpoint: `qweight`, `qzeros`, `scales`, `g_idx` for each projection; with
-    `act_order`, groups follow a permutation of the input rows fixed by the input size (as real act-order
-    is fixed by the layer input, which q/k/v and gate/up share)."""
+    """`source` as a GPTQ v1 checkpoint: `qweight`, `qzeros`, `scales`, `g_idx` for each projection
+    (`gptq_tensors`), config.json's `desc_act` saying whether the groups follow act-order."""
     config = {
         "quant_method": "gptq",
         "bits": bits,
@@ -67,12 +66,21 @@ def save_gptq_checkpoint(source: Path, directory: Path, bits: int, group_size: i
     }
 
     def gptq(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows = weight.shape[1]
-        generator = torch.Generator().manual_seed(rows)  # on the CPU, whatever the default device
-        order = torch.randperm(rows, generator=generator, device="cpu") if act_order else None
-        return quantize_gptq(weight, bits, group_size, order)
+        return gptq_tensors(weight, bits, group_size, act_order)
 
     return _save_quantized(source, directory, config, gptq, ())
+
+
+def gptq_tensors(
+    weight: torch.Tensor, bits: int, group_size: int, act_order: bool
+) -> dict[str, torch.Tensor]:
+    """A GPTQ checkpoint's tensors of `weight` [out, in]; with `act_order`, the groups follow a permutation
+    of the input rows fixed by the input size (as real act-order is fixed by the layer input, which q/k/v
+    and gate/up share), every group `group_size` rows."""
+    rows = weight.shape[1]
+    generator = torch.Generator().manual_seed(rows)  # on the CPU, whatever the default device
+    order = torch.randperm(rows, generator=generator, device="cpu").to(weight.device) if act_order else None
+    return quantize_gptq(weight, bits, group_size, order)
 
 
 def _save_quantized(

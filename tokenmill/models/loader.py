@@ -73,7 +73,7 @@ def load_model(
         config = replace(config, eos_token_ids=(tokenizer.eos_token_id,), quantization=quant)
         model = _build(config, device, dtype, max_model_len, ops, tp)
         _randomize(model, seed)
-        return LoadedModel(model, model.config, tokenizer, reference)
+        return LoadedModel(_loaded(model, ops), model.config, tokenizer, reference)
     path = Path(reference).expanduser()
     if path.suffix == ".gguf" and path.is_file():
         checkpoint = GGUFCheckpoint(path)
@@ -81,12 +81,12 @@ def load_model(
         config = replace(checkpoint.model_config(), quantization=quant)
         model = _build(config, device, dtype, max_model_len, ops, tp)
         model.load_weights(checkpoint.weights(model.config))
-        return LoadedModel(model, model.config, Tokenizer.from_gguf(path), path.stem)
+        return LoadedModel(_loaded(model, ops), model.config, Tokenizer.from_gguf(path), path.stem)
     if path.is_dir():
         config = _read_hf_config(path, quantization)
         model = _build(config, device, dtype, max_model_len, ops, tp)
         model.load_weights(_safetensors_weights(path, lazy=tp.size > 1))
-        return LoadedModel(model, model.config, Tokenizer.from_directory(path), path.name)
+        return LoadedModel(_loaded(model, ops), model.config, Tokenizer.from_directory(path), path.name)
     raise FileNotFoundError(
         f"model {reference!r} is neither a directory, a .gguf file nor random:<preset> "
         "(models are never downloaded at run time: use `tokenmill download` at build time)"
@@ -168,11 +168,21 @@ def _build(
     max_positions = max(max_model_len or 0, config.max_position_embeddings)
     with torch.device(device), _default_dtype(dtype), _SkipRandomInit():
         model = cls(config, max_positions, ops)
+    return model.eval().requires_grad_(False)
+
+
+def _loaded(model: LlamaForCausalLM, ops: Ops) -> LlamaForCausalLM:
+    """The model once its weights are in: each quantized layer may rearrange what it stores (act-order
+    GPTQ: rows in group order), and only then, on the Triton backend, are the GEMMs chosen for the
+    layouts the layers ended with."""
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            module.after_loading()
     if ops.name == "triton":
         from tokenmill.quantization.triton_gemms import use_triton_gemms  # imports triton
 
         use_triton_gemms(model)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 class _SkipRandomInit(TorchFunctionMode):

@@ -1,7 +1,8 @@
 """The seam between a linear layer and how its weight is stored: one `QuantMethod` per format.
 
 A method creates the layer's weight tensors (`create_weights`), fills them from checkpoint tensors one
-fused shard at a time (`load`), and multiplies by them (`apply`). A new format is one new subclass; the
+fused shard at a time (`load`), may rearrange them once every shard is in (`after_loading`), and
+multiplies by them (`apply`). A new format is one new subclass; the
 model code only ever sees `QuantLinear`. Each `apply` is the PyTorch reference; on the Triton kernel
 backend a method's `gemm` (set at load by `triton_gemms.use_triton_gemms`) runs instead, and is tested
 against it.
@@ -71,6 +72,11 @@ class QuantMethod(ABC):
         """Store checkpoint tensor `name` of output shard `shard` (None: the whole layer). A float
         `weight` is always accepted and quantized here, so bf16 checkpoints and random weights load too."""
 
+    def after_loading(self, layer: QuantLinear) -> None:
+        """Called once the layer's every shard is loaded, before any GEMM is chosen for it: a method may
+        store its weight in another order here (and set `layer.input_order`). Nothing by default."""
+        return
+
     @abstractmethod
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x [tokens, in] -> [tokens, out] in x's dtype."""
@@ -102,7 +108,13 @@ class UnquantizedMethod(QuantMethod):
 
 
 class QuantLinear(nn.Module):
-    """y = x W^T (+ b) where W is one or more fused output shards (q|k|v, gate|up) stored by `method`."""
+    """y = x W^T (+ b) where W is one or more fused output shards (q|k|v, gate|up) stored by `method`.
+
+    `input_order` (None: the identity) says which input feature each stored weight row multiplies:
+    a method that reorders the rows at load (act-order GPTQ) sets it, and every GEMM of the layer reads
+    x's columns in that order (`stored_order`)."""
+
+    input_order: torch.Tensor | None
 
     def __init__(self, in_features: int, out_shards: Sequence[int], bias: bool, method: QuantMethod) -> None:
         super().__init__()
@@ -110,6 +122,7 @@ class QuantLinear(nn.Module):
         self.out_shards = tuple(out_shards)
         self.out_features = sum(self.out_shards)
         self.method = method
+        self.register_buffer("input_order", None, persistent=False)
         dtype = torch.get_default_dtype()
         method.create_weights(self, dtype)
         self.bias = nn.Parameter(torch.empty(self.out_features, dtype=dtype)) if bias else None
@@ -137,6 +150,14 @@ class QuantLinear(nn.Module):
             copy_checked(self.bias.data[self.shard_rows(shard)], tensor, self.describe(name, shard))
         else:
             self.method.load(self, name, tensor, shard)
+
+    def after_loading(self) -> None:
+        """Every shard is loaded: let the method rearrange what it stores (`QuantMethod.after_loading`)."""
+        self.method.after_loading(self)
+
+    def stored_order(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., in] with its columns in the stored weight's row order (`input_order`)."""
+        return x if self.input_order is None else x.index_select(-1, self.input_order)
 
     def takes_fp8_rows(self, tokens: int) -> bool:
         """Whether this layer multiplies `tokens` rows as fp8 activations: the kernel that writes its input

@@ -5,6 +5,10 @@ On disk, `qweight` int32 [in * bits / 32, out] packs consecutive input rows into
 i * bits), `qzeros` int32 [groups, out * bits / 32] packs consecutive output columns the same way and
 stores zero - 1 (the v1 convention), `scales` fp16 [groups, out], `g_idx` int32 [in] names each input row's
 group. The real weight [in, out] is (q - zero) * scale of the row's group. PyTorch reference only.
+
+Act-order layers are stored in group order once loaded (`GptqMethod.after_loading`), with the input
+order kept to gather x's columns by: the kernels then read one group per K tile, as for any other
+checkpoint (exllama and Marlin do the same).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from torch import nn
 from tokenmill.quantization.base import QuantLinear, QuantMethod, copy_checked
 
 GPTQ_TENSORS = ("qweight", "qzeros", "scales", "g_idx")
+# output columns reordered at a time by `reorder_rows` (int64 intermediates of [in, columns])
+_REORDER_COLUMNS = 4096
 
 
 def pack_sequential(values: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
@@ -31,6 +37,17 @@ def unpack_sequential(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor
     shifts = (torch.arange(per_word, device=packed.device) * bits).to(torch.int32)
     values = (packed.movedim(dim, -1).unsqueeze(-1) >> shifts) & (2**bits - 1)
     return values.flatten(-2).movedim(-1, dim)
+
+
+def reorder_rows(qweight: torch.Tensor, order: torch.Tensor, bits: int) -> torch.Tensor:
+    """GPTQ words [in * bits / 32, out] holding input rows `order` (a permutation), in that order."""
+    parts = [
+        pack_sequential(
+            unpack_sequential(qweight[:, start : start + _REORDER_COLUMNS], bits, 0)[order], bits, 0
+        )
+        for start in range(0, qweight.shape[1], _REORDER_COLUMNS)
+    ]
+    return torch.cat(parts, dim=1)
 
 
 def quantize_gptq(
@@ -122,7 +139,25 @@ class GptqMethod(QuantMethod):
         else:
             raise ValueError(f"{what} ({tensor.dtype}) has no place in a GPTQ linear")
 
+    def after_loading(self, layer: QuantLinear) -> None:
+        """Act-order: the rows stored in group order, `layer.input_order` naming the input feature of
+        each, and the layer then treated as row-ordered (`act_order` false). Only where every group holds
+        `group_size` rows, as GPTQ's act-order makes them; other layers keep their order, and take the
+        dense route."""
+        if not self.act_order or layer.qweight.is_meta:  # check-model loads shapes only
+            return
+        order = torch.argsort(layer.g_idx.data, stable=True)
+        grouped = layer.g_idx.data[order]
+        rows = torch.arange(layer.in_features, device=order.device)
+        if not torch.equal(grouped, (rows // layer.group_size).to(grouped.dtype)):
+            return
+        if not torch.equal(order, rows):
+            layer.qweight.data = reorder_rows(layer.qweight.data, order, self.bits)
+            layer.g_idx.data = grouped
+            layer.input_order = order
+        self.act_order = False
+
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         parts = {name: getattr(layer, name) for name in GPTQ_TENSORS}
-        y = x @ dequantize_gptq(parts, self.bits, self.zero_offset).to(x.dtype)
+        y = layer.stored_order(x) @ dequantize_gptq(parts, self.bits, self.zero_offset).to(x.dtype)
         return y if bias is None else y + bias

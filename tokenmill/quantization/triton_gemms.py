@@ -133,7 +133,7 @@ class RoutedGemm:
         if isinstance(x, Fp8Rows):  # quantized by the kernel that wrote them (`takes_fp8_rows`)
             assert self.dense is not None and self.takes_fp8_rows(x.shape[0])
             return self.dense(layer, x)
-        rows = _rows(x)
+        rows = layer.stored_order(_rows(x))
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
             y = self.gemv(layer, rows, NO_FUSION)
         elif self.dense is not None and self.dense_runs(len(rows)):
@@ -158,7 +158,12 @@ class RoutedGemm:
     ) -> torch.Tensor:
         """The GEMV of f(x) (+ the layer's bias) (+ residual), f the RMSNorm `norm` or SiLU-and-mul of a
         gate|up x [tokens, 2 in] (see `Fusion`), in one launch (two where `int4_mma` runs: f first); for
-        the fused small-batch path, up to `gemv_up_to()` tokens."""
+        the fused small-batch path, up to `gemv_up_to()` tokens. A layer stored in another input order
+        (`QuantLinear.input_order`) gets x's columns (each half's, under `silu_mul`) and the norm's
+        weight gathered into it first: RMSNorm's mean square does not depend on the order."""
+        if layer.input_order is not None:
+            x = layer.stored_order(x.unflatten(-1, (2 if silu_mul else 1, -1))).flatten(-2)
+            norm = None if norm is None else (_in_stored_order(layer, norm[0]), norm[1])
         return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual))
 
     def variant_tokens(self) -> tuple[int, ...]:
@@ -198,6 +203,15 @@ def _pack(layer: QuantLinear) -> PackedWeight:
         WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits,
         layer.group_size, in_row_order, method.zero_offset,
     )  # fmt: skip
+
+
+def _in_stored_order(layer: QuantLinear, norm_weight: torch.Tensor) -> torch.Tensor:
+    """The RMSNorm weight in the layer's stored input order, gathered on the first call (before any
+    CUDA graph is captured, as `packed_weight`) and kept while the same weight comes."""
+    kept = layer.__dict__.get("norm_in_stored_order")
+    if kept is None or kept[0] is not norm_weight:
+        kept = layer.norm_in_stored_order = (norm_weight, layer.stored_order(norm_weight))
+    return kept[1]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
