@@ -5,6 +5,8 @@ to them."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -468,11 +470,12 @@ def compile_every_gemv(capability: int) -> None:
                 )  # fmt: skip
     for bits, one_group, block_n, zero_offset in ((4, True, 16, 0), (8, True, 32, 1), (4, False, 16, 1)):
         chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
-        for fusion in FUSIONS if one_group else FUSIONS[:1]:
+        for fusion, gather in itertools.product(FUSIONS if one_group else FUSIONS[:1], (False, one_group)):
             compile_for(
                 quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes,
-                **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096, stride_zg=512,
+                **_fusion_args(bf16, *fusion), order_ptr=i32, GATHER=gather, stride_wk=4096, stride_sg=4096,
+                stride_zg=512,
                 BITS=bits, ZERO_OFFSET=zero_offset, GROUP=128, ONE_GROUP=one_group, BLOCK_N=block_n,
                 BLOCK_K=4 * chunk, CHUNK=chunk,
             )  # fmt: skip
@@ -492,11 +495,12 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_IN=block[1] if block else 0, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split, groups in ((True, 8, 1), (True, 1, int4_gemv.WIDE_SHAPE.groups), (False, 2, 1)):
-        for fusion in FUSIONS:
+        for fusion, gather in itertools.product(FUSIONS, (False, True)):
             compile_for(
                 int4_gemv._int4_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, out_ptr=bf16, partial_ptr=f32, count_ptr=i32,
-                **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion), stride_wk=4096, stride_sg=4096,
+                order_ptr=i32, GATHER=gather, **sizes, k_per_split=1536, **_fusion_args(bf16, *fusion),
+                stride_wk=4096, stride_sg=4096,
                 stride_zg=512, ZERO_OFFSET=0, GROUP=128, SPLIT=split, BLOCK_N=int4_gemv.BLOCK_N,
                 BLOCK_K=int4_gemv.BLOCK_K, GROUPS=groups, USE_ASM=use_asm,
             )  # fmt: skip

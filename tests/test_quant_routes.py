@@ -11,6 +11,7 @@ from torch import nn
 
 from tests.helpers.quantized_models import gptq_tensors
 from tests.helpers.tiny_models import save_tiny_model
+from tests.test_quant_kernels import DEVICE, ON_GPU
 from tokenmill import LLM, SamplingParams
 from tokenmill.engine import model_runner
 from tokenmill.kernels import reference
@@ -90,15 +91,17 @@ def test_every_format_takes_its_dense_route_from_its_table_entry(
     assert {route for _, _, route, _ in launched} == {"kernel", "dense"}
 
 
-def act_order_loaded(g_idx: torch.Tensor | None = None) -> tuple[QuantLinear, torch.Tensor]:
-    """A 4-bit desc_act GPTQ layer (groups of 64) loaded from checkpoint tensors whose groups follow a
-    random order of the inputs (or `g_idx`), `after_loading` done; and the [out, in] float weight its
-    checkpoint tensors stand for."""
-    layer = QuantLinear(128, (64, 32), False, GptqMethod(4, 64, checkpoint_is_gptq=True, act_order=True))
-    weights = torch.randn(96, 128, generator=torch.Generator().manual_seed(0)) * 0.05
+def act_order_loaded(
+    g_idx: torch.Tensor | None = None, group: int = 64, inp: int = 128
+) -> tuple[QuantLinear, torch.Tensor]:
+    """A 4-bit desc_act GPTQ layer (two shards of 64 outputs) loaded from checkpoint tensors whose
+    groups follow a random order of the inputs (or `g_idx`), `after_loading` done; and the [out, in]
+    float weight its checkpoint tensors stand for."""
+    layer = QuantLinear(inp, (64, 64), False, GptqMethod(4, group, checkpoint_is_gptq=True, act_order=True))
+    weights = torch.randn(128, inp, generator=torch.Generator().manual_seed(0)) * 0.05
     parts = []
-    for index, rows in enumerate(weights.split([64, 32])):
-        tensors = gptq_tensors(rows, 4, 64, act_order=True)
+    for index, rows in enumerate(weights.split(64)):
+        tensors = gptq_tensors(rows, 4, group, act_order=True)
         tensors["g_idx"] = tensors["g_idx"] if g_idx is None else g_idx
         for name, tensor in tensors.items():
             layer.load(name, tensor, index)
@@ -111,12 +114,13 @@ def test_act_order_gptq_runs_the_row_ordered_routes_on_its_gathered_inputs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Stored in group order at load, a desc_act layer takes the table entry of a row-ordered one (GEMV,
-    kernel, dense route), each route given x's columns in the stored order."""
+    kernel, dense route): the kernel and the dense route are given x's columns in the stored order, the
+    GEMV x itself and the order to read it through."""
     seen: list[tuple[str, torch.Tensor]] = []
 
     def recorded(route: str):
-        def launch(x: torch.Tensor, weight, *args, **kwargs) -> torch.Tensor:
-            seen.append((route, x))
+        def launch(x: torch.Tensor, weight, fusion=None, *args, **kwargs) -> torch.Tensor:
+            seen.append((route, x[:, fusion.input_order] if route == "gemv" else x))
             return x.new_zeros(len(x), weight.out_features)
 
         return launch
@@ -138,23 +142,36 @@ def test_act_order_gptq_runs_the_row_ordered_routes_on_its_gathered_inputs(
         assert torch.equal(rows, x[: len(rows), layer.input_order]), route
 
 
-@pytest.mark.slow  # 1.7 s interpreted
-@INTERPRETER_ONLY
-def test_act_order_gptq_routes_compute_the_checkpoints_product() -> None:
+@pytest.mark.slow  # 2-3 s interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, *([torch.bfloat16] if ON_GPU else [])])
+@pytest.mark.parametrize(("group", "inp"), [(64, 128), (128, 256)])  # `_packed_gemv_kernel`, `int4_gemv`
+def test_act_order_gptq_routes_compute_the_checkpoints_product(
+    group: int, inp: int, dtype: torch.dtype
+) -> None:
     """Each route of a reordered act-order layer, and its fused GEMV with the RMSNorm and the SiLU-and-mul
-    prologues, against the product of the weight its checkpoint tensors stand for."""
-    layer, weight = act_order_loaded()
+    prologues, against the product of the weight its checkpoint tensors stand for (on the GPU where there
+    is one, compiled)."""
+    layer, weight = act_order_loaded(group=group, inp=inp)
+    layer, weight = layer.to(DEVICE), weight.to(DEVICE)
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     gemm = layer.method.gemm
-    x = torch.randn(triton_gemms.DENSE_FROM_TOKENS["gptq4"], 128, generator=torch.Generator().manual_seed(2))
-    for tokens in (1, gemm.gemv_up_to() + 1, len(x)):  # GEMV, kernel, dense route
-        torch.testing.assert_close(layer(x[:tokens]), x[:tokens] @ weight.T, atol=1e-4, rtol=1e-4)
-    norm = (torch.rand(128, generator=torch.Generator().manual_seed(3)) + 0.5, 1e-6)
-    fused = gemm.fused_gemv(layer, x[:2], norm=norm)
-    torch.testing.assert_close(fused, reference.rms_norm(x[:2], *norm)[0] @ weight.T, atol=1e-4, rtol=1e-4)
-    gate_up = torch.randn(2, 256, generator=torch.Generator().manual_seed(4))
-    fused = gemm.fused_gemv(layer, gate_up, silu_mul=True)
-    torch.testing.assert_close(fused, reference.silu_and_mul(gate_up) @ weight.T, atol=1e-4, rtol=1e-4)
+    bound = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+
+    def check(got: torch.Tensor, x: torch.Tensor) -> None:
+        torch.testing.assert_close(got.float(), x.to(dtype).float() @ weight.T, **bound)
+
+    generator = torch.Generator(DEVICE)
+    x = torch.randn(
+        triton_gemms.DENSE_FROM_TOKENS["gptq4"], inp, generator=generator.manual_seed(2), device=DEVICE
+    )
+    x = x.to(dtype)
+    # the GEMV (`int4_mma` from 2 rows where it serves: groups of 128, 16-bit on a GPU), kernel, dense route
+    for tokens in (1, 2, gemm.gemv_up_to() + 1, len(x)):
+        check(layer(x[:tokens]), x[:tokens])
+    norm = ((torch.rand(inp, generator=generator.manual_seed(3), device=DEVICE) + 0.5).to(dtype), 1e-6)
+    check(gemm.fused_gemv(layer, x[:2], norm=norm), reference.rms_norm(x[:2], *norm)[0])
+    gate_up = torch.randn(2, 2 * inp, generator=generator.manual_seed(4), device=DEVICE).to(dtype)
+    check(gemm.fused_gemv(layer, gate_up, silu_mul=True), reference.silu_and_mul(gate_up))
 
 
 def test_act_order_gptq_with_groups_of_other_sizes_takes_the_dense_route_at_every_batch(

@@ -37,11 +37,14 @@ METHODS = {
     "awq-g128": lambda: AwqMethod(128, checkpoint_is_awq=False),  # `int4_gemv` (K 256, below)
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
     "gptq8": lambda: GptqMethod(8, 32, checkpoint_is_gptq=False),
-    # a desc_act checkpoint's tensors, stored in group order at load: x and the norm weight are gathered
+    # desc_act checkpoints' tensors, stored in group order at load: the GEMVs read x and the norm weight
+    # through the order (`_packed_gemv_kernel`; `int4_gemv` for groups of 128)
     "gptq4-act-order": lambda: GptqMethod(4, 64, checkpoint_is_gptq=True, act_order=True),
+    "gptq4-act-order-g128": lambda: GptqMethod(4, 128, checkpoint_is_gptq=True, act_order=True),
 }
 IN, OUT_SHARDS = 192, (64, 32, 32)  # K not a power of two: the norm's and the K loop's last steps masked
-IN_FEATURES = {"awq-g128": 256}  # whole groups of 128 (K split in two on one CPU "SM")
+# whole groups of 128 (K split in two on one CPU "SM")
+IN_FEATURES = {"awq-g128": 256, "gptq4-act-order-g128": 256}
 
 
 @pytest.fixture(autouse=True)
@@ -61,15 +64,15 @@ def quantized(kind: str, bias: bool = True) -> QuantLinear:
     in_features = IN_FEATURES.get(kind, IN)
     layer = QuantLinear(in_features, OUT_SHARDS, bias, METHODS[kind]())
     for index, rows in enumerate(draw(sum(OUT_SHARDS), in_features, seed=31).mul(0.05).split(OUT_SHARDS)):
-        if kind == "gptq4-act-order":
-            for name, tensor in gptq_tensors(rows, 4, 64, act_order=True).items():
+        if kind.startswith("gptq4-act-order"):
+            for name, tensor in gptq_tensors(rows, 4, layer.group_size, act_order=True).items():
                 layer.load(name, tensor, index)
         else:
             layer.load("weight", rows, index)
         if bias:
             layer.load("bias", draw(rows.shape[0], seed=32 + index), index)
     layer.after_loading()
-    assert layer.input_order is not None or kind != "gptq4-act-order"
+    assert (layer.input_order is not None) == kind.startswith("gptq4-act-order")
     triton_gemms.use_triton_gemms(nn.Sequential(layer))
     return layer
 

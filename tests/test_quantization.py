@@ -196,7 +196,7 @@ def test_act_order_layers_are_stored_in_group_order_and_gather_their_inputs(bits
     torch.testing.assert_close(before, x @ weight.T)
     layer.after_loading()
     order = torch.argsort(g_idx, stable=True)
-    assert torch.equal(layer.input_order, order) and not layer.method.act_order
+    assert torch.equal(layer.input_order.long(), order) and not layer.method.act_order
     assert torch.equal(layer.g_idx, torch.arange(64, dtype=torch.int32) // 16)
     assert torch.equal(gptq_unpacked(layer.qweight, bits, 0), stored[order])
     torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=1e-5)  # the same terms, summed reordered

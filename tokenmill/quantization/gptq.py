@@ -154,7 +154,7 @@ class GptqMethod(QuantMethod):
         if not torch.equal(order, rows):
             layer.qweight.data = reorder_rows(layer.qweight.data, order, self.bits)
             layer.g_idx.data = grouped
-            layer.input_order = order
+            layer.input_order = order.to(torch.int32)
         self.act_order = False
 
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

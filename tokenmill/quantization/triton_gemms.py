@@ -21,7 +21,7 @@ from torch import nn
 
 from tokenmill.kernels.fp8_rows import Fp8Rows, ScaledRows
 from tokenmill.kernels.triton import fp8_gemm, int4_mma, quant_gemv
-from tokenmill.kernels.triton.gemv_fusion import NO_FUSION, Fusion
+from tokenmill.kernels.triton.gemv_fusion import Fusion
 from tokenmill.kernels.triton.weight_formats import PackedWeight, WeightFormat, compiles_ptx
 from tokenmill.kernels.triton.weight_only_gemm import TILE_ROWS, dequantize, weight_only_gemm
 from tokenmill.quantization.base import QuantLinear
@@ -59,9 +59,10 @@ DENSE_FROM_TOKENS: dict[str, int | None] = {
     "gptq4": 129,  # and AWQ, repacked into GPTQ's layout at load
     "gptq4-mma": 129,
     "gptq8": 129,
-    # act-order GPTQ (groups out of row order): every kernel reads a group per input row, the dense route
-    # wins at every count (Qwen3-8B layer, H100, 4-bit: 491 us at 1 token against the GEMV's 908, 486
-    # at 16 against the kernel's 1,284; bench/results/s29-w4-gemm/H)
+    # act-order GPTQ left out of row order (groups of unequal sizes; GPTQ's own act-order is reordered at
+    # load, `GptqMethod.after_loading`, and takes the keys above): every kernel reads a group per input
+    # row, the dense route wins at every count (Qwen3-8B layer, H100, 4-bit: 491 us at 1 token against
+    # the GEMV's 908, 486 at 16 against the kernel's 1,284; bench/results/s29-w4-gemm/H)
     "gptq-act-order": 1,
 }
 
@@ -133,13 +134,13 @@ class RoutedGemm:
         if isinstance(x, Fp8Rows):  # quantized by the kernel that wrote them (`takes_fp8_rows`)
             assert self.dense is not None and self.takes_fp8_rows(x.shape[0])
             return self.dense(layer, x)
-        rows = layer.stored_order(_rows(x))
+        rows = _rows(x)
         if len(rows) <= self.gemv_up_to():  # an empty batch too: the GEMV returns at once
-            y = self.gemv(layer, rows, NO_FUSION)
+            y = self.gemv(layer, rows, Fusion(input_order=layer.input_order))
         elif self.dense is not None and self.dense_runs(len(rows)):
-            y = self.dense(layer, rows)
+            y = self.dense(layer, layer.stored_order(rows))
         else:
-            y = self.kernel(layer, rows)
+            y = self.kernel(layer, layer.stored_order(rows))
         return y.view(*x.shape[:-1], layer.out_features)
 
     def scaled(self, layer: QuantLinear, x: torch.Tensor | Fp8Rows) -> torch.Tensor | ScaledRows:
@@ -159,12 +160,8 @@ class RoutedGemm:
         """The GEMV of f(x) (+ the layer's bias) (+ residual), f the RMSNorm `norm` or SiLU-and-mul of a
         gate|up x [tokens, 2 in] (see `Fusion`), in one launch (two where `int4_mma` runs: f first); for
         the fused small-batch path, up to `gemv_up_to()` tokens. A layer stored in another input order
-        (`QuantLinear.input_order`) gets x's columns (each half's, under `silu_mul`) and the norm's
-        weight gathered into it first: RMSNorm's mean square does not depend on the order."""
-        if layer.input_order is not None:
-            x = layer.stored_order(x.unflatten(-1, (2 if silu_mul else 1, -1))).flatten(-2)
-            norm = None if norm is None else (_in_stored_order(layer, norm[0]), norm[1])
-        return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual))
+        (`QuantLinear.input_order`) has the GEMV read x through it."""
+        return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual, layer.input_order))
 
     def variant_tokens(self) -> tuple[int, ...]:
         """Token counts that between them launch every kernel variant a batch can select: the GEMV's
@@ -203,15 +200,6 @@ def _pack(layer: QuantLinear) -> PackedWeight:
         WeightFormat.GPTQ, layer.qweight, layer.scales, *sizes, layer.qzeros, layer.g_idx, method.bits,
         layer.group_size, in_row_order, method.zero_offset,
     )  # fmt: skip
-
-
-def _in_stored_order(layer: QuantLinear, norm_weight: torch.Tensor) -> torch.Tensor:
-    """The RMSNorm weight in the layer's stored input order, gathered on the first call (before any
-    CUDA graph is captured, as `packed_weight`) and kept while the same weight comes."""
-    kept = layer.__dict__.get("norm_in_stored_order")
-    if kept is None or kept[0] is not norm_weight:
-        kept = layer.norm_in_stored_order = (norm_weight, layer.stored_order(norm_weight))
-    return kept[1]
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -296,9 +284,9 @@ def gemm_for(layer: QuantLinear, device: torch.device) -> RoutedGemm | None:
 
 
 def _mma_serves(layer: QuantLinear, method: GptqMethod, device: torch.device) -> bool:
-    """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations; act-order layers never get
-    here): 4 bits, inputs and groups (-1: one group of all inputs) in whole K steps, outputs in whole
-    programs, a GPU that runs its inline PTX. Where it does not, the GEMV stops at 3 rows, as
+    """Whether `int4_mma` runs `layer` on `device` (for 16-bit activations; layers left in act-order
+    never get here): 4 bits, inputs and groups (-1: one group of all inputs) in whole K steps, outputs in
+    whole programs, a GPU that runs its inline PTX. Where it does not, the GEMV stops at 3 rows, as
     `int4_gemv`'s does."""
     group = layer.in_features if method.group_size == -1 else method.group_size
     return (

@@ -150,7 +150,7 @@ def _fp8_gemv_kernel(
     first_output = tile_row // rows * BLOCK_N
     words = _word_loads(w_ptr, k_start, k_end, n, n_mask, stride_w, BLOCK_K)
     k = k_start + tl.arange(0, BLOCK_K)
-    x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+    x, second = row_loads(x_row, k, K, norm_weight_ptr, x_row, PROLOGUE, False)
     scales = _block_scales(scale_ptr, first_output, stride_s, k, K, BLOCK_OUT, BLOCK_IN)
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([BLOCK_N, WORDS], tl.float32)
@@ -158,7 +158,7 @@ def _fp8_gemv_kernel(
         current, x_now, second_now, scales_now = words, x, second, scales
         words = _word_loads(w_ptr, k0 + BLOCK_K, k_end, n, n_mask, stride_w, BLOCK_K)
         k = k0 + BLOCK_K + tl.arange(0, BLOCK_K)
-        x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+        x, second = row_loads(x_row, k, K, norm_weight_ptr, x_row, PROLOGUE, False)
         scales = _block_scales(scale_ptr, first_output, stride_s, k, K, BLOCK_OUT, BLOCK_IN)
         x_now = prologue_finish(x_now, second_now, rstd, PROLOGUE)
         if BLOCK_IN != 0:
@@ -209,7 +209,7 @@ def gemv(
     and `num_warps` are the launch shape (None: `default_tile`; the defaults won the sweep in
     docs/benchmarks.md, 2026-11-23 fifth session); `deep`: one token row's single wave of tiles runs
     unsplit, in steps of twice `block_k` at twice `num_warps`."""
-    assert supports(weight, block)
+    assert supports(weight, block) and fusion.input_order is None, "e4m3 weights keep the input order"
     rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
     assert weight.shape[1] == k, f"the weight takes {weight.shape[1]} inputs, x gives {k}"
     out = x.new_empty(rows, n)

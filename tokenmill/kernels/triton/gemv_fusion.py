@@ -36,12 +36,15 @@ class Fusion:
     """The element-wise work a GEMV does around its product for the fused small-batch path: the input
     row's RMSNorm (`norm`: weight, eps) or SiLU(gate) * up (`silu_mul`: x is gate|up, twice the weight's
     input width), then `bias` added to the fp32 sums and `residual` after rounding to x's dtype (as a
-    separate add would)."""
+    separate add would). `input_order`: the weight's rows hold the inputs in this order (act-order GPTQ
+    stored in group order, `QuantLinear.input_order`), so the GEMV reads x's columns, and the norm
+    weight's, through it; the RMSNorm's mean square does not depend on the order."""
 
     norm: tuple[torch.Tensor, float] | None = None
     silu_mul: bool = False
     bias: torch.Tensor | None = None
     residual: torch.Tensor | None = None
+    input_order: torch.Tensor | None = None
 
     def in_features(self, x: torch.Tensor) -> int:
         return x.shape[1] // 2 if self.silu_mul else x.shape[1]
@@ -59,6 +62,11 @@ class Fusion:
             NORM_BLOCK=min(NORM_BLOCK, triton.next_power_of_2(self.in_features(x))),
         )  # fmt: skip
 
+    def gather_args(self, x: torch.Tensor) -> dict[str, object]:
+        """The kernel arguments of `input_order`, for the GEMVs that read through it (GPTQ's layout)."""
+        order = self.input_order
+        return dict(order_ptr=x if order is None else order, GATHER=order is not None)
+
 
 NO_FUSION = Fusion()
 
@@ -71,18 +79,22 @@ def row_rstd(x_row, K, eps, PROLOGUE: tl.constexpr, NORM_BLOCK: tl.constexpr):
 
 
 @triton.jit
-def row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE: tl.constexpr):
-    """[1, len(k)] fp32 inputs at columns k of the row, after the prologue (`gemv_rows`)."""
-    x, second = row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE)
+def row_inputs(x_row, k, K, norm_weight_ptr, order_ptr, rstd, PROLOGUE: tl.constexpr, GATHER: tl.constexpr):
+    """[1, len(k)] fp32 inputs at weight rows k of the row, after the prologue (`gemv_rows`)."""
+    x, second = row_loads(x_row, k, K, norm_weight_ptr, order_ptr, PROLOGUE, GATHER)
     return prologue_finish(x, second, rstd, PROLOGUE)
 
 
 @triton.jit
-def row_loads(x_row, k, K, norm_weight_ptr, PROLOGUE: tl.constexpr):
+def row_loads(x_row, k, K, norm_weight_ptr, order_ptr, PROLOGUE: tl.constexpr, GATHER: tl.constexpr):
     """The loads of `row_inputs` (`gemv_rows.prologue_loads`), for `gemv_rows.prologue_finish`: apart,
-    so that a K loop can issue its next step's before it computes this one's."""
+    so that a K loop can issue its next step's before it computes this one's. GATHER: weight row k
+    multiplies input column order[k] (`Fusion.input_order`)."""
     k_mask = k < K
-    return prologue_loads(x_row + k[None, :], k_mask[None, :], K, norm_weight_ptr + k, k_mask, PROLOGUE)
+    column = tl.load(order_ptr + k, mask=k_mask, other=0) if GATHER else k
+    return prologue_loads(
+        x_row + column[None, :], k_mask[None, :], K, norm_weight_ptr + column, k_mask, PROLOGUE
+    )
 
 
 @triton.jit

@@ -129,9 +129,10 @@ def _word_sums(words, zeros, lo, hi, GROUPS: tl.constexpr, WORD_ROWS: tl.constex
 
 
 @triton.jit
-def _k_step_loads(w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k0, K, n, n_mask, stride_wk, stride_zg,
-                  stride_sg, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, PROLOGUE: tl.constexpr,
-                  GROUPS: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+def _k_step_loads(w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, order_ptr, k0, K, n, n_mask,
+                  stride_wk, stride_zg, stride_sg, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr,
+                  PROLOGUE: tl.constexpr, GATHER: tl.constexpr, GROUPS: tl.constexpr,
+                  BLOCK_K: tl.constexpr):  # fmt: skip
     """Everything one K step from k0 (GROUPS chunks of BLOCK_K inputs) reads: its words [GROUPS,
     BLOCK_K / 8, BLOCK_N], each chunk's zero points and scales [GROUPS, 1, BLOCK_N], and the prologue's
     loads of its activations."""
@@ -141,7 +142,8 @@ def _k_step_loads(w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k0, K, n, 
     group = chunk // GROUP
     zeros = zero_points(zero_ptr, group, n, n_mask[None, :], stride_zg, 4, ZERO_OFFSET)
     scales = tl.load(scale_ptr + group[:, None] * stride_sg + n[None, :], mask=n_mask[None, :], other=0.0)
-    x, second = row_loads(x_row, k0 + tl.arange(0, GROUPS * BLOCK_K), K, norm_weight_ptr, PROLOGUE)
+    k = k0 + tl.arange(0, GROUPS * BLOCK_K)
+    x, second = row_loads(x_row, k, K, norm_weight_ptr, order_ptr, PROLOGUE, GATHER)
     return words, zeros[:, None, :], scales[:, None, :], x, second
 
 
@@ -160,10 +162,10 @@ def _k_step(acc, loaded, rstd, GROUPS: tl.constexpr, BLOCK_K: tl.constexpr, PROL
 @triton.jit(do_not_specialize=["rows"])
 def _int4_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr, partial_ptr,
-    count_ptr, rows, N, K, k_per_split, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
-    ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, GROUPS: tl.constexpr, USE_ASM: tl.constexpr,
-    PROLOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
+    count_ptr, order_ptr, rows, N, K, k_per_split, stride_x, stride_wk, stride_sg, stride_zg, stride_o,
+    stride_r, eps, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUPS: tl.constexpr, USE_ASM: tl.constexpr, PROLOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     """Program (tile, row, split): BLOCK_N outputs of one token row over K rows [split * k_per_split, ...),
     GROUPS chunks of BLOCK_K a K step, each step's loads issued a step ahead (the last step reloads
@@ -173,16 +175,17 @@ def _int4_gemv_kernel(
     n_mask = n < N
     x_row = x_ptr + row * stride_x
     loaded = _k_step_loads(
-        w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, k_start, K, n, n_mask, stride_wk, stride_zg,
-        stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, GROUPS, BLOCK_K,
+        w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, order_ptr, k_start, K, n, n_mask, stride_wk,
+        stride_zg, stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, GATHER, GROUPS, BLOCK_K,
     )  # fmt: skip
     rstd = row_rstd(x_row, K, eps, PROLOGUE, NORM_BLOCK)
     acc = tl.zeros([GROUPS, BLOCK_K // 8, BLOCK_N], tl.float32)
     for k0 in range(k_start, k_end, STEP):
         current = loaded
         loaded = _k_step_loads(
-            w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, tl.minimum(k0 + STEP, k_end - STEP), K, n,
-            n_mask, stride_wk, stride_zg, stride_sg, ZERO_OFFSET, GROUP, PROLOGUE, GROUPS, BLOCK_K,
+            w_ptr, zero_ptr, scale_ptr, x_row, norm_weight_ptr, order_ptr,
+            tl.minimum(k0 + STEP, k_end - STEP), K, n, n_mask, stride_wk, stride_zg, stride_sg, ZERO_OFFSET,
+            GROUP, PROLOGUE, GATHER, GROUPS, BLOCK_K,
         )  # fmt: skip
         acc = _k_step(acc, current, rstd, GROUPS, BLOCK_K, PROLOGUE, USE_ASM)
     store_split_row(
@@ -252,7 +255,8 @@ def gemv(
         x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, out_ptr=out,
         **split_scratch(x.device), rows=rows, N=n, K=k, k_per_split=k_per_split, stride_x=x.stride(0),
         stride_wk=weight.weight.stride(0), stride_sg=stride_sg, stride_zg=stride_zg, stride_o=out.stride(0),
-        **fusion.kernel_args(x), ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, SPLIT=split,
+        **fusion.kernel_args(x), **fusion.gather_args(x), ZERO_OFFSET=weight.zero_offset,
+        GROUP=weight.group_size, SPLIT=split,
         BLOCK_N=shape.block_n, BLOCK_K=BLOCK_K, GROUPS=shape.groups, USE_ASM=_uses_asm(x), num_warps=4,
     )  # fmt: skip
     return out

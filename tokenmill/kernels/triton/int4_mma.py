@@ -287,6 +287,8 @@ def gemv(x: torch.Tensor, weight: PackedWeight, fusion: Fusion) -> torch.Tensor:
         x = rms_norm(x, *fusion.norm)[0]
     elif fusion.silu_mul:
         x = silu_and_mul(x)
+    if fusion.input_order is not None:  # the prologue's output, gathered into the weight's row order
+        x = x.index_select(1, fusion.input_order)
     rows, k, n = x.shape[0], x.shape[1], weight.out_features
     out = x.new_empty(rows, n)
     tiles, split = launch_shape(n, k, num_sms(x.device))

@@ -104,7 +104,7 @@ def _byte_gemv_kernel(
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             k = k0 + c * CHUNK + tl.arange(0, CHUNK)
-            x = row_inputs(x_row, k, K, norm_weight_ptr, rstd, PROLOGUE)
+            x = row_inputs(x_row, k, K, norm_weight_ptr, x_row, rstd, PROLOGUE, False)
             stored = tl.load(
                 w_ptr + n[:, None] * stride_w + k[None, :], mask=n_mask[:, None] & (k < K)[None, :], other=0
             )
@@ -127,10 +127,10 @@ def _byte_gemv_kernel(
 @triton.jit(do_not_specialize=["rows"])
 def _packed_gemv_kernel(
     x_ptr, w_ptr, scale_ptr, zero_ptr, g_idx_ptr, out_ptr, norm_weight_ptr, bias_ptr, residual_ptr,
-    rows, N, K, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
+    order_ptr, rows, N, K, stride_x, stride_wk, stride_sg, stride_zg, stride_o, stride_r, eps,
     BITS: tl.constexpr, ZERO_OFFSET: tl.constexpr, GROUP: tl.constexpr, ONE_GROUP: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNK: tl.constexpr, PROLOGUE: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, NORM_BLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     """ONE_GROUP: every CHUNK rows lie in one group (read at the chunk's first row, clamped to K - 1
     where a chunk starts past K: its activations are masked to zero there)."""
@@ -143,7 +143,8 @@ def _packed_gemv_kernel(
     for k0 in range(0, K, BLOCK_K):
         for c in tl.static_range(BLOCK_K // CHUNK):
             start = k0 + c * CHUNK
-            x = tl.trans(row_inputs(x_row, start + tl.arange(0, CHUNK), K, norm_weight_ptr, rstd, PROLOGUE))
+            k = start + tl.arange(0, CHUNK)
+            x = tl.trans(row_inputs(x_row, k, K, norm_weight_ptr, order_ptr, rstd, PROLOGUE, GATHER))
             zeros, scales = zeros_and_scales(
                 zero_ptr, scale_ptr, g_idx_ptr, tl.minimum(start, K - 1) if ONE_GROUP else start, n, K, N,
                 stride_sg, stride_zg, BITS, ZERO_OFFSET, GROUP, ONE_GROUP, CHUNK,
@@ -163,6 +164,7 @@ def _byte_gemv(
     fusion: Fusion,
     shape: GemvShape | None = None,
 ) -> torch.Tensor:
+    assert fusion.input_order is None, "weights stored [out, in] keep the input order"
     rows, k = x.shape[0], fusion.in_features(x)
     n = weight.shape[0]
     out = x.new_empty(rows, n)
@@ -239,7 +241,8 @@ def gemv(
     _packed_gemv_kernel[(triton.cdiv(n, block_n) * rows,)](
         x_ptr=x, w_ptr=w_ptr, scale_ptr=scale_ptr, zero_ptr=zero_ptr, g_idx_ptr=g_idx_ptr, out_ptr=out,
         rows=rows, N=n, K=k, stride_x=x.stride(0), stride_wk=weight.weight.stride(0), stride_sg=stride_sg,
-        stride_zg=stride_zg, stride_o=out.stride(0), **fusion.kernel_args(x), BITS=weight.bits,
+        stride_zg=stride_zg, stride_o=out.stride(0), **fusion.kernel_args(x), **fusion.gather_args(x),
+        BITS=weight.bits,
         ZERO_OFFSET=weight.zero_offset, GROUP=weight.group_size, ONE_GROUP=one_group, BLOCK_N=block_n,
         BLOCK_K=chunks * chunk, CHUNK=chunk, num_warps=8 if chunk * block_n >= 8192 else 4,
     )  # fmt: skip
