@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tokenmill.quantization import QuantLinear, UnquantizedMethod, resolve_quantization
+from tokenmill.quantization import QuantLinear, UnquantizedMethod, gptq, resolve_quantization
 from tokenmill.quantization.awq import AwqMethod, pack_awq, quantize_awq, unpack_awq
 from tokenmill.quantization.fp8 import Fp8BlockMethod, Fp8ChannelMethod, quantize_fp8_blocks
 from tokenmill.quantization.gptq import GptqMethod, pack_sequential, quantize_gptq
@@ -201,6 +201,19 @@ def test_act_order_layers_are_stored_in_group_order_and_gather_their_inputs(bits
     assert torch.equal(gptq_unpacked(layer.qweight, bits, 0), stored[order])
     torch.testing.assert_close(layer(x), before, atol=1e-5, rtol=1e-5)  # the same terms, summed reordered
     assert torch.equal(layer.stored_order(x), x[:, order])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_reordered_rows_hold_the_same_words_column_chunk_by_chunk(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reorder_rows` repacks a few output columns at a time: chunks of 8 of 20 columns (the last one
+    short) give the words of the whole matrix's rows taken in the order."""
+    monkeypatch.setattr(gptq, "_REORDER_COLUMNS", 8)
+    values = torch.randint(0, 2**bits, (64, 20), generator=torch.Generator().manual_seed(16))
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(17))
+    reordered = gptq.reorder_rows(pack_sequential(values, bits, 0), order, bits)
+    assert torch.equal(reordered, pack_sequential(values[order], bits, 0))
 
 
 def test_act_order_layers_whose_groups_differ_in_size_keep_their_order() -> None:
