@@ -5,8 +5,6 @@ to them."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 from torch import nn
@@ -443,6 +441,9 @@ def test_gemvs_compile_for_every_gpu_generation(capability: int) -> None:
 # (PROLOGUE, HAS_BIAS, HAS_RESIDUAL) of the fused small-batch path's projections: none, q|k|v and
 # gate|up (RMSNorm, with and without bias), o (residual) and down (SiLU-and-mul, residual)
 FUSIONS = ((0, False, False), (1, True, False), (1, False, False), (0, False, True), (2, False, True))
+# each prologue once more with the gather of act-order layers (`Fusion.input_order`), which changes
+# only the prologue's loads
+GATHERED = tuple((fusion, True) for fusion in (FUSIONS[0], FUSIONS[2], FUSIONS[4]))
 
 
 def _fusion_args(pointer: torch.Tensor, prologue: int, bias: bool, residual: bool) -> dict[str, object]:
@@ -470,7 +471,8 @@ def compile_every_gemv(capability: int) -> None:
                 )  # fmt: skip
     for bits, one_group, block_n, zero_offset in ((4, True, 16, 0), (8, True, 32, 1), (4, False, 16, 1)):
         chunk = 128 if one_group else quant_gemv.ACT_ORDER_CHUNK
-        for fusion, gather in itertools.product(FUSIONS if one_group else FUSIONS[:1], (False, one_group)):
+        plain = [(fusion, False) for fusion in (FUSIONS if one_group else FUSIONS[:1])]
+        for fusion, gather in plain + list(GATHERED if one_group else ()):
             compile_for(
                 quant_gemv._packed_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, g_idx_ptr=i32, out_ptr=bf16, **sizes,
@@ -495,7 +497,7 @@ def compile_every_gemv(capability: int) -> None:
                 BLOCK_IN=block[1] if block else 0, num_warps=fp8_gemv.NUM_WARPS,
             )  # fmt: skip
     for use_asm, split, groups in ((True, 8, 1), (True, 1, int4_gemv.WIDE_SHAPE.groups), (False, 2, 1)):
-        for fusion, gather in itertools.product(FUSIONS, (False, True)):
+        for fusion, gather in [(fusion, False) for fusion in FUSIONS] + list(GATHERED):
             compile_for(
                 int4_gemv._int4_gemv_kernel, capability, x_ptr=bf16, w_ptr=i32,
                 scale_ptr=_pointer(torch.float16), zero_ptr=i32, out_ptr=bf16, partial_ptr=f32, count_ptr=i32,
