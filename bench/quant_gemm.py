@@ -87,6 +87,7 @@ def build(method: QuantMethod, inp: int, shards: list[int], device: torch.device
             layer = QuantLinear(inp, shards, False, method)
             for index, rows in enumerate(shards):
                 layer.load("weight", torch.randn(rows, inp, dtype=torch.bfloat16) * 0.02, index)
+            layer.after_loading()
     finally:
         torch.set_default_dtype(torch.float32)
     return layer

@@ -171,6 +171,33 @@ def test_warm_up_compiles_a_biased_layer_s_fused_gemv_with_its_bias_and_no_resid
     assert {(2, True, False), (2, True, True)} <= epilogues
 
 
+@pytest.mark.parametrize("prologue", ["none", "norm", "silu_mul"])
+def test_a_weight_stored_in_another_input_order_gets_the_prologue_output_gathered(
+    prologue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Act-order layers stored in group order (`Fusion.input_order`): the kernel reads the prologue's
+    output with its columns in that order. A stand-in kernel records what it is given (the interpreter
+    cannot run the mma's PTX)."""
+    given: dict[str, torch.Tensor] = {}
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda **kwargs: given.update(x=kwargs["x_ptr"].clone())
+
+    monkeypatch.setattr(int4_mma, "_int4_mma_kernel", Recorder())
+    monkeypatch.setattr(int4_mma, "supports", lambda x, weight: True)
+    packed, _ = packed_awq(OUT, IN, 128)
+    order = torch.randperm(IN, generator=torch.Generator(DEVICE).manual_seed(9), device=DEVICE)
+    x = draw(3, 2 * IN if prologue == "silu_mul" else IN, seed=10)
+    norm = (torch.rand(IN, device=DEVICE) + 0.5, 1e-6) if prologue == "norm" else None
+    int4_mma.gemv(x, packed, Fusion(norm=norm, silu_mul=prologue == "silu_mul", input_order=order))
+    if prologue == "norm":
+        expected = reference.rms_norm(x, *norm)[0]
+    else:
+        expected = reference.silu_and_mul(x) if prologue == "silu_mul" else x
+    torch.testing.assert_close(given["x"], expected[:, order], atol=1e-5, rtol=1e-5)
+
+
 def test_launch_shape_splits_k_to_fill_the_sms_within_the_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert int4_mma.launch_shape(24576, 4096, 132) == (192, 2)  # Qwen3-8B gate|up
     assert int4_mma.launch_shape(6144, 4096, 132) == (48, 8)  # q|k|v

@@ -37,6 +37,7 @@ METHODS = {
     "fp8-channel": Fp8ChannelMethod,
     "awq": lambda: AwqMethod(64, checkpoint_is_awq=False),
     "gptq4": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False),
+    # act-order left out of row order (no `after_loading` here): the dense route at every count
     "gptq4-act-order": lambda: GptqMethod(4, 64, checkpoint_is_gptq=False, act_order=True),
 }
 

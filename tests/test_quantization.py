@@ -167,11 +167,14 @@ def test_gptq_packing_and_groups_match_the_formula(bits: int) -> None:
     assert ((gptq_weight(tensors, bits) - weight).abs() <= step * (0.5 + 2**bits * 2**-10)).all()
 
 
-def act_order_layer(bits: int, g_idx: torch.Tensor | None = None) -> tuple[QuantLinear, torch.Tensor]:
-    """A desc_act GPTQ checkpoint layer (q|k shards of 16 rows, 64 inputs, groups of 16) loaded from its
-    tensors, groups following a random order of the inputs (or `g_idx`), before `after_loading`; and
-    the [out, in] float weight those tensors stand for."""
-    layer = QuantLinear(64, [16, 16], False, GptqMethod(bits, 16, checkpoint_is_gptq=True, act_order=True))
+def act_order_layer(
+    bits: int, g_idx: torch.Tensor | None = None, desc_act: bool = True
+) -> tuple[QuantLinear, torch.Tensor]:
+    """A GPTQ checkpoint layer (q|k shards of 16 rows, 64 inputs, groups of 16; `desc_act` as its config
+    says) loaded from its tensors, groups following a random order of the inputs (or `g_idx`), before
+    `after_loading`; and the [out, in] float weight those tensors stand for."""
+    method = GptqMethod(bits, 16, checkpoint_is_gptq=True, act_order=desc_act)
+    layer = QuantLinear(64, [16, 16], False, method)
     weight = torch.randn(32, 64, generator=torch.Generator().manual_seed(11))
     order = torch.randperm(64, generator=torch.Generator().manual_seed(12))
     parts = []
@@ -185,11 +188,14 @@ def act_order_layer(bits: int, g_idx: torch.Tensor | None = None) -> tuple[Quant
     return layer, torch.cat(parts)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_act_order_layers_are_stored_in_group_order_and_gather_their_inputs(bits: int) -> None:
-    """Once loaded, a desc_act layer's rows sit in group order (g_idx is then the row order's, so the
-    kernels read one group per K tile) and x's columns are gathered to match: the same product."""
-    layer, weight = act_order_layer(bits)
+@pytest.mark.parametrize(("bits", "desc_act"), [(4, True), (8, True), (4, False)])
+def test_act_order_layers_are_stored_in_group_order_and_gather_their_inputs(
+    bits: int, desc_act: bool
+) -> None:
+    """Once loaded, a layer whose g_idx scatters its groups has its rows in group order (g_idx is then the
+    row order's, so the kernels read one group per K tile) and x's columns gathered to match: the same
+    product. The loaded g_idx decides, also where the config's `desc_act` said false."""
+    layer, weight = act_order_layer(bits, desc_act=desc_act)
     g_idx, stored = layer.g_idx.clone(), gptq_unpacked(layer.qweight, bits, 0)
     x = torch.randn(3, 64, generator=torch.Generator().manual_seed(13))
     before = layer(x)

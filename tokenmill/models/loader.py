@@ -178,6 +178,8 @@ def _loaded(model: LlamaForCausalLM, ops: Ops) -> LlamaForCausalLM:
     for module in model.modules():
         if isinstance(module, QuantLinear):
             module.after_loading()
+    if torch.cuda.is_available():  # the reorders' temporaries, which KV-cache sizing would count as used
+        torch.cuda.empty_cache()
     if ops.name == "triton":
         from tokenmill.quantization.triton_gemms import use_triton_gemms  # imports triton
 

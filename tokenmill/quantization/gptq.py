@@ -94,7 +94,8 @@ class GptqMethod(QuantMethod):
 
     def __init__(self, bits: int, group_size: int, checkpoint_is_gptq: bool, act_order: bool = False) -> None:
         """`act_order`: the checkpoint's `g_idx` puts the groups out of row order (`desc_act`, without
-        `static_groups`, groups smaller than the input)."""
+        `static_groups`, groups smaller than the input); `after_loading` settles it from the loaded
+        `g_idx`."""
         self.bits, self.group_size, self.act_order = bits, group_size, act_order
         self.checkpoint_tensors = GPTQ_TENSORS if checkpoint_is_gptq else ("weight",)
 
@@ -141,22 +142,20 @@ class GptqMethod(QuantMethod):
             raise ValueError(f"{what} ({tensor.dtype}) has no place in a GPTQ linear")
 
     def after_loading(self, layer: QuantLinear) -> None:
-        """Act-order: the rows stored in group order, `layer.input_order` naming the input feature of
-        each, and the layer then treated as row-ordered (`act_order` false). Only where every group holds
-        `group_size` rows, as GPTQ's act-order makes them; other layers keep their order, and take the
-        dense route."""
-        if not self.act_order or layer.qweight.is_meta:  # check-model loads shapes only
+        """Groups out of row order (act-order, whatever `desc_act` said): the rows stored in group order,
+        `layer.input_order` naming the input feature of each, and the layer then treated as row-ordered
+        (`act_order` false). Only where every group holds `group_size` rows, as GPTQ's act-order makes
+        them; a `g_idx` with groups of other sizes keeps its order, and `act_order` (the dense route)."""
+        if layer.qweight.is_meta:  # check-model loads shapes only
             return
         order = torch.argsort(layer.g_idx.data, stable=True)
         grouped = layer.g_idx.data[order]
         rows = torch.arange(layer.in_features, device=order.device)
-        if not torch.equal(grouped, (rows // layer.group_size).to(grouped.dtype)):
-            return
-        if not torch.equal(order, rows):
+        self.act_order = not torch.equal(grouped, (rows // layer.group_size).to(grouped.dtype))
+        if not self.act_order and not torch.equal(order, rows):
             layer.qweight.data = reorder_rows(layer.qweight.data, order, self.bits)
             layer.g_idx.data = grouped
             layer.input_order = order.to(torch.int32)
-        self.act_order = False
 
     def apply(self, layer: QuantLinear, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         parts = {name: getattr(layer, name) for name in GPTQ_TENSORS}

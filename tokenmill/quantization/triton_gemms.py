@@ -158,9 +158,9 @@ class RoutedGemm:
         residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The GEMV of f(x) (+ the layer's bias) (+ residual), f the RMSNorm `norm` or SiLU-and-mul of a
-        gate|up x [tokens, 2 in] (see `Fusion`), in one launch (two where `int4_mma` runs: f first); for
-        the fused small-batch path, up to `gemv_up_to()` tokens. A layer stored in another input order
-        (`QuantLinear.input_order`) has the GEMV read x through it."""
+        gate|up x [tokens, 2 in] (see `Fusion`), in one launch (two where `int4_mma` runs: f first, three
+        with a gather of f's output); for the fused small-batch path, up to `gemv_up_to()` tokens. A layer
+        stored in another input order (`QuantLinear.input_order`) has the GEMV read x through it."""
         return self.gemv(layer, x, Fusion(norm, silu_mul, layer.bias, residual, layer.input_order))
 
     def variant_tokens(self) -> tuple[int, ...]:

@@ -13,21 +13,24 @@ from tokenmill.quantization.base import QuantLinear
 
 @torch.inference_mode()
 def compile_gemm_variants(model: nn.Module, dtype: torch.dtype) -> int:
-    """Run each distinct quantized linear's GEMM (per method and shape: a model's other layers reuse the
-    same compiled variants) once per token count of its `variant_tokens`, on zero activations in `dtype`.
-    The GEMM is called without the layer's forward, so no tensor-parallel collective runs. Returns the
-    number of calls; none on the reference backend, where no method has a `gemm`."""
-    seen: set[tuple[str, int, int]] = set()
+    """Run each distinct quantized linear's GEMM (per method, shape, routing table entry and whether it
+    reads its input through an order: a model's other layers reuse the same compiled variants) once per
+    token count of its `variant_tokens`, on zero activations in `dtype`. The GEMM is called without the
+    layer's forward, so no tensor-parallel collective runs. Returns the number of calls; none on the
+    reference backend, where no method has a `gemm`."""
+    seen: set[tuple[object, ...]] = set()
     calls = 0
     for module in model.modules():
         if not isinstance(module, QuantLinear) or module.method.gemm is None:
             continue
-        key = (type(module.method).__name__, module.in_features, module.out_features)
+        gemm = module.method.gemm
+        table_key = getattr(gemm, "table_key", None)
+        ordered = module.input_order is not None  # act-order GPTQ: its GEMVs gather (their own variants)
+        key = (type(module.method).__name__, module.in_features, module.out_features, table_key, ordered)
         if key in seen:
             continue
         seen.add(key)
         device = next(module.parameters()).device
-        gemm = module.method.gemm
         for tokens in gemm.variant_tokens():
             zeros = torch.zeros(tokens, module.in_features, dtype=dtype, device=device)
             gemm(module, zeros)

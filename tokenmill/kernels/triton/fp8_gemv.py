@@ -209,7 +209,8 @@ def gemv(
     and `num_warps` are the launch shape (None: `default_tile`; the defaults won the sweep in
     docs/benchmarks.md, 2026-11-23 fifth session); `deep`: one token row's single wave of tiles runs
     unsplit, in steps of twice `block_k` at twice `num_warps`."""
-    assert supports(weight, block) and fusion.input_order is None, "e4m3 weights keep the input order"
+    assert supports(weight, block), f"fp8_gemv does not take this weight ({tuple(weight.shape)}, {block})"
+    assert fusion.input_order is None, "e4m3 weights keep the input order"
     rows, k, n = x.shape[0], fusion.in_features(x), weight.shape[0]
     assert weight.shape[1] == k, f"the weight takes {weight.shape[1]} inputs, x gives {k}"
     out = x.new_empty(rows, n)
